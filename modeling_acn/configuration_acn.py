@@ -1,0 +1,141 @@
+"""Configuration of the Adaptive Co-attention Network (Zhang, Fu, Liu, Huang, AAAI 2018)."""
+
+from transformers import PretrainedConfig
+
+TWITTER2015_LABELS = (
+    "O",
+    "B-LOC",
+    "I-LOC",
+    "B-ORG",
+    "I-ORG",
+    "B-OTHER",
+    "I-OTHER",
+    "B-PER",
+    "I-PER",
+)
+
+# Saved folders name both model heads, whichever of them was saved, so either Auto class loads the folder.
+AUTO_MAP = {
+    "AutoConfig": "configuration_acn.AcnConfig",
+    "AutoModel": "modeling_acn.AcnModel",
+    "AutoModelForTokenClassification": "modeling_acn.AcnForTokenClassification",
+}
+DECODERS = ("crf", "softmax")
+FUSIONS = ("gate", "concat")
+
+
+class AcnConfig(PretrainedConfig):
+    r"""Hyperparameters of ACN. Defaults are the paper's; each ablation of its Table 2 is a switch.
+
+    Args:
+        vocab_size (`int`): word vocabulary size, `[PAD]` at `pad_token_id` and `[UNK]` included.
+        char_vocab_size (`int`): character vocabulary size, the character padding id is `char_pad_id`.
+        word_embedding_dim (`int`): word embedding size.
+        char_embedding_dim (`int`): character embedding size.
+        char_num_filters (`int`): filters per character CNN window width.
+        char_kernel_sizes (`tuple[int]`): character CNN window widths.
+        max_word_length (`int`): characters kept per word by the tokenizer (the model accepts any width).
+        hidden_size (`int`): BiLSTM output size (both directions together) and the co-attention size `d`.
+        attention_size (`int`): size `k` of the attention layers' hidden projection.
+        image_feature_dim (`int`): channels of a VGG-16 pool5 region.
+        num_image_regions (`int`): 7 x 7 pool5 regions of a 224 x 224 image.
+        dropout (`float`): dropout on the word representation and on the BiLSTM output.
+        use_image (`bool`): False gives the text-only CNN-BiLSTM-CRF (no co-attention, no VGG trunk).
+        use_char_cnn (`bool`): False drops the character CNN (with `use_image=False`: the paper's BiLSTM-CRF).
+        decoder (`str`): `"crf"`, or `"softmax"` for independent per-word decisions (paper's CBCFuFi).
+        fusion (`str`): `"gate"` (gated multimodal fusion) or `"concat"` (paper's CBCFiC).
+        use_filtration_gate (`bool`): False passes the fused feature to the decoder unfiltered (paper's CBCFuC).
+        freeze_vision (`bool`): keep the VGG-16 trunk's ImageNet weights fixed during training.
+    """
+
+    model_type = "acn"
+
+    def __init__(
+        self,
+        vocab_size=2,
+        char_vocab_size=2,
+        pad_token_id=0,
+        char_pad_id=0,
+        word_embedding_dim=200,  # paper: 200-d embeddings pretrained on 30M tweets
+        char_embedding_dim=30,
+        char_num_filters=32,  # paper: three groups of 32 filters
+        char_kernel_sizes=(2, 3, 4),
+        max_word_length=30,
+        hidden_size=200,  # paper: BiLSTM output 200, i.e. 100 per direction
+        attention_size=200,
+        image_feature_dim=512,
+        num_image_regions=49,
+        dropout=0.5,  # paper gives no rate; 0.5 is Ma & Hovy's, whose CNN-BiLSTM-CRF ACN builds on
+        use_image=True,
+        use_char_cnn=True,
+        decoder="crf",
+        fusion="gate",
+        use_filtration_gate=True,
+        freeze_vision=True,
+        id2label=None,
+        label2id=None,
+        **kwargs,
+    ):
+        if id2label is None and label2id is None and "num_labels" not in kwargs:
+            id2label = dict(enumerate(TWITTER2015_LABELS))
+        if label2id is None and id2label is not None:
+            label2id = {label: int(index) for index, label in id2label.items()}
+        char_kernel_sizes = tuple(char_kernel_sizes)
+        _check_positive(
+            vocab_size=vocab_size,
+            char_vocab_size=char_vocab_size,
+            word_embedding_dim=word_embedding_dim,
+            char_embedding_dim=char_embedding_dim,
+            char_num_filters=char_num_filters,
+            max_word_length=max_word_length,
+            attention_size=attention_size,
+            image_feature_dim=image_feature_dim,
+            num_image_regions=num_image_regions,
+        )
+        if hidden_size <= 0 or hidden_size % 2:
+            raise ValueError(f"hidden_size must be a positive even number (two LSTM directions), got {hidden_size!r}")
+        if not char_kernel_sizes or any(width <= 0 for width in char_kernel_sizes):
+            raise ValueError(f"char_kernel_sizes must be positive widths, got {char_kernel_sizes!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be 'crf' or 'softmax', got {decoder!r}")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be 'gate' or 'concat', got {fusion!r}")
+        if not 0 <= pad_token_id < vocab_size:
+            raise ValueError(f"pad_token_id must be a word id below vocab_size={vocab_size}, got {pad_token_id!r}")
+        if not 0 <= char_pad_id < char_vocab_size:
+            raise ValueError(f"char_pad_id must be a char id below char_vocab_size={char_vocab_size}, got {char_pad_id!r}")
+
+        self.vocab_size = vocab_size
+        self.char_vocab_size = char_vocab_size
+        self.char_pad_id = char_pad_id
+        self.word_embedding_dim = word_embedding_dim
+        self.char_embedding_dim = char_embedding_dim
+        self.char_num_filters = char_num_filters
+        self.char_kernel_sizes = char_kernel_sizes
+        self.max_word_length = max_word_length
+        self.hidden_size = hidden_size
+        self.attention_size = attention_size
+        self.image_feature_dim = image_feature_dim
+        self.num_image_regions = num_image_regions
+        self.dropout = dropout
+        self.use_image = use_image
+        self.use_char_cnn = use_char_cnn
+        self.decoder = decoder
+        self.fusion = fusion
+        self.use_filtration_gate = use_filtration_gate
+        self.freeze_vision = freeze_vision
+        kwargs.setdefault("auto_map", dict(AUTO_MAP))
+        super().__init__(pad_token_id=pad_token_id, id2label=id2label, label2id=label2id, **kwargs)
+
+
+def _check_positive(**values):
+    for name, value in values.items():
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+AcnConfig.register_for_auto_class()
+
+__all__ = ["AcnConfig"]

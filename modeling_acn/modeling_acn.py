@@ -1,0 +1,577 @@
+"""Adaptive Co-attention Network for multimodal NER in tweets (Zhang, Fu, Liu, Huang, AAAI 2018).
+
+The whole forward pass lives here: character CNN, BiLSTM encoder, VGG-16 trunk, word-guided visual attention,
+image-guided textual attention, gated multimodal fusion, filtration gate and CRF.
+
+Two readings of the paper's equations, both stated once here:
+- The attention energies are written `tanh(W_v v_I ⊕ (W_h h_t + b))` with `W_α ∈ R^{1×2k}`, i.e. concatenation.
+  Taken literally the word term is the same for every region and cancels in the softmax, so the attention could
+  not depend on the word. The equation is the stacked-attention form of Yang et al. (2016), where `⊕` adds the
+  vector to every column of the matrix; we use that sum (`W_α ∈ R^{1×k}`), which makes the attention word-guided.
+- `m̂_t = W_m̂ (h_t ⊕ u_t)` is linear in the decoder input, so `W_m̂` maps straight to the tag scores (the
+  CRF's emission potentials); a second linear layer in between would add nothing.
+Missing images: a tweet whose `image_mask` is False has its region features zeroed before the attention and its
+multimodal feature `u_t` set to zero, i.e. its filtration gate is closed. Its tags then come from `h_t` alone,
+exactly the text-only model's path, and nothing divides by zero or becomes NaN.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torchvision
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_acn import AcnConfig
+
+# Score given to forbidden transitions in constrained decoding; finite so that a row of them cannot give NaN.
+FORBIDDEN_SCORE = -1e4
+# Initial range of the embeddings and CRF scores, from the paper's U(-0.25, 0.25) for out-of-vocabulary words.
+EMBEDDING_INIT_RANGE = 0.25
+CRF_INIT_RANGE = 0.1
+IGNORE_INDEX = -100
+VGG16_INPUT_SIZE = 224
+
+
+@dataclass
+class AcnModelOutput(ModelOutput):
+    r"""
+    last_hidden_state (`torch.FloatTensor` of shape `(batch, seq_len, decoder_input_size)`):
+        The decoder input `[h_t ; u_t]` (text-only variants: `h_t`).
+    visual_attentions (`torch.FloatTensor` of shape `(batch, seq_len, num_regions)`, with `output_attentions`):
+        Word-guided attention over the image regions (row-major 7 x 7).
+    textual_attentions (`torch.FloatTensor` of shape `(batch, seq_len, seq_len)`, with `output_attentions`):
+        Image-guided attention of each word over all words (padding gets 0).
+    fusion_gates (`torch.FloatTensor` of shape `(batch, seq_len, hidden_size)`, with `output_attentions`):
+        Weight of the visual feature in the fused feature (`fusion="gate"` only).
+    filtration_gates (`torch.FloatTensor` of shape `(batch, seq_len)`, with `output_attentions`):
+        How much of the multimodal feature reaches the decoder; 0 for tweets without an image.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    visual_attentions: torch.FloatTensor | None = None
+    textual_attentions: torch.FloatTensor | None = None
+    fusion_gates: torch.FloatTensor | None = None
+    filtration_gates: torch.FloatTensor | None = None
+
+
+@dataclass
+class AcnTokenClassifierOutput(AcnModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`, when `labels` are given):
+        Negative CRF log-likelihood (softmax decoder: token cross-entropy), averaged over the batch.
+    logits (`torch.FloatTensor` of shape `(batch, seq_len, num_labels)`):
+        Per-word tag scores, the CRF's emission potentials; decode them with `decode`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+
+
+class AcnCharCNN(nn.Module):
+    """Character CNN with max-over-time pooling; padding characters never change a word's vector."""
+
+    def __init__(self, config: AcnConfig):
+        super().__init__()
+        self.pad_id = config.char_pad_id
+        self.kernel_sizes = config.char_kernel_sizes
+        self.embedding = nn.Embedding(config.char_vocab_size, config.char_embedding_dim, padding_idx=config.char_pad_id)
+        self.convs = nn.ModuleList(
+            nn.Conv1d(config.char_embedding_dim, config.char_num_filters, width) for width in config.char_kernel_sizes
+        )
+
+    def forward(self, char_ids: torch.LongTensor) -> torch.FloatTensor:
+        batch, seq_len, word_len = char_ids.shape
+        shortfall = max(self.kernel_sizes) - word_len
+        if shortfall > 0:  # every window must fit, so a short word sees the same padding at any tensor width
+            char_ids = nn.functional.pad(char_ids, (0, shortfall), value=self.pad_id)
+        words = char_ids.reshape(batch * seq_len, -1)  # (words, word_len)
+        word_lengths = (words != self.pad_id).sum(-1)  # (words,)
+        chars = self.embedding(words).transpose(1, 2)  # (words, char_dim, word_len)
+        pooled = [self._max_over_valid_windows(conv(chars), width, word_lengths) for conv, width in zip(self.convs, self.kernel_sizes)]
+        return torch.cat(pooled, dim=-1).reshape(batch, seq_len, -1)  # (batch, seq_len, filters * num_widths)
+
+    @staticmethod
+    def _max_over_valid_windows(features, width, word_lengths):
+        # A window is valid when it starts inside the word; a word shorter than the window keeps its first window.
+        last_start = (word_lengths - width).clamp(min=0)  # (words,)
+        starts = torch.arange(features.shape[-1], device=features.device)  # (num_windows,)
+        invalid = starts[None, :] > last_start[:, None]  # (words, num_windows)
+        masked = features.masked_fill(invalid[:, None, :], float("-inf"))  # (words, filters, num_windows)
+        return masked.max(dim=-1).values  # (words, filters)
+
+
+class AcnTextEncoder(nn.Module):
+    """Word embedding ⊕ character CNN, then a BiLSTM: the contextual word features `h_t`."""
+
+    def __init__(self, config: AcnConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.word_embedding_dim, padding_idx=config.pad_token_id)
+        self.char_cnn = AcnCharCNN(config) if config.use_char_cnn else None
+        char_size = config.char_num_filters * len(config.char_kernel_sizes) if config.use_char_cnn else 0
+        self.dropout = nn.Dropout(config.dropout)
+        self.lstm = nn.LSTM(
+            config.word_embedding_dim + char_size, config.hidden_size // 2, batch_first=True, bidirectional=True
+        )
+
+    def forward(self, input_ids, char_ids, lengths):
+        words = self.word_embeddings(input_ids)  # (batch, seq_len, word_dim)
+        if self.char_cnn is not None:
+            words = torch.cat([words, self.char_cnn(char_ids)], dim=-1)  # (batch, seq_len, word_dim + char_size)
+        packed = pack_padded_sequence(self.dropout(words), lengths.cpu(), batch_first=True, enforce_sorted=False)
+        encoded, _ = self.lstm(packed)
+        hidden, _ = pad_packed_sequence(encoded, batch_first=True, total_length=input_ids.shape[1])
+        return self.dropout(hidden)  # (batch, seq_len, hidden)
+
+
+class AcnCoAttention(nn.Module):
+    """Image projection, word-guided visual attention, image-guided textual attention, fusion and filtration."""
+
+    def __init__(self, config: AcnConfig):
+        super().__init__()
+        hidden, attention = config.hidden_size, config.attention_size
+        self.image_projection = nn.Linear(config.image_feature_dim, hidden)
+        # word-guided visual attention
+        self.visual_region_proj = nn.Linear(hidden, attention, bias=False)
+        self.visual_word_proj = nn.Linear(hidden, attention)
+        self.visual_score = nn.Linear(attention, 1)
+        # image-guided textual attention
+        self.textual_word_proj = nn.Linear(hidden, attention, bias=False)
+        self.textual_image_proj = nn.Linear(hidden, attention)
+        self.textual_score = nn.Linear(attention, 1)
+        # gated multimodal fusion
+        self.visual_transform = nn.Linear(hidden, hidden)
+        self.textual_transform = nn.Linear(hidden, hidden)
+        self.fusion_gate = nn.Linear(2 * hidden, hidden, bias=False) if config.fusion == "gate" else None
+        fused_size = hidden if config.fusion == "gate" else 2 * hidden
+        # filtration gate
+        self.filtration_gate = nn.Linear(hidden + fused_size, 1) if config.use_filtration_gate else None
+        self.multimodal_transform = nn.Linear(fused_size, hidden)
+
+    def forward(self, hidden, word_mask, image_features, image_mask):
+        present = image_mask[:, None, None]  # (batch, 1, 1)
+        regions = torch.where(present, image_features, torch.zeros_like(image_features))  # (batch, regions, 512)
+        regions = torch.tanh(self.image_projection(regions))  # (batch, regions, hidden)
+
+        visual_energy = torch.tanh(
+            self.visual_region_proj(regions)[:, None, :, :]  # (batch, 1, regions, attention)
+            + self.visual_word_proj(hidden)[:, :, None, :]  # (batch, seq_len, 1, attention)
+        )
+        visual_attention = self.visual_score(visual_energy).squeeze(-1).softmax(dim=-1)  # (batch, seq_len, regions)
+        attended_image = visual_attention @ regions  # (batch, seq_len, hidden)
+
+        textual_energy = torch.tanh(
+            self.textual_word_proj(hidden)[:, None, :, :]  # (batch, 1, seq_len_key, attention)
+            + self.textual_image_proj(attended_image)[:, :, None, :]  # (batch, seq_len_query, 1, attention)
+        )
+        textual_scores = self.textual_score(textual_energy).squeeze(-1)  # (batch, seq_len_query, seq_len_key)
+        textual_scores = textual_scores.masked_fill(~word_mask[:, None, :], float("-inf"))
+        textual_attention = textual_scores.softmax(dim=-1)  # (batch, seq_len_query, seq_len_key)
+        attended_text = textual_attention @ hidden  # (batch, seq_len, hidden)
+
+        visual = torch.tanh(self.visual_transform(attended_image))  # (batch, seq_len, hidden)
+        textual = torch.tanh(self.textual_transform(attended_text))  # (batch, seq_len, hidden)
+        both = torch.cat([visual, textual], dim=-1)  # (batch, seq_len, 2 * hidden)
+        if self.fusion_gate is None:
+            fusion_gate, fused = None, both
+        else:
+            fusion_gate = torch.sigmoid(self.fusion_gate(both))  # (batch, seq_len, hidden)
+            fused = fusion_gate * visual + (1 - fusion_gate) * textual  # (batch, seq_len, hidden)
+
+        if self.filtration_gate is None:
+            filtration_gate = torch.ones_like(hidden[..., 0])  # (batch, seq_len)
+        else:
+            filtration_gate = torch.sigmoid(self.filtration_gate(torch.cat([hidden, fused], dim=-1))).squeeze(-1)
+        filtration_gate = filtration_gate * image_mask[:, None]  # (batch, seq_len): closed without an image
+        multimodal = filtration_gate[..., None] * torch.tanh(self.multimodal_transform(fused))  # (batch, seq_len, hidden)
+        return multimodal, visual_attention, textual_attention, fusion_gate, filtration_gate
+
+
+class AcnCrf(nn.Module):
+    """Linear-chain CRF, vectorised over the batch, in log space.
+
+    Index convention: `transitions[from_tag, to_tag]` scores moving from `from_tag` at step t-1 to `to_tag` at t.
+    Masks are `(batch, seq_len)` booleans, left-aligned: real words first, then padding.
+    """
+
+    def __init__(self, num_tags: int):
+        super().__init__()
+        self.num_tags = num_tags
+        self.start_transitions = nn.Parameter(torch.empty(num_tags))
+        self.end_transitions = nn.Parameter(torch.empty(num_tags))
+        self.transitions = nn.Parameter(torch.empty(num_tags, num_tags))
+
+    def log_likelihood(self, emissions, tags, mask):
+        """Per-sequence log p(tags | emissions), shape `(batch,)`."""
+        return self._path_score(emissions, tags, mask) - self.log_partition(emissions, mask)
+
+    def log_partition(self, emissions, mask):
+        """Per-sequence log of the sum over all tag paths of exp(score), shape `(batch,)` (forward algorithm)."""
+        alpha = self.start_transitions + emissions[:, 0]  # (batch, tags)
+        for step in range(1, emissions.shape[1]):
+            # log-space, so the sum over previous tags becomes logsumexp
+            candidates = alpha[:, :, None] + self.transitions + emissions[:, step, None, :]  # (batch, from, to)
+            alpha = torch.where(mask[:, step, None], candidates.logsumexp(dim=1), alpha)  # (batch, tags)
+        return (alpha + self.end_transitions).logsumexp(dim=-1)  # (batch,)
+
+    def decode(self, emissions, mask, allowed=None, allowed_start=None):
+        """Best tag path per sequence (Viterbi), as a `(batch, seq_len)` tensor with `-100` at padding.
+
+        `allowed` `(tags, tags)` and `allowed_start` `(tags,)` booleans forbid transitions when given.
+        """
+        return viterbi_decode(
+            emissions, mask, self.transitions, self.start_transitions, self.end_transitions, allowed, allowed_start
+        )
+
+    def _path_score(self, emissions, tags, mask):
+        emission_scores = emissions.gather(-1, tags[..., None]).squeeze(-1)  # (batch, seq_len)
+        transition_scores = self.transitions[tags[:, :-1], tags[:, 1:]]  # (batch, seq_len - 1)
+        step_scores = emission_scores[:, 1:] + transition_scores  # (batch, seq_len - 1)
+        last_tags = tags.gather(1, (mask.sum(-1) - 1)[:, None]).squeeze(1)  # (batch,)
+        return (
+            self.start_transitions[tags[:, 0]]
+            + emission_scores[:, 0]
+            + (step_scores * mask[:, 1:]).sum(-1)
+            + self.end_transitions[last_tags]
+        )  # (batch,)
+
+
+def viterbi_decode(emissions, mask, transitions, start, end, allowed=None, allowed_start=None):
+    """Viterbi over a batch with length masks; see `AcnCrf.decode`. Returns `(batch, seq_len)` long."""
+    if allowed is not None:
+        transitions = transitions.masked_fill(~allowed, FORBIDDEN_SCORE)  # (from, to)
+        start = start.masked_fill(~allowed_start, FORBIDDEN_SCORE)  # (tags,)
+    batch, seq_len, _ = emissions.shape
+    score = start + emissions[:, 0]  # (batch, tags)
+    backpointers = []
+    for step in range(1, seq_len):
+        candidates = score[:, :, None] + transitions  # (batch, from, to)
+        best, best_from = candidates.max(dim=1)  # (batch, to)
+        score = torch.where(mask[:, step, None], best + emissions[:, step], score)  # (batch, tags)
+        backpointers.append(best_from)
+    best_last = (score + end).argmax(dim=-1)  # (batch,)
+
+    last_index = mask.sum(-1) - 1  # (batch,)
+    path = torch.full((batch, seq_len), IGNORE_INDEX, dtype=torch.long, device=emissions.device)
+    current = best_last  # (batch,)
+    for step in range(seq_len - 1, -1, -1):
+        current = torch.where(last_index == step, best_last, current)
+        path[:, step] = torch.where(step <= last_index, current, path[:, step])
+        if step > 0:  # follow the pointer back; sequences that end earlier are reset when their end is reached
+            current = backpointers[step - 1].gather(1, current[:, None]).squeeze(1)  # (batch,)
+    return path  # (batch, seq_len)
+
+
+class AcnPreTrainedModel(PreTrainedModel):
+    config_class = AcnConfig
+    base_model_prefix = "acn"
+    main_input_name = "input_ids"
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        if isinstance(module, nn.Embedding):
+            init.uniform_(module.weight, -EMBEDDING_INIT_RANGE, EMBEDDING_INIT_RANGE)  # paper's U(-0.25, 0.25)
+            if module.padding_idx is not None:
+                init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, (nn.Linear, nn.Conv1d)):
+            init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv2d):  # the VGG-16 trunk, when it does not get ImageNet weights
+            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.LSTM):
+            for name, parameter in module.named_parameters():
+                if "weight" in name:
+                    init.xavier_uniform_(parameter)
+                else:
+                    init.zeros_(parameter)
+        elif isinstance(module, AcnCrf):
+            for parameter in (module.start_transitions, module.end_transitions, module.transitions):
+                init.uniform_(parameter, -CRF_INIT_RANGE, CRF_INIT_RANGE)
+
+
+class AcnModel(AcnPreTrainedModel):
+    """Text encoder, VGG-16 trunk and co-attention: the decoder input features of every word."""
+
+    def __init__(self, config: AcnConfig):
+        super().__init__(config)
+        self.text_encoder = AcnTextEncoder(config)
+        if config.use_image:
+            # VGG-16 ("D") conv trunk up to pool5, built alone: the 120M-parameter classifier is never needed
+            self.vision = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
+            self.vision.requires_grad_(not config.freeze_vision)
+            self.co_attention = AcnCoAttention(config)
+        else:
+            self.vision = None
+            self.co_attention = None
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.text_encoder.word_embeddings
+
+    def set_input_embeddings(self, embeddings):
+        self.text_encoder.word_embeddings = embeddings
+
+    def load_vision_weights(self, path=None):
+        """Load ImageNet VGG-16 weights into the conv trunk.
+
+        With `path=None` torchvision's `VGG16_Weights.IMAGENET1K_V1` are used (its cache, else a download).
+        A local `.safetensors` file or a torch state dict (loaded with `weights_only=True`) of either the full
+        torchvision VGG-16 (`features.*` keys) or its trunk alone also works.
+        """
+        if self.vision is None:
+            raise ValueError("this model has no vision trunk (use_image=False)")
+        if path is None:
+            state = torchvision.models.VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
+        elif str(path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        if any(key.startswith("features.") for key in state):
+            state = {key.removeprefix("features."): value for key, value in state.items() if key.startswith("features.")}
+        self.vision.load_state_dict(state)
+
+    def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
+        """VGG-16 pool5 features `(batch, 49, 512)`, regions in row-major 7 x 7 order.
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch, 3, 224, 224)`): ImageNet-normalised RGB.
+        """
+        if self.vision is None:
+            raise ValueError("this model has no vision trunk (use_image=False)")
+        _check_pixel_values(pixel_values)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_vision):
+            pool5 = self.vision(pixel_values)  # (batch, 512, 7, 7)
+        return pool5.flatten(2).transpose(1, 2)  # (batch, 49, 512)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        char_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        image_features: torch.FloatTensor | None = None,
+        image_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        **kwargs,
+    ) -> AcnModelOutput:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch, seq_len)`): word ids, any length.
+            char_ids (`torch.LongTensor` of shape `(batch, seq_len, word_len)`): character ids per word;
+                required with the character CNN.
+            attention_mask (`torch.Tensor` of shape `(batch, seq_len)`): 1 for words, 0 for padding (left-aligned,
+                at least one word per tweet). Defaults to all ones.
+            pixel_values (`torch.FloatTensor` of shape `(batch, 3, 224, 224)`): images for the VGG-16 trunk.
+            image_features (`torch.FloatTensor` of shape `(batch, 49, 512)`): precomputed pool5 features, instead
+                of `pixel_values`.
+            image_mask (`torch.Tensor` of shape `(batch,)`): True where the tweet has a usable image. Defaults to
+                all True.
+            output_attentions (`bool`): also return attention maps and gate values.
+        """
+        word_mask = self._check_text_inputs(input_ids, char_ids, attention_mask)  # (batch, seq_len)
+        hidden = self.text_encoder(input_ids, char_ids, word_mask.sum(-1))  # (batch, seq_len, hidden)
+        if self.co_attention is None:
+            return AcnModelOutput(last_hidden_state=hidden)
+
+        image_features = self._image_features(input_ids.shape[0], pixel_values, image_features)
+        image_mask = _check_image_mask(image_mask, input_ids.shape[0], input_ids.device)  # (batch,)
+        multimodal, visual, textual, fusion, filtration = self.co_attention(hidden, word_mask, image_features, image_mask)
+        features = torch.cat([hidden, multimodal], dim=-1)  # (batch, seq_len, 2 * hidden)
+        if not (output_attentions if output_attentions is not None else self.config.output_attentions):
+            return AcnModelOutput(last_hidden_state=features)
+        return AcnModelOutput(
+            last_hidden_state=features,
+            visual_attentions=visual,
+            textual_attentions=textual,
+            fusion_gates=fusion,
+            filtration_gates=filtration,
+        )
+
+    def _check_text_inputs(self, input_ids, char_ids, attention_mask):
+        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+            raise ValueError(f"input_ids must be (batch, seq_len) with seq_len > 0, got shape {tuple(input_ids.shape)}")
+        if self.config.use_char_cnn:
+            if char_ids is None:
+                raise ValueError("char_ids are required when use_char_cnn=True")
+            if char_ids.dim() != 3 or char_ids.shape[:2] != input_ids.shape:
+                raise ValueError(
+                    f"char_ids must be (batch, seq_len, word_len) matching input_ids {tuple(input_ids.shape)}, "
+                    f"got shape {tuple(char_ids.shape)}"
+                )
+        if attention_mask is None:
+            return torch.ones_like(input_ids, dtype=torch.bool)
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, "
+                f"got shape {tuple(attention_mask.shape)}"
+            )
+        word_mask = attention_mask.bool()
+        lengths = word_mask.sum(-1)  # (batch,)
+        if not (word_mask == (torch.arange(input_ids.shape[1], device=lengths.device) < lengths[:, None])).all():
+            raise ValueError("attention_mask must be left-aligned: words first, then padding")
+        if (lengths == 0).any():
+            raise ValueError(f"every tweet needs at least one word, got lengths {lengths.tolist()}")
+        return word_mask
+
+    def _image_features(self, batch, pixel_values, image_features):
+        if (pixel_values is None) == (image_features is None):
+            raise ValueError("pass exactly one of pixel_values or image_features (mark missing images with image_mask)")
+        if image_features is None:
+            return self.get_image_features(pixel_values)
+        expected = (batch, self.config.num_image_regions, self.config.image_feature_dim)
+        if tuple(image_features.shape) != expected:
+            raise ValueError(f"image_features must have shape {expected}, got shape {tuple(image_features.shape)}")
+        return image_features.to(self.co_attention.image_projection.weight.dtype)
+
+
+class AcnForTokenClassification(AcnPreTrainedModel):
+    """ACN with its tag decoder: a CRF (paper) or independent softmax decisions (`decoder="softmax"`)."""
+
+    def __init__(self, config: AcnConfig):
+        super().__init__(config)
+        self.acn = AcnModel(config)
+        decoder_input_size = 2 * config.hidden_size if config.use_image else config.hidden_size
+        self.classifier = nn.Linear(decoder_input_size, config.num_labels)  # W_m̂: emission potentials
+        self.crf = AcnCrf(config.num_labels) if config.decoder == "crf" else None
+        allowed, allowed_start = bio_transition_table(config.id2label)
+        self.register_buffer("bio_allowed", allowed, persistent=False)  # (tags, tags), [from, to]
+        self.register_buffer("bio_allowed_start", allowed_start, persistent=False)  # (tags,)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.acn.get_input_embeddings()
+
+    def set_input_embeddings(self, embeddings):
+        self.acn.set_input_embeddings(embeddings)
+
+    def load_vision_weights(self, path=None):
+        """See `AcnModel.load_vision_weights`."""
+        self.acn.load_vision_weights(path)
+
+    def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
+        """See `AcnModel.get_image_features`."""
+        return self.acn.get_image_features(pixel_values)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        char_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        image_features: torch.FloatTensor | None = None,
+        image_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
+        **kwargs,
+    ) -> AcnTokenClassifierOutput:
+        r"""
+        Args: as `AcnModel.forward`, plus
+            labels (`torch.LongTensor` of shape `(batch, seq_len)`): tag ids for every word, `-100` at padding.
+        """
+        outputs = self.acn(
+            input_ids,
+            char_ids=char_ids,
+            attention_mask=attention_mask,
+            pixel_values=pixel_values,
+            image_features=image_features,
+            image_mask=image_mask,
+            output_attentions=output_attentions,
+        )
+        logits = self.classifier(outputs.last_hidden_state)  # (batch, seq_len, num_labels)
+        loss = None
+        if labels is not None:
+            word_mask = _word_mask(attention_mask, input_ids)
+            loss = self._loss(logits, _check_labels(labels, word_mask, self.config.num_labels), word_mask)
+        return AcnTokenClassifierOutput(loss=loss, logits=logits, **outputs)
+
+    def decode(self, logits, attention_mask=None, constrain_bio=False):
+        """Best tag sequence per tweet.
+
+        Args:
+            logits (`torch.FloatTensor` of shape `(batch, seq_len, num_labels)`): from `forward`.
+            attention_mask (`torch.Tensor` of shape `(batch, seq_len)`): 1 for words. Defaults to all ones.
+            constrain_bio (`bool`): forbid `I-X` unless it follows `B-X` or `I-X` (and at the start).
+        Returns:
+            `list[list[int]]`: tag ids, one list per tweet, as long as the tweet.
+        """
+        word_mask = _word_mask(attention_mask, logits[..., 0])
+        allowed = (self.bio_allowed, self.bio_allowed_start) if constrain_bio else (None, None)
+        if self.crf is not None:
+            paths = self.crf.decode(logits, word_mask, *allowed)  # (batch, seq_len)
+        elif constrain_bio:  # best valid path under independent per-word probabilities
+            no_transitions = logits.new_zeros(self.config.num_labels, self.config.num_labels)
+            no_boundary = logits.new_zeros(self.config.num_labels)
+            paths = viterbi_decode(logits.log_softmax(-1), word_mask, no_transitions, no_boundary, no_boundary, *allowed)
+        else:
+            paths = logits.argmax(-1)  # (batch, seq_len)
+        return [path[:length].tolist() for path, length in zip(paths, word_mask.sum(-1).tolist())]
+
+    def _loss(self, logits, labels, word_mask):
+        if self.crf is None:
+            return nn.functional.cross_entropy(logits[word_mask], labels[word_mask])
+        return -self.crf.log_likelihood(logits, labels.clamp(min=0), word_mask).mean()
+
+
+def bio_transition_table(id2label):
+    """Which BIO transitions are valid: `(allowed[from, to], allowed_start[to])` as bool tensors."""
+    labels = [id2label[index] for index in range(len(id2label))]
+    inside_type = [label[2:] if label.startswith("I-") else None for label in labels]
+    entity_type = [label[2:] if label[:2] in ("B-", "I-") else None for label in labels]
+    allowed = torch.tensor(
+        [[inside is None or entity_type[source] == inside for inside in inside_type] for source in range(len(labels))]
+    )  # (tags, tags)
+    allowed_start = torch.tensor([inside is None for inside in inside_type])  # (tags,)
+    return allowed, allowed_start
+
+
+def _word_mask(attention_mask, reference):
+    if attention_mask is None:
+        return torch.ones(reference.shape[:2], dtype=torch.bool, device=reference.device)
+    return attention_mask.bool()
+
+
+def _check_labels(labels, word_mask, num_labels):
+    if labels.shape != word_mask.shape:
+        raise ValueError(f"labels must have the shape of input_ids {tuple(word_mask.shape)}, got {tuple(labels.shape)}")
+    real = labels[word_mask]
+    if ((real < 0) | (real >= num_labels)).any():
+        raise ValueError(f"labels of real words must be in [0, {num_labels}), got {sorted(set(real.tolist()))}")
+    return labels
+
+
+def _check_image_mask(image_mask, batch, device):
+    if image_mask is None:
+        return torch.ones(batch, dtype=torch.bool, device=device)
+    if tuple(image_mask.shape) != (batch,):
+        raise ValueError(f"image_mask must have shape ({batch},), got shape {tuple(image_mask.shape)}")
+    return image_mask.bool()
+
+
+def _check_pixel_values(pixel_values):
+    if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != (3, VGG16_INPUT_SIZE, VGG16_INPUT_SIZE):
+        raise ValueError(
+            f"pixel_values must have shape (batch, 3, {VGG16_INPUT_SIZE}, {VGG16_INPUT_SIZE}), "
+            f"got shape {tuple(pixel_values.shape)}"
+        )
+
+
+AcnModel.register_for_auto_class("AutoModel")
+AcnForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
+
+__all__ = [
+    "AcnCrf",
+    "AcnForTokenClassification",
+    "AcnModel",
+    "AcnModelOutput",
+    "AcnPreTrainedModel",
+    "AcnTokenClassifierOutput",
+    "bio_transition_table",
+    "viterbi_decode",
+]
