@@ -137,11 +137,11 @@ class AcnCoAttention(nn.Module):
         # word-guided visual attention
         self.visual_region_proj = nn.Linear(hidden, attention, bias=False)
         self.visual_word_proj = nn.Linear(hidden, attention)
-        self.visual_score = nn.Linear(attention, 1)
+        self.visual_score = nn.Linear(attention, 1, bias=False)  # the paper's b_α is the same for every region and cancels in the softmax
         # image-guided textual attention
         self.textual_word_proj = nn.Linear(hidden, attention, bias=False)
         self.textual_image_proj = nn.Linear(hidden, attention)
-        self.textual_score = nn.Linear(attention, 1)
+        self.textual_score = nn.Linear(attention, 1, bias=False)  # likewise b_β
         # gated multimodal fusion
         self.visual_transform = nn.Linear(hidden, hidden)
         self.textual_transform = nn.Linear(hidden, hidden)

@@ -1,0 +1,249 @@
+"""ACN model: shapes, padding invariance, missing images, ablation switches, gradients and input checks."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from modeling_acn import AcnConfig, AcnForTokenClassification, AcnModel
+
+from .conftest import TINY_SIZES, make_batch
+
+VARIANTS = {
+    "full": {},
+    "text-only": {"use_image": False},
+    "bilstm-crf": {"use_image": False, "use_char_cnn": False},
+    "no-crf": {"decoder": "softmax"},
+    "no-fusion-gate": {"fusion": "concat"},
+    "no-filtration-gate": {"use_filtration_gate": False},
+}
+CO_ATTENTION_LAYERS = {
+    "image_projection",
+    "visual_region_proj",
+    "visual_word_proj",
+    "visual_score",
+    "textual_word_proj",
+    "textual_image_proj",
+    "textual_score",
+    "visual_transform",
+    "textual_transform",
+    "fusion_gate",
+    "filtration_gate",
+    "multimodal_transform",
+}
+
+
+def build(config, **overrides):
+    torch.manual_seed(0)
+    return AcnForTokenClassification(AcnConfig(**{**config.to_dict(), **overrides}))
+
+
+def model_inputs(batch):
+    return {key: value for key, value in batch.items() if key != "labels"}
+
+
+def module_names(model, prefix):
+    return {name.split(".")[0] for name, _ in model.get_submodule(prefix).named_children()}
+
+
+def test_forward_shapes_and_attention_outputs(tiny_config, text_batch):
+    model = build(tiny_config).eval()
+    outputs = model(**text_batch, output_attentions=True)
+    batch, seq_len = text_batch["input_ids"].shape
+    assert outputs.logits.shape == (batch, seq_len, 5)
+    assert outputs.loss.shape == () and torch.isfinite(outputs.loss)
+    assert outputs.visual_attentions.shape == (batch, seq_len, 49)
+    assert outputs.textual_attentions.shape == (batch, seq_len, seq_len)
+    assert outputs.fusion_gates.shape == (batch, seq_len, 16)
+    assert outputs.filtration_gates.shape == (batch, seq_len)
+    torch.testing.assert_close(outputs.visual_attentions.sum(-1), torch.ones(batch, seq_len))
+    torch.testing.assert_close(outputs.textual_attentions.sum(-1), torch.ones(batch, seq_len))
+    padding = text_batch["attention_mask"] == 0  # (batch, seq_len)
+    assert (outputs.textual_attentions.masked_select(padding[:, None, :].expand(-1, seq_len, -1)) == 0).all()
+    assert ((outputs.filtration_gates > 0) & (outputs.filtration_gates < 1)).all()
+
+
+def test_padding_never_changes_a_real_word(tiny_config):
+    model = build(tiny_config).eval()
+    alone = make_batch([3], seed=4)
+    padded = make_batch([7, 3, 5], seq_len=9, word_len=11, seed=5)
+    for key in ("input_ids", "image_features"):
+        padded[key][1] = torch.zeros_like(padded[key][1])
+        padded[key][1, : alone[key].shape[1]] = alone[key][0]
+    padded["char_ids"][1] = 0
+    padded["char_ids"][1, :3, :5] = alone["char_ids"][0]
+    with torch.no_grad():
+        logits_alone = model(**model_inputs(alone)).logits[0]  # (3, tags)
+        logits_padded = model(**model_inputs(padded)).logits[1, :3]  # (3, tags)
+    torch.testing.assert_close(logits_padded, logits_alone, atol=1e-5, rtol=1e-5)
+
+
+def test_any_tweet_length_works(tiny_config):
+    model = build(tiny_config).eval()
+    batch = make_batch([80, 1], seed=2)
+    with torch.no_grad():
+        logits = model(**model_inputs(batch)).logits
+    assert logits.shape == (2, 80, 5)
+    assert [len(tags) for tags in model.decode(logits, batch["attention_mask"])] == [80, 1]
+
+
+def test_missing_image_gives_the_text_path_and_ignores_its_features(tiny_config, text_batch):
+    model = build(tiny_config).eval()
+    text_batch["image_mask"] = torch.tensor([True, False, True, False])
+    with torch.no_grad():
+        reference = model(**model_inputs(text_batch), output_attentions=True)
+        text_batch["image_features"][[1, 3]] = float("nan")
+        changed = model(**model_inputs(text_batch))
+        hidden = model.acn.text_encoder(
+            text_batch["input_ids"], text_batch["char_ids"], text_batch["attention_mask"].sum(-1)
+        )
+        text_path = hidden @ model.classifier.weight[:, :16].T + model.classifier.bias  # W_m̂ [h ; 0]
+    torch.testing.assert_close(changed.logits, reference.logits)
+    torch.testing.assert_close(changed.logits[[1, 3]], text_path[[1, 3]])
+    assert (reference.filtration_gates[[1, 3]] == 0).all()
+
+
+def test_a_batch_without_any_image_trains_without_nan(tiny_config, text_batch):
+    model = build(tiny_config)
+    text_batch["image_mask"] = torch.zeros(4, dtype=torch.bool)
+    text_batch["image_features"] = torch.full_like(text_batch["image_features"], float("nan"))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):
+        loss = model(**text_batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(parameter).all() for parameter in model.parameters())
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_trains_a_step(variant, tiny_config, text_batch):
+    model = build(tiny_config, **VARIANTS[variant])
+    before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    inputs = text_batch if model.config.use_image else {k: v for k, v in text_batch.items() if "image" not in k}
+    loss = model(**inputs).loss
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    changed = {name for name, parameter in model.named_parameters() if not torch.equal(before[name], parameter)}
+    trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    assert changed == trainable
+
+
+@pytest.mark.parametrize(
+    "variant, co_attention, has_char_cnn, has_crf, decoder_input",
+    [
+        ("full", CO_ATTENTION_LAYERS, True, True, 32),
+        ("text-only", None, True, True, 16),
+        ("bilstm-crf", None, False, True, 16),
+        ("no-crf", CO_ATTENTION_LAYERS, True, False, 32),
+        ("no-fusion-gate", CO_ATTENTION_LAYERS - {"fusion_gate"}, True, True, 32),
+        ("no-filtration-gate", CO_ATTENTION_LAYERS - {"filtration_gate"}, True, True, 32),
+    ],
+)
+def test_every_variant_has_exactly_its_parameters(variant, co_attention, has_char_cnn, has_crf, decoder_input, tiny_config):
+    model = build(tiny_config, **VARIANTS[variant])
+    if co_attention is None:
+        assert model.acn.co_attention is None and model.acn.vision is None
+    else:
+        assert module_names(model, "acn.co_attention") == co_attention
+        assert sum(p.numel() for p in model.acn.vision.parameters()) == 14_714_688  # VGG-16 conv trunk
+    assert (model.acn.text_encoder.char_cnn is not None) == has_char_cnn
+    assert (model.crf is not None) == has_crf
+    assert model.classifier.in_features == decoder_input
+    if variant == "no-fusion-gate":
+        assert model.acn.co_attention.multimodal_transform.in_features == 32  # [visual ; textual]
+
+
+def test_gradients_reach_every_trainable_parameter(tiny_config, text_batch):
+    model = build(tiny_config)
+    model(**text_batch).loss.backward()
+    trainable = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
+    assert trainable and not any(name.startswith("acn.vision") for name in trainable)  # frozen by default
+    missing = [name for name in trainable if model.get_parameter(name).grad is None]
+    assert missing == []
+    assert all(model.get_parameter(name).grad.abs().sum() > 0 for name in trainable)
+
+
+def test_unfrozen_vision_trunk_trains_from_pixels(tiny_config):
+    model = build(tiny_config, freeze_vision=False)
+    batch = make_batch([2])
+    del batch["image_features"]
+    batch["pixel_values"] = torch.randn(1, 3, 224, 224)
+    model(**batch).loss.backward()
+    assert model.acn.vision[0].weight.grad.abs().sum() > 0
+
+
+def test_pixel_values_give_the_same_logits_as_their_features(tiny_config):
+    model = build(tiny_config).eval()
+    batch = model_inputs(make_batch([4, 2]))
+    del batch["image_features"]
+    pixels = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        from_pixels = model(**batch, pixel_values=pixels).logits
+        features = model.get_image_features(pixels)
+        from_features = model(**batch, image_features=features).logits
+    assert features.shape == (2, 49, 512) and (features >= 0).all()  # pool5 follows a ReLU
+    torch.testing.assert_close(from_pixels, from_features)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_vision_weights_load_from_a_local_file(suffix, tiny_config, tmp_path):
+    source = AcnModel(AcnConfig(**tiny_config.to_dict()))
+    state = {f"features.{key}": value.clone() for key, value in source.vision.state_dict().items()}
+    state["classifier.0.weight"] = torch.zeros(2, 2)  # a full VGG-16 file also holds the classifier
+    path = tmp_path / f"vgg16{suffix}"
+    torch.save(state, path) if suffix == ".pth" else save_file(state, str(path))
+    target = AcnModel(AcnConfig(**tiny_config.to_dict()))
+    target.load_vision_weights(path)
+    for key, value in source.vision.state_dict().items():
+        torch.testing.assert_close(target.vision.state_dict()[key], value)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"image_features": torch.zeros(4, 36, 512)}, r"image_features must have shape \(4, 49, 512\), got shape \(4, 36, 512\)"),
+        ({"image_features": None, "pixel_values": torch.zeros(4, 3, 64, 64)}, r"pixel_values must have shape .* got shape \(4, 3, 64, 64\)"),
+        ({"image_features": None}, "pass exactly one of pixel_values or image_features"),
+        ({"char_ids": torch.zeros(4, 2, 3, dtype=torch.long)}, r"char_ids must be .* got shape \(4, 2, 3\)"),
+        ({"attention_mask": torch.ones(4, 2)}, r"attention_mask must have the shape of input_ids \(4, 5\)"),
+        ({"image_mask": torch.ones(3, dtype=torch.bool)}, r"image_mask must have shape \(4,\), got shape \(3,\)"),
+        ({"labels": torch.full((4, 5), 7)}, r"labels of real words must be in \[0, 5\), got \[7\]"),
+    ],
+)
+def test_wrong_inputs_raise_errors_naming_the_value(change, message, tiny_config, text_batch):
+    model = build(tiny_config)
+    with pytest.raises(ValueError, match=message):
+        model(**{**text_batch, **change})
+
+
+def test_right_aligned_padding_is_refused(tiny_config, text_batch):
+    text_batch["attention_mask"] = text_batch["attention_mask"].flip(-1)
+    with pytest.raises(ValueError, match="attention_mask must be left-aligned"):
+        build(tiny_config)(**text_batch)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"fusion": "sum"}, "fusion must be 'gate' or 'concat', got 'sum'"),
+        ({"decoder": "mlp"}, "decoder must be 'crf' or 'softmax', got 'mlp'"),
+        ({"hidden_size": 15}, "hidden_size must be a positive even number .* got 15"),
+        ({"dropout": 1.5}, r"dropout must be in \[0, 1\), got 1.5"),
+        ({"char_kernel_sizes": (2, 0)}, r"char_kernel_sizes must be positive widths, got \(2, 0\)"),
+        ({"vocab_size": 0}, "vocab_size must be a positive integer, got 0"),
+    ],
+)
+def test_config_rejects_bad_values(change, message):
+    with pytest.raises(ValueError, match=message):
+        AcnConfig(**{**TINY_SIZES, **change})
+
+
+def test_defaults_are_the_papers():
+    config = AcnConfig()
+    assert (config.word_embedding_dim, config.char_embedding_dim, config.hidden_size) == (200, 30, 200)
+    assert (config.char_num_filters, config.char_kernel_sizes, config.max_word_length) == (32, (2, 3, 4), 30)
+    assert (config.num_image_regions, config.image_feature_dim) == (49, 512)
+    assert config.id2label[5] == "B-OTHER" and config.num_labels == 9
