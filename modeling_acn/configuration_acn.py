@@ -20,6 +20,15 @@ AUTO_MAP = {
     "AutoModel": "modeling_acn.AcnModel",
     "AutoModelForTokenClassification": "modeling_acn.AcnForTokenClassification",
 }
+# The paper's Table 2 models as switch settings (names follow our training script's --variant).
+PAPER_VARIANTS = {
+    "full": {},  # ACN
+    "no-crf": {"decoder": "softmax"},  # CBCFuFi
+    "no-fusion-gate": {"fusion": "concat"},  # CBCFiC
+    "no-filtration-gate": {"use_filtration_gate": False},  # CBCFuC
+    "text-only": {"use_image": False},  # CNN-BiLSTM-CRF
+    "bilstm-crf": {"use_image": False, "use_char_cnn": False},  # BiLSTM-CRF
+}
 DECODERS = ("crf", "softmax")
 FUSIONS = ("gate", "concat")
 
@@ -49,6 +58,13 @@ class AcnConfig(PretrainedConfig):
     """
 
     model_type = "acn"
+
+    @classmethod
+    def from_variant(cls, variant: str, **kwargs) -> "AcnConfig":
+        """A configuration of one of the paper's models, e.g. `AcnConfig.from_variant("text-only", vocab_size=...)`."""
+        if variant not in PAPER_VARIANTS:
+            raise ValueError(f"variant must be one of {sorted(PAPER_VARIANTS)}, got {variant!r}")
+        return cls(**{**kwargs, **PAPER_VARIANTS[variant]})
 
     def __init__(
         self,
@@ -138,4 +154,4 @@ def _check_positive(**values):
 
 AcnConfig.register_for_auto_class()
 
-__all__ = ["AcnConfig"]
+__all__ = ["AcnConfig", "PAPER_VARIANTS"]

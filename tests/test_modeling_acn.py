@@ -5,17 +5,10 @@ import torch
 from safetensors.torch import save_file
 
 from modeling_acn import AcnConfig, AcnForTokenClassification, AcnModel
+from modeling_acn.configuration_acn import PAPER_VARIANTS as VARIANTS
 
 from .conftest import TINY_SIZES, make_batch
 
-VARIANTS = {
-    "full": {},
-    "text-only": {"use_image": False},
-    "bilstm-crf": {"use_image": False, "use_char_cnn": False},
-    "no-crf": {"decoder": "softmax"},
-    "no-fusion-gate": {"fusion": "concat"},
-    "no-filtration-gate": {"use_filtration_gate": False},
-}
 CO_ATTENTION_LAYERS = {
     "image_projection",
     "visual_region_proj",
@@ -239,6 +232,11 @@ def test_right_aligned_padding_is_refused(tiny_config, text_batch):
 def test_config_rejects_bad_values(change, message):
     with pytest.raises(ValueError, match=message):
         AcnConfig(**{**TINY_SIZES, **change})
+
+
+def test_unknown_variant_is_refused():
+    with pytest.raises(ValueError, match="variant must be one of .* got 'acn-2'"):
+        AcnConfig.from_variant("acn-2")
 
 
 def test_defaults_are_the_papers():
