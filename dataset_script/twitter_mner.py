@@ -1,0 +1,756 @@
+"""Twitter-2015 / Twitter-2017 multimodal NER corpora as a `datasets` dataset.
+
+The corpora ship in the layout every multimodal NER repository uses::
+
+    <data_dir>/{train,valid,test}.txt   an ``IMGID:<id>`` line, ``token<TAB>tag`` lines, a blank line between tweets
+    <image_dir>/<id>.jpg
+
+`datasets` 4+ runs no loading scripts, so this module turns the raw files into a `DatasetDict`, writes a
+Hub-ready Parquet folder that ``datasets.load_dataset(folder)`` loads, and caches the model's VGG-16 pool5
+features as a dataset column so that training never runs VGG.
+
+Export the corpus (``--push_to_hub`` is the only step that needs the network)::
+
+    python dataset_script/twitter_mner.py --data_dir D [--image_dir I] --output_dir O \
+        [--label_map OTHER=MISC] [--push_to_hub REPO]
+
+Cache the image features of an exported dataset::
+
+    python dataset_script/twitter_mner.py cache-features --dataset O --model M --output_dir F
+"""
+
+import argparse
+import hashlib
+import io
+import logging
+import math
+import re
+import shutil
+import sys
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass, replace
+from enum import Enum
+from pathlib import Path
+
+import datasets
+import torch
+from datasets import Array2D, ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, List, SplitDict, SplitInfo, Value
+from datasets.fingerprint import Hasher
+from datasets.info import DatasetInfosDict
+from datasets.utils.metadata import MetadataConfigs
+from huggingface_hub import DatasetCard, DatasetCardData, HfApi
+from PIL import ExifTags, Image, ImageOps
+from seqeval.metrics.sequence_labeling import get_entities
+from seqeval.scheme import IOB2, Entities
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+SPLIT_FILES = {"train": "train.txt", "validation": "valid.txt", "test": "test.txt"}
+IMAGE_ID_PREFIX = "IMGID:"
+IMAGE_SUFFIX = ".jpg"
+OUTSIDE_TAG = "O"
+TAG_PATTERN = re.compile(r"(?P<prefix>[BI])-(?P<type>\w+)")
+TYPE_PATTERN = re.compile(r"\w+")
+MAX_IMAGE_PIXELS = 2 * 4096 * 4096  # twice Twitter's largest upload; PIL's own warning starts at 89M
+ALPHA_BACKGROUND = (255, 255, 255, 255)  # transparent pixels become white, as Twitter shows them
+MAX_SHARD_BYTES = 500 * 2**20  # push_to_hub's default shard size
+IMAGE_FEATURES_SHAPE = (49, 512)  # VGG-16 pool5: 7x7 regions in row-major order, 512 channels
+FEATURE_CACHE_VERSION = 1  # bump when the stored features change meaning, to invalidate old caches
+CACHE_COMMAND = "cache-features"
+
+CITATION = """\
+@inproceedings{zhang2018adaptive,
+  title     = {Adaptive Co-Attention Network for Named Entity Recognition in Tweets},
+  author    = {Zhang, Qi and Fu, Jinlan and Liu, Xiaoyu and Huang, Xuanjing},
+  booktitle = {Proceedings of the AAAI Conference on Artificial Intelligence},
+  pages     = {5674--5681},
+  year      = {2018}
+}
+
+@inproceedings{lu2018visual,
+  title     = {Visual Attention Model for Name Tagging in Multimodal Social Media},
+  author    = {Lu, Di and Neves, Leonardo and Carvalho, Vitor and Zhang, Ning and Ji, Heng},
+  booktitle = {Proceedings of the 56th Annual Meeting of the Association for Computational Linguistics},
+  pages     = {1990--1999},
+  year      = {2018}
+}"""
+
+
+class CorpusFormatError(ValueError):
+    """A corpus file that does not follow the ``IMGID`` / ``token<TAB>tag`` format; the message starts with ``file:line``."""
+
+
+class ImageProblem(str, Enum):
+    """Why a tweet has no image (the ``image_problem`` column holds the value)."""
+
+    NOT_REQUESTED = "no image_dir"
+    OUTSIDE_IMAGE_DIR = "outside image_dir"
+    MISSING = "missing file"
+    EMPTY = "empty file"
+    CORRUPT = "corrupt"
+    TOO_LARGE = "too large"
+
+
+@dataclass(frozen=True)
+class Tweet:
+    """One tweet of a corpus file; token ``i`` sits on line ``line + 1 + i`` of ``path``."""
+
+    image_id: str
+    tokens: list[str]
+    tags: list[str]
+    path: Path
+    line: int
+
+    def token_location(self, index: int) -> str:
+        return f"{self.path}:{self.line + 1 + index}"
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """An image ready for `datasets.Image` (``{"bytes", "path"}``), or the reason there is none."""
+
+    image: dict | None
+    problem: ImageProblem | None
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+
+def decode_lines(path: Path) -> list[str]:
+    """The file's lines as text; raises on an empty file or bytes that are not UTF-8."""
+    data = path.read_bytes()
+    if not data.strip():
+        raise CorpusFormatError(f"{path}:1: file is empty")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise CorpusFormatError(f"{path}:{line}: byte {data[error.start]:#04x} is not valid UTF-8") from None
+    # split on "\n" only: str.splitlines() would also break tokens at U+2028 and other separators
+    return [line.rstrip("\r") for line in text.removeprefix("\ufeff").split("\n")]
+
+
+def split_blocks(lines: list[str]):
+    """Yield ``(first_line_number, lines)`` for each run of non-blank lines (one tweet each)."""
+    block, start = [], 0
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            start = start if block else number
+            block.append(line)
+        elif block:
+            yield start, block
+            block = []
+    if block:
+        yield start, block
+
+
+def parse_image_id(location: str, header: str) -> str:
+    if not header.startswith(IMAGE_ID_PREFIX):
+        raise CorpusFormatError(f"{location}: a tweet must start with an 'IMGID:<id>' line, got {header!r}")
+    image_id = header[len(IMAGE_ID_PREFIX) :].strip().removesuffix(IMAGE_SUFFIX)
+    if not image_id:
+        raise CorpusFormatError(f"{location}: 'IMGID:' has no image id")
+    return image_id
+
+
+def parse_token_line(location: str, line: str) -> tuple[str, str]:
+    token, tab, tag = line.partition("\t")
+    if not tab:
+        raise CorpusFormatError(f"{location}: expected 'token<TAB>tag', got {line!r} (no tab)")
+    if not token:
+        raise CorpusFormatError(f"{location}: empty token in {line!r}")
+    tag = tag.strip()
+    if tag != OUTSIDE_TAG and not TAG_PATTERN.fullmatch(tag):
+        raise CorpusFormatError(f"{location}: tag {tag!r} is not 'O', 'B-TYPE' or 'I-TYPE'")
+    return token, tag
+
+
+def parse_tweet(path: Path, start: int, block: list[str]) -> Tweet:
+    image_id = parse_image_id(f"{path}:{start}", block[0])
+    if len(block) == 1:
+        raise CorpusFormatError(f"{path}:{start}: tweet {image_id!r} has no tokens")
+    pairs = [parse_token_line(f"{path}:{start + 1 + i}", line) for i, line in enumerate(block[1:])]
+    tokens, tags = (list(column) for column in zip(*pairs))
+    return Tweet(image_id=image_id, tokens=tokens, tags=tags, path=path, line=start)
+
+
+def read_split_file(path: Path) -> list[Tweet]:
+    """Parse one ``{train,valid,test}.txt`` file; errors name ``file:line`` and what is wrong."""
+    return [parse_tweet(path, start, block) for start, block in split_blocks(decode_lines(path))]
+
+
+def read_corpus(data_dir: Path) -> dict[str, list[Tweet]]:
+    if not data_dir.is_dir():
+        raise ValueError(f"data_dir {str(data_dir)!r} is not a directory")
+    missing = [name for name in SPLIT_FILES.values() if not (data_dir / name).is_file()]
+    if missing:
+        raise ValueError(f"data_dir {str(data_dir)!r} lacks {', '.join(missing)}")
+    return {split: read_split_file(data_dir / name) for split, name in SPLIT_FILES.items()}
+
+
+# --- labels ------------------------------------------------------------------------------------
+
+
+def parse_label_map(pairs: list[str]) -> dict[str, str]:
+    """``["OTHER=MISC"]`` -> ``{"OTHER": "MISC"}``."""
+    label_map = {}
+    for pair in pairs:
+        old, equals, new = pair.partition("=")
+        if not equals or not TYPE_PATTERN.fullmatch(old) or not TYPE_PATTERN.fullmatch(new):
+            raise ValueError(f"label_map entries must look like OLD=NEW (entity types), got {pair!r}")
+        label_map[old] = new
+    return label_map
+
+
+def entity_type(tag: str) -> str:
+    return tag[2:]
+
+
+def rename_tag(tag: str, label_map: dict[str, str]) -> str:
+    if tag == OUTSIDE_TAG:
+        return tag
+    return f"{tag[:2]}{label_map.get(entity_type(tag), entity_type(tag))}"
+
+
+def corpus_types(tweets: list[Tweet]) -> set[str]:
+    return {entity_type(tag) for tweet in tweets for tag in tweet.tags if tag != OUTSIDE_TAG}
+
+
+def rename_types(corpus: dict[str, list[Tweet]], label_map: dict[str, str]) -> dict[str, list[Tweet]]:
+    """Apply ``label_map`` to every split; each renamed type must occur in the training split."""
+    train_types = corpus_types(corpus["train"])
+    for old in label_map:
+        if old not in train_types:
+            raise ValueError(
+                f"label_map renames {old!r}, which is not a type of the training split ({', '.join(sorted(train_types))})"
+            )
+    return {
+        split: [replace(tweet, tags=[rename_tag(tag, label_map) for tag in tweet.tags]) for tweet in tweets]
+        for split, tweets in corpus.items()
+    }
+
+
+def training_label_names(train: list[Tweet]) -> list[str]:
+    """``O`` first, then ``B-``/``I-`` of each training type, types sorted: deterministic ids."""
+    return [OUTSIDE_TAG] + [f"{prefix}-{name}" for name in sorted(corpus_types(train)) for prefix in "BI"]
+
+
+def check_tags_known(split: str, tweets: list[Tweet], label_names: list[str]) -> None:
+    known = set(label_names)
+    for tweet in tweets:
+        for index, tag in enumerate(tweet.tags):
+            if tag not in known:
+                raise CorpusFormatError(
+                    f"{tweet.token_location(index)}: {split} tag {tag!r} does not occur in the training split "
+                    f"(labels: {', '.join(label_names)})"
+                )
+
+
+# --- images ------------------------------------------------------------------------------------
+
+
+def image_path(image_dir: Path, image_id: str) -> Path | None:
+    """``<image_dir>/<image_id>.jpg``, or None when the id is not a plain file name and could leave image_dir."""
+    name = image_id + IMAGE_SUFFIX
+    if "\x00" in name or Path(name).name != name:
+        return None
+    return image_dir / name
+
+
+def check_pixels(image: Image.Image, max_pixels: int) -> None:
+    width, height = image.size
+    if width * height > max_pixels:
+        raise Image.DecompressionBombError(f"{width}x{height} pixels exceed max_pixels={max_pixels}")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB, with transparent pixels composited over white rather than dropped to their hidden colour."""
+    if image.has_transparency_data:
+        background = Image.new("RGBA", image.size, ALPHA_BACKGROUND)
+        return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
+    return image.convert("RGB")
+
+
+def normalise_image(image: Image.Image, data: bytes) -> tuple[bytes, str]:
+    """Upright, single-frame RGB bytes and their extension; the original bytes when they already are that."""
+    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    if image.format == "JPEG" and image.mode == "RGB" and orientation == 1:
+        return data, "jpg"
+    # exif_transpose and convert work on the first frame only, which is the one kept from an animation
+    upright = to_rgb(ImageOps.exif_transpose(image))
+    buffer = io.BytesIO()
+    upright.save(buffer, format="PNG")  # lossless: these are few (non-RGB or rotated), the model resizes anyway
+    return buffer.getvalue(), "png"
+
+
+def decode_image(data: bytes, max_pixels: int) -> tuple[bytes, str]:
+    """Decode fully (so truncation shows), refuse more than ``max_pixels``, return normalised bytes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # check_pixels is the guard
+        image = Image.open(io.BytesIO(data))
+    check_pixels(image, max_pixels)
+    image.load()
+    return normalise_image(image, data)
+
+
+def read_image(image_dir: Path, image_id: str, max_pixels: int = MAX_IMAGE_PIXELS) -> LoadedImage:
+    """Load ``<image_dir>/<image_id>.jpg`` for `datasets.Image`, or say why it cannot be used."""
+    path = image_path(image_dir, image_id)
+    if path is None:
+        return LoadedImage(None, ImageProblem.OUTSIDE_IMAGE_DIR)
+    if not path.is_file():
+        return LoadedImage(None, ImageProblem.MISSING)
+    data = path.read_bytes()
+    if not data:
+        return LoadedImage(None, ImageProblem.EMPTY)
+    try:
+        encoded, extension = decode_image(data, max_pixels)
+    except Image.DecompressionBombError as error:
+        logger.debug("%s: %s", path, error)
+        return LoadedImage(None, ImageProblem.TOO_LARGE)
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's decoders raise all three for bad data
+        logger.debug("%s: %s", path, error)
+        return LoadedImage(None, ImageProblem.CORRUPT)
+    return LoadedImage({"bytes": encoded, "path": f"{image_id}.{extension}"}, None)
+
+
+def read_split_images(tweets: list[Tweet], image_dir: Path | None, max_pixels: int, split: str) -> list[LoadedImage]:
+    if image_dir is None:
+        return [LoadedImage(None, ImageProblem.NOT_REQUESTED)] * len(tweets)
+    return [read_image(image_dir, tweet.image_id, max_pixels) for tweet in tqdm(tweets, desc=f"{split} images")]
+
+
+# --- dataset -----------------------------------------------------------------------------------
+
+
+def twitter_mner_features(label_names: list[str]) -> Features:
+    return Features(
+        {
+            "id": Value("string"),
+            "image_id": Value("string"),
+            "tokens": List(Value("string")),
+            "ner_tags": List(ClassLabel(names=label_names)),
+            "image": datasets.Image(),
+            "image_problem": Value("string"),
+        }
+    )
+
+
+def build_split(tweets: list[Tweet], images: list[LoadedImage], features: Features, split: str) -> Dataset:
+    columns = {
+        "id": [str(index) for index in range(len(tweets))],
+        "image_id": [tweet.image_id for tweet in tweets],
+        "tokens": [tweet.tokens for tweet in tweets],
+        "ner_tags": [tweet.tags for tweet in tweets],
+        "image": [loaded.image for loaded in images],
+        "image_problem": [loaded.problem.value if loaded.problem else None for loaded in images],
+    }
+    return Dataset.from_dict(columns, features=features, split=split)
+
+
+def load_twitter_mner(
+    data_dir: str | Path,
+    image_dir: str | Path | None = None,
+    *,
+    label_map: dict[str, str] | None = None,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
+) -> DatasetDict:
+    """Read a Twitter-2015/2017 corpus into splits ``train``/``validation``/``test``.
+
+    Features: ``id`` (index in the split), ``image_id``, ``tokens``, ``ner_tags`` (`ClassLabel` over the
+    training split's tags, ``O`` first), ``image`` (`datasets.Image`, upright RGB, None when unavailable)
+    and ``image_problem`` (an `ImageProblem` value, None when the image loaded).
+
+    Args:
+        data_dir: folder with ``train.txt``, ``valid.txt`` and ``test.txt``.
+        image_dir: folder with ``<image_id>.jpg``; None builds a text-only dataset.
+        label_map: entity-type renames, e.g. ``{"OTHER": "MISC"}``.
+        max_image_pixels: larger images are recorded as ``too large`` instead of decoded.
+    """
+    if max_image_pixels < 1:
+        raise ValueError(f"max_image_pixels must be positive, got {max_image_pixels}")
+    if image_dir is not None and not Path(image_dir).is_dir():
+        raise ValueError(f"image_dir {str(image_dir)!r} is not a directory")
+    corpus = rename_types(read_corpus(Path(data_dir)), label_map or {})
+    label_names = training_label_names(corpus["train"])
+    for split, tweets in corpus.items():
+        check_tags_known(split, tweets, label_names)
+    features = twitter_mner_features(label_names)
+    image_root = None if image_dir is None else Path(image_dir)
+    return DatasetDict(
+        {
+            split: build_split(tweets, read_split_images(tweets, image_root, max_image_pixels, split), features, split)
+            for split, tweets in corpus.items()
+        }
+    )
+
+
+# --- statistics --------------------------------------------------------------------------------
+
+
+def tag_sequences(dataset: Dataset) -> list[list[str]]:
+    names = dataset.features["ner_tags"].feature.names
+    return [[names[tag] for tag in tags] for tags in dataset["ner_tags"]]
+
+
+def count_lenient_entities(sequences: list[list[str]]) -> Counter:
+    """conlleval chunking (seqeval's default): an ``I-X`` after ``O`` or another type starts an entity."""
+    return Counter(name for tags in sequences for name, _, _ in get_entities(tags))
+
+
+def count_strict_entities(sequences: list[list[str]]) -> Counter:
+    """Strict IOB2 (seqeval ``mode="strict"``): only ``B-X`` starts an entity, orphan ``I-`` tags are dropped."""
+    entities = Entities(sequences, IOB2, suffix=False).entities
+    return Counter(entity.tag for sentence in entities for entity in sentence)
+
+
+def count_orphan_inside_tags(sequences: list[list[str]]) -> Counter:
+    """``I-X`` tags that continue no ``X`` entity: after ``O`` (or first in a tweet), or after another type."""
+    counts = Counter()
+    for tags in sequences:
+        for previous, tag in zip([OUTSIDE_TAG] + tags, tags):
+            if not tag.startswith("I-") or entity_type(previous) == entity_type(tag):
+                continue
+            counts["after O" if previous == OUTSIDE_TAG else "after another type"] += 1
+    return counts
+
+
+# --- dataset card ------------------------------------------------------------------------------
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def splits_section(dataset: DatasetDict) -> str:
+    rows = [
+        [split, part.num_rows, sum(map(len, part["tokens"])), sum(problem is None for problem in part["image_problem"])]
+        for split, part in dataset.items()
+    ]
+    return "## Splits\n\n" + markdown_table(["split", "tweets", "tokens", "images"], rows)
+
+
+def entity_count_table(dataset: DatasetDict) -> str:
+    sequences = {split: tag_sequences(part) for split, part in dataset.items()}
+    counts = [count(seqs) for seqs in sequences.values() for count in (count_lenient_entities, count_strict_entities)]
+    names = sorted(set().union(*counts))
+    header = ["type"] + [f"{split} {mode}" for split in dataset for mode in ("lenient", "strict")]
+    rows = [[name] + [count[name] for count in counts] for name in names]
+    rows.append(["total"] + [sum(count.values()) for count in counts])
+    return markdown_table(header, rows)
+
+
+def orphan_tag_table(dataset: DatasetDict) -> str:
+    counts = {split: count_orphan_inside_tags(tag_sequences(part)) for split, part in dataset.items()}
+    rows = [[kind] + [count[kind] for count in counts.values()] for kind in ("after O", "after another type")]
+    return markdown_table(["I-X tag"] + list(dataset), rows)
+
+
+def entities_section(dataset: DatasetDict) -> str:
+    return (
+        "## Entities\n\n"
+        "*Lenient* is conlleval chunking (seqeval's default): an `I-X` that follows `O` or another type starts "
+        "an entity. *Strict* is IOB2 (seqeval `mode=\"strict\"`): only `B-X` starts one.\n\n"
+        f"{entity_count_table(dataset)}\n\n"
+        "`I-X` tags that continue no `X` entity are kept as annotated (\"after O\" includes a tweet's first tag):\n\n"
+        f"{orphan_tag_table(dataset)}"
+    )
+
+
+def image_problem_table(dataset: DatasetDict) -> str:
+    counts = {split: Counter(part["image_problem"]) for split, part in dataset.items()}
+    rows = [["loaded"] + [count[None] for count in counts.values()]]
+    for problem in ImageProblem:
+        row = [count[problem.value] for count in counts.values()]
+        if any(row):
+            rows.append([problem.value] + row)
+    return markdown_table(["image"] + list(dataset), rows)
+
+
+def images_section(dataset: DatasetDict) -> str:
+    return (
+        "## Images\n\n"
+        "Images are stored upright (EXIF orientation applied) and in RGB; RGB JPEGs keep their original bytes, "
+        "anything else (alpha over white, CMYK, grayscale, palette, the first frame of an animation) is "
+        "re-encoded as PNG. A tweet without an image keeps its text, has `image = None` and the reason in "
+        "`image_problem`; the model masks its image out. No substitute picture is used.\n\n"
+        f"{image_problem_table(dataset)}"
+    )
+
+
+def features_section(dataset: DatasetDict) -> str:
+    label_names = dataset["train"].features["ner_tags"].feature.names
+    rows = [
+        ["`id`", "string", "index of the tweet in its split"],
+        ["`image_id`", "string", "the corpus's `IMGID`; the image file is `<image_id>.jpg`"],
+        ["`tokens`", "list of string", "the tweet's tokens"],
+        ["`ner_tags`", "list of ClassLabel", ", ".join(f"{i}: `{name}`" for i, name in enumerate(label_names))],
+        ["`image`", "Image", "the tweet's image, None when unavailable"],
+        ["`image_problem`", "string", "why `image` is None: " + ", ".join(f"`{p.value}`" for p in ImageProblem)],
+    ]
+    return "## Features\n\n" + markdown_table(["feature", "type", "description"], rows)
+
+
+def card_body(dataset: DatasetDict, source: str) -> str:
+    sections = [
+        "# Twitter multimodal NER",
+        f"Tweets with their images and BIO named-entity tags, converted from `{source}` by "
+        "`dataset_script/twitter_mner.py`. Twitter-2015 was introduced by Zhang et al. (2018), Twitter-2017 by "
+        "Lu et al. (2018).",
+        features_section(dataset),
+        splits_section(dataset),
+        entities_section(dataset),
+        images_section(dataset),
+        f"## Citation\n\n```bibtex\n{CITATION}\n```",
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def dataset_card(dataset: DatasetDict, shards: dict[str, list[Path]], source: str) -> DatasetCard:
+    """A card whose YAML holds ``configs`` (the shard globs) and ``dataset_info`` (features, split sizes)."""
+    splits = SplitDict()
+    for split, part in dataset.items():
+        splits.add(SplitInfo(name=split, num_bytes=part.data.nbytes, num_examples=part.num_rows))
+    download_size = sum(path.stat().st_size for paths in shards.values() for path in paths)
+    info = DatasetInfo(
+        features=dataset["train"].features,
+        splits=splits,
+        download_size=download_size,
+        dataset_size=sum(split.num_bytes for split in splits.values()),
+    )
+    card_data = DatasetCardData(
+        language=["en"],
+        task_categories=["token-classification"],
+        task_ids=["named-entity-recognition"],
+        pretty_name="Twitter multimodal NER",
+    )
+    DatasetInfosDict({"default": info}).to_dataset_card_data(card_data)
+    data_files = [{"split": split, "path": f"data/{split}-*"} for split in dataset]
+    MetadataConfigs({"default": {"data_files": data_files}}).to_dataset_card_data(card_data)
+    return DatasetCard(f"---\n{card_data.to_yaml()}\n---\n\n{card_body(dataset, source)}")
+
+
+# --- Parquet export ----------------------------------------------------------------------------
+
+
+def prepare_output_dir(output_dir: Path, overwrite: bool) -> None:
+    if output_dir.exists() and any(output_dir.iterdir()):
+        if not overwrite:
+            raise ValueError(f"output_dir {str(output_dir)!r} is not empty; pass overwrite=True to replace its data")
+        # stale shards would otherwise be picked up by the data/<split>-* globs
+        shutil.rmtree(output_dir / "data", ignore_errors=True)
+    (output_dir / "data").mkdir(parents=True, exist_ok=True)
+
+
+def write_split_shards(part: Dataset, data_dir: Path, split: str) -> list[Path]:
+    num_shards = max(1, math.ceil(part.data.nbytes / MAX_SHARD_BYTES))
+    paths = []
+    for index in range(num_shards):
+        path = data_dir / f"{split}-{index:05d}-of-{num_shards:05d}.parquet"
+        part.shard(num_shards, index, contiguous=True).to_parquet(path)
+        paths.append(path)
+    return paths
+
+
+def export_parquet(dataset: DatasetDict, output_dir: str | Path, *, source: str, overwrite: bool = False) -> Path:
+    """Write ``data/<split>-NNNNN-of-NNNNN.parquet`` (images embedded) and ``README.md``; return the card path."""
+    output_dir = Path(output_dir)
+    prepare_output_dir(output_dir, overwrite)
+    shards = {split: write_split_shards(part, output_dir / "data", split) for split, part in dataset.items()}
+    card_path = output_dir / "README.md"
+    dataset_card(dataset, shards, source).save(card_path)
+    return card_path
+
+
+def push_folder_to_hub(output_dir: Path, repo_id: str) -> None:
+    """Upload the exported folder as it is; remote shards of an earlier export are deleted first."""
+    api = HfApi()
+    api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
+    api.upload_folder(
+        folder_path=output_dir,
+        repo_id=repo_id,
+        repo_type="dataset",
+        delete_patterns=["data/*"],
+        commit_message="Export with dataset_script/twitter_mner.py",
+    )
+
+
+# --- image feature cache -----------------------------------------------------------------------
+
+
+def state_dict_digest(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def image_features_fingerprint(dataset: Dataset, model: torch.nn.Module, image_processor) -> str:
+    """Same dataset, weights and processor settings -> same fingerprint -> datasets reuses the cache file."""
+    parts = [FEATURE_CACHE_VERSION, dataset._fingerprint, state_dict_digest(model), image_processor.to_dict()]
+    return Hasher.hash(parts)
+
+
+class PoolFeatureBatch:
+    """`Dataset.map` function: a batch of images (None allowed) -> pool5 features and image mask."""
+
+    def __init__(self, model: torch.nn.Module, image_processor):
+        self.model = model
+        self.image_processor = image_processor
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype  # half-precision models get half-precision pixels
+        self.num_images = 0
+
+    @torch.inference_mode()
+    def __call__(self, images: list) -> dict:
+        inputs = self.image_processor(images=images, return_tensors="pt")
+        image_mask = inputs["image_mask"].bool()  # (batch,)
+        features = torch.zeros(len(images), *IMAGE_FEATURES_SHAPE, dtype=torch.float16)  # (batch, 49, 512)
+        if image_mask.any():
+            pixel_values = inputs["pixel_values"][image_mask].to(self.device, self.dtype)  # (images, 3, 224, 224)
+            pooled = self.model.get_image_features(pixel_values)  # (images, 49, 512)
+            features[image_mask] = pooled.to("cpu", torch.float16)
+        self.num_images += int(image_mask.sum())
+        return {"image_features": features.numpy(), "image_mask": image_mask.numpy()}
+
+
+def cache_image_features(
+    dataset: Dataset,
+    model: torch.nn.Module,
+    image_processor,
+    *,
+    batch_size: int = 32,
+    cache_dir: str | Path | None = None,
+) -> Dataset:
+    """Add ``image_features`` (float16, ``(49, 512)`` VGG-16 pool5, zeros without an image) and ``image_mask``.
+
+    Runs ``image_processor`` and ``model.get_image_features`` once per image through a batched
+    `Dataset.map`; the result is an Arrow file in ``cache_dir`` named by the dataset's fingerprint, the
+    weights' hash and the processor's settings, so a second call with the same inputs is a cache hit.
+
+    Args:
+        dataset: a split with an ``image`` column.
+        model: exposes ``get_image_features(pixel_values) -> (batch, 49, 512)``; put it on its device first.
+        image_processor: ``image_processor(images=..., return_tensors="pt")`` gives ``pixel_values`` and
+            ``image_mask``; ``to_dict()`` gives its settings.
+        batch_size: images per forward pass.
+        cache_dir: where the Arrow files go; defaults to ``<HF_DATASETS_CACHE>/acn_image_features``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if "image" not in dataset.column_names:
+        raise ValueError(f"dataset has no 'image' column, only {dataset.column_names}")
+    cache_dir = Path(cache_dir or Path(datasets.config.HF_DATASETS_CACHE) / "acn_image_features")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = image_features_fingerprint(dataset, model, image_processor)
+    features = dataset.features.copy()
+    features["image_features"] = Array2D(shape=IMAGE_FEATURES_SHAPE, dtype="float16")
+    features["image_mask"] = Value("bool")
+    cache_file = cache_dir / f"image-features-{fingerprint}.arrow"
+    cache_hit = cache_file.is_file() and datasets.is_caching_enabled()
+    extract = PoolFeatureBatch(model, image_processor)
+    start = time.perf_counter()
+    cached = dataset.map(
+        extract,
+        input_columns="image",
+        batched=True,
+        batch_size=batch_size,
+        features=features,
+        new_fingerprint=fingerprint,
+        cache_file_name=str(cache_file),
+        desc="VGG-16 pool5 features",
+    )
+    seconds = time.perf_counter() - start
+    if cache_hit:
+        logger.info("image features: cache hit %s (%.1f s)", cache_file, seconds)
+    else:
+        logger.info("image features: %d images in %.1f s (%.1f images/s)", extract.num_images, seconds,
+                    extract.num_images / seconds)
+    return cached
+
+
+# --- command line ------------------------------------------------------------------------------
+
+
+def parse_export_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Convert a Twitter-2015/2017 multimodal NER corpus into a Parquet dataset folder. "
+        f"Run '{Path(__file__).name} {CACHE_COMMAND} --help' for the image feature cache."
+    )
+    parser.add_argument("--data_dir", required=True, help="Folder with train.txt, valid.txt and test.txt.")
+    parser.add_argument("--image_dir", help="Folder with <IMGID>.jpg; without it the dataset is text only.")
+    parser.add_argument("--output_dir", required=True, help="Folder for data/*.parquet and README.md.")
+    parser.add_argument("--label_map", nargs="+", default=[], metavar="OLD=NEW", help="Rename entity types.")
+    parser.add_argument("--max_image_pixels", type=int, default=MAX_IMAGE_PIXELS, help="Refuse larger images.")
+    parser.add_argument("--overwrite", action="store_true", help="Replace the data of a non-empty output_dir.")
+    parser.add_argument("--push_to_hub", metavar="REPO", help="Upload the folder to this Hub dataset repository.")
+    return parser.parse_args(argv)
+
+
+def parse_cache_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=f"{Path(__file__).name} {CACHE_COMMAND}",
+        description="Store the model's VGG-16 pool5 image features as a dataset column (float16, 49x512).",
+    )
+    parser.add_argument("--dataset", required=True, help="Exported folder or Hub id that load_dataset reads.")
+    parser.add_argument("--model", required=True, help="ACN checkpoint folder or Hub id (weights and processor).")
+    parser.add_argument("--output_dir", required=True, help="Where save_to_disk writes the dataset with features.")
+    parser.add_argument("--batch_size", type=int, default=32, help="Images per forward pass.")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="Torch device.")
+    parser.add_argument("--cache_dir", help="Folder for datasets' Arrow files, loaded and computed (default: HF's).")
+    return parser.parse_args(argv)
+
+
+def run_export(args: argparse.Namespace) -> None:
+    dataset = load_twitter_mner(
+        args.data_dir,
+        args.image_dir,
+        label_map=parse_label_map(args.label_map),
+        max_image_pixels=args.max_image_pixels,
+    )
+    card_path = export_parquet(dataset, args.output_dir, source=Path(args.data_dir).name, overwrite=args.overwrite)
+    logger.info("tweets: %s", {split: part.num_rows for split, part in dataset.items()})
+    logger.info("images per split:\n%s", image_problem_table(dataset))
+    logger.info("wrote %s", card_path.parent)
+    if args.push_to_hub:
+        push_folder_to_hub(card_path.parent, args.push_to_hub)
+        logger.info("pushed to https://huggingface.co/datasets/%s", args.push_to_hub)
+
+
+def run_cache_features(args: argparse.Namespace) -> None:
+    # imported here so that exporting a corpus works while the model package is absent or broken
+    from modeling_acn import AcnForTokenClassification
+    from modeling_acn.image_processing_acn import AcnImageProcessor
+
+    model = AcnForTokenClassification.from_pretrained(args.model).to(args.device).eval()
+    image_processor = AcnImageProcessor.from_pretrained(args.model)
+    dataset = datasets.load_dataset(args.dataset, cache_dir=args.cache_dir)
+    cached = DatasetDict(
+        {
+            split: cache_image_features(
+                part, model, image_processor, batch_size=args.batch_size, cache_dir=args.cache_dir
+            )
+            for split, part in dataset.items()
+        }
+    )
+    cached.save_to_disk(args.output_dir)
+    logger.info("wrote %s", args.output_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if argv[:1] == [CACHE_COMMAND]:
+        run_cache_features(parse_cache_args(argv[1:]))
+    else:
+        run_export(parse_export_args(argv))
+
+
+if __name__ == "__main__":
+    main()
