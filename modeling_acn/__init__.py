@@ -1,13 +1,39 @@
 """ACN (Adaptive Co-attention Network) for multimodal named-entity recognition in tweets."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForTokenClassification
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForTokenClassification,
+    AutoProcessor,
+    AutoTokenizer,
+)
 
-from .configuration_acn import AcnConfig
+from .configuration_acn import PAPER_VARIANTS, AcnConfig
+from .image_processing_acn import AcnImageProcessor
 from .modeling_acn import AcnCrf, AcnForTokenClassification, AcnModel, AcnPreTrainedModel
+from .processing_acn import AcnProcessor
+from .tokenization_acn import AcnEmbeddingCoverage, AcnTokenizer
 
 # Installed locally, the Auto classes know ACN without trust_remote_code; saved folders also carry the code.
 AutoConfig.register(AcnConfig.model_type, AcnConfig, exist_ok=True)
 AutoModel.register(AcnConfig, AcnModel, exist_ok=True)
 AutoModelForTokenClassification.register(AcnConfig, AcnForTokenClassification, exist_ok=True)
+AutoTokenizer.register(AcnConfig, slow_tokenizer_class=AcnTokenizer, exist_ok=True)
+AutoImageProcessor.register(
+    AcnConfig, image_processor_classes={"pil": AcnImageProcessor, "torchvision": AcnImageProcessor}, exist_ok=True
+)
+AutoProcessor.register(AcnConfig, AcnProcessor, exist_ok=True)
 
-__all__ = ["AcnConfig", "AcnCrf", "AcnForTokenClassification", "AcnModel", "AcnPreTrainedModel"]
+__all__ = [
+    "PAPER_VARIANTS",
+    "AcnConfig",
+    "AcnCrf",
+    "AcnEmbeddingCoverage",
+    "AcnForTokenClassification",
+    "AcnImageProcessor",
+    "AcnModel",
+    "AcnPreTrainedModel",
+    "AcnProcessor",
+    "AcnTokenizer",
+]

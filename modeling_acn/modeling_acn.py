@@ -370,9 +370,9 @@ class AcnModel(AcnPreTrainedModel):
                 at least one word per tweet). Defaults to all ones.
             pixel_values (`torch.FloatTensor` of shape `(batch, 3, 224, 224)`): images for the VGG-16 trunk.
             image_features (`torch.FloatTensor` of shape `(batch, 49, 512)`): precomputed pool5 features, instead
-                of `pixel_values`.
+                of `pixel_values`. Give neither for a batch without images.
             image_mask (`torch.Tensor` of shape `(batch,)`): True where the tweet has a usable image. Defaults to
-                all True.
+                all True when images are given, all False when not.
             output_attentions (`bool`): also return attention maps and gate values.
         """
         word_mask = self._check_text_inputs(input_ids, char_ids, attention_mask)  # (batch, seq_len)
@@ -380,8 +380,8 @@ class AcnModel(AcnPreTrainedModel):
         if self.co_attention is None:
             return AcnModelOutput(last_hidden_state=hidden)
 
-        image_features = self._image_features(input_ids.shape[0], pixel_values, image_features)
-        image_mask = _check_image_mask(image_mask, input_ids.shape[0], input_ids.device)  # (batch,)
+        image_mask = self._image_mask(image_mask, pixel_values, image_features, input_ids)  # (batch,)
+        image_features = self._image_features(pixel_values, image_features, image_mask)  # (batch, regions, 512)
         multimodal, visual, textual, fusion, filtration = self.co_attention(hidden, word_mask, image_features, image_mask)
         features = torch.cat([hidden, multimodal], dim=-1)  # (batch, seq_len, 2 * hidden)
         if not (output_attentions if output_attentions is not None else self.config.output_attentions):
@@ -420,15 +420,33 @@ class AcnModel(AcnPreTrainedModel):
             raise ValueError(f"every tweet needs at least one word, got lengths {lengths.tolist()}")
         return word_mask
 
-    def _image_features(self, batch, pixel_values, image_features):
-        if (pixel_values is None) == (image_features is None):
-            raise ValueError("pass exactly one of pixel_values or image_features (mark missing images with image_mask)")
-        if image_features is None:
-            return self.get_image_features(pixel_values)
-        expected = (batch, self.config.num_image_regions, self.config.image_feature_dim)
-        if tuple(image_features.shape) != expected:
-            raise ValueError(f"image_features must have shape {expected}, got shape {tuple(image_features.shape)}")
-        return image_features.to(self.co_attention.image_projection.weight.dtype)
+    def _image_mask(self, image_mask, pixel_values, image_features, input_ids):
+        batch = input_ids.shape[0]
+        if pixel_values is not None and image_features is not None:
+            raise ValueError("pass pixel_values or image_features, not both")
+        no_images = pixel_values is None and image_features is None
+        if image_mask is None:  # no images at all: every tweet takes the text path
+            return torch.full((batch,), not no_images, dtype=torch.bool, device=input_ids.device)
+        if tuple(image_mask.shape) != (batch,):
+            raise ValueError(f"image_mask must have shape ({batch},), got shape {tuple(image_mask.shape)}")
+        if no_images and image_mask.any():
+            raise ValueError("image_mask marks images present, but neither pixel_values nor image_features were given")
+        return image_mask.bool()
+
+    def _image_features(self, pixel_values, image_features, image_mask):
+        batch = image_mask.shape[0]
+        shape = (batch, self.config.num_image_regions, self.config.image_feature_dim)
+        dtype = self.co_attention.image_projection.weight.dtype
+        if image_features is not None:
+            if tuple(image_features.shape) != shape:
+                raise ValueError(f"image_features must have shape {shape}, got shape {tuple(image_features.shape)}")
+            return image_features.to(dtype)
+        features = torch.zeros(shape, dtype=dtype, device=image_mask.device)  # (batch, regions, 512)
+        if pixel_values is not None:
+            _check_pixel_values(pixel_values)
+            if image_mask.any():  # VGG runs only on the tweets that have an image
+                features[image_mask] = self.get_image_features(pixel_values[image_mask]).to(dtype)
+        return features
 
 
 class AcnForTokenClassification(AcnPreTrainedModel):
@@ -544,14 +562,6 @@ def _check_labels(labels, word_mask, num_labels):
     if ((real < 0) | (real >= num_labels)).any():
         raise ValueError(f"labels of real words must be in [0, {num_labels}), got {sorted(set(real.tolist()))}")
     return labels
-
-
-def _check_image_mask(image_mask, batch, device):
-    if image_mask is None:
-        return torch.ones(batch, dtype=torch.bool, device=device)
-    if tuple(image_mask.shape) != (batch,):
-        raise ValueError(f"image_mask must have shape ({batch},), got shape {tuple(image_mask.shape)}")
-    return image_mask.bool()
 
 
 def _check_pixel_values(pixel_values):

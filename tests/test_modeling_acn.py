@@ -95,6 +95,28 @@ def test_missing_image_gives_the_text_path_and_ignores_its_features(tiny_config,
     assert (reference.filtration_gates[[1, 3]] == 0).all()
 
 
+def test_no_image_inputs_means_every_tweet_takes_the_text_path(tiny_config, text_batch):
+    model = build(tiny_config).eval()
+    with torch.no_grad():
+        without = model(**{key: value for key, value in model_inputs(text_batch).items() if "image" not in key})
+        masked = model(**{**model_inputs(text_batch), "image_mask": torch.zeros(4, dtype=torch.bool)})
+    torch.testing.assert_close(without.logits, masked.logits)
+
+
+def test_vgg_runs_only_on_present_images(tiny_config):
+    model = build(tiny_config).eval()
+    batch = model_inputs(make_batch([3, 2]))
+    del batch["image_features"], batch["image_mask"]
+    pixels = torch.randn(2, 3, 224, 224)
+    seen = []
+    model.acn.vision.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[0]))
+    with torch.no_grad():
+        mixed = model(**batch, pixel_values=pixels, image_mask=torch.tensor([True, False])).logits
+        alone = model(**{k: v[:1] for k, v in batch.items()}, pixel_values=pixels[:1]).logits
+    assert seen == [1, 1]
+    torch.testing.assert_close(mixed[0, :3], alone[0])
+
+
 def test_a_batch_without_any_image_trains_without_nan(tiny_config, text_batch):
     model = build(tiny_config)
     text_batch["image_mask"] = torch.zeros(4, dtype=torch.bool)
@@ -199,7 +221,8 @@ def test_vision_weights_load_from_a_local_file(suffix, tiny_config, tmp_path):
     [
         ({"image_features": torch.zeros(4, 36, 512)}, r"image_features must have shape \(4, 49, 512\), got shape \(4, 36, 512\)"),
         ({"image_features": None, "pixel_values": torch.zeros(4, 3, 64, 64)}, r"pixel_values must have shape .* got shape \(4, 3, 64, 64\)"),
-        ({"image_features": None}, "pass exactly one of pixel_values or image_features"),
+        ({"image_features": None}, "image_mask marks images present, but neither pixel_values nor image_features"),
+        ({"pixel_values": torch.zeros(4, 3, 224, 224)}, "pass pixel_values or image_features, not both"),
         ({"char_ids": torch.zeros(4, 2, 3, dtype=torch.long)}, r"char_ids must be .* got shape \(4, 2, 3\)"),
         ({"attention_mask": torch.ones(4, 2)}, r"attention_mask must have the shape of input_ids \(4, 5\)"),
         ({"image_mask": torch.ones(3, dtype=torch.bool)}, r"image_mask must have shape \(4,\), got shape \(3,\)"),

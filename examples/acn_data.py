@@ -1,0 +1,71 @@
+"""Corpus loading and batch collation shared by the training, evaluation and prediction scripts."""
+
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+
+from dataset_script.twitter_mner import load_twitter_mner
+
+SPLITS = ("train", "validation", "test")
+
+
+def load_corpus(source: str, image_dir: str | None = None) -> datasets.DatasetDict:
+    """A corpus as a `DatasetDict` with `train`/`validation`/`test`.
+
+    `source` is the raw layout (`train.txt`, `valid.txt`, `test.txt`; images from `image_dir`), a folder written
+    by `Dataset.save_to_disk` (e.g. with cached image features), a Parquet folder from the corpus loader, or a
+    Hub dataset id.
+    """
+    path = Path(source)
+    if (path / "train.txt").is_file():
+        return load_twitter_mner(path, image_dir)
+    if (path / "dataset_dict.json").is_file():
+        return datasets.load_from_disk(str(path))
+    return datasets.load_dataset(source)
+
+
+def label_names(corpus: datasets.DatasetDict) -> list[str]:
+    return list(corpus["train"].features["ner_tags"].feature.names)
+
+
+def image_source(split: datasets.Dataset, use_image: bool) -> str:
+    """Where a split's images come from: `features` (cached column), `pixels` (image column), or `none` (a
+    text-only model, or a corpus without images: the model then takes its text path)."""
+    if use_image and "image_features" in split.column_names:
+        return "features"
+    if use_image and "image" in split.column_names:
+        return "pixels"
+    return "none"
+
+
+class AcnCollator:
+    """Rows of the corpus -> one model batch: the processor's text and label tensors, plus the images.
+
+    `source` (see `image_source`): cached `image_features` (VGG never runs), `image` through the image
+    processor, or `none`. `max_length` truncates words for training only; evaluation passes `None` and scores
+    every word.
+    """
+
+    def __init__(self, processor, source: str, max_length: int | None = None):
+        self.processor = processor
+        self.source = source
+        self.max_length = max_length
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        batch = dict(
+            self.processor(
+                [row["tokens"] for row in rows],
+                images=[row["image"] for row in rows] if self.source == "pixels" else None,
+                labels=[row["ner_tags"] for row in rows],
+                is_split_into_words=True,
+                truncation=self.max_length is not None,
+                max_length=self.max_length,
+            )
+        )
+        if self.source == "features":
+            features = np.stack([np.asarray(row["image_features"], dtype=np.float32) for row in rows])
+            batch["image_features"] = torch.from_numpy(features)  # (batch, 49, 512)
+            batch["image_mask"] = torch.tensor([bool(row["image_mask"]) for row in rows])  # (batch,)
+        return batch

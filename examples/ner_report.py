@@ -1,0 +1,64 @@
+"""Entity scores through the local seqeval metric, and the paper's Table 2 layout for reporting them."""
+
+import json
+from pathlib import Path
+
+import evaluate
+
+METRIC_PATH = Path(__file__).resolve().parents[1] / "metrics" / "seqeval_mner"
+TYPE_ORDER = ("PER", "LOC", "ORG", "OTHER", "MISC")  # the paper's column order; a corpus has OTHER or MISC
+
+
+def load_metric():
+    """The seqeval metric module shipped with the project, loaded by path (no Hub access)."""
+    return evaluate.load(str(METRIC_PATH))
+
+
+def score(metric, predictions: list[list[str]], references: list[list[str]]) -> dict:
+    """Lenient and strict entity scores of full tag sequences; refuses a prediction shorter than its tweet."""
+    for index, (predicted, gold) in enumerate(zip(predictions, references, strict=True)):
+        if len(predicted) != len(gold):
+            raise ValueError(f"tweet {index}: {len(predicted)} predicted tags for {len(gold)} words")
+    return metric.compute(predictions=predictions, references=references)
+
+
+def entity_types(scores: dict) -> list[str]:
+    found = [key for key, value in scores.items() if isinstance(value, dict) and not key.startswith("strict_")]
+    return sorted(found, key=lambda name: (TYPE_ORDER.index(name) if name in TYPE_ORDER else len(TYPE_ORDER), name))
+
+
+def table_rows(name: str, scores: dict, types: list[str]) -> list[list[str]]:
+    """One lenient and one strict row: per-type F1, then overall precision, recall and F1, in percent."""
+    rows = []
+    for prefix, label in (("", "lenient"), ("strict_", "strict IOB2")):
+        per_type = [_percent(scores.get(f"{prefix}{kind}", {}).get("f1", 0.0)) for kind in types]
+        overall = [_percent(scores[f"{prefix}overall_{key}"]) for key in ("precision", "recall", "f1")]
+        rows.append([name, label, *per_type, *overall, str(scores[f"{prefix}num_gold_entities"])])
+    return rows
+
+
+def table2(results: dict[str, dict]) -> str:
+    """Markdown table in the layout of the paper's Table 2, one model per entry of `results`."""
+    types = entity_types(next(iter(results.values())))
+    header = ["Model", "Scoring", *types, "Precision", "Recall", "F1", "Gold entities"]
+    rows = [row for name, scores in results.items() for row in table_rows(name, scores, types)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_predictions(path: Path, tokens: list[list[str]], gold: list[list[str]], predicted: list[list[str]]):
+    """CoNLL-style `token gold pred` lines, a blank line between tweets (conlleval's input format)."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for words, gold_tags, predicted_tags in zip(tokens, gold, predicted, strict=True):
+            for word, gold_tag, predicted_tag in zip(words, gold_tags, predicted_tags, strict=True):
+                handle.write(f"{word} {gold_tag} {predicted_tag}\n")
+            handle.write("\n")
+
+
+def write_json(path: Path, data: dict):
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.2f}"
