@@ -42,9 +42,9 @@ class AcnModelOutput(ModelOutput):
     last_hidden_state (`torch.FloatTensor` of shape `(batch, seq_len, decoder_input_size)`):
         The decoder input `[h_t ; u_t]` (text-only variants: `h_t`).
     visual_attentions (`torch.FloatTensor` of shape `(batch, seq_len, num_regions)`, with `output_attentions`):
-        Word-guided attention over the image regions (row-major 7 x 7).
+        Word-guided attention over the image regions (row-major 7 x 7); padding rows are 0.
     textual_attentions (`torch.FloatTensor` of shape `(batch, seq_len, seq_len)`, with `output_attentions`):
-        Image-guided attention of each word over all words (padding gets 0).
+        Image-guided attention of each word over all words of its tweet; padding rows and columns are 0.
     fusion_gates (`torch.FloatTensor` of shape `(batch, seq_len, hidden_size)`, with `output_attentions`):
         Weight of the visual feature in the fused feature (`fusion="gate"` only).
     filtration_gates (`torch.FloatTensor` of shape `(batch, seq_len)`, with `output_attentions`):
@@ -156,20 +156,13 @@ class AcnCoAttention(nn.Module):
         regions = torch.where(present, image_features, torch.zeros_like(image_features))  # (batch, regions, 512)
         regions = torch.tanh(self.image_projection(regions))  # (batch, regions, hidden)
 
-        visual_energy = torch.tanh(
-            self.visual_region_proj(regions)[:, None, :, :]  # (batch, 1, regions, attention)
-            + self.visual_word_proj(hidden)[:, :, None, :]  # (batch, seq_len, 1, attention)
-        )
-        visual_attention = self.visual_score(visual_energy).squeeze(-1).softmax(dim=-1)  # (batch, seq_len, regions)
+        # Only real words attend: a padding query would cost as much as a word and be thrown away.
+        example_of_word = word_mask.nonzero()[:, 0]  # (words,)
+        visual_attention = self._visual_attention(hidden[word_mask], example_of_word, regions)  # (words, regions)
+        visual_attention = _unpack(visual_attention, word_mask)  # (batch, seq_len, regions)
         attended_image = visual_attention @ regions  # (batch, seq_len, hidden)
-
-        textual_energy = torch.tanh(
-            self.textual_word_proj(hidden)[:, None, :, :]  # (batch, 1, seq_len_key, attention)
-            + self.textual_image_proj(attended_image)[:, :, None, :]  # (batch, seq_len_query, 1, attention)
-        )
-        textual_scores = self.textual_score(textual_energy).squeeze(-1)  # (batch, seq_len_query, seq_len_key)
-        textual_scores = textual_scores.masked_fill(~word_mask[:, None, :], float("-inf"))
-        textual_attention = textual_scores.softmax(dim=-1)  # (batch, seq_len_query, seq_len_key)
+        textual_attention = self._textual_attention(hidden, word_mask, attended_image[word_mask], example_of_word)
+        textual_attention = _unpack(textual_attention, word_mask)  # (batch, seq_len_query, seq_len_key)
         attended_text = textual_attention @ hidden  # (batch, seq_len, hidden)
 
         visual = torch.tanh(self.visual_transform(attended_image))  # (batch, seq_len, hidden)
@@ -188,6 +181,32 @@ class AcnCoAttention(nn.Module):
         filtration_gate = filtration_gate * image_mask[:, None]  # (batch, seq_len): closed without an image
         multimodal = filtration_gate[..., None] * torch.tanh(self.multimodal_transform(fused))  # (batch, seq_len, hidden)
         return multimodal, visual_attention, textual_attention, fusion_gate, filtration_gate
+
+    def _visual_attention(self, words, example_of_word, regions):
+        """Word-guided attention over the regions of the word's own image, per real word."""
+        region_keys = self.visual_region_proj(regions)  # (batch, regions, attention)
+        energy = torch.tanh(
+            region_keys[example_of_word]  # (words, regions, attention)
+            + self.visual_word_proj(words)[:, None, :]  # (words, 1, attention)
+        )
+        return self.visual_score(energy).squeeze(-1).softmax(dim=-1)  # (words, regions)
+
+    def _textual_attention(self, hidden, word_mask, attended_image, example_of_word):
+        """Image-guided attention of each real word over the words of its own tweet."""
+        word_keys = self.textual_word_proj(hidden)  # (batch, seq_len_key, attention)
+        energy = torch.tanh(
+            word_keys[example_of_word]  # (words, seq_len_key, attention)
+            + self.textual_image_proj(attended_image)[:, None, :]  # (words, 1, attention)
+        )
+        scores = self.textual_score(energy).squeeze(-1)  # (words, seq_len_key)
+        scores = scores.masked_fill(~word_mask[example_of_word], float("-inf"))
+        return scores.softmax(dim=-1)  # (words, seq_len_key)
+
+
+def _unpack(per_word, word_mask):
+    """Rows of the real words back into the padded layout; padding rows are zero."""
+    padded = per_word.new_zeros(*word_mask.shape, per_word.shape[-1])  # (batch, seq_len, width)
+    return padded.index_put((word_mask,), per_word)
 
 
 class AcnCrf(nn.Module):

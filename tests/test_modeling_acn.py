@@ -48,11 +48,32 @@ def test_forward_shapes_and_attention_outputs(tiny_config, text_batch):
     assert outputs.textual_attentions.shape == (batch, seq_len, seq_len)
     assert outputs.fusion_gates.shape == (batch, seq_len, 16)
     assert outputs.filtration_gates.shape == (batch, seq_len)
-    torch.testing.assert_close(outputs.visual_attentions.sum(-1), torch.ones(batch, seq_len))
-    torch.testing.assert_close(outputs.textual_attentions.sum(-1), torch.ones(batch, seq_len))
+    words = text_batch["attention_mask"].float()  # (batch, seq_len): padding rows attend to nothing
+    torch.testing.assert_close(outputs.visual_attentions.sum(-1), words)
+    torch.testing.assert_close(outputs.textual_attentions.sum(-1), words)
     padding = text_batch["attention_mask"] == 0  # (batch, seq_len)
     assert (outputs.textual_attentions.masked_select(padding[:, None, :].expand(-1, seq_len, -1)) == 0).all()
     assert ((outputs.filtration_gates > 0) & (outputs.filtration_gates < 1)).all()
+
+
+def test_co_attention_equals_the_equations_word_by_word(tiny_config, text_batch):
+    model = build(tiny_config).eval()
+    attention, lengths = model.acn.co_attention, text_batch["attention_mask"].sum(-1)
+    with torch.no_grad():
+        outputs = model(**model_inputs(text_batch), output_attentions=True)
+        hidden = model.acn.text_encoder(text_batch["input_ids"], text_batch["char_ids"], lengths)
+        regions = torch.tanh(attention.image_projection(text_batch["image_features"]))  # v_I = tanh(W v + b)
+        for example, length in enumerate(lengths.tolist()):
+            for word in range(length):
+                h_t, v_I = hidden[example, word], regions[example]
+                z = torch.tanh(attention.visual_region_proj(v_I) + attention.visual_word_proj(h_t))  # (regions, k)
+                alpha = attention.visual_score(z).squeeze(-1).softmax(0)  # (regions,)
+                torch.testing.assert_close(outputs.visual_attentions[example, word], alpha)
+                v_hat = alpha @ v_I
+                x = hidden[example, :length]  # the tweet's words
+                z = torch.tanh(attention.textual_word_proj(x) + attention.textual_image_proj(v_hat))  # (words, k)
+                beta = attention.textual_score(z).squeeze(-1).softmax(0)  # (words,)
+                torch.testing.assert_close(outputs.textual_attentions[example, word, :length], beta)
 
 
 def test_padding_never_changes_a_real_word(tiny_config):
