@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import evaluate
+import torch
 
 METRIC_PATH = Path(__file__).resolve().parents[1] / "metrics" / "seqeval_mner"
 TYPE_ORDER = ("PER", "LOC", "ORG", "OTHER", "MISC")  # the paper's column order; a corpus has OTHER or MISC
@@ -20,6 +21,27 @@ def score(metric, predictions: list[list[str]], references: list[list[str]]) -> 
         if len(predicted) != len(gold):
             raise ValueError(f"tweet {index}: {len(predicted)} predicted tags for {len(gold)} words")
     return metric.compute(predictions=predictions, references=references)
+
+
+def predict_split(accelerator, model, loader) -> list[list[str]]:
+    """Best tag sequence of every tweet (plain Viterbi, as the paper), in dataset order, from all processes."""
+    model.eval()
+    unwrapped = accelerator.unwrap_model(model)
+    id2label = unwrapped.config.id2label
+    predictions = []
+    for batch in loader:
+        batch = {key: value for key, value in batch.items() if key != "labels"}
+        with torch.no_grad():
+            logits = model(**batch).logits  # (batch, seq_len, num_labels)
+        tags = unwrapped.decode(logits, batch["attention_mask"])
+        named = [[id2label[tag] for tag in tweet] for tweet in tags]
+        predictions.extend(accelerator.gather_for_metrics(named, use_gather_object=True))
+    return predictions
+
+
+def gold_tags(split) -> list[list[str]]:
+    names = split.features["ner_tags"].feature.names
+    return [[names[tag] for tag in tags] for tags in split["ner_tags"]]
 
 
 def entity_types(scores: dict) -> list[str]:

@@ -9,7 +9,7 @@ Table 2 layout), {validation,test}_predictions.txt (`token gold pred`), model_ca
 """
 
 import argparse
-import shutil
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from acn_data import AcnCollator, image_source, label_names, load_corpus
 from model_card import write_model_card
-from ner_report import load_metric, score, table2, write_json, write_predictions
+from ner_report import gold_tags, load_metric, predict_split, score, table2, write_json, write_predictions
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -29,8 +29,8 @@ from modeling_acn import PAPER_VARIANTS, AcnConfig, AcnForTokenClassification, A
 logger = get_logger(__name__)
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
-BEST_MODEL_DIR = "best_model"
 CHECKPOINT_DIR = "checkpoints"
+BEST_MODEL_DIR = f"{CHECKPOINT_DIR}/best_model"  # training state too: a resumed run may end on it
 
 
 def parse_args(argv=None):
@@ -61,6 +61,7 @@ def parse_args(argv=None):
     training.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Batches per optimiser step.")
     training.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"], help="Accelerate mixed precision (GPUs).")
     training.add_argument("--seed", type=int, default=42, help="Seed for weights, shuffling and dropout.")
+    training.add_argument("--checkpointing", default="epoch", choices=["epoch", "none"], help="Save the training state after every epoch (needed to resume), or never.")
     training.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder to continue from.")
     training.add_argument("--with_tracking", action="store_true", help="Log metrics to TensorBoard in output_dir/runs.")
     args = parser.parse_args(argv)
@@ -165,29 +166,9 @@ def train_epoch(accelerator, model, loader, optimizer, args, epoch) -> float:
     return total / max(batches, 1)
 
 
-def predict_split(accelerator, model, loader, id2label) -> list[list[str]]:
-    """Tag sequences of every tweet of the split, in dataset order, gathered from all processes."""
-    model.eval()
-    predictions = []
-    for batch in loader:
-        batch.pop("labels")
-        with torch.no_grad():
-            logits = model(**batch).logits
-        tags = accelerator.unwrap_model(model).decode(logits, batch["attention_mask"])
-        tags = accelerator.gather_for_metrics([[id2label[tag] for tag in tweet] for tweet in tags], use_gather_object=True)
-        predictions.extend(tags)
-    return predictions
-
-
-def evaluate_split(accelerator, model, loader, split, metric, id2label):
-    predictions = predict_split(accelerator, model, loader, id2label)
-    gold = gold_tags(split)
-    return score(metric, predictions, gold), predictions
-
-
-def gold_tags(split) -> list[list[str]]:
-    names = split.features["ner_tags"].feature.names
-    return [[names[tag] for tag in tags] for tags in split["ner_tags"]]
+def evaluate_split(accelerator, model, loader, split, metric):
+    predictions = predict_split(accelerator, model, loader)
+    return score(metric, predictions, gold_tags(split)), predictions
 
 
 def resume(accelerator, args, output_dir: Path):
@@ -205,12 +186,11 @@ def resume(accelerator, args, output_dir: Path):
 
 def run_training(accelerator, model, train_loader, dev_loader, optimizer, scheduler, state, metric, args, output_dir):
     """Epochs with dev selection; the best weights are saved under output_dir/best_model."""
-    id2label = accelerator.unwrap_model(model).config.id2label
     while state.epoch < args.num_epochs and state.epochs_without_improvement < args.patience:
         started = time.perf_counter()
         loss = train_epoch(accelerator, model, train_loader, optimizer, args, state.epoch)
         scheduler.step()
-        dev_scores, _ = evaluate_split(accelerator, model, dev_loader, dev_loader.dataset, metric, id2label)
+        dev_scores, _ = evaluate_split(accelerator, model, dev_loader, dev_loader.dataset, metric)
         epoch = state.epoch
         if state.record(dev_scores["overall_f1"]):
             save_model(accelerator, model, None, output_dir / BEST_MODEL_DIR)
@@ -221,7 +201,8 @@ def run_training(accelerator, model, train_loader, dev_loader, optimizer, schedu
         )
         if args.with_tracking:
             accelerator.log({"train_loss": loss, "dev_f1": dev_scores["overall_f1"]}, step=epoch)
-        accelerator.save_state(str(output_dir / CHECKPOINT_DIR / f"epoch_{epoch + 1}"))
+        if args.checkpointing == "epoch":
+            accelerator.save_state(str(output_dir / CHECKPOINT_DIR / f"epoch_{epoch + 1}"))
 
 
 def save_model(accelerator, model, processor, folder: Path):
@@ -237,10 +218,9 @@ def final_evaluation(accelerator, model, loaders, corpus, metric, output_dir, ar
     """Reload the best weights, score dev and test, write every result file."""
     best = AcnForTokenClassification.from_pretrained(output_dir / BEST_MODEL_DIR)
     accelerator.unwrap_model(model).load_state_dict(best.state_dict())
-    id2label = best.config.id2label
     results, predictions = {}, {}
     for split in ("validation", "test"):
-        results[split], predictions[split] = evaluate_split(accelerator, model, loaders[split], corpus[split], metric, id2label)
+        results[split], predictions[split] = evaluate_split(accelerator, model, loaders[split], corpus[split], metric)
     save_model(accelerator, model, processor, output_dir)
     if not accelerator.is_main_process:
         return results
@@ -260,12 +240,12 @@ def final_evaluation(accelerator, model, loaders, corpus, metric, output_dir, ar
     print(table)
     print(f"test: {results['test']['num_gold_entities']} gold entities (lenient), {results['test']['strict_num_gold_entities']} (strict)")
     write_model_card(output_dir, args, results)
-    shutil.rmtree(output_dir / BEST_MODEL_DIR)
     return results
 
 
 def main(argv=None):
     args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     output_dir = Path(args.output_dir)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,

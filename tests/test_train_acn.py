@@ -1,0 +1,105 @@
+"""End-to-end runs of examples/train_acn.py and examples/evaluate_acn.py on a tiny corpus."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+
+from .corpus_fixtures import write_corpus
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+
+import evaluate_acn  # noqa: E402
+import train_acn  # noqa: E402
+
+TWEETS = [
+    ("101", [("Obama", "B-PER"), ("visits", "O"), ("Paris", "B-LOC"), ("today", "O")]),
+    ("102", [("RT", "O"), ("@nba", "O"), (":", "O"), ("Chicago", "B-ORG"), ("Bulls", "I-ORG"), ("win", "O")]),
+    ("103", [("Watching", "O"), ("Star", "B-OTHER"), ("Wars", "I-OTHER"), ("with", "O"), ("Anna", "B-PER")]),
+    ("104", [("Snow", "O"), ("in", "O"), ("New", "B-LOC"), ("York", "I-LOC"), ("http://t.co/x", "O")]),
+    ("105", [("Google", "B-ORG"), ("hires", "O"), ("Merkel", "B-PER")]),
+    ("106", [("#love", "O"), ("London", "B-LOC"), ("and", "O"), ("iPhone", "B-OTHER")]),
+]
+TINY_FLAGS = [
+    "--word_embedding_dim", "16", "--hidden_size", "16", "--dropout", "0.0", "--batch_size", "2",
+    "--learning_rate", "0.02", "--seed", "1",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """The same six tweets as train, validation and test: a model that learns must reach F1 1.0."""
+    return write_corpus(tmp_path_factory.mktemp("corpus"), {"train": TWEETS, "validation": TWEETS, "test": TWEETS})
+
+
+def run_training(corpus, output_dir, *extra):
+    train_acn.main(["--dataset", str(corpus), "--output_dir", str(output_dir), *TINY_FLAGS, *extra])
+    return json.loads((output_dir / "all_results.json").read_text())
+
+
+def test_overfits_a_tiny_corpus_and_writes_every_output(corpus, tmp_path):
+    results = run_training(corpus, tmp_path, "--num_epochs", "40", "--patience", "40", "--checkpointing", "none")
+    assert results["test_overall_f1"] == 1.0 and results["validation_overall_f1"] == 1.0
+    assert results["test_num_gold_entities"] == 10
+    for name in ("config.json", "model.safetensors", "modeling_acn.py", "processor_config.json", "results.md",
+                 "model_card.md", "README.md", "test_predictions.txt", "validation_predictions.txt"):  # fmt: skip
+        assert (tmp_path / name).is_file(), name
+    lines = (tmp_path / "test_predictions.txt").read_text().splitlines()
+    assert lines[:2] == ["Obama B-PER B-PER", "visits O O"] and lines[4] == ""
+    assert "model-index" in (tmp_path / "model_card.md").read_text()
+    assert "| full (test) | lenient |" in (tmp_path / "results.md").read_text()
+
+    evaluated = evaluate_acn.main(["--model", str(tmp_path), "--dataset", str(corpus), "--output_dir", str(tmp_path / "eval")])
+    assert evaluated["overall_f1"] == 1.0 and (tmp_path / "eval" / "test_predictions.txt").is_file()
+
+
+def test_cached_image_features_are_read_from_the_dataset(corpus, tmp_path):
+    dataset = train_acn.load_corpus(str(corpus))
+    rng = np.random.default_rng(0)
+
+    def add_features(rows):
+        features = rng.random((len(rows["tokens"]), 49, 512), dtype=np.float32).astype(np.float16)
+        return {"image_features": features, "image_mask": [True] * len(rows["tokens"])}
+
+    features = dataset["train"].features.copy()
+    features["image_features"] = datasets.Array2D(shape=(49, 512), dtype="float16")
+    features["image_mask"] = datasets.Value("bool")
+    cached = dataset.map(add_features, batched=True, features=features)
+    cached.save_to_disk(tmp_path / "cached")
+    results = run_training(tmp_path / "cached", tmp_path / "out", "--num_epochs", "2", "--checkpointing", "none")
+    assert 0.0 <= results["test_overall_f1"] <= 1.0
+
+
+def test_resumed_run_ends_like_an_uninterrupted_one(corpus, tmp_path):
+    flags = ["--patience", "10", "--dropout", "0.3"]  # dropout: the RNG state must be restored too
+    uninterrupted = run_training(corpus, tmp_path / "a", "--num_epochs", "4", *flags)
+    run_training(corpus, tmp_path / "b", "--num_epochs", "2", *flags)
+    resumed = run_training(corpus, tmp_path / "b", "--num_epochs", "4", "--resume_from_checkpoint", "latest", *flags)
+    assert sorted((tmp_path / "b" / "checkpoints").glob("epoch_*")) == [
+        tmp_path / "b" / "checkpoints" / f"epoch_{epoch}" for epoch in (1, 2, 3, 4)
+    ]
+    for key in ("test_overall_f1", "validation_overall_f1", "best_epoch", "epochs_trained"):
+        assert resumed[key] == uninterrupted[key], key
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
+@pytest.mark.slow
+def test_two_process_accelerate_launch(corpus, tmp_path):
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(ROOT / "examples" / "train_acn.py"), "--dataset", str(corpus), "--output_dir", str(tmp_path),
+        "--num_epochs", "3", "--checkpointing", "none", *TINY_FLAGS,
+    ]  # fmt: skip
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=240, env=environment, cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    results = json.loads((tmp_path / "all_results.json").read_text())
+    assert results["test_num_gold_entities"] == 10  # every tweet scored once, none duplicated by the sharding
+    assert len((tmp_path / "test_predictions.txt").read_text().strip().split("\n\n")) == len(TWEETS)
