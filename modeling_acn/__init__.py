@@ -12,6 +12,7 @@ from transformers import (
 from .configuration_acn import PAPER_VARIANTS, AcnConfig
 from .image_processing_acn import AcnImageProcessor
 from .modeling_acn import AcnCrf, AcnForTokenClassification, AcnModel, AcnPreTrainedModel
+from .pipeline_acn import AcnPipeline
 from .processing_acn import AcnProcessor
 from .tokenization_acn import AcnEmbeddingCoverage, AcnTokenizer
 
@@ -33,6 +34,7 @@ __all__ = [
     "AcnForTokenClassification",
     "AcnImageProcessor",
     "AcnModel",
+    "AcnPipeline",
     "AcnPreTrainedModel",
     "AcnProcessor",
     "AcnTokenizer",

@@ -10,9 +10,10 @@ Two readings of the paper's equations, both stated once here:
   vector to every column of the matrix; we use that sum (`W_α ∈ R^{1×k}`), which makes the attention word-guided.
 - `m̂_t = W_m̂ (h_t ⊕ u_t)` is linear in the decoder input, so `W_m̂` maps straight to the tag scores (the
   CRF's emission potentials); a second linear layer in between would add nothing.
-Missing images: a tweet whose `image_mask` is False has its region features zeroed before the attention and its
-multimodal feature `u_t` set to zero, i.e. its filtration gate is closed. Its tags then come from `h_t` alone,
-exactly the text-only model's path, and nothing divides by zero or becomes NaN.
+Missing images: co-attention runs only on the tweets whose `image_mask` is True. A tweet without an image keeps
+the multimodal feature `u_t = 0`, as if its filtration gate were closed (its attention maps and gates read 0), so
+its tags come from `h_t` alone, the text-only model's path; its (absent) features are never read, so nothing can
+become NaN.
 """
 
 from dataclasses import dataclass
@@ -151,10 +152,8 @@ class AcnCoAttention(nn.Module):
         self.filtration_gate = nn.Linear(hidden + fused_size, 1) if config.use_filtration_gate else None
         self.multimodal_transform = nn.Linear(fused_size, hidden)
 
-    def forward(self, hidden, word_mask, image_features, image_mask):
-        present = image_mask[:, None, None]  # (batch, 1, 1)
-        regions = torch.where(present, image_features, torch.zeros_like(image_features))  # (batch, regions, 512)
-        regions = torch.tanh(self.image_projection(regions))  # (batch, regions, hidden)
+    def forward(self, hidden, word_mask, image_features):
+        regions = torch.tanh(self.image_projection(image_features))  # (batch, regions, hidden): v_I
 
         # Only real words attend: a padding query would cost as much as a word and be thrown away.
         example_of_word = word_mask.nonzero()[:, 0]  # (words,)
@@ -178,7 +177,6 @@ class AcnCoAttention(nn.Module):
             filtration_gate = torch.ones_like(hidden[..., 0])  # (batch, seq_len)
         else:
             filtration_gate = torch.sigmoid(self.filtration_gate(torch.cat([hidden, fused], dim=-1))).squeeze(-1)
-        filtration_gate = filtration_gate * image_mask[:, None]  # (batch, seq_len): closed without an image
         multimodal = filtration_gate[..., None] * torch.tanh(self.multimodal_transform(fused))  # (batch, seq_len, hidden)
         return multimodal, visual_attention, textual_attention, fusion_gate, filtration_gate
 
@@ -201,6 +199,13 @@ class AcnCoAttention(nn.Module):
         scores = self.textual_score(energy).squeeze(-1)  # (words, seq_len_key)
         scores = scores.masked_fill(~word_mask[example_of_word], float("-inf"))
         return scores.softmax(dim=-1)  # (words, seq_len_key)
+
+
+def _scatter_rows(rows, row_mask, fill):
+    """Rows computed for the examples selected by `row_mask`, placed into `fill` (batch-sized zeros)."""
+    if rows is None:  # an output this variant does not have (the fusion gate of fusion="concat")
+        return fill
+    return fill.index_put((row_mask,), rows)
 
 
 def _unpack(per_word, word_mask):
@@ -400,8 +405,13 @@ class AcnModel(AcnPreTrainedModel):
             return AcnModelOutput(last_hidden_state=hidden)
 
         image_mask = self._image_mask(image_mask, pixel_values, image_features, input_ids)  # (batch,)
-        image_features = self._image_features(pixel_values, image_features, image_mask)  # (batch, regions, 512)
-        multimodal, visual, textual, fusion, filtration = self.co_attention(hidden, word_mask, image_features, image_mask)
+        images = self._image_features(pixel_values, image_features, image_mask)  # (images, regions, 512)
+        # Co-attention runs on the tweets that have an image; the others keep u_t = 0, their text path.
+        co_attended = self._empty_co_attention_outputs(hidden)
+        if image_mask.any():
+            computed = self.co_attention(hidden[image_mask], word_mask[image_mask], images)
+            co_attended = [_scatter_rows(rows, image_mask, zeros) for rows, zeros in zip(computed, co_attended)]
+        multimodal, visual, textual, fusion, filtration = co_attended
         features = torch.cat([hidden, multimodal], dim=-1)  # (batch, seq_len, 2 * hidden)
         if not (output_attentions if output_attentions is not None else self.config.output_attentions):
             return AcnModelOutput(last_hidden_state=features)
@@ -411,6 +421,18 @@ class AcnModel(AcnPreTrainedModel):
             textual_attentions=textual,
             fusion_gates=fusion,
             filtration_gates=filtration,
+        )
+
+    def _empty_co_attention_outputs(self, hidden):
+        """Zeros shaped like each co-attention output, for tweets without an image."""
+        batch, seq_len, size = hidden.shape
+        fusion = hidden.new_zeros(batch, seq_len, size) if self.config.fusion == "gate" else None
+        return (
+            hidden.new_zeros(batch, seq_len, size),  # multimodal feature u_t
+            hidden.new_zeros(batch, seq_len, self.config.num_image_regions),  # visual attention
+            hidden.new_zeros(batch, seq_len, seq_len),  # textual attention
+            fusion,  # fusion gate
+            hidden.new_zeros(batch, seq_len),  # filtration gate
         )
 
     def _check_text_inputs(self, input_ids, char_ids, attention_mask):
@@ -453,19 +475,17 @@ class AcnModel(AcnPreTrainedModel):
         return image_mask.bool()
 
     def _image_features(self, pixel_values, image_features, image_mask):
-        batch = image_mask.shape[0]
-        shape = (batch, self.config.num_image_regions, self.config.image_feature_dim)
+        """Pool5 features of the tweets that have an image; VGG runs on those only."""
+        shape = (image_mask.shape[0], self.config.num_image_regions, self.config.image_feature_dim)
         dtype = self.co_attention.image_projection.weight.dtype
         if image_features is not None:
             if tuple(image_features.shape) != shape:
                 raise ValueError(f"image_features must have shape {shape}, got shape {tuple(image_features.shape)}")
-            return image_features.to(dtype)
-        features = torch.zeros(shape, dtype=dtype, device=image_mask.device)  # (batch, regions, 512)
+            return image_features[image_mask].to(dtype)  # (images, regions, 512)
         if pixel_values is not None:
             _check_pixel_values(pixel_values)
-            if image_mask.any():  # VGG runs only on the tweets that have an image
-                features[image_mask] = self.get_image_features(pixel_values[image_mask]).to(dtype)
-        return features
+            return self.get_image_features(pixel_values[image_mask]).to(dtype)  # (images, regions, 512)
+        return None
 
 
 class AcnForTokenClassification(AcnPreTrainedModel):

@@ -1,0 +1,318 @@
+"""Multimodal NER pipeline for ACN: a tweet and its image in, entities with character offsets out.
+
+It follows transformers' token-classification pipeline (`aggregation_strategy`, `ignore_labels`, batching with
+`batch_size`, `device`), with words as the units instead of subwords. Load it with
+`AcnPipeline.from_pretrained(folder_or_id)`, or, for a folder written by `AcnPipeline.save_pretrained`, with
+`transformers.pipeline("multimodal-ner", model=folder_or_id, trust_remote_code=True)`.
+"""
+
+import math
+import types
+
+import numpy as np
+import torch
+from transformers import AutoModelForTokenClassification, AutoProcessor, Pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
+
+
+TASK = "multimodal-ner"
+AGGREGATION_STRATEGIES = ("none", "simple")
+
+
+class AcnPipeline(Pipeline):
+    """Tags the words of tweets, with or without an image, and groups them into entities.
+
+    Call it with a tweet and an image, `pipe("Obama visits Paris", image="paris.jpg")`, or a list of inputs,
+    each a tweet string, a `(text, image)` pair or a `{"text": ..., "image": ...}` dict. With
+    `is_split_into_words=True` a list of words is one tweet (offsets then point into the words joined by single
+    spaces). An image is a file path, a PIL image, `None` (the model's text path for that tweet), or
+    precomputed VGG-16 pool5 features `(49, 512)` as a float tensor or array (e.g. from the corpus feature
+    cache). Text-only models ignore images.
+
+    Tags come from constrained Viterbi decoding (no `I-X` without a preceding `B-X`/`I-X`). A word's `score` is
+    the marginal probability of its tag, `p(y_t = tag | tweet, image)`, from the CRF's forward-backward
+    (the unconstrained CRF; softmax-decoder models: the softmax of the emissions). An entity's score is the
+    mean over its words, as in the token-classification pipeline.
+
+    Call parameters (also accepted at construction):
+        aggregation_strategy (`str`, defaults to `"simple"`): `"simple"` gives one
+            `{entity_group, score, word, start, end}` per entity; `"none"` one
+            `{entity, score, index, word, start, end}` per word. `"first"`, `"average"` and `"max"` merge the
+            subwords of a word, which ACN does not have, so they are refused.
+        ignore_labels (`list[str]`, defaults to `["O"]`): tags or entity types left out of the output.
+        return_tags (`bool`): return a dict per tweet, `{"entities", "words", "tags", "scores", "offsets"}`,
+            with every word's tag and score.
+        output_attentions (`bool`): the dict also holds `visual_attentions` `(words, 7, 7)` (word-guided
+            attention over the image regions), `fusion_gates` `(words,)` (the fusion gate averaged over hidden
+            units: the visual share of the fused feature; None with `fusion="concat"`) and `filtration_gates`
+            `(words,)`, as numpy float32 arrays. Needs a model with images (`use_image=True`).
+        is_split_into_words (`bool`): the text is a list of words.
+    """
+
+    _load_processor = True
+    _load_tokenizer = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.processor is None:
+            raise ValueError("AcnPipeline needs processor=AcnProcessor(...) (it holds the tokenizer and image processor)")
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path, device=None, trust_remote_code=False, **kwargs) -> "AcnPipeline":
+        """Load the model and processor saved in a folder or Hub repository.
+
+        Args:
+            model_name_or_path: folder or Hub id holding the model and the processor.
+            device: as in transformers' pipelines: -1 or `"cpu"`, a GPU index or a `torch.device`; by default
+                the first GPU when there is one, else the CPU.
+            trust_remote_code: load the model classes from the folder's code rather than the installed package.
+            **kwargs: call parameters to set for every call (see the class docstring), and `batch_size`.
+        """
+        model = AutoModelForTokenClassification.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+        processor = AutoProcessor.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+        return cls(model=model, processor=processor, device=device, task=TASK, **kwargs)
+
+    def save_pretrained(self, save_directory, **kwargs):
+        """Save model, processor and this pipeline's code, so that `transformers.pipeline` can load the folder."""
+        super().save_pretrained(save_directory, **kwargs)
+        self.processor.save_pretrained(save_directory)
+
+    def __call__(self, inputs, image=None, **kwargs):
+        """Tag one tweet (`inputs` a string, `image` its image) or a list or generator of inputs."""
+        split = kwargs.get("is_split_into_words", self._preprocess_params.get("is_split_into_words", False))
+        if _is_single_input(inputs, split):
+            return super().__call__(_as_example(inputs, image), **kwargs)
+        if image is not None:
+            raise ValueError("image= goes with a single tweet; pass several tweets as (text, image) pairs")
+        if isinstance(inputs, types.GeneratorType):
+            return super().__call__((_as_example(item) for item in inputs), **kwargs)
+        if isinstance(inputs, list) and inputs:
+            return super().__call__([_as_example(item) for item in inputs], **kwargs)
+        raise ValueError(
+            "inputs must be a tweet, a (text, image) pair, a {'text', 'image'} dict, or a non-empty list or "
+            f"generator of those, got {inputs!r}"
+        )
+
+    def _sanitize_parameters(
+        self,
+        aggregation_strategy=None,
+        ignore_labels=None,
+        return_tags=None,
+        output_attentions=None,
+        is_split_into_words=None,
+    ):
+        preprocess, forward, postprocess = {}, {}, {}
+        if is_split_into_words is not None:
+            preprocess["is_split_into_words"] = is_split_into_words
+        if output_attentions is not None:
+            if output_attentions and not self.model.config.use_image:
+                raise ValueError("output_attentions=True needs a model with images; this one has use_image=False")
+            forward["output_attentions"] = output_attentions
+        if aggregation_strategy is not None:
+            postprocess["aggregation_strategy"] = _check_aggregation_strategy(aggregation_strategy)
+        if ignore_labels is not None:
+            postprocess["ignore_labels"] = list(ignore_labels)
+        if return_tags is not None:
+            postprocess["return_tags"] = return_tags
+        return preprocess, forward, postprocess
+
+    def preprocess(self, example, is_split_into_words=False):
+        text = example["text"]
+        encoding = self.processor(text, is_split_into_words=is_split_into_words, return_offsets_mapping=True)
+        offsets = [tuple(pair) for pair in encoding.pop("offset_mapping")[0].tolist()]
+        model_inputs = dict(encoding)
+        model_inputs["char_ids"] = self._pad_char_axis(model_inputs["char_ids"])  # (1, seq_len, char_width)
+        if self.model.config.use_image:
+            model_inputs.update(self._image_inputs(example["image"]))
+        model_inputs["text"] = " ".join(text) if is_split_into_words else text
+        model_inputs["offsets"] = offsets
+        return model_inputs
+
+    def _pad_char_axis(self, char_ids):
+        """Pad the character axis to the tokenizer's widest word, so that tweets batch together.
+
+        The character CNN ignores padding characters, so the width does not change the model's output.
+        """
+        tokenizer = self.processor.tokenizer
+        width = max(tokenizer.max_word_length, tokenizer.min_char_width)
+        return torch.nn.functional.pad(char_ids, (0, width - char_ids.shape[-1]), value=self.model.config.char_pad_id)
+
+    def _image_inputs(self, image):
+        """Pixels and features for one image, both always present so that any mix of inputs batches together."""
+        config = self.model.config
+        features = torch.zeros(1, config.num_image_regions, config.image_feature_dim)  # (1, regions, 512)
+        given_features = _as_image_features(image, features.shape[1:])
+        if given_features is None:
+            inputs = dict(self.processor.image_processor([image], return_tensors="pt"))
+        else:
+            inputs = dict(self.processor.image_processor([None], return_tensors="pt"))
+            features[0] = given_features
+            inputs["image_mask"] = torch.ones(1, dtype=torch.bool)  # (1,)
+        inputs["image_features"] = features
+        inputs["has_features"] = torch.tensor([given_features is not None])  # (1,)
+        return inputs
+
+    def _forward(self, model_inputs, output_attentions=False):
+        text, offsets = model_inputs.pop("text"), model_inputs.pop("offsets")
+        if self.model.config.use_image:
+            model_inputs["image_features"] = self._image_features(
+                model_inputs.pop("pixel_values"), model_inputs.pop("image_features"), model_inputs.pop("has_features"),
+                model_inputs["image_mask"],
+            )  # (batch, regions, 512)
+        outputs = self.model(**model_inputs, output_attentions=output_attentions)
+        word_mask = model_inputs["attention_mask"].bool()  # (batch, seq_len)
+        paths = self.model.decode(outputs.logits, word_mask, constrain_bio=True)
+        tags = torch.zeros_like(model_inputs["input_ids"])  # (batch, seq_len), 0 at padding
+        for row, path in enumerate(paths):
+            tags[row, : len(path)] = torch.tensor(path)
+        marginals = tag_marginals(self.model, outputs.logits, word_mask)  # (batch, seq_len, num_labels)
+        result = {
+            "tags": tags,
+            "scores": marginals.gather(-1, tags[..., None]).squeeze(-1),  # (batch, seq_len)
+            "text": text,
+            "offsets": offsets,
+        }
+        if output_attentions:
+            result["visual_attentions"] = outputs.visual_attentions  # (batch, seq_len, regions)
+            gates = outputs.fusion_gates
+            result["fusion_gates"] = None if gates is None else gates.mean(-1)  # (batch, seq_len)
+            result["filtration_gates"] = outputs.filtration_gates  # (batch, seq_len)
+        return result
+
+    def _image_features(self, pixel_values, image_features, has_features, image_mask):
+        """Given features where the input had them, VGG-16 pool5 of the pixels for the other images."""
+        features = image_features.to(self.model.dtype)  # (batch, regions, 512)
+        needs_vision = image_mask.bool() & ~has_features  # (batch,)
+        if needs_vision.any():
+            pixels = pixel_values[needs_vision].to(self.model.dtype)  # (images, 3, 224, 224)
+            features[needs_vision] = self.model.get_image_features(pixels)  # (images, regions, 512)
+        return features
+
+    def postprocess(self, model_outputs, aggregation_strategy="simple", ignore_labels=None, return_tags=False):
+        text, offsets = model_outputs["text"], model_outputs["offsets"]
+        num_words = len(offsets)
+        id2label = self.model.config.id2label
+        tags = [id2label[index] for index in model_outputs["tags"][0, :num_words].tolist()]
+        scores = model_outputs["scores"][0, :num_words].tolist()
+        words = [text[start:end] for start, end in offsets]
+        ignore = {"O"} if ignore_labels is None else set(ignore_labels)
+        if aggregation_strategy == "none":
+            entities = word_entities(words, tags, scores, offsets, ignore)
+        else:
+            entities = grouped_entities(text, tags, scores, offsets, ignore)
+        if not return_tags and "visual_attentions" not in model_outputs:
+            return entities
+        result = {"entities": entities, "words": words, "tags": tags, "scores": scores, "offsets": offsets}
+        if "visual_attentions" in model_outputs:
+            result.update(self._explanations(model_outputs, num_words))
+        return result
+
+    def _explanations(self, model_outputs, num_words):
+        side = math.isqrt(self.model.config.num_image_regions)  # regions are a row-major side x side grid
+        attentions = model_outputs["visual_attentions"][0, :num_words].float()  # (words, regions)
+        fusion = model_outputs["fusion_gates"]
+        return {
+            "visual_attentions": attentions.reshape(num_words, side, side).numpy(),  # (words, side, side)
+            "fusion_gates": None if fusion is None else fusion[0, :num_words].float().numpy(),  # (words,)
+            "filtration_gates": model_outputs["filtration_gates"][0, :num_words].float().numpy(),  # (words,)
+        }
+
+
+def tag_marginals(model, logits, word_mask):
+    """Per-word tag probabilities `p(y_t = k | x)`, shape `(batch, seq_len, num_labels)`; 0 at padding.
+
+    For a CRF these are the forward-backward marginals, obtained as the gradient of the log-partition with
+    respect to the emissions: d log Z / d e_{t,k} is the total probability of the paths through tag k at t.
+    """
+    if model.crf is None:
+        return logits.float().softmax(-1) * word_mask[..., None]
+    with torch.enable_grad():
+        emissions = logits.detach().float().requires_grad_()  # (batch, seq_len, num_labels)
+        log_partition = model.crf.log_partition(emissions, word_mask).sum()
+        (marginals,) = torch.autograd.grad(log_partition, emissions)
+    return marginals  # (batch, seq_len, num_labels)
+
+
+def word_entities(words, tags, scores, offsets, ignore_labels):
+    """One entry per word whose tag is not ignored (aggregation "none")."""
+    return [
+        {"entity": tag, "score": score, "index": index, "word": word, "start": start, "end": end}
+        for index, (word, tag, score, (start, end)) in enumerate(zip(words, tags, scores, offsets))
+        if tag not in ignore_labels
+    ]
+
+
+def grouped_entities(text, tags, scores, offsets, ignore_labels):
+    """One entry per entity span (aggregation "simple"); `word` is the original text of the span."""
+    entities = []
+    for entity_type, first, last in entity_spans(tags):
+        if entity_type in ignore_labels:
+            continue
+        start, end = offsets[first][0], offsets[last][1]
+        score = sum(scores[first : last + 1]) / (last + 1 - first)
+        entities.append({"entity_group": entity_type, "score": score, "word": text[start:end], "start": start, "end": end})
+    return entities
+
+
+def entity_spans(tags):
+    """`(type, first_word, last_word)` of each BIO entity; an `I-X` not continuing an `X` entity starts one."""
+    spans = []
+    for index, tag in enumerate(tags):
+        prefix, _, entity_type = tag.partition("-")
+        if prefix not in ("B", "I") or not entity_type:
+            continue
+        continues = prefix == "I" and spans and spans[-1][0] == entity_type and spans[-1][2] == index - 1
+        if continues:
+            spans[-1] = (entity_type, spans[-1][1], index)
+        else:
+            spans.append((entity_type, index, index))
+    return spans
+
+
+def _check_aggregation_strategy(strategy) -> str:
+    value = getattr(strategy, "value", strategy)  # transformers' AggregationStrategy enum or its string
+    if value not in AGGREGATION_STRATEGIES:
+        raise ValueError(
+            "aggregation_strategy must be 'none' or 'simple' (ACN tags whole words, so 'first', 'average' and "
+            f"'max' have no subwords to merge), got {strategy!r}"
+        )
+    return value
+
+
+def _is_single_input(inputs, is_split_into_words: bool) -> bool:
+    if isinstance(inputs, (str, dict, tuple)):
+        return True
+    return is_split_into_words and isinstance(inputs, list) and bool(inputs) and all(isinstance(w, str) for w in inputs)
+
+
+def _as_example(item, image=None) -> dict:
+    """`{"text", "image"}` from a tweet, a list of words, a `(text, image)` pair or a dict."""
+    if isinstance(item, (str, list)):
+        return {"text": item, "image": image}
+    if image is not None and isinstance(item, (tuple, dict)):
+        raise ValueError("give the image either inside the pair or dict or as image=, not both")
+    if isinstance(item, tuple) and len(item) == 2:
+        return {"text": item[0], "image": item[1]}
+    if isinstance(item, dict) and "text" in item:
+        return {"text": item["text"], "image": item.get("image")}
+    raise ValueError(f"expected a tweet, a (text, image) pair or a dict with 'text', got {item!r}")
+
+
+def _as_image_features(image, shape):
+    """The image as a float tensor when it is precomputed pool5 features of `shape`, else None."""
+    if isinstance(image, np.ndarray) and np.issubdtype(image.dtype, np.floating):
+        image = torch.from_numpy(image)
+    if not isinstance(image, torch.Tensor):
+        return None
+    if tuple(image.shape) != tuple(shape) or not image.is_floating_point():
+        raise ValueError(f"image features must be a float tensor of shape {tuple(shape)}, got {image.dtype} {tuple(image.shape)}")
+    return image.float()
+
+
+PIPELINE_REGISTRY.register_pipeline(
+    TASK, pipeline_class=AcnPipeline, pt_model=AutoModelForTokenClassification, type="multimodal"
+)
+
+__all__ = ["AcnPipeline", "entity_spans", "tag_marginals"]
