@@ -58,6 +58,7 @@ MAX_IMAGE_PIXELS = 2 * 4096 * 4096  # twice Twitter's largest upload; PIL's own 
 ALPHA_BACKGROUND = (255, 255, 255, 255)  # transparent pixels become white, as Twitter shows them
 MAX_SHARD_BYTES = 500 * 2**20  # push_to_hub's default shard size
 IMAGE_FEATURES_SHAPE = (49, 512)  # VGG-16 pool5: 7x7 regions in row-major order, 512 channels
+VISION_WEIGHTS_FILE = "vgg16_trunk.safetensors"  # written beside cached features: the trunk that computed them
 FEATURE_CACHE_VERSION = 1  # bump when the stored features change meaning, to invalidate old caches
 CACHE_COMMAND = "cache-features"
 
@@ -699,7 +700,14 @@ def parse_cache_args(argv: list[str]) -> argparse.Namespace:
         description="Store the model's VGG-16 pool5 image features as a dataset column (float16, 49x512).",
     )
     parser.add_argument("--dataset", required=True, help="Exported folder or Hub id that load_dataset reads.")
-    parser.add_argument("--model", required=True, help="ACN checkpoint folder or Hub id (weights and processor).")
+    trunk = parser.add_mutually_exclusive_group(required=True)
+    trunk.add_argument("--model", help="ACN checkpoint folder or Hub id whose VGG-16 trunk and processor to use.")
+    trunk.add_argument(
+        "--vision_weights",
+        help="VGG-16 trunk without a checkpoint: 'imagenet' (torchvision's weights, cached or downloaded), a local "
+        ".pth/.safetensors file, or 'random' (seeded by --seed; only for offline demos and tests).",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the 'random' trunk.")
     parser.add_argument("--output_dir", required=True, help="Where save_to_disk writes the dataset with features.")
     parser.add_argument("--batch_size", type=int, default=32, help="Images per forward pass.")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="Torch device.")
@@ -723,13 +731,25 @@ def run_export(args: argparse.Namespace) -> None:
         logger.info("pushed to https://huggingface.co/datasets/%s", args.push_to_hub)
 
 
-def run_cache_features(args: argparse.Namespace) -> None:
+def feature_extractor(args: argparse.Namespace):
+    """The model whose trunk computes the features, and the image processor that prepares its input."""
     # imported here so that exporting a corpus works while the model package is absent or broken
-    from modeling_acn import AcnForTokenClassification
-    from modeling_acn.image_processing_acn import AcnImageProcessor
+    from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnModel
 
-    model = AcnForTokenClassification.from_pretrained(args.model).to(args.device).eval()
-    image_processor = AcnImageProcessor.from_pretrained(args.model)
+    if args.model:
+        return AcnForTokenClassification.from_pretrained(args.model), AcnImageProcessor.from_pretrained(args.model)
+    torch.manual_seed(args.seed)
+    model = AcnModel(AcnConfig())
+    if args.vision_weights != "random":
+        model.load_vision_weights(None if args.vision_weights == "imagenet" else args.vision_weights)
+    return model, AcnImageProcessor()
+
+
+def run_cache_features(args: argparse.Namespace) -> None:
+    from safetensors.torch import save_file
+
+    model, image_processor = feature_extractor(args)
+    model = model.to(args.device).eval()
     dataset = datasets.load_dataset(args.dataset, cache_dir=args.cache_dir)
     cached = DatasetDict(
         {
@@ -740,6 +760,9 @@ def run_cache_features(args: argparse.Namespace) -> None:
         }
     )
     cached.save_to_disk(args.output_dir)
+    # the trunk beside the features: a model trained on them must see images through the same weights
+    trunk = model.get_submodule("acn.vision" if hasattr(model, "acn") else "vision")
+    save_file({key: value.contiguous() for key, value in trunk.state_dict().items()}, Path(args.output_dir) / VISION_WEIGHTS_FILE)
     logger.info("wrote %s", args.output_dir)
 
 

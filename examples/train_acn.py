@@ -18,6 +18,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, set_seed
+from dataset_script.twitter_mner import VISION_WEIGHTS_FILE
 from acn_data import AcnCollator, image_source, label_names, load_corpus
 from model_card import write_model_card
 from ner_report import gold_tags, load_metric, predict_split, score, table2, write_json, write_predictions
@@ -42,7 +43,7 @@ def parse_args(argv=None):
     model = parser.add_argument_group("model")
     model.add_argument("--variant", default="full", choices=sorted(PAPER_VARIANTS), help="Which model of the paper's Table 2 to train.")
     model.add_argument("--embeddings", default=None, help="GloVe/word2vec text file of pretrained word vectors; their words extend the vocabulary.")
-    model.add_argument("--vision_weights", default=None, help="VGG-16 weights for images read as pixels: 'imagenet' (torchvision) or a local .pth/.safetensors file.")
+    model.add_argument("--vision_weights", default=None, help="VGG-16 trunk weights: 'imagenet' (torchvision) or a local .pth/.safetensors file; defaults to the trunk saved beside cached features.")
     model.add_argument("--word_embedding_dim", type=int, default=200, help="Word vector size (the embedding file's, when given).")
     model.add_argument("--hidden_size", type=int, default=200, help="BiLSTM output size, both directions together.")
     model.add_argument("--dropout", type=float, default=0.5, help="Dropout on word representations and BiLSTM outputs.")
@@ -120,9 +121,17 @@ def build_model(args, processor, names) -> AcnForTokenClassification:
             raise ValueError(f"--embeddings vectors have {matrix.shape[1]} dimensions, --word_embedding_dim is {config.word_embedding_dim}")
         model.get_input_embeddings().weight.data.copy_(matrix)
         logger.info(f"embeddings: {coverage.found}/{coverage.total} vocabulary words found ({coverage.ratio:.1%})", main_process_only=True)
-    if args.vision_weights and config.use_image:
-        model.load_vision_weights(None if args.vision_weights == "imagenet" else args.vision_weights)
+    vision_weights = args.vision_weights or cached_features_trunk(args.dataset)
+    if vision_weights and config.use_image:
+        logger.info(f"VGG-16 trunk: {vision_weights}", main_process_only=True)
+        model.load_vision_weights(None if vision_weights == "imagenet" else vision_weights)
     return model
+
+
+def cached_features_trunk(dataset: str) -> str | None:
+    """The trunk that computed a folder's cached features, so the saved model sees new images the same way."""
+    trunk = Path(dataset) / VISION_WEIGHTS_FILE
+    return str(trunk) if trunk.is_file() else None
 
 
 def build_dataloaders(corpus, processor, config, args):

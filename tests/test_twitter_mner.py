@@ -12,6 +12,7 @@ from seqeval.metrics.sequence_labeling import get_entities
 from seqeval.scheme import IOB2, Entities
 
 from dataset_script.twitter_mner import (
+    VISION_WEIGHTS_FILE,
     CorpusFormatError,
     ImageProblem,
     cache_image_features,
@@ -25,6 +26,7 @@ from dataset_script.twitter_mner import (
     read_image,
     tag_sequences,
 )
+from modeling_acn import AcnConfig, AcnImageProcessor, AcnModel
 from tests.corpus_fixtures import (
     BLUE,
     FIXTURE_TWEETS,
@@ -457,6 +459,20 @@ def test_cache_features_command(image_dataset, tiny_acn, tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         main(argv("features_again"))
     assert caplog.text.count("cache hit") == 3
+
+
+@pytest.mark.slow
+def test_cache_features_with_a_random_trunk_saves_that_trunk(image_dataset, tmp_path):
+    export_parquet(image_dataset, tmp_path / "export", source="fixture")
+    main(["cache-features", "--dataset", str(tmp_path / "export"), "--vision_weights", "random", "--seed", "3",
+          "--output_dir", str(tmp_path / "features"), "--cache_dir", str(tmp_path / "cache"), "--device", "cpu"])
+    saved = datasets.load_from_disk(str(tmp_path / "features"))
+    trunk = AcnModel(AcnConfig())
+    trunk.load_vision_weights(tmp_path / "features" / VISION_WEIGHTS_FILE)
+    image = AcnImageProcessor()(images=[saved["train"][0]["image"]], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        expected = trunk.get_image_features(image)[0]  # (49, 512)
+    torch.testing.assert_close(saved.with_format("torch")["train"][0]["image_features"], expected.half().float())
 
 
 # --- the real Twitter-2015 text ----------------------------------------------------------------

@@ -1,0 +1,125 @@
+"""Quality on the real Twitter-2015 text: the paper's text models, ACN without images, and a feature-CRF peer.
+
+    python benchmarks/quality.py --data_dir ../shared/data/twitter2015 --output_dir outputs/quality
+
+Every neural run goes through examples/train_acn.py (dev selection, test report) with a fixed seed; the table
+gives mean and standard deviation over the seeds in the layout of the paper's Table 2 (lenient entity F1 per type,
+overall P/R/F1, in percent), beside the paper's own figures. Writes quality.json and quality.md.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+
+import train_acn  # noqa: E402
+from feature_crf import train_feature_crf  # noqa: E402
+from acn_data import load_corpus  # noqa: E402
+from ner_report import entity_types, gold_tags, load_metric, score  # noqa: E402
+
+# Zhang et al. (2018), Table 2, Twitter-2015 test: per-type F1, then overall precision, recall, F1.
+PAPER = {
+    "BiLSTM-CRF (paper)": {"PER": 76.77, "LOC": 72.56, "ORG": 41.33, "OTHER": 26.80, "P": 68.14, "R": 61.09, "F1": 64.42},
+    "CNN-BiLSTM-CRF (paper)": {"PER": 80.86, "LOC": 75.39, "ORG": 47.77, "OTHER": 32.61, "P": 66.24, "R": 68.09, "F1": 67.15},
+    "CBCFuFi, softmax (paper)": {"PER": 80.79, "LOC": 74.94, "ORG": 46.63, "OTHER": 28.45, "P": 67.69, "R": 65.00, "F1": 66.32},
+    "ACN (paper)": {"PER": 81.98, "LOC": 78.95, "ORG": 53.07, "OTHER": 34.02, "P": 72.75, "R": 68.74, "F1": 70.69},
+}
+RUNS = {  # table row -> train_acn.py variant; "full" on a corpus without images: every image missing
+    "CNN-BiLSTM-CRF": "text-only",
+    "BiLSTM-CRF": "bilstm-crf",
+    "CNN-BiLSTM (softmax)": "no-crf",
+    "ACN, every image missing": "full",
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", default=str(ROOT.parent / "shared" / "data" / "twitter2015"), help="Twitter-2015 text.")
+    parser.add_argument("--output_dir", default="outputs/quality", help="Runs, quality.json and quality.md go here.")
+    parser.add_argument("--models", nargs="+", default=list(RUNS), choices=list(RUNS), help="Which neural rows to train.")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="One run per seed and model.")
+    parser.add_argument("--train_args", default="", help="Extra flags for train_acn.py, e.g. '--learning_rate 2e-3'.")
+    parser.add_argument("--skip_feature_crf", action="store_true", help="Leave out the sklearn-crfsuite peer.")
+    return parser.parse_args(argv)
+
+
+def run_neural(name, seed, args, output_dir: Path) -> dict:
+    run_dir = output_dir / RUNS[name].replace("/", "_") / f"seed_{seed}"
+    if not (run_dir / "all_results.json").is_file():  # a finished run is reused, so the benchmark can resume
+        train_acn.main(
+            ["--dataset", args.data_dir, "--output_dir", str(run_dir), "--variant", RUNS[name], "--seed", str(seed),
+             "--checkpointing", "none", *args.train_args.split()]
+        )  # fmt: skip
+    return json.loads((run_dir / "all_results.json").read_text())
+
+
+def type_f1(results: dict, split: str, kind: str) -> float:
+    return 100 * results.get(f"{split}_{kind}", {}).get("f1", 0.0)
+
+
+def summarise(runs: list[dict], types: list[str]) -> dict:
+    """Mean and standard deviation over seeds of each Table 2 column, test and dev F1, and training time."""
+    columns = {kind: [type_f1(run, "test", kind) for run in runs] for kind in types}
+    columns.update({key[0].upper(): [100 * run[f"test_overall_{key}"] for run in runs] for key in ("precision", "recall")})
+    columns["F1"] = [100 * run["test_overall_f1"] for run in runs]
+    columns["strict F1"] = [100 * run["test_strict_overall_f1"] for run in runs]
+    columns["dev F1"] = [100 * run["validation_overall_f1"] for run in runs]
+    columns["train s"] = [run["train_seconds"] for run in runs]
+    return {key: {"mean": statistics.mean(values), "std": statistics.pstdev(values), "runs": values} for key, values in columns.items()}
+
+
+def markdown(rows: dict, types: list[str], seeds: list[int]) -> str:
+    columns = [*((kind, kind) for kind in types), ("P", "P"), ("R", "R"), ("F1", "F1"), ("strict F1", "strict F1"),
+               ("dev F1", "dev F1"), ("train s / run", "train s")]  # fmt: skip
+    lines = ["| Model | " + " | ".join(title for title, _ in columns) + " |", "|---|" + "---|" * len(columns)]
+    for name, summary in rows.items():
+        lines.append(f"| {name} | " + " | ".join(_cell(summary.get(key)) for _, key in columns) + " |")
+    lines.append("")
+    lines.append(f"Mean ± standard deviation over seeds {seeds}; test split, lenient entity scores in percent.")
+    return "\n".join(lines)
+
+
+def _cell(value):
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        return f"{value['mean']:.2f} ± {value['std']:.2f}" if len(value["runs"]) > 1 else f"{value['mean']:.2f}"
+    return f"{value:.2f}"
+
+
+def feature_crf_row(args, types) -> dict:
+    corpus = load_corpus(args.data_dir)
+    started = time.perf_counter()
+    predictions = train_feature_crf(corpus)
+    seconds = time.perf_counter() - started
+    results = score(load_metric(), predictions, gold_tags(corpus["test"]))
+    row = {kind: {"mean": 100 * results.get(kind, {}).get("f1", 0.0), "std": 0.0, "runs": [0]} for kind in types}
+    row.update({key[0].upper(): {"mean": 100 * results[f"overall_{key}"], "std": 0.0, "runs": [0]} for key in ("precision", "recall")})
+    row["F1"] = {"mean": 100 * results["overall_f1"], "std": 0.0, "runs": [0]}
+    row["strict F1"] = {"mean": 100 * results["strict_overall_f1"], "std": 0.0, "runs": [0]}
+    row["train s"] = {"mean": seconds, "std": 0.0, "runs": [0]}
+    return row
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    runs = {name: [run_neural(name, seed, args, output_dir) for seed in args.seeds] for name in args.models}
+    types = entity_types({key[len("test_"):]: value for key, value in next(iter(runs.values()))[0].items() if key.startswith("test_")})
+    rows = {name: summarise(results, types) for name, results in runs.items()}
+    if not args.skip_feature_crf:
+        rows["feature CRF (sklearn-crfsuite)"] = feature_crf_row(args, types)
+    table = markdown({**rows, **PAPER}, types, args.seeds)
+    print(table)
+    (output_dir / "quality.md").write_text(table + "\n", encoding="utf-8")
+    (output_dir / "quality.json").write_text(json.dumps({"seeds": args.seeds, "train_args": args.train_args, "rows": rows, "paper": PAPER}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
