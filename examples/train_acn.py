@@ -25,7 +25,15 @@ from ner_report import gold_tags, load_metric, predict_split, score, table2, wri
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from modeling_acn import PAPER_VARIANTS, AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnProcessor, AcnTokenizer
+from modeling_acn import (
+    PAPER_VARIANTS,
+    AcnConfig,
+    AcnForTokenClassification,
+    AcnImageProcessor,
+    AcnPipeline,
+    AcnProcessor,
+    AcnTokenizer,
+)
 
 logger = get_logger(__name__)
 
@@ -217,9 +225,11 @@ def run_training(accelerator, model, train_loader, dev_loader, optimizer, schedu
 def save_model(accelerator, model, processor, folder: Path):
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(folder)
-        if processor is not None:
-            processor.save_pretrained(folder)
+        unwrapped = accelerator.unwrap_model(model)
+        if processor is None:
+            unwrapped.save_pretrained(folder)
+        else:  # model, processor and the pipeline's code: transformers.pipeline(..., trust_remote_code=True) loads it
+            AcnPipeline(model=unwrapped, processor=processor, device=unwrapped.device).save_pretrained(folder)
     accelerator.wait_for_everyone()
 
 

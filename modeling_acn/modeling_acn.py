@@ -316,6 +316,10 @@ class AcnPreTrainedModel(PreTrainedModel):
         elif isinstance(module, AcnCrf):
             for parameter in (module.start_transitions, module.end_transitions, module.transitions):
                 init.uniform_(parameter, -CRF_INIT_RANGE, CRF_INIT_RANGE)
+        elif isinstance(module, AcnForTokenClassification):  # non-persistent buffers are not in the checkpoint
+            allowed, allowed_start = bio_transition_table(module.config.id2label)
+            init.copy_(module.bio_allowed, allowed)
+            init.copy_(module.bio_allowed_start, allowed_start)
 
 
 class AcnModel(AcnPreTrainedModel):

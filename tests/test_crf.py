@@ -112,3 +112,11 @@ def test_model_decode_respects_bio_constraint(tiny_config, text_batch):
     labels = [model.config.id2label[tag] for tag in constrained]
     assert labels[0] != "I-PER" and labels == ["B-PER", "I-PER", "I-PER"]
     assert model.decode(logits)[0] == [model.config.label2id["I-PER"]] * 3
+
+
+def test_bio_table_survives_save_and_load(tiny_config, tmp_path):
+    model = AcnForTokenClassification(tiny_config)
+    model.save_pretrained(tmp_path)
+    loaded = AcnForTokenClassification.from_pretrained(tmp_path)
+    expected_allowed, expected_start = bio_transition_table(tiny_config.id2label)
+    assert torch.equal(loaded.bio_allowed, expected_allowed) and torch.equal(loaded.bio_allowed_start, expected_start)

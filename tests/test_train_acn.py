@@ -9,6 +9,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
+from transformers import pipeline
 
 from .corpus_fixtures import write_corpus
 
@@ -54,6 +55,10 @@ def test_overfits_a_tiny_corpus_and_writes_every_output(corpus, tmp_path):
     assert lines[:2] == ["Obama B-PER B-PER", "visits O O"] and lines[4] == ""
     assert "model-index" in (tmp_path / "model_card.md").read_text()
     assert "| full (test) | lenient |" in (tmp_path / "results.md").read_text()
+
+    tagger = pipeline("multimodal-ner", model=str(tmp_path), trust_remote_code=True)
+    entities = tagger("Obama visits Paris today")
+    assert [(entity["entity_group"], entity["word"]) for entity in entities] == [("PER", "Obama"), ("LOC", "Paris")]
 
     evaluated = evaluate_acn.main(["--model", str(tmp_path), "--dataset", str(corpus), "--output_dir", str(tmp_path / "eval")])
     assert evaluated["overall_f1"] == 1.0 and (tmp_path / "eval" / "test_predictions.txt").is_file()

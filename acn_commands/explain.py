@@ -1,0 +1,145 @@
+"""acn-explain: a PNG showing where ACN looks and how much the image counts, for one tweet and its image.
+
+Top row: the image under the word-guided visual attention of each entity word (of every word when the tweet
+has no entity), the 7x7 map upsampled to the image. Then the tagged tweet, and one bar per word for the fusion
+gate (share of the visual feature in the fused feature, averaged over hidden units) and for the filtration
+gate (how much of the multimodal feature reaches the tagger). The paper's Figure 1, for any tweet.
+"""
+
+import argparse
+import logging
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from PIL import Image
+
+from modeling_acn import AcnPipeline
+from modeling_acn.pipeline_acn import entity_spans
+
+from .predict import open_image, parse_device
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTENTION_PANELS = 8  # more maps than this get too small to read
+PANEL_INCHES = 2.6
+DISPLAY_SIDE = 336  # pixels of the longest image side in the picture
+ATTENTION_ALPHA = 0.5
+TEXT_WRAP = 110  # characters per line of the tagged tweet
+OUTSIDE_COLOR = "0.55"  # grey for words outside entities
+
+
+def explain_tweet(pipe: AcnPipeline, text, image, output, is_split_into_words: bool = False) -> dict:
+    """Tag a tweet, draw its explanation picture to `output` (PNG) and return the pipeline's result.
+
+    Args:
+        pipe: an `AcnPipeline` whose model has images (`use_image=True`).
+        text: the tweet, or a list of words with `is_split_into_words=True`.
+        image: a file path, a PIL image or None.
+        output: path of the PNG to write.
+    """
+    if isinstance(image, (str, Path)):
+        image = open_image(Path(image))
+    result = pipe(text, image=image, output_attentions=True, is_split_into_words=is_split_into_words)
+    figure = draw_explanation(result, image)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output, dpi=100)
+    return result
+
+
+def draw_explanation(result: dict, image: Image.Image | None) -> Figure:
+    """The explanation figure of one pipeline result (`output_attentions=True`) and the tweet's image."""
+    words, tags = result["words"], result["tags"]
+    panels = [index for index, tag in enumerate(tags) if tag != "O"] or list(range(len(words)))
+    panels = panels[:MAX_ATTENTION_PANELS] if image is not None else []
+    columns = max(len(panels), 1)
+    figure = Figure(figsize=(max(10.0, PANEL_INCHES * columns), 9.0), layout="constrained")
+    grid = figure.add_gridspec(4, columns, height_ratios=(3.0, 0.8, 1.4, 1.4))
+    colors = entity_colors(tags)
+    if image is None:
+        draw_message(figure.add_subplot(grid[0, :]), "no image: the tweet is tagged from its text alone")
+    else:
+        display = image.convert("RGB")
+        display.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
+        for column, index in enumerate(panels):
+            axes = figure.add_subplot(grid[0, column])
+            draw_attention(axes, display, result["visual_attentions"][index])
+            axes.set_title(f"{words[index]}\n{tags[index]}", color=colors[index], fontsize=10)
+    draw_tagged_text(figure.add_subplot(grid[1, :]), result["words"], tags)
+    draw_gate_bars(figure.add_subplot(grid[2, :]), words, tags, colors, result["fusion_gates"], "fusion gate (visual share)")
+    draw_gate_bars(figure.add_subplot(grid[3, :]), words, tags, colors, result["filtration_gates"], "filtration gate")
+    return figure
+
+
+def upsampled_attention(attention: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A (side, side) attention map bilinearly resized to the image's `(width, height)`, as (height, width)."""
+    return np.asarray(Image.fromarray(attention.astype(np.float32)).resize(size, Image.BILINEAR))
+
+
+def draw_attention(axes, image: Image.Image, attention: np.ndarray) -> None:
+    heat = upsampled_attention(attention, image.size)  # (height, width)
+    axes.imshow(image)
+    axes.imshow(heat, cmap="jet", alpha=ATTENTION_ALPHA, vmin=0.0, vmax=max(float(heat.max()), 1e-12))
+    axes.set_axis_off()
+
+
+def entity_colors(tags: list[str]) -> list:
+    """One colour per word: its entity type's colour, grey outside entities."""
+    types = sorted({tag.partition("-")[2] for tag in tags if tag != "O"})
+    palette = colormaps["tab10"]
+    return [OUTSIDE_COLOR if tag == "O" else palette(types.index(tag.partition("-")[2]) % palette.N) for tag in tags]
+
+
+def tagged_text(words: list[str], tags: list[str]) -> str:
+    """The tweet with each entity bracketed and typed: `[Obama]PER visits [Paris]LOC`."""
+    pieces = list(words)
+    for entity_type, first, last in entity_spans(tags):
+        pieces[first] = "[" + pieces[first]
+        pieces[last] = pieces[last] + "]" + entity_type
+    return " ".join(pieces)
+
+
+def draw_tagged_text(axes, words: list[str], tags: list[str]) -> None:
+    axes.text(0.0, 0.5, textwrap.fill(tagged_text(words, tags), TEXT_WRAP), va="center", fontsize=11, wrap=True)
+    axes.set_axis_off()
+
+
+def draw_gate_bars(axes, words, tags, colors, gates, title: str) -> None:
+    if gates is None:
+        draw_message(axes, f"{title}: not in this model (fusion='concat')")
+        return
+    positions = np.arange(len(words))
+    axes.bar(positions, gates, color=colors)
+    axes.set_ylim(0.0, 1.0)
+    axes.set_ylabel(title, fontsize=9)
+    axes.set_xticks(positions, [f"{word}\n{tag}" for word, tag in zip(words, tags)], fontsize=8)
+
+
+def draw_message(axes, message: str) -> None:
+    axes.text(0.5, 0.5, message, ha="center", va="center", fontsize=11)
+    axes.set_axis_off()
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Draw ACN's visual attention and gates for one tweet and image.")
+    parser.add_argument("--model", required=True, help="Folder or Hub id with the model and its processor.")
+    parser.add_argument("--text", required=True, help="The tweet.")
+    parser.add_argument("--image", type=Path, help="The tweet's image; without it only the tagged text and gates show.")
+    parser.add_argument("--output", required=True, type=Path, help="PNG file to write.")
+    parser.add_argument("--device", help="Torch device, e.g. cpu or cuda:0 (default: the first GPU if any).")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    args = parse_args(argv)
+    pipe = AcnPipeline.from_pretrained(args.model, device=parse_device(args.device))
+    result = explain_tweet(pipe, args.text, args.image, args.output)
+    logger.info("%s -> %s", tagged_text(result["words"], result["tags"]), args.output)
+
+
+if __name__ == "__main__":
+    main()

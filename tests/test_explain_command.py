@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from acn_commands.explain import draw_explanation, explain_tweet, main, tagged_text
+from tests.pipeline_fixtures import TWEET, striped_image, tiny_pipeline
+
+
+def assert_drawn(path, min_colors=50):
+    with Image.open(path) as picture:
+        assert picture.format == "PNG"
+        pixels = np.asarray(picture.convert("RGB"))  # (height, width, 3)
+    assert pixels.shape[0] > 300 and pixels.shape[1] > 500
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) >= min_colors and pixels.std() > 10
+
+
+def test_acn_explain_writes_a_picture(tmp_path):
+    folder = tmp_path / "model"
+    tiny_pipeline().save_pretrained(folder)
+    striped_image().save(tmp_path / "photo.png")
+    output = tmp_path / "out" / "explain.png"
+    main(["--model", str(folder), "--text", TWEET, "--image", str(tmp_path / "photo.png"), "--output", str(output),
+          "--device", "cpu"])
+    assert_drawn(output)
+
+
+def test_explain_function_shows_entity_words_and_gates(tmp_path):
+    pipe = tiny_pipeline()
+    result = explain_tweet(pipe, "Obama visits Paris", striped_image(), tmp_path / "a.png")
+    assert result["visual_attentions"].shape == (3, 7, 7)
+    assert result["visual_attentions"].sum(axis=(1, 2)) == pytest.approx(np.ones(3), abs=1e-5)
+    assert_drawn(tmp_path / "a.png")
+    without_image = explain_tweet(pipe, "Obama visits Paris", None, tmp_path / "b.png")
+    assert without_image["filtration_gates"].tolist() == [0.0, 0.0, 0.0]
+    assert_drawn(tmp_path / "b.png", min_colors=5)
+
+
+def test_concat_fusion_has_no_fusion_gate_panel(tmp_path):
+    pipe = tiny_pipeline(fusion="concat")
+    result = pipe("Obama visits Paris", image=striped_image(), output_attentions=True)
+    assert result["fusion_gates"] is None
+    draw_explanation(result, striped_image()).savefig(tmp_path / "c.png")
+    assert_drawn(tmp_path / "c.png")
+
+
+def test_tagged_text_brackets_entities():
+    words = ["RT", "Barack", "Obama", "in", "Paris"]
+    assert tagged_text(words, ["O", "B-PER", "I-PER", "O", "B-LOC"]) == "RT [Barack Obama]PER in [Paris]LOC"
+
+
+def test_explain_refuses_a_text_only_model(tmp_path):
+    with pytest.raises(ValueError, match="output_attentions=True needs a model with images; this one has use_image=False"):
+        explain_tweet(tiny_pipeline(use_image=False), "Obama", None, tmp_path / "x.png")

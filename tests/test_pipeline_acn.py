@@ -1,0 +1,201 @@
+import itertools
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from modeling_acn import AcnPipeline, AcnTokenizer
+from modeling_acn.pipeline_acn import entity_spans, grouped_entities, tag_marginals
+from tests.conftest import make_batch
+from tests.pipeline_fixtures import TWEET, striped_image, tiny_pipeline
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipeline()
+
+
+@pytest.fixture(scope="module")
+def saved_folder(pipe, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("acn") / "model"
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def comparable(result):
+    """Pipeline results with scores rounded, so that batched and single runs compare exactly."""
+    return json.loads(json.dumps(result), parse_float=lambda value: round(float(value), 5))
+
+
+def favour_one_person(pipe):
+    """Emissions that make the whole tweet one PER entity: I-PER scores best, B-PER must open it."""
+    model = pipe.model
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([0.0, 4.0, 5.0, 0.0, 0.0]))  # O B-PER I-PER B-LOC I-LOC
+
+
+def test_word_output_schema_and_offsets_on_tweet_text(pipe):
+    words, offsets = AcnTokenizer.split_text(TWEET)
+    result = pipe(TWEET, image=None, aggregation_strategy="none", ignore_labels=[])
+    assert [entry["word"] for entry in result] == words
+    for index, entry in enumerate(result):
+        assert set(entry) == {"entity", "score", "index", "word", "start", "end"}
+        assert entry["index"] == index and (entry["start"], entry["end"]) == offsets[index]
+        assert TWEET[entry["start"] : entry["end"]] == entry["word"]
+        assert entry["entity"] in pipe.model.config.label2id and 0.0 < entry["score"] <= 1.0
+    assert {entry["word"] for entry in result} >= {"@Obama", "🇫🇷", "http://t.co/xyz", "!!"}
+
+
+def test_entities_span_the_original_text(pipe):
+    pipe = tiny_pipeline()
+    favour_one_person(pipe)
+    (entity,) = pipe(TWEET, image=None)
+    assert set(entity) == {"entity_group", "score", "word", "start", "end"}
+    assert entity["entity_group"] == "PER"
+    assert entity["word"] == TWEET[entity["start"] : entity["end"]] == TWEET  # first word to last, spaces kept
+    detail = pipe(TWEET, image=None, return_tags=True)
+    assert detail["tags"] == ["B-PER"] + ["I-PER"] * (len(detail["words"]) - 1)
+    assert entity["score"] == pytest.approx(sum(detail["scores"]) / len(detail["scores"]))
+    assert pipe(TWEET, image=None, ignore_labels=["PER"]) == []
+
+
+def test_grouping_follows_bio_spans():
+    tags = ["B-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-LOC", "I-PER"]
+    assert entity_spans(tags) == [("PER", 0, 1), ("LOC", 3, 3), ("LOC", 4, 5), ("PER", 6, 6)]
+    text = "Ann  Lee in Rome Paris  Nord Bo"
+    offsets = [(0, 3), (5, 8), (9, 11), (12, 16), (17, 22), (24, 28), (29, 31)]
+    groups = grouped_entities(text, tags, [0.5, 0.7, 1.0, 0.2, 0.4, 0.6, 0.9], offsets, {"O"})
+    assert [(g["entity_group"], g["word"], g["start"], g["end"]) for g in groups] == [
+        ("PER", "Ann  Lee", 0, 8), ("LOC", "Rome", 12, 16), ("LOC", "Paris  Nord", 17, 28), ("PER", "Bo", 29, 31)
+    ]
+    assert groups[0]["score"] == pytest.approx(0.6)
+
+
+def test_a_batch_gives_the_same_results_as_single_calls(pipe, tmp_path):
+    image_path = tmp_path / "stripes.png"
+    striped_image().save(image_path)
+    features = pipe.model.get_image_features(pipe.processor.image_processor(striped_image())["pixel_values"])[0]
+    inputs = [
+        (TWEET, striped_image()),
+        "Merkel meets Obama",
+        {"text": "Paris  in the rain", "image": str(image_path)},
+        ("Berlin", None),
+        ("Obama visits Paris", features.detach()),
+    ]
+    single = [comparable(pipe(item, return_tags=True)) for item in inputs]
+    batched = [comparable(result) for result in pipe(inputs, batch_size=3, return_tags=True)]
+    assert batched == single
+    streamed = [comparable(result) for result in pipe((item for item in inputs), batch_size=2, return_tags=True)]
+    assert streamed == single
+
+
+def test_precomputed_features_give_the_image_result(pipe):
+    pixels = pipe.processor.image_processor(striped_image())["pixel_values"]  # (1, 3, 224, 224)
+    features = pipe.model.get_image_features(pixels)[0].detach().numpy()  # (49, 512)
+    from_image = pipe("Obama visits Paris", image=striped_image(), return_tags=True)
+    from_features = pipe(("Obama visits Paris", features), return_tags=True)
+    assert comparable(from_features) == comparable(from_image)
+
+
+def test_none_image_takes_the_text_path(pipe):
+    text = "Merkel meets Obama in Berlin"
+    result = pipe(text, image=None, return_tags=True, output_attentions=True)
+    inputs = pipe.processor(text)
+    with torch.no_grad():
+        logits = pipe.model(**inputs).logits  # no image inputs at all: the model's text path
+    expected = pipe.model.decode(logits, inputs["attention_mask"], constrain_bio=True)[0]
+    assert result["tags"] == [pipe.model.config.id2label[tag] for tag in expected]
+    assert result["filtration_gates"].tolist() == [0.0] * 5
+    assert result["visual_attentions"].shape == (5, 7, 7)
+
+
+def test_words_input_has_offsets_in_the_joined_words(pipe):
+    words = ["Obama", "visits", "Paris", "🇫🇷"]
+    result = pipe(words, is_split_into_words=True, aggregation_strategy="none", ignore_labels=[])
+    assert [(entry["word"], entry["start"], entry["end"]) for entry in result] == [
+        ("Obama", 0, 5), ("visits", 6, 12), ("Paris", 13, 18), ("🇫🇷", 19, 21)
+    ]
+    batch = pipe([words, ["Berlin"]], is_split_into_words=True, return_tags=True)
+    assert [item["words"] for item in batch] == [words, ["Berlin"]]
+
+
+def test_scores_are_crf_marginals_by_enumeration(pipe):
+    model = pipe.model
+    logits = torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(3))  # (batch, seq_len, tags)
+    word_mask = torch.tensor([[True, True, True], [True, True, False]])
+    marginals = tag_marginals(model, logits, word_mask)  # (batch, seq_len, tags)
+    for row, length in enumerate((3, 2)):
+        expected = torch.zeros(3, 5)
+        for path in itertools.product(range(5), repeat=length):
+            tags = torch.tensor([list(path) + [0] * (3 - length)])  # (1, seq_len)
+            with torch.no_grad():
+                probability = model.crf.log_likelihood(logits[row : row + 1], tags, word_mask[row : row + 1]).exp()
+            expected[torch.arange(length), torch.tensor(path)] += probability[0]
+        assert torch.allclose(marginals[row], expected, atol=1e-5)
+
+
+def test_softmax_decoder_scores_are_softmax_probabilities():
+    pipe = tiny_pipeline(decoder="softmax", use_image=False)
+    result = pipe("Obama visits Paris", return_tags=True)
+    inputs = pipe.processor("Obama visits Paris")
+    with torch.no_grad():
+        probabilities = pipe.model(**inputs).logits.softmax(-1)[0]  # (seq_len, tags)
+    label2id = pipe.model.config.label2id
+    expected = [probabilities[index, label2id[tag]].item() for index, tag in enumerate(result["tags"])]
+    assert result["scores"] == pytest.approx(expected)
+
+
+def test_pipeline_errors_name_the_bad_value(pipe):
+    with pytest.raises(ValueError, match="aggregation_strategy must be 'none' or 'simple'.*got 'first'"):
+        pipe("Obama", aggregation_strategy="first")
+    with pytest.raises(ValueError, match="image= goes with a single tweet"):
+        pipe(["Obama", "Paris"], image=striped_image())
+    with pytest.raises(ValueError, match="give the image either inside the pair or dict or as image=, not both"):
+        pipe(("Obama", None), image=striped_image())
+    with pytest.raises(ValueError, match=r"expected a tweet, a \(text, image\) pair or a dict with 'text', got 3"):
+        pipe(["Obama", 3])
+    with pytest.raises(ValueError, match=r"image features must be a float tensor of shape \(49, 512\), got "):
+        pipe(("Obama", torch.zeros(7, 512)))
+    with pytest.raises(ValueError, match="example 0 has no words"):
+        pipe("   ")
+    with pytest.raises(ValueError, match="output_attentions=True needs a model with images"):
+        tiny_pipeline(use_image=False)("Obama", output_attentions=True)
+
+
+def test_from_pretrained_loads_a_saved_folder(pipe, saved_folder):
+    loaded = AcnPipeline.from_pretrained(saved_folder, device="cpu")
+    assert loaded.device == torch.device("cpu")
+    inputs = [(TWEET, striped_image()), ("Merkel meets Obama", None)]
+    assert comparable(loaded(inputs, return_tags=True)) == comparable(pipe(inputs, return_tags=True))
+
+
+FRESH_PROCESS_SCRIPT = """
+import json
+import sys
+
+sys.modules["modeling_acn"] = None  # the project must not be importable: everything comes from the folder
+from transformers import pipeline
+
+folder, tweet = sys.argv[1], {tweet!r}
+pipe = pipeline("multimodal-ner", model=folder, trust_remote_code=True, device="cpu")
+assert type(pipe).__module__.startswith("transformers_modules."), type(pipe).__module__
+print(json.dumps(pipe([tweet, (tweet, None)], batch_size=2, return_tags=True)))
+"""
+
+
+@pytest.mark.slow
+def test_fresh_process_loads_the_folder_with_the_pipeline_factory(pipe, saved_folder, tmp_path):
+    script = tmp_path / "load.py"
+    script.write_text(FRESH_PROCESS_SCRIPT.format(tweet=TWEET))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1")
+    result = subprocess.run(
+        [sys.executable, str(script), str(saved_folder)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert comparable(loaded) == comparable(pipe([TWEET, (TWEET, None)], return_tags=True))

@@ -1,0 +1,123 @@
+import json
+import logging
+
+import pytest
+import torch
+from datasets import Dataset, DatasetDict
+
+from acn_commands.predict import main, parse_args, run
+from modeling_acn import AcnPipeline
+from tests.corpus_fixtures import corpus_text
+from tests.pipeline_fixtures import TWEET, striped_image, tiny_pipeline
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("acn") / "model"
+    tiny_pipeline().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def loaded(model_folder):
+    return AcnPipeline.from_pretrained(model_folder, device="cpu")
+
+
+def read_lines(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def predict(model_folder, input_path, output_path, *extra):
+    argv = ["--model", str(model_folder), "--input", str(input_path), "--output", str(output_path), "--device", "cpu"]
+    return run(parse_args(argv + ["--batch_size", "2", *extra]))
+
+
+def test_jsonl_rows_in_order_with_bad_rows_reported(model_folder, loaded, tmp_path):
+    striped_image().save(tmp_path / "good.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    rows = [
+        json.dumps({"text": TWEET, "image": "good.png"}),
+        json.dumps({"text": "Merkel meets Obama"}),
+        json.dumps({"text": "Obama in Paris", "image": "missing.jpg"}),
+        json.dumps({"text": "   "}),
+        "{not json",
+        "",
+        json.dumps({"text": "Berlin rocks", "image": "broken.jpg"}),
+        json.dumps({"text": "Paris", "image": None}),
+    ]
+    (tmp_path / "rows.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    summary = predict(model_folder, tmp_path / "rows.jsonl", tmp_path / "out.jsonl")
+    lines = read_lines(tmp_path / "out.jsonl")
+    assert [line["row"] for line in lines] == list(range(7))  # the blank line is not a row
+    assert [("error" in line) for line in lines] == [False, False, True, True, True, True, False]
+    assert "cannot read image" in lines[2]["error"] and "missing.jpg" in lines[2]["error"]
+    assert lines[3]["error"] == "text has no words: '   '"
+    assert lines[4]["error"].startswith(f"{tmp_path / 'rows.jsonl'}:5: not JSON")
+    assert "cannot read image" in lines[5]["error"] and "broken.jpg" in lines[5]["error"]
+    expected = loaded([(TWEET, striped_image()), ("Merkel meets Obama", None), ("Paris", None)], return_tags=True)
+    for line, result in zip([lines[0], lines[1], lines[6]], expected):
+        assert line["tags"] == result["tags"] and line["scores"] == pytest.approx(result["scores"], abs=1e-6)
+        assert [entity["word"] for entity in line["entities"]] == [entity["word"] for entity in result["entities"]]
+    assert lines[0]["text"] == TWEET and lines[0]["image"] == "good.png"
+    entities = sum(len(line.get("entities", ())) for line in lines)
+    assert summary == {"rows": 7, "tagged": 3, "errors": 4, "entities": entities}
+
+
+def test_csv_rows_through_the_console_entry_point(model_folder, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    (tmp_path / "rows.csv").write_text('text,image\n"Obama, in Paris",\n,\nMerkel meets Obama,\n', encoding="utf-8")
+    main(["--model", str(model_folder), "--input", str(tmp_path / "rows.csv"), "--output", str(tmp_path / "o.jsonl"),
+          "--device", "cpu"])
+    lines = read_lines(tmp_path / "o.jsonl")
+    assert [line.get("error") for line in lines] == [None, "text has no words: ''", None]
+    assert lines[0]["words"] == ["Obama", ",", "in", "Paris"]
+    assert "3 rows: 2 tagged" in caplog.text and "1 errors" in caplog.text
+
+
+def test_corpus_layout_with_images_and_the_feature_cache(model_folder, loaded, tmp_path):
+    tweets = [
+        ("101", [("Obama", "B-PER"), ("visits", "O"), ("Paris", "B-LOC")]),
+        ("102", [("Merkel", "B-PER"), ("in", "O"), ("Berlin", "B-LOC")]),
+        ("103", [("no", "O"), ("picture", "O")]),
+    ]
+    (tmp_path / "test.txt").write_text(corpus_text(tweets), encoding="utf-8")
+    images = tmp_path / "images"
+    images.mkdir()
+    striped_image().save(images / "101.jpg")
+    striped_image((20, 60)).save(images / "102.jpg")
+    predict(model_folder, tmp_path / "test.txt", tmp_path / "plain.jsonl", "--image_dir", str(images))
+    plain = read_lines(tmp_path / "plain.jsonl")
+    assert [line.get("error", "") for line in plain][:2] == ["", ""]
+    assert "cannot read image" in plain[2]["error"] and plain[2]["image_id"] == "103"
+    assert plain[0]["text"] == "Obama visits Paris" and plain[0]["words"] == ["Obama", "visits", "Paris"]
+
+    features = torch.rand(2, 49, 512, generator=torch.Generator().manual_seed(0)) * 3  # (tweets, regions, 512)
+    cache = Dataset.from_dict(
+        {"image_id": ["101", "103"], "image_features": features.half().numpy(), "image_mask": [True, False]}
+    )
+    DatasetDict({"test": cache, "train": cache}).save_to_disk(str(tmp_path / "cache"))
+    extra = ["--image_dir", str(images), "--feature_cache", str(tmp_path / "cache"), "--feature_split", "test"]
+    predict(model_folder, tmp_path / "test.txt", tmp_path / "cached.jsonl", *extra)
+    cached = read_lines(tmp_path / "cached.jsonl")
+    assert not any("error" in line for line in cached)  # 103 is cached as a tweet without image
+    expected = loaded(
+        [(["Obama", "visits", "Paris"], features[0].half().float()), (["no", "picture"], None)],
+        is_split_into_words=True,
+        return_tags=True,
+    )
+    for line, result in zip([cached[0], cached[2]], expected):
+        assert line["tags"] == result["tags"] and line["scores"] == pytest.approx(result["scores"], abs=1e-6)
+    assert cached[1]["scores"] == pytest.approx(plain[1]["scores"], abs=1e-6)  # not cached: read from its file
+
+
+def test_predict_errors_name_the_problem(model_folder, tmp_path):
+    (tmp_path / "rows.tsv").write_text("x\n")
+    with pytest.raises(ValueError, match=r"cannot tell the format of '.*rows.tsv': use .jsonl, .csv or .txt"):
+        predict(model_folder, tmp_path / "rows.tsv", tmp_path / "out.jsonl")
+    (tmp_path / "rows.csv").write_text("tweet,image\nhello,\n")
+    with pytest.raises(ValueError, match=r"a CSV input needs a 'text' column, got columns \['tweet', 'image'\]"):
+        predict(model_folder, tmp_path / "rows.csv", tmp_path / "out.jsonl")
+    (tmp_path / "ok.jsonl").write_text('{"text": "hi"}\n')
+    Dataset.from_dict({"image_id": ["1"]}).save_to_disk(str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match=r"lacks columns \['image_features', 'image_mask'\]"):
+        predict(model_folder, tmp_path / "ok.jsonl", tmp_path / "out.jsonl", "--feature_cache", str(tmp_path / "cache"))
