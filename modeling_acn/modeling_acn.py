@@ -374,9 +374,14 @@ class AcnModel(AcnPreTrainedModel):
         if self.vision is None:
             raise ValueError("this model has no vision trunk (use_image=False)")
         _check_pixel_values(pixel_values)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_vision):
+        pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)  # oneDNN's fast convolution layout
+        bf16 = self.config.vision_precision == "bf16" and _supports_bf16(pixel_values.device)
+        with (
+            torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_vision),
+            torch.autocast(pixel_values.device.type, dtype=torch.bfloat16, enabled=bf16),
+        ):
             pool5 = self.vision(pixel_values)  # (batch, 512, 7, 7)
-        return pool5.flatten(2).transpose(1, 2)  # (batch, 49, 512)
+        return pool5.float().flatten(2).transpose(1, 2)  # (batch, 49, 512)
 
     def forward(
         self,
@@ -605,6 +610,12 @@ def _check_labels(labels, word_mask, num_labels):
     if ((real < 0) | (real >= num_labels)).any():
         raise ValueError(f"labels of real words must be in [0, {num_labels}), got {sorted(set(real.tolist()))}")
     return labels
+
+
+def _supports_bf16(device):
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def _check_pixel_values(pixel_values):

@@ -289,3 +289,15 @@ def test_defaults_are_the_papers():
     assert (config.char_num_filters, config.char_kernel_sizes, config.max_word_length) == (32, (2, 3, 4), 30)
     assert (config.num_image_regions, config.image_feature_dim) == (49, 512)
     assert config.id2label[5] == "B-OTHER" and config.num_labels == 9
+
+
+def test_bf16_vision_stays_within_two_percent_of_fp32(tiny_config):
+    model = build(tiny_config).eval()
+    pixels = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        exact = model.acn.vision(pixels).flatten(2).transpose(1, 2)  # (1, 49, 512)
+        fast = model.get_image_features(pixels)
+        model.config.vision_precision = "fp32"
+        plain = model.get_image_features(pixels)
+    torch.testing.assert_close(plain, exact, rtol=1e-4, atol=1e-5)
+    assert (fast - exact).abs().max() <= 0.02 * exact.abs().max()
