@@ -233,12 +233,19 @@ class AcnCrf(nn.Module):
         return self._path_score(emissions, tags, mask) - self.log_partition(emissions, mask)
 
     def log_partition(self, emissions, mask):
-        """Per-sequence log of the sum over all tag paths of exp(score), shape `(batch,)` (forward algorithm)."""
+        """Per-sequence log of the sum over all tag paths of exp(score), shape `(batch,)` (forward algorithm).
+
+        Each step is logsumexp_from(alpha[from] + transitions[from, to]). Shifting alpha and the transitions by
+        their maxima turns it into one matrix product of bounded exponentials, exp(alpha - a) @ exp(T - t), whose
+        log plus a + t is exact and stable, and much cheaper than a logsumexp over a (batch, tags, tags) tensor.
+        """
+        transition_shift = self.transitions.max().detach()
+        exp_transitions = (self.transitions - transition_shift).exp()  # (from, to), entries in (0, 1]
         alpha = self.start_transitions + emissions[:, 0]  # (batch, tags)
         for step in range(1, emissions.shape[1]):
-            # log-space, so the sum over previous tags becomes logsumexp
-            candidates = alpha[:, :, None] + self.transitions + emissions[:, step, None, :]  # (batch, from, to)
-            alpha = torch.where(mask[:, step, None], candidates.logsumexp(dim=1), alpha)  # (batch, tags)
+            shift = alpha.max(dim=-1, keepdim=True).values.detach()  # (batch, 1)
+            summed = ((alpha - shift).exp() @ exp_transitions).log() + shift + transition_shift  # (batch, to)
+            alpha = torch.where(mask[:, step, None], summed + emissions[:, step], alpha)  # (batch, tags)
         return (alpha + self.end_transitions).logsumexp(dim=-1)  # (batch,)
 
     def decode(self, emissions, mask, allowed=None, allowed_start=None):

@@ -1,0 +1,319 @@
+"""Speed and memory of ACN, alternatives compared side by side in one run (ratios survive a noisy machine).
+
+    python benchmarks/speed.py [--output outputs/benchmarks/speed.json] [--device cpu|cuda] [--quick]
+
+Sections: matmul GFLOP/s of this machine; VGG-16 feature extraction (fp32 eager, channels-last, bf16 autocast,
+the default path, torch.compile) with each path's fraction of the measured matmul rate; training throughput with
+cached features, text only, and VGG in the loop; our CRF against pytorch-crf; inference latency and throughput;
+peak resident memory of training and inference (each in a fresh subprocess). Prints tables, writes JSON.
+"""
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torchcrf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+
+from modeling_acn import AcnConfig, AcnCrf, AcnForTokenClassification  # noqa: E402
+
+VGG16_GFLOP_PER_IMAGE = 2 * 15.47  # 15.47 G multiply-adds in the conv trunk at 224 x 224
+TWITTER2015 = ROOT.parent / "shared" / "data" / "twitter2015"
+EPOCH_TWEETS = 4000  # Twitter-2015 train split
+CRF_TAGS, CRF_LENGTH = 9, 35
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", default="outputs/benchmarks/speed.json", help="JSON file for every figure.")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="Torch device.")
+    parser.add_argument("--quick", action="store_true", help="Fewer repetitions (a smoke run, not for reporting).")
+    parser.add_argument("--skip_compile", action="store_true", help="Leave out torch.compile (slow to compile).")
+    parser.add_argument("--memory_probe", choices=["train", "infer"], help=argparse.SUPPRESS)  # child process mode
+    return parser.parse_args(argv)
+
+
+def timed(function, repeats, warmup=1, device="cpu"):
+    """Median seconds of `function()` over `repeats` runs after `warmup` runs."""
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(repeats):
+        _synchronize(device)
+        started = time.perf_counter()
+        function()
+        _synchronize(device)
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
+
+
+def _synchronize(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_gflops(device, dtype, size=2048, repeats=10):
+    left, right = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
+    seconds = timed(lambda: left @ right, repeats, device=device)
+    return 2 * size**3 / seconds / 1e9
+
+
+def tweet_words(count):
+    """Real Twitter-2015 training tweets when the corpus is present, else synthetic ones of similar lengths."""
+    if (TWITTER2015 / "train.txt").is_file():
+        from dataset_script.twitter_mner import read_corpus
+
+        tweets = [tweet.tokens for tweet in read_corpus(TWITTER2015)["train"]]
+    else:
+        generator = torch.Generator().manual_seed(0)
+        lengths = torch.randint(4, 35, (count,), generator=generator).tolist()
+        tweets = [[f"word{(index * 7 + step) % 500}" for step in range(length)] for index, length in enumerate(lengths)]
+    return (tweets * (count // len(tweets) + 1))[:count]
+
+
+def build_processor(tweets):
+    from modeling_acn import AcnImageProcessor, AcnProcessor, AcnTokenizer
+
+    return AcnProcessor(image_processor=AcnImageProcessor(), tokenizer=AcnTokenizer.from_corpus(tweets))
+
+
+def paper_model(processor, device, **overrides):
+    torch.manual_seed(0)
+    config = AcnConfig(vocab_size=len(processor.tokenizer), char_vocab_size=processor.tokenizer.char_vocab_size, **overrides)
+    return AcnForTokenClassification(config).to(device)
+
+
+def text_batch(processor, tweets, device):
+    labels = [[0] * len(words) for words in tweets]
+    batch = processor(tweets, labels=labels, is_split_into_words=True)
+    return {key: value.to(device) for key, value in batch.items()}
+
+
+# --- VGG-16 feature extraction ------------------------------------------------------------------
+
+
+def vgg_paths(model, device, skip_compile):
+    trunk = model.acn.vision
+    paths = {
+        "fp32 eager": lambda pixels: trunk(pixels),
+        "fp32 channels-last": lambda pixels: trunk(pixels.contiguous(memory_format=torch.channels_last)),
+        "bf16 autocast": lambda pixels: _autocast(trunk, pixels, device),
+        "default (bf16 + channels-last)": lambda pixels: model.get_image_features(pixels),
+    }
+    if not skip_compile:
+        compiled = torch.compile(trunk)
+        paths["fp32 torch.compile"] = lambda pixels: compiled(pixels)
+    return paths
+
+
+def _autocast(trunk, pixels, device):
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+        return trunk(pixels)
+
+
+def bench_vgg(processor, device, args, peak_gflops):
+    model = paper_model(processor, device).eval()
+    batch = 8 if device == "cpu" else 64
+    pixels = torch.randn(batch, 3, 224, 224, device=device)
+    repeats = 2 if args.quick else 5
+    rows = {}
+    with torch.inference_mode():
+        reference = model.acn.vision(pixels).flatten(2).transpose(1, 2)  # (batch, 49, 512)
+        for name, path in vgg_paths(model, device, args.skip_compile).items():
+            output = path(pixels)
+            features = output if output.dim() == 3 else output.float().flatten(2).transpose(1, 2)
+            seconds = timed(lambda: path(pixels), repeats, warmup=2, device=device)
+            images_per_second = batch / seconds
+            rows[name] = {
+                "images_per_s": images_per_second,
+                "speedup_vs_fp32_eager": None,
+                "fraction_of_fp32_matmul_peak": images_per_second * VGG16_GFLOP_PER_IMAGE / peak_gflops,
+                "max_deviation_vs_fp32": ((features.float() - reference).abs().max() / reference.abs().max()).item(),
+            }
+    for row in rows.values():
+        row["speedup_vs_fp32_eager"] = row["images_per_s"] / rows["fp32 eager"]["images_per_s"]
+    return rows
+
+
+# --- training throughput ------------------------------------------------------------------------
+
+
+def training_step(model, batch, optimizer):
+    loss = model(**batch).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+
+
+def bench_training(processor, tweets, device, args):
+    batch_size = 32
+    chunk = tweets[:batch_size]
+    text = text_batch(processor, chunk, device)
+    features = torch.rand(batch_size, 49, 512, device=device) * 3  # pool5 magnitudes
+    setups = {
+        "ACN, cached features": (paper_model(processor, device), {**text, "image_features": features}),
+        "ACN, every image missing": (paper_model(processor, device), text),
+        "text-only CNN-BiLSTM-CRF": (paper_model(processor, device, use_image=False), text),
+    }
+    vgg_batch = 8 if device == "cpu" else batch_size
+    vgg_text = text_batch(processor, chunk[:vgg_batch], device)
+    setups["ACN, VGG in the loop (frozen)"] = (
+        paper_model(processor, device),
+        {**vgg_text, "pixel_values": torch.randn(vgg_batch, 3, 224, 224, device=device)},
+    )
+    rows = {}
+    for name, (model, batch) in setups.items():
+        model.train()
+        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+        repeats = 2 if (args.quick or "VGG" in name) else 10
+        seconds = timed(lambda: training_step(model, batch, optimizer), repeats, warmup=2, device=device)
+        tweets_per_second = batch["input_ids"].shape[0] / seconds
+        rows[name] = {"tweets_per_s": tweets_per_second, "epoch_seconds_4000_tweets": EPOCH_TWEETS / tweets_per_second}
+    return rows
+
+
+# --- CRF ------------------------------------------------------------------------------------------
+
+
+def bench_crf(device, args):
+    rows = {}
+    for batch in (32, 256):
+        torch.manual_seed(0)
+        ours = AcnCrf(CRF_TAGS).to(device)
+        theirs = torchcrf.CRF(CRF_TAGS, batch_first=True).to(device)
+        for parameter in ours.parameters():
+            torch.nn.init.uniform_(parameter, -0.1, 0.1)
+        theirs.load_state_dict({name: value.clone() for name, value in ours.state_dict().items()})
+        emissions = torch.randn(batch, CRF_LENGTH, CRF_TAGS, device=device)
+        tags = torch.randint(CRF_TAGS, (batch, CRF_LENGTH), device=device)
+        lengths = torch.randint(CRF_LENGTH // 2, CRF_LENGTH + 1, (batch,), device=device)
+        lengths[0] = CRF_LENGTH
+        mask = torch.arange(CRF_LENGTH, device=device)[None, :] < lengths[:, None]  # (batch, seq_len)
+        repeats = 5 if args.quick else 30
+        with torch.no_grad():
+            ll_ours = timed(lambda: ours.log_likelihood(emissions, tags, mask), repeats, device=device)
+            ll_theirs = timed(lambda: theirs(emissions, tags, mask, reduction="none"), repeats, device=device)
+            decode_ours = timed(lambda: ours.decode(emissions, mask).tolist(), repeats, device=device)
+            decode_theirs = timed(lambda: theirs.decode(emissions, mask), repeats, device=device)
+            same = [row[row >= 0].tolist() for row in ours.decode(emissions, mask)] == theirs.decode(emissions, mask)
+        rows[f"batch {batch}"] = {
+            "log_likelihood_ms": {"ours": 1e3 * ll_ours, "pytorch_crf": 1e3 * ll_theirs, "speedup": ll_theirs / ll_ours},
+            "decode_ms": {"ours": 1e3 * decode_ours, "pytorch_crf": 1e3 * decode_theirs, "speedup": decode_theirs / decode_ours},
+            "same_paths": same,
+        }
+    return rows
+
+
+# --- inference ------------------------------------------------------------------------------------
+
+
+def bench_inference(processor, tweets, device, args):
+    model = paper_model(processor, device).eval()
+    one = text_batch(processor, tweets[:1], device)
+    one.pop("labels")
+    pixels = torch.randn(1, 3, 224, 224, device=device)
+    batch_size = 32
+    many = text_batch(processor, tweets[:batch_size], device)
+    many.pop("labels")
+    many_pixels = torch.randn(batch_size, 3, 224, 224, device=device)
+    repeats = 3 if args.quick else 10
+    with torch.inference_mode():
+        with_image = timed(lambda: model.decode(model(**one, pixel_values=pixels).logits), repeats, device=device)
+        vgg_only = timed(lambda: model.get_image_features(pixels), repeats, device=device)
+        text_only = timed(lambda: model.decode(model(**one).logits), repeats, device=device)
+        batch_seconds = timed(
+            lambda: model.decode(model(**many, pixel_values=many_pixels).logits), 2 if args.quick else 3, device=device
+        )
+    return {
+        "latency_ms_with_image": 1e3 * with_image,
+        "latency_ms_without_image": 1e3 * text_only,
+        "vgg_alone_ms": 1e3 * vgg_only,
+        "ner_head_overhead_vs_image_path": with_image / vgg_only - 1,
+        "batch_32_with_images_tweets_per_s": batch_size / batch_seconds,
+    }
+
+
+# --- peak memory (fresh processes) ------------------------------------------------------------------
+
+
+def memory_probe(kind, device):
+    """Child process: run a few training steps or inferences with images, then exit."""
+    tweets = tweet_words(64)
+    processor = build_processor(tweets)
+    model = paper_model(processor, device)
+    batch = text_batch(processor, tweets[:32], device)
+    if kind == "train":
+        batch["image_features"] = torch.rand(32, 49, 512, device=device)
+        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+        for _ in range(3):
+            training_step(model, batch, optimizer)
+    else:
+        batch.pop("labels")
+        with torch.inference_mode():
+            model.eval()(**batch, pixel_values=torch.randn(32, 3, 224, 224, device=device))
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # peak resident MiB, read by the parent
+
+
+def peak_memory(device):
+    rows = {}
+    for kind, name in (("train", "training, batch 32, cached features"), ("infer", "inference, batch 32 with images")):
+        command = [sys.executable, __file__, "--memory_probe", kind, "--device", device]
+        finished = subprocess.run(command, check=True, cwd=ROOT, capture_output=True, text=True)
+        rows[name] = float(finished.stdout.split()[-1])
+    return rows
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+def print_table(title, rows):
+    print(f"\n## {title}")
+    for name, values in rows.items():
+        rendered = values if not isinstance(values, dict) else ", ".join(f"{key}={_fmt(value)}" for key, value in values.items())
+        print(f"- {name}: {_fmt(rendered)}")
+
+
+def _fmt(value):
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}={_fmt(item)}" for key, item in value.items()) + "}"
+    return str(value)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.memory_probe:
+        return memory_probe(args.memory_probe, args.device)
+    torch.manual_seed(0)
+    tweets = tweet_words(512)
+    processor = build_processor(tweets)
+    results = {
+        "machine": {"device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "processor": platform.processor() or platform.machine(),
+                    "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None},
+        "matmul_gflops": {"fp32": matmul_gflops(args.device, torch.float32), "bf16": matmul_gflops(args.device, torch.bfloat16)},
+    }  # fmt: skip
+    results["vgg16_features"] = bench_vgg(processor, args.device, args, results["matmul_gflops"]["fp32"])
+    results["training"] = bench_training(processor, tweets, args.device, args)
+    results["crf_vs_pytorch_crf"] = bench_crf(args.device, args)
+    results["inference"] = bench_inference(processor, tweets, args.device, args)
+    results["peak_rss_mib"] = peak_memory(args.device)
+    for title, rows in results.items():
+        print_table(title, rows)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {output}")
+
+
+if __name__ == "__main__":
+    main()
