@@ -44,14 +44,20 @@ class AcnCollator:
     """Rows of the corpus -> one model batch: the processor's text and label tensors, plus the images.
 
     `source` (see `image_source`): cached `image_features` (VGG never runs), `image` through the image
-    processor, or `none`. `max_length` truncates words for training only; evaluation passes `None` and scores
-    every word.
+    processor, or `none`. Training only: `max_length` truncates words (evaluation passes `None` and scores every
+    word), and `word_dropout` replaces each word id by `[UNK]` with that probability, so that the model learns to
+    tag unknown words from their characters and context.
     """
 
-    def __init__(self, processor, source: str, max_length: int | None = None):
+    def __init__(self, processor, source: str, max_length: int | None = None, word_dropout: float = 0.0):
         self.processor = processor
         self.source = source
         self.max_length = max_length
+        self.word_dropout = word_dropout
+
+    @property
+    def unk_id(self) -> int:
+        return self.processor.tokenizer.unk_token_id
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         batch = dict(
@@ -64,6 +70,9 @@ class AcnCollator:
                 max_length=self.max_length,
             )
         )
+        if self.word_dropout:
+            dropped = torch.rand(batch["input_ids"].shape) < self.word_dropout  # (batch, seq_len)
+            batch["input_ids"] = batch["input_ids"].masked_fill(dropped & batch["attention_mask"].bool(), self.unk_id)
         if self.source == "features":
             features = np.stack([np.asarray(row["image_features"], dtype=np.float32) for row in rows])
             batch["image_features"] = torch.from_numpy(features)  # (batch, 49, 512)

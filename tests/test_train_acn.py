@@ -108,3 +108,17 @@ def test_two_process_accelerate_launch(corpus, tmp_path):
     results = json.loads((tmp_path / "all_results.json").read_text())
     assert results["test_num_gold_entities"] == 10  # every tweet scored once, none duplicated by the sharding
     assert len((tmp_path / "test_predictions.txt").read_text().strip().split("\n\n")) == len(TWEETS)
+
+
+def test_word_dropout_replaces_real_words_only():
+    from acn_data import AcnCollator
+
+    from modeling_acn import AcnImageProcessor, AcnProcessor, AcnTokenizer
+
+    tokenizer = AcnTokenizer.from_corpus([["Obama", "visits", "Paris"]])
+    processor = AcnProcessor(image_processor=AcnImageProcessor(), tokenizer=tokenizer)
+    rows = [{"tokens": ["Obama", "visits", "Paris"], "ner_tags": [1, 0, 3]}, {"tokens": ["Paris"], "ner_tags": [3]}]
+    kept = AcnCollator(processor, "none")(rows)["input_ids"]
+    dropped = AcnCollator(processor, "none", word_dropout=1.0)(rows)["input_ids"]
+    assert (kept[0] > tokenizer.unk_token_id).all()
+    assert dropped.tolist() == [[1, 1, 1], [1, 0, 0]]  # [UNK] for every word, [PAD] stays
