@@ -29,7 +29,7 @@ TWEETS = [
 ]
 TINY_FLAGS = [
     "--word_embedding_dim", "16", "--hidden_size", "16", "--dropout", "0.0", "--batch_size", "2",
-    "--learning_rate", "0.02", "--seed", "1",
+    "--learning_rate", "0.02", "--seed", "1", "--word_dropout", "0",
 ]  # fmt: skip
 
 
