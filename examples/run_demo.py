@@ -31,13 +31,14 @@ NEW_TWEET = "look at Kolbi today !"
 RELOAD_SCRIPT = """
 import sys
 from transformers import AutoModelForTokenClassification, AutoProcessor, pipeline
-from acn_commands.explain import explain_tweet
 
 folder, image, picture = sys.argv[1:4]
 model = AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=True)
 processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
-print(f"reloaded {type(model).__module__}.{type(model).__name__} and {type(processor).__name__}")
+print(f"reloaded {type(model).__module__}.{type(model).__name__} and {type(processor).__module__}.{type(processor).__name__}")
 tagger = pipeline("multimodal-ner", model=folder, trust_remote_code=True)
+from acn_commands.explain import explain_tweet  # the project's drawing code; the model above came from the folder
+
 print(tagger(sys.argv[4], image=image))
 explain_tweet(tagger, sys.argv[4], image, picture)
 print(f"attention picture: {picture}")
