@@ -18,6 +18,7 @@ become NaN.
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torchvision
 from torch import nn
@@ -265,7 +266,7 @@ class AcnCrf(nn.Module):
         return (alpha + self.end_transitions).logsumexp(dim=-1)  # (batch,)
 
     def decode(self, emissions, mask, allowed=None, allowed_start=None):
-        """Best tag path per sequence (Viterbi), as a `(batch, seq_len)` tensor with `-100` at padding.
+        """Best tag path per sequence (Viterbi), as a `(batch, seq_len)` CPU tensor with `-100` at padding.
 
         `allowed` `(tags, tags)` and `allowed_start` `(tags,)` booleans forbid transitions when given.
         """
@@ -287,29 +288,37 @@ class AcnCrf(nn.Module):
 
 
 def viterbi_decode(emissions, mask, transitions, start, end, allowed=None, allowed_start=None):
-    """Viterbi over a batch with length masks; see `AcnCrf.decode`. Returns `(batch, seq_len)` long."""
+    """Viterbi over a batch with length masks; see `AcnCrf.decode`. Returns `(batch, seq_len)` long.
+
+    Runs in numpy on the CPU: decoding is a sequential loop of dozens of tiny (batch, tags, tags) steps, where torch's
+    per-operation overhead would cost more than the arithmetic (benchmarks/speed.py compares it with pytorch-crf).
+    """
     if allowed is not None:
         transitions = transitions.masked_fill(~allowed, FORBIDDEN_SCORE)  # (from, to)
         start = start.masked_fill(~allowed_start, FORBIDDEN_SCORE)  # (tags,)
+    emissions, mask, transitions, start, end = (
+        tensor.detach().cpu().numpy() for tensor in (emissions, mask, transitions, start, end)
+    )
     batch, seq_len, _ = emissions.shape
     score = start + emissions[:, 0]  # (batch, tags)
-    backpointers = []
+    pointers = np.zeros((batch, max(seq_len - 1, 0), transitions.shape[0]), dtype=np.int64)  # (batch, seq_len - 1, tags)
     for step in range(1, seq_len):
         candidates = score[:, :, None] + transitions  # (batch, from, to)
-        best, best_from = candidates.max(dim=1)  # (batch, to)
-        score = torch.where(mask[:, step, None], best + emissions[:, step], score)  # (batch, tags)
-        backpointers.append(best_from)
-    best_last = (score + end).argmax(dim=-1)  # (batch,)
-
+        pointers[:, step - 1] = candidates.argmax(axis=1)  # (batch, to): best `from`
+        best = np.take_along_axis(candidates, pointers[:, step - 1, None, :], axis=1)[:, 0]  # (batch, to)
+        score = np.where(mask[:, step, None], best + emissions[:, step], score)  # (batch, tags)
+    best_last = (score + end).argmax(axis=-1)  # (batch,)
     last_index = mask.sum(-1) - 1  # (batch,)
-    path = torch.full((batch, seq_len), IGNORE_INDEX, dtype=torch.long, device=emissions.device)
-    current = best_last  # (batch,)
+
+    rows = np.arange(batch)
+    path = np.full((batch, seq_len), IGNORE_INDEX, dtype=np.int64)
+    current = best_last
     for step in range(seq_len - 1, -1, -1):
-        current = torch.where(last_index == step, best_last, current)
-        path[:, step] = torch.where(step <= last_index, current, path[:, step])
-        if step > 0:  # follow the pointer back; sequences that end earlier are reset when their end is reached
-            current = backpointers[step - 1].gather(1, current[:, None]).squeeze(1)  # (batch,)
-    return path  # (batch, seq_len)
+        current = np.where(last_index == step, best_last, current)  # a sequence starts at its own last word
+        path[:, step] = np.where(step <= last_index, current, IGNORE_INDEX)
+        if step > 0:
+            current = pointers[rows, step - 1, current]  # (batch,): follow the pointer back
+    return torch.from_numpy(path)  # (batch, seq_len), on the CPU
 
 
 class AcnPreTrainedModel(PreTrainedModel):
