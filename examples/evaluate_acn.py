@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from accelerate import Accelerator
-from acn_data import AcnCollator, image_source, load_corpus
+from acn_data import AcnCollator, image_source, load_corpus, model_rows
 from ner_report import gold_tags, load_metric, predict_split, score, table2, write_json, write_predictions
 from torch.utils.data import DataLoader
 from transformers import AutoModelForTokenClassification, AutoProcessor
@@ -44,8 +44,9 @@ def main(argv=None):
     model, processor = load_model(args.model)
     split = load_corpus(args.dataset, args.image_dir)[args.split]
     check_labels(model, split)
-    collate = AcnCollator(processor, image_source(split, model.config.use_image))
-    loader = accelerator.prepare(DataLoader(split, batch_size=args.batch_size, collate_fn=collate))
+    source = image_source(split, model.config.use_image)
+    loader = DataLoader(model_rows(split, source), batch_size=args.batch_size, collate_fn=AcnCollator(processor, source))
+    loader = accelerator.prepare(loader)
     model = accelerator.prepare(model)
     predictions = predict_split(accelerator, model, loader)
     results = score(load_metric(), predictions, gold_tags(split))

@@ -19,7 +19,7 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from dataset_script.twitter_mner import VISION_WEIGHTS_FILE
-from acn_data import AcnCollator, image_source, label_names, load_corpus
+from acn_data import AcnCollator, image_source, label_names, load_corpus, model_rows
 from model_card import write_model_card
 from ner_report import gold_tags, load_metric, predict_split, score, table2, write_json, write_predictions
 from torch.utils.data import DataLoader
@@ -147,13 +147,13 @@ def build_dataloaders(corpus, processor, config, args):
     source = image_source(corpus["train"], config.use_image)
     logger.info(f"images: {source}", main_process_only=True)
     train = DataLoader(
-        corpus["train"],
+        model_rows(corpus["train"], source),
         batch_size=args.batch_size,
         shuffle=True,
         collate_fn=AcnCollator(processor, source, args.max_train_length, args.word_dropout),
     )
     evaluation = {
-        split: DataLoader(corpus[split], batch_size=args.eval_batch_size, collate_fn=AcnCollator(processor, source))
+        split: DataLoader(model_rows(corpus[split], source), batch_size=args.eval_batch_size, collate_fn=AcnCollator(processor, source))
         for split in ("validation", "test")
     }
     return train, evaluation
