@@ -592,9 +592,21 @@ def state_dict_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def vision_trunk(model: torch.nn.Module) -> torch.nn.Module:
+    """The part of an ACN model that computes image features (any other model: all of it)."""
+    for name in ("acn.vision", "vision"):
+        try:
+            return model.get_submodule(name)
+        except AttributeError:
+            continue
+    return model
+
+
 def image_features_fingerprint(dataset: Dataset, model: torch.nn.Module, image_processor) -> str:
-    """Same dataset, weights and processor settings -> same fingerprint -> datasets reuses the cache file."""
-    parts = [FEATURE_CACHE_VERSION, dataset._fingerprint, state_dict_digest(model), image_processor.to_dict()]
+    """Same dataset, trunk weights and precision, and processor settings -> same fingerprint -> datasets reuses the
+    cache file. A model trained on top of a trunk keeps that trunk's cache."""
+    precision = getattr(getattr(model, "config", None), "vision_precision", None)
+    parts = [FEATURE_CACHE_VERSION, dataset._fingerprint, state_dict_digest(vision_trunk(model)), precision, image_processor.to_dict()]
     return Hasher.hash(parts)
 
 
@@ -761,8 +773,8 @@ def run_cache_features(args: argparse.Namespace) -> None:
     )
     cached.save_to_disk(args.output_dir)
     # the trunk beside the features: a model trained on them must see images through the same weights
-    trunk = model.get_submodule("acn.vision" if hasattr(model, "acn") else "vision")
-    save_file({key: value.contiguous() for key, value in trunk.state_dict().items()}, Path(args.output_dir) / VISION_WEIGHTS_FILE)
+    trunk = vision_trunk(model).state_dict()
+    save_file({key: value.contiguous() for key, value in trunk.items()}, Path(args.output_dir) / VISION_WEIGHTS_FILE)
     logger.info("wrote %s", args.output_dir)
 
 

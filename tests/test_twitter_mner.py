@@ -487,3 +487,17 @@ def test_real_twitter2015_text():
     assert sum(count_strict_entities(test_tags).values()) == 5072
     orphans = [count_orphan_inside_tags(tag_sequences(part))["after O"] for part in dataset.values()]
     assert orphans == [175, 52, 129]
+
+
+def test_feature_cache_key_ignores_weights_outside_the_trunk(image_dataset):
+    from dataset_script.twitter_mner import image_features_fingerprint
+
+    model = AcnModel(AcnConfig(vocab_size=5, char_vocab_size=5, hidden_size=8, attention_size=4, word_embedding_dim=4))
+    processor = AcnImageProcessor()
+    before = image_features_fingerprint(image_dataset["train"], model, processor)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.add_(1.0)  # training changes the text side only
+    assert image_features_fingerprint(image_dataset["train"], model, processor) == before
+    with torch.no_grad():
+        model.vision[0].bias.add_(1.0)
+    assert image_features_fingerprint(image_dataset["train"], model, processor) != before
