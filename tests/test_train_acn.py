@@ -9,7 +9,8 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
-from transformers import pipeline
+import torch
+from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
 
 from .corpus_fixtures import write_corpus
 
@@ -122,3 +123,15 @@ def test_word_dropout_replaces_real_words_only():
     dropped = AcnCollator(processor, "none", word_dropout=1.0)(rows)["input_ids"]
     assert (kept[0] > tokenizer.unk_token_id).all()
     assert dropped.tolist() == [[1, 1, 1], [1, 0, 0]]  # [UNK] for every word, [PAD] stays
+
+
+def test_pretrained_embeddings_initialise_and_extend_the_vocabulary(corpus, tmp_path):
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("obama " + " ".join(["0.5"] * 16) + "\nzebra " + " ".join(["-0.5"] * 16) + "\n")
+    train_acn.main(["--dataset", str(corpus), "--output_dir", str(tmp_path / "out"), *TINY_FLAGS, "--num_epochs", "1",
+                    "--embeddings", str(vectors), "--checkpointing", "none", "--learning_rate", "0"])  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out", trust_remote_code=True)
+    model = AutoModelForTokenClassification.from_pretrained(tmp_path / "out", trust_remote_code=True)
+    embeddings = model.get_input_embeddings().weight
+    for word, value in (("obama", 0.5), ("zebra", -0.5)):  # a corpus word, and a word only the file has
+        assert torch.equal(embeddings[tokenizer.get_vocab()[word]], torch.full((16,), value))
