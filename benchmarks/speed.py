@@ -19,10 +19,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
+from modeling_acn import AcnConfig, AcnCrf, AcnForTokenClassification
 
-from modeling_acn import AcnConfig, AcnCrf, AcnForTokenClassification  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 VGG16_GFLOP_PER_IMAGE = 2 * 15.47  # 15.47 G multiply-adds in the conv trunk at 224 x 224
 TWITTER2015 = ROOT.parent / "shared" / "data" / "twitter2015"

@@ -31,11 +31,11 @@ def label_names(corpus: datasets.DatasetDict) -> list[str]:
 
 
 def image_source(split: datasets.Dataset, use_image: bool) -> str:
-    """Where a split's images come from: `features` (cached column), `pixels` (image column), or `none` (a
-    text-only model, or a corpus without images: the model then takes its text path)."""
+    """Where a split's images come from: `features` (cached column), `pixels` (image column with at least one image),
+    or `none` (a text-only model, or a corpus without images: the model then takes its text path)."""
     if use_image and "image_features" in split.column_names:
         return "features"
-    if use_image and "image" in split.column_names:
+    if use_image and "image" in split.column_names and split.data.column("image").null_count < split.num_rows:
         return "pixels"
     return "none"
 
@@ -45,7 +45,10 @@ def model_rows(split: datasets.Dataset, source: str) -> datasets.Dataset:
     than nested Python lists, which would cost more per epoch than the model's forward pass)."""
     if source != "features":
         return split
-    return split.with_format("numpy", columns=["image_features", "image_mask"], output_all_columns=True)
+    unread = [column for column in ("image", "image_problem") if column in split.column_names]  # never decoded
+    return split.remove_columns(unread).with_format(
+        "numpy", columns=["image_features", "image_mask"], output_all_columns=True
+    )
 
 
 class AcnCollator:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 from dataset_script.twitter_mner import VISION_WEIGHTS_FILE
 from acn_data import AcnCollator, image_source, label_names, load_corpus, model_rows
 from model_card import write_model_card
@@ -39,7 +39,7 @@ logger = get_logger(__name__)
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
 CHECKPOINT_DIR = "checkpoints"
-BEST_MODEL_DIR = f"{CHECKPOINT_DIR}/best_model"  # training state too: a resumed run may end on it
+BEST_MODEL_DIR = f"{CHECKPOINT_DIR}/best_model"  # kept after training: a resumed run may end on these weights
 
 
 def parse_args(argv=None):
@@ -51,7 +51,7 @@ def parse_args(argv=None):
     model = parser.add_argument_group("model")
     model.add_argument("--variant", default="full", choices=sorted(PAPER_VARIANTS), help="Which model of the paper's Table 2 to train.")
     model.add_argument("--embeddings", default=None, help="GloVe/word2vec text file of pretrained word vectors; their words extend the vocabulary.")
-    model.add_argument("--vision_weights", default=None, help="VGG-16 trunk weights: 'imagenet' (torchvision) or a local .pth/.safetensors file; defaults to the trunk saved beside cached features.")
+    model.add_argument("--vision_weights", default=None, help="VGG-16 trunk weights: 'imagenet' (torchvision), a local .pth/.safetensors file, or 'random' (seeded; offline demos); defaults to the trunk saved beside cached features.")
     model.add_argument("--word_embedding_dim", type=int, default=200, help="Word vector size (the embedding file's, when given).")
     model.add_argument("--hidden_size", type=int, default=200, help="BiLSTM output size, both directions together.")
     model.add_argument("--dropout", type=float, default=0.5, help="Dropout on word representations and BiLSTM outputs.")
@@ -113,7 +113,7 @@ def build_processor(train_split, args) -> AcnProcessor:
     return AcnProcessor(image_processor=AcnImageProcessor(), tokenizer=tokenizer)
 
 
-def build_model(args, processor, names) -> AcnForTokenClassification:
+def build_model(args, processor, names, train_split) -> AcnForTokenClassification:
     config = AcnConfig.from_variant(
         args.variant,
         vocab_size=len(processor.tokenizer),
@@ -131,6 +131,10 @@ def build_model(args, processor, names) -> AcnForTokenClassification:
         model.get_input_embeddings().weight.data.copy_(matrix)
         logger.info(f"embeddings: {coverage.found}/{coverage.total} vocabulary words found ({coverage.ratio:.1%})", main_process_only=True)
     vision_weights = args.vision_weights or cached_features_trunk(args.dataset)
+    if config.use_image and image_source(train_split, True) == "pixels" and vision_weights is None:
+        raise ValueError("images are read as pixels but no VGG-16 weights were given: pass --vision_weights imagenet, a file, or random")
+    if vision_weights == "random":
+        vision_weights = None  # the seeded initialisation; for offline demos and tests
     if vision_weights and config.use_image:
         logger.info(f"VGG-16 trunk: {vision_weights}", main_process_only=True)
         model.load_vision_weights(None if vision_weights == "imagenet" else vision_weights)
@@ -273,18 +277,21 @@ def main(argv=None):
         log_with="tensorboard" if args.with_tracking else None,
         project_dir=str(output_dir / "runs"),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        # a batch whose tweets all lack an image leaves the co-attention without gradients, which DDP must allow
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=PAPER_VARIANTS[args.variant].get("use_image", True))],
     )
     set_seed(args.seed)
     corpus = load_corpus(args.dataset, args.image_dir)
     processor = build_processor(corpus["train"], args)
-    model = build_model(args, processor, label_names(corpus))
+    model = build_model(args, processor, label_names(corpus), corpus["train"])
     train_loader, eval_loaders = build_dataloaders(corpus, processor, model.config, args)
     optimizer, scheduler = build_optimizer(model, args)
-    model, optimizer, scheduler, train_loader, dev_loader, test_loader = accelerator.prepare(
-        model, optimizer, scheduler, train_loader, eval_loaders["validation"], eval_loaders["test"]
+    model, optimizer, train_loader, dev_loader, test_loader = accelerator.prepare(
+        model, optimizer, train_loader, eval_loaders["validation"], eval_loaders["test"]
     )
     state = TrainingState()
-    accelerator.register_for_checkpointing(state)
+    # the per-epoch schedule stays outside prepare(), which would step it once per process
+    accelerator.register_for_checkpointing(scheduler, state)
     if args.with_tracking:
         accelerator.init_trackers("acn", config={key: str(value) for key, value in vars(args).items()})
     resume(accelerator, args, output_dir)

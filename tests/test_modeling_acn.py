@@ -241,7 +241,8 @@ def test_vision_weights_load_from_a_local_file(suffix, tiny_config, tmp_path):
     "change, message",
     [
         ({"image_features": torch.zeros(4, 36, 512)}, r"image_features must have shape \(4, 49, 512\), got shape \(4, 36, 512\)"),
-        ({"image_features": None, "pixel_values": torch.zeros(4, 3, 64, 64)}, r"pixel_values must have shape .* got shape \(4, 3, 64, 64\)"),
+        ({"image_features": None, "pixel_values": torch.zeros(4, 3, 64, 64)}, r"pixel_values must have shape \(4, 3, 224, 224\), got shape \(4, 3, 64, 64\)"),
+        ({"image_features": None, "pixel_values": torch.zeros(3, 3, 224, 224)}, r"pixel_values must have shape \(4, 3, 224, 224\), got shape \(3, 3, 224, 224\)"),
         ({"image_features": None}, "image_mask marks images present, but neither pixel_values nor image_features"),
         ({"pixel_values": torch.zeros(4, 3, 224, 224)}, "pass pixel_values or image_features, not both"),
         ({"char_ids": torch.zeros(4, 2, 3, dtype=torch.long)}, r"char_ids must be .* got shape \(4, 2, 3\)"),
@@ -301,3 +302,14 @@ def test_bf16_vision_stays_within_two_percent_of_fp32(tiny_config):
         plain = model.get_image_features(pixels)
     torch.testing.assert_close(plain, exact, rtol=1e-4, atol=1e-5)
     assert (fast - exact).abs().max() <= 0.02 * exact.abs().max()
+
+
+def test_bf16_autocast_trains_and_decodes(tiny_config, text_batch):
+    model = build(tiny_config)
+    text_batch["image_mask"] = torch.tensor([True, False, True, True])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = model(**text_batch)
+    outputs.loss.backward()
+    assert outputs.loss.dtype == torch.float32 and torch.isfinite(outputs.loss)
+    tags = model.decode(outputs.logits.to(torch.bfloat16), text_batch["attention_mask"])
+    assert [len(tweet) for tweet in tags] == [5, 3, 1, 4]

@@ -135,3 +135,11 @@ def test_pretrained_embeddings_initialise_and_extend_the_vocabulary(corpus, tmp_
     embeddings = model.get_input_embeddings().weight
     for word, value in (("obama", 0.5), ("zebra", -0.5)):  # a corpus word, and a word only the file has
         assert torch.equal(embeddings[tokenizer.get_vocab()[word]], torch.full((16,), value))
+
+
+def test_images_as_pixels_need_explicit_vgg_weights(corpus, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(tmp_path / "101.jpg")
+    with pytest.raises(ValueError, match="images are read as pixels but no VGG-16 weights were given"):
+        train_acn.main(["--dataset", str(corpus), "--image_dir", str(tmp_path), "--output_dir", str(tmp_path / "out"), *TINY_FLAGS])
