@@ -3,7 +3,7 @@
 import os
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from transformers import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
@@ -105,11 +105,11 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 def _open(image, index: int) -> Image.Image:
     if isinstance(image, Image.Image):
-        return image
+        return ImageOps.exif_transpose(image)  # phone photos: upright, as the corpus loader stores them
     if isinstance(image, (str, os.PathLike)):
         with Image.open(image) as opened:
             opened.load()
-            return opened
+            return ImageOps.exif_transpose(opened)
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
             raise ValueError(

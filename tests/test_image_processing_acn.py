@@ -122,3 +122,14 @@ def test_save_and_reload_keep_the_settings(tmp_path):
     assert reloaded.image_mean == (0.5, 0.5, 0.5)
     image = Image.new("RGB", (7, 9), (1, 2, 3))
     assert torch.equal(processor(image)["pixel_values"], reloaded(image)["pixel_values"])
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    image = Image.new("RGB", (40, 20), (255, 0, 0))
+    image.paste((0, 0, 255), (0, 0, 20, 20))  # left half blue
+    exif = image.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    image.save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    upright = AcnImageProcessor()(images=[str(tmp_path / "rotated.jpg")], return_tensors="pt")["pixel_values"][0]
+    plain = AcnImageProcessor()(images=[image.rotate(-90, expand=True)], return_tensors="pt")["pixel_values"][0]
+    assert (upright - plain).abs().mean() < 0.1
