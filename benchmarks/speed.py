@@ -133,7 +133,8 @@ def bench_vgg(processor, device, args, peak_gflops):
             rows[name] = {
                 "images_per_s": images_per_second,
                 "speedup_vs_fp32_eager": None,
-                "fraction_of_fp32_matmul_peak": images_per_second * VGG16_GFLOP_PER_IMAGE / peak_gflops,
+                "fraction_of_fp32_matmul_peak": images_per_second * VGG16_GFLOP_PER_IMAGE / peak_gflops["fp32"],
+                "fraction_of_bf16_matmul_peak": images_per_second * VGG16_GFLOP_PER_IMAGE / peak_gflops["bf16"],
                 "max_deviation_vs_fp32": ((features.float() - reference).abs().max() / reference.abs().max()).item(),
             }
     for row in rows.values():
@@ -159,6 +160,7 @@ def bench_training(processor, tweets, device, args):
     features = torch.rand(batch_size, 49, 512, device=device) * 3  # pool5 magnitudes
     setups = {
         "ACN, cached features": (paper_model(processor, device), {**text, "image_features": features}),
+        "ACN, cached features, attention_size=100": (paper_model(processor, device, attention_size=100), {**text, "image_features": features}),
         "ACN, every image missing": (paper_model(processor, device), text),
         "text-only CNN-BiLSTM-CRF": (paper_model(processor, device, use_image=False), text),
     }
@@ -308,7 +310,7 @@ def main(argv=None):
                     "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None},
         "matmul_gflops": {"fp32": matmul_gflops(args.device, torch.float32), "bf16": matmul_gflops(args.device, torch.bfloat16)},
     }  # fmt: skip
-    results["vgg16_features"] = bench_vgg(processor, args.device, args, results["matmul_gflops"]["fp32"])
+    results["vgg16_features"] = bench_vgg(processor, args.device, args, results["matmul_gflops"])
     results["training"] = bench_training(processor, tweets, args.device, args)
     results["crf_vs_pytorch_crf"] = bench_crf(args.device, args)
     results["inference"] = bench_inference(processor, tweets, args.device, args)
