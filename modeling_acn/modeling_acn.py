@@ -308,25 +308,28 @@ def viterbi_decode(emissions, mask, transitions, start, end, allowed=None, allow
         tensor.detach().cpu().float().numpy() if tensor.is_floating_point() else tensor.detach().cpu().numpy()
         for tensor in (emissions, mask, transitions, start, end)
     )
-    batch, seq_len, _ = emissions.shape
+    batch, seq_len, num_tags = emissions.shape
     score = start + emissions[:, 0]  # (batch, tags)
-    pointers = np.zeros((batch, max(seq_len - 1, 0), transitions.shape[0]), dtype=np.int64)  # (batch, seq_len - 1, tags)
+    # After a sequence's last word its pointers are the identity, so backtracking from the final position walks
+    # back unchanged to that word: one path for the whole batch, no per-sequence bookkeeping.
+    stay = np.arange(num_tags)  # (tags,)
+    pointers = np.empty((seq_len - 1, batch, num_tags), dtype=np.int64)  # (seq_len - 1, batch, tags)
     for step in range(1, seq_len):
         candidates = score[:, :, None] + transitions  # (batch, from, to)
-        pointers[:, step - 1] = candidates.argmax(axis=1)  # (batch, to): best `from`
-        best = np.take_along_axis(candidates, pointers[:, step - 1, None, :], axis=1)[:, 0]  # (batch, to)
-        score = np.where(mask[:, step, None], best + emissions[:, step], score)  # (batch, tags)
-    best_last = (score + end).argmax(axis=-1)  # (batch,)
-    last_index = mask.sum(-1) - 1  # (batch,)
+        best_from = candidates.argmax(axis=1)  # (batch, to)
+        best = np.take_along_axis(candidates, best_from[:, None, :], axis=1)[:, 0]  # (batch, to)
+        active = mask[:, step, None]  # (batch, 1)
+        pointers[step - 1] = np.where(active, best_from, stay)
+        score = np.where(active, best + emissions[:, step], score)  # (batch, tags)
 
     rows = np.arange(batch)
-    path = np.full((batch, seq_len), IGNORE_INDEX, dtype=np.int64)
-    current = best_last
-    for step in range(seq_len - 1, -1, -1):
-        current = np.where(last_index == step, best_last, current)  # a sequence starts at its own last word
-        path[:, step] = np.where(step <= last_index, current, IGNORE_INDEX)
-        if step > 0:
-            current = pointers[rows, step - 1, current]  # (batch,): follow the pointer back
+    path = np.empty((batch, seq_len), dtype=np.int64)
+    current = (score + end).argmax(axis=-1)  # (batch,)
+    for step in range(seq_len - 1, 0, -1):
+        path[:, step] = current
+        current = pointers[step - 1, rows, current]  # (batch,): follow the pointer back
+    path[:, 0] = current
+    path[~mask.astype(bool)] = IGNORE_INDEX
     return torch.from_numpy(path)  # (batch, seq_len), on the CPU
 
 
