@@ -309,15 +309,18 @@ def viterbi_decode(emissions, mask, transitions, start, end, allowed=None, allow
         for tensor in (emissions, mask, transitions, start, end)
     )
     batch, seq_len, num_tags = emissions.shape
+    incoming = np.ascontiguousarray(transitions.T)  # (to, from): the argmax runs over the contiguous axis
+    # Flat index of row (sequence, to) in a (batch, to, from) array, to read each row's best entry in one gather.
+    row_starts = np.arange(batch * num_tags) * num_tags  # (batch * tags,)
     score = start + emissions[:, 0]  # (batch, tags)
     # After a sequence's last word its pointers are the identity, so backtracking from the final position walks
     # back unchanged to that word: one path for the whole batch, no per-sequence bookkeeping.
     stay = np.arange(num_tags)  # (tags,)
     pointers = np.empty((seq_len - 1, batch, num_tags), dtype=np.int64)  # (seq_len - 1, batch, tags)
     for step in range(1, seq_len):
-        candidates = score[:, :, None] + transitions  # (batch, from, to)
-        best_from = candidates.argmax(axis=1)  # (batch, to)
-        best = np.take_along_axis(candidates, best_from[:, None, :], axis=1)[:, 0]  # (batch, to)
+        candidates = score[:, None, :] + incoming  # (batch, to, from)
+        best_from = candidates.argmax(axis=2)  # (batch, to)
+        best = candidates.reshape(-1)[row_starts + best_from.reshape(-1)].reshape(batch, num_tags)  # (batch, to)
         active = mask[:, step, None]  # (batch, 1)
         pointers[step - 1] = np.where(active, best_from, stay)
         score = np.where(active, best + emissions[:, step], score)  # (batch, tags)
