@@ -6,6 +6,7 @@ from safetensors.torch import save_file
 
 from modeling_acn import AcnConfig, AcnForTokenClassification, AcnModel
 from modeling_acn.configuration_acn import PAPER_VARIANTS as VARIANTS
+from modeling_acn.modeling_acn import additive_attention_scores
 
 from .conftest import TINY_SIZES, make_batch
 
@@ -74,6 +75,31 @@ def test_co_attention_equals_the_equations_word_by_word(tiny_config, text_batch)
                 z = torch.tanh(attention.textual_word_proj(x) + attention.textual_image_proj(v_hat))  # (words, k)
                 beta = attention.textual_score(z).squeeze(-1).softmax(0)  # (words,)
                 torch.testing.assert_close(outputs.textual_attentions[example, word, :length], beta)
+
+
+def test_fused_attention_scores_match_autograd_of_the_plain_formula():
+    generator = torch.Generator().manual_seed(0)
+    queries = torch.randn(7, 5, dtype=torch.float64, generator=generator, requires_grad=True)
+    keys = torch.randn(3, 4, 5, dtype=torch.float64, generator=generator, requires_grad=True)
+    weight = torch.randn(5, dtype=torch.float64, generator=generator, requires_grad=True)
+    example_of_query = torch.tensor([0, 0, 1, 2, 2, 2, 1])
+    upstream = torch.randn(7, 4, dtype=torch.float64, generator=generator)
+    plain = torch.tanh(keys[example_of_query] + queries[:, None, :]) @ weight  # (queries, keys)
+    fused = additive_attention_scores(queries, keys, example_of_query, weight)
+    torch.testing.assert_close(fused, plain)
+    for ours, reference in zip(
+        torch.autograd.grad(fused, (queries, keys, weight), upstream),
+        torch.autograd.grad(plain, (queries, keys, weight), upstream),
+    ):
+        torch.testing.assert_close(ours, reference)
+
+
+def test_fused_attention_scores_refuse_a_second_backward():
+    queries, keys = torch.randn(2, 3, requires_grad=True), torch.randn(1, 4, 3)
+    scores = additive_attention_scores(queries, keys, torch.tensor([0, 0]), torch.randn(3))
+    scores.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="one backward pass"):
+        scores.sum().backward()
 
 
 def test_padding_never_changes_a_real_word(tiny_config):
