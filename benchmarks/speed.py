@@ -14,14 +14,21 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from datasets import Array2D, Dataset, Features, List, Value, load_from_disk
+from torch.utils.data import DataLoader
 
 from modeling_acn import AcnConfig, AcnCrf, AcnForTokenClassification
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+
+from acn_data import AcnCollator, model_rows  # noqa: E402
 
 VGG16_GFLOP_PER_IMAGE = 2 * 15.47  # 15.47 G multiply-adds in the conv trunk at 224 x 224
 TWITTER2015 = ROOT.parent / "shared" / "data" / "twitter2015"
@@ -184,6 +191,28 @@ def bench_training(processor, tweets, device, args):
     return rows
 
 
+def bench_feature_reading(processor, tweets, args):
+    """Time to read cached features from disk-backed Arrow through the training collator, as train_acn.py does
+    (float16 pool5 features, as `cache-features` stores them), per batch of 32 and per 4000-tweet epoch."""
+    count, batch_size = (64 if args.quick else 320), 32
+    features = Features({"tokens": List(Value("string")), "ner_tags": List(Value("int64")),
+                         "image_features": Array2D(shape=(49, 512), dtype="float16"), "image_mask": Value("bool")})  # fmt: skip
+    rows = {
+        "tokens": tweets[:count],
+        "ner_tags": [[0] * len(words) for words in tweets[:count]],
+        "image_features": list(np.random.default_rng(0).random((count, 49, 512), dtype=np.float32).astype(np.float16)),
+        "image_mask": [True] * count,
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        Dataset.from_dict(rows, features=features).save_to_disk(folder)
+        split = model_rows(load_from_disk(folder), "features")
+        loader = DataLoader(split, batch_size=batch_size, collate_fn=AcnCollator(processor, "features"))
+        started = time.perf_counter()
+        batches = sum(1 for _ in loader)
+        seconds = time.perf_counter() - started
+    return {"ms_per_batch_32": 1e3 * seconds / batches, "epoch_seconds_4000_tweets": seconds * EPOCH_TWEETS / count}
+
+
 # --- CRF ------------------------------------------------------------------------------------------
 
 
@@ -312,6 +341,10 @@ def main(argv=None):
     }  # fmt: skip
     results["vgg16_features"] = bench_vgg(processor, args.device, args, results["matmul_gflops"])
     results["training"] = bench_training(processor, tweets, args.device, args)
+    reading = bench_feature_reading(processor, tweets, args)
+    results["training"]["reading cached features (Arrow -> collator)"] = reading
+    model_epoch = results["training"]["ACN, cached features"]["epoch_seconds_4000_tweets"]
+    results["training"]["ACN, cached features, model + reading"] = {"epoch_seconds_4000_tweets": model_epoch + reading["epoch_seconds_4000_tweets"]}
     results["crf_vs_pytorch_crf"] = bench_crf(args.device, args)
     results["inference"] = bench_inference(processor, tweets, args.device, args)
     results["peak_rss_mib"] = peak_memory(args.device)
