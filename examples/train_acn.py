@@ -55,7 +55,7 @@ def parse_args(argv=None):
     model.add_argument("--word_embedding_dim", type=int, default=200, help="Word vector size (the embedding file's, when given).")
     model.add_argument("--hidden_size", type=int, default=200, help="BiLSTM output size, both directions together.")
     model.add_argument("--dropout", type=float, default=0.5, help="Dropout on word representations and BiLSTM outputs.")
-    model.add_argument("--word_dropout", type=float, default=0.25, help="Probability of replacing a training word by [UNK] (characters stay); chosen on Twitter-2015 dev.")
+    model.add_argument("--word_dropout", type=float, default=0.4, help="Probability of replacing a training word by [UNK] (characters stay); chosen on Twitter-2015 dev.")
     model.add_argument("--min_word_freq", type=int, default=1, help="Training-split count a word needs to enter the vocabulary.")
     training = parser.add_argument_group("training")
     training.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS), help="Optimiser (the paper used RMSprop).")

@@ -28,6 +28,7 @@ CORPUS_OPTIONS = (
     "replace_urls",
     "replace_users",
     "replace_digits",
+    "hashtags_as_words",
     "max_word_length",
     "min_char_width",
 )
@@ -83,9 +84,9 @@ class AcnTokenizer(PreTrainedTokenizer):
     """Word + character tokenizer for tweets.
 
     Ids: word `[PAD]` = 0, `[UNK]` = 1; characters likewise (char pad 0, char unk 1). Words are looked up after
-    normalisation (`normalize`): URLs -> `<url>`, @mentions -> `<user>`, optionally digits -> `0`, then
-    lowercase. Characters keep their case, since capitalisation is a strong cue for named entities; they see the
-    same placeholder and digit replacements as the word lookup.
+    normalisation (`normalize`): URLs -> `<url>`, @mentions -> `<user>`, optionally digits -> `0`, `#word` ->
+    `word`, then lowercase. Characters keep their case and the `#`, since capitalisation is a strong cue for named
+    entities; they see the same placeholder and digit replacements as the word lookup.
 
     Build a vocabulary with `AcnTokenizer.from_corpus(train_sentences)`; reload one with `from_pretrained`.
 
@@ -98,6 +99,8 @@ class AcnTokenizer(PreTrainedTokenizer):
         replace_urls: map URLs to `<url>`.
         replace_users: map @mentions to `<user>`.
         replace_digits: map every digit to `0`.
+        hashtags_as_words: look a hashtag up under its word (`#NBA` shares `NBA`'s vector; a quarter of Twitter-2015's
+            training hashtags are entities). Chosen on Twitter-2015 dev; see the README.
         max_word_length: characters kept per word; the rest are cut.
         min_char_width: smallest width of the character axis, so the widest char-CNN kernel always fits.
     """
@@ -115,6 +118,7 @@ class AcnTokenizer(PreTrainedTokenizer):
         replace_urls: bool = True,
         replace_users: bool = True,
         replace_digits: bool = False,
+        hashtags_as_words: bool = True,
         max_word_length: int = 30,  # paper: words are cut to 30 characters
         min_char_width: int = 4,  # the widest char-CNN kernel
         pad_token: str = "[PAD]",
@@ -129,6 +133,7 @@ class AcnTokenizer(PreTrainedTokenizer):
         self.replace_urls = replace_urls
         self.replace_users = replace_users
         self.replace_digits = replace_digits
+        self.hashtags_as_words = hashtags_as_words
         self.max_word_length = max_word_length
         self.min_char_width = min_char_width
         specials = (str(pad_token), str(unk_token))  # AddedToken objects when reloaded
@@ -140,6 +145,7 @@ class AcnTokenizer(PreTrainedTokenizer):
             replace_urls=replace_urls,
             replace_users=replace_users,
             replace_digits=replace_digits,
+            hashtags_as_words=hashtags_as_words,
             max_word_length=max_word_length,
             min_char_width=min_char_width,
             pad_token=pad_token,
@@ -200,8 +206,10 @@ class AcnTokenizer(PreTrainedTokenizer):
         return _DIGIT.sub("0", word) if self.replace_digits else word
 
     def normalize(self, word: str) -> str:
-        """The vocabulary key of a word: `char_form`, lowercased when `do_lower_case`."""
+        """The vocabulary key of a word: `char_form` without a hashtag's `#`, lowercased when `do_lower_case`."""
         form = self.char_form(word)
+        if self.hashtags_as_words and form.startswith("#") and len(form) > 1:
+            form = form[1:]
         return form.lower() if self.do_lower_case else form
 
     @staticmethod

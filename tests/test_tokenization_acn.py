@@ -55,21 +55,26 @@ def test_from_corpus_rejects_bad_arguments():
         AcnTokenizer.from_corpus(TRAIN, lowercase=False)
 
 
-def test_normalisation_of_urls_users_case_and_digits():
+def test_normalisation_of_urls_users_hashtags_case_and_digits():
     tokenizer = AcnTokenizer.from_corpus(TRAIN, replace_digits=True)
     assert tokenizer.normalize("http://t.co/abc") == "<url>"
     assert tokenizer.normalize("www.example.com") == "<url>"
     assert tokenizer.normalize("http://t.co…") == "<url>"  # truncated retweet link
     assert tokenizer.normalize("@SomeOne_1") == "<user>"
     assert tokenizer.normalize("Obama") == "obama"
-    assert tokenizer.normalize("#Paris2015") == "#paris0000"
+    assert tokenizer.normalize("#Paris2015") == "paris0000"  # a hashtag shares its word's vector
+    assert tokenizer.normalize("#") == "#"
     assert "0000" in tokenizer.get_vocab()
     assert tokenizer.char_form("Obama") == "Obama"  # characters keep their case
+    assert tokenizer.char_form("#Paris") == "#Paris"  # and the hashtag mark
 
 
 def test_normalisation_can_be_switched_off():
-    tokenizer = AcnTokenizer.from_corpus(TRAIN, do_lower_case=False, replace_urls=False, replace_users=False)
+    tokenizer = AcnTokenizer.from_corpus(
+        TRAIN, do_lower_case=False, replace_urls=False, replace_users=False, hashtags_as_words=False
+    )
     assert {"Obama", "obama", "@JayKenMinaj", "http://t.co/Z3neVBQ7vF"} <= set(tokenizer.get_vocab())
+    assert tokenizer.normalize("#Paris") == "#Paris"
 
 
 def test_characters_keep_case(tokenizer):
@@ -174,7 +179,9 @@ def test_hugging_face_entry_points_agree(tokenizer):
 
 
 def test_save_and_reload_round_trip(tmp_path):
-    tokenizer = AcnTokenizer.from_corpus(TRAIN, replace_digits=True, max_word_length=5, min_char_width=3)
+    tokenizer = AcnTokenizer.from_corpus(
+        TRAIN, replace_digits=True, hashtags_as_words=False, max_word_length=5, min_char_width=3
+    )
     tokenizer.save_pretrained(tmp_path)
     assert {"vocab.json", "char_vocab.json", "tokenizer_config.json", "tokenization_acn.py"} <= {
         p.name for p in tmp_path.iterdir()
@@ -182,8 +189,9 @@ def test_save_and_reload_round_trip(tmp_path):
     reloaded = AcnTokenizer.from_pretrained(tmp_path)
     assert reloaded.get_vocab() == tokenizer.get_vocab()
     assert reloaded.get_char_vocab() == tokenizer.get_char_vocab()
-    assert (reloaded.replace_digits, reloaded.max_word_length, reloaded.min_char_width) == (True, 5, 3)
-    texts = ["Obama in Paris 2016 👍", "@JayKenMinaj Merkelization"]
+    options = ("replace_digits", "hashtags_as_words", "max_word_length", "min_char_width")
+    assert [getattr(reloaded, option) for option in options] == [True, False, 5, 3]
+    texts = ["Obama in Paris 2016 👍 #Paris", "@JayKenMinaj Merkelization"]
     expected, actual = tokenizer(texts, return_tensors="pt"), reloaded(texts, return_tensors="pt")
     assert all(torch.equal(expected[key], actual[key]) for key in ("input_ids", "char_ids", "attention_mask"))
 
