@@ -56,6 +56,7 @@ def parse_args(argv=None):
     model.add_argument("--hidden_size", type=int, default=200, help="BiLSTM output size, both directions together.")
     model.add_argument("--dropout", type=float, default=0.5, help="Dropout on word representations and BiLSTM outputs.")
     model.add_argument("--word_dropout", type=float, default=0.4, help="Probability of replacing a training word by [UNK] (characters stay); chosen on Twitter-2015 dev.")
+    model.add_argument("--hashtags_as_words", action=argparse.BooleanOptionalAction, default=True, help="Look '#word' up under 'word' (chosen on Twitter-2015 dev); --no-hashtags_as_words keeps the '#' in the vocabulary.")
     model.add_argument("--min_word_freq", type=int, default=1, help="Training-split count a word needs to enter the vocabulary.")
     training = parser.add_argument_group("training")
     training.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS), help="Optimiser (the paper used RMSprop).")
@@ -109,7 +110,9 @@ class TrainingState:
 def build_processor(train_split, args) -> AcnProcessor:
     """Vocabularies from the training split only, extended by the embedding file's words when given."""
     extra_words = AcnTokenizer.embedding_file_words(args.embeddings) if args.embeddings else None
-    tokenizer = AcnTokenizer.from_corpus(train_split["tokens"], min_freq=args.min_word_freq, extra_words=extra_words)
+    tokenizer = AcnTokenizer.from_corpus(
+        train_split["tokens"], min_freq=args.min_word_freq, extra_words=extra_words, hashtags_as_words=args.hashtags_as_words
+    )
     return AcnProcessor(image_processor=AcnImageProcessor(), tokenizer=tokenizer)
 
 

@@ -125,6 +125,15 @@ def test_word_dropout_replaces_real_words_only():
     assert dropped.tolist() == [[1, 1, 1], [1, 0, 0]]  # [UNK] for every word, [PAD] stays
 
 
+@pytest.mark.parametrize("flag, expected", [([], "love"), (["--no-hashtags_as_words"], "#love")])
+def test_hashtag_vocabulary_flag(flag, expected, corpus, tmp_path):
+    args = train_acn.parse_args(["--dataset", str(corpus), "--output_dir", str(tmp_path), *flag])
+    split = datasets.Dataset.from_dict({"tokens": [[word for word, _ in tweet] for _, tweet in TWEETS]})
+    tokenizer = train_acn.build_processor(split, args).tokenizer
+    assert expected in tokenizer.get_vocab()
+    assert tokenizer.char_form("#love") == "#love"
+
+
 def test_pretrained_embeddings_initialise_and_extend_the_vocabulary(corpus, tmp_path):
     vectors = tmp_path / "vectors.txt"
     vectors.write_text("obama " + " ".join(["0.5"] * 16) + "\nzebra " + " ".join(["-0.5"] * 16) + "\n")
