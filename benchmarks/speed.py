@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from datasets import Array2D, Dataset, Features, List, Value, load_from_disk
 from torch.utils.data import DataLoader
 
 from modeling_acn import AcnConfig, AcnCrf, AcnForTokenClassification
+from modeling_acn import modeling_acn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
@@ -160,6 +162,11 @@ def training_step(model, batch, optimizer, autocast=False):
     optimizer.zero_grad()
 
 
+def plain_attention_scores(queries, keys, example_of_query, weight):
+    """The autograd composition that `additive_attention_scores` replaces, for the side-by-side row."""
+    return torch.tanh(keys.index_select(0, example_of_query) + queries[:, None, :]) @ weight  # (queries, keys)
+
+
 def bench_training(processor, tweets, device, args):
     batch_size = 32
     chunk = tweets[:batch_size]
@@ -167,6 +174,7 @@ def bench_training(processor, tweets, device, args):
     features = torch.rand(batch_size, 49, 512, device=device) * 3  # pool5 magnitudes
     setups = {
         "ACN, cached features": (paper_model(processor, device), {**text, "image_features": features}),
+        "ACN, cached features, plain autograd attention scores": (paper_model(processor, device), {**text, "image_features": features}),
         "ACN, cached features, attention_size=100": (paper_model(processor, device, attention_size=100), {**text, "image_features": features}),
         "ACN, every image missing": (paper_model(processor, device), text),
         "text-only CNN-BiLSTM-CRF": (paper_model(processor, device, use_image=False), text),
@@ -185,7 +193,9 @@ def bench_training(processor, tweets, device, args):
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
         repeats = 2 if (args.quick or "VGG" in name) else 10
         autocast = "autocast" in name
-        seconds = timed(lambda: training_step(model, batch, optimizer, autocast), repeats, warmup=2, device=device)
+        scores = plain_attention_scores if "plain" in name else modeling_acn.additive_attention_scores
+        with mock.patch.object(modeling_acn, "additive_attention_scores", scores):
+            seconds = timed(lambda: training_step(model, batch, optimizer, autocast), repeats, warmup=2, device=device)
         tweets_per_second = batch["input_ids"].shape[0] / seconds
         rows[name] = {"tweets_per_s": tweets_per_second, "epoch_seconds_4000_tweets": EPOCH_TWEETS / tweets_per_second}
     return rows
