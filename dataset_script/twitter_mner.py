@@ -720,6 +720,7 @@ def parse_cache_args(argv: list[str]) -> argparse.Namespace:
         ".pth/.safetensors file, or 'random' (seeded by --seed; only for offline demos and tests).",
     )
     parser.add_argument("--seed", type=int, default=0, help="Seed of the 'random' trunk.")
+    parser.add_argument("--vision_precision", choices=["bf16", "fp32"], help="Precision of the trunk (AcnConfig.vision_precision); default: the checkpoint's, or bf16.")
     parser.add_argument("--output_dir", required=True, help="Where save_to_disk writes the dataset with features.")
     parser.add_argument("--batch_size", type=int, default=32, help="Images per forward pass.")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="Torch device.")
@@ -748,10 +749,12 @@ def feature_extractor(args: argparse.Namespace):
     # imported here so that exporting a corpus works while the model package is absent or broken
     from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnModel
 
+    precision = {"vision_precision": args.vision_precision} if args.vision_precision else {}
     if args.model:
-        return AcnForTokenClassification.from_pretrained(args.model), AcnImageProcessor.from_pretrained(args.model)
+        model = AcnForTokenClassification.from_pretrained(args.model, **precision)
+        return model, AcnImageProcessor.from_pretrained(args.model)
     torch.manual_seed(args.seed)
-    model = AcnModel(AcnConfig())
+    model = AcnModel(AcnConfig(**precision))
     if args.vision_weights != "random":
         model.load_vision_weights(None if args.vision_weights == "imagenet" else args.vision_weights)
     return model, AcnImageProcessor()

@@ -49,17 +49,19 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="outputs/demo", help="Corpus, features, models and results go here.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the corpus, the random VGG trunk and training.")
+    parser.add_argument("--vision_precision", default="bf16", choices=["bf16", "fp32"], help="Precision of the VGG-16 trunk that computes the features (AcnConfig.vision_precision).")
     return parser.parse_args(argv)
 
 
-def build_features(output_dir: Path, seed: int) -> Path:
+def build_features(output_dir: Path, seed: int, vision_precision: str) -> Path:
     corpus = demo_corpus.write_demo_corpus(output_dir / "corpus", seed=seed)
     dataset = twitter_mner.load_twitter_mner(corpus, corpus / demo_corpus.IMAGE_DIR)
     twitter_mner.export_parquet(dataset, output_dir / "dataset", source="acn-mner demo corpus", overwrite=True)
     features = output_dir / "features"
     twitter_mner.main(
         ["cache-features", "--dataset", str(output_dir / "dataset"), "--vision_weights", "random", "--seed", str(seed),
-         "--output_dir", str(features), "--cache_dir", str(output_dir / "cache"), "--device", "cpu"]
+         "--vision_precision", vision_precision, "--output_dir", str(features), "--cache_dir", str(output_dir / "cache"),
+         "--device", "cpu"]
     )  # fmt: skip
     return features
 
@@ -105,7 +107,7 @@ def main(argv=None):
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
     started = time.perf_counter()
-    features = build_features(output_dir, args.seed)
+    features = build_features(output_dir, args.seed, args.vision_precision)
     results = {variant: train(features, output_dir / name, variant, args.seed) for name, variant in
                (("acn", "full"), ("text_only", "text-only"))}  # fmt: skip
     for name in ("acn", "text_only"):

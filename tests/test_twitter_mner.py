@@ -460,6 +460,14 @@ def test_cache_features_command(image_dataset, tiny_acn, tmp_path, caplog):
         main(argv("features_again"))
     assert caplog.text.count("cache hit") == 3
 
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        main([*argv("features_fp32"), "--vision_precision", "fp32"])
+    assert caplog.text.count("cache hit") == 0  # another precision, other features
+    fp32 = datasets.load_from_disk(str(tmp_path / "features_fp32")).with_format("torch")["train"][:]["image_features"]
+    bf16 = saved.with_format("torch")["train"][:]["image_features"]  # (4, 49, 512)
+    torch.testing.assert_close(fp32.float(), bf16.float(), atol=0.03 * bf16.abs().max().item(), rtol=0)
+
 
 @pytest.mark.slow
 def test_cache_features_with_a_random_trunk_saves_that_trunk(image_dataset, tmp_path):
