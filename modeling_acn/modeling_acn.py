@@ -235,9 +235,8 @@ def additive_attention_scores(queries, keys, example_of_query, weight):
 class _AdditiveAttentionScores(torch.autograd.Function):
     """The (queries, keys, attention) energy tensor is the largest in the model, and autograd spends most of a
     training step allocating and reading its copies (sum, tanh, outer product of the score gradient, tanh backward).
-    Here it is allocated once and updated in place, and tanh is rewritten as tanh(a) = 2 sigmoid(2a) - 1, because
-    torch's CPU sigmoid runs several times faster than its tanh. With s = sigmoid(2a):
-    score = 2 s · w - sum(w), and d tanh(a) / da = 1 - tanh(a)^2 = 4 s (1 - s).
+    Here it is allocated once and updated in place, and tanh is evaluated as tanh(a) = 2 sigmoid(2a) - 1, because
+    torch's CPU sigmoid runs several times faster than its tanh. The backward uses d tanh(a) / da = 1 - tanh(a)^2.
     """
 
     @staticmethod
@@ -247,10 +246,10 @@ class _AdditiveAttentionScores(torch.autograd.Function):
         dtype = torch.promote_types(queries.dtype, keys.dtype)  # bf16 under autocast
         weight = weight.to(dtype)
         doubled_keys, doubled_queries = 2 * keys.to(dtype), 2 * queries.to(dtype)  # (batch, keys, att), (queries, att)
-        gate = doubled_keys.index_select(0, example_of_query)  # (queries, keys, attention)
-        gate.add_(doubled_queries[:, None, :]).sigmoid_()  # (queries, keys, attention): s = sigmoid(2a)
-        ctx.save_for_backward(gate, example_of_query, weight)
-        return 2 * (gate @ weight) - weight.sum()  # (queries, keys)
+        energy = doubled_keys.index_select(0, example_of_query)  # (queries, keys, attention): 2a
+        energy.add_(doubled_queries[:, None, :]).sigmoid_().mul_(2).sub_(1)  # (queries, keys, attention): tanh(a)
+        ctx.save_for_backward(energy, example_of_query, weight)
+        return energy @ weight  # (queries, keys)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -261,12 +260,12 @@ class _AdditiveAttentionScores(torch.autograd.Function):
                 "pass: run the forward again instead of backward(retain_graph=True)"
             )
         ctx.backward_done = True
-        gate, example_of_query, weight = ctx.saved_tensors
-        grad_scores = grad_scores.to(gate.dtype)  # (queries, keys)
-        grad_weight = 2 * (gate.flatten(0, 1).T @ grad_scores.flatten()) - grad_scores.sum()  # (attention,)
-        # d score / d a = 4 s (1 - s) w, computed in the saved tensor (it is not needed afterwards)
-        grad_energy = gate.addcmul_(gate, gate, value=-1)  # (queries, keys, attention): s (1 - s)
-        grad_energy.mul_(grad_scores[..., None]).mul_(4 * weight)  # (queries, keys, attention)
+        energy, example_of_query, weight = ctx.saved_tensors
+        grad_scores = grad_scores.to(energy.dtype)  # (queries, keys)
+        grad_weight = energy.flatten(0, 1).T @ grad_scores.flatten()  # (attention,)
+        # d score / d a = (1 - tanh(a)^2) w, computed in the saved tensor (it is not needed afterwards)
+        grad_energy = energy.square_().sub_(1)  # (queries, keys, attention): tanh(a)^2 - 1
+        grad_energy.mul_(grad_scores[..., None]).mul_(-weight)  # (queries, keys, attention)
         grad_queries = grad_energy.sum(dim=1)  # (queries, attention)
         grad_keys = grad_energy.new_zeros(ctx.num_examples, *grad_energy.shape[1:])  # (batch, keys, attention)
         grad_keys.index_add_(0, example_of_query, grad_energy)

@@ -54,6 +54,7 @@ _TWEET_WORD = regex.compile(
 )
 _URL = regex.compile(r"(?:https?:|www\.)\S*|" + _TRUNCATED_URL)
 _USER = regex.compile(r"@\w+")
+_HASHTAG = regex.compile(r"#\w+")
 _DIGIT = regex.compile(r"\d")
 
 
@@ -85,7 +86,7 @@ class AcnTokenizer(PreTrainedTokenizer):
 
     Ids: word `[PAD]` = 0, `[UNK]` = 1; characters likewise (char pad 0, char unk 1). Words are looked up after
     normalisation (`normalize`): URLs -> `<url>`, @mentions -> `<user>`, optionally digits -> `0`, `#word` ->
-    `word`, then lowercase. Characters keep their case and the `#`, since capitalisation is a strong cue for named
+    `word` (`hashtags_as_words`), then lowercase. Characters keep their case and the `#`, since capitalisation is a strong cue for named
     entities; they see the same placeholder and digit replacements as the word lookup.
 
     Build a vocabulary with `AcnTokenizer.from_corpus(train_sentences)`; reload one with `from_pretrained`.
@@ -100,7 +101,8 @@ class AcnTokenizer(PreTrainedTokenizer):
         replace_users: map @mentions to `<user>`.
         replace_digits: map every digit to `0`.
         hashtags_as_words: look a hashtag up under its word (`#NBA` shares `NBA`'s vector; a quarter of Twitter-2015's
-            training hashtags are entities). Chosen on Twitter-2015 dev; see the README.
+            training hashtags are entities). `from_corpus` turns it on (chosen on Twitter-2015 dev; see the README);
+            off here, so that a tokenizer saved before the option existed reloads unchanged.
         max_word_length: characters kept per word; the rest are cut.
         min_char_width: smallest width of the character axis, so the widest char-CNN kernel always fits.
     """
@@ -118,7 +120,7 @@ class AcnTokenizer(PreTrainedTokenizer):
         replace_urls: bool = True,
         replace_users: bool = True,
         replace_digits: bool = False,
-        hashtags_as_words: bool = True,
+        hashtags_as_words: bool = False,
         max_word_length: int = 30,  # paper: words are cut to 30 characters
         min_char_width: int = 4,  # the widest char-CNN kernel
         pad_token: str = "[PAD]",
@@ -169,13 +171,15 @@ class AcnTokenizer(PreTrainedTokenizer):
             extra_words: words added after the corpus words whatever their count, e.g. the words of a
                 pre-trained embedding file (`AcnTokenizer.embedding_file_words`). They do not extend the
                 character vocabulary.
-            **options: the normalisation and character options of `AcnTokenizer.__init__`.
+            **options: the normalisation and character options of `AcnTokenizer.__init__`; `hashtags_as_words`
+                defaults to True here.
         """
         if min_freq < 1:
             raise ValueError(f"min_freq must be at least 1, got {min_freq}")
         unknown = sorted(set(options) - set(CORPUS_OPTIONS))
         if unknown:
             raise ValueError(f"unknown options {unknown}; from_corpus takes {list(CORPUS_OPTIONS)}")
+        options.setdefault("hashtags_as_words", True)
         normalizer = cls(**options)
         word_counts, char_counts = normalizer._count(sentences)
         corpus_words = [word for word, count in _by_frequency(word_counts) if count >= min_freq]
@@ -208,7 +212,7 @@ class AcnTokenizer(PreTrainedTokenizer):
     def normalize(self, word: str) -> str:
         """The vocabulary key of a word: `char_form` without a hashtag's `#`, lowercased when `do_lower_case`."""
         form = self.char_form(word)
-        if self.hashtags_as_words and form.startswith("#") and len(form) > 1:
+        if self.hashtags_as_words and _HASHTAG.fullmatch(form):
             form = form[1:]
         return form.lower() if self.do_lower_case else form
 

@@ -94,6 +94,19 @@ def test_fused_attention_scores_match_autograd_of_the_plain_formula():
         torch.testing.assert_close(ours, reference)
 
 
+def test_fused_attention_scores_keep_bf16_error_at_the_plain_formulas_level():
+    # w with a large sum: a formula that subtracts sum(w) at the end would lose the score to bf16 rounding
+    generator = torch.Generator().manual_seed(0)
+    queries, keys = torch.randn(40, 64, generator=generator), torch.randn(4, 49, 64, generator=generator)
+    weight = torch.randn(64, generator=generator) + 3
+    example_of_query = torch.arange(40) % 4
+    exact = torch.tanh(keys.double()[example_of_query] + queries.double()[:, None, :]) @ weight.double()
+    low = (queries.bfloat16(), keys.bfloat16(), example_of_query, weight.bfloat16())
+    plain_error = (torch.tanh(low[1][example_of_query] + low[0][:, None, :]) @ low[3] - exact).abs().max()
+    fused_error = (additive_attention_scores(*low) - exact).abs().max()
+    assert fused_error <= 2 * plain_error
+
+
 def test_fused_attention_scores_refuse_a_second_backward():
     queries, keys = torch.randn(2, 3, requires_grad=True), torch.randn(1, 4, 3)
     scores = additive_attention_scores(queries, keys, torch.tensor([0, 0]), torch.randn(3))

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -64,6 +66,7 @@ def test_normalisation_of_urls_users_hashtags_case_and_digits():
     assert tokenizer.normalize("Obama") == "obama"
     assert tokenizer.normalize("#Paris2015") == "paris0000"  # a hashtag shares its word's vector
     assert tokenizer.normalize("#") == "#"
+    assert tokenizer.normalize("##") == "##"  # not a hashtag
     assert "0000" in tokenizer.get_vocab()
     assert tokenizer.char_form("Obama") == "Obama"  # characters keep their case
     assert tokenizer.char_form("#Paris") == "#Paris"  # and the hashtag mark
@@ -272,3 +275,14 @@ def test_malformed_embedding_file_errors_name_file_and_line(tokenizer, tmp_path,
     path.write_text(content, encoding="utf-8")
     with pytest.raises(ValueError, match=message):
         tokenizer.load_embeddings(path)
+
+
+def test_a_tokenizer_saved_before_the_hashtag_option_reloads_unchanged(tmp_path):
+    tokenizer = AcnTokenizer.from_corpus([["#NBA", "NBA", "#Paris"]], hashtags_as_words=False)
+    tokenizer.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    del config["hashtags_as_words"]  # as written before the option existed
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    reloaded = AcnTokenizer.from_pretrained(tmp_path)
+    assert reloaded.word_ids_of(["#NBA", "#Paris"]) == tokenizer.word_ids_of(["#NBA", "#Paris"])
+    assert AcnTokenizer.from_corpus([["#NBA"]]).hashtags_as_words  # new vocabularies look hashtags up as words
