@@ -86,8 +86,8 @@ class AcnTokenizer(PreTrainedTokenizer):
 
     Ids: word `[PAD]` = 0, `[UNK]` = 1; characters likewise (char pad 0, char unk 1). Words are looked up after
     normalisation (`normalize`): URLs -> `<url>`, @mentions -> `<user>`, optionally digits -> `0`, `#word` ->
-    `word` (`hashtags_as_words`), then lowercase. Characters keep their case and the `#`, since capitalisation is a strong cue for named
-    entities; they see the same placeholder and digit replacements as the word lookup.
+    `word` (`hashtags_as_words`), then lowercase. Characters keep their case and the `#`, since capitalisation is
+    a strong cue for named entities; they see the same placeholder and digit replacements as the word lookup.
 
     Build a vocabulary with `AcnTokenizer.from_corpus(train_sentences)`; reload one with `from_pretrained`.
 
