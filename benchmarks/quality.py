@@ -5,6 +5,12 @@
 Every neural run goes through examples/train_acn.py (dev selection, test report) with a fixed seed; the table
 gives mean and standard deviation over the seeds in the layout of the paper's Table 2 (lenient entity F1 per type,
 overall P/R/F1, in percent), beside the paper's own figures. Writes quality.json and quality.md.
+
+    python benchmarks/quality.py --table4 --output_dir outputs/table4
+
+runs the paper's Table 4 instead: ACN with hidden and attention size d (100 ... 400), one seed per size. On a
+corpus folder with cached image features (`--data_dir data/t15-features`) it is the paper's experiment; on the
+text alone every image is missing. Writes table4.json and table4.md.
 """
 
 import argparse
@@ -29,6 +35,8 @@ PAPER = {
     "CBCFuFi, softmax (paper)": {"PER": 80.79, "LOC": 74.94, "ORG": 46.63, "OTHER": 28.45, "P": 67.69, "R": 65.00, "F1": 66.32},
     "ACN (paper)": {"PER": 81.98, "LOC": 78.95, "ORG": 53.07, "OTHER": 34.02, "P": 72.75, "R": 68.74, "F1": 70.69},
 }
+# Zhang et al. (2018), Table 4: ACN's test F1 with every dimension set to d (word embeddings stay 200-d).
+PAPER_TABLE4 = {100: 69.83, 150: 69.94, 200: 70.69, 250: 69.12, 300: 68.77, 400: 68.42}
 RUNS = {  # table row -> train_acn.py variant; "full" on a corpus without images: every image missing
     "CNN-BiLSTM-CRF": "text-only",
     "BiLSTM-CRF": "bilstm-crf",
@@ -45,17 +53,40 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="One run per seed and model.")
     parser.add_argument("--train_args", default="", help="Extra flags for train_acn.py, e.g. '--learning_rate 2e-3'.")
     parser.add_argument("--skip_feature_crf", action="store_true", help="Leave out the sklearn-crfsuite peer.")
+    parser.add_argument("--table4", nargs="*", type=int, metavar="D", default=None, help="Run the paper's Table 4 instead: ACN with hidden and attention size D, for each D (default: the paper's 100 150 200 250 300 400), with the first of --seeds.")
     return parser.parse_args(argv)
 
 
-def run_neural(name, seed, args, output_dir: Path) -> dict:
-    run_dir = output_dir / RUNS[name].replace("/", "_") / f"seed_{seed}"
+def run_neural(name, seed, args, output_dir: Path, extra_args=(), run_name=None) -> dict:
+    run_dir = output_dir / (run_name or RUNS[name]) / f"seed_{seed}"
     if not (run_dir / "all_results.json").is_file():  # a finished run is reused, so the benchmark can resume
         train_acn.main(
             ["--dataset", args.data_dir, "--output_dir", str(run_dir), "--variant", RUNS[name], "--seed", str(seed),
-             "--checkpointing", "none", *args.train_args.split()]
+             "--checkpointing", "none", *args.train_args.split(), *extra_args]
         )  # fmt: skip
     return json.loads((run_dir / "all_results.json").read_text())
+
+
+def run_table4(args, output_dir: Path):
+    """ACN at each size d = hidden = attention, one seed, beside the paper's Table 4."""
+    sizes, seed = args.table4 or list(PAPER_TABLE4), args.seeds[0]
+    runs = {
+        size: run_neural("ACN, every image missing", seed, args, output_dir, ("--hidden_size", str(size), "--attention_size", str(size)), f"d_{size}")
+        for size in sizes
+    }  # fmt: skip
+    rows = {
+        size: {"test F1": 100 * run["test_overall_f1"], "dev F1": 100 * run["validation_overall_f1"], "train s": run["train_seconds"]}
+        for size, run in runs.items()
+    }  # fmt: skip
+    lines = ["| d | test F1 | dev F1 | train s | paper test F1 (with images) |", "|---|---|---|---|---|"]
+    for size, row in rows.items():
+        paper = PAPER_TABLE4.get(size)
+        lines.append(f"| {size} | {row['test F1']:.2f} | {row['dev F1']:.2f} | {row['train s']:.1f} | {'' if paper is None else f'{paper:.2f}'} |")
+    lines.append(f"\nACN with hidden and attention size d, seed {seed}, selected on dev; train_args: {args.train_args!r}.")
+    table = "\n".join(lines)
+    print(table)
+    (output_dir / "table4.md").write_text(table + "\n", encoding="utf-8")
+    (output_dir / "table4.json").write_text(json.dumps({"seed": seed, "train_args": args.train_args, "rows": rows, "paper": PAPER_TABLE4}, indent=2) + "\n")
 
 
 def type_f1(results: dict, split: str, kind: str) -> float:
@@ -110,6 +141,9 @@ def main(argv=None):
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    if args.table4 is not None:
+        run_table4(args, output_dir)
+        return
     runs = {name: [run_neural(name, seed, args, output_dir) for seed in args.seeds] for name in args.models}
     types = entity_types({key[len("test_"):]: value for key, value in next(iter(runs.values()))[0].items() if key.startswith("test_")})
     rows = {name: summarise(results, types) for name, results in runs.items()}

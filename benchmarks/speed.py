@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from modeling_acn import AcnConfig, AcnCrf, AcnForTokenClassification
+from modeling_acn import IGNORE_INDEX, AcnConfig, AcnCrf, AcnForTokenClassification
 from modeling_acn import modeling_acn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -255,7 +255,7 @@ def bench_crf(device, args):
             ll_theirs = timed(lambda: theirs(emissions, tags, mask, reduction="none"), repeats, device=device)
             decode_ours = timed(lambda: ours.decode(emissions, mask).tolist(), repeats, device=device)
             decode_theirs = timed(lambda: theirs.decode(emissions, mask), repeats, device=device)
-            same = [row[row >= 0].tolist() for row in ours.decode(emissions, mask)] == theirs.decode(emissions, mask)
+            same = [row[row != IGNORE_INDEX].tolist() for row in ours.decode(emissions, mask)] == theirs.decode(emissions, mask)
         rows[f"batch {batch}"] = {
             "log_likelihood_ms": {"ours": 1e3 * ll_ours, "pytorch_crf": 1e3 * ll_theirs, "speedup": ll_theirs / ll_ours},
             "decode_ms": {"ours": 1e3 * decode_ours, "pytorch_crf": 1e3 * decode_theirs, "speedup": decode_theirs / decode_ours},

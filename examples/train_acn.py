@@ -53,7 +53,9 @@ def parse_args(argv=None):
     model.add_argument("--embeddings", default=None, help="GloVe/word2vec text file of pretrained word vectors; their words extend the vocabulary.")
     model.add_argument("--vision_weights", default=None, help="VGG-16 trunk weights: 'imagenet' (torchvision), a local .pth/.safetensors file, or 'random' (seeded; offline demos); defaults to the trunk saved beside cached features.")
     model.add_argument("--word_embedding_dim", type=int, default=200, help="Word vector size (the embedding file's, when given).")
-    model.add_argument("--hidden_size", type=int, default=200, help="BiLSTM output size, both directions together.")
+    model.add_argument("--hidden_size", type=int, default=200, help="BiLSTM output size, both directions together, and the co-attention size d.")
+    model.add_argument("--attention_size", type=int, default=None, help="Size k of the attention energies; defaults to --hidden_size, as in the paper.")
+    model.add_argument("--char_activation", default="tanh", choices=["tanh", "none"], help="tanh on the character CNN's feature maps (the paper's), or none.")
     model.add_argument("--dropout", type=float, default=0.5, help="Dropout on word representations and BiLSTM outputs.")
     model.add_argument("--word_dropout", type=float, default=0.4, help="Probability of replacing a training word by [UNK] (characters stay); chosen on Twitter-2015 dev.")
     model.add_argument("--hashtags_as_words", action=argparse.BooleanOptionalAction, default=True, help="Look '#word' up under 'word' (chosen on Twitter-2015 dev); --no-hashtags_as_words keeps the '#' in the vocabulary.")
@@ -68,7 +70,7 @@ def parse_args(argv=None):
     training.add_argument("--eval_batch_size", type=int, default=64, help="Tweets per evaluation batch and process.")
     training.add_argument("--num_epochs", type=int, default=30, help="Most epochs to train.")
     training.add_argument("--patience", type=int, default=5, help="Stop after this many epochs without a better dev F1.")
-    training.add_argument("--max_train_length", type=int, default=None, help="Truncate training tweets to this many words (evaluation never truncates).")
+    training.add_argument("--max_train_length", type=int, default=None, help="Truncate training tweets to this many words. The paper truncated every tweet to 35 words; by default nothing is cut, and evaluation always scores every word.")
     training.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Batches per optimiser step.")
     training.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"], help="Accelerate mixed precision (GPUs).")
     training.add_argument("--seed", type=int, default=42, help="Seed for weights, shuffling and dropout.")
@@ -123,6 +125,8 @@ def build_model(args, processor, names, train_split) -> AcnForTokenClassificatio
         char_vocab_size=processor.tokenizer.char_vocab_size,
         word_embedding_dim=args.word_embedding_dim,
         hidden_size=args.hidden_size,
+        attention_size=args.attention_size,
+        char_activation=args.char_activation,
         dropout=args.dropout,
         id2label=dict(enumerate(names)),
     )

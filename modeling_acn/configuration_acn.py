@@ -1,6 +1,11 @@
 """Configuration of the Adaptive Co-attention Network (Zhang, Fu, Liu, Huang, AAAI 2018)."""
 
 from transformers import PretrainedConfig
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+IGNORE_INDEX = -100  # label of padding positions, skipped by the loss and the metrics; Viterbi's padding too
 
 TWITTER2015_LABELS = (
     "O",
@@ -32,6 +37,10 @@ PAPER_VARIANTS = {
 DECODERS = ("crf", "softmax")
 FUSIONS = ("gate", "concat")
 VISION_PRECISIONS = ("bf16", "fp32")
+CHAR_ACTIVATIONS = ("tanh", "none")
+# What a folder saved before a setting existed did, so that it loads with its old behaviour.
+LEGACY_SETTINGS = {"char_activation": "none"}  # the character CNN had no tanh before it followed the paper
+REMOVED_SETTINGS = ("max_word_length",)  # the tokenizer's setting, never read by the model
 
 
 class AcnConfig(PretrainedConfig):
@@ -44,17 +53,21 @@ class AcnConfig(PretrainedConfig):
         char_embedding_dim (`int`): character embedding size.
         char_num_filters (`int`): filters per character CNN window width.
         char_kernel_sizes (`tuple[int]`): character CNN window widths.
-        max_word_length (`int`): characters kept per word by the tokenizer (the model accepts any width).
+        char_activation (`str`): `"tanh"` applies the paper's `tanh(C * chars + b)` to the character CNN's feature
+            maps before max-over-time pooling; `"none"` pools the raw convolution.
         hidden_size (`int`): BiLSTM output size (both directions together) and the co-attention size `d`.
-        attention_size (`int`): size `k` of the attention layers' hidden projection.
+        attention_size (`int`): size `k` of the attention layers' hidden projection; defaults to `hidden_size`
+            (the paper sets every dimension to the hidden size, its Table 4).
         image_feature_dim (`int`): channels of a VGG-16 pool5 region.
         num_image_regions (`int`): 7 x 7 pool5 regions of a 224 x 224 image.
         dropout (`float`): dropout on the word representation and on the BiLSTM output.
         use_image (`bool`): False gives the text-only CNN-BiLSTM-CRF (no co-attention, no VGG trunk).
         use_char_cnn (`bool`): False drops the character CNN (with `use_image=False`: the paper's BiLSTM-CRF).
         decoder (`str`): `"crf"`, or `"softmax"` for independent per-word decisions (paper's CBCFuFi).
-        fusion (`str`): `"gate"` (gated multimodal fusion) or `"concat"` (paper's CBCFiC).
-        use_filtration_gate (`bool`): False passes the fused feature to the decoder unfiltered (paper's CBCFuC).
+        fusion (`str`): `"gate"` (gated multimodal fusion) or `"concat"` (paper's CBCFiC: `m_t` is the attended
+            visual and textual features `[v̂_t ; ĥ_t]` concatenated, without the fusion's transforms).
+        use_filtration_gate (`bool`): False feeds the fused feature itself to the decoder, `u_t = m_t` (paper's
+            CBCFuC: no gate and no `tanh(W_m m_t + b_m)`).
         freeze_vision (`bool`): keep the VGG-16 trunk's ImageNet weights fixed during training.
         vision_precision (`str`): `"bf16"` runs the VGG-16 trunk under bfloat16 autocast where the device supports
             it (else float32), `"fp32"` always in float32.
@@ -79,9 +92,9 @@ class AcnConfig(PretrainedConfig):
         char_embedding_dim=30,
         char_num_filters=32,  # paper: three groups of 32 filters
         char_kernel_sizes=(2, 3, 4),
-        max_word_length=30,
+        char_activation="tanh",
         hidden_size=200,  # paper: BiLSTM output 200, i.e. 100 per direction
-        attention_size=200,
+        attention_size=None,
         image_feature_dim=512,
         num_image_regions=49,
         dropout=0.5,  # paper gives no rate; 0.5 is Ma & Hovy's, whose CNN-BiLSTM-CRF ACN builds on
@@ -101,13 +114,13 @@ class AcnConfig(PretrainedConfig):
         if label2id is None and id2label is not None:
             label2id = {label: int(index) for index, label in id2label.items()}
         char_kernel_sizes = tuple(char_kernel_sizes)
+        attention_size = hidden_size if attention_size is None else attention_size
         _check_positive(
             vocab_size=vocab_size,
             char_vocab_size=char_vocab_size,
             word_embedding_dim=word_embedding_dim,
             char_embedding_dim=char_embedding_dim,
             char_num_filters=char_num_filters,
-            max_word_length=max_word_length,
             attention_size=attention_size,
             image_feature_dim=image_feature_dim,
             num_image_regions=num_image_regions,
@@ -124,6 +137,13 @@ class AcnConfig(PretrainedConfig):
             raise ValueError(f"vision_precision must be 'bf16' or 'fp32', got {vision_precision!r}")
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be 'gate' or 'concat', got {fusion!r}")
+        if char_activation not in CHAR_ACTIVATIONS:
+            raise ValueError(f"char_activation must be 'tanh' or 'none', got {char_activation!r}")
+        if not use_image and (fusion != "gate" or not use_filtration_gate):
+            logger.warning(
+                f"use_image=False has no co-attention, so fusion={fusion!r} and use_filtration_gate={use_filtration_gate!r} "
+                "are ignored"
+            )
         if not 0 <= pad_token_id < vocab_size:
             raise ValueError(f"pad_token_id must be a word id below vocab_size={vocab_size}, got {pad_token_id!r}")
         if not 0 <= char_pad_id < char_vocab_size:
@@ -136,7 +156,7 @@ class AcnConfig(PretrainedConfig):
         self.char_embedding_dim = char_embedding_dim
         self.char_num_filters = char_num_filters
         self.char_kernel_sizes = char_kernel_sizes
-        self.max_word_length = max_word_length
+        self.char_activation = char_activation
         self.hidden_size = hidden_size
         self.attention_size = attention_size
         self.image_feature_dim = image_feature_dim
@@ -152,6 +172,14 @@ class AcnConfig(PretrainedConfig):
         kwargs.setdefault("auto_map", dict(AUTO_MAP))
         super().__init__(pad_token_id=pad_token_id, id2label=id2label, label2id=label2id, **kwargs)
 
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """As `PretrainedConfig.from_dict`; a saved configuration that predates a setting keeps its old behaviour."""
+        config_dict = {**LEGACY_SETTINGS, **config_dict}
+        for key in REMOVED_SETTINGS:
+            config_dict.pop(key, None)
+        return super().from_dict(config_dict, **kwargs)
+
 
 def _check_positive(**values):
     for name, value in values.items():
@@ -161,4 +189,4 @@ def _check_positive(**values):
 
 AcnConfig.register_for_auto_class()
 
-__all__ = ["AcnConfig", "PAPER_VARIANTS"]
+__all__ = ["AcnConfig", "IGNORE_INDEX", "PAPER_VARIANTS"]

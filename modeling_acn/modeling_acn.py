@@ -3,13 +3,24 @@
 The whole forward pass lives here: character CNN, BiLSTM encoder, VGG-16 trunk, word-guided visual attention,
 image-guided textual attention, gated multimodal fusion, filtration gate and CRF.
 
-Two readings of the paper's equations, both stated once here:
+How this file reads the paper where its text is ambiguous or garbled, each choice stated once here:
 - The attention energies are written `tanh(W_v v_I ⊕ (W_h h_t + b))` with `W_α ∈ R^{1×2k}`, i.e. concatenation.
   Taken literally the word term is the same for every region and cancels in the softmax, so the attention could
   not depend on the word. The equation is the stacked-attention form of Yang et al. (2016), where `⊕` adds the
   vector to every column of the matrix; we use that sum (`W_α ∈ R^{1×k}`), which makes the attention word-guided.
+  `k` defaults to the hidden size: the paper sets every dimension to it (its Table 4).
 - `m̂_t = W_m̂ (h_t ⊕ u_t)` is linear in the decoder input, so `W_m̂` maps straight to the tag scores (the
   CRF's emission potentials); a second linear layer in between would add nothing.
+- The character CNN computes `max_i tanh(C · chars[i:i+l] + b)`. tanh is increasing, so this equals tanh of the
+  max-pooled convolution, which is what runs (one tanh per filter instead of one per window).
+- CBCFiC ("no fusion gate ... directly concatenates the features from different modalities", then the filtration
+  gate): `m_t = [v̂_t ; ĥ_t]`, the attended features themselves; the fusion's `tanh(W v̂_t + b)` and
+  `tanh(W ĥ_t + b)` belong to the gate they feed and go with it. The filtration gate and `u_t` follow as in ACN.
+- CBCFuC ("without the filtration gate ... we concatenate the fusion feature with the word feature"):
+  `u_t = m_t`, the fused feature itself; `tanh(W_m m_t + b_m)` is part of the filtration step and goes with it.
+- The paper truncates and pads every tweet to 35 words. Here every word of every tweet is encoded and scored, in
+  training and evaluation (no gold entity is lost to truncation); `--max_train_length` in the training script
+  truncates training tweets only, when asked.
 Missing images: co-attention runs only on the tweets whose `image_mask` is True. A tweet without an image keeps
 the multimodal feature `u_t = 0`, as if its filtration gate were closed (its attention maps and gates read 0), so
 its tags come from `h_t` alone, the text-only model's path; its (absent) features are never read, so nothing can
@@ -17,6 +28,7 @@ become NaN.
 """
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -27,7 +39,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration_acn import AcnConfig
+from .configuration_acn import IGNORE_INDEX, AcnConfig
 
 # Score given to forbidden transitions in constrained decoding; finite so that a row of them cannot give NaN.
 FORBIDDEN_SCORE = -1e4
@@ -39,8 +51,9 @@ CRF_INIT_RANGE = 0.1
 # (on the demo corpus ACN stayed at chance on image-decided entities for 40+ epochs). Starting selective, it found the
 # figure there after about ten epochs and reached dev F1 100 by epoch 15-17.
 VISUAL_SCORE_INIT_GAIN = 10.0
-IGNORE_INDEX = -100
 VGG16_INPUT_SIZE = 224
+# Keyword arguments that transformers' Trainer passes to any model whose forward takes **kwargs.
+TRAINER_KEYWORDS = frozenset({"num_items_in_batch"})
 
 
 @dataclass
@@ -79,12 +92,13 @@ class AcnTokenClassifierOutput(AcnModelOutput):
 
 
 class AcnCharCNN(nn.Module):
-    """Character CNN with max-over-time pooling; padding characters never change a word's vector."""
+    """Character CNN, `tanh(C · chars + b)` with max-over-time pooling; padding never changes a word's vector."""
 
     def __init__(self, config: AcnConfig):
         super().__init__()
         self.pad_id = config.char_pad_id
         self.kernel_sizes = config.char_kernel_sizes
+        self.activation = nn.Tanh() if config.char_activation == "tanh" else nn.Identity()
         self.embedding = nn.Embedding(config.char_vocab_size, config.char_embedding_dim, padding_idx=config.char_pad_id)
         self.convs = nn.ModuleList(
             nn.Conv1d(config.char_embedding_dim, config.char_num_filters, width) for width in config.char_kernel_sizes
@@ -99,7 +113,9 @@ class AcnCharCNN(nn.Module):
         word_lengths = (words != self.pad_id).sum(-1)  # (words,)
         chars = self.embedding(words).transpose(1, 2)  # (words, char_dim, word_len)
         pooled = [self._max_over_valid_windows(conv(chars), width, word_lengths) for conv, width in zip(self.convs, self.kernel_sizes)]
-        return torch.cat(pooled, dim=-1).reshape(batch, seq_len, -1)  # (batch, seq_len, filters * num_widths)
+        # tanh is increasing, so tanh after the max equals the paper's max over tanh'd windows
+        features = self.activation(torch.cat(pooled, dim=-1))  # (words, filters * num_widths)
+        return features.reshape(batch, seq_len, -1)  # (batch, seq_len, filters * num_widths)
 
     @staticmethod
     def _max_over_valid_windows(features, width, word_lengths):
@@ -145,6 +161,16 @@ class AcnAttentionScore(nn.Linear):
         super().__init__(attention_size, 1, bias=False)
 
 
+class AcnCoAttentionOutput(NamedTuple):
+    """What the co-attention computes per word; the same fields hold zeros for tweets without an image."""
+
+    multimodal: torch.Tensor  # (batch, seq_len, hidden): u_t
+    visual_attentions: torch.Tensor  # (batch, seq_len, regions): α_t
+    textual_attentions: torch.Tensor  # (batch, seq_len, seq_len): β_t
+    fusion_gates: torch.Tensor | None  # (batch, seq_len, hidden): g_t; None with fusion="concat"
+    filtration_gates: torch.Tensor  # (batch, seq_len): s_t, 1 without the filtration gate
+
+
 class AcnCoAttention(nn.Module):
     """Image projection, word-guided visual attention, image-guided textual attention, fusion and filtration."""
 
@@ -160,16 +186,21 @@ class AcnCoAttention(nn.Module):
         self.textual_word_proj = nn.Linear(hidden, attention, bias=False)
         self.textual_image_proj = nn.Linear(hidden, attention)
         self.textual_score = nn.Linear(attention, 1, bias=False)  # likewise b_β
-        # gated multimodal fusion
-        self.visual_transform = nn.Linear(hidden, hidden)
-        self.textual_transform = nn.Linear(hidden, hidden)
-        self.fusion_gate = nn.Linear(2 * hidden, hidden, bias=False) if config.fusion == "gate" else None
+        # gated multimodal fusion; CBCFiC (fusion="concat") concatenates v̂_t and ĥ_t as they are
+        if config.fusion == "gate":
+            self.visual_transform = nn.Linear(hidden, hidden)
+            self.textual_transform = nn.Linear(hidden, hidden)
+            self.fusion_gate = nn.Linear(2 * hidden, hidden, bias=False)
         fused_size = hidden if config.fusion == "gate" else 2 * hidden
-        # filtration gate
-        self.filtration_gate = nn.Linear(hidden + fused_size, 1) if config.use_filtration_gate else None
-        self.multimodal_transform = nn.Linear(fused_size, hidden)
+        # filtration gate; CBCFuC (use_filtration_gate=False) passes m_t itself
+        if config.use_filtration_gate:
+            self.filtration_gate = nn.Linear(hidden + fused_size, 1)
+            self.multimodal_transform = nn.Linear(fused_size, hidden)
+        self.fusion = config.fusion
+        self.use_filtration_gate = config.use_filtration_gate
+        self.output_size = hidden if config.use_filtration_gate else fused_size  # size of u_t
 
-    def forward(self, hidden, word_mask, image_features):
+    def forward(self, hidden, word_mask, image_features) -> AcnCoAttentionOutput:
         regions = torch.tanh(self.image_projection(image_features))  # (batch, regions, hidden): v_I
 
         # Only real words attend: a padding query would cost as much as a word and be thrown away. Words are
@@ -179,26 +210,30 @@ class AcnCoAttention(nn.Module):
         words = _pack(hidden, word_position)  # (words, hidden)
         visual_attention = self._visual_attention(words, example_of_word, regions)  # (words, regions)
         visual_attention = _unpack(visual_attention, word_position, word_mask.shape)  # (batch, seq_len, regions)
-        attended_image = visual_attention @ regions  # (batch, seq_len, hidden)
+        attended_image = visual_attention @ regions  # (batch, seq_len, hidden): v̂_t
         textual_attention = self._textual_attention(hidden, word_mask, _pack(attended_image, word_position), example_of_word)
         textual_attention = _unpack(textual_attention, word_position, word_mask.shape)  # (batch, seq_len, seq_len)
-        attended_text = textual_attention @ hidden  # (batch, seq_len, hidden)
+        attended_text = textual_attention @ hidden  # (batch, seq_len, hidden): ĥ_t
 
-        visual = torch.tanh(self.visual_transform(attended_image))  # (batch, seq_len, hidden)
-        textual = torch.tanh(self.textual_transform(attended_text))  # (batch, seq_len, hidden)
-        both = torch.cat([visual, textual], dim=-1)  # (batch, seq_len, 2 * hidden)
-        if self.fusion_gate is None:
-            fusion_gate, fused = None, both
-        else:
-            fusion_gate = torch.sigmoid(self.fusion_gate(both))  # (batch, seq_len, hidden)
-            fused = fusion_gate * visual + (1 - fusion_gate) * textual  # (batch, seq_len, hidden)
+        fusion_gate, fused = self._fuse(attended_image, attended_text)  # fused: (batch, seq_len, fused_size): m_t
+        filtration_gate, multimodal = self._filter(hidden, fused)  # multimodal: (batch, seq_len, output_size): u_t
+        return AcnCoAttentionOutput(multimodal, visual_attention, textual_attention, fusion_gate, filtration_gate)
 
-        if self.filtration_gate is None:
-            filtration_gate = torch.ones_like(hidden[..., 0])  # (batch, seq_len)
-        else:
-            filtration_gate = torch.sigmoid(self.filtration_gate(torch.cat([hidden, fused], dim=-1))).squeeze(-1)
-        multimodal = filtration_gate[..., None] * torch.tanh(self.multimodal_transform(fused))  # (batch, seq_len, hidden)
-        return multimodal, visual_attention, textual_attention, fusion_gate, filtration_gate
+    def _fuse(self, attended_image, attended_text):
+        """Gated multimodal fusion `m_t = g_t h_v̂ + (1 - g_t) h_ĥ`, or CBCFiC's `m_t = [v̂_t ; ĥ_t]`."""
+        if self.fusion == "concat":
+            return None, torch.cat([attended_image, attended_text], dim=-1)  # (batch, seq_len, 2 * hidden)
+        visual = torch.tanh(self.visual_transform(attended_image))  # (batch, seq_len, hidden): h_v̂
+        textual = torch.tanh(self.textual_transform(attended_text))  # (batch, seq_len, hidden): h_ĥ
+        gate = torch.sigmoid(self.fusion_gate(torch.cat([visual, textual], dim=-1)))  # (batch, seq_len, hidden): g_t
+        return gate, gate * visual + (1 - gate) * textual  # (batch, seq_len, hidden)
+
+    def _filter(self, hidden, fused):
+        """Filtration gate `s_t = σ(W [h_t ; m_t] + b)`, `u_t = s_t tanh(W_m m_t + b_m)`, or CBCFuC's `u_t = m_t`."""
+        if not self.use_filtration_gate:
+            return torch.ones_like(hidden[..., 0]), fused  # (batch, seq_len), (batch, seq_len, fused_size)
+        gate = torch.sigmoid(self.filtration_gate(torch.cat([hidden, fused], dim=-1))).squeeze(-1)  # (batch, seq_len)
+        return gate, gate[..., None] * torch.tanh(self.multimodal_transform(fused))  # ..., (batch, seq_len, hidden)
 
     def _visual_attention(self, words, example_of_word, regions):
         """Word-guided attention over the regions of the word's own image, per real word."""
@@ -493,8 +528,9 @@ class AcnModel(AcnPreTrainedModel):
         image_features: torch.FloatTensor | None = None,
         image_mask: torch.Tensor | None = None,
         output_attentions: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs,
-    ) -> AcnModelOutput:
+    ) -> AcnModelOutput | tuple:
         r"""
         Args:
             input_ids (`torch.LongTensor` of shape `(batch, seq_len)`): word ids, any length.
@@ -508,7 +544,15 @@ class AcnModel(AcnPreTrainedModel):
             image_mask (`torch.Tensor` of shape `(batch,)`): True where the tweet has a usable image. Defaults to
                 all True when images are given, all False when not.
             output_attentions (`bool`): also return attention maps and gate values.
+            return_dict (`bool`): False returns the output's non-None fields as a tuple.
+            kwargs: only what transformers' `Trainer` passes to every model (`num_items_in_batch`, unused: the
+                loss is a mean over tweets); anything else is refused, so a misspelt input is never ignored.
         """
+        _refuse_unknown_arguments(kwargs)
+        outputs = self._features(input_ids, char_ids, attention_mask, pixel_values, image_features, image_mask, output_attentions)
+        return outputs if return_dict is not False else outputs.to_tuple()
+
+    def _features(self, input_ids, char_ids, attention_mask, pixel_values, image_features, image_mask, output_attentions):
         word_mask = self._check_text_inputs(input_ids, char_ids, attention_mask)  # (batch, seq_len)
         hidden = self.text_encoder(input_ids, char_ids, word_mask.sum(-1))  # (batch, seq_len, hidden)
         if self.co_attention is None:
@@ -520,29 +564,29 @@ class AcnModel(AcnPreTrainedModel):
         co_attended = self._empty_co_attention_outputs(hidden)
         if image_mask.any():
             computed = self.co_attention(hidden[image_mask], word_mask[image_mask], images)
-            co_attended = [_scatter_rows(rows, image_mask, zeros) for rows, zeros in zip(computed, co_attended)]
-        multimodal, visual, textual, fusion, filtration = co_attended
-        features = torch.cat([hidden, multimodal], dim=-1)  # (batch, seq_len, 2 * hidden)
+            co_attended = AcnCoAttentionOutput(
+                *(_scatter_rows(rows, image_mask, zeros) for rows, zeros in zip(computed, co_attended))
+            )  # both are AcnCoAttentionOutput, so the fields pair up by name
+        features = torch.cat([hidden, co_attended.multimodal], dim=-1)  # (batch, seq_len, hidden + output_size)
         if not (output_attentions if output_attentions is not None else self.config.output_attentions):
             return AcnModelOutput(last_hidden_state=features)
         return AcnModelOutput(
             last_hidden_state=features,
-            visual_attentions=visual,
-            textual_attentions=textual,
-            fusion_gates=fusion,
-            filtration_gates=filtration,
+            visual_attentions=co_attended.visual_attentions,
+            textual_attentions=co_attended.textual_attentions,
+            fusion_gates=co_attended.fusion_gates,
+            filtration_gates=co_attended.filtration_gates,
         )
 
     def _empty_co_attention_outputs(self, hidden):
         """Zeros shaped like each co-attention output, for tweets without an image."""
         batch, seq_len, size = hidden.shape
-        fusion = hidden.new_zeros(batch, seq_len, size) if self.config.fusion == "gate" else None
-        return (
-            hidden.new_zeros(batch, seq_len, size),  # multimodal feature u_t
-            hidden.new_zeros(batch, seq_len, self.config.num_image_regions),  # visual attention
-            hidden.new_zeros(batch, seq_len, seq_len),  # textual attention
-            fusion,  # fusion gate
-            hidden.new_zeros(batch, seq_len),  # filtration gate
+        return AcnCoAttentionOutput(
+            multimodal=hidden.new_zeros(batch, seq_len, self.co_attention.output_size),
+            visual_attentions=hidden.new_zeros(batch, seq_len, self.config.num_image_regions),
+            textual_attentions=hidden.new_zeros(batch, seq_len, seq_len),
+            fusion_gates=hidden.new_zeros(batch, seq_len, size) if self.config.fusion == "gate" else None,
+            filtration_gates=hidden.new_zeros(batch, seq_len),
         )
 
     def _check_text_inputs(self, input_ids, char_ids, attention_mask):
@@ -606,7 +650,7 @@ class AcnForTokenClassification(AcnPreTrainedModel):
     def __init__(self, config: AcnConfig):
         super().__init__(config)
         self.acn = AcnModel(config)
-        decoder_input_size = 2 * config.hidden_size if config.use_image else config.hidden_size
+        decoder_input_size = config.hidden_size + (self.acn.co_attention.output_size if config.use_image else 0)
         self.classifier = nn.Linear(decoder_input_size, config.num_labels)  # W_m̂: emission potentials
         self.crf = AcnCrf(config.num_labels) if config.decoder == "crf" else None
         allowed, allowed_start = bio_transition_table(config.id2label)
@@ -638,12 +682,14 @@ class AcnForTokenClassification(AcnPreTrainedModel):
         image_mask: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         output_attentions: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs,
-    ) -> AcnTokenClassifierOutput:
+    ) -> AcnTokenClassifierOutput | tuple:
         r"""
         Args: as `AcnModel.forward`, plus
             labels (`torch.LongTensor` of shape `(batch, seq_len)`): tag ids for every word, `-100` at padding.
         """
+        _refuse_unknown_arguments(kwargs)
         outputs = self.acn(
             input_ids,
             char_ids=char_ids,
@@ -658,7 +704,8 @@ class AcnForTokenClassification(AcnPreTrainedModel):
         if labels is not None:
             word_mask = _word_mask(attention_mask, input_ids)
             loss = self._loss(logits, _check_labels(labels, word_mask, self.config.num_labels), word_mask)
-        return AcnTokenClassifierOutput(loss=loss, logits=logits, **outputs)
+        outputs = AcnTokenClassifierOutput(loss=loss, logits=logits, **outputs)
+        return outputs if return_dict is not False else outputs.to_tuple()
 
     def decode(self, logits, attention_mask=None, constrain_bio=False):
         """Best tag sequence per tweet.
@@ -700,6 +747,12 @@ def bio_transition_table(id2label):
     )  # (tags, tags)
     allowed_start = torch.tensor([inside is None for inside in inside_type])  # (tags,)
     return allowed, allowed_start
+
+
+def _refuse_unknown_arguments(kwargs):
+    unknown = sorted(set(kwargs) - TRAINER_KEYWORDS)
+    if unknown:
+        raise TypeError(f"ACN's forward got unexpected keyword arguments {unknown}")
 
 
 def _word_mask(attention_mask, reference):

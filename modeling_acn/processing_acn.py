@@ -6,8 +6,7 @@ import torch
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
-
-IGNORE_INDEX = -100  # label of padding positions, skipped by the loss and the metrics
+from .configuration_acn import IGNORE_INDEX
 
 
 class AcnProcessor(ProcessorMixin):

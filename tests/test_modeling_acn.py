@@ -1,5 +1,8 @@
 """ACN model: shapes, padding invariance, missing images, ablation switches, gradients and input checks."""
 
+import json
+import logging
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -7,6 +10,8 @@ from safetensors.torch import save_file
 from modeling_acn import AcnConfig, AcnForTokenClassification, AcnModel
 from modeling_acn.configuration_acn import PAPER_VARIANTS as VARIANTS
 from modeling_acn.modeling_acn import additive_attention_scores
+
+BF16_CPU = torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 from .conftest import TINY_SIZES, make_batch
 
@@ -213,8 +218,8 @@ def test_every_variant_trains_a_step(variant, tiny_config, text_batch):
         ("text-only", None, True, True, 16),
         ("bilstm-crf", None, False, True, 16),
         ("no-crf", CO_ATTENTION_LAYERS, True, False, 32),
-        ("no-fusion-gate", CO_ATTENTION_LAYERS - {"fusion_gate"}, True, True, 32),
-        ("no-filtration-gate", CO_ATTENTION_LAYERS - {"filtration_gate"}, True, True, 32),
+        ("no-fusion-gate", CO_ATTENTION_LAYERS - {"fusion_gate", "visual_transform", "textual_transform"}, True, True, 32),
+        ("no-filtration-gate", CO_ATTENTION_LAYERS - {"filtration_gate", "multimodal_transform"}, True, True, 32),
     ],
 )
 def test_every_variant_has_exactly_its_parameters(variant, co_attention, has_char_cnn, has_crf, decoder_input, tiny_config):
@@ -228,7 +233,13 @@ def test_every_variant_has_exactly_its_parameters(variant, co_attention, has_cha
     assert (model.crf is not None) == has_crf
     assert model.classifier.in_features == decoder_input
     if variant == "no-fusion-gate":
-        assert model.acn.co_attention.multimodal_transform.in_features == 32  # [visual ; textual]
+        assert model.acn.co_attention.multimodal_transform.in_features == 32  # [v̂_t ; ĥ_t]
+
+
+def test_without_both_gates_the_decoder_reads_the_concatenated_attended_features(tiny_config, text_batch):
+    model = build(tiny_config, fusion="concat", use_filtration_gate=False)
+    assert model.classifier.in_features == 16 + 32  # [h_t ; v̂_t ; ĥ_t]
+    assert torch.isfinite(model(**text_batch).loss)
 
 
 def test_gradients_reach_every_trainable_parameter(tiny_config, text_batch):
@@ -326,11 +337,14 @@ def test_unknown_variant_is_refused():
 def test_defaults_are_the_papers():
     config = AcnConfig()
     assert (config.word_embedding_dim, config.char_embedding_dim, config.hidden_size) == (200, 30, 200)
-    assert (config.char_num_filters, config.char_kernel_sizes, config.max_word_length) == (32, (2, 3, 4), 30)
+    assert (config.char_num_filters, config.char_kernel_sizes, config.char_activation) == (32, (2, 3, 4), "tanh")
+    assert config.attention_size == config.hidden_size  # the paper sets every dimension to the hidden size
+    assert AcnConfig(hidden_size=100).attention_size == 100 and AcnConfig(attention_size=50).attention_size == 50
     assert (config.num_image_regions, config.image_feature_dim) == (49, 512)
     assert config.id2label[5] == "B-OTHER" and config.num_labels == 9
 
 
+@pytest.mark.skipif(not BF16_CPU, reason="this CPU has no bf16 kernels, so vision_precision='bf16' runs in fp32")
 def test_bf16_vision_stays_within_two_percent_of_fp32(tiny_config):
     model = build(tiny_config).eval()
     pixels = torch.randn(1, 3, 224, 224)
@@ -340,6 +354,7 @@ def test_bf16_vision_stays_within_two_percent_of_fp32(tiny_config):
         model.config.vision_precision = "fp32"
         plain = model.get_image_features(pixels)
     torch.testing.assert_close(plain, exact, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(fast, plain)  # the bf16 path ran
     assert (fast - exact).abs().max() <= 0.02 * exact.abs().max()
 
 
@@ -352,3 +367,107 @@ def test_bf16_autocast_trains_and_decodes(tiny_config, text_batch):
     assert outputs.loss.dtype == torch.float32 and torch.isfinite(outputs.loss)
     tags = model.decode(outputs.logits.to(torch.bfloat16), text_batch["attention_mask"])
     assert [len(tweet) for tweet in tags] == [5, 3, 1, 4]
+
+
+@pytest.mark.parametrize("activation", ["tanh", "none"])
+def test_char_cnn_is_the_papers_max_over_tanh_windows_word_by_word(activation, tiny_config, text_batch):
+    model = build(tiny_config, char_activation=activation)
+    cnn = model.acn.text_encoder.char_cnn
+    squash = torch.tanh if activation == "tanh" else (lambda x: x)
+    with torch.no_grad():
+        features = cnn(text_batch["char_ids"])  # (batch, seq_len, 3 * filters)
+        for example, word in text_batch["attention_mask"].nonzero().tolist():
+            chars = text_batch["char_ids"][example, word]
+            chars = chars[chars != tiny_config.char_pad_id]  # the word's own characters
+            embedded = cnn.embedding(chars)  # (length, char_dim)
+            expected = []
+            for conv, width in zip(cnn.convs, tiny_config.char_kernel_sizes):
+                starts = range(max(len(chars) - width, 0) + 1)  # a short word keeps its first, padded window
+                windows = [nn_window(embedded, start, width) for start in starts]
+                responses = [squash((conv.weight * window.T).sum((1, 2)) + conv.bias) for window in windows]
+                expected.append(torch.stack(responses).max(0).values)  # (filters,)
+            torch.testing.assert_close(features[example, word], torch.cat(expected), rtol=1e-5, atol=1e-6)
+
+
+def nn_window(embedded, start, width):
+    """Characters start..start+width-1, zero-padded past the word (the padding character's embedding is zero)."""
+    window = embedded[start : start + width]
+    return torch.cat([window, window.new_zeros(width - len(window), window.shape[1])])  # (width, char_dim)
+
+
+@pytest.mark.parametrize("variant", ["full", "no-fusion-gate", "no-filtration-gate"])
+def test_fusion_filtration_and_logits_equal_the_equations_word_by_word(variant, tiny_config, text_batch):
+    model = build(tiny_config, **VARIANTS[variant]).eval()
+    attention, lengths = model.acn.co_attention, text_batch["attention_mask"].sum(-1)
+    with torch.no_grad():
+        outputs = model(**model_inputs(text_batch), output_attentions=True)
+        hidden = model.acn.text_encoder(text_batch["input_ids"], text_batch["char_ids"], lengths)
+        regions = torch.tanh(attention.image_projection(text_batch["image_features"]))  # v_I
+        for example, length in enumerate(lengths.tolist()):
+            for word in range(length):
+                h_t = hidden[example, word]
+                v_hat = outputs.visual_attentions[example, word] @ regions[example]  # Σ_i α_t,i v_i
+                h_hat = outputs.textual_attentions[example, word, :length] @ hidden[example, :length]  # Σ_j β_t,j h_j
+                if variant == "no-fusion-gate":  # CBCFiC: the attended features, concatenated as they are
+                    m_t = torch.cat([v_hat, h_hat])
+                else:
+                    h_v = torch.tanh(attention.visual_transform.weight @ v_hat + attention.visual_transform.bias)
+                    h_h = torch.tanh(attention.textual_transform.weight @ h_hat + attention.textual_transform.bias)
+                    g_t = torch.sigmoid(attention.fusion_gate.weight @ torch.cat([h_v, h_h]))
+                    torch.testing.assert_close(outputs.fusion_gates[example, word], g_t)
+                    m_t = g_t * h_v + (1 - g_t) * h_h
+                if variant == "no-filtration-gate":  # CBCFuC: the fused feature itself
+                    s_t, u_t = torch.tensor(1.0), m_t
+                else:
+                    gate = attention.filtration_gate
+                    s_t = torch.sigmoid(gate.weight[0] @ torch.cat([h_t, m_t]) + gate.bias[0])
+                    u_t = s_t * torch.tanh(attention.multimodal_transform.weight @ m_t + attention.multimodal_transform.bias)
+                torch.testing.assert_close(outputs.filtration_gates[example, word], s_t)
+                logits = model.classifier.weight @ torch.cat([h_t, u_t]) + model.classifier.bias  # W_m̂ [h_t ; u_t]
+                torch.testing.assert_close(outputs.logits[example, word], logits)
+
+
+def test_text_only_config_warns_that_fusion_settings_are_ignored(caplog):
+    with caplog.at_level(logging.WARNING):
+        AcnConfig(**TINY_SIZES, use_image=False, fusion="concat")
+    assert "use_image=False has no co-attention, so fusion='concat' and use_filtration_gate=True are ignored" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        AcnConfig.from_variant("text-only", **TINY_SIZES)
+    assert "ignored" not in caplog.text
+
+
+def test_misspelt_keyword_arguments_are_refused(tiny_config, text_batch):
+    model = build(tiny_config)
+    inputs = model_inputs(text_batch)
+    features = inputs.pop("image_features")
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['image_feature'\]"):
+        model(**inputs, image_feature=features)
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['pixel_value'\]"):
+        model.acn(**inputs, pixel_value=features)
+    loss = model(**text_batch, num_items_in_batch=12).loss  # what Trainer passes
+    assert torch.isfinite(loss)
+
+
+def test_return_dict_false_gives_the_fields_as_a_tuple(tiny_config, text_batch):
+    model = build(tiny_config).eval()
+    with torch.no_grad():
+        as_dict = model(**text_batch)
+        as_tuple = model(**text_batch, return_dict=False)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == len(as_dict.to_tuple())
+    for ours, reference in zip(as_tuple, as_dict.to_tuple()):
+        torch.testing.assert_close(ours, reference)
+
+
+def test_a_folder_saved_before_the_char_tanh_loads_with_its_old_behaviour(tiny_config, tmp_path):
+    model = build(tiny_config, char_activation="none")
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["char_activation"]
+    saved["max_word_length"] = 30  # written by earlier versions, never read by the model
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = AcnForTokenClassification.from_pretrained(tmp_path)
+    assert loaded.config.char_activation == "none"
+    assert not hasattr(loaded.config, "max_word_length")
+    assert isinstance(loaded.acn.text_encoder.char_cnn.activation, torch.nn.Identity)
+    assert AcnConfig(**TINY_SIZES).char_activation == "tanh"  # a new configuration follows the paper
