@@ -10,6 +10,7 @@ Table 2 layout), {validation,test}_predictions.txt (`token gold pred`), model_ca
 
 import argparse
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,8 +25,10 @@ from model_card import write_model_card
 from ner_report import gold_tags, load_metric, predict_split, score, table2, write_json, write_predictions
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+from transformers import AutoConfig
 
 from modeling_acn import (
+    PAPER_TEXT_ENCODER,
     PAPER_VARIANTS,
     AcnConfig,
     AcnForTokenClassification,
@@ -50,20 +53,26 @@ def parse_args(argv=None):
     data.add_argument("--output_dir", required=True, help="Where the model, results and checkpoints go.")
     model = parser.add_argument_group("model")
     model.add_argument("--variant", default="full", choices=sorted(PAPER_VARIANTS), help="Which model of the paper's Table 2 to train.")
+    model.add_argument("--text_encoder", default=PAPER_TEXT_ENCODER, help="'cnn-bilstm' (the paper's word embeddings, character CNN and BiLSTM) or a transformers checkpoint (name or path) whose subword states, pooled per word, replace the word embeddings.")
+    model.add_argument("--word_pooling", default="first", choices=["first", "mean"], help="Pretrained encoder: a word's vector is its first subword's state, or the mean of its subwords'.")
+    model.add_argument("--use_lstm", action=argparse.BooleanOptionalAction, default=None, help="Pretrained encoder: run a BiLSTM over the word features (off by default; the paper's encoder always has it).")
     model.add_argument("--embeddings", default=None, help="GloVe/word2vec text file of pretrained word vectors; their words extend the vocabulary.")
     model.add_argument("--vision_weights", default=None, help="VGG-16 trunk weights: 'imagenet' (torchvision), a local .pth/.safetensors file, or 'random' (seeded; offline demos); defaults to the trunk saved beside cached features.")
     model.add_argument("--word_embedding_dim", type=int, default=200, help="Word vector size (the embedding file's, when given).")
-    model.add_argument("--hidden_size", type=int, default=200, help="BiLSTM output size, both directions together, and the co-attention size d.")
+    model.add_argument("--hidden_size", type=int, default=None, help="BiLSTM output size, both directions together, and the co-attention size d (default 200; without a BiLSTM, the word features' width).")
     model.add_argument("--attention_size", type=int, default=None, help="Size k of the attention energies; defaults to --hidden_size, as in the paper.")
     model.add_argument("--char_activation", default="tanh", choices=["tanh", "none"], help="tanh on the character CNN's feature maps (the paper's), or none.")
     model.add_argument("--dropout", type=float, default=0.5, help="Dropout on word representations and BiLSTM outputs.")
-    model.add_argument("--word_dropout", type=float, default=0.4, help="Probability of replacing a training word by [UNK] (characters stay); chosen on Twitter-2015 dev.")
+    model.add_argument("--word_dropout", type=float, default=None, help="Probability of replacing a training word by [UNK] (characters stay); default 0.4 for cnn-bilstm (chosen on Twitter-2015 dev), 0 for a pretrained encoder, which does not read word ids.")
     model.add_argument("--hashtags_as_words", action=argparse.BooleanOptionalAction, default=True, help="Look '#word' up under 'word' (chosen on Twitter-2015 dev); --no-hashtags_as_words keeps the '#' in the vocabulary.")
     model.add_argument("--min_word_freq", type=int, default=1, help="Training-split count a word needs to enter the vocabulary.")
     training = parser.add_argument_group("training")
     training.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS), help="Optimiser (the paper used RMSprop).")
-    training.add_argument("--learning_rate", type=float, default=1e-3, help="Initial learning rate.")
-    training.add_argument("--lr_decay", type=float, default=0.0, help="Per-epoch decay: lr / (1 + decay * epoch).")
+    training.add_argument("--learning_rate", type=float, default=1e-3, help="Initial learning rate (of the head, with a pretrained encoder).")
+    training.add_argument("--encoder_learning_rate", type=float, default=5e-5, help="Initial learning rate of a pretrained text encoder.")
+    training.add_argument("--lr_schedule", default=None, choices=["inverse", "linear"], help="'inverse': lr / (1 + lr_decay * epoch) (default for cnn-bilstm); 'linear': decay to 0 at the last step of --num_epochs (default for a pretrained encoder).")
+    training.add_argument("--lr_decay", type=float, default=0.0, help="Per-epoch decay of the 'inverse' schedule: lr / (1 + decay * epoch).")
+    training.add_argument("--warmup_ratio", type=float, default=None, help="Share of the --num_epochs steps over which the learning rates rise linearly from 0 (default 0 for cnn-bilstm, 0.1 for a pretrained encoder).")
     training.add_argument("--weight_decay", type=float, default=0.0, help="L2 weight decay.")
     training.add_argument("--max_grad_norm", type=float, default=5.0, help="Gradient norm clipping; 0 disables it.")
     training.add_argument("--batch_size", type=int, default=16, help="Tweets per batch and process.")
@@ -80,6 +89,14 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.num_epochs < 1 or args.patience < 1 or args.batch_size < 1:
         parser.error("num_epochs, patience and batch_size must be positive")
+    pretrained = args.text_encoder != PAPER_TEXT_ENCODER
+    if pretrained and args.embeddings:
+        parser.error("--embeddings initialise the paper's word embeddings; a pretrained --text_encoder has none")
+    args.word_dropout = (0.0 if pretrained else 0.4) if args.word_dropout is None else args.word_dropout
+    args.lr_schedule = args.lr_schedule or ("linear" if pretrained else "inverse")
+    args.warmup_ratio = (0.1 if pretrained else 0.0) if args.warmup_ratio is None else args.warmup_ratio
+    if not 0.0 <= args.warmup_ratio < 1.0:
+        parser.error(f"--warmup_ratio must be in [0, 1), got {args.warmup_ratio}")
     return args
 
 
@@ -110,10 +127,16 @@ class TrainingState:
 
 
 def build_processor(train_split, args) -> AcnProcessor:
-    """Vocabularies from the training split only, extended by the embedding file's words when given."""
+    """Vocabularies from the training split only, extended by the embedding file's words when given; with a
+    pretrained encoder, its tokenizer too, with a window that its position embeddings allow."""
     extra_words = AcnTokenizer.embedding_file_words(args.embeddings) if args.embeddings else None
+    subword = {}
+    if args.text_encoder != PAPER_TEXT_ENCODER:
+        subword_tokenizer = AcnTokenizer.load_subword_tokenizer(args.text_encoder)
+        positions = AutoConfig.from_pretrained(args.text_encoder).max_position_embeddings
+        subword = {"subword_tokenizer": subword_tokenizer, "subword_window": min(subword_tokenizer.model_max_length, positions)}
     tokenizer = AcnTokenizer.from_corpus(
-        train_split["tokens"], min_freq=args.min_word_freq, extra_words=extra_words, hashtags_as_words=args.hashtags_as_words
+        train_split["tokens"], min_freq=args.min_word_freq, extra_words=extra_words, hashtags_as_words=args.hashtags_as_words, **subword
     )
     return AcnProcessor(image_processor=AcnImageProcessor(), tokenizer=tokenizer)
 
@@ -124,6 +147,10 @@ def build_model(args, processor, names, train_split) -> AcnForTokenClassificatio
         vocab_size=len(processor.tokenizer),
         char_vocab_size=processor.tokenizer.char_vocab_size,
         word_embedding_dim=args.word_embedding_dim,
+        text_encoder=args.text_encoder,
+        word_pooling=args.word_pooling,
+        use_lstm=args.use_lstm,
+        text_encoder_window=processor.tokenizer.subword_window,
         hidden_size=args.hidden_size,
         attention_size=args.attention_size,
         char_activation=args.char_activation,
@@ -131,6 +158,9 @@ def build_model(args, processor, names, train_split) -> AcnForTokenClassificatio
         id2label=dict(enumerate(names)),
     )
     model = AcnForTokenClassification(config)
+    if config.uses_pretrained_text_encoder:
+        logger.info(f"text encoder: {args.text_encoder}", main_process_only=True)
+        model.load_text_encoder_weights()
     if args.embeddings:
         matrix, coverage = processor.tokenizer.load_embeddings(args.embeddings, seed=args.seed)
         if matrix.shape[1] != config.word_embedding_dim:
@@ -171,13 +201,34 @@ def build_dataloaders(corpus, processor, config, args):
 
 
 def build_optimizer(model, args):
-    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimizer = OPTIMIZERS[args.optimizer](parameters, lr=args.learning_rate, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0 / (1.0 + args.lr_decay * epoch))
-    return optimizer, scheduler
+    """One parameter group for a pretrained text encoder (its own learning rate), one for everything else."""
+    encoder, head = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (encoder if ".subword_encoder." in name else head).append(parameter)
+    groups = [{"params": head, "lr": args.learning_rate}]
+    if encoder:
+        groups.append({"params": encoder, "lr": args.encoder_learning_rate})
+    return OPTIMIZERS[args.optimizer](groups, lr=args.learning_rate, weight_decay=args.weight_decay)
 
 
-def train_epoch(accelerator, model, loader, optimizer, args, epoch) -> float:
+def build_scheduler(optimizer, steps_per_epoch: int, args):
+    """Learning-rate factor per optimiser step: linear warm-up, then the 'inverse' per-epoch decay or a linear
+    decay to 0 at the end of --num_epochs."""
+    total = steps_per_epoch * args.num_epochs
+    warmup = math.ceil(args.warmup_ratio * total)
+
+    def factor(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        if args.lr_schedule == "linear":
+            return max(0.0, (total - step) / max(total - warmup, 1))
+        return 1.0 / (1.0 + args.lr_decay * (step // steps_per_epoch))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_epoch(accelerator, model, loader, optimizer, scheduler, args, epoch) -> float:
     model.train()
     loader.set_epoch(epoch)
     progress = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not accelerator.is_local_main_process, leave=False)
@@ -189,6 +240,8 @@ def train_epoch(accelerator, model, loader, optimizer, args, epoch) -> float:
             if args.max_grad_norm and accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
             optimizer.step()
+            if accelerator.sync_gradients:
+                scheduler.step()
             optimizer.zero_grad()
         total, batches = total + loss.item(), batches + 1
         progress.set_postfix(loss=f"{total / batches:.3f}")
@@ -217,8 +270,7 @@ def run_training(accelerator, model, train_loader, dev_loader, optimizer, schedu
     """Epochs with dev selection; the best weights are saved under output_dir/best_model."""
     while state.epoch < args.num_epochs and state.epochs_without_improvement < args.patience:
         started = time.perf_counter()
-        loss = train_epoch(accelerator, model, train_loader, optimizer, args, state.epoch)
-        scheduler.step()
+        loss = train_epoch(accelerator, model, train_loader, optimizer, scheduler, args, state.epoch)
         dev_scores, _ = evaluate_split(accelerator, model, dev_loader, dev_loader.dataset, metric)
         epoch = state.epoch
         if state.record(dev_scores["overall_f1"]):
@@ -259,6 +311,7 @@ def final_evaluation(accelerator, model, loaders, corpus, metric, output_dir, ar
         write_predictions(output_dir / f"{split}_predictions.txt", corpus[split]["tokens"], gold_tags(corpus[split]), predictions[split])
     summary = {
         "variant": args.variant,
+        "text_encoder": args.text_encoder,
         "seed": args.seed,
         "best_epoch": state.best_epoch + 1,
         "epochs_trained": state.epoch,
@@ -292,12 +345,13 @@ def main(argv=None):
     processor = build_processor(corpus["train"], args)
     model = build_model(args, processor, label_names(corpus), corpus["train"])
     train_loader, eval_loaders = build_dataloaders(corpus, processor, model.config, args)
-    optimizer, scheduler = build_optimizer(model, args)
+    optimizer = build_optimizer(model, args)
     model, optimizer, train_loader, dev_loader, test_loader = accelerator.prepare(
         model, optimizer, train_loader, eval_loaders["validation"], eval_loaders["test"]
     )
+    scheduler = build_scheduler(optimizer, math.ceil(len(train_loader) / args.gradient_accumulation_steps), args)
     state = TrainingState()
-    # the per-epoch schedule stays outside prepare(), which would step it once per process
+    # the schedule stays outside prepare(), which would step it once per process
     accelerator.register_for_checkpointing(scheduler, state)
     if args.with_tracking:
         accelerator.init_trackers("acn", config={key: str(value) for key, value in vars(args).items()})

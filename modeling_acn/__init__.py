@@ -9,7 +9,7 @@ from transformers import (
     AutoTokenizer,
 )
 
-from .configuration_acn import IGNORE_INDEX, PAPER_VARIANTS, AcnConfig
+from .configuration_acn import IGNORE_INDEX, PAPER_TEXT_ENCODER, PAPER_VARIANTS, AcnConfig
 from .image_processing_acn import AcnImageProcessor
 from .modeling_acn import AcnCrf, AcnForTokenClassification, AcnModel, AcnPreTrainedModel
 from .pipeline_acn import AcnPipeline
@@ -28,6 +28,7 @@ AutoProcessor.register(AcnConfig, AcnProcessor, exist_ok=True)
 
 __all__ = [
     "IGNORE_INDEX",
+    "PAPER_TEXT_ENCODER",
     "PAPER_VARIANTS",
     "AcnConfig",
     "AcnCrf",

@@ -1,6 +1,6 @@
 """Configuration of the Adaptive Co-attention Network (Zhang, Fu, Liu, Huang, AAAI 2018)."""
 
-from transformers import PretrainedConfig
+from transformers import AutoConfig, PretrainedConfig
 from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
@@ -38,6 +38,8 @@ DECODERS = ("crf", "softmax")
 FUSIONS = ("gate", "concat")
 VISION_PRECISIONS = ("bf16", "fp32")
 CHAR_ACTIVATIONS = ("tanh", "none")
+PAPER_TEXT_ENCODER = "cnn-bilstm"  # word embeddings + character CNN + BiLSTM
+WORD_POOLINGS = ("first", "mean")
 # What a folder saved before a setting existed did, so that it loads with its old behaviour.
 LEGACY_SETTINGS = {"char_activation": "none"}  # the character CNN had no tanh before it followed the paper
 REMOVED_SETTINGS = ("max_word_length",)  # the tokenizer's setting, never read by the model
@@ -55,7 +57,19 @@ class AcnConfig(PretrainedConfig):
         char_kernel_sizes (`tuple[int]`): character CNN window widths.
         char_activation (`str`): `"tanh"` applies the paper's `tanh(C * chars + b)` to the character CNN's feature
             maps before max-over-time pooling; `"none"` pools the raw convolution.
-        hidden_size (`int`): BiLSTM output size (both directions together) and the co-attention size `d`.
+        text_encoder (`str`): `"cnn-bilstm"` (the paper's word embeddings, character CNN and BiLSTM), or the name
+            or path of a transformers checkpoint (BERT, RoBERTa, XLM-R, MiniLM, ...) whose subword states, pooled per
+            word, replace the word embeddings. Its configuration is kept in `text_config`; its weights come with
+            the model's own (`from_pretrained`) or from `AcnForTokenClassification.load_text_encoder_weights`.
+        text_config (`dict` or `PretrainedConfig`): the pretrained encoder's configuration; read from
+            `text_encoder` when not given.
+        word_pooling (`str`): how a word's subword states become one vector: `"first"` subword or `"mean"`.
+        use_lstm (`bool`): run a BiLSTM over the word features; always on for `"cnn-bilstm"`, off by default for a
+            pretrained encoder.
+        text_encoder_window (`int`): most subwords per encoder call (the tokenizer's `subword_window`); longer
+            tweets arrive as whole-word pieces, one per window. Defaults to the encoder's position limit.
+        hidden_size (`int`): size of `h_t` and of the co-attention, `d`: the BiLSTM's output (both directions),
+            200 by default (the paper's); without a BiLSTM, the width of the word features (encoder and characters).
         attention_size (`int`): size `k` of the attention layers' hidden projection; defaults to `hidden_size`
             (the paper sets every dimension to the hidden size, its Table 4).
         image_feature_dim (`int`): channels of a VGG-16 pool5 region.
@@ -93,7 +107,12 @@ class AcnConfig(PretrainedConfig):
         char_num_filters=32,  # paper: three groups of 32 filters
         char_kernel_sizes=(2, 3, 4),
         char_activation="tanh",
-        hidden_size=200,  # paper: BiLSTM output 200, i.e. 100 per direction
+        text_encoder=PAPER_TEXT_ENCODER,
+        text_config=None,
+        word_pooling="first",
+        use_lstm=None,
+        text_encoder_window=None,
+        hidden_size=None,  # paper: BiLSTM output 200, i.e. 100 per direction
         attention_size=None,
         image_feature_dim=512,
         num_image_regions=49,
@@ -114,7 +133,18 @@ class AcnConfig(PretrainedConfig):
         if label2id is None and id2label is not None:
             label2id = {label: int(index) for index, label in id2label.items()}
         char_kernel_sizes = tuple(char_kernel_sizes)
+        text_config = _text_encoder_config(text_encoder, text_config)
+        use_lstm = text_config is None if use_lstm is None else use_lstm
+        if text_config is None and not use_lstm:
+            raise ValueError("text_encoder='cnn-bilstm' includes its BiLSTM: use_lstm must be True")
+        char_size = char_num_filters * len(char_kernel_sizes) if use_char_cnn else 0
+        hidden_size = _hidden_size(hidden_size, text_config, use_lstm, char_size)
         attention_size = hidden_size if attention_size is None else attention_size
+        if word_pooling not in WORD_POOLINGS:
+            raise ValueError(f"word_pooling must be 'first' or 'mean', got {word_pooling!r}")
+        if text_config is not None:
+            text_encoder_window = text_encoder_window or text_config.max_position_embeddings
+            _check_positive(text_encoder_window=text_encoder_window)
         _check_positive(
             vocab_size=vocab_size,
             char_vocab_size=char_vocab_size,
@@ -125,7 +155,7 @@ class AcnConfig(PretrainedConfig):
             image_feature_dim=image_feature_dim,
             num_image_regions=num_image_regions,
         )
-        if hidden_size <= 0 or hidden_size % 2:
+        if use_lstm and (hidden_size <= 0 or hidden_size % 2):
             raise ValueError(f"hidden_size must be a positive even number (two LSTM directions), got {hidden_size!r}")
         if not char_kernel_sizes or any(width <= 0 for width in char_kernel_sizes):
             raise ValueError(f"char_kernel_sizes must be positive widths, got {char_kernel_sizes!r}")
@@ -157,6 +187,11 @@ class AcnConfig(PretrainedConfig):
         self.char_num_filters = char_num_filters
         self.char_kernel_sizes = char_kernel_sizes
         self.char_activation = char_activation
+        self.text_encoder = text_encoder
+        self.text_config = text_config
+        self.word_pooling = word_pooling
+        self.use_lstm = use_lstm
+        self.text_encoder_window = text_encoder_window
         self.hidden_size = hidden_size
         self.attention_size = attention_size
         self.image_feature_dim = image_feature_dim
@@ -172,6 +207,15 @@ class AcnConfig(PretrainedConfig):
         kwargs.setdefault("auto_map", dict(AUTO_MAP))
         super().__init__(pad_token_id=pad_token_id, id2label=id2label, label2id=label2id, **kwargs)
 
+    @property
+    def uses_pretrained_text_encoder(self) -> bool:
+        return self.text_config is not None
+
+    def get_text_config(self, decoder=None, encoder=None):
+        """The pretrained text encoder's configuration, else this one (`decoder` and `text_encoder` are settings
+        here, not the sub-configurations transformers would otherwise look for under those names)."""
+        return self.text_config if self.text_config is not None else self
+
     @classmethod
     def from_dict(cls, config_dict, **kwargs):
         """As `PretrainedConfig.from_dict`; a saved configuration that predates a setting keeps its old behaviour."""
@@ -179,6 +223,34 @@ class AcnConfig(PretrainedConfig):
         for key in REMOVED_SETTINGS:
             config_dict.pop(key, None)
         return super().from_dict(config_dict, **kwargs)
+
+
+def _text_encoder_config(text_encoder, text_config):
+    """The pretrained encoder's configuration: None for the paper's encoder, else a `PretrainedConfig`."""
+    if text_encoder == PAPER_TEXT_ENCODER:
+        if text_config is not None:
+            raise ValueError("text_config goes with a pretrained text_encoder, not with 'cnn-bilstm'")
+        return None
+    if not isinstance(text_encoder, str) or not text_encoder:
+        raise ValueError(f"text_encoder must be 'cnn-bilstm' or a checkpoint name or path, got {text_encoder!r}")
+    if text_config is None:  # read once; a saved configuration carries it, so loading never reads it again
+        return AutoConfig.from_pretrained(text_encoder)
+    if isinstance(text_config, dict):
+        return AutoConfig.for_model(**text_config)
+    return text_config
+
+
+def _hidden_size(hidden_size, text_config, use_lstm, char_size):
+    """Size of h_t: given, or the paper's 200; without a BiLSTM, the word features' own width."""
+    if use_lstm:
+        return 200 if hidden_size is None else hidden_size
+    width = text_config.hidden_size + char_size  # pooled subword states ⊕ character features
+    if hidden_size not in (None, width):
+        raise ValueError(
+            f"without a BiLSTM h_t is the word features ({text_config.hidden_size} encoder + {char_size} character), "
+            f"so hidden_size must be {width}, got {hidden_size!r}"
+        )
+    return width
 
 
 def _check_positive(**values):
@@ -189,4 +261,4 @@ def _check_positive(**values):
 
 AcnConfig.register_for_auto_class()
 
-__all__ = ["AcnConfig", "IGNORE_INDEX", "PAPER_VARIANTS"]
+__all__ = ["AcnConfig", "IGNORE_INDEX", "PAPER_TEXT_ENCODER", "PAPER_VARIANTS"]

@@ -35,7 +35,7 @@ import torch
 import torchvision
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from transformers import PreTrainedModel
+from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
@@ -128,26 +128,100 @@ class AcnCharCNN(nn.Module):
 
 
 class AcnTextEncoder(nn.Module):
-    """Word embedding ⊕ character CNN, then a BiLSTM: the contextual word features `h_t`."""
+    """Word vectors ⊕ character CNN, then a BiLSTM: the contextual word features `h_t`.
+
+    Word vectors come from word embeddings (the paper's `text_encoder="cnn-bilstm"`) or from a pretrained
+    transformer (`AutoModel`), whose subword states are pooled to one vector per word; the BiLSTM is then optional.
+    """
 
     def __init__(self, config: AcnConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.word_embedding_dim, padding_idx=config.pad_token_id)
+        if config.uses_pretrained_text_encoder:
+            self.word_embeddings = None
+            self.subword_encoder = AutoModel.from_config(config.text_config)
+            if getattr(self.subword_encoder, "pooler", None) is not None:  # the sentence pooler is never read
+                self.subword_encoder.pooler = None
+            word_size = config.text_config.hidden_size
+        else:
+            self.word_embeddings = nn.Embedding(config.vocab_size, config.word_embedding_dim, padding_idx=config.pad_token_id)
+            self.subword_encoder = None
+            word_size = config.word_embedding_dim
+        self.word_pooling = config.word_pooling
+        self.window = config.text_encoder_window
         self.char_cnn = AcnCharCNN(config) if config.use_char_cnn else None
         char_size = config.char_num_filters * len(config.char_kernel_sizes) if config.use_char_cnn else 0
         self.dropout = nn.Dropout(config.dropout)
-        self.lstm = nn.LSTM(
-            config.word_embedding_dim + char_size, config.hidden_size // 2, batch_first=True, bidirectional=True
-        )
+        self.lstm = None
+        if config.use_lstm:
+            self.lstm = nn.LSTM(word_size + char_size, config.hidden_size // 2, batch_first=True, bidirectional=True)
 
-    def forward(self, input_ids, char_ids, lengths):
-        words = self.word_embeddings(input_ids)  # (batch, seq_len, word_dim)
+    def input_embeddings(self) -> nn.Module:
+        return self.word_embeddings if self.subword_encoder is None else self.subword_encoder.get_input_embeddings()
+
+    def forward(self, input_ids, char_ids, lengths, subwords=None):
+        if self.subword_encoder is None:
+            words = self.word_embeddings(input_ids)  # (batch, seq_len, word_dim)
+        else:
+            words = self._pooled_subword_states(*subwords, input_ids.shape[1])  # (batch, seq_len, encoder_hidden)
         if self.char_cnn is not None:
-            words = torch.cat([words, self.char_cnn(char_ids)], dim=-1)  # (batch, seq_len, word_dim + char_size)
-        packed = pack_padded_sequence(self.dropout(words), lengths.cpu(), batch_first=True, enforce_sorted=False)
+            words = torch.cat([words, self.char_cnn(char_ids)], dim=-1)  # (batch, seq_len, word_size + char_size)
+        words = self.dropout(words)
+        if self.lstm is None:
+            return words  # (batch, seq_len, hidden)
+        packed = pack_padded_sequence(words, lengths.cpu(), batch_first=True, enforce_sorted=False)
         encoded, _ = self.lstm(packed)
         hidden, _ = pad_packed_sequence(encoded, batch_first=True, total_length=input_ids.shape[1])
         return self.dropout(hidden)  # (batch, seq_len, hidden)
+
+    def _pooled_subword_states(self, subword_ids, subword_attention_mask, subword_to_word, num_words):
+        states = self._subword_states(subword_ids, subword_attention_mask)  # (batch, subwords, encoder_hidden)
+        return pool_subwords(states, subword_to_word, num_words, self.word_pooling)  # (batch, num_words, encoder_hidden)
+
+    def _subword_states(self, subword_ids, subword_attention_mask):
+        """The encoder's last hidden states; a tweet longer than one window arrives as whole-word pieces, each
+        `[CLS] ... [SEP]` padded to the window, and every piece is encoded on its own."""
+        batch, length = subword_ids.shape
+        if length <= self.window:
+            return self.subword_encoder(input_ids=subword_ids, attention_mask=subword_attention_mask).last_hidden_state
+        shortfall = -length % self.window
+        ids = nn.functional.pad(subword_ids, (0, shortfall)).view(-1, self.window)  # (batch * pieces, window)
+        mask = nn.functional.pad(subword_attention_mask, (0, shortfall)).view(-1, self.window)  # (batch * pieces, window)
+        used = mask[:, 0].bool()  # (batch * pieces,): a piece starts with its special token
+        aligned = (ids[:, 0] == subword_ids[:, :1].repeat_interleave(ids.shape[0] // batch)) | ~used  # (batch * pieces,)
+        if not aligned.all():
+            raise ValueError(
+                f"subword_ids of length {length} must come in pieces of text_encoder_window={self.window} subwords, "
+                "each starting with the tokenizer's start token: the tokenizer's subword_window must equal it"
+            )
+        encoded = self.subword_encoder(input_ids=ids[used], attention_mask=mask[used]).last_hidden_state
+        states = encoded.new_zeros(ids.shape[0], self.window, encoded.shape[-1])  # (batch * pieces, window, hidden)
+        states[used] = encoded
+        return states.view(batch, -1, encoded.shape[-1])[:, :length]  # (batch, subwords, hidden)
+
+
+def pool_subwords(states, subword_to_word, num_words, pooling="first"):
+    """One vector per word from its subwords' states: the first subword's, or their mean.
+
+    Args:
+        states (`torch.FloatTensor` of shape `(batch, subwords, hidden)`): the encoder's states.
+        subword_to_word (`torch.LongTensor` of shape `(batch, subwords)`): 1-based position of the word each subword
+            belongs to, 0 for special tokens and padding (so zero-padding stays valid).
+        num_words (`int`): words per tweet in the padded batch.
+        pooling (`str`): `"first"` or `"mean"`.
+    Returns:
+        `torch.FloatTensor` of shape `(batch, num_words, hidden)`; words without subwords (padding) are 0.
+    """
+    if pooling == "first":  # a word's first subword is where the word position changes
+        previous = nn.functional.pad(subword_to_word[:, :-1], (1, 0))  # (batch, subwords)
+        keep = (subword_to_word != previous) & (subword_to_word > 0)  # (batch, subwords)
+    else:
+        keep = subword_to_word > 0  # (batch, subwords)
+    index = subword_to_word.masked_fill(~keep, 0)[..., None].expand_as(states)  # (batch, subwords, hidden)
+    sums = states.new_zeros(states.shape[0], num_words + 1, states.shape[-1])  # (batch, 1 + num_words, hidden)
+    sums = sums.scatter_add(1, index, states * keep[..., None])  # slot 0 collects what is not kept
+    counts = keep.new_zeros(states.shape[0], num_words + 1, dtype=states.dtype)  # (batch, 1 + num_words)
+    counts = counts.scatter_add(1, subword_to_word.masked_fill(~keep, 0), keep.to(states.dtype))
+    return (sums / counts.clamp(min=1)[..., None])[:, 1:]  # (batch, num_words, hidden)
 
 
 class AcnAttentionScore(nn.Linear):
@@ -475,10 +549,24 @@ class AcnModel(AcnPreTrainedModel):
         self.post_init()
 
     def get_input_embeddings(self):
-        return self.text_encoder.word_embeddings
+        return self.text_encoder.input_embeddings()
 
     def set_input_embeddings(self, embeddings):
-        self.text_encoder.word_embeddings = embeddings
+        if self.text_encoder.subword_encoder is None:
+            self.text_encoder.word_embeddings = embeddings
+        else:
+            self.text_encoder.subword_encoder.set_input_embeddings(embeddings)
+
+    def load_text_encoder_weights(self, name_or_path=None, **kwargs):
+        """Load the pretrained text encoder's weights, from `config.text_encoder` or another checkpoint of the same
+        architecture (a folder or Hub id, through `AutoModel.from_pretrained`; `kwargs` go to it)."""
+        if self.text_encoder.subword_encoder is None:
+            raise ValueError("this model has no pretrained text encoder (text_encoder='cnn-bilstm')")
+        source = name_or_path or self.config.text_encoder
+        pretrained = AutoModel.from_pretrained(source, config=self.config.text_config, **kwargs)
+        missing, _ = self.text_encoder.subword_encoder.load_state_dict(pretrained.state_dict(), strict=False)
+        if missing:  # the unused sentence pooler may be in the checkpoint; every other weight must be
+            raise ValueError(f"{source} lacks weights of the text encoder: {missing[:5]}")
 
     def load_vision_weights(self, path=None):
         """Load ImageNet VGG-16 weights into the conv trunk.
@@ -527,6 +615,9 @@ class AcnModel(AcnPreTrainedModel):
         pixel_values: torch.FloatTensor | None = None,
         image_features: torch.FloatTensor | None = None,
         image_mask: torch.Tensor | None = None,
+        subword_ids: torch.LongTensor | None = None,
+        subword_attention_mask: torch.Tensor | None = None,
+        subword_to_word: torch.LongTensor | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
@@ -543,18 +634,27 @@ class AcnModel(AcnPreTrainedModel):
                 of `pixel_values`. Give neither for a batch without images.
             image_mask (`torch.Tensor` of shape `(batch,)`): True where the tweet has a usable image. Defaults to
                 all True when images are given, all False when not.
+            subword_ids (`torch.LongTensor` of shape `(batch, subwords)`): the pretrained text encoder's input ids
+                (required with `text_encoder` a checkpoint); a tweet longer than `text_encoder_window` comes as
+                whole-word pieces, one per window (the tokenizer does this).
+            subword_attention_mask (`torch.Tensor` of shape `(batch, subwords)`): 1 for subwords, 0 for padding.
+            subword_to_word (`torch.LongTensor` of shape `(batch, subwords)`): 1-based position of each subword's
+                word, 0 for special tokens and padding.
             output_attentions (`bool`): also return attention maps and gate values.
             return_dict (`bool`): False returns the output's non-None fields as a tuple.
             kwargs: only what transformers' `Trainer` passes to every model (`num_items_in_batch`, unused: the
                 loss is a mean over tweets); anything else is refused, so a misspelt input is never ignored.
         """
         _refuse_unknown_arguments(kwargs)
-        outputs = self._features(input_ids, char_ids, attention_mask, pixel_values, image_features, image_mask, output_attentions)
+        subwords = self._check_subword_inputs(subword_ids, subword_attention_mask, subword_to_word, input_ids)
+        outputs = self._features(
+            input_ids, char_ids, attention_mask, subwords, pixel_values, image_features, image_mask, output_attentions
+        )
         return outputs if return_dict is not False else outputs.to_tuple()
 
-    def _features(self, input_ids, char_ids, attention_mask, pixel_values, image_features, image_mask, output_attentions):
+    def _features(self, input_ids, char_ids, attention_mask, subwords, pixel_values, image_features, image_mask, output_attentions):
         word_mask = self._check_text_inputs(input_ids, char_ids, attention_mask)  # (batch, seq_len)
-        hidden = self.text_encoder(input_ids, char_ids, word_mask.sum(-1))  # (batch, seq_len, hidden)
+        hidden = self.text_encoder(input_ids, char_ids, word_mask.sum(-1), subwords)  # (batch, seq_len, hidden)
         if self.co_attention is None:
             return AcnModelOutput(last_hidden_state=hidden)
 
@@ -615,6 +715,26 @@ class AcnModel(AcnPreTrainedModel):
             raise ValueError(f"every tweet needs at least one word, got lengths {lengths.tolist()}")
         return word_mask
 
+    def _check_subword_inputs(self, subword_ids, subword_attention_mask, subword_to_word, input_ids):
+        """The pretrained encoder's inputs as one tuple, or None for the paper's encoder (which ignores them)."""
+        if not self.config.uses_pretrained_text_encoder:
+            return None
+        if subword_ids is None or subword_to_word is None:
+            raise ValueError(
+                f"text_encoder={self.config.text_encoder!r} needs subword_ids and subword_to_word (from AcnTokenizer "
+                "with a subword_tokenizer)"
+            )
+        if subword_ids.dim() != 2 or subword_ids.shape[0] != input_ids.shape[0] or subword_to_word.shape != subword_ids.shape:
+            raise ValueError(
+                f"subword_ids and subword_to_word must be (batch={input_ids.shape[0]}, subwords), got shapes "
+                f"{tuple(subword_ids.shape)} and {tuple(subword_to_word.shape)}"
+            )
+        if subword_attention_mask is None:
+            subword_attention_mask = torch.ones_like(subword_ids)
+        if subword_to_word.max() > input_ids.shape[1]:
+            raise ValueError(f"subword_to_word points past the last of {input_ids.shape[1]} words: {subword_to_word.max().item()}")
+        return subword_ids, subword_attention_mask, subword_to_word
+
     def _image_mask(self, image_mask, pixel_values, image_features, input_ids):
         batch = input_ids.shape[0]
         if pixel_values is not None and image_features is not None:
@@ -664,6 +784,10 @@ class AcnForTokenClassification(AcnPreTrainedModel):
     def set_input_embeddings(self, embeddings):
         self.acn.set_input_embeddings(embeddings)
 
+    def load_text_encoder_weights(self, name_or_path=None, **kwargs):
+        """See `AcnModel.load_text_encoder_weights`."""
+        self.acn.load_text_encoder_weights(name_or_path, **kwargs)
+
     def load_vision_weights(self, path=None):
         """See `AcnModel.load_vision_weights`."""
         self.acn.load_vision_weights(path)
@@ -680,6 +804,9 @@ class AcnForTokenClassification(AcnPreTrainedModel):
         pixel_values: torch.FloatTensor | None = None,
         image_features: torch.FloatTensor | None = None,
         image_mask: torch.Tensor | None = None,
+        subword_ids: torch.LongTensor | None = None,
+        subword_attention_mask: torch.Tensor | None = None,
+        subword_to_word: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
@@ -697,6 +824,9 @@ class AcnForTokenClassification(AcnPreTrainedModel):
             pixel_values=pixel_values,
             image_features=image_features,
             image_mask=image_mask,
+            subword_ids=subword_ids,
+            subword_attention_mask=subword_attention_mask,
+            subword_to_word=subword_to_word,
             output_attentions=output_attentions,
         )
         logits = self.classifier(outputs.last_hidden_state)  # (batch, seq_len, num_labels)

