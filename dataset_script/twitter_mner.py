@@ -122,18 +122,25 @@ class LoadedImage:
 # --- parsing -----------------------------------------------------------------------------------
 
 
-def decode_lines(path: Path) -> list[str]:
-    """The file's lines as text; raises on an empty file or bytes that are not UTF-8."""
+def decode_text(path: Path, error_type: type[ValueError] = ValueError) -> str:
+    """A file's text: UTF-8 with a leading byte-order mark dropped; bytes that are not UTF-8 raise `error_type`
+    naming ``file:line``. Every text input (corpus, JSONL, CSV) is read through here."""
     data = path.read_bytes()
-    if not data.strip():
-        raise CorpusFormatError(f"{path}:1: file is empty")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
-        raise CorpusFormatError(f"{path}:{line}: byte {data[error.start]:#04x} is not valid UTF-8") from None
+        raise error_type(f"{path}:{line}: byte {data[error.start]:#04x} is not valid UTF-8") from None
+    return text.removeprefix("\ufeff")
+
+
+def decode_lines(path: Path) -> list[str]:
+    """The file's lines as text; raises on an empty file or bytes that are not UTF-8."""
+    text = decode_text(path, CorpusFormatError)
+    if not text.strip():
+        raise CorpusFormatError(f"{path}:1: file is empty")
     # split on "\n" only: str.splitlines() would also break tokens at U+2028 and other separators
-    return [line.rstrip("\r") for line in text.removeprefix("\ufeff").split("\n")]
+    return [line.rstrip("\r") for line in text.split("\n")]
 
 
 def split_blocks(lines: list[str]):
