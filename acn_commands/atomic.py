@@ -55,6 +55,22 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(temporary, ignore_errors=True)
 
 
+@contextmanager
+def atomic_files_into(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder inside `folder`; when the block ends without an error, each file written there is
+    renamed to the same place in `folder` (one atomic rename per file; `folder`'s other files stay)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_name(folder / "files")
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir()
+    try:
+        yield temporary
+        move_files_into(temporary, folder)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
 def replace_folder(source: Path, target: Path) -> None:
     """Put the complete folder `source` at `target`. An existing `target` is renamed aside first and removed after,
     so that at every moment `target` is either the old folder or the new one."""
@@ -113,6 +129,7 @@ def fsync_folder(path: Path) -> None:
 
 
 __all__ = [
+    "atomic_files_into",
     "atomic_folder",
     "atomic_path",
     "move_files_into",

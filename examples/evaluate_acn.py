@@ -1,6 +1,8 @@
 """Score a saved ACN model folder or Hub id on one split of a corpus, in the paper's Table 2 layout.
 
-    python examples/evaluate_acn.py --model OUT --dataset DATA [--split test] [--output_dir EVAL]
+    python examples/evaluate_acn.py --model OUT --dataset DATA [--split test] [--output_dir EVAL] [--trust_remote_code]
+
+The model is loaded with the installed acn-mner classes; a folder's own code runs only with --trust_remote_code.
 """
 
 import argparse
@@ -12,6 +14,8 @@ from ner_report import gold_tags, load_metric, predict_split, score, table2, wri
 from torch.utils.data import DataLoader
 from transformers import AutoModelForTokenClassification, AutoProcessor
 
+import modeling_acn  # noqa: F401  (registers the installed ACN classes with the Auto classes)
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -21,12 +25,18 @@ def parse_args(argv=None):
     parser.add_argument("--split", default="test", choices=["train", "validation", "test"], help="Split to score.")
     parser.add_argument("--batch_size", type=int, default=64, help="Tweets per batch and process.")
     parser.add_argument("--output_dir", default=None, help="Where to write results and predictions; omit to only print.")
+    parser.add_argument(
+        "--trust_remote_code", action="store_true",
+        help="Run the model folder's own Python code; without it the installed acn-mner classes load the weights.",
+    )
     return parser.parse_args(argv)
 
 
-def load_model(name):
-    model = AutoModelForTokenClassification.from_pretrained(name, trust_remote_code=True)
-    processor = AutoProcessor.from_pretrained(name, trust_remote_code=True)
+def load_model(name, trust_remote_code: bool = False):
+    """The model and processor of a folder or Hub id. Without `trust_remote_code` the installed classes are used
+    (importing `modeling_acn` registers them with the Auto classes), and the folder's code is never run."""
+    model = AutoModelForTokenClassification.from_pretrained(name, trust_remote_code=trust_remote_code)
+    processor = AutoProcessor.from_pretrained(name, trust_remote_code=trust_remote_code)
     return model, processor
 
 
@@ -41,7 +51,7 @@ def check_labels(model, split):
 def main(argv=None):
     args = parse_args(argv)
     accelerator = Accelerator()
-    model, processor = load_model(args.model)
+    model, processor = load_model(args.model, args.trust_remote_code)
     split = load_corpus(args.dataset, args.image_dir)[args.split]
     check_labels(model, split)
     source = image_source(split, model.config.use_image)
