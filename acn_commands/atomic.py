@@ -13,8 +13,9 @@ from pathlib import Path
 
 
 def temporary_name(path: Path, kind: str = "tmp") -> Path:
-    """A hidden name beside `path`, unique to this process."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{kind}")
+    """The hidden name beside `path` that its writes go through: the same in every run, so that a run killed while
+    writing leaves a leftover that the next write of `path` clears."""
+    return path.with_name(f".{path.name}.{kind}")
 
 
 @contextmanager
@@ -46,7 +47,7 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = temporary_name(path)
-    shutil.rmtree(temporary, ignore_errors=True)  # a leftover of an earlier process with this id
+    shutil.rmtree(temporary, ignore_errors=True)  # left by a run killed while writing `path`
     temporary.mkdir()
     try:
         yield temporary
@@ -80,6 +81,7 @@ def replace_folder(source: Path, target: Path) -> None:
     fsync_folder(source)
     if target.exists():
         old = temporary_name(target, "old")
+        shutil.rmtree(old, ignore_errors=True)  # left by a run killed between the two renames
         os.rename(target, old)
         os.rename(source, target)
         shutil.rmtree(old)

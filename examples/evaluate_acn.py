@@ -6,15 +6,17 @@ The model is loaded with the installed acn-mner classes; a folder's own code run
 """
 
 import argparse
+import json
 from pathlib import Path
 
 from accelerate import Accelerator
 from acn_data import AcnCollator, image_source, load_corpus, model_rows
 from ner_report import gold_tags, load_metric, predict_split, score, table2, write_json, write_predictions
 from torch.utils.data import DataLoader
-from transformers import AutoModelForTokenClassification, AutoProcessor
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
+from transformers.utils import cached_file
 
-import modeling_acn  # noqa: F401  (registers the installed ACN classes with the Auto classes)
+from modeling_acn import AcnForTokenClassification, AcnProcessor
 
 
 def parse_args(argv=None):
@@ -33,11 +35,21 @@ def parse_args(argv=None):
 
 
 def load_model(name, trust_remote_code: bool = False):
-    """The model and processor of a folder or Hub id. Without `trust_remote_code` the installed classes are used
-    (importing `modeling_acn` registers them with the Auto classes), and the folder's code is never run."""
-    model = AutoModelForTokenClassification.from_pretrained(name, trust_remote_code=trust_remote_code)
-    processor = AutoProcessor.from_pretrained(name, trust_remote_code=trust_remote_code)
-    return model, processor
+    """The model and processor of a folder or Hub id: by the installed acn-mner classes, so that nothing in the
+    folder runs; with `trust_remote_code`, by the classes its own code defines (its `auto_map`)."""
+    if not trust_remote_code:
+        return AcnForTokenClassification.from_pretrained(name), AcnProcessor.from_pretrained(name)
+    model_class = folder_class(name, "AutoModelForTokenClassification", "config.json")
+    processor_class = folder_class(name, "AutoProcessor", "processor_config.json")
+    return model_class.from_pretrained(name), processor_class.from_pretrained(name)
+
+
+def folder_class(name, auto_class: str, config_file: str):
+    """The class a folder's code registers for `auto_class`, imported from that code (which runs)."""
+    auto_map = json.loads(Path(cached_file(name, config_file)).read_text(encoding="utf-8")).get("auto_map", {})
+    if auto_class not in auto_map:
+        raise ValueError(f"--trust_remote_code: {name}/{config_file} names no code for {auto_class}")
+    return get_class_from_dynamic_module(auto_map[auto_class], name)
 
 
 def check_labels(model, split):
