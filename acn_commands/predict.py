@@ -129,7 +129,7 @@ def read_csv_rows(path: Path, image_base: Path) -> list[Row]:
     records = csv_records(path)
     header = next(records, None)
     if header is None or "text" not in header[1]:
-        raise ValueError(f"{path}: a CSV input needs a 'text' column, got columns {None if header is None else header[1]}")
+        raise ValueError(f"{path}:1: a CSV input needs a 'text' column, got columns {None if header is None else header[1]}")
     columns = header[1]
     duplicates = sorted({name for name in columns if columns.count(name) > 1})
     if duplicates:
