@@ -92,10 +92,17 @@ def pytest_sessionfinish(session):
 
 
 def reliability_table(rows: dict) -> str:
-    lines = ["| bad input | what it gets | test |", "|---|---|---|"]
+    """One line per test function (its parametrised cases together); a case that did not pass is shown."""
+    grouped = {}
     for nodeid, (bad_input, outcome, status) in rows.items():
-        shown = outcome if status in ("passed", "not run") else f"**test {status}**: {outcome}"
-        lines.append(f"| {bad_input} | {shown} | `{nodeid.split('::')[-1]}` |")
+        name = nodeid.split("::")[-1].split("[")[0]
+        grouped.setdefault(name, (bad_input, outcome, []))[2].append(status)
+    lines = ["| bad input | what it gets | test |", "|---|---|---|"]
+    for name, (bad_input, outcome, statuses) in grouped.items():
+        failed = [status for status in statuses if status not in ("passed", "not run")]
+        shown = f"**{len(failed)} of {len(statuses)} cases {failed[0]}**: {outcome}" if failed else outcome
+        cases = f" ({len(statuses)} cases)" if len(statuses) > 1 else ""
+        lines.append(f"| {bad_input} | {shown} | `{name}`{cases} |")
     return "\n".join(lines)
 
 

@@ -310,3 +310,25 @@ def test_explain_refuses_to_write_over_its_image(tmp_path):
     with pytest.raises(ValueError, match=r"--output '.*photo.png' is the --image file"):
         explain.main(["--model", "unused", "--text", "hi", "--image", str(tmp_path / "photo.png"), "--output", str(tmp_path / "photo.png")])
     assert (tmp_path / "photo.png").read_bytes() == before
+
+
+def test_readme_table_lists_exactly_the_bad_input_tests(tmp_path):
+    """The README's table is the one the marked tests produce (collected here; `make reliability-table` runs them)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import RELIABILITY_TABLE_END, RELIABILITY_TABLE_START
+
+    root = Path(__file__).resolve().parents[1]
+    table = tmp_path / "table.md"
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "bad_input", "-p", "no:cacheprovider",
+         "--reliability-table", str(table), "tests/test_reliability.py", "tests/test_checkpoints.py"],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert collected.returncode == 0, collected.stdout[-3000:]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    in_readme = readme.split(RELIABILITY_TABLE_START, 1)[1].split(RELIABILITY_TABLE_END, 1)[0].strip()
+    assert in_readme == table.read_text(encoding="utf-8").strip(), "README is stale: run `make reliability-table`"
+    assert "| `acn-predict --input X --output X` | refused" in in_readme  # the table is not empty
