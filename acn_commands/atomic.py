@@ -40,6 +40,12 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         temporary.write_text(text, encoding="utf-8")
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """`Path.write_bytes(data)`, atomically."""
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(data)
+
+
 @contextmanager
 def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; it replaces the folder `path` when the block ends without an
@@ -138,5 +144,6 @@ __all__ = [
     "refuse_overwriting_inputs",
     "replace_folder",
     "temporary_name",
+    "write_bytes",
     "write_text",
 ]

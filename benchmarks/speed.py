@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from acn_commands.atomic import write_text
 from modeling_acn import AcnConfig, AcnCrf, AcnForTokenClassification
 from modeling_acn import modeling_acn
 
@@ -368,7 +369,7 @@ def main(argv=None):
         print_table(title, rows)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n")
+    write_text(output, json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {output}")
 
 
