@@ -7,6 +7,7 @@ import os
 import struct
 import threading
 import time
+import warnings
 import zlib
 
 import numpy as np
@@ -280,8 +281,11 @@ def test_huge_image_is_refused_by_the_pipeline_too(pipe, tmp_path):
     message = r"15000x10000 pixels exceed max_pixels=33554432"
     with pytest.raises(ValueError, match=message):
         pipe("Obama visits Paris", image=str(tmp_path / "huge.jpg"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # PIL's own warning as the test opens it
+        lazily_opened = Image.open(tmp_path / "huge.jpg")  # size known, nothing decoded
     with pytest.raises(ValueError, match=message):
-        pipe("Obama visits Paris", image=Image.open(tmp_path / "huge.jpg"))  # lazily opened: size known, not decoded
+        pipe("Obama visits Paris", image=lazily_opened)
     assert read_image(tmp_path, "huge").problem.value == "too large"
     with pytest.raises(predict.RowError, match=message):
         predict.open_image(tmp_path / "huge.jpg")

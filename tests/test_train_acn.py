@@ -112,7 +112,7 @@ def test_two_process_accelerate_launch(corpus, tmp_path):
         "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
         "--dynamo_backend", "no", str(ROOT / "tests" / "distributed_probe.py"), str(probe_dir),
         "--dataset", str(corpus), "--output_dir", str(tmp_path / "out"), "--num_epochs", str(num_epochs),
-        "--checkpointing", "none", *TINY_FLAGS, "--batch_size", "1", "--eval_batch_size", "3",
+        *TINY_FLAGS, "--batch_size", "1", "--eval_batch_size", "3",
     ]  # fmt: skip
     environment = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment, cwd=tmp_path)
@@ -133,6 +133,8 @@ def test_two_process_accelerate_launch(corpus, tmp_path):
 
     results = json.loads((tmp_path / "out" / "all_results.json").read_text())
     assert results["num_processes"] == 2 and results["test_num_gold_entities"] == 10
+    manifest = json.loads((tmp_path / "out" / "checkpoints" / f"epoch_{num_epochs}" / "checkpoint.json").read_text())
+    assert manifest["num_processes"] == 2 and {"rng_state_0.pt", "rng_state_1.pt"} <= set(manifest["files"])
     predicted = (tmp_path / "out" / "test_predictions.txt").read_text().strip().split("\n\n")
     assert [[line.split(" ")[0] for line in tweet.split("\n")] for tweet in predicted] == [
         [word for word, _ in tweet] for _, tweet in TWEETS
