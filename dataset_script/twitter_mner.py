@@ -454,7 +454,7 @@ def images_section(dataset: DatasetDict) -> str:
     return (
         "## Images\n\n"
         "Images are stored upright (EXIF orientation applied) and in RGB; RGB JPEGs keep their original bytes, "
-        "anything else (alpha over white, CMYK, grayscale, palette, the first frame of an animation) is "
+        "anything else (alpha over white, CMYK, grayscale, 16-bit scaled to 8 bits, palette, the first frame of an animation) is "
         "re-encoded as PNG. A tweet without an image keeps its text, has `image = None` and the reason in "
         "`image_problem`; the model masks its image out. No substitute picture is used.\n\n"
         f"{image_problem_table(dataset)}"

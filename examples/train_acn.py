@@ -284,11 +284,11 @@ def main(argv=None):
     model, optimizer, train_loader, dev_loader, test_loader = accelerator.prepare(
         model, optimizer, train_loader, eval_loaders["validation"], eval_loaders["test"]
     )
-    # the per-epoch schedule stays outside prepare(), which would step it once per process
     state = TrainingState()
     if args.with_tracking:
         accelerator.init_trackers("acn", config={key: str(value) for key, value in vars(args).items()})
     if args.resume_from_checkpoint is not None:
+        # checkpoints carry the per-epoch schedule, which stays outside prepare() (that would step it once per process)
         resume(accelerator, args.resume_from_checkpoint, output_dir / CHECKPOINT_DIR, model, optimizer, scheduler, state)
     metric = load_metric()
     started = time.perf_counter()

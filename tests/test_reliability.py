@@ -17,7 +17,7 @@ from datasets import Dataset, DatasetDict
 from PIL import Image
 
 from acn_commands import explain, predict
-from dataset_script.twitter_mner import export_parquet, load_twitter_mner, read_image
+from dataset_script.twitter_mner import check_features_output_dir, export_parquet, load_twitter_mner, read_image
 from modeling_acn import AcnImageProcessor
 from modeling_acn import image_processing_acn
 from tests.corpus_fixtures import corpus_text, encode, write_corpus
@@ -201,6 +201,21 @@ def test_export_overwrite_keeps_files_it_did_not_write(tmp_path):
         "test-00000-of-00001.parquet", "train-00000-of-00001.parquet", "validation-00000-of-00001.parquet"
     ]  # fmt: skip
     assert not [path for path in folder.rglob(".*")]  # no temporary file left behind
+
+
+@pytest.mark.bad_input(
+    "`twitter_mner.py cache-features --output_dir` naming a folder with other files",
+    "refused before the features are computed, naming the files; its own earlier output is replaced whole",
+)
+def test_feature_cache_output_never_replaces_foreign_files(tmp_path):
+    folder = tmp_path / "features"
+    folder.mkdir()
+    for name in ("dataset_dict.json", "train", "vgg16_trunk.safetensors"):
+        (folder / name).write_text("an earlier cache-features output")
+    check_features_output_dir(folder, ["train", "validation", "test"])
+    (folder / "notes.txt").write_text("the user's")
+    with pytest.raises(ValueError, match=r"holds files cache-features did not write \(notes.txt\); choose a new folder"):
+        check_features_output_dir(folder, ["train", "validation", "test"])
 
 
 # --- item 8: FIFOs, slow images, NaN features, empty words, huge images, None text ---------------
