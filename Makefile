@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast demo clean
+.PHONY: setup test test-fast demo clean reliability-table
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,3 +26,7 @@ demo: $(STAMP)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
+
+# README's table of bad inputs, rebuilt from the tests marked bad_input (they run; a failing one says so)
+reliability-table: $(STAMP)
+	$(BIN)/python -m pytest -q -m bad_input --reliability-table README.md tests/test_reliability.py tests/test_checkpoints.py

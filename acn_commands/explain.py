@@ -20,6 +20,7 @@ from PIL import Image
 from modeling_acn import AcnPipeline
 from modeling_acn.pipeline_acn import entity_spans
 
+from .atomic import atomic_path, refuse_overwriting_inputs
 from .predict import open_image, parse_device
 
 logger = logging.getLogger(__name__)
@@ -45,8 +46,8 @@ def explain_tweet(pipe: AcnPipeline, text, image, output, is_split_into_words: b
         image = open_image(Path(image))
     result = pipe(text, image=image, output_attentions=True, is_split_into_words=is_split_into_words)
     figure = draw_explanation(result, image)
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(output, dpi=100)
+    with atomic_path(output) as temporary:
+        figure.savefig(temporary, dpi=100, format="png")
     return result
 
 
@@ -136,6 +137,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args = parse_args(argv)
+    refuse_overwriting_inputs(args.output, {"--image": args.image})
     pipe = AcnPipeline.from_pretrained(args.model, device=parse_device(args.device))
     result = explain_tweet(pipe, args.text, args.image, args.output)
     logger.info("%s -> %s", tagged_text(result["words"], result["tags"]), args.output)

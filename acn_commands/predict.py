@@ -6,7 +6,11 @@ Input rows, by file extension:
     .txt    the corpus layout: ``IMGID:<id>`` then ``token<TAB>tag`` lines; images are ``<image_dir>/<id>.jpg``
 
 Output lines keep the input order: ``{"row", <input fields>, "entities", "words", "tags", "scores", "offsets"}``,
-or ``{"row", <input fields>, "error"}`` for a row that cannot be tagged (unreadable image, no words, bad JSON).
+or ``{"row", <input fields>, "error"}`` for a row that cannot be tagged (unreadable image, no words, bad JSON);
+the error names the input's file and line. Every field of an input row is kept (an input field named like an
+output field gets the prefix ``input_``). The output is written under a temporary name and renamed when
+complete, and may not be the input file. Files start with an optional UTF-8 byte-order mark; bytes that are not
+UTF-8, and a CSV with a quote left open, stop the run with the file and line.
 A feature cache (``twitter_mner.py cache-features`` output) replaces reading and encoding the images of the
 tweets it holds, matched by image id.
 """
@@ -24,8 +28,11 @@ import datasets
 from PIL import Image
 from tqdm.auto import tqdm
 
-from dataset_script.twitter_mner import MAX_IMAGE_PIXELS, decode_image, image_path, read_split_file
+from acn_commands.atomic import atomic_path, refuse_overwriting_inputs
+from dataset_script.twitter_mner import decode_text, image_path, read_split_file
 from modeling_acn import AcnPipeline
+from modeling_acn.image_processing_acn import AcnImageError, load_image_file, upright_rgb
+from modeling_acn.pipeline_acn import as_image_features
 
 logger = logging.getLogger(__name__)
 
@@ -34,15 +41,21 @@ CACHE_COLUMNS = ("image_id", "image_features", "image_mask")
 ROWS_PER_BATCH_CHUNK = 16  # rows are read and checked this many batches at a time, then tagged together
 
 
+PREDICTION_FIELDS = ("row", "entities", "words", "tags", "scores", "offsets", "error")
+INPUT_FIELD_PREFIX = "input_"  # an input field named like a prediction field is kept under this prefix
+
+
 class RowError(ValueError):
     """A row that cannot be tagged; its message goes into the row's output line."""
 
 
 @dataclass
 class Row:
-    """One input row: `source` is copied into its output line; `text` is a string or, for the corpus, words."""
+    """One input row: `source` (the input's fields) is copied into its output line; `location` is ``file:line``;
+    `text` is a string or, for the corpus, words."""
 
     index: int
+    location: str
     source: dict
     text: str | list[str] | None = None
     image: Path | None = None
@@ -77,7 +90,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def read_rows(path: Path, image_dir: Path | None) -> list[Row]:
-    """Rows of a JSONL, CSV or corpus file; bad rows carry their error instead of failing the file."""
+    """Rows of a JSONL, CSV or corpus file; bad rows carry their error instead of failing the file.
+
+    A file whose rows cannot be told apart (bytes that are not UTF-8, a CSV quote left open) fails as a whole
+    with a `ValueError` naming ``file:line``.
+    """
     input_format = INPUT_FORMATS.get(path.suffix.lower())
     if input_format is None:
         raise ValueError(f"cannot tell the format of {str(path)!r}: use .jsonl, .csv or .txt (corpus layout)")
@@ -91,10 +108,9 @@ def read_rows(path: Path, image_dir: Path | None) -> list[Row]:
 
 def read_jsonl_rows(path: Path, image_base: Path) -> list[Row]:
     rows = []
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if line.strip():  # blank lines are not rows
-                rows.append(jsonl_row(len(rows), line, f"{path}:{number}", image_base))
+    for number, line in enumerate(decode_text(path).split("\n"), start=1):
+        if line.strip():  # blank lines are not rows
+            rows.append(jsonl_row(len(rows), line, f"{path}:{number}", image_base))
     return rows
 
 
@@ -102,42 +118,72 @@ def jsonl_row(index: int, line: str, location: str, image_base: Path) -> Row:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as error:
-        return Row(index, {"line": location}, error=f"{location}: not JSON ({error.msg})")
+        return Row(index, location, {}, error=f"{location}: not JSON ({error.msg})")
     if not isinstance(record, dict):
-        return Row(index, {"line": location}, error=f"{location}: expected a JSON object, got {type(record).__name__}")
-    return record_row(index, record, image_base)
+        return Row(index, location, {}, error=f"{location}: expected a JSON object, got {type(record).__name__}")
+    return record_row(index, location, record, image_base)
 
 
 def read_csv_rows(path: Path, image_base: Path) -> list[Row]:
-    with open(path, encoding="utf-8", newline="") as file:
-        reader = csv.DictReader(file)
-        if reader.fieldnames is None or "text" not in reader.fieldnames:
-            raise ValueError(f"{path}: a CSV input needs a 'text' column, got columns {reader.fieldnames}")
-        return [record_row(index, record, image_base) for index, record in enumerate(reader)]
+    """Rows of a CSV with a header; strict quoting, so an unterminated quote fails instead of swallowing rows."""
+    records = csv_records(path)
+    header = next(records, None)
+    if header is None or "text" not in header[1]:
+        raise ValueError(f"{path}:1: a CSV input needs a 'text' column, got columns {None if header is None else header[1]}")
+    columns = header[1]
+    duplicates = sorted({name for name in columns if columns.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"{path}:{header[0]}: duplicate columns {duplicates}")
+    rows = []
+    for line, values in records:
+        location = f"{path}:{line}"
+        if len(values) > len(columns):
+            error = f"{location}: {len(values)} fields, but the header has {len(columns)} (an unquoted comma?)"
+            rows.append(Row(len(rows), location, {}, error=error))
+        else:
+            rows.append(record_row(len(rows), location, dict(zip(columns, values)), image_base))
+    return rows
 
 
-def record_row(index: int, record: dict, image_base: Path) -> Row:
-    """A row from a JSON object or CSV record with `text`, optional `image` (path) and `image_id`."""
-    source = {key: record.get(key) for key in ("text", "image", "image_id") if record.get(key) not in (None, "")}
+def csv_records(path: Path):
+    """Yield ``(first line, fields)`` per CSV record, blank lines skipped; a `ValueError` naming the record's
+    first line when the quoting is broken."""
+    reader = csv.reader(io.StringIO(decode_text(path), newline=""), strict=True)
+    while True:
+        start = reader.line_num + 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise ValueError(f"{path}:{start}: malformed CSV record ({error}; an unterminated quote?)") from None
+        if values:
+            yield start, values
+
+
+def record_row(index: int, location: str, record: dict, image_base: Path) -> Row:
+    """A row from a JSON object or CSV record with `text`, optional `image` (path) and `image_id`; every field of
+    the record is kept for the output line."""
     text, image = record.get("text"), record.get("image") or None
     if not isinstance(text, str):
-        return Row(index, source, error=f"'text' must be a string, got {text!r}")
+        return Row(index, location, record, error=f"{location}: 'text' must be a string, got {text!r}")
     if image is not None and not isinstance(image, str):
-        return Row(index, source, error=f"'image' must be a path or null, got {image!r}")
+        return Row(index, location, record, error=f"{location}: 'image' must be a path or null, got {image!r}")
     image = None if image is None else image_base / image
     image_id = record.get("image_id") or (image.stem if image else None)
-    return Row(index, source, text=text, image=image, image_id=image_id)
+    return Row(index, location, record, text=text, image=image, image_id=image_id)
 
 
 def read_corpus_rows(path: Path, image_dir: Path | None) -> list[Row]:
     rows = []
     for index, tweet in enumerate(read_split_file(path)):
+        location = f"{path}:{tweet.line}"
         source = {"image_id": tweet.image_id, "text": " ".join(tweet.tokens)}
         image = None if image_dir is None else image_path(image_dir, tweet.image_id)
         error = None
         if image_dir is not None and image is None:
-            error = f"image id {tweet.image_id!r} is not a plain file name"
-        rows.append(Row(index, source, text=tweet.tokens, image=image, image_id=tweet.image_id, error=error))
+            error = f"{location}: image id {tweet.image_id!r} is not a plain file name"
+        rows.append(Row(index, location, source, text=tweet.tokens, image=image, image_id=tweet.image_id, error=error))
     return rows
 
 
@@ -164,24 +210,38 @@ def load_feature_cache(path: Path, split: str | None) -> dict:
 
 
 def open_image(path: Path) -> Image.Image:
-    """The image upright and in RGB, decoded as the corpus loader decodes it; `RowError` when it cannot be."""
+    """The image upright and in RGB, read by the one image reader every path shares; `RowError` when it cannot be."""
     try:
-        encoded, _ = decode_image(path.read_bytes(), MAX_IMAGE_PIXELS)
-        return Image.open(io.BytesIO(encoded))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise RowError(f"cannot read image {str(path)!r}: {error}") from None
+        return upright_rgb(load_image_file(path)[0])
+    except AcnImageError as error:
+        raise RowError(f"cannot read image {error}") from None
 
 
 def pipeline_input(row: Row, feature_cache: dict, split_text) -> dict:
-    """The `{"text", "image"}` input of a row; raises `RowError` for a row that cannot be tagged."""
+    """The `{"text", "image"}` input of a row; raises `RowError` (naming the row's file and line) for a row that
+    cannot be tagged."""
     if row.error is not None:
         raise RowError(row.error)
     words = row.text if isinstance(row.text, list) else split_text(row.text)[0]
     if not words:
-        raise RowError(f"text has no words: {row.text!r}")
-    if row.image_id in feature_cache:
-        return {"text": row.text, "image": feature_cache[row.image_id]}
-    return {"text": row.text, "image": None if row.image is None else open_image(row.image)}
+        raise RowError(f"{row.location}: text has no words: {row.text!r}")
+    try:
+        if row.image_id in feature_cache:
+            features = feature_cache[row.image_id]
+            return {"text": row.text, "image": None if features is None else as_image_features(features)}
+        return {"text": row.text, "image": None if row.image is None else open_image(row.image)}
+    except (RowError, ValueError) as error:
+        raise RowError(f"{row.location}: {error}") from None
+
+
+def output_line(row: Row, prediction: dict) -> dict:
+    """The row's input fields, then the prediction; an input field named like a prediction field is renamed."""
+    line = {"row": row.index}
+    for key, value in row.source.items():
+        while key in PREDICTION_FIELDS or key in prediction:
+            key = INPUT_FIELD_PREFIX + key
+        line[key] = value
+    return {**line, **prediction}
 
 
 # --- tagging -----------------------------------------------------------------------------------
@@ -195,20 +255,24 @@ def tag_chunk(pipe: AcnPipeline, rows: list[Row], feature_cache: dict, batch_siz
             inputs.append(pipeline_input(row, feature_cache, pipe.processor.tokenizer.split_text))
             tagged.append(row)
         except RowError as error:
-            lines[row.index] = {"row": row.index, **row.source, "error": str(error)}
+            lines[row.index] = output_line(row, {"error": str(error)})
     if inputs:
         is_split = isinstance(inputs[0]["text"], list)
         results = pipe(inputs, batch_size=batch_size, return_tags=True, is_split_into_words=is_split)
         for row, result in zip(tagged, results, strict=True):
-            lines[row.index] = {"row": row.index, **row.source, **result}
+            lines[row.index] = output_line(row, result)
     return [lines[row.index] for row in rows]
 
 
 def predict_file(pipe: AcnPipeline, rows: list[Row], output: Path, feature_cache: dict, batch_size: int) -> dict:
-    """Write one line per row to `output` and return the summary counts."""
+    """Write one line per row to `output` (under a temporary name, renamed when complete) and return the counts."""
     summary = {"rows": len(rows), "tagged": 0, "errors": 0, "entities": 0}
     chunk_size = batch_size * ROWS_PER_BATCH_CHUNK
-    with open(output, "w", encoding="utf-8") as out, tqdm(total=len(rows), desc="tweets", unit="tweet") as progress:
+    with (
+        atomic_path(output) as temporary,
+        open(temporary, "w", encoding="utf-8") as out,
+        tqdm(total=len(rows), desc="tweets", unit="tweet") as progress,
+    ):
         for start in range(0, len(rows), chunk_size):
             for line in tag_chunk(pipe, rows[start : start + chunk_size], feature_cache, batch_size):
                 out.write(json.dumps(line, ensure_ascii=False) + "\n")
@@ -225,12 +289,14 @@ def parse_device(device: str | None):
 
 
 def run(args: argparse.Namespace) -> dict:
+    if args.output.is_dir():
+        raise ValueError(f"--output {str(args.output)!r} is a folder; give a file path")
+    refuse_overwriting_inputs(args.output, {"--input": args.input})
     rows = read_rows(args.input, args.image_dir)
     feature_cache = {} if args.feature_cache is None else load_feature_cache(args.feature_cache, args.feature_split)
     pipe = AcnPipeline.from_pretrained(
         args.model, device=parse_device(args.device), aggregation_strategy=args.aggregation_strategy
     )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
     summary = predict_file(pipe, rows, args.output, feature_cache, args.batch_size)
     logger.info(
         "%d rows: %d tagged (%d entities), %d errors -> %s",

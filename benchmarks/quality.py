@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
 import train_acn  # noqa: E402
+from acn_commands.atomic import write_text  # noqa: E402
 from feature_crf import train_feature_crf  # noqa: E402
 from token_classification_peer import train_token_classification  # noqa: E402
 from acn_data import load_corpus  # noqa: E402
@@ -180,8 +181,8 @@ def main(argv=None):
         rows["feature CRF (sklearn-crfsuite)"] = feature_crf_row(args, types)
     table = markdown({**rows, **PAPER}, types, args.seeds)
     print(table)
-    (output_dir / "quality.md").write_text(table + "\n", encoding="utf-8")
-    (output_dir / "quality.json").write_text(json.dumps({"seeds": args.seeds, "train_args": args.train_args, "rows": rows, "paper": PAPER}, indent=2) + "\n")
+    write_text(output_dir / "quality.md", table + "\n")
+    write_text(output_dir / "quality.json", json.dumps({"seeds": args.seeds, "train_args": args.train_args, "rows": rows, "paper": PAPER}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from acn_commands.atomic import write_text
 from modeling_acn import IGNORE_INDEX, AcnConfig, AcnCrf, AcnForTokenClassification
 from modeling_acn import modeling_acn
 
@@ -438,7 +439,7 @@ def report(results, output):
         print_table(title, rows)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n")
+    write_text(output, json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {output}")
 
 

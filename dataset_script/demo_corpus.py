@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from seqeval.metrics.sequence_labeling import get_entities
 
+from acn_commands.atomic import write_bytes, write_text
 from dataset_script.twitter_mner import IMAGE_ID_PREFIX, IMAGE_SUFFIX, OUTSIDE_TAG, SPLIT_FILES
 
 logger = logging.getLogger(__name__)
@@ -303,11 +304,11 @@ def write_demo_corpus(
     for number, (split, count) in enumerate(sizes.items()):
         rng = np.random.default_rng([seed, number])
         tweets = generate_split(rng, split, count)
-        (output_dir / SPLIT_FILES[split]).write_text(corpus_text(tweets), encoding="utf-8")
+        write_text(output_dir / SPLIT_FILES[split], corpus_text(tweets))
         for tweet in tweets:
-            (image_dir / (tweet.image_id + IMAGE_SUFFIX)).write_bytes(jpeg_bytes(draw_image(rng, tweet.figure_type)))
+            write_bytes(image_dir / (tweet.image_id + IMAGE_SUFFIX), jpeg_bytes(draw_image(rng, tweet.figure_type)))
         sidecar[split] = sidecar_entries(tweets)
-    (output_dir / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=1) + "\n", encoding="utf-8")
+    write_text(output_dir / SIDECAR_FILE, json.dumps(sidecar, indent=1) + "\n")
     return output_dir
 
 

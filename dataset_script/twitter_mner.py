@@ -25,10 +25,8 @@ import io
 import logging
 import math
 import re
-import shutil
 import sys
 import time
-import warnings
 from collections import Counter
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -41,10 +39,13 @@ from datasets.fingerprint import Hasher
 from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData, HfApi
-from PIL import ExifTags, Image, ImageOps
+from PIL import ExifTags, Image
 from seqeval.metrics.sequence_labeling import get_entities
 from seqeval.scheme import IOB2, Entities
 from tqdm.auto import tqdm
+
+from acn_commands.atomic import atomic_folder, atomic_path
+from modeling_acn.image_processing_acn import MAX_IMAGE_PIXELS, AcnImageError, load_image_file, upright_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +55,6 @@ IMAGE_SUFFIX = ".jpg"
 OUTSIDE_TAG = "O"
 TAG_PATTERN = re.compile(r"(?P<prefix>[BI])-(?P<type>\w+)")
 TYPE_PATTERN = re.compile(r"\w+")
-MAX_IMAGE_PIXELS = 2 * 4096 * 4096  # twice Twitter's largest upload; PIL's own warning starts at 89M
-ALPHA_BACKGROUND = (255, 255, 255, 255)  # transparent pixels become white, as Twitter shows them
 MAX_SHARD_BYTES = 500 * 2**20  # push_to_hub's default shard size
 IMAGE_FEATURES_SHAPE = (49, 512)  # VGG-16 pool5: 7x7 regions in row-major order, 512 channels
 VISION_WEIGHTS_FILE = "vgg16_trunk.safetensors"  # written beside cached features: the trunk that computed them
@@ -90,9 +89,12 @@ class ImageProblem(str, Enum):
     NOT_REQUESTED = "no image_dir"
     OUTSIDE_IMAGE_DIR = "outside image_dir"
     MISSING = "missing file"
+    NOT_A_FILE = "not a regular file"
     EMPTY = "empty file"
     CORRUPT = "corrupt"
     TOO_LARGE = "too large"
+    UNSUPPORTED_MODE = "unsupported mode"
+    TIMED_OUT = "timed out"
 
 
 @dataclass(frozen=True)
@@ -120,18 +122,25 @@ class LoadedImage:
 # --- parsing -----------------------------------------------------------------------------------
 
 
-def decode_lines(path: Path) -> list[str]:
-    """The file's lines as text; raises on an empty file or bytes that are not UTF-8."""
+def decode_text(path: Path, error_type: type[ValueError] = ValueError) -> str:
+    """A file's text: UTF-8 with a leading byte-order mark dropped; bytes that are not UTF-8 raise `error_type`
+    naming ``file:line``. Every text input (corpus, JSONL, CSV) is read through here."""
     data = path.read_bytes()
-    if not data.strip():
-        raise CorpusFormatError(f"{path}:1: file is empty")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
-        raise CorpusFormatError(f"{path}:{line}: byte {data[error.start]:#04x} is not valid UTF-8") from None
+        raise error_type(f"{path}:{line}: byte {data[error.start]:#04x} is not valid UTF-8") from None
+    return text.removeprefix("\ufeff")
+
+
+def decode_lines(path: Path) -> list[str]:
+    """The file's lines as text; raises on an empty file or bytes that are not UTF-8."""
+    text = decode_text(path, CorpusFormatError)
+    if not text.strip():
+        raise CorpusFormatError(f"{path}:1: file is empty")
     # split on "\n" only: str.splitlines() would also break tokens at U+2028 and other separators
-    return [line.rstrip("\r") for line in text.removeprefix("\ufeff").split("\n")]
+    return [line.rstrip("\r") for line in text.split("\n")]
 
 
 def split_blocks(lines: list[str]):
@@ -261,40 +270,15 @@ def image_path(image_dir: Path, image_id: str) -> Path | None:
     return image_dir / name
 
 
-def check_pixels(image: Image.Image, max_pixels: int) -> None:
-    width, height = image.size
-    if width * height > max_pixels:
-        raise Image.DecompressionBombError(f"{width}x{height} pixels exceed max_pixels={max_pixels}")
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB, with transparent pixels composited over white rather than dropped to their hidden colour."""
-    if image.has_transparency_data:
-        background = Image.new("RGBA", image.size, ALPHA_BACKGROUND)
-        return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
-    return image.convert("RGB")
-
-
 def normalise_image(image: Image.Image, data: bytes) -> tuple[bytes, str]:
     """Upright, single-frame RGB bytes and their extension; the original bytes when they already are that."""
     orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
     if image.format == "JPEG" and image.mode == "RGB" and orientation == 1:
         return data, "jpg"
-    # exif_transpose and convert work on the first frame only, which is the one kept from an animation
-    upright = to_rgb(ImageOps.exif_transpose(image))
+    # the processor's conversion (16-bit scaled, alpha over white), on the first frame of an animation
     buffer = io.BytesIO()
-    upright.save(buffer, format="PNG")  # lossless: these are few (non-RGB or rotated), the model resizes anyway
+    upright_rgb(image).save(buffer, format="PNG")  # lossless: these are few, the model resizes anyway
     return buffer.getvalue(), "png"
-
-
-def decode_image(data: bytes, max_pixels: int) -> tuple[bytes, str]:
-    """Decode fully (so truncation shows), refuse more than ``max_pixels``, return normalised bytes."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # check_pixels is the guard
-        image = Image.open(io.BytesIO(data))
-    check_pixels(image, max_pixels)
-    image.load()
-    return normalise_image(image, data)
 
 
 def read_image(image_dir: Path, image_id: str, max_pixels: int = MAX_IMAGE_PIXELS) -> LoadedImage:
@@ -302,19 +286,12 @@ def read_image(image_dir: Path, image_id: str, max_pixels: int = MAX_IMAGE_PIXEL
     path = image_path(image_dir, image_id)
     if path is None:
         return LoadedImage(None, ImageProblem.OUTSIDE_IMAGE_DIR)
-    if not path.is_file():
-        return LoadedImage(None, ImageProblem.MISSING)
-    data = path.read_bytes()
-    if not data:
-        return LoadedImage(None, ImageProblem.EMPTY)
     try:
-        encoded, extension = decode_image(data, max_pixels)
-    except Image.DecompressionBombError as error:
-        logger.debug("%s: %s", path, error)
-        return LoadedImage(None, ImageProblem.TOO_LARGE)
-    except (OSError, SyntaxError, ValueError) as error:  # PIL's decoders raise all three for bad data
-        logger.debug("%s: %s", path, error)
-        return LoadedImage(None, ImageProblem.CORRUPT)
+        image, data = load_image_file(path, max_pixels)
+    except AcnImageError as error:
+        logger.debug("%s", error)
+        return LoadedImage(None, ImageProblem(error.reason))
+    encoded, extension = normalise_image(image, data)
     return LoadedImage({"bytes": encoded, "path": f"{image_id}.{extension}"}, None)
 
 
@@ -477,7 +454,7 @@ def images_section(dataset: DatasetDict) -> str:
     return (
         "## Images\n\n"
         "Images are stored upright (EXIF orientation applied) and in RGB; RGB JPEGs keep their original bytes, "
-        "anything else (alpha over white, CMYK, grayscale, palette, the first frame of an animation) is "
+        "anything else (alpha over white, CMYK, grayscale, 16-bit scaled to 8 bits, palette, the first frame of an animation) is "
         "re-encoded as PNG. A tweet without an image keeps its text, has `image = None` and the reason in "
         "`image_problem`; the model masks its image out. No substitute picture is used.\n\n"
         f"{image_problem_table(dataset)}"
@@ -531,7 +508,7 @@ def dataset_card(dataset: DatasetDict, shards: dict[str, list[Path]], source: st
         pretty_name="Twitter multimodal NER",
     )
     DatasetInfosDict({"default": info}).to_dataset_card_data(card_data)
-    data_files = [{"split": split, "path": f"data/{split}-*"} for split in dataset]
+    data_files = [{"split": split, "path": f"data/{split}-*-of-*.parquet"} for split in dataset]
     MetadataConfigs({"default": {"data_files": data_files}}).to_dataset_card_data(card_data)
     return DatasetCard(f"---\n{card_data.to_yaml()}\n---\n\n{card_body(dataset, source)}")
 
@@ -539,13 +516,23 @@ def dataset_card(dataset: DatasetDict, shards: dict[str, list[Path]], source: st
 # --- Parquet export ----------------------------------------------------------------------------
 
 
-def prepare_output_dir(output_dir: Path, overwrite: bool) -> None:
-    if output_dir.exists() and any(output_dir.iterdir()):
-        if not overwrite:
-            raise ValueError(f"output_dir {str(output_dir)!r} is not empty; pass overwrite=True to replace its data")
-        # stale shards would otherwise be picked up by the data/<split>-* globs
-        shutil.rmtree(output_dir / "data", ignore_errors=True)
-    (output_dir / "data").mkdir(parents=True, exist_ok=True)
+def shard_pattern(splits) -> re.Pattern:
+    """The names `write_split_shards` gives; the only files of ``data/`` an export replaces or removes."""
+    return re.compile(rf"(?:{'|'.join(map(re.escape, splits))})-\d{{5}}-of-\d{{5}}\.parquet")
+
+
+def prepare_output_dir(output_dir: Path, splits, overwrite: bool) -> list[Path]:
+    """Check that the export may write into `output_dir`; return the shards of an earlier export to remove.
+
+    Only files named like this exporter's shards are removed (stale ones would match the card's globs); anything
+    else in the folder, in ``data/`` included, is left as it is.
+    """
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        raise ValueError(f"output_dir {str(output_dir)!r} is not empty; pass overwrite=True to replace its data")
+    data_dir = output_dir / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pattern = shard_pattern(splits)
+    return [path for path in data_dir.iterdir() if path.is_file() and pattern.fullmatch(path.name)]
 
 
 def write_split_shards(part: Dataset, data_dir: Path, split: str) -> list[Path]:
@@ -553,18 +540,28 @@ def write_split_shards(part: Dataset, data_dir: Path, split: str) -> list[Path]:
     paths = []
     for index in range(num_shards):
         path = data_dir / f"{split}-{index:05d}-of-{num_shards:05d}.parquet"
-        part.shard(num_shards, index, contiguous=True).to_parquet(path)
+        with atomic_path(path) as temporary:
+            part.shard(num_shards, index, contiguous=True).to_parquet(temporary)
         paths.append(path)
     return paths
 
 
 def export_parquet(dataset: DatasetDict, output_dir: str | Path, *, source: str, overwrite: bool = False) -> Path:
-    """Write ``data/<split>-NNNNN-of-NNNNN.parquet`` (images embedded) and ``README.md``; return the card path."""
+    """Write ``data/<split>-NNNNN-of-NNNNN.parquet`` (images embedded) and ``README.md``; return the card path.
+
+    Every file is written under a temporary name and renamed into place; with `overwrite`, the shards of an
+    earlier export that this one does not rewrite are removed, and no other file.
+    """
     output_dir = Path(output_dir)
-    prepare_output_dir(output_dir, overwrite)
+    earlier = prepare_output_dir(output_dir, dataset.keys(), overwrite)
     shards = {split: write_split_shards(part, output_dir / "data", split) for split, part in dataset.items()}
+    written = {path for paths in shards.values() for path in paths}
+    for path in earlier:
+        if path not in written:
+            path.unlink()
     card_path = output_dir / "README.md"
-    dataset_card(dataset, shards, source).save(card_path)
+    with atomic_path(card_path) as temporary:
+        dataset_card(dataset, shards, source).save(temporary)
     return card_path
 
 
@@ -746,7 +743,6 @@ def run_export(args: argparse.Namespace) -> None:
 
 def feature_extractor(args: argparse.Namespace):
     """The model whose trunk computes the features, and the image processor that prepares its input."""
-    # imported here so that exporting a corpus works while the model package is absent or broken
     from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnModel
 
     precision = {"vision_precision": args.vision_precision} if args.vision_precision else {}
@@ -760,12 +756,27 @@ def feature_extractor(args: argparse.Namespace):
     return model, AcnImageProcessor()
 
 
+def check_features_output_dir(output_dir: Path, splits) -> None:
+    """cache-features replaces its output folder as a whole: refuse one that holds anything it did not write."""
+    if not output_dir.exists():
+        return
+    own = {"dataset_dict.json", VISION_WEIGHTS_FILE, *splits}
+    foreign = sorted(path.name for path in output_dir.iterdir() if path.name not in own)
+    if foreign:
+        raise ValueError(
+            f"output_dir {str(output_dir)!r} holds files cache-features did not write ({', '.join(foreign)}); "
+            "choose a new folder"
+        )
+
+
 def run_cache_features(args: argparse.Namespace) -> None:
     from safetensors.torch import save_file
 
     model, image_processor = feature_extractor(args)
     model = model.to(args.device).eval()
     dataset = datasets.load_dataset(args.dataset, cache_dir=args.cache_dir)
+    output_dir = Path(args.output_dir)
+    check_features_output_dir(output_dir, dataset.keys())
     cached = DatasetDict(
         {
             split: cache_image_features(
@@ -774,11 +785,12 @@ def run_cache_features(args: argparse.Namespace) -> None:
             for split, part in dataset.items()
         }
     )
-    cached.save_to_disk(args.output_dir)
-    # the trunk beside the features: a model trained on them must see images through the same weights
-    trunk = vision_trunk(model).state_dict()
-    save_file({key: value.contiguous() for key, value in trunk.items()}, Path(args.output_dir) / VISION_WEIGHTS_FILE)
-    logger.info("wrote %s", args.output_dir)
+    with atomic_folder(output_dir) as temporary:
+        cached.save_to_disk(str(temporary))
+        # the trunk beside the features: a model trained on them must see images through the same weights
+        trunk = vision_trunk(model).state_dict()
+        save_file({key: value.contiguous() for key, value in trunk.items()}, temporary / VISION_WEIGHTS_FILE)
+    logger.info("wrote %s", output_dir)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,16 +1,22 @@
 """Score a saved ACN model folder or Hub id on one split of a corpus, in the paper's Table 2 layout.
 
-    python examples/evaluate_acn.py --model OUT --dataset DATA [--split test] [--output_dir EVAL]
+    python examples/evaluate_acn.py --model OUT --dataset DATA [--split test] [--output_dir EVAL] [--trust_remote_code]
+
+The model is loaded with the installed acn-mner classes; a folder's own code runs only with --trust_remote_code.
 """
 
 import argparse
+import json
 from pathlib import Path
 
 from accelerate import Accelerator
 from acn_data import AcnCollator, image_source, load_corpus, model_rows
 from ner_report import gold_tags, load_metric, predict_split, score, table2, write_json, write_predictions
 from torch.utils.data import DataLoader
-from transformers import AutoModelForTokenClassification, AutoProcessor
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
+from transformers.utils import cached_file
+
+from modeling_acn import AcnForTokenClassification, AcnProcessor
 
 
 def parse_args(argv=None):
@@ -21,13 +27,29 @@ def parse_args(argv=None):
     parser.add_argument("--split", default="test", choices=["train", "validation", "test"], help="Split to score.")
     parser.add_argument("--batch_size", type=int, default=64, help="Tweets per batch and process.")
     parser.add_argument("--output_dir", default=None, help="Where to write results and predictions; omit to only print.")
+    parser.add_argument(
+        "--trust_remote_code", action="store_true",
+        help="Run the model folder's own Python code; without it the installed acn-mner classes load the weights.",
+    )
     return parser.parse_args(argv)
 
 
-def load_model(name):
-    model = AutoModelForTokenClassification.from_pretrained(name, trust_remote_code=True)
-    processor = AutoProcessor.from_pretrained(name, trust_remote_code=True)
-    return model, processor
+def load_model(name, trust_remote_code: bool = False):
+    """The model and processor of a folder or Hub id: by the installed acn-mner classes, so that nothing in the
+    folder runs; with `trust_remote_code`, by the classes its own code defines (its `auto_map`)."""
+    if not trust_remote_code:
+        return AcnForTokenClassification.from_pretrained(name), AcnProcessor.from_pretrained(name)
+    model_class = folder_class(name, "AutoModelForTokenClassification", "config.json")
+    processor_class = folder_class(name, "AutoProcessor", "processor_config.json")
+    return model_class.from_pretrained(name), processor_class.from_pretrained(name)
+
+
+def folder_class(name, auto_class: str, config_file: str):
+    """The class a folder's code registers for `auto_class`, imported from that code (which runs)."""
+    auto_map = json.loads(Path(cached_file(name, config_file)).read_text(encoding="utf-8")).get("auto_map", {})
+    if auto_class not in auto_map:
+        raise ValueError(f"--trust_remote_code: {name}/{config_file} names no code for {auto_class}")
+    return get_class_from_dynamic_module(auto_map[auto_class], name)
 
 
 def check_labels(model, split):
@@ -41,7 +63,7 @@ def check_labels(model, split):
 def main(argv=None):
     args = parse_args(argv)
     accelerator = Accelerator()
-    model, processor = load_model(args.model)
+    model, processor = load_model(args.model, args.trust_remote_code)
     split = load_corpus(args.dataset, args.image_dir)[args.split]
     check_labels(model, split)
     source = image_source(split, model.config.use_image)

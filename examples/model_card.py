@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from acn_commands.atomic import atomic_path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from ner_report import table2
 
@@ -80,4 +81,5 @@ def write_model_card(output_dir: Path, args, results: dict):
     )
     card = ModelCard(text)
     for name in ("model_card.md", "README.md"):
-        card.save(output_dir / name)
+        with atomic_path(output_dir / name) as temporary:
+            card.save(temporary)

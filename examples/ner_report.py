@@ -6,6 +6,8 @@ from pathlib import Path
 import evaluate
 import torch
 
+from acn_commands.atomic import atomic_path, write_text
+
 METRIC_PATH = Path(__file__).resolve().parents[1] / "metrics" / "seqeval_mner"
 TYPE_ORDER = ("PER", "LOC", "ORG", "OTHER", "MISC")  # the paper's column order; a corpus has OTHER or MISC
 
@@ -70,8 +72,8 @@ def table2(results: dict[str, dict]) -> str:
 
 
 def write_predictions(path: Path, tokens: list[list[str]], gold: list[list[str]], predicted: list[list[str]]):
-    """CoNLL-style `token gold pred` lines, a blank line between tweets (conlleval's input format)."""
-    with open(path, "w", encoding="utf-8") as handle:
+    """CoNLL-style `token gold pred` lines, a blank line between tweets (conlleval's input format); atomically."""
+    with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8") as handle:
         for words, gold_tags, predicted_tags in zip(tokens, gold, predicted, strict=True):
             for word, gold_tag, predicted_tag in zip(words, gold_tags, predicted_tags, strict=True):
                 handle.write(f"{word} {gold_tag} {predicted_tag}\n")
@@ -79,7 +81,7 @@ def write_predictions(path: Path, tokens: list[list[str]], gold: list[list[str]]
 
 
 def write_json(path: Path, data: dict):
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _percent(value: float) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import train_acn
 
+from acn_commands.atomic import write_bytes, write_text
 from dataset_script import demo_corpus, twitter_mner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +92,7 @@ def new_tweet_image(output_dir: Path, seed: int) -> Path:
 
     path = output_dir / "new_tweet.jpg"
     image = demo_corpus.draw_image(np.random.default_rng([seed, 99]), "LOC")
-    path.write_bytes(demo_corpus.jpeg_bytes(image))
+    write_bytes(path, demo_corpus.jpeg_bytes(image))
     return path
 
 
@@ -122,7 +123,7 @@ def main(argv=None):
         "seconds": round(time.perf_counter() - started, 1),
     }
     summary["mechanism_check_passed"] = summary["acn_test_f1"] >= 0.95 and summary["text_only_image_decided_test_f1"] <= 0.70
-    (output_dir / "demo_results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text(output_dir / "demo_results.json", json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     if not summary["mechanism_check_passed"]:
         sys.exit("mechanism check failed: ACN test F1 must be >= 0.95 and text-only <= 0.70 on image-decided entities")

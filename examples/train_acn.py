@@ -20,6 +20,8 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 from dataset_script.twitter_mner import VISION_WEIGHTS_FILE
+from acn_checkpoint import checkpoint_folder, resume, save_checkpoint
+from acn_commands.atomic import atomic_files_into, atomic_folder, write_text
 from acn_data import AcnCollator, image_source, label_names, load_corpus, model_rows
 from model_card import write_model_card
 from ner_report import gold_tags, load_metric, predict_split, score, table2, write_json, write_predictions
@@ -84,7 +86,7 @@ def parse_args(argv=None):
     training.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"], help="Accelerate mixed precision (GPUs).")
     training.add_argument("--seed", type=int, default=42, help="Seed for weights, shuffling and dropout.")
     training.add_argument("--checkpointing", default="epoch", choices=["epoch", "none"], help="Save the training state after every epoch (needed to resume), or never.")
-    training.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder to continue from.")
+    training.add_argument("--resume_from_checkpoint", default=None, help="'latest' (the newest checkpoint that verifies; damaged ones are skipped with a warning) or a checkpoint folder to continue from.")
     training.add_argument("--with_tracking", action="store_true", help="Log metrics to TensorBoard in output_dir/runs.")
     args = parser.parse_args(argv)
     if args.num_epochs < 1 or args.patience < 1 or args.batch_size < 1:
@@ -253,19 +255,6 @@ def evaluate_split(accelerator, model, loader, split, metric):
     return score(metric, predictions, gold_tags(split)), predictions
 
 
-def resume(accelerator, args, output_dir: Path):
-    if args.resume_from_checkpoint is None:
-        return
-    checkpoint = args.resume_from_checkpoint
-    if checkpoint == "latest":
-        found = sorted((output_dir / CHECKPOINT_DIR).glob("epoch_*"), key=lambda path: int(path.name.split("_")[1]))
-        if not found:
-            raise ValueError(f"--resume_from_checkpoint latest: no checkpoint in {output_dir / CHECKPOINT_DIR}")
-        checkpoint = found[-1]
-    logger.info(f"resuming from {checkpoint}", main_process_only=True)
-    accelerator.load_state(str(checkpoint))
-
-
 def run_training(accelerator, model, train_loader, dev_loader, optimizer, scheduler, state, metric, args, output_dir):
     """Epochs with dev selection; the best weights are saved under output_dir/best_model."""
     while state.epoch < args.num_epochs and state.epochs_without_improvement < args.patience:
@@ -283,17 +272,19 @@ def run_training(accelerator, model, train_loader, dev_loader, optimizer, schedu
         if args.with_tracking:
             accelerator.log({"train_loss": loss, "dev_f1": dev_scores["overall_f1"]}, step=epoch)
         if args.checkpointing == "epoch":
-            accelerator.save_state(str(output_dir / CHECKPOINT_DIR / f"epoch_{epoch + 1}"))
+            save_checkpoint(accelerator, checkpoint_folder(output_dir / CHECKPOINT_DIR, epoch + 1), model, optimizer, scheduler, state)
 
 
 def save_model(accelerator, model, processor, folder: Path):
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+    if accelerator.is_main_process:  # written aside and renamed into place: a kill leaves no half-written file
         unwrapped = accelerator.unwrap_model(model)
         if processor is None:
-            unwrapped.save_pretrained(folder)
+            with atomic_folder(folder) as temporary:
+                unwrapped.save_pretrained(temporary)
         else:  # model, processor and the pipeline's code: transformers.pipeline(..., trust_remote_code=True) loads it
-            AcnPipeline(model=unwrapped, processor=processor, device=unwrapped.device).save_pretrained(folder)
+            with atomic_files_into(folder) as temporary:
+                AcnPipeline(model=unwrapped, processor=processor, device=unwrapped.device).save_pretrained(temporary)
     accelerator.wait_for_everyone()
 
 
@@ -313,6 +304,7 @@ def final_evaluation(accelerator, model, loaders, corpus, metric, output_dir, ar
         "variant": args.variant,
         "text_encoder": args.text_encoder,
         "seed": args.seed,
+        "num_processes": accelerator.num_processes,
         "best_epoch": state.best_epoch + 1,
         "epochs_trained": state.epoch,
         "train_seconds": round(elapsed, 1),
@@ -320,7 +312,7 @@ def final_evaluation(accelerator, model, loaders, corpus, metric, output_dir, ar
     }
     write_json(output_dir / "all_results.json", summary)
     table = table2({f"{args.variant} (test)": results["test"], f"{args.variant} (dev)": results["validation"]})
-    (output_dir / "results.md").write_text(table + "\n", encoding="utf-8")
+    write_text(output_dir / "results.md", table + "\n")
     print(table)
     print(f"test: {results['test']['num_gold_entities']} gold entities (lenient), {results['test']['strict_num_gold_entities']} (strict)")
     write_model_card(output_dir, args, results)
@@ -351,11 +343,11 @@ def main(argv=None):
     )
     scheduler = build_scheduler(optimizer, math.ceil(len(train_loader) / args.gradient_accumulation_steps), args)
     state = TrainingState()
-    # the schedule stays outside prepare(), which would step it once per process
-    accelerator.register_for_checkpointing(scheduler, state)
     if args.with_tracking:
         accelerator.init_trackers("acn", config={key: str(value) for key, value in vars(args).items()})
-    resume(accelerator, args, output_dir)
+    if args.resume_from_checkpoint is not None:
+        # checkpoints carry the schedule, which stays outside prepare() (that would step it once per process)
+        resume(accelerator, args.resume_from_checkpoint, output_dir / CHECKPOINT_DIR, model, optimizer, scheduler, state)
     metric = load_metric()
     started = time.perf_counter()
     run_training(accelerator, model, train_loader, dev_loader, optimizer, scheduler, state, metric, args, output_dir)

@@ -1,6 +1,15 @@
-"""Image processor for ACN: any tweet image to a normalised 224x224 RGB tensor for the VGG-16 trunk."""
+"""Image processor for ACN: any tweet image to a normalised 224x224 RGB tensor for the VGG-16 trunk.
 
+Every way an image enters the project (the corpus loader, `acn-predict`, `acn-explain`, the pipeline and this
+processor) goes through `load_image_file` / `check_image` / `to_rgb` below: one decoder, one pixel limit, one
+timeout and one set of modes, so that a picture gives the same pixels whichever path reads it.
+"""
+
+import io
 import os
+import stat
+import threading
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -13,7 +22,118 @@ WHITE = (255, 255, 255, 255)  # transparent pixels are shown on white, as a brow
 # PIL clips these to 255 instead of scaling them; "I" is how older Pillow versions load 16-bit PNGs.
 SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+SUPPORTED_MODES = ("1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV") + ALPHA_MODES + SIXTEEN_BIT_MODES
 SIXTEEN_TO_EIGHT_BIT = 257  # 65535 / 255
+MAX_IMAGE_PIXELS = 2 * 4096 * 4096  # twice Twitter's largest upload; PIL's own warning starts at 89M
+IMAGE_TIMEOUT_SECONDS = 30.0  # reading and decoding one image; a hung mount or a pathological file fails that image
+
+
+class AcnImageError(ValueError):
+    """An image that cannot be used. `reason` is one of `IMAGE_ERROR_REASONS`; the message names the file."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+# why an image is refused; the corpus loader stores these in its `image_problem` column
+IMAGE_ERROR_REASONS = ("missing file", "not a regular file", "empty file", "corrupt", "too large", "unsupported mode", "timed out")
+
+
+def load_image_file(
+    path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS, timeout: float = IMAGE_TIMEOUT_SECONDS
+) -> tuple[Image.Image, bytes]:
+    """Read and fully decode an image file: the decoded (not yet converted) image and the file's bytes.
+
+    Only regular files are read (a FIFO or a device would block or never end); reading and decoding together
+    may take at most `timeout` seconds. Raises `AcnImageError` naming the file and the reason.
+    """
+    name = os.fspath(path)
+    return _within_timeout(lambda: _read_and_decode(name, max_pixels), timeout, name)
+
+
+def decode_image_bytes(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, name: str = "image") -> Image.Image:
+    """Decode encoded image bytes fully (so truncation shows) after checking the mode and the pixel count."""
+    if not data:
+        raise AcnImageError("empty file", f"{name}: empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # check_image is the guard
+            image = Image.open(io.BytesIO(data))
+        check_image(image, max_pixels, name)
+        image.load()
+    except Image.DecompressionBombError as error:  # PIL's own hard limit, above ours
+        raise AcnImageError("too large", f"{name}: {error}") from None
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's decoders raise all three for bad data
+        if isinstance(error, AcnImageError):
+            raise
+        raise AcnImageError("corrupt", f"{name}: cannot decode ({error})") from None
+    return image
+
+
+def check_image(image: Image.Image, max_pixels: int = MAX_IMAGE_PIXELS, name: str = "image") -> None:
+    """Refuse images of more than `max_pixels` pixels or of a mode `to_rgb` cannot convert faithfully."""
+    width, height = image.size
+    if width * height > max_pixels:
+        raise AcnImageError("too large", f"{name}: {width}x{height} pixels exceed max_pixels={max_pixels}")
+    if image.mode not in SUPPORTED_MODES:
+        raise AcnImageError("unsupported mode", f"{name}: image mode {image.mode!r} is not one of {', '.join(SUPPORTED_MODES)}")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB view of a PIL image of any supported mode: transparency composited on white, 16-bit values scaled."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(image, dtype=np.float64) / SIXTEEN_TO_EIGHT_BIT  # (height, width)
+        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode in ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, WHITE), rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def upright_rgb(image: Image.Image) -> Image.Image:
+    """EXIF orientation applied (phone photos), then `to_rgb`; the first frame of an animation."""
+    return to_rgb(ImageOps.exif_transpose(image))
+
+
+def _read_and_decode(name: str, max_pixels: int) -> tuple[Image.Image, bytes]:
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; regular files ignore the flag
+        descriptor = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise AcnImageError("missing file", f"{name}: no such file") from None
+    except OSError as error:
+        raise AcnImageError("missing file", f"{name}: cannot open ({error.strerror})") from None
+    with os.fdopen(descriptor, "rb") as file:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise AcnImageError("not a regular file", f"{name}: not a regular file (a FIFO, device or folder)")
+        data = file.read()
+    return decode_image_bytes(data, max_pixels, name), data
+
+
+def _within_timeout(function, timeout: float, name: str):
+    """`function()` in a daemon thread; an `AcnImageError` when it has not finished after `timeout` seconds.
+
+    The thread cannot be killed, so a hung read is left behind, but the caller goes on (and exits) without it.
+    """
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = function()
+        except BaseException as error:  # re-raised in the caller's thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=target, name=f"read {name}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise AcnImageError("timed out", f"{name}: reading and decoding took more than {timeout:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 class AcnImageProcessor(BaseImageProcessor):
@@ -79,7 +199,7 @@ class AcnImageProcessor(BaseImageProcessor):
         pixel_values = np.zeros((len(batch), 3, size["height"], size["width"]), dtype=np.float32)
         for index, image in enumerate(batch):
             if image is not None:
-                rgb = _to_rgb(_open(image, index)).resize((size["width"], size["height"]), resample=resample)
+                rgb = upright_rgb(_open(image, index)).resize((size["width"], size["height"]), resample=resample)
                 pixels = np.asarray(rgb, dtype=np.float32) * rescale_factor  # (height, width, 3)
                 pixel_values[index] = ((pixels - mean) / std).transpose(2, 0, 1)  # (3, height, width)
         image_mask = np.array([image is not None for image in batch])  # (batch,)
@@ -90,33 +210,22 @@ class AcnImageProcessor(BaseImageProcessor):
 AcnImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """RGB view of a PIL image of any mode: transparency is composited on white, 16-bit values scaled to 8 bits."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in SIXTEEN_BIT_MODES:
-        values = np.asarray(image, dtype=np.float64) / SIXTEEN_TO_EIGHT_BIT  # (height, width)
-        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8)).convert("RGB")
-    if image.mode in ALPHA_MODES or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, WHITE), rgba).convert("RGB")
-    return image.convert("RGB")
-
-
 def _open(image, index: int) -> Image.Image:
+    """A checked PIL image (mode and pixel limit) from any accepted input; orientation is applied later."""
     if isinstance(image, Image.Image):
-        return ImageOps.exif_transpose(image)  # phone photos: upright, as the corpus loader stores them
+        check_image(image, name=f"image {index}")
+        return image
     if isinstance(image, (str, os.PathLike)):
-        with Image.open(image) as opened:
-            opened.load()
-            return ImageOps.exif_transpose(opened)
+        return load_image_file(image)[0]
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
             raise ValueError(
                 f"image {index}: numpy images must be uint8 (H, W), (H, W, 3) or (H, W, 4), "
                 f"got {image.dtype} {image.shape}"
             )
-        return Image.fromarray(image)
+        opened = Image.fromarray(image)
+        check_image(opened, name=f"image {index}")
+        return opened
     raise ValueError(f"image {index}: expected a PIL image, a numpy array, a path or None, got {type(image).__name__}")
 
 
@@ -135,4 +244,14 @@ def _channel_values(values, name: str) -> tuple[float, float, float]:
     return values
 
 
-__all__ = ["AcnImageProcessor"]
+__all__ = [
+    "IMAGE_ERROR_REASONS",
+    "MAX_IMAGE_PIXELS",
+    "AcnImageError",
+    "AcnImageProcessor",
+    "check_image",
+    "decode_image_bytes",
+    "load_image_file",
+    "to_rgb",
+    "upright_rgb",
+]

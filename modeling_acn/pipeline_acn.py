@@ -84,6 +84,8 @@ class AcnPipeline(Pipeline):
         split = kwargs.get("is_split_into_words", self._preprocess_params.get("is_split_into_words", False))
         if _is_single_input(inputs, split):
             return super().__call__(_as_example(inputs, image), **kwargs)
+        if image is not None and not isinstance(inputs, (list, types.GeneratorType)):
+            raise ValueError(f"image= goes with a tweet (a string, or a list of words with is_split_into_words=True), got {inputs!r}")
         if image is not None:
             raise ValueError("image= goes with a single tweet; pass several tweets as (text, image) pairs")
         if isinstance(inputs, types.GeneratorType):
@@ -143,7 +145,7 @@ class AcnPipeline(Pipeline):
         """Pixels and features for one image, both always present so that any mix of inputs batches together."""
         config = self.model.config
         features = torch.zeros(1, config.num_image_regions, config.image_feature_dim)  # (1, regions, 512)
-        given_features = _as_image_features(image, features.shape[1:])
+        given_features = as_image_features(image, features.shape[1:])
         if given_features is None:
             inputs = dict(self.processor.image_processor([image], return_tensors="pt"))
         else:
@@ -300,14 +302,21 @@ def _as_example(item, image=None) -> dict:
     raise ValueError(f"expected a tweet, a (text, image) pair or a dict with 'text', got {item!r}")
 
 
-def _as_image_features(image, shape):
-    """The image as a float tensor when it is precomputed pool5 features of `shape`, else None."""
+def as_image_features(image, shape=None):
+    """The image as a float tensor when it is precomputed pool5 features (of `shape`, when given), else None.
+
+    Raises `ValueError` for features of the wrong shape or dtype, and for NaN or infinite values, which would
+    otherwise tag every word `O` with NaN scores.
+    """
     if isinstance(image, np.ndarray) and np.issubdtype(image.dtype, np.floating):
         image = torch.from_numpy(image)
     if not isinstance(image, torch.Tensor):
         return None
-    if tuple(image.shape) != tuple(shape) or not image.is_floating_point():
-        raise ValueError(f"image features must be a float tensor of shape {tuple(shape)}, got {image.dtype} {tuple(image.shape)}")
+    if not image.is_floating_point() or (shape is not None and tuple(image.shape) != tuple(shape)):
+        expected = "" if shape is None else f" of shape {tuple(shape)}"
+        raise ValueError(f"image features must be a float tensor{expected}, got {image.dtype} {tuple(image.shape)}")
+    if not torch.isfinite(image).all():
+        raise ValueError(f"image features hold {int((~torch.isfinite(image)).sum())} NaN or infinite values")
     return image.float()
 
 
@@ -315,4 +324,4 @@ PIPELINE_REGISTRY.register_pipeline(
     TASK, pipeline_class=AcnPipeline, pt_model=AutoModelForTokenClassification, type="multimodal"
 )
 
-__all__ = ["AcnPipeline", "entity_spans", "tag_marginals"]
+__all__ = ["AcnPipeline", "as_image_features", "entity_spans", "tag_marginals"]

@@ -373,6 +373,8 @@ class AcnTokenizer(PreTrainedTokenizer):
             words, offsets = (example, _joined_offsets(example)) if is_split_into_words else self.split_text(example)
             if not words:
                 raise ValueError(f"example {index} has no words: {example!r}")
+            if "" in words:  # it would be tagged, and its zero-width offsets would glue its neighbours together
+                raise ValueError(f"example {index}: word {list(words).index('')} is empty: {example!r}")
             batch_words.append(list(words))
             batch_offsets.append(offsets)
         return batch_words, batch_offsets

@@ -51,7 +51,7 @@ def test_jsonl_rows_in_order_with_bad_rows_reported(model_folder, loaded, tmp_pa
     assert [line["row"] for line in lines] == list(range(7))  # the blank line is not a row
     assert [("error" in line) for line in lines] == [False, False, True, True, True, True, False]
     assert "cannot read image" in lines[2]["error"] and "missing.jpg" in lines[2]["error"]
-    assert lines[3]["error"] == "text has no words: '   '"
+    assert lines[3]["error"] == f"{tmp_path / 'rows.jsonl'}:4: text has no words: '   '"
     assert lines[4]["error"].startswith(f"{tmp_path / 'rows.jsonl'}:5: not JSON")
     assert "cannot read image" in lines[5]["error"] and "broken.jpg" in lines[5]["error"]
     expected = loaded([(TWEET, striped_image()), ("Merkel meets Obama", None), ("Paris", None)], return_tags=True)
@@ -69,7 +69,7 @@ def test_csv_rows_through_the_console_entry_point(model_folder, tmp_path, caplog
     main(["--model", str(model_folder), "--input", str(tmp_path / "rows.csv"), "--output", str(tmp_path / "o.jsonl"),
           "--device", "cpu"])
     lines = read_lines(tmp_path / "o.jsonl")
-    assert [line.get("error") for line in lines] == [None, "text has no words: ''", None]
+    assert [line.get("error") for line in lines] == [None, f"{tmp_path / 'rows.csv'}:3: text has no words: ''", None]
     assert lines[0]["words"] == ["Obama", ",", "in", "Paris"]
     assert "3 rows: 2 tagged" in caplog.text and "1 errors" in caplog.text
 

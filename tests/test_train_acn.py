@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -95,20 +96,49 @@ def test_resumed_run_ends_like_an_uninterrupted_one(corpus, tmp_path):
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.mark.slow
 def test_two_process_accelerate_launch(corpus, tmp_path):
+    """The README's CPU launch command starts two processes that split every epoch and every evaluation."""
+    num_epochs, probe_dir = 2, tmp_path / "probe"
+    probe_dir.mkdir()
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        str(ROOT / "examples" / "train_acn.py"), "--dataset", str(corpus), "--output_dir", str(tmp_path),
-        "--num_epochs", "3", "--checkpointing", "none", *TINY_FLAGS,
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
+        "--dynamo_backend", "no", str(ROOT / "tests" / "distributed_probe.py"), str(probe_dir),
+        "--dataset", str(corpus), "--output_dir", str(tmp_path / "out"), "--num_epochs", str(num_epochs),
+        *TINY_FLAGS, "--batch_size", "1", "--eval_batch_size", "3",
     ]  # fmt: skip
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=240, env=environment, cwd=tmp_path)
+    environment = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment, cwd=tmp_path)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    results = json.loads((tmp_path / "all_results.json").read_text())
-    assert results["test_num_gold_entities"] == 10  # every tweet scored once, none duplicated by the sharding
-    assert len((tmp_path / "test_predictions.txt").read_text().strip().split("\n\n")) == len(TWEETS)
+    ranks = [json.loads((probe_dir / f"rank_{rank}.json").read_text()) for rank in (0, 1)]
+    assert sorted(path.name for path in probe_dir.iterdir()) == ["rank_0.json", "rank_1.json"]
+
+    def tweets(batches):
+        return [tuple(tweet) for batch in batches for tweet in batch]
+
+    for epoch in range(num_epochs):
+        per_rank = [tweets(rank["train"][epoch]) for rank in ranks]
+        assert [len(rank["train"][epoch]) for rank in ranks] == [len(TWEETS) // 2] * 2  # half the batches each
+        assert len(set(per_rank[0] + per_rank[1])) == len(TWEETS) and not set(per_rank[0]) & set(per_rank[1])
+    test_pass = [tweets(rank["evaluation"][-1]) for rank in ranks]  # the last pass scores the test split
+    assert len(test_pass[0]) == len(test_pass[1]) == len(TWEETS) // 2
+    assert len(set(test_pass[0] + test_pass[1])) == len(TWEETS)  # every test tweet scored once, by one process
+
+    results = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert results["num_processes"] == 2 and results["test_num_gold_entities"] == 10
+    manifest = json.loads((tmp_path / "out" / "checkpoints" / f"epoch_{num_epochs}" / "checkpoint.json").read_text())
+    assert manifest["num_processes"] == 2 and {"rng_state_0.pt", "rng_state_1.pt"} <= set(manifest["files"])
+    predicted = (tmp_path / "out" / "test_predictions.txt").read_text().strip().split("\n\n")
+    assert [[line.split(" ")[0] for line in tweet.split("\n")] for tweet in predicted] == [
+        [word for word, _ in tweet] for _, tweet in TWEETS
+    ]  # each test tweet once, in order
 
 
 def test_word_dropout_replaces_real_words_only():
