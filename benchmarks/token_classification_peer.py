@@ -19,9 +19,11 @@ IGNORE = -100
 
 
 def encode_split(tokenizer, split, max_length):
-    """Subword ids per tweet, the label of each word on its first subword, and the first-subword positions."""
+    """Subword ids per tweet, the label of each word on its first subword, and the first-subword positions. A word
+    the tokenizer would drop (a lone zero-width joiner) is read as its unknown token, as AcnTokenizer does."""
     rows = []
     for index, (words, tags) in enumerate(zip(split["tokens"], split["ner_tags"])):
+        words = [word if tokenizer.tokenize(word) else tokenizer.unk_token for word in words]
         encoding = tokenizer(words, is_split_into_words=True, add_special_tokens=True)
         if len(encoding["input_ids"]) > max_length:
             raise ValueError(f"tweet {index} has {len(encoding['input_ids'])} subwords, over the encoder's {max_length}")
