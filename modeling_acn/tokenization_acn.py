@@ -23,6 +23,7 @@ PAD_ID = 0
 UNK_ID = 1
 URL_PLACEHOLDER = "<url>"  # the placeholders GloVe's Twitter vectors were trained with
 USER_PLACEHOLDER = "<user>"
+SUBWORD_URL = "url"  # a URL as a pretrained encoder reads it (`subword_word_forms`): one word, not 10-20 subwords
 CORPUS_OPTIONS = (
     "do_lower_case",
     "replace_urls",
@@ -33,6 +34,7 @@ CORPUS_OPTIONS = (
     "min_char_width",
     "subword_tokenizer",
     "subword_window",
+    "subword_word_forms",
 )
 SUBWORD_TOKENIZER_FOLDER = "subword_tokenizer"  # where save_pretrained puts a pretrained encoder's tokenizer
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision")
@@ -114,6 +116,10 @@ class AcnTokenizer(PreTrainedTokenizer):
             `save_pretrained` writes it to the `subword_tokenizer/` subfolder and `from_pretrained` reads it back.
         subword_window: most subwords per encoder call (the model's `text_encoder_window`); defaults to the
             subword tokenizer's `model_max_length`. A longer tweet is split between words into pieces that fit.
+        subword_word_forms: give the pretrained encoder URLs as the word `url` and hashtags without their `#`
+            (`subword_form`), as the word lookup does: a t.co link is 10-20 meaningless subwords, and `#Oscars`
+            would otherwise be read from its `#`. `from_corpus` turns it on with a subword tokenizer (chosen on
+            Twitter-2015 dev; see the README); off here, so that a tokenizer saved without it reloads unchanged.
     """
 
     vocab_files_names = VOCAB_FILES_NAMES
@@ -134,6 +140,7 @@ class AcnTokenizer(PreTrainedTokenizer):
         min_char_width: int = 4,  # the widest char-CNN kernel
         subword_tokenizer=None,
         subword_window: int | None = None,
+        subword_word_forms: bool = False,
         pad_token: str = "[PAD]",
         unk_token: str = "[UNK]",
         **kwargs,
@@ -151,6 +158,7 @@ class AcnTokenizer(PreTrainedTokenizer):
         self.min_char_width = min_char_width
         self.subword_tokenizer = subword_tokenizer
         self.subword_window = _subword_window(subword_tokenizer, subword_window)
+        self.subword_word_forms = subword_word_forms
         specials = (str(pad_token), str(unk_token))  # AddedToken objects when reloaded
         self._vocab = _load_or_build_vocab(vocab_file, words, *specials)
         self._char_vocab = _load_or_build_vocab(char_vocab_file, chars, *specials)
@@ -164,6 +172,7 @@ class AcnTokenizer(PreTrainedTokenizer):
             max_word_length=max_word_length,
             min_char_width=min_char_width,
             subword_window=self.subword_window,
+            subword_word_forms=subword_word_forms,
             pad_token=pad_token,
             unk_token=unk_token,
             **kwargs,
@@ -211,7 +220,7 @@ class AcnTokenizer(PreTrainedTokenizer):
                 pre-trained embedding file (`AcnTokenizer.embedding_file_words`). They do not extend the
                 character vocabulary.
             **options: the normalisation and character options of `AcnTokenizer.__init__`; `hashtags_as_words`
-                defaults to True here.
+                defaults to True here, and so does `subword_word_forms` when a `subword_tokenizer` is given.
         """
         if min_freq < 1:
             raise ValueError(f"min_freq must be at least 1, got {min_freq}")
@@ -219,6 +228,7 @@ class AcnTokenizer(PreTrainedTokenizer):
         if unknown:
             raise ValueError(f"unknown options {unknown}; from_corpus takes {list(CORPUS_OPTIONS)}")
         options.setdefault("hashtags_as_words", True)
+        options.setdefault("subword_word_forms", options.get("subword_tokenizer") is not None)
         normalizer = cls(**options)
         word_counts, char_counts = normalizer._count(sentences)
         corpus_words = [word for word, count in _by_frequency(word_counts) if count >= min_freq]
@@ -254,6 +264,14 @@ class AcnTokenizer(PreTrainedTokenizer):
         if self.hashtags_as_words and _HASHTAG.fullmatch(form):
             form = form[1:]
         return form.lower() if self.do_lower_case else form
+
+    @staticmethod
+    def subword_form(word: str) -> str:
+        """The word as `subword_word_forms` gives it to a pretrained encoder: a URL becomes `url`, `#word` becomes
+        `word`; every other word, @mentions included, is left as it is (the encoder's own casing applies)."""
+        if _URL.fullmatch(word):
+            return SUBWORD_URL
+        return word[1:] if _HASHTAG.fullmatch(word) else word
 
     @staticmethod
     def split_text(text: str) -> tuple[list[str], list[tuple[int, int]]]:
@@ -392,6 +410,8 @@ class AcnTokenizer(PreTrainedTokenizer):
         return {"input_ids": input_ids, "char_ids": char_ids, "attention_mask": attention_mask}
 
     def _subword_batch(self, batch_words: list[list[str]]) -> dict[str, list]:
+        if self.subword_word_forms:
+            batch_words = [[self.subword_form(word) for word in words] for words in batch_words]
         rows = [self._subword_pieces(words) for words in batch_words]
         length = max(len(ids) for ids, _ in rows)
         return {

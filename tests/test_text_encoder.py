@@ -74,16 +74,37 @@ def test_first_and_mean_pooling_match_a_loop_over_words():
 def test_every_word_gets_subwords_aligned_to_it(tiny_bert):
     tokenizer = make_processor(tiny_bert).tokenizer
     subword = tokenizer.subword_tokenizer
-    encoding = tokenizer(["Obama visits \u200d Paris #NBA", "hi"])
-    words = tokenizer(["Obama visits \u200d Paris #NBA"], return_words=True)["words"][0]
+    encoding = tokenizer(["Obama visits \u200d Paris #NBA http://t.co/Z3neVBQ7vF", "hi"])
+    words = tokenizer(["Obama visits \u200d Paris #NBA http://t.co/Z3neVBQ7vF"], return_words=True)["words"][0]
     positions = encoding["subword_to_word"][0]
     ids = encoding["subword_ids"][0]
     assert set(positions) - {0} == set(range(1, len(words) + 1))  # every word, the zero-width joiner included
     for position, word in enumerate(words, start=1):
         pieces = [token for token, at in zip(ids, positions) if at == position]
-        expected = subword(word, add_special_tokens=False)["input_ids"] or [subword.unk_token_id]
+        expected = subword(tokenizer.subword_form(word), add_special_tokens=False)["input_ids"] or [subword.unk_token_id]
         assert pieces == expected, word
     assert ids[0] == subword.cls_token_id and encoding["subword_attention_mask"][1] == [1, 1, 1] + [0] * (len(ids) - 3)
+
+
+@pytest.mark.parametrize("word_forms", [True, False])
+def test_the_encoder_reads_urls_and_hashtags_as_words_unless_turned_off(tiny_bert, word_forms):
+    subword = AcnTokenizer.load_subword_tokenizer(tiny_bert)
+    tokenizer = AcnTokenizer.from_corpus(TRAIN, subword_tokenizer=subword, subword_window=64, subword_word_forms=word_forms)
+    words = ["RT", "@washingtonpost", ":", "#Oscars", "tonight", "http://t.co/Z3neVBQ7vF", "htt…"]
+    read = ["RT", "@washingtonpost", ":", "Oscars", "tonight", "url", "url"] if word_forms else words
+    encoding = tokenizer(words, is_split_into_words=True)
+    assert encoding["subword_ids"][0] == subword(read, is_split_into_words=True)["input_ids"]
+    assert encoding["input_ids"] == tokenizer(words, is_split_into_words=True)["input_ids"]  # the word lookup is unchanged
+
+
+def test_a_tokenizer_saved_before_subword_word_forms_reloads_without_them(tiny_bert, tmp_path):
+    subword = AcnTokenizer.load_subword_tokenizer(tiny_bert)
+    AcnTokenizer.from_corpus(TRAIN, subword_tokenizer=subword, subword_window=64).save_pretrained(tmp_path)
+    assert AcnTokenizer.from_pretrained(tmp_path).subword_word_forms
+    config_file = tmp_path / "tokenizer_config.json"
+    config_file.write_text(config_file.read_text().replace('"subword_word_forms": true,', ""))
+    assert "subword_word_forms" not in config_file.read_text()
+    assert not AcnTokenizer.from_pretrained(tmp_path).subword_word_forms
 
 
 def test_a_tweet_longer_than_the_window_comes_in_whole_word_pieces(tiny_bert):
