@@ -80,8 +80,13 @@ def tag_tweet(pipe: AcnPipeline, text: str, image: Image.Image | None) -> tuple:
         result = pipe(text, image=image, output_attentions=True)
     except ValueError as error:
         raise gr.Error(str(error)) from None
-    highlighted = highlighted_tweet(text, result["entities"])
-    return highlighted, type_colors(result["tags"]), entity_rows(result["entities"]), word_rows(result), explanation_picture(result, image)
+    return (
+        highlighted_tweet(text, result["entities"]),
+        type_colors(result["tags"]),
+        entity_rows(result["entities"]),
+        word_rows(result),
+        explanation_picture(result, image),
+    )
 
 
 def highlighted_tweet(text: str, entities: list[dict]) -> dict:
@@ -126,13 +131,22 @@ def build_app(pipe: AcnPipeline, examples: list[list[str]], model_name: str) -> 
         with gr.Row():
             with gr.Column():
                 tweet = gr.Textbox(label="Tweet", lines=2, elem_id="tweet")
-                photo = gr.Image(label="Photo", type="pil", image_mode="RGB", sources=["upload"], format="png", elem_id="photo")
+                photo = gr.Image(
+                    label="Photo", type="pil", image_mode="RGB", sources=["upload"], format="png", elem_id="photo"
+                )
                 button = gr.Button("Tag", variant="primary", elem_id="tag")
             with gr.Column():
                 highlighted = gr.HighlightedText(label="Entities", show_legend=True, elem_id="highlighted")
-                entities = gr.Dataframe(headers=ENTITY_HEADERS, label="Entities and scores", interactive=False, elem_id="entities")
-        words = gr.Dataframe(headers=WORD_HEADERS, label="Words: tag, score and the two gates", interactive=False, elem_id="words")
-        picture = gr.Image(label="Visual attention of each entity word, and the gates", type="pil", format="png", interactive=False, elem_id="explanation")
+                entities = gr.Dataframe(
+                    headers=ENTITY_HEADERS, label="Entities and scores", interactive=False, elem_id="entities"
+                )
+        words = gr.Dataframe(
+            headers=WORD_HEADERS, label="Words: tag, score and the two gates", interactive=False, elem_id="words"
+        )
+        picture = gr.Image(
+            label="Visual attention of each entity word, and the gates", type="pil", format="png", interactive=False,
+            elem_id="explanation",
+        )  # fmt: skip
         gr.Examples(examples=examples, inputs=[tweet, photo], label="Tweets from the demo corpus's test split")
 
         def show(text, image):
@@ -153,8 +167,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--trust_remote_code", action="store_true", default=os.environ.get(TRUST_REMOTE_CODE_VARIABLE) == "1",
         help=f"Run the model folder's own code instead of the installed classes (default: ${TRUST_REMOTE_CODE_VARIABLE}=1).",
     )  # fmt: skip
-    parser.add_argument("--host", default="127.0.0.1", help="Address to serve on (0.0.0.0 to be reachable from elsewhere).")
-    parser.add_argument("--port", type=int, default=7860, help="Port to serve on.")
+    parser.add_argument(
+        "--host", help="Address to serve on (default: $GRADIO_SERVER_NAME, which a Space sets, else 127.0.0.1)."
+    )
+    parser.add_argument("--port", type=int, help="Port to serve on (default: $GRADIO_SERVER_PORT, else the first free one from 7860).")
     parser.add_argument("--device", help="Torch device, e.g. cpu or cuda:0 (default: the first GPU if any).")
     return parser.parse_args(argv)
 

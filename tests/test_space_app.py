@@ -147,6 +147,7 @@ def test_model_and_remote_code_come_from_arguments_or_space_variables(monkeypatc
     monkeypatch.delenv(app.TRUST_REMOTE_CODE_VARIABLE, raising=False)
     args = app.parse_args([])
     assert (args.model, args.trust_remote_code) == (app.DEFAULT_MODEL, False)
+    assert (args.host, args.port) == (None, None)  # gradio then takes a Space's GRADIO_SERVER_NAME/PORT
     monkeypatch.setenv(app.MODEL_VARIABLE, "someone/acn-demo")
     monkeypatch.setenv(app.TRUST_REMOTE_CODE_VARIABLE, "1")
     args = app.parse_args([])
