@@ -3,14 +3,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast demo clean reliability-table
+.PHONY: setup test test-fast demo app space clean reliability-table
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python setup.cfg pyproject.toml constraints.txt
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,app]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -23,6 +23,16 @@ test-fast: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python examples/run_demo.py --output_dir outputs/demo
+
+# the Space app on http://127.0.0.1:$(PORT): MODEL=folder_or_hub_id make app (default: the model `make demo` trains)
+MODEL ?= outputs/demo/acn
+PORT ?= 7860
+app: $(STAMP)
+	$(BIN)/python space/app.py --model $(MODEL) --port $(PORT)
+
+# the folder to upload as a Hugging Face Space
+space: $(STAMP)
+	$(BIN)/python space/bundle.py --output_dir outputs/space
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -1,0 +1,330 @@
+"""The Space app (space/app.py): its output builders on a tiny model, its examples against the demo corpus's files,
+and the running app driven in headless Chromium."""
+
+import configparser
+import importlib.util
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dataset_script import demo_corpus
+from tests.pipeline_fixtures import striped_image, tiny_pipeline
+
+gr = pytest.importorskip("gradio", reason="gradio is not installed: the app extra, pip install -e '.[app]' (make setup)")
+
+ROOT = Path(__file__).resolve().parents[1]
+APP_FILE = ROOT / "space" / "app.py"
+# what the tiny model is taught, and so must find on the page
+TAUGHT = [("Obama visits Paris", ["B-PER", "O", "B-LOC"]), ("Merkel meets @user in Berlin", ["B-PER", "O", "O", "O", "B-LOC"])]
+PAGE_TWEET, PAGE_ENTITIES = TAUGHT[0][0], [("Obama", "PER"), ("Paris", "LOC")]
+TEACHING_STEPS = 80
+SERVER_START_SECONDS = 180  # gradio, torch and the model load on two shared cores
+PAGE_SECONDS = 120
+
+
+def load_module(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+app = load_module("acn_space_app", APP_FILE)
+
+
+def demo_photo() -> Image.Image:
+    return demo_corpus.draw_image(np.random.default_rng(0), "LOC")
+
+
+def taught_pipeline(photo: Image.Image):
+    """The tiny pipeline trained on TAUGHT with `photo` until it tags those tweets with that photo as taught."""
+    pipe = tiny_pipeline()
+    model = pipe.model
+    inputs = pipe.processor([text for text, _ in TAUGHT], images=[photo] * len(TAUGHT))
+    with torch.no_grad():
+        features = model.get_image_features(inputs.pop("pixel_values"))  # (tweets, 49, 512), once
+    labels = torch.full(inputs["input_ids"].shape, -100)  # (tweets, seq_len)
+    for row, (_, tags) in enumerate(TAUGHT):
+        labels[row, : len(tags)] = torch.tensor([model.config.label2id[tag] for tag in tags])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(TEACHING_STEPS):
+        loss = model(**inputs, image_features=features, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    return pipe
+
+
+# --- the outputs, without a server -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def taught():
+    photo = demo_photo()
+    return taught_pipeline(photo), photo
+
+
+def test_taught_model_finds_the_taught_entities(taught):
+    pipe, photo = taught
+    for text, tags in TAUGHT:
+        assert pipe(text, image=photo, return_tags=True)["tags"] == tags
+
+
+def test_tag_tweet_outputs_match_the_pipeline(taught):
+    pipe, photo = taught
+    highlighted, colors, entities, words, picture = app.tag_tweet(pipe, PAGE_TWEET, photo)
+    result = pipe(PAGE_TWEET, image=photo, output_attentions=True)
+    assert highlighted == {
+        "text": PAGE_TWEET,
+        "entities": [{"entity": "PER", "start": 0, "end": 5}, {"entity": "LOC", "start": 13, "end": 18}],
+    }
+    assert set(colors) == {"PER", "LOC"}
+    assert entities == [[e["word"], e["entity_group"], round(e["score"], 3)] for e in result["entities"]]
+    assert [row[:2] for row in entities] == [list(pair) for pair in PAGE_ENTITIES]
+    assert [row[:3] for row in words] == [[w, t, round(s, 3)] for w, t, s in zip(result["words"], result["tags"], result["scores"])]
+    assert [row[3] for row in words] == pytest.approx(result["fusion_gates"].tolist(), abs=5e-4)
+    assert [row[4] for row in words] == pytest.approx(result["filtration_gates"].tolist(), abs=5e-4)
+    assert picture.size[0] > 500 and picture.size[1] > 300
+
+
+def test_highlighted_spans_and_colors_follow_the_entities():
+    text = "RT Barack Obama in Paris"
+    entities = [{"entity_group": "PER", "start": 3, "end": 15}, {"entity_group": "LOC", "start": 19, "end": 24}]
+    value = app.highlighted_tweet(text, entities)
+    assert [text[span["start"] : span["end"]] for span in value["entities"]] == ["Barack Obama", "Paris"]
+    colors = app.type_colors(["O", "B-PER", "I-PER", "O", "B-LOC"])
+    assert set(colors) == {"PER", "LOC"} and colors["PER"] != colors["LOC"]
+    assert all(re.fullmatch(r"#[0-9a-f]{6}", color) for color in colors.values())
+
+
+def test_concat_fusion_shows_no_fusion_gate():
+    pipe = tiny_pipeline(fusion="concat")
+    *_, words, _ = app.tag_tweet(pipe, "Obama visits Paris", striped_image())
+    assert [row[3] for row in words] == [None, None, None]
+
+
+def test_tweet_without_photo_is_tagged_from_its_text():
+    pipe = tiny_pipeline()
+    *_, words, picture = app.tag_tweet(pipe, "Obama visits Paris", None)
+    assert [row[4] for row in words] == [0.0, 0.0, 0.0]  # nothing of the image reaches the tagger
+    assert picture.size[0] > 500
+
+
+@pytest.mark.parametrize("text", ["", "   \n"])
+def test_an_empty_tweet_is_refused(text):
+    with pytest.raises(gr.Error, match="Type a tweet first"):
+        app.tag_tweet(tiny_pipeline(), text, striped_image())
+
+
+def test_a_missing_default_model_says_how_to_make_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=r"no model at 'outputs/demo/acn': run `make demo` first"):
+        app.load_pipeline(app.DEFAULT_MODEL)
+
+
+def test_a_text_only_model_is_refused(tmp_path):
+    tiny_pipeline(use_image=False).save_pretrained(tmp_path / "text_only")
+    with pytest.raises(SystemExit, match="needs a model with images; .*text_only' has use_image=False"):
+        app.load_pipeline(str(tmp_path / "text_only"), device="cpu")
+
+
+def test_model_and_remote_code_come_from_arguments_or_space_variables(monkeypatch):
+    monkeypatch.delenv(app.MODEL_VARIABLE, raising=False)
+    monkeypatch.delenv(app.TRUST_REMOTE_CODE_VARIABLE, raising=False)
+    args = app.parse_args([])
+    assert (args.model, args.trust_remote_code) == (app.DEFAULT_MODEL, False)
+    assert (args.host, args.port) == (None, None)  # gradio then takes a Space's GRADIO_SERVER_NAME/PORT
+    monkeypatch.setenv(app.MODEL_VARIABLE, "someone/acn-demo")
+    monkeypatch.setenv(app.TRUST_REMOTE_CODE_VARIABLE, "1")
+    args = app.parse_args([])
+    assert (args.model, args.trust_remote_code) == ("someone/acn-demo", True)
+    assert app.parse_args(["--model", "folder"]).model == "folder"
+
+
+def test_examples_are_the_demo_corpus_test_tweets(tmp_path):
+    # each split draws from its own generator, so two-tweet train and validation splits leave the test split as it is
+    corpus = demo_corpus.write_demo_corpus(tmp_path / "corpus", seed=app.DEMO_SEED, num_train=2, num_valid=2)
+    blocks = (corpus / "test.txt").read_text(encoding="utf-8").strip().split("\n\n")
+    examples = app.demo_examples()
+    assert len(examples) == app.NUM_EXAMPLES
+    for (text, image), block in zip(examples, blocks):
+        image_id, *lines = block.splitlines()
+        assert text == " ".join(line.split("\t")[0] for line in lines)
+        with Image.open(corpus / "images" / f"{image_id.removeprefix('IMGID:')}.jpg") as expected:
+            assert np.array_equal(np.asarray(image), np.asarray(expected))
+
+
+def test_the_space_bundle_runs_the_app_on_its_own_copy_of_the_package(tmp_path):
+    bundle = load_module("acn_space_bundle", ROOT / "space" / "bundle.py")
+    bundle.main(["--output_dir", str(tmp_path / "space")])
+    space = tmp_path / "space"
+    tracked = subprocess.run(["git", "ls-files", *bundle.PACKAGES], cwd=ROOT, capture_output=True, text=True, check=True)
+    expected = {"app.py", "README.md", "requirements.txt", *tracked.stdout.split()}
+    assert {str(path.relative_to(space)) for path in space.rglob("*") if path.is_file()} == expected
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    requirements = (space / "requirements.txt").read_text().splitlines()
+    assert [line for line in requirements if not line.startswith("#")] == config["options"]["install_requires"].split()
+    card = (space / "README.md").read_text(encoding="utf-8")
+    assert re.search(r"^---\n(.*\n)*sdk: gradio\n(.*\n)*app_file: app\.py\n(.*\n)*---\n", card)
+    modules = ["app", *bundle.PACKAGES]
+    probe = f"import importlib.util\nfor name in {modules!r}: print(importlib.util.find_spec(name).origin)"
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    shown = subprocess.run([sys.executable, "-c", probe], cwd=space, env=environment, capture_output=True, text=True, check=True)
+    assert shown.stdout.split() == [str(space / "app.py"), *(str(space / name / "__init__.py") for name in bundle.PACKAGES)]
+
+
+# --- the running app in a real browser --------------------------------------------------------------
+
+
+@pytest.fixture
+def browser_paths():
+    """Paths of chromium and chromedriver, or a skip that names what is missing."""
+    pytest.importorskip("selenium", reason="selenium is not installed: the dev extra, pip install -e '.[dev]' (make setup)")
+    missing = [name for name in ("chromium", "chromedriver") if shutil.which(name) is None]
+    if missing:
+        pytest.skip(
+            f"no headless browser: {' and '.join(missing)} not on PATH "
+            "(Debian: apt-get install chromium chromium-driver; .ci/run installs them)"
+        )
+    return shutil.which("chromium"), shutil.which("chromedriver")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_serving(server: subprocess.Popen, url: str, log: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"the app exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.5)
+    pytest.fail(f"the app did not serve {url} within {SERVER_START_SECONDS} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def served_app(taught, tmp_path):
+    """The app in its own process on a free port, serving the taught model; the photo it was taught with."""
+    pipe, photo = taught
+    pipe.save_pretrained(tmp_path / "model")
+    photo.save(tmp_path / "photo.png")
+    port = free_port()
+    log = tmp_path / "app.log"
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "GRADIO_TEMP_DIR": str(tmp_path / "gradio"),
+                   "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
+    command = [sys.executable, str(APP_FILE), "--model", str(tmp_path / "model"), "--port", str(port), "--device", "cpu"]
+    with open(log, "wb") as output:
+        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=environment, cwd=tmp_path)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_until_serving(server, url, log)
+        yield url, tmp_path / "photo.png", log
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def headless_chromium(chromium: str, chromedriver: str):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,2200"):
+        options.add_argument(argument)  # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start
+    return webdriver.Chrome(service=Service(chromedriver), options=options)
+
+
+def submit(browser, url: str, text: str, photo: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    WebDriverWait(browser, PAGE_SECONDS).until(lambda page: page.find_elements(By.CSS_SELECTOR, "#tweet textarea"))
+    browser.find_element(By.CSS_SELECTOR, "#tweet textarea").send_keys(text)
+    browser.find_element(By.CSS_SELECTOR, "#photo input[type=file]").send_keys(str(photo))
+    WebDriverWait(browser, PAGE_SECONDS).until(lambda page: page.find_elements(By.CSS_SELECTOR, "#photo img"))
+    browser.find_element(By.ID, "tag").click()
+    WebDriverWait(browser, PAGE_SECONDS).until(lambda page: page.find_elements(By.CSS_SELECTOR, "#explanation img"))
+    WebDriverWait(browser, PAGE_SECONDS).until(lambda page: any(row[0] for row in page_entity_rows(page)))
+
+
+def page_entity_rows(browser) -> list[list[str]]:
+    """The cells of the entity table as shown (gradio's grid; its <table> is a hidden copy for sizing)."""
+    from selenium.webdriver.common.by import By
+
+    rows = browser.find_elements(By.CSS_SELECTOR, "#entities .virtual-row[role=row]")
+    return [[cell.text for cell in row.find_elements(By.CSS_SELECTOR, "[role=gridcell]")] for row in rows]
+
+
+def page_highlighted_types(browser) -> dict[str, str]:
+    """Each highlighted word, with the legend label whose colour it carries."""
+    from selenium.webdriver.common.by import By
+
+    legend = {
+        item.value_of_css_property("background-color"): item.text
+        for item in browser.find_elements(By.CSS_SELECTOR, "#highlighted .legend-item")
+    }
+    return {
+        token.text.strip(): legend.get(token.value_of_css_property("background-color"))
+        for token in browser.find_elements(By.CSS_SELECTOR, "#highlighted .token.highlighted")
+    }
+
+
+@pytest.mark.slow
+def test_the_app_in_headless_chromium_finds_the_entities(browser_paths, served_app, tmp_path):
+    from selenium.common.exceptions import TimeoutException
+
+    chromium, chromedriver = browser_paths
+    url, photo_path, log = served_app
+    with Image.open(photo_path) as photo:
+        expected = reference_entities(tmp_path / "model", photo)
+    assert [(entity["word"], entity["entity_group"]) for entity in expected] == PAGE_ENTITIES
+    browser = headless_chromium(chromium, chromedriver)
+    screenshot = tmp_path / "space_app.png"
+    try:
+        submit(browser, url, PAGE_TWEET, photo_path)
+        rows = page_entity_rows(browser)
+        highlighted = page_highlighted_types(browser)
+    except TimeoutException:
+        pytest.fail(f"the page showed no entities within {PAGE_SECONDS} s; screenshot {screenshot}; app log {log}")
+    finally:
+        browser.save_screenshot(str(screenshot))
+        browser.quit()
+        print(f"screenshot of the app: {screenshot}")
+    assert rows == [[entity["word"], entity["entity_group"], f"{round(entity['score'], 3):g}"] for entity in expected], (
+        f"page rows {rows}; screenshot {screenshot}; app log {log}"
+    )
+    assert highlighted == dict(PAGE_ENTITIES), f"screenshot {screenshot}"
+
+
+def reference_entities(folder: Path, photo: Image.Image) -> list[dict]:
+    """What the saved model finds in the page's tweet, run here in the test's process."""
+    from modeling_acn import AcnPipeline
+
+    return AcnPipeline.from_pretrained(folder, device="cpu")(PAGE_TWEET, image=photo.convert("RGB"))
