@@ -22,7 +22,7 @@ from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwa
 from dataset_script.twitter_mner import VISION_WEIGHTS_FILE
 from acn_checkpoint import checkpoint_folder, resume, save_checkpoint
 from acn_commands.atomic import atomic_files_into, atomic_folder, write_text
-from acn_data import AcnCollator, image_source, label_names, load_corpus, model_rows
+from acn_data import image_source, label_names, load_corpus, model_rows
 from model_card import write_model_card
 from ner_report import gold_tags, load_metric, predict_split, score, table2, write_json, write_predictions
 from torch.utils.data import DataLoader
@@ -33,6 +33,7 @@ from modeling_acn import (
     PAPER_TEXT_ENCODER,
     PAPER_VARIANTS,
     AcnConfig,
+    AcnDataCollator,
     AcnForTokenClassification,
     AcnImageProcessor,
     AcnPipeline,
@@ -193,10 +194,10 @@ def build_dataloaders(corpus, processor, config, args):
         model_rows(corpus["train"], source),
         batch_size=args.batch_size,
         shuffle=True,
-        collate_fn=AcnCollator(processor, source, args.max_train_length, args.word_dropout),
+        collate_fn=AcnDataCollator(processor, source, args.max_train_length, args.word_dropout),
     )
     evaluation = {
-        split: DataLoader(model_rows(corpus[split], source), batch_size=args.eval_batch_size, collate_fn=AcnCollator(processor, source))
+        split: DataLoader(model_rows(corpus[split], source), batch_size=args.eval_batch_size, collate_fn=AcnDataCollator(processor, source))
         for split in ("validation", "test")
     }
     return train, evaluation

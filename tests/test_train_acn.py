@@ -142,15 +142,13 @@ def test_two_process_accelerate_launch(corpus, tmp_path):
 
 
 def test_word_dropout_replaces_real_words_only():
-    from acn_data import AcnCollator
-
-    from modeling_acn import AcnImageProcessor, AcnProcessor, AcnTokenizer
+    from modeling_acn import AcnDataCollator, AcnImageProcessor, AcnProcessor, AcnTokenizer
 
     tokenizer = AcnTokenizer.from_corpus([["Obama", "visits", "Paris"]])
     processor = AcnProcessor(image_processor=AcnImageProcessor(), tokenizer=tokenizer)
     rows = [{"tokens": ["Obama", "visits", "Paris"], "ner_tags": [1, 0, 3]}, {"tokens": ["Paris"], "ner_tags": [3]}]
-    kept = AcnCollator(processor, "none")(rows)["input_ids"]
-    dropped = AcnCollator(processor, "none", word_dropout=1.0)(rows)["input_ids"]
+    kept = AcnDataCollator(processor, "none")(rows)["input_ids"]
+    dropped = AcnDataCollator(processor, "none", word_dropout=1.0)(rows)["input_ids"]
     assert (kept[0] > tokenizer.unk_token_id).all()
     assert dropped.tolist() == [[1, 1, 1], [1, 0, 0]]  # [UNK] for every word, [PAD] stays
 
