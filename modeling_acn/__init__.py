@@ -1,5 +1,7 @@
 """ACN (Adaptive Co-attention Network) for multimodal named-entity recognition in tweets."""
 
+__version__ = "0.1.0"
+
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
