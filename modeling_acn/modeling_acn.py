@@ -789,13 +789,14 @@ class AcnForTokenClassification(AcnPreTrainedModel):
         self.register_buffer("bio_allowed_start", allowed_start, persistent=False)  # (tags,)
         self.post_init()
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
+    def save_pretrained(self, save_directory, is_main_process: bool = True, **kwargs):
         """As `PreTrainedModel.save_pretrained` (which `push_to_hub` calls), plus the multimodal-ner pipeline's code
         and its entry in `config.custom_pipelines`: with the processor saved beside the model, the folder loads
         with `transformers.pipeline(model=folder, trust_remote_code=True)`."""
         self.config.custom_pipelines = custom_pipelines_entry()
-        super().save_pretrained(save_directory, *args, **kwargs)
-        save_pipeline_code(save_directory)
+        super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
+        if is_main_process:
+            save_pipeline_code(save_directory)
 
     def get_input_embeddings(self):
         return self.acn.get_input_embeddings()
