@@ -610,7 +610,9 @@ class AcnModel(AcnPreTrainedModel):
         trunk_dtype = self.vision[0].weight.dtype  # a model loaded with dtype=torch.bfloat16 has a bf16 trunk
         # oneDNN's fast convolution layout, in the trunk's dtype (image processors give float32)
         pixel_values = pixel_values.to(trunk_dtype).contiguous(memory_format=torch.channels_last)
-        bf16 = trunk_dtype == torch.float32 and self.config.vision_precision == "bf16" and _supports_bf16(pixel_values.device)
+        bf16 = (  # bf16 autocast of a float32 trunk; a 16-bit trunk runs in its own dtype
+            trunk_dtype == torch.float32 and self.config.vision_precision == "bf16" and _supports_bf16(pixel_values.device)
+        )
         with (
             torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_vision),
             torch.autocast(pixel_values.device.type, dtype=torch.bfloat16, enabled=bf16),
