@@ -221,7 +221,9 @@ def bench_feature_reading(processor, tweets, args):
         from datasets import Array2D, Dataset, Features, List, Value, load_from_disk
 
         sys.path.insert(0, str(ROOT / "examples"))
-        from acn_data import AcnCollator, model_rows
+        from acn_data import model_rows
+
+        from modeling_acn import AcnDataCollator
     except ImportError as error:
         return {"skipped": f"needs the training stack ({error})"}
     count, batch_size = (64 if args.quick else 320), 32
@@ -236,7 +238,7 @@ def bench_feature_reading(processor, tweets, args):
     with tempfile.TemporaryDirectory() as folder:
         Dataset.from_dict(rows, features=features).save_to_disk(folder)
         split = model_rows(load_from_disk(folder), "features")
-        loader = DataLoader(split, batch_size=batch_size, collate_fn=AcnCollator(processor, "features"))
+        loader = DataLoader(split, batch_size=batch_size, collate_fn=AcnDataCollator(processor, "features"))
         started = time.perf_counter()
         batches = sum(1 for _ in loader)
         seconds = time.perf_counter() - started

@@ -1,10 +1,8 @@
-"""Corpus loading and batch collation shared by the training, evaluation and prediction scripts."""
+"""Corpus loading shared by the training, evaluation and benchmark scripts (batches: `modeling_acn.AcnDataCollator`)."""
 
 from pathlib import Path
 
 import datasets
-import numpy as np
-import torch
 
 from dataset_script.twitter_mner import load_twitter_mner
 
@@ -49,43 +47,3 @@ def model_rows(split: datasets.Dataset, source: str) -> datasets.Dataset:
     return split.remove_columns(unread).with_format(
         "numpy", columns=["image_features", "image_mask"], output_all_columns=True
     )
-
-
-class AcnCollator:
-    """Rows of the corpus -> one model batch: the processor's text and label tensors, plus the images.
-
-    `source` (see `image_source`): cached `image_features` (VGG never runs), `image` through the image
-    processor, or `none`. Training only: `max_length` truncates words (evaluation passes `None` and scores every
-    word), and `word_dropout` replaces each word id by `[UNK]` with that probability, so that the model learns to
-    tag unknown words from their characters and context.
-    """
-
-    def __init__(self, processor, source: str, max_length: int | None = None, word_dropout: float = 0.0):
-        self.processor = processor
-        self.source = source
-        self.max_length = max_length
-        self.word_dropout = word_dropout
-
-    @property
-    def unk_id(self) -> int:
-        return self.processor.tokenizer.unk_token_id
-
-    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        batch = dict(
-            self.processor(
-                [row["tokens"] for row in rows],
-                images=[row["image"] for row in rows] if self.source == "pixels" else None,
-                labels=[row["ner_tags"] for row in rows],
-                is_split_into_words=True,
-                truncation=self.max_length is not None,
-                max_length=self.max_length,
-            )
-        )
-        if self.word_dropout:
-            dropped = torch.rand(batch["input_ids"].shape) < self.word_dropout  # (batch, seq_len)
-            batch["input_ids"] = batch["input_ids"].masked_fill(dropped & batch["attention_mask"].bool(), self.unk_id)
-        if self.source == "features":
-            features = np.stack([np.asarray(row["image_features"], dtype=np.float32) for row in rows])
-            batch["image_features"] = torch.from_numpy(features)  # (batch, 49, 512)
-            batch["image_mask"] = torch.tensor([bool(row["image_mask"]) for row in rows])  # (batch,)
-        return batch

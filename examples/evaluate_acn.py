@@ -10,13 +10,13 @@ import json
 from pathlib import Path
 
 from accelerate import Accelerator
-from acn_data import AcnCollator, image_source, load_corpus, model_rows
+from acn_data import image_source, load_corpus, model_rows
 from ner_report import gold_tags, load_metric, predict_split, score, table2, write_json, write_predictions
 from torch.utils.data import DataLoader
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
 from transformers.utils import cached_file
 
-from modeling_acn import AcnForTokenClassification, AcnProcessor
+from modeling_acn import AcnDataCollator, AcnForTokenClassification, AcnProcessor
 
 
 def parse_args(argv=None):
@@ -67,7 +67,7 @@ def main(argv=None):
     split = load_corpus(args.dataset, args.image_dir)[args.split]
     check_labels(model, split)
     source = image_source(split, model.config.use_image)
-    loader = DataLoader(model_rows(split, source), batch_size=args.batch_size, collate_fn=AcnCollator(processor, source))
+    loader = DataLoader(model_rows(split, source), batch_size=args.batch_size, collate_fn=AcnDataCollator(processor, source))
     loader = accelerator.prepare(loader)
     model = accelerator.prepare(model)
     predictions = predict_split(accelerator, model, loader)

@@ -1,4 +1,5 @@
-"""The model card of a trained ACN folder: model-index metadata and the results tables."""
+"""The model card of a trained ACN folder: Hub metadata (license, language, datasets, base model, model-index) and
+the results tables."""
 
 from pathlib import Path
 
@@ -6,6 +7,9 @@ from acn_commands.atomic import atomic_path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from ner_report import table2
 
+from modeling_acn import PAPER_TEXT_ENCODER
+
+LICENSE = "apache-2.0"  # the project's (setup.cfg, LICENSE); the weights are released under it too
 CARD_TEMPLATE = """\
 ---
 {card_data}
@@ -14,14 +18,29 @@ CARD_TEMPLATE = """\
 # ACN ({variant}) for multimodal named-entity recognition in tweets
 
 Adaptive Co-attention Network (Zhang, Fu, Liu, Huang, AAAI 2018), trained with `examples/train_acn.py` of
-acn-mner on `{dataset}` (seed {seed}). Load it with remote code:
+acn-mner on {dataset} (seed {seed}){encoder}. It tags the words of a tweet (PER, LOC, ORG, and the corpus's fourth
+type) using the tweet's image when there is one. The model's code comes with it, so loading runs that code:
+
+```python
+from transformers import pipeline
+
+ner = pipeline(model="{folder}", trust_remote_code=True)  # the multimodal-ner pipeline saved with the model
+ner("Obama visits Paris", image="photo.jpg")  # an image path, a PIL image, or None for text only
+```
+
+or the model and processor themselves:
 
 ```python
 from transformers import AutoModelForTokenClassification, AutoProcessor
 
 model = AutoModelForTokenClassification.from_pretrained("{folder}", trust_remote_code=True)
 processor = AutoProcessor.from_pretrained("{folder}", trust_remote_code=True)
+inputs = processor(["Obama visits Paris"], images=["photo.jpg"])
+tags = model.decode(model(**inputs).logits, inputs["attention_mask"], constrain_bio=True)
 ```
+
+The Hub's inference widget is off (`inference: false`): the model needs its own code, its processor and an image,
+which the hosted token-classification widget does not provide.
 
 ## Results
 
@@ -41,6 +60,10 @@ python examples/train_acn.py {command}
 
 Trained on tweets of one period and region; the tag set is the corpus's. Tweets without an image are tagged
 from their text alone (the filtration gate is closed), so their quality is that of the text-only model.
+
+## License
+
+The code and these weights: Apache-2.0. The training corpus keeps its own terms (see its dataset card).
 """
 
 
@@ -49,33 +72,72 @@ def command_line(args) -> str:
     return " ".join(f"--{key}" if value is True else f"--{key} {value}" for key, value in flags)
 
 
-def write_model_card(output_dir: Path, args, results: dict):
-    """Write the card as model_card.md, and as README.md, the file the Hub renders."""
-    card_data = ModelCardData(
+def is_local_path(name: str) -> bool:
+    return Path(str(name)).exists()
+
+
+def hub_dataset_id(args) -> str | None:
+    """The corpus as a Hub dataset id: --hub_dataset_id, or --dataset itself when it is not a local folder."""
+    if args.hub_dataset_id:
+        return args.hub_dataset_id
+    return None if is_local_path(args.dataset) else str(args.dataset)
+
+
+def base_model(args) -> str | None:
+    """The pretrained text encoder's Hub id (--hub_base_model for a local folder); None for the paper's encoder."""
+    if args.text_encoder == PAPER_TEXT_ENCODER:
+        return None
+    if args.hub_base_model:
+        return args.hub_base_model
+    return None if is_local_path(args.text_encoder) else str(args.text_encoder)
+
+
+def eval_results(dataset_id: str, results: dict) -> list[EvalResult]:
+    return [
+        EvalResult(
+            task_type="token-classification",
+            task_name="Named-entity recognition",
+            dataset_type=dataset_id,
+            dataset_name=dataset_id,
+            dataset_split=split,
+            metric_type=metric,
+            metric_name=f"{split} entity {metric} (lenient)",
+            metric_value=round(100 * results[split][f"overall_{metric}"], 2),
+        )
+        for split in ("test", "validation")
+        for metric in ("precision", "recall", "f1")
+    ]
+
+
+def card_data(args, results: dict) -> ModelCardData:
+    """The card's YAML; model-index and `datasets` only with a Hub dataset id (a local path means nothing on the Hub)."""
+    dataset_id = hub_dataset_id(args)
+    return ModelCardData(
+        language=["en"],
+        license=LICENSE,
         library_name="transformers",
         pipeline_tag="token-classification",
-        tags=["ner", "multimodal", "twitter", "acn"],
+        tags=["ner", "multimodal", "twitter", "acn", "custom_code"],
+        datasets=[dataset_id] if dataset_id else None,
+        metrics=["seqeval"],
+        base_model=base_model(args),
         model_name=f"acn-{args.variant}",
-        eval_results=[
-            EvalResult(
-                task_type="token-classification",
-                dataset_type=str(args.dataset),
-                dataset_name=Path(str(args.dataset)).name,
-                dataset_split=split,
-                metric_type=metric,
-                metric_name=f"{split} entity {metric} (lenient)",
-                metric_value=round(100 * results[split][f"overall_{metric}"], 2),
-            )
-            for split in ("test", "validation")
-            for metric in ("precision", "recall", "f1")
-        ],
+        eval_results=eval_results(dataset_id, results) if dataset_id else None,
+        inference=False,
     )
+
+
+def write_model_card(output_dir: Path, args, results: dict):
+    """Write the card as model_card.md, and as README.md, the file the Hub renders."""
+    dataset_id = hub_dataset_id(args)
+    encoder = base_model(args) or (None if args.text_encoder == PAPER_TEXT_ENCODER else Path(args.text_encoder).name)
     text = CARD_TEMPLATE.format(
-        card_data=card_data.to_yaml(),
+        card_data=card_data(args, results).to_yaml(),
         variant=args.variant,
-        dataset=args.dataset,
+        dataset=f"[{dataset_id}](https://huggingface.co/datasets/{dataset_id})" if dataset_id else f"`{Path(args.dataset).name}`",
         seed=args.seed,
-        folder=output_dir,
+        encoder=f", on the pretrained text encoder `{encoder}`" if encoder else "",
+        folder=args.hub_model_id or output_dir,
         table=table2({f"{args.variant} (test)": results["test"], f"{args.variant} (dev)": results["validation"]}),
         command=command_line(args),
     )

@@ -57,7 +57,9 @@ def parse_args(argv=None):
 def build_features(output_dir: Path, seed: int, vision_precision: str) -> Path:
     corpus = demo_corpus.write_demo_corpus(output_dir / "corpus", seed=seed)
     dataset = twitter_mner.load_twitter_mner(corpus, corpus / demo_corpus.IMAGE_DIR)
-    twitter_mner.export_parquet(dataset, output_dir / "dataset", source="acn-mner demo corpus", overwrite=True)
+    twitter_mner.export_parquet(
+        dataset, output_dir / "dataset", source="acn-mner demo corpus", corpus="demo", overwrite=True
+    )
     features = output_dir / "features"
     twitter_mner.main(
         ["cache-features", "--dataset", str(output_dir / "dataset"), "--vision_weights", "random", "--seed", str(seed),

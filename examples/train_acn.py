@@ -6,6 +6,7 @@
 Selects the epoch with the best dev (validation) entity F1, with early stopping, then scores the test split.
 Writes to --output_dir: the model and processor with their remote code, all_results.json, results.md (the paper's
 Table 2 layout), {validation,test}_predictions.txt (`token gold pred`), model_card.md/README.md, checkpoints/.
+With --push_to_hub --hub_model_id ID, the model, its code, card and results (not checkpoints/) go to the Hub.
 """
 
 import argparse
@@ -22,8 +23,9 @@ from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwa
 from dataset_script.twitter_mner import VISION_WEIGHTS_FILE
 from acn_checkpoint import checkpoint_folder, resume, save_checkpoint
 from acn_commands.atomic import atomic_files_into, atomic_folder, write_text
-from acn_data import AcnCollator, image_source, label_names, load_corpus, model_rows
-from model_card import write_model_card
+from acn_data import image_source, label_names, load_corpus, model_rows
+from huggingface_hub import HfApi
+from model_card import base_model, hub_dataset_id, write_model_card
 from ner_report import gold_tags, load_metric, predict_split, score, table2, write_json, write_predictions
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -33,6 +35,7 @@ from modeling_acn import (
     PAPER_TEXT_ENCODER,
     PAPER_VARIANTS,
     AcnConfig,
+    AcnDataCollator,
     AcnForTokenClassification,
     AcnImageProcessor,
     AcnPipeline,
@@ -44,6 +47,8 @@ logger = get_logger(__name__)
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
 CHECKPOINT_DIR = "checkpoints"
+# What final_evaluation writes beside the model; with the model's own files, what --push_to_hub uploads.
+RESULT_FILES = ("README.md", "model_card.md", "all_results.json", "results.md", "validation_predictions.txt", "test_predictions.txt")
 BEST_MODEL_DIR = f"{CHECKPOINT_DIR}/best_model"  # kept after training: a resumed run may end on these weights
 
 
@@ -89,7 +94,14 @@ def parse_args(argv=None):
     training.add_argument("--checkpointing", default="epoch", choices=["epoch", "none"], help="Save the training state after every epoch (needed to resume), or never.")
     training.add_argument("--resume_from_checkpoint", default=None, help="'latest' (the newest checkpoint that verifies; damaged ones are skipped with a warning) or a checkpoint folder to continue from.")
     training.add_argument("--with_tracking", action="store_true", help="Log metrics to TensorBoard in output_dir/runs.")
+    hub = parser.add_argument_group("hub")
+    hub.add_argument("--push_to_hub", action="store_true", help="Upload the final model folder (weights, config, processor, code, card, results; never checkpoints/ or runs/) to --hub_model_id.")
+    hub.add_argument("--hub_model_id", default=None, help="Hub model repository (user/name) that --push_to_hub creates or updates; the card's usage snippet names it.")
+    hub.add_argument("--hub_private_repo", action="store_true", help="Create the repository private (an existing one keeps its visibility).")
+    hub.add_argument("--hub_dataset_id", default=None, help="Hub id of the training corpus, for the card's datasets and model-index; defaults to --dataset when that is a Hub id. Needed with --push_to_hub for a local corpus.")
+    hub.add_argument("--hub_base_model", default=None, help="Hub id of a local --text_encoder folder, for the card's base_model. Needed with --push_to_hub for a local encoder.")
     args = parser.parse_args(argv)
+    check_hub_args(parser, args)
     if args.num_epochs < 1 or args.patience < 1 or args.batch_size < 1:
         parser.error("num_epochs, patience and batch_size must be positive")
     pretrained = args.text_encoder != PAPER_TEXT_ENCODER
@@ -101,6 +113,18 @@ def parse_args(argv=None):
     if not 0.0 <= args.warmup_ratio < 1.0:
         parser.error(f"--warmup_ratio must be in [0, 1), got {args.warmup_ratio}")
     return args
+
+
+def check_hub_args(parser, args):
+    """Refuse, before training, a push whose card could not name the Hub dataset or base model."""
+    if not args.push_to_hub:
+        return
+    if not args.hub_model_id:
+        parser.error("--push_to_hub needs --hub_model_id (user/name)")
+    if hub_dataset_id(args) is None:
+        parser.error(f"--dataset {args.dataset} is a local folder: give its Hub id with --hub_dataset_id for the model card")
+    if args.text_encoder != PAPER_TEXT_ENCODER and base_model(args) is None:
+        parser.error(f"--text_encoder {args.text_encoder} is a local folder: give its Hub id with --hub_base_model for the model card")
 
 
 @dataclass
@@ -196,10 +220,10 @@ def build_dataloaders(corpus, processor, config, args):
         model_rows(corpus["train"], source),
         batch_size=args.batch_size,
         shuffle=True,
-        collate_fn=AcnCollator(processor, source, args.max_train_length, args.word_dropout),
+        collate_fn=AcnDataCollator(processor, source, args.max_train_length, args.word_dropout),
     )
     evaluation = {
-        split: DataLoader(model_rows(corpus[split], source), batch_size=args.eval_batch_size, collate_fn=AcnCollator(processor, source))
+        split: DataLoader(model_rows(corpus[split], source), batch_size=args.eval_batch_size, collate_fn=AcnDataCollator(processor, source))
         for split in ("validation", "test")
     }
     return train, evaluation
@@ -278,17 +302,27 @@ def run_training(accelerator, model, train_loader, dev_loader, optimizer, schedu
             save_checkpoint(accelerator, checkpoint_folder(output_dir / CHECKPOINT_DIR, epoch + 1), model, optimizer, scheduler, state)
 
 
-def save_model(accelerator, model, processor, folder: Path):
+def save_model(accelerator, model, processor, folder: Path) -> list[str]:
+    """Save the weights (with the processor and the pipeline's code when given); returns the files written, as
+    paths relative to `folder` (none on the other processes)."""
     accelerator.wait_for_everyone()
+    written = []
     if accelerator.is_main_process:  # written aside and renamed into place: a kill leaves no half-written file
         unwrapped = accelerator.unwrap_model(model)
         if processor is None:
             with atomic_folder(folder) as temporary:
                 unwrapped.save_pretrained(temporary)
+                written = relative_files(temporary)
         else:  # model, processor and the pipeline's code: transformers.pipeline(..., trust_remote_code=True) loads it
             with atomic_files_into(folder) as temporary:
                 AcnPipeline(model=unwrapped, processor=processor, device=unwrapped.device).save_pretrained(temporary)
+                written = relative_files(temporary)
     accelerator.wait_for_everyone()
+    return written
+
+
+def relative_files(folder: Path) -> list[str]:
+    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
 
 
 def final_evaluation(accelerator, model, loaders, corpus, metric, output_dir, args, processor, state, elapsed):
@@ -298,7 +332,7 @@ def final_evaluation(accelerator, model, loaders, corpus, metric, output_dir, ar
     results, predictions = {}, {}
     for split in ("validation", "test"):
         results[split], predictions[split] = evaluate_split(accelerator, model, loaders[split], corpus[split], metric)
-    save_model(accelerator, model, processor, output_dir)
+    model_files = save_model(accelerator, model, processor, output_dir)
     if not accelerator.is_main_process:
         return results
     for split in ("validation", "test"):
@@ -319,7 +353,27 @@ def final_evaluation(accelerator, model, loaders, corpus, metric, output_dir, ar
     print(table)
     print(f"test: {results['test']['num_gold_entities']} gold entities (lenient), {results['test']['strict_num_gold_entities']} (strict)")
     write_model_card(output_dir, args, results)
+    if args.push_to_hub:
+        push_model_folder(output_dir, model_files + list(RESULT_FILES), args)
     return results
+
+
+def push_model_folder(output_dir: Path, files: list[str], args):
+    """Upload exactly `files` of output_dir (the final model and the run's results), in one commit."""
+    api = HfApi()
+    repo_id = api.create_repo(args.hub_model_id, private=args.hub_private_repo or None, exist_ok=True).repo_id
+    api.upload_folder(
+        repo_id=repo_id,
+        folder_path=output_dir,
+        allow_patterns=[glob_escape(name) for name in files],
+        commit_message=f"ACN ({args.variant}), seed {args.seed}: test F1 as in results.md",
+    )
+    logger.info(f"pushed {len(files)} files to https://huggingface.co/{repo_id}", main_process_only=True)
+
+
+def glob_escape(name: str) -> str:
+    """`name` as an fnmatch pattern that matches only itself."""
+    return "".join(f"[{char}]" if char in "*?[" else char for char in name)
 
 
 def main(argv=None):

@@ -1,5 +1,7 @@
 """ACN (Adaptive Co-attention Network) for multimodal named-entity recognition in tweets."""
 
+__version__ = "0.1.0"
+
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -15,6 +17,7 @@ from .modeling_acn import AcnCrf, AcnForTokenClassification, AcnModel, AcnPreTra
 from .pipeline_acn import AcnPipeline
 from .processing_acn import AcnProcessor
 from .tokenization_acn import AcnEmbeddingCoverage, AcnTokenizer
+from .training_acn import AcnDataCollator, AcnEntityMetrics, AcnViterbiTags
 
 # Installed locally, the Auto classes know ACN without trust_remote_code; saved folders also carry the code.
 AutoConfig.register(AcnConfig.model_type, AcnConfig, exist_ok=True)
@@ -32,7 +35,9 @@ __all__ = [
     "PAPER_VARIANTS",
     "AcnConfig",
     "AcnCrf",
+    "AcnDataCollator",
     "AcnEmbeddingCoverage",
+    "AcnEntityMetrics",
     "AcnForTokenClassification",
     "AcnImageProcessor",
     "AcnModel",
@@ -40,4 +45,5 @@ __all__ = [
     "AcnPreTrainedModel",
     "AcnProcessor",
     "AcnTokenizer",
+    "AcnViterbiTags",
 ]

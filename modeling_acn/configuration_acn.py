@@ -90,6 +90,10 @@ class AcnConfig(PretrainedConfig):
     """
 
     model_type = "acn"
+    # Left out of Trainer's predictions, so that `EvalPrediction.predictions` holds the logits alone.
+    keys_to_ignore_at_inference = [
+        "last_hidden_state", "visual_attentions", "textual_attentions", "fusion_gates", "filtration_gates"
+    ]
 
     @classmethod
     def from_variant(cls, variant: str, **kwargs) -> "AcnConfig":

@@ -40,6 +40,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_acn import IGNORE_INDEX, AcnConfig
+from .pipeline_acn import custom_pipelines_entry, save_pipeline_code
 
 # Score given to forbidden transitions in constrained decoding; finite so that a row of them cannot give NaN.
 FORBIDDEN_SCORE = -1e4
@@ -79,16 +80,23 @@ class AcnModelOutput(ModelOutput):
 
 
 @dataclass
-class AcnTokenClassifierOutput(AcnModelOutput):
+class AcnTokenClassifierOutput(ModelOutput):
     r"""
     loss (`torch.FloatTensor` of shape `()`, when `labels` are given):
         Negative CRF log-likelihood (softmax decoder: token cross-entropy), averaged over the batch.
     logits (`torch.FloatTensor` of shape `(batch, seq_len, num_labels)`):
         Per-word tag scores, the CRF's emission potentials; decode them with `decode`.
+    Then the fields of `AcnModelOutput`. `loss` and `logits` come first, as in transformers' heads: `Trainer` reads
+    the loss from the first field and the predictions from the next ones.
     """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    visual_attentions: torch.FloatTensor | None = None
+    textual_attentions: torch.FloatTensor | None = None
+    fusion_gates: torch.FloatTensor | None = None
+    filtration_gates: torch.FloatTensor | None = None
 
 
 class AcnCharCNN(nn.Module):
@@ -425,8 +433,9 @@ class AcnCrf(nn.Module):
         their maxima turns it into one matrix product of bounded exponentials, exp(alpha - a) @ exp(T - t), whose
         log plus a + t is exact and stable, and much cheaper than a logsumexp over a (batch, tags, tags) tensor.
         """
-        transition_shift = self.transitions.max().detach()
-        exp_transitions = (self.transitions - transition_shift).exp()  # (from, to), entries in (0, 1]
+        transitions = self.transitions.to(emissions.dtype)  # a bf16/fp16 model's CRF sums in the emissions' float32
+        transition_shift = transitions.max().detach()
+        exp_transitions = (transitions - transition_shift).exp()  # (from, to), entries in (0, 1]
         alpha = self.start_transitions + emissions[:, 0]  # (batch, tags)
         for step in range(1, emissions.shape[1]):
             shift = alpha.max(dim=-1, keepdim=True).values.detach()  # (batch, 1)
@@ -598,8 +607,12 @@ class AcnModel(AcnPreTrainedModel):
         if self.vision is None:
             raise ValueError("this model has no vision trunk (use_image=False)")
         _check_pixel_values(pixel_values)
-        pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)  # oneDNN's fast convolution layout
-        bf16 = self.config.vision_precision == "bf16" and _supports_bf16(pixel_values.device)
+        trunk_dtype = self.vision[0].weight.dtype  # a model loaded with dtype=torch.bfloat16 has a bf16 trunk
+        # oneDNN's fast convolution layout, in the trunk's dtype (image processors give float32)
+        pixel_values = pixel_values.to(trunk_dtype).contiguous(memory_format=torch.channels_last)
+        bf16 = (  # bf16 autocast of a float32 trunk; a 16-bit trunk runs in its own dtype
+            trunk_dtype == torch.float32 and self.config.vision_precision == "bf16" and _supports_bf16(pixel_values.device)
+        )
         with (
             torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_vision),
             torch.autocast(pixel_values.device.type, dtype=torch.bfloat16, enabled=bf16),
@@ -777,6 +790,15 @@ class AcnForTokenClassification(AcnPreTrainedModel):
         self.register_buffer("bio_allowed", allowed, persistent=False)  # (tags, tags), [from, to]
         self.register_buffer("bio_allowed_start", allowed_start, persistent=False)  # (tags,)
         self.post_init()
+
+    def save_pretrained(self, save_directory, is_main_process: bool = True, **kwargs):
+        """As `PreTrainedModel.save_pretrained` (which `push_to_hub` calls), plus the multimodal-ner pipeline's code
+        and its entry in `config.custom_pipelines`: with the processor saved beside the model, the folder loads
+        with `transformers.pipeline(model=folder, trust_remote_code=True)`."""
+        self.config.custom_pipelines = custom_pipelines_entry()
+        super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
+        if is_main_process:
+            save_pipeline_code(save_directory)
 
     def get_input_embeddings(self):
         return self.acn.get_input_embeddings()

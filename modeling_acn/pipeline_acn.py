@@ -12,6 +12,7 @@ import types
 import numpy as np
 import torch
 from transformers import AutoModelForTokenClassification, AutoProcessor, Pipeline
+from transformers.dynamic_module_utils import custom_object_save
 from transformers.pipelines import PIPELINE_REGISTRY
 
 
@@ -189,7 +190,7 @@ class AcnPipeline(Pipeline):
         needs_vision = image_mask.bool() & ~has_features  # (batch,)
         if needs_vision.any():
             pixels = pixel_values[needs_vision].to(self.model.dtype)  # (images, 3, 224, 224)
-            features[needs_vision] = self.model.get_image_features(pixels)  # (images, regions, 512)
+            features[needs_vision] = self.model.get_image_features(pixels).to(features.dtype)  # (images, regions, 512)
         return features
 
     def postprocess(self, model_outputs, aggregation_strategy="simple", ignore_labels=None, return_tags=False):
@@ -320,8 +321,21 @@ def as_image_features(image, shape=None):
     return image.float()
 
 
+def custom_pipelines_entry() -> dict:
+    """This pipeline as `config.custom_pipelines` names it, the entry that `Pipeline.save_pretrained` writes."""
+    entry = dict(AcnPipeline._registered_impl[TASK])
+    entry["impl"] = f"{__name__.split('.')[-1]}.{AcnPipeline.__name__}"  # "pipeline_acn.AcnPipeline"
+    entry["pt"] = tuple(model_class.__name__ for model_class in entry["pt"])
+    return {TASK: entry}
+
+
+def save_pipeline_code(save_directory) -> None:
+    """Copy this file into a model folder, where `custom_pipelines_entry` points the pipeline factory."""
+    custom_object_save(AcnPipeline, save_directory)
+
+
 PIPELINE_REGISTRY.register_pipeline(
     TASK, pipeline_class=AcnPipeline, pt_model=AutoModelForTokenClassification, type="multimodal"
 )
 
-__all__ = ["AcnPipeline", "as_image_features", "entity_spans", "tag_marginals"]
+__all__ = ["AcnPipeline", "as_image_features", "custom_pipelines_entry", "entity_spans", "save_pipeline_code", "tag_marginals"]

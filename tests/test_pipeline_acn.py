@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from transformers import AutoModelForTokenClassification, pipeline
 
 from modeling_acn import AcnPipeline, AcnTokenizer
 from modeling_acn.pipeline_acn import entity_spans, grouped_entities, tag_marginals
@@ -180,22 +181,70 @@ import sys
 sys.modules["modeling_acn"] = None  # the project must not be importable: everything comes from the folder
 from transformers import pipeline
 
-folder, tweet = sys.argv[1], {tweet!r}
-pipe = pipeline("multimodal-ner", model=folder, trust_remote_code=True, device="cpu")
+folder, task, tweet = sys.argv[1], sys.argv[2] or None, {tweet!r}
+pipe = pipeline(task, model=folder, trust_remote_code=True, device="cpu")  # no task: the one the folder names
 assert type(pipe).__module__.startswith("transformers_modules."), type(pipe).__module__
 print(json.dumps(pipe([tweet, (tweet, None)], batch_size=2, return_tags=True)))
 """
 
 
+@pytest.fixture(scope="module")
+def separately_saved_folder(pipe, tmp_path_factory):
+    """What a user gets from `model.save_pretrained` and `processor.save_pretrained`, without the pipeline."""
+    folder = tmp_path_factory.mktemp("acn") / "model"
+    pipe.model.save_pretrained(folder)
+    pipe.processor.save_pretrained(folder)
+    return folder
+
+
 @pytest.mark.slow
-def test_fresh_process_loads_the_folder_with_the_pipeline_factory(pipe, saved_folder, tmp_path):
+@pytest.mark.parametrize(
+    "saved_by, task", [("pipeline", "multimodal-ner"), ("model and processor", ""), ("model and processor", "multimodal-ner")]
+)
+def test_fresh_process_loads_the_folder_with_the_pipeline_factory(pipe, saved_by, task, request, tmp_path):
+    folder = request.getfixturevalue("saved_folder" if saved_by == "pipeline" else "separately_saved_folder")
     script = tmp_path / "load.py"
     script.write_text(FRESH_PROCESS_SCRIPT.format(tweet=TWEET))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1")
     result = subprocess.run(
-        [sys.executable, str(script), str(saved_folder)], cwd=tmp_path, env=env, capture_output=True, text=True
+        [sys.executable, str(script), str(folder), task], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert comparable(loaded) == comparable(pipe([TWEET, (TWEET, None)], return_tags=True))
+
+
+def cpu_lacks_bf16(dtype) -> bool:
+    return dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_model_loaded_in_16_bits_runs_with_images(pipe, saved_folder, dtype):
+    if cpu_lacks_bf16(dtype):
+        pytest.skip("this CPU has no bf16 instructions (AVX-512 bf16 / AMX): oneDNN would emulate them very slowly")
+    model = AutoModelForTokenClassification.from_pretrained(saved_folder, dtype=dtype).eval()
+    inputs = pipe.processor([TWEET, "Merkel meets Obama"], images=[striped_image(), None])  # float32 pixels
+    features = torch.rand(2, 49, 512, generator=torch.Generator().manual_seed(0)) * 3  # float32 features
+    with torch.no_grad():
+        reference = pipe.model(**inputs).logits  # (2, seq_len, 5)
+        from_pixels = model(**inputs).logits
+        from_features = model(**{**inputs, "pixel_values": None, "image_features": features}).logits
+        reference_features = pipe.model(**{**inputs, "pixel_values": None, "image_features": features}).logits
+    assert from_pixels.dtype == dtype and from_features.dtype == dtype
+    scale = reference.abs().max().item()
+    assert (from_pixels.float() - reference).abs().max().item() < 0.05 * scale
+    assert (from_features.float() - reference_features).abs().max().item() < 0.05 * scale
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_pipeline_factory_takes_a_dtype(pipe, saved_folder, dtype):
+    if cpu_lacks_bf16(dtype):
+        pytest.skip("this CPU has no bf16 instructions (AVX-512 bf16 / AMX): oneDNN would emulate them very slowly")
+    loaded = pipeline("multimodal-ner", model=str(saved_folder), pipeline_class=AcnPipeline, dtype=dtype, device="cpu")
+    assert loaded.model.dtype == dtype
+    inputs = [(TWEET, striped_image()), ("Merkel meets Obama", None)]
+    ours, reference = loaded(inputs, return_tags=True), pipe(inputs, return_tags=True)
+    for result, expected in zip(ours, reference):
+        assert result["tags"] == expected["tags"]
+        assert result["scores"] == pytest.approx(expected["scores"], abs=0.02)

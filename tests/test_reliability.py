@@ -194,7 +194,7 @@ def test_export_overwrite_keeps_files_it_did_not_write(tmp_path):
     stale = folder / "data" / "train-00001-of-00002.parquet"
     for path in (notes, own_parquet, stale, folder / "keep.md"):
         path.write_text("the user's", encoding="utf-8")
-    export_parquet(dataset, folder, source="fixture", overwrite=True)
+    export_parquet(dataset, folder, source="fixture", corpus="twitter-2015", overwrite=True)
     assert not stale.exists()
     assert all(path.read_text() == "the user's" for path in (notes, own_parquet, folder / "keep.md"))
     assert sorted(path.name for path in (folder / "data").iterdir() if path.name.endswith("-of-00001.parquet")) == [

@@ -47,7 +47,8 @@ def run_training(corpus, output_dir, *extra):
 
 
 def test_overfits_a_tiny_corpus_and_writes_every_output(corpus, tmp_path):
-    results = run_training(corpus, tmp_path, "--num_epochs", "40", "--patience", "40", "--checkpointing", "none")
+    results = run_training(corpus, tmp_path, "--num_epochs", "40", "--patience", "40", "--checkpointing", "none",
+                           "--hub_dataset_id", "someone/tiny-tweets")  # fmt: skip
     assert results["test_overall_f1"] == 1.0 and results["validation_overall_f1"] == 1.0
     assert results["test_num_gold_entities"] == 10
     for name in ("config.json", "model.safetensors", "modeling_acn.py", "processor_config.json", "results.md",
@@ -55,7 +56,7 @@ def test_overfits_a_tiny_corpus_and_writes_every_output(corpus, tmp_path):
         assert (tmp_path / name).is_file(), name
     lines = (tmp_path / "test_predictions.txt").read_text().splitlines()
     assert lines[:2] == ["Obama B-PER B-PER", "visits O O"] and lines[4] == ""
-    assert "model-index" in (tmp_path / "model_card.md").read_text()
+    assert "model-index" in (tmp_path / "model_card.md").read_text() and "someone/tiny-tweets" in (tmp_path / "README.md").read_text()
     assert "| full (test) | lenient |" in (tmp_path / "results.md").read_text()
 
     tagger = pipeline("multimodal-ner", model=str(tmp_path), trust_remote_code=True)
@@ -142,15 +143,13 @@ def test_two_process_accelerate_launch(corpus, tmp_path):
 
 
 def test_word_dropout_replaces_real_words_only():
-    from acn_data import AcnCollator
-
-    from modeling_acn import AcnImageProcessor, AcnProcessor, AcnTokenizer
+    from modeling_acn import AcnDataCollator, AcnImageProcessor, AcnProcessor, AcnTokenizer
 
     tokenizer = AcnTokenizer.from_corpus([["Obama", "visits", "Paris"]])
     processor = AcnProcessor(image_processor=AcnImageProcessor(), tokenizer=tokenizer)
     rows = [{"tokens": ["Obama", "visits", "Paris"], "ner_tags": [1, 0, 3]}, {"tokens": ["Paris"], "ner_tags": [3]}]
-    kept = AcnCollator(processor, "none")(rows)["input_ids"]
-    dropped = AcnCollator(processor, "none", word_dropout=1.0)(rows)["input_ids"]
+    kept = AcnDataCollator(processor, "none")(rows)["input_ids"]
+    dropped = AcnDataCollator(processor, "none", word_dropout=1.0)(rows)["input_ids"]
     assert (kept[0] > tokenizer.unk_token_id).all()
     assert dropped.tolist() == [[1, 1, 1], [1, 0, 0]]  # [UNK] for every word, [PAD] stays
 

@@ -295,7 +295,7 @@ def test_text_only_dataset_says_why(text_dataset):
 
 def test_exported_folder_loads_the_same_rows(image_dataset, tmp_path):
     folder = tmp_path / "export"
-    export_parquet(image_dataset, folder, source="fixture")
+    export_parquet(image_dataset, folder, source="fixture", corpus="twitter-2015")
     assert sorted(path.name for path in (folder / "data").iterdir()) == [
         "test-00000-of-00001.parquet", "train-00000-of-00001.parquet", "validation-00000-of-00001.parquet"
     ]
@@ -309,7 +309,7 @@ def test_exported_folder_loads_the_same_rows(image_dataset, tmp_path):
 
 
 def test_card_documents_the_dataset(image_dataset, tmp_path):
-    card = export_parquet(image_dataset, tmp_path / "export", source="fixture").read_text()
+    card = export_parquet(image_dataset, tmp_path / "export", source="fixture", corpus="twitter-2015").read_text()
     yaml = card.split("---")[1]
     for expected in ("configs:", "path: data/train-*", "split: validation", "dataset_info:", "class_label:",
                      "num_examples: 4", "dtype: image", "task_ids:"):
@@ -330,15 +330,15 @@ def test_export_refuses_a_non_empty_folder(text_dataset, tmp_path):
     stale = folder / "data" / "train-00001-of-00002.parquet"
     stale.write_bytes(b"stale")
     with pytest.raises(ValueError, match=r"output_dir '.*export' is not empty; pass overwrite=True"):
-        export_parquet(text_dataset, folder, source="fixture")
-    export_parquet(text_dataset, folder, source="fixture", overwrite=True)
+        export_parquet(text_dataset, folder, source="fixture", corpus="twitter-2015")
+    export_parquet(text_dataset, folder, source="fixture", corpus="twitter-2015", overwrite=True)
     assert not stale.exists()
 
 
 def test_command_exports_and_prints_image_summary(corpus_dirs, tmp_path, caplog):
     folder = tmp_path / "export"
     argv = ["--data_dir", str(corpus_dirs[0]), "--image_dir", str(corpus_dirs[1]), "--output_dir", str(folder),
-            "--label_map", "OTHER=MISC"]
+            "--corpus", "twitter-2017", "--label_map", "OTHER=MISC"]
     with caplog.at_level(logging.INFO):
         main(argv)
     assert "| loaded | 3 | 1 | 1 |" in caplog.text
@@ -443,7 +443,7 @@ def test_cache_features_command(image_dataset, tiny_acn, tmp_path, caplog):
     model_dir = tmp_path / "model"
     model.save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
-    export_parquet(image_dataset, tmp_path / "export", source="fixture")
+    export_parquet(image_dataset, tmp_path / "export", source="fixture", corpus="twitter-2015")
     def argv(output_name):
         return ["cache-features", "--dataset", str(tmp_path / "export"), "--model", str(model_dir), "--output_dir",
                 str(tmp_path / output_name), "--cache_dir", str(tmp_path / "cache"), "--device", "cpu"]
@@ -471,7 +471,7 @@ def test_cache_features_command(image_dataset, tiny_acn, tmp_path, caplog):
 
 @pytest.mark.slow
 def test_cache_features_with_a_random_trunk_saves_that_trunk(image_dataset, tmp_path):
-    export_parquet(image_dataset, tmp_path / "export", source="fixture")
+    export_parquet(image_dataset, tmp_path / "export", source="fixture", corpus="twitter-2015")
     main(["cache-features", "--dataset", str(tmp_path / "export"), "--vision_weights", "random", "--seed", "3",
           "--output_dir", str(tmp_path / "features"), "--cache_dir", str(tmp_path / "cache"), "--device", "cpu"])
     saved = datasets.load_from_disk(str(tmp_path / "features"))

@@ -1,0 +1,154 @@
+"""What `transformers.Trainer` needs to train and evaluate ACN: the batch collator and CRF-decoded entity metrics.
+
+    trainer = Trainer(
+        model=model,
+        args=TrainingArguments(..., remove_unused_columns=False),  # the collator reads the corpus columns
+        train_dataset=corpus["train"],
+        eval_dataset=corpus["validation"],
+        data_collator=AcnDataCollator(processor, image_source="pixels"),
+        preprocess_logits_for_metrics=AcnViterbiTags(model),
+        compute_metrics=AcnEntityMetrics(model.config.id2label),
+    )
+"""
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+from .configuration_acn import IGNORE_INDEX
+
+IMAGE_SOURCES = ("features", "pixels", "none")
+
+
+class AcnDataCollator:
+    """Corpus rows -> one model batch: the processor's text and label tensors, plus the images.
+
+    Rows are those of the corpus loader (`dataset_script/twitter_mner.py`): `tokens`, `ner_tags`, and `image` or
+    cached `image_features`/`image_mask`. With `Trainer`, set `TrainingArguments(remove_unused_columns=False)`, or
+    it drops these columns (they are not arguments of the model's forward).
+
+    Args:
+        processor: an `AcnProcessor`.
+        image_source (`str`): `"features"` (cached `image_features`; VGG never runs), `"pixels"` (the `image`
+            column through the image processor) or `"none"` (no images: the model takes its text path).
+        max_length (`int`, *optional*): training only, truncate tweets to this many words (evaluation scores every
+            word, so leave it None there).
+        word_dropout (`float`): training only, replace each word id by `[UNK]` with this probability, so that the
+            model learns to tag unknown words from their characters and context.
+    """
+
+    def __init__(self, processor, image_source: str, max_length: int | None = None, word_dropout: float = 0.0):
+        if image_source not in IMAGE_SOURCES:
+            raise ValueError(f"image_source must be 'features', 'pixels' or 'none', got {image_source!r}")
+        if not 0.0 <= word_dropout <= 1.0:
+            raise ValueError(f"word_dropout must be in [0, 1], got {word_dropout!r}")
+        self.processor = processor
+        self.image_source = image_source
+        self.max_length = max_length
+        self.word_dropout = word_dropout
+
+    @property
+    def unk_id(self) -> int:
+        return self.processor.tokenizer.unk_token_id
+
+    def __call__(self, rows: list[Mapping]) -> dict[str, torch.Tensor]:
+        self._check_columns(rows[0])
+        batch = dict(
+            self.processor(
+                [row["tokens"] for row in rows],
+                images=[row["image"] for row in rows] if self.image_source == "pixels" else None,
+                labels=[row["ner_tags"] for row in rows],
+                is_split_into_words=True,
+                truncation=self.max_length is not None,
+                max_length=self.max_length,
+            )
+        )
+        if self.word_dropout:
+            dropped = torch.rand(batch["input_ids"].shape) < self.word_dropout  # (batch, seq_len)
+            batch["input_ids"] = batch["input_ids"].masked_fill(dropped & batch["attention_mask"].bool(), self.unk_id)
+        if self.image_source == "features":
+            features = np.stack([np.asarray(row["image_features"], dtype=np.float32) for row in rows])
+            batch["image_features"] = torch.from_numpy(features)  # (batch, 49, 512)
+            batch["image_mask"] = torch.tensor([bool(row["image_mask"]) for row in rows])  # (batch,)
+        return batch
+
+    def _check_columns(self, row: Mapping) -> None:
+        needed = {"tokens", "ner_tags"} | {"features": {"image_features", "image_mask"}, "pixels": {"image"}}.get(
+            self.image_source, set()
+        )
+        missing = sorted(needed - set(row))
+        if missing:
+            raise ValueError(
+                f"rows lack the columns {missing} (they have {sorted(row)}); with Trainer, pass "
+                "TrainingArguments(remove_unused_columns=False) so that it keeps the corpus columns"
+            )
+
+
+class AcnViterbiTags:
+    """`preprocess_logits_for_metrics` for `Trainer`: each evaluation batch's logits become the model's best tag
+    paths (Viterbi through the CRF; argmax for a softmax decoder), `(batch, seq_len)` tag ids with -100 at padding.
+
+    Decoding needs the CRF's transitions, which `compute_metrics` never sees, so it happens here, batch by batch
+    (it also keeps Trainer from holding every batch's logits). The words of a tweet are the positions whose label
+    is not -100: every word of the corpus has a tag.
+
+    Args:
+        model: the `AcnForTokenClassification` being trained (its current CRF is used).
+        constrain_bio (`bool`): forbid `I-X` after anything but `B-X`/`I-X`, as the pipeline does; False scores
+            plain Viterbi paths, as `examples/train_acn.py` and the paper do.
+    """
+
+    def __init__(self, model, constrain_bio: bool = False):
+        self.model = model
+        self.constrain_bio = constrain_bio
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if labels is None:
+            raise ValueError("AcnViterbiTags needs the labels, whose -100 marks padding: evaluate a split with ner_tags")
+        word_mask = labels != IGNORE_INDEX  # (batch, seq_len)
+        paths = self.model.decode(logits, word_mask, constrain_bio=self.constrain_bio)
+        tags = torch.full_like(labels, IGNORE_INDEX)  # (batch, seq_len)
+        for row, path in enumerate(paths):
+            tags[row, : len(path)] = torch.tensor(path, dtype=tags.dtype)
+        return tags
+
+
+class AcnEntityMetrics:
+    """`compute_metrics` for `Trainer`: entity precision, recall and F1 (seqeval's default, conlleval's lenient
+    chunking, as the literature reports) and tag accuracy, from the tag ids of `AcnViterbiTags`.
+
+    Args:
+        id2label (`dict[int, str]`): the model's `config.id2label`.
+    """
+
+    def __init__(self, id2label: Mapping[int, str]):
+        self.id2label = {int(index): label for index, label in id2label.items()}
+
+    def __call__(self, eval_prediction) -> dict[str, float]:
+        predictions, label_ids = eval_prediction.predictions, eval_prediction.label_ids
+        if isinstance(predictions, tuple) or np.ndim(predictions) != 2:
+            raise ValueError(
+                "predictions must be tag ids (examples, seq_len): pass preprocess_logits_for_metrics=AcnViterbiTags(model) "
+                f"to Trainer, got {type(predictions).__name__} of shape {np.shape(predictions)}"
+            )
+        predicted, gold = self.tag_names(predictions, label_ids)
+        return {
+            "precision": precision_score(gold, predicted),
+            "recall": recall_score(gold, predicted),
+            "f1": f1_score(gold, predicted),
+            "accuracy": accuracy_score(gold, predicted),
+        }
+
+    def tag_names(self, predictions: np.ndarray, label_ids: np.ndarray) -> tuple[list[list[str]], list[list[str]]]:
+        """Predicted and gold tag names of every tweet's words (the positions whose label is not -100)."""
+        predicted, gold = [], []
+        for predicted_row, gold_row in zip(predictions, label_ids, strict=True):
+            words = gold_row != IGNORE_INDEX  # (seq_len,)
+            predicted.append([self.id2label[int(tag)] for tag in predicted_row[words]])
+            gold.append([self.id2label[int(tag)] for tag in gold_row[words]])
+        return predicted, gold
+
+
+__all__ = ["AcnDataCollator", "AcnEntityMetrics", "AcnViterbiTags"]
