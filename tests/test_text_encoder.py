@@ -74,8 +74,8 @@ def test_first_and_mean_pooling_match_a_loop_over_words():
 def test_every_word_gets_subwords_aligned_to_it(tiny_bert):
     tokenizer = make_processor(tiny_bert).tokenizer
     subword = tokenizer.subword_tokenizer
-    encoding = tokenizer(["Obama visits \u200d Paris #NBA http://t.co/Z3neVBQ7vF", "hi"])
-    words = tokenizer(["Obama visits \u200d Paris #NBA http://t.co/Z3neVBQ7vF"], return_words=True)["words"][0]
+    encoding = tokenizer(["Obama visits \u200d Paris #NBA", "hi"])
+    words = tokenizer(["Obama visits \u200d Paris #NBA"], return_words=True)["words"][0]
     positions = encoding["subword_to_word"][0]
     ids = encoding["subword_ids"][0]
     assert set(positions) - {0} == set(range(1, len(words) + 1))  # every word, the zero-width joiner included
