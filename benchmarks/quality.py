@@ -63,7 +63,7 @@ def parse_args(argv=None):
     parser.add_argument("--data_dir", default=str(ROOT.parent / "shared" / "data" / "twitter2015"), help="Twitter-2015 text.")
     parser.add_argument("--output_dir", default="outputs/quality", help="Runs, quality.json and quality.md go here.")
     parser.add_argument("--models", nargs="+", default=PAPER_ROWS, choices=[*RUNS, PEER_ROW], help="Which neural rows to train (default: the paper's text models; the MiniLM-L6 rows are opt-in).")
-    parser.add_argument("--pretrained_epochs", type=int, default=10, help="Epoch budget of both MiniLM-L6 rows (dev selection within it).")
+    parser.add_argument("--pretrained_epochs", type=int, default=8, help="Epoch budget of both MiniLM-L6 rows (dev selection within it).")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="One run per seed and model.")
     parser.add_argument("--train_args", default="", help="Extra flags for train_acn.py, e.g. '--learning_rate 2e-3'.")
     parser.add_argument("--skip_feature_crf", action="store_true", help="Leave out the sklearn-crfsuite peer.")

@@ -163,6 +163,15 @@ def test_hashtag_vocabulary_flag(flag, expected, corpus, tmp_path):
     assert tokenizer.char_form("#love") == "#love"
 
 
+@pytest.mark.parametrize(
+    "encoder, epochs, schedule, warmup",
+    [([], 30, "inverse", 0.0), (["--text_encoder", "some/checkpoint"], 8, "linear", 0.1), (["--text_encoder", "x", "--num_epochs", "3"], 3, "linear", 0.1)],
+)
+def test_training_defaults_follow_the_text_encoder(encoder, epochs, schedule, warmup, tmp_path):
+    args = train_acn.parse_args(["--dataset", str(tmp_path), "--output_dir", str(tmp_path), *encoder])
+    assert (args.num_epochs, args.lr_schedule, args.warmup_ratio) == (epochs, schedule, warmup)
+
+
 def test_pretrained_embeddings_initialise_and_extend_the_vocabulary(corpus, tmp_path):
     vectors = tmp_path / "vectors.txt"
     vectors.write_text("obama " + " ".join(["0.5"] * 16) + "\nzebra " + " ".join(["-0.5"] * 16) + "\n")
