@@ -6,6 +6,8 @@ installed by `make setup`), so the subword splits are a real checkpoint's.
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -247,3 +249,66 @@ def test_train_acn_fine_tunes_a_pretrained_encoder_and_scores_every_word(tiny_be
     config = json.loads((output / "config.json").read_text())
     assert config["text_config"]["hidden_size"] == 16 and config["text_encoder_window"] == 16
     assert len(AcnTokenizer.from_pretrained(output)([LONG_TWEET])["subword_ids"][0]) > 16  # it came in pieces
+
+
+def encoder_corpus(folder):
+    long_words = [(word, "B-PER" if word in ("Obama", "Merkel", "Macron") else "O") for word in LONG_TWEET.split()]
+    tweets = [(str(index), [("Obama", "B-PER"), ("visits", "O"), ("Paris", "B-LOC")]) for index in range(3)]
+    tweets += [("9", long_words), ("10", [("Merkel", "B-PER"), ("in", "O"), ("Berlin", "B-LOC")])]
+    return write_corpus(folder, {"train": tweets, "validation": tweets, "test": tweets})
+
+
+def encoder_flags(tiny_bert):
+    return ["--text_encoder", str(tiny_bert), "--batch_size", "1", "--seed", "1", "--dropout", "0.3", "--patience", "10"]
+
+
+@pytest.mark.slow
+def test_a_resumed_fine_tune_ends_like_an_uninterrupted_one(tiny_bert, tmp_path, monkeypatch):
+    """Warm-up and linear decay are per optimiser step, here with gradient accumulation: the scheduler, both
+    learning rates and the RNG must all come back from the checkpoint of epoch 2."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    import train_acn
+
+    corpus = encoder_corpus(tmp_path / "corpus")
+    flags = [*encoder_flags(tiny_bert), "--gradient_accumulation_steps", "2", "--num_epochs", "4"]
+    for run in "ab":
+        train_acn.main(["--dataset", str(corpus), "--output_dir", str(tmp_path / run), *flags])
+    for epoch in (3, 4):  # run b as if killed after epoch 2
+        shutil.rmtree(tmp_path / "b" / "checkpoints" / f"epoch_{epoch}")
+    (tmp_path / "b" / "model.safetensors").unlink()
+    resumed_at = []
+
+    def spy_resume(*args):
+        train_acn_resume(*args)
+        resumed_at.append(args[-1].epoch)  # the training state, restored
+
+    train_acn_resume = train_acn.resume
+    monkeypatch.setattr(train_acn, "resume", spy_resume)
+    train_acn.main(["--dataset", str(corpus), "--output_dir", str(tmp_path / "b"), *flags, "--resume_from_checkpoint", "latest"])
+    assert resumed_at == [2]
+    uninterrupted, resumed = (json.loads((tmp_path / run / "all_results.json").read_text()) for run in "ab")
+    for key in ("test_overall_f1", "validation_overall_f1", "best_epoch", "epochs_trained"):
+        assert resumed[key] == uninterrupted[key], key
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
+@pytest.mark.slow
+def test_two_process_fine_tune(tiny_bert, tmp_path):
+    """DDP over the pretrained encoder: two CPU processes train and score every test tweet once."""
+    corpus = encoder_corpus(tmp_path / "corpus")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(ROOT / "examples" / "train_acn.py"), "--dataset", str(corpus), "--output_dir", str(tmp_path / "out"),
+        *encoder_flags(tiny_bert), "--num_epochs", "2",
+    ]  # fmt: skip
+    environment = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment, cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert results["num_processes"] == 2 and results["epochs_trained"] == 2
+    predicted = (tmp_path / "out" / "test_predictions.txt").read_text().strip().split("\n\n")
+    assert [len(tweet.split("\n")) for tweet in predicted] == [3, 3, 3, len(LONG_TWEET.split()), 3]  # every word, once
