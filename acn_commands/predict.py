@@ -34,6 +34,7 @@ from pathlib import Path
 import datasets
 import torch
 from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
@@ -488,12 +489,18 @@ def parse_device(device: str | None):
     return int(device) if device is not None and device.lstrip("-").isdigit() else device
 
 
+def launched_state() -> PartialState:
+    """The processes `accelerate launch` started (one without it); on CPUs when there is no GPU or
+    ``ACCELERATE_USE_CPU`` is set (Accelerate's own `PartialState` counts a CPU launch as one process unless told)."""
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+
+
 def run(args: argparse.Namespace) -> dict:
     if args.output.is_dir():
         raise ValueError(f"--output {str(args.output)!r} is a folder; give a file path")
     refuse_overwriting_inputs(args.output, {"--input": args.input})
     is_corpus = input_format(args.input) == "conll"
-    state = PartialState()
+    state = launched_state()
     if state.num_processes > 1 and args.device is not None:
         raise ValueError(f"--device {args.device!r} does not go with {state.num_processes} processes: each uses its own")
     device = state.device if state.num_processes > 1 else parse_device(args.device)
