@@ -338,9 +338,10 @@ class PreparedBatch:
 
 
 class RowTagger:
-    """Tags batches of rows with an `AcnPipeline` in its own three steps, split in two: `prepare` (read the images,
-    preprocess and collate; worker processes) and `tag` (forward pass and postprocessing; the main process).
-    The collation is the pipeline's own, so a batch gives what `pipe(inputs, batch_size=...)` gives."""
+    """Tags batches of rows with the steps of an `AcnPipeline`, split between processes: `prepare` (read the
+    images, preprocess, collate) runs in the worker processes, `tag` (forward pass, postprocessing) in the main one.
+    The collation is the pipeline's own, so a batch gives what `pipe(inputs, batch_size=...)` gives. Workers are
+    forked: they share the model's memory and never run it."""
 
     def __init__(self, pipe: AcnPipeline, feature_cache: Mapping, is_split_into_words: bool):
         self.pipe = pipe

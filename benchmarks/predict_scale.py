@@ -8,7 +8,7 @@ the main process and tags 16 batches at a time. "after" is this tree's acn-predi
 run is a fresh process (`python acn-predict ...`), timed from start to exit (model loading included), with the
 peak resident memory of its main process (getrusage), of its largest worker process, and the peak proportional
 set size (PSS, shared pages split between the processes that share them) of the whole process tree, sampled
-every 0.2 s. The model: ACN with small text sizes and its VGG-16 trunk with random weights (the speed of VGG-16
+every 0.5 s. The model: ACN with small text sizes and its VGG-16 trunk with random weights (the speed of VGG-16
 does not depend on its weights). Section 1: every row has an image (four 640x480 JPEGs, reused). Section 2:
 `--memory_rows` rows, one in 1000 with an image, and a tenth as many rows to show how memory grows with rows.
 """
@@ -36,7 +36,7 @@ BEFORE_COMMIT = "9aee70d"  # acn-predict before streaming and worker processes
 LABELS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-OTHER", "I-OTHER")
 WORDS = "Obama visits Paris with Merkel and the @nba fans of Chicago Bulls at #Berlin http://t.co/x today".split()
 IMAGE_SIZE = (640, 480)  # a common size of tweet photos
-SAMPLE_SECONDS = 0.2
+SAMPLE_SECONDS = 0.5
 
 RUNNER = """
 import json, resource, runpy, sys, time
@@ -135,14 +135,15 @@ def run_predict(script: Path, model: Path, rows: Path, output: Path, extra: list
         "--output", str(output), "--device", "cpu", "--batch_size", str(batch_size), *extra,
     ]  # fmt: skip
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
-    process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak_pss = 0.0
-    while process.poll() is None:
-        peak_pss = max(peak_pss, tree_pss_mib(process.pid))
-        time.sleep(SAMPLE_SECONDS)
-    stderr = process.stderr.read()
+    log = output.with_suffix(".log")
+    with open(log, "w", encoding="utf-8") as stderr:  # a file: a pipe read only at the end would fill and block
+        process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=stderr)
+        peak_pss = 0.0
+        while process.poll() is None:
+            peak_pss = max(peak_pss, tree_pss_mib(process.pid))
+            time.sleep(SAMPLE_SECONDS)
     if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command[3:5])} failed:\n{stderr[-3000:]}")
+        raise RuntimeError(f"{script.name} on {rows.name} failed:\n{log.read_text(encoding='utf-8')[-3000:]}")
     result = json.loads(report.read_text())
     with open(output, encoding="utf-8") as lines:
         result["output_lines"] = sum(1 for _ in lines)
