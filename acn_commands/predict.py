@@ -14,9 +14,10 @@ UTF-8, and a CSV with a quote left open, stop the run with the file and line.
 A feature cache (``twitter_mner.py cache-features`` output) replaces reading and encoding the images of the
 tweets it holds, matched by image id.
 
-Streaming: rows are read lazily a batch at a time, images are decoded and preprocessed in ``--num_workers``
-worker processes (each reads the input and prepares every n-th batch), the model runs in the main process, and
-each tagged batch is written at once; memory does not grow with the number of rows. Under
+Streaming: rows are read lazily a batch at a time; images are decoded and preprocessed in ``--num_workers``
+worker processes (each reads the input and prepares every n-th batch; by default 2 when the model runs on a GPU,
+none on a CPU, where the model needs the cores); the model runs in the main process; each tagged batch is
+written at once. Memory does not grow with the number of rows. Under
 ``accelerate launch --num_processes N`` each process tags every N-th batch on its own device into a part file,
 and the first process merges the parts, by row, into the output.
 """
@@ -50,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 INPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".txt": "conll"}
 CACHE_COLUMNS = ("image_id", "image_features", "image_mask")
-DEFAULT_NUM_WORKERS = 2  # image decoding and resizing beside the model; results do not depend on it
+GPU_NUM_WORKERS = 2  # default with the model on a GPU; on a CPU the model needs the cores (benchmarks/predict_scale.py)
 
 PREDICTION_FIELDS = ("row", "entities", "words", "tags", "scores", "offsets", "error")
 INPUT_FIELD_PREFIX = "input_"  # an input field named like a prediction field is kept under this prefix
@@ -87,8 +88,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--feature_split", help="Split of the feature cache to use when it holds several.")
     parser.add_argument("--batch_size", type=int, default=8, help="Tweets per forward pass.")
     parser.add_argument(
-        "--num_workers", type=int, default=DEFAULT_NUM_WORKERS,
-        help="Worker processes that read rows and decode and preprocess images (0: all in the main process).",
+        "--num_workers", type=int,
+        help=f"Worker processes that read rows and decode and preprocess images (0: all in the main process; "
+        f"default: {GPU_NUM_WORKERS} with the model on a GPU, 0 on a CPU). The output does not depend on it.",
     )
     parser.add_argument(
         "--device", help="Torch device, e.g. cpu or cuda:0 (default: the first GPU if any; under accelerate launch, "
@@ -101,7 +103,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch_size must be positive, got {args.batch_size}")
-    if args.num_workers < 0:
+    if args.num_workers is not None and args.num_workers < 0:
         parser.error(f"--num_workers must be 0 or more, got {args.num_workers}")
     return args
 
@@ -511,10 +513,13 @@ def run(args: argparse.Namespace) -> dict:
     dataset = PreparedBatches(
         tagger, args.input, args.image_dir, args.batch_size, state.process_index, state.num_processes
     )
+    num_workers = args.num_workers
+    if num_workers is None:
+        num_workers = GPU_NUM_WORKERS if pipe.device.type == "cuda" else 0
     if state.num_processes > 1:
-        summary = predict_file_distributed(tagger, dataset, args.output, args.num_workers, state)
+        summary = predict_file_distributed(tagger, dataset, args.output, num_workers, state)
     else:
-        summary = predict_file(tagger, dataset, args.output, args.num_workers)
+        summary = predict_file(tagger, dataset, args.output, num_workers)
     if state.is_main_process:
         logger.info(
             "%d rows: %d tagged (%d entities), %d errors -> %s",
