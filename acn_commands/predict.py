@@ -13,23 +13,36 @@ complete, and may not be the input file. Files start with an optional UTF-8 byte
 UTF-8, and a CSV with a quote left open, stop the run with the file and line.
 A feature cache (``twitter_mner.py cache-features`` output) replaces reading and encoding the images of the
 tweets it holds, matched by image id.
+
+Streaming: rows are read lazily a batch at a time; images are decoded and preprocessed in ``--num_workers``
+worker processes (each reads the input and prepares every n-th batch; by default 2 when the model runs on a GPU,
+none on a CPU, where the model needs the cores); the model runs in the main process; each tagged batch is
+written at once. Memory does not grow with the number of rows. Under
+``accelerate launch --num_processes N`` each process tags every N-th batch on its own device into a part file,
+and the first process merges the parts, by row, into the output.
 """
 
 import argparse
 import csv
-import io
+import heapq
 import json
 import logging
 import sys
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+import torch
+from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
 from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
+from transformers.pipelines.base import pad_collate_fn
 
-from acn_commands.atomic import atomic_path, refuse_overwriting_inputs
-from dataset_script.twitter_mner import decode_text, image_path, read_split_file
+from acn_commands.atomic import atomic_path, refuse_overwriting_inputs, temporary_name
+from dataset_script.twitter_mner import CorpusFormatError, image_path, parse_tweet, split_blocks
 from modeling_acn import AcnPipeline
 from modeling_acn.image_processing_acn import AcnImageError, load_image_file, upright_rgb
 from modeling_acn.pipeline_acn import as_image_features
@@ -38,8 +51,7 @@ logger = logging.getLogger(__name__)
 
 INPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".txt": "conll"}
 CACHE_COLUMNS = ("image_id", "image_features", "image_mask")
-ROWS_PER_BATCH_CHUNK = 16  # rows are read and checked this many batches at a time, then tagged together
-
+GPU_NUM_WORKERS = 2  # default with the model on a GPU; on a CPU the model needs the cores (benchmarks/predict_scale.py)
 
 PREDICTION_FIELDS = ("row", "entities", "words", "tags", "scores", "offsets", "error")
 INPUT_FIELD_PREFIX = "input_"  # an input field named like a prediction field is kept under this prefix
@@ -75,7 +87,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--feature_cache", type=Path, help="Dataset folder with cached image_features, by image_id.")
     parser.add_argument("--feature_split", help="Split of the feature cache to use when it holds several.")
     parser.add_argument("--batch_size", type=int, default=8, help="Tweets per forward pass.")
-    parser.add_argument("--device", help="Torch device, e.g. cpu or cuda:0 (default: the first GPU if any).")
+    parser.add_argument(
+        "--num_workers", type=int,
+        help=f"Worker processes that read rows and decode and preprocess images (0: all in the main process; "
+        f"default: {GPU_NUM_WORKERS} with the model on a GPU, 0 on a CPU). The output does not depend on it.",
+    )
+    parser.add_argument(
+        "--device", help="Torch device, e.g. cpu or cuda:0 (default: the first GPU if any; under accelerate launch, "
+        "each process's own device)."
+    )
     parser.add_argument(
         "--aggregation_strategy", default="simple", choices=("simple", "none"),
         help="simple: one entry per entity; none: one entry per tagged word.",
@@ -83,35 +103,54 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch_size must be positive, got {args.batch_size}")
+    if args.num_workers is not None and args.num_workers < 0:
+        parser.error(f"--num_workers must be 0 or more, got {args.num_workers}")
     return args
 
 
 # --- reading rows ------------------------------------------------------------------------------
 
 
-def read_rows(path: Path, image_dir: Path | None) -> list[Row]:
-    """Rows of a JSONL, CSV or corpus file; bad rows carry their error instead of failing the file.
-
-    A file whose rows cannot be told apart (bytes that are not UTF-8, a CSV quote left open) fails as a whole
-    with a `ValueError` naming ``file:line``.
-    """
-    input_format = INPUT_FORMATS.get(path.suffix.lower())
-    if input_format is None:
+def input_format(path: Path) -> str:
+    """`"jsonl"`, `"csv"` or `"conll"`, from the file's extension."""
+    found = INPUT_FORMATS.get(path.suffix.lower())
+    if found is None:
         raise ValueError(f"cannot tell the format of {str(path)!r}: use .jsonl, .csv or .txt (corpus layout)")
-    if input_format == "conll":
+    return found
+
+
+def read_rows(path: Path, image_dir: Path | None) -> Iterator[Row]:
+    """Rows of a JSONL, CSV or corpus file, read lazily; bad rows carry their error instead of failing the file.
+
+    A file whose rows cannot be told apart (bytes that are not UTF-8, a CSV quote left open) raises a `ValueError`
+    naming ``file:line`` when the reading gets there; an unknown extension raises at once.
+    """
+    found = input_format(path)
+    if found == "conll":
         return read_corpus_rows(path, image_dir)
     base = image_dir or path.parent
-    if input_format == "jsonl":
-        return read_jsonl_rows(path, base)
-    return read_csv_rows(path, base)
+    return read_jsonl_rows(path, base) if found == "jsonl" else read_csv_rows(path, base)
 
 
-def read_jsonl_rows(path: Path, image_base: Path) -> list[Row]:
-    rows = []
-    for number, line in enumerate(decode_text(path).split("\n"), start=1):
+def text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """`(line number, line)` of a UTF-8 file, read lazily. Lines end at "\\n" only (str.splitlines() would also
+    break at U+2028 and other separators) and keep it; a leading byte-order mark is dropped; bytes that are not
+    UTF-8 raise `ValueError` naming ``file:line``."""
+    with open(path, "rb") as file:
+        for number, data in enumerate(file, start=1):
+            try:
+                line = data.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{path}:{number}: byte {data[error.start]:#04x} is not valid UTF-8") from None
+            yield number, line.removeprefix("\ufeff") if number == 1 else line
+
+
+def read_jsonl_rows(path: Path, image_base: Path) -> Iterator[Row]:
+    index = 0
+    for number, line in text_lines(path):
         if line.strip():  # blank lines are not rows
-            rows.append(jsonl_row(len(rows), line, f"{path}:{number}", image_base))
-    return rows
+            yield jsonl_row(index, line, f"{path}:{number}", image_base)
+            index += 1
 
 
 def jsonl_row(index: int, line: str, location: str, image_base: Path) -> Row:
@@ -124,7 +163,7 @@ def jsonl_row(index: int, line: str, location: str, image_base: Path) -> Row:
     return record_row(index, location, record, image_base)
 
 
-def read_csv_rows(path: Path, image_base: Path) -> list[Row]:
+def read_csv_rows(path: Path, image_base: Path) -> Iterator[Row]:
     """Rows of a CSV with a header; strict quoting, so an unterminated quote fails instead of swallowing rows."""
     records = csv_records(path)
     header = next(records, None)
@@ -134,21 +173,19 @@ def read_csv_rows(path: Path, image_base: Path) -> list[Row]:
     duplicates = sorted({name for name in columns if columns.count(name) > 1})
     if duplicates:
         raise ValueError(f"{path}:{header[0]}: duplicate columns {duplicates}")
-    rows = []
-    for line, values in records:
+    for index, (line, values) in enumerate(records):
         location = f"{path}:{line}"
         if len(values) > len(columns):
             error = f"{location}: {len(values)} fields, but the header has {len(columns)} (an unquoted comma?)"
-            rows.append(Row(len(rows), location, {}, error=error))
+            yield Row(index, location, {}, error=error)
         else:
-            rows.append(record_row(len(rows), location, dict(zip(columns, values)), image_base))
-    return rows
+            yield record_row(index, location, dict(zip(columns, values)), image_base)
 
 
-def csv_records(path: Path):
+def csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(first line, fields)`` per CSV record, blank lines skipped; a `ValueError` naming the record's
     first line when the quoting is broken."""
-    reader = csv.reader(io.StringIO(decode_text(path), newline=""), strict=True)
+    reader = csv.reader((line for _, line in text_lines(path)), strict=True)
     while True:
         start = reader.line_num + 1
         try:
@@ -174,39 +211,84 @@ def record_row(index: int, location: str, record: dict, image_base: Path) -> Row
     return Row(index, location, record, text=text, image=image, image_id=image_id)
 
 
-def read_corpus_rows(path: Path, image_dir: Path | None) -> list[Row]:
-    rows = []
-    for index, tweet in enumerate(read_split_file(path)):
+def read_corpus_rows(path: Path, image_dir: Path | None) -> Iterator[Row]:
+    """Rows of a corpus file, a tweet block at a time; a format error stops the reading with its ``file:line``."""
+    lines = (line.removesuffix("\n").rstrip("\r") for _, line in text_lines(path))
+    index = -1
+    for index, (start, block) in enumerate(split_blocks(lines)):
+        tweet = parse_tweet(path, start, block)
         location = f"{path}:{tweet.line}"
         source = {"image_id": tweet.image_id, "text": " ".join(tweet.tokens)}
         image = None if image_dir is None else image_path(image_dir, tweet.image_id)
         error = None
         if image_dir is not None and image is None:
             error = f"{location}: image id {tweet.image_id!r} is not a plain file name"
-        rows.append(Row(index, location, source, text=tweet.tokens, image=image, image_id=tweet.image_id, error=error))
-    return rows
+        yield Row(index, location, source, text=tweet.tokens, image=image, image_id=tweet.image_id, error=error)
+    if index < 0:
+        raise CorpusFormatError(f"{path}:1: file is empty")
+
+
+@dataclass
+class InputError:
+    """A file that cannot be read on, as a worker process hands it to the main process (which raises it)."""
+
+    message: str
+
+
+def row_batches(path: Path, image_dir: Path | None, batch_size: int) -> Iterator[list[Row] | InputError]:
+    """The file's rows in lists of `batch_size` (the last may be shorter), ending with an `InputError` where the
+    file cannot be read on."""
+    batch = []
+    try:
+        for row in read_rows(path, image_dir):
+            batch.append(row)
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+    except ValueError as error:
+        yield InputError(str(error))
+        return
+    if batch:
+        yield batch
 
 
 # --- images ------------------------------------------------------------------------------------
 
 
-def load_feature_cache(path: Path, split: str | None) -> dict:
-    """`image_id -> (49, 512) features, or None for a tweet cached without an image` from a cached dataset."""
-    cached = datasets.load_from_disk(str(path))
-    if isinstance(cached, datasets.DatasetDict):
-        if split is None and len(cached) != 1:
-            raise ValueError(f"feature cache {str(path)!r} holds splits {sorted(cached)}; choose one with --feature_split")
-        if split is not None and split not in cached:
-            raise ValueError(f"feature cache {str(path)!r} has no split {split!r}, only {sorted(cached)}")
-        cached = cached[split or next(iter(cached))]
-    missing = [column for column in CACHE_COLUMNS if column not in cached.column_names]
-    if missing:
-        raise ValueError(f"feature cache {str(path)!r} lacks columns {missing}; build it with twitter_mner.py cache-features")
-    table = cached.select_columns(list(CACHE_COLUMNS)).with_format("torch")
-    return {
-        record["image_id"]: record["image_features"] if bool(record["image_mask"]) else None
-        for record in table
-    }
+class FeatureCache(Mapping):
+    """`image_id -> (49, 512) features, or None for a tweet cached without an image`, read from the cached dataset
+    (memory-mapped Arrow) when asked for, so that only the index of image ids is held in memory."""
+
+    def __init__(self, table: datasets.Dataset):
+        self.table = table.select_columns(list(CACHE_COLUMNS)).with_format("torch")
+        self.positions = {image_id: position for position, image_id in enumerate(table["image_id"])}
+
+    @classmethod
+    def load(cls, path: Path, split: str | None) -> "FeatureCache":
+        cached = datasets.load_from_disk(str(path))
+        if isinstance(cached, datasets.DatasetDict):
+            if split is None and len(cached) != 1:
+                raise ValueError(f"feature cache {str(path)!r} holds splits {sorted(cached)}; choose one with --feature_split")
+            if split is not None and split not in cached:
+                raise ValueError(f"feature cache {str(path)!r} has no split {split!r}, only {sorted(cached)}")
+            cached = cached[split or next(iter(cached))]
+        missing = [column for column in CACHE_COLUMNS if column not in cached.column_names]
+        if missing:
+            raise ValueError(f"feature cache {str(path)!r} lacks columns {missing}; build it with twitter_mner.py cache-features")
+        return cls(cached)
+
+    def __getitem__(self, image_id: str) -> torch.Tensor | None:
+        record = self.table[self.positions[image_id]]
+        return record["image_features"] if bool(record["image_mask"]) else None  # (49, 512)
+
+    def __contains__(self, image_id) -> bool:
+        return image_id in self.positions
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.positions)
+
+    def __len__(self) -> int:
+        return len(self.positions)
 
 
 def open_image(path: Path) -> Image.Image:
@@ -217,7 +299,7 @@ def open_image(path: Path) -> Image.Image:
         raise RowError(f"cannot read image {error}") from None
 
 
-def pipeline_input(row: Row, feature_cache: dict, split_text) -> dict:
+def pipeline_input(row: Row, feature_cache: Mapping, split_text) -> dict:
     """The `{"text", "image"}` input of a row; raises `RowError` (naming the row's file and line) for a row that
     cannot be tagged."""
     if row.error is not None:
@@ -247,40 +329,162 @@ def output_line(row: Row, prediction: dict) -> dict:
 # --- tagging -----------------------------------------------------------------------------------
 
 
-def tag_chunk(pipe: AcnPipeline, rows: list[Row], feature_cache: dict, batch_size: int) -> list[dict]:
-    """Output lines of a chunk of rows, in order; rows that cannot be tagged get an `error` field."""
-    lines, inputs, tagged = {}, [], []
-    for row in rows:
+@dataclass
+class PreparedBatch:
+    """A batch of rows ready for the model: `errors` maps a row's place in `rows` to its error, and
+    `model_inputs` holds the other rows' pipeline inputs, collated (None when every row failed)."""
+
+    rows: list[Row]
+    errors: dict[int, str]
+    model_inputs: dict | None
+
+
+class RowTagger:
+    """Tags batches of rows with the steps of an `AcnPipeline`, split between processes: `prepare` (read the
+    images, preprocess, collate) runs in the worker processes, `tag` (forward pass, postprocessing) in the main one.
+    The collation is the pipeline's own, so a batch gives what `pipe(inputs, batch_size=...)` gives. Workers are
+    forked: they share the model's memory and never run it."""
+
+    def __init__(self, pipe: AcnPipeline, feature_cache: Mapping, is_split_into_words: bool):
+        self.pipe = pipe
+        self.feature_cache = feature_cache
+        preprocess, forward, postprocess = pipe._sanitize_parameters(
+            return_tags=True, is_split_into_words=is_split_into_words
+        )
+        self.preprocess_params = {**pipe._preprocess_params, **preprocess}
+        self.forward_params = {**pipe._forward_params, **forward}
+        self.postprocess_params = {**pipe._postprocess_params, **postprocess}
+        self.collate = pad_collate_fn(pipe.tokenizer, pipe.image_processor)
+
+    def prepare(self, rows: list[Row]) -> PreparedBatch:
+        errors, inputs = {}, []
+        for place, row in enumerate(rows):
+            try:
+                inputs.append(self.model_inputs(row))
+            except RowError as error:
+                errors[place] = str(error)
+        return PreparedBatch(rows, errors, self.collate(inputs) if inputs else None)
+
+    def model_inputs(self, row: Row) -> dict:
+        example = pipeline_input(row, self.feature_cache, self.pipe.processor.tokenizer.split_text)
         try:
-            inputs.append(pipeline_input(row, feature_cache, pipe.processor.tokenizer.split_text))
-            tagged.append(row)
-        except RowError as error:
-            lines[row.index] = output_line(row, {"error": str(error)})
-    if inputs:
-        is_split = isinstance(inputs[0]["text"], list)
-        results = pipe(inputs, batch_size=batch_size, return_tags=True, is_split_into_words=is_split)
-        for row, result in zip(tagged, results, strict=True):
-            lines[row.index] = output_line(row, result)
-    return [lines[row.index] for row in rows]
+            return self.pipe.preprocess(example, **self.preprocess_params)
+        except ValueError as error:
+            raise RowError(f"{row.location}: {error}") from None
+
+    def tag(self, batch: PreparedBatch) -> list[dict]:
+        """Output lines of the batch's rows, in order; rows that cannot be tagged get an `error` field."""
+        results = iter(())
+        if batch.model_inputs is not None:
+            outputs = self.pipe.forward(batch.model_inputs, **self.forward_params)
+            tweets = split_batch(outputs, len(batch.rows) - len(batch.errors))
+            results = (self.pipe.postprocess(tweet, **self.postprocess_params) for tweet in tweets)
+        return [
+            output_line(row, {"error": batch.errors[place]} if place in batch.errors else next(results))
+            for place, row in enumerate(batch.rows)
+        ]
 
 
-def predict_file(pipe: AcnPipeline, rows: list[Row], output: Path, feature_cache: dict, batch_size: int) -> dict:
+def split_batch(outputs: dict, size: int) -> list[dict]:
+    """The pipeline's batched forward outputs as one dict per tweet, shaped as `postprocess` reads them: tensors
+    keep a batch axis of one, lists give their item."""
+    return [
+        {
+            key: None if value is None else value[index : index + 1] if isinstance(value, torch.Tensor) else value[index]
+            for key, value in outputs.items()
+        }
+        for index in range(size)
+    ]
+
+
+class PreparedBatches(IterableDataset):
+    """The input's batches of rows, each prepared by `tagger.prepare`, for a `DataLoader`.
+
+    Every reader (one per worker process of each of `num_processes` processes) reads the whole file and prepares
+    every `readers`-th batch: process `rank`'s batches are `rank, rank + num_processes, ...`, and its workers take
+    those in turn, which is the order in which the `DataLoader` hands their batches back.
+    """
+
+    def __init__(self, tagger: RowTagger, path: Path, image_dir: Path | None, batch_size: int, rank=0, num_processes=1):
+        self.tagger, self.path, self.image_dir, self.batch_size = tagger, path, image_dir, batch_size
+        self.rank, self.num_processes = rank, num_processes
+
+    def __iter__(self) -> Iterator[PreparedBatch | InputError]:
+        worker = get_worker_info()
+        worker_id, num_workers = (0, 1) if worker is None else (worker.id, worker.num_workers)
+        readers, reader = self.num_processes * num_workers, self.rank + self.num_processes * worker_id
+        for number, batch in enumerate(row_batches(self.path, self.image_dir, self.batch_size)):
+            if isinstance(batch, InputError):
+                yield batch
+                return
+            if number % readers == reader:
+                yield self.tagger.prepare(batch)
+
+
+def as_is(item):
+    """The `DataLoader`'s collate function: each item is already a batch."""
+    return item
+
+
+def tagged_lines(tagger: RowTagger, dataset: PreparedBatches, num_workers: int) -> Iterator[dict]:
+    """Output lines of the dataset's batches, in order; a `ValueError` naming ``file:line`` where the input
+    cannot be read on."""
+    loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=as_is)
+    for batch in loader:
+        if isinstance(batch, InputError):
+            raise ValueError(batch.message)
+        yield from tagger.tag(batch)
+
+
+def write_lines(lines: Iterable[dict], path: Path, show_progress: bool) -> dict:
+    """Write one JSON line per output line to `path` as they come and return the counts."""
+    summary = {"rows": 0, "tagged": 0, "errors": 0, "entities": 0}
+    with open(path, "w", encoding="utf-8") as out, tqdm(desc="tweets", unit="tweet", disable=not show_progress) as progress:
+        for line in lines:
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            failed = "error" in line
+            summary["rows"] += 1
+            summary["errors"] += failed
+            summary["tagged"] += not failed
+            summary["entities"] += len(line.get("entities", ()))
+            progress.update()
+    return summary
+
+
+def read_lines(path: Path) -> Iterator[dict]:
+    with open(path, encoding="utf-8") as file:
+        for line in file:
+            yield json.loads(line)
+
+
+def part_path(output: Path, rank: int) -> Path:
+    """The hidden file beside `output` that process `rank` writes its lines to before the merge."""
+    return temporary_name(output, f"rank{rank}.tmp")
+
+
+def predict_file(tagger: RowTagger, dataset: PreparedBatches, output: Path, num_workers: int) -> dict:
     """Write one line per row to `output` (under a temporary name, renamed when complete) and return the counts."""
-    summary = {"rows": len(rows), "tagged": 0, "errors": 0, "entities": 0}
-    chunk_size = batch_size * ROWS_PER_BATCH_CHUNK
-    with (
-        atomic_path(output) as temporary,
-        open(temporary, "w", encoding="utf-8") as out,
-        tqdm(total=len(rows), desc="tweets", unit="tweet") as progress,
-    ):
-        for start in range(0, len(rows), chunk_size):
-            for line in tag_chunk(pipe, rows[start : start + chunk_size], feature_cache, batch_size):
-                out.write(json.dumps(line, ensure_ascii=False) + "\n")
-                failed = "error" in line
-                summary["errors"] += failed
-                summary["tagged"] += not failed
-                summary["entities"] += len(line.get("entities", ()))
-            progress.update(min(chunk_size, len(rows) - start))
+    with atomic_path(output) as temporary:
+        return write_lines(tagged_lines(tagger, dataset, num_workers), temporary, show_progress=True)
+
+
+def predict_file_distributed(
+    tagger: RowTagger, dataset: PreparedBatches, output: Path, num_workers: int, state: PartialState
+) -> dict:
+    """Each process writes its batches to its part file; the main process merges the parts by row into `output`
+    (under a temporary name, renamed when complete). Returns the counts of the output on the main process, of
+    the process's own rows elsewhere."""
+    part = part_path(output, state.process_index)
+    try:
+        summary = write_lines(tagged_lines(tagger, dataset, num_workers), part, state.is_main_process)
+        state.wait_for_everyone()
+        if state.is_main_process:
+            parts = [read_lines(part_path(output, rank)) for rank in range(state.num_processes)]
+            with atomic_path(output) as temporary:
+                summary = write_lines(heapq.merge(*parts, key=lambda line: line["row"]), temporary, False)
+        state.wait_for_everyone()
+    finally:
+        part.unlink(missing_ok=True)
     return summary
 
 
@@ -288,20 +492,39 @@ def parse_device(device: str | None):
     return int(device) if device is not None and device.lstrip("-").isdigit() else device
 
 
+def launched_state() -> PartialState:
+    """The processes `accelerate launch` started (one without it); on CPUs when there is no GPU or
+    ``ACCELERATE_USE_CPU`` is set (Accelerate's own `PartialState` counts a CPU launch as one process unless told)."""
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+
+
 def run(args: argparse.Namespace) -> dict:
     if args.output.is_dir():
         raise ValueError(f"--output {str(args.output)!r} is a folder; give a file path")
     refuse_overwriting_inputs(args.output, {"--input": args.input})
-    rows = read_rows(args.input, args.image_dir)
-    feature_cache = {} if args.feature_cache is None else load_feature_cache(args.feature_cache, args.feature_split)
-    pipe = AcnPipeline.from_pretrained(
-        args.model, device=parse_device(args.device), aggregation_strategy=args.aggregation_strategy
+    is_corpus = input_format(args.input) == "conll"
+    state = launched_state()
+    if state.num_processes > 1 and args.device is not None:
+        raise ValueError(f"--device {args.device!r} does not go with {state.num_processes} processes: each uses its own")
+    device = state.device if state.num_processes > 1 else parse_device(args.device)
+    feature_cache = {} if args.feature_cache is None else FeatureCache.load(args.feature_cache, args.feature_split)
+    pipe = AcnPipeline.from_pretrained(args.model, device=device, aggregation_strategy=args.aggregation_strategy)
+    tagger = RowTagger(pipe, feature_cache, is_split_into_words=is_corpus)
+    dataset = PreparedBatches(
+        tagger, args.input, args.image_dir, args.batch_size, state.process_index, state.num_processes
     )
-    summary = predict_file(pipe, rows, args.output, feature_cache, args.batch_size)
-    logger.info(
-        "%d rows: %d tagged (%d entities), %d errors -> %s",
-        summary["rows"], summary["tagged"], summary["entities"], summary["errors"], args.output,
-    )
+    num_workers = args.num_workers
+    if num_workers is None:
+        num_workers = GPU_NUM_WORKERS if pipe.device.type == "cuda" else 0
+    if state.num_processes > 1:
+        summary = predict_file_distributed(tagger, dataset, args.output, num_workers, state)
+    else:
+        summary = predict_file(tagger, dataset, args.output, num_workers)
+    if state.is_main_process:
+        logger.info(
+            "%d rows: %d tagged (%d entities), %d errors -> %s",
+            summary["rows"], summary["tagged"], summary["entities"], summary["errors"], args.output,
+        )
     return summary
 
 

@@ -1,14 +1,22 @@
 import json
 import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
 
-from acn_commands.predict import main, parse_args, run
+from acn_commands.predict import main, parse_args, read_rows, run
 from modeling_acn import AcnPipeline
 from tests.corpus_fixtures import corpus_text
 from tests.pipeline_fixtures import TWEET, striped_image, tiny_pipeline
+from tests.test_train_acn import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +129,90 @@ def test_predict_errors_name_the_problem(model_folder, tmp_path):
     Dataset.from_dict({"image_id": ["1"]}).save_to_disk(str(tmp_path / "cache"))
     with pytest.raises(ValueError, match=r"lacks columns \['image_features', 'image_mask'\]"):
         predict(model_folder, tmp_path / "ok.jsonl", tmp_path / "out.jsonl", "--feature_cache", str(tmp_path / "cache"))
+
+
+def mixed_rows(folder, count):
+    """`count` JSONL rows with an `id`, images of three sizes, rows without image, and a few that fail."""
+    for number, size in enumerate([(48, 32), (20, 60), (300, 200)]):
+        striped_image(size).save(folder / f"{number}.png")
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    images = ["0.png", None, "1.png", "2.png", "broken.jpg", None, "missing.jpg"]
+    texts = [TWEET, "Merkel meets Obama", "Obama in Paris", "  ", "Berlin rocks", "Paris", "New York , New York"]
+    rows = [
+        {"id": f"t{number}", "text": texts[number % len(texts)], "image": images[number % len(images)]}
+        for number in range(count)
+    ]
+    (folder / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return folder / "rows.jsonl"
+
+
+def without_addresses(text):
+    """PIL names an unidentified in-memory file by its object's address, which differs between runs."""
+    return re.sub(r" at 0x[0-9a-f]+>", ">", text)
+
+
+def test_worker_processes_give_the_same_lines_as_the_main_process(model_folder, tmp_path):
+    rows = mixed_rows(tmp_path, 20)  # batches of 3: seven, the last short; 4 + 3 over two workers, 3 + 2 + 2 over three
+    outputs = {}
+    for workers in ("0", "2", "3"):
+        predict(model_folder, rows, tmp_path / f"out{workers}.jsonl", "--batch_size", "3", "--num_workers", workers)
+        outputs[workers] = without_addresses((tmp_path / f"out{workers}.jsonl").read_text(encoding="utf-8"))
+    assert outputs["0"] == outputs["2"] == outputs["3"]
+    lines = [json.loads(line) for line in outputs["0"].splitlines()]
+    assert [(line["row"], line["id"]) for line in lines] == [(number, f"t{number}") for number in range(20)]
+    assert [line["row"] for line in lines if "error" in line] == [3, 4, 6, 10, 11, 13, 17, 18]  # no words, broken, missing
+    assert sum("tags" in line for line in lines) == 12
+
+
+def test_unreadable_file_in_a_worker_names_the_line(model_folder, tmp_path):
+    """A worker process that cannot read the input on hands the error over: the message is the reader's own."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_bytes(b"".join(b'{"text": "Obama visits Paris"}\n' for _ in range(4)) + b'{"text": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=rf"^{rows}:5: byte 0xe9 is not valid UTF-8$"):
+        predict(model_folder, rows, tmp_path / "out.jsonl", "--num_workers", "2", "--batch_size", "1")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["rows.jsonl"]
+
+
+@pytest.mark.parametrize(
+    "name, good, bad",
+    [
+        ("rows.jsonl", b'{"text": "Obama visits Paris"}\n', b'{"text": "caf\xe9"}\n'),
+        ("rows.csv", b"text\nObama visits Paris\n", b'"unterminated\n'),
+        ("test.txt", corpus_text([("1", [("Obama", "B-PER")])]).encode(), b"\nno image id line\n"),
+    ],
+)
+def test_rows_are_read_lazily(tmp_path, name, good, bad):
+    """The first row comes before the reading reaches a broken part of the file: nothing is read ahead whole."""
+    path = tmp_path / name
+    path.write_bytes(good + bad)
+    rows = read_rows(path, None)
+    assert next(rows).text in ("Obama visits Paris", ["Obama"])
+    with pytest.raises(ValueError, match=rf"^{path}:\d+: "):
+        next(rows)
+
+
+@pytest.mark.slow
+def test_two_process_accelerate_launch_merges_in_input_order(model_folder, tmp_path):
+    """Two real processes (CPU, as the README's launch command) tag alternate batches; the merged output is the
+    single-process output, and no part file stays behind."""
+    rows = mixed_rows(tmp_path, 11)
+    flags = ["--model", str(model_folder), "--input", str(rows), "--batch_size", "2", "--num_workers", "1"]
+    predict(model_folder, rows, tmp_path / "single.jsonl", "--batch_size", "2", "--num_workers", "0")
+    probe_dir = tmp_path / "probe"
+    probe_dir.mkdir()
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
+        "--dynamo_backend", "no", str(ROOT / "tests" / "predict_probe.py"), str(probe_dir),
+        *flags, "--output", str(tmp_path / "merged.jsonl"),
+    ]  # fmt: skip
+    environment = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment, cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    ranks = [json.loads((probe_dir / f"rank_{rank}.json").read_text()) for rank in (0, 1)]
+    assert ranks[0]["pid"] != ranks[1]["pid"]
+    assert ranks[0]["batches"] == [[0, 1], [4, 5], [8, 9]] and ranks[1]["batches"] == [[2, 3], [6, 7], [10]]
+    merged = without_addresses((tmp_path / "merged.jsonl").read_text(encoding="utf-8"))
+    assert merged == without_addresses((tmp_path / "single.jsonl").read_text(encoding="utf-8"))
+    assert "6 tagged" in finished.stderr or "7 tagged" in finished.stderr
+    assert not [path.name for path in tmp_path.iterdir() if path.name.startswith(".")]

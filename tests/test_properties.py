@@ -82,7 +82,7 @@ def test_jsonl_round_trip(tmp_path, records, ascii_only, bom):
     path = tmp_path / "rows.jsonl"
     body = "".join(json.dumps(r, ensure_ascii=ascii_only) + "\n" for r in records)
     path.write_bytes(("\ufeff" if bom else "").encode() + body.encode("utf-8"))
-    rows = predict.read_rows(path, None)
+    rows = list(predict.read_rows(path, None))
     assert [(row.error, row.text, row.source) for row in rows] == [(None, r["text"], r) for r in records]
     assert [row.location for row in rows] == [f"{path}:{line}" for line in range(1, len(records) + 1)]
 
@@ -106,7 +106,7 @@ def test_csv_round_trip(tmp_path, columns, cells, bom):
     writer.writerows([[r[name] for name in header] for r in records])
     path = tmp_path / "rows.csv"
     path.write_bytes(("\ufeff" if bom else "").encode() + buffer.getvalue().encode("utf-8"))
-    rows = predict.read_rows(path, None)
+    rows = list(predict.read_rows(path, None))
     assert [(row.error, row.text, row.source) for row in rows] == [(None, r["text"], r) for r in records]
 
 
@@ -116,7 +116,7 @@ def test_predict_inputs_on_arbitrary_bytes(tmp_path, data, suffix):
     path = tmp_path / f"rows{suffix}"
     path.write_bytes(data)
     try:
-        rows = predict.read_rows(path, None)
+        rows = list(predict.read_rows(path, None))
     except ValueError as error:
         assert_names_a_line(str(error), path, data)
         return
@@ -134,8 +134,8 @@ def test_arbitrary_tweets_through_acn_predict(tmp_path):
     def check(texts):
         path = tmp_path / "rows.jsonl"
         path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
-        rows = predict.read_rows(path, None)
-        lines = predict.tag_chunk(pipe, rows, {}, batch_size=2)
+        tagger = predict.RowTagger(pipe, {}, is_split_into_words=False)
+        lines = [line for batch in predict.row_batches(path, None, 2) for line in tagger.tag(tagger.prepare(batch))]
         for number, (t, line) in enumerate(zip(texts, lines, strict=True), start=1):
             words, offsets = pipe.processor.tokenizer.split_text(t)
             assert line["text"] == t and line["row"] == number - 1

@@ -78,16 +78,15 @@ def test_failed_predict_run_leaves_the_earlier_output_whole(model_folder, tmp_pa
     rows.write_text("".join(json.dumps({"text": f"Obama visits Paris {i}"}) + "\n" for i in range(5)), encoding="utf-8")
     output = tmp_path / "out.jsonl"
     output.write_text("earlier results\n", encoding="utf-8")
-    tag_chunk, calls = predict.tag_chunk, []
+    tag, calls = predict.RowTagger.tag, []
 
-    def failing_after_one_chunk(*args):
+    def failing_after_one_batch(*args):
         calls.append(1)
         if len(calls) > 1:
-            raise KeyboardInterrupt  # as a user's Ctrl-C between two chunks
-        return tag_chunk(*args)
+            raise KeyboardInterrupt  # as a user's Ctrl-C between two batches
+        return tag(*args)
 
-    monkeypatch.setattr(predict, "tag_chunk", failing_after_one_chunk)
-    monkeypatch.setattr(predict, "ROWS_PER_BATCH_CHUNK", 1)
+    monkeypatch.setattr(predict.RowTagger, "tag", failing_after_one_batch)
     with pytest.raises(KeyboardInterrupt):
         predict.run(predict_args(model_folder, rows, output, "--batch_size", "2"))
     assert output.read_text(encoding="utf-8") == "earlier results\n"
@@ -144,7 +143,7 @@ def test_csv_with_an_unterminated_quote_fails_naming_the_line(tmp_path):
     rows = tmp_path / "rows.csv"
     rows.write_text('text,image\nObama visits Paris,\n"Merkel in Berlin,\nline three,\nline four,\n', encoding="utf-8")
     with pytest.raises(ValueError, match=rf"^{rows}:3: malformed CSV record"):
-        predict.read_rows(rows, None)
+        list(predict.read_rows(rows, None))
 
 
 @pytest.mark.bad_input(
@@ -176,7 +175,7 @@ def test_bytes_that_are_not_utf8_name_the_line(tmp_path, suffix):
     rows.write_bytes(b'text\n"ok"\n' + b'"caf\xe9"\n' if suffix == ".csv" else b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
     line = 3 if suffix == ".csv" else 2
     with pytest.raises(ValueError, match=rf"^{rows}:{line}: byte 0xe9 is not valid UTF-8"):
-        predict.read_rows(rows, None)
+        list(predict.read_rows(rows, None))
 
 
 # --- item 6: the exporter deletes only what it wrote ---------------------------------------------

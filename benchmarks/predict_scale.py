@@ -1,0 +1,219 @@
+"""acn-predict at scale: tweets/s with images and peak memory, the streaming command beside the one it replaced.
+
+    python benchmarks/predict_scale.py [--output outputs/benchmarks/predict_scale.json] [--image_rows 256]
+        [--memory_rows 100000] [--workers 0 2]
+
+"before" is acn-predict as of commit 9aee70d (read with `git show`): it reads the whole input, opens the images in
+the main process and tags 16 batches at a time. "after" is this tree's acn-predict with `--num_workers N`. Every
+run is a fresh process (`python acn-predict ...`), timed from start to exit (model loading included), with the
+peak resident memory of its main process (getrusage), of its largest worker process, and the peak proportional
+set size (PSS, shared pages split between the processes that share them) of the whole process tree, sampled
+every 0.5 s. The model: ACN with small text sizes and its VGG-16 trunk with random weights (the speed of VGG-16
+does not depend on its weights). Section 1: every row has an image (four 640x480 JPEGs, reused). Section 2:
+`--memory_rows` rows, one in 1000 with an image, and a tenth as many rows to show how memory grows with rows.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from speed import cpu_capabilities
+
+from acn_commands.atomic import write_text
+from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnPipeline, AcnProcessor, AcnTokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+BEFORE_COMMIT = "9aee70d"  # acn-predict before streaming and worker processes
+LABELS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-OTHER", "I-OTHER")
+WORDS = "Obama visits Paris with Merkel and the @nba fans of Chicago Bulls at #Berlin http://t.co/x today".split()
+IMAGE_SIZE = (640, 480)  # a common size of tweet photos
+SAMPLE_SECONDS = 0.5
+
+RUNNER = """
+import json, resource, runpy, sys, time
+script, report = sys.argv[1], sys.argv[2]
+sys.argv = [script, *sys.argv[3:]]
+start = time.perf_counter()
+runpy.run_path(script, run_name="__main__")
+seconds = time.perf_counter() - start
+kib = {"self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}
+open(report, "w").write(json.dumps({"seconds": seconds, "main_peak_rss_mib": kib["self"] / 1024, "largest_worker_peak_rss_mib": kib["children"] / 1024}))
+"""  # runs one acn-predict in a fresh process and reports its time and peak memory
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", default="outputs/benchmarks/predict_scale.json", help="JSON file for every figure.")
+    parser.add_argument("--image_rows", type=int, default=256, help="Rows, each with an image, for the speed section.")
+    parser.add_argument("--memory_rows", type=int, default=100_000, help="Rows of the memory section's larger input.")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="--num_workers values to run.")
+    parser.add_argument("--batch_size", type=int, default=16, help="acn-predict --batch_size of every run.")
+    return parser.parse_args(argv)
+
+
+# --- inputs --------------------------------------------------------------------------------------
+
+
+def save_model(folder: Path) -> Path:
+    """ACN with small text sizes and a random VGG-16 trunk, saved as acn-predict loads it."""
+    torch.manual_seed(0)
+    tokenizer = AcnTokenizer.from_corpus([WORDS])
+    config = AcnConfig(
+        vocab_size=len(tokenizer), char_vocab_size=tokenizer.char_vocab_size, word_embedding_dim=32,
+        char_embedding_dim=16, char_num_filters=16, hidden_size=32, attention_size=32,
+        id2label=dict(enumerate(LABELS)),
+    )  # fmt: skip
+    model = AcnForTokenClassification(config).eval()
+    AcnPipeline(model=model, processor=AcnProcessor(AcnImageProcessor(), tokenizer), device="cpu").save_pretrained(folder)
+    return folder
+
+
+def save_images(folder: Path, count: int = 4) -> list[str]:
+    """`count` noisy 640x480 JPEGs (noise keeps the files the size of photos)."""
+    generator = np.random.default_rng(0)
+    names = []
+    for number in range(count):
+        pixels = generator.integers(0, 256, (IMAGE_SIZE[1], IMAGE_SIZE[0], 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{number}.jpg", quality=90)
+        names.append(f"{number}.jpg")
+    return names
+
+
+def write_rows(path: Path, count: int, images: list[str], image_every: int) -> Path:
+    """`count` JSONL rows with an `id`, 8 to 15 words, and an image on every `image_every`-th row."""
+    with open(path, "w", encoding="utf-8") as out:
+        for number in range(count):
+            words = WORDS[number % 5 : number % 5 + 8 + number % 8]
+            image = images[number % len(images)] if number % image_every == 0 else None
+            out.write(json.dumps({"id": f"tweet-{number}", "text": " ".join(words), "image": image}) + "\n")
+    return path
+
+
+def before_script(folder: Path) -> Path:
+    """acn-predict as of `BEFORE_COMMIT`, written beside the inputs (it imports this tree's other modules)."""
+    source = subprocess.run(
+        ["git", "show", f"{BEFORE_COMMIT}:acn_commands/predict.py"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
+    path = folder / "predict_before.py"
+    path.write_text(source, encoding="utf-8")
+    return path
+
+
+# --- measuring -----------------------------------------------------------------------------------
+
+
+def tree_pss_mib(pid: int) -> float:
+    """PSS of a process and all its descendants, in MiB (0 for processes that ended meanwhile)."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            for line in Path(f"/proc/{current}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(child) for child in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return total / 1024
+
+
+def run_predict(script: Path, model: Path, rows: Path, output: Path, extra: list[str], batch_size: int) -> dict:
+    """One acn-predict run in a fresh process: seconds, peak memories, and the output's line count."""
+    report = output.with_suffix(".report.json")
+    command = [
+        sys.executable, "-c", RUNNER, str(script), str(report), "--model", str(model), "--input", str(rows),
+        "--output", str(output), "--device", "cpu", "--batch_size", str(batch_size), *extra,
+    ]  # fmt: skip
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+    log = output.with_suffix(".log")
+    with open(log, "w", encoding="utf-8") as stderr:  # a file: a pipe read only at the end would fill and block
+        process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=stderr)
+        peak_pss = 0.0
+        while process.poll() is None:
+            peak_pss = max(peak_pss, tree_pss_mib(process.pid))
+            time.sleep(SAMPLE_SECONDS)
+    if process.returncode != 0:
+        raise RuntimeError(f"{script.name} on {rows.name} failed:\n{log.read_text(encoding='utf-8')[-3000:]}")
+    result = json.loads(report.read_text())
+    with open(output, encoding="utf-8") as lines:
+        result["output_lines"] = sum(1 for _ in lines)
+    result["tree_peak_pss_mib"] = peak_pss
+    return result
+
+
+def compare(label: str, scripts: dict, model: Path, rows: Path, work: Path, batch_size: int) -> dict:
+    results = {}
+    for name, (script, extra) in scripts.items():
+        print(f"{label}: {name} ...", flush=True)
+        result = run_predict(script, model, rows, work / f"{label}-{name.replace(' ', '_')}.jsonl", extra, batch_size)
+        result["tweets_per_second"] = result["output_lines"] / result["seconds"]
+        results[name] = result
+    before = results["before"]
+    for result in results.values():
+        result["speed_vs_before"] = result["tweets_per_second"] / before["tweets_per_second"]
+        result["main_rss_vs_before"] = result["main_peak_rss_mib"] / before["main_peak_rss_mib"]
+    return results
+
+
+def same_predictions(work: Path, label: str, names) -> bool:
+    """Every run of a section wrote the same predictions (the `row` and input fields, tags, scores)."""
+    texts = {name: (work / f"{label}-{name.replace(' ', '_')}.jsonl").read_text(encoding="utf-8") for name in names}
+    return len(set(texts.values())) == 1
+
+
+def print_table(title: str, results: dict) -> None:
+    columns = ("output_lines", "seconds", "tweets_per_second", "speed_vs_before", "main_peak_rss_mib",
+               "largest_worker_peak_rss_mib", "tree_peak_pss_mib", "main_rss_vs_before")  # fmt: skip
+    print(f"\n## {title}\n| run | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    for name, result in results.items():
+        cells = [f"{result[column]:.3g}" if isinstance(result[column], float) else str(result[column]) for column in columns]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    results = {
+        "machine": {"threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+                    "cpus": os.cpu_count(), "torch": torch.__version__, "cpu": cpu_capabilities(),
+                    "processor": platform.processor() or platform.machine()},
+        "settings": {"batch_size": args.batch_size, "image_rows": args.image_rows, "memory_rows": args.memory_rows,
+                     "before_commit": BEFORE_COMMIT},
+    }  # fmt: skip
+    print(f"CPU: {results['machine']['cpu']}, torch threads {results['machine']['threads']}")
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        model, images = save_model(work / "model"), save_images(work)
+        scripts = {"before": (before_script(work), [])}
+        scripts.update(
+            {f"after, {n} workers": (ROOT / "acn_commands" / "predict.py", ["--num_workers", str(n)]) for n in args.workers}
+        )
+        rows = write_rows(work / "images.jsonl", args.image_rows, images, image_every=1)
+        results["every_row_with_an_image"] = compare("images", scripts, model, rows, work, args.batch_size)
+        results["every_row_with_an_image"]["same_predictions"] = same_predictions(work, "images", scripts)
+        for count in (args.memory_rows // 10, args.memory_rows):
+            rows = write_rows(work / f"rows{count}.jsonl", count, images, image_every=1000)
+            label = f"{count}_rows_one_in_1000_with_an_image"
+            results[label] = compare(f"rows{count}", scripts, model, rows, work, args.batch_size)
+            results[label]["same_predictions"] = same_predictions(work, f"rows{count}", scripts)
+    for title, section in results.items():
+        if title not in ("machine", "settings"):
+            print_table(title, {name: value for name, value in section.items() if isinstance(value, dict)})
+            print(f"same predictions in every run: {section['same_predictions']}")
+    output = Path(args.output)
+    write_text(output, json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {output}")
+
+
+if __name__ == "__main__":
+    main()
