@@ -19,7 +19,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
-from dataset_script.twitter_mner import VISION_WEIGHTS_FILE
+from dataset_script.twitter_mner import VISION_WEIGHTS_FILE, calibrate_if_needed, read_vision_settings
 from acn_checkpoint import checkpoint_folder, resume, save_checkpoint
 from acn_commands.atomic import atomic_files_into, atomic_folder, write_text
 from acn_data import AcnCollator, image_source, label_names, load_corpus, model_rows
@@ -32,6 +32,8 @@ from transformers import AutoConfig
 from modeling_acn import (
     PAPER_TEXT_ENCODER,
     PAPER_VARIANTS,
+    VISION_BACKBONES,
+    VISION_PRECISIONS,
     AcnConfig,
     AcnForTokenClassification,
     AcnImageProcessor,
@@ -59,7 +61,10 @@ def parse_args(argv=None):
     model.add_argument("--word_pooling", default="first", choices=["first", "mean"], help="Pretrained encoder: a word's vector is its first subword's state, or the mean of its subwords'.")
     model.add_argument("--use_lstm", action=argparse.BooleanOptionalAction, default=None, help="Pretrained encoder: run a BiLSTM over the word features (off by default; the paper's encoder always has it).")
     model.add_argument("--embeddings", default=None, help="GloVe/word2vec text file of pretrained word vectors; their words extend the vocabulary.")
-    model.add_argument("--vision_weights", default=None, help="VGG-16 trunk weights: 'imagenet' (torchvision), a local .pth/.safetensors file, or 'random' (seeded; offline demos); defaults to the trunk saved beside cached features.")
+    model.add_argument("--vision_weights", default=None, help="Image backbone weights: 'imagenet' (the published ones: torchvision's, or CLIP's through transformers), a local .pth/.safetensors file, or 'random' (seeded; offline demos); defaults to the backbone saved beside cached features.")
+    model.add_argument("--vision_backbone", default=None, choices=sorted(VISION_BACKBONES), help="Image backbone: vgg16 (the paper's), resnet152 or clip-vit-b32; defaults to the one that computed cached features, else vgg16.")
+    model.add_argument("--vision_precision", default=None, choices=VISION_PRECISIONS, help="Precision of the image backbone (AcnConfig.vision_precision); defaults to the one cached features were computed in, else auto. The saved config records the effective one.")
+    model.add_argument("--calibration_images", type=int, default=16, help="Training images that calibrate an int8 backbone reading pixels (the first ones with a picture).")
     model.add_argument("--word_embedding_dim", type=int, default=200, help="Word vector size (the embedding file's, when given).")
     model.add_argument("--hidden_size", type=int, default=None, help="BiLSTM output size, both directions together, and the co-attention size d (default 200; without a BiLSTM, the word features' width).")
     model.add_argument("--attention_size", type=int, default=None, help="Size k of the attention energies; defaults to --hidden_size, as in the paper.")
@@ -140,7 +145,7 @@ def build_processor(train_split, args) -> AcnProcessor:
     tokenizer = AcnTokenizer.from_corpus(
         train_split["tokens"], min_freq=args.min_word_freq, extra_words=extra_words, hashtags_as_words=args.hashtags_as_words, **subword
     )
-    return AcnProcessor(image_processor=AcnImageProcessor(), tokenizer=tokenizer)
+    return AcnProcessor(image_processor=AcnImageProcessor.for_backbone(args.vision_backbone), tokenizer=tokenizer)
 
 
 def build_model(args, processor, names, train_split) -> AcnForTokenClassification:
@@ -157,6 +162,8 @@ def build_model(args, processor, names, train_split) -> AcnForTokenClassificatio
         attention_size=args.attention_size,
         char_activation=args.char_activation,
         dropout=args.dropout,
+        vision_backbone=args.vision_backbone,
+        vision_precision=args.vision_precision,
         id2label=dict(enumerate(names)),
     )
     model = AcnForTokenClassification(config)
@@ -175,9 +182,31 @@ def build_model(args, processor, names, train_split) -> AcnForTokenClassificatio
     if vision_weights == "random":
         vision_weights = None  # the seeded initialisation; for offline demos and tests
     if vision_weights and config.use_image:
-        logger.info(f"VGG-16 trunk: {vision_weights}", main_process_only=True)
+        logger.info(f"image backbone {config.vision_backbone}: {vision_weights}", main_process_only=True)
         model.load_vision_weights(None if vision_weights == "imagenet" else vision_weights)
     return model
+
+
+def settle_vision_precision(model, processor, train_split, device, args) -> None:
+    """Calibrate an int8 backbone that reads pixels, then record the precision the backbone really runs in, so the
+    saved config makes a reloaded model see images as in training (cached features keep the precision they were
+    computed in)."""
+    if not model.config.use_image:
+        return
+    if image_source(train_split, True) == "pixels":
+        calibrate_if_needed(model, processor.image_processor, train_split, args.calibration_images, device)
+        model.config.vision_precision = model.effective_vision_precision(device)
+    logger.info(f"image backbone: {model.config.vision_backbone} in {model.config.vision_precision}", main_process_only=True)
+
+
+def resolve_vision_arguments(args) -> None:
+    """Backbone and precision default to those of the cached features; a contradicting flag is an error."""
+    cached = read_vision_settings(Path(args.dataset) / VISION_WEIGHTS_FILE)
+    for name, default in (("vision_backbone", "vgg16"), ("vision_precision", "auto")):
+        given, recorded = getattr(args, name), cached.get(name)
+        if given is not None and recorded is not None and given != recorded:
+            raise ValueError(f"--{name} {given} contradicts the cached features, computed with {recorded!r}")
+        setattr(args, name, given or recorded or default)
 
 
 def cached_features_trunk(dataset: str) -> str | None:
@@ -334,8 +363,10 @@ def main(argv=None):
     )
     set_seed(args.seed)
     corpus = load_corpus(args.dataset, args.image_dir)
+    resolve_vision_arguments(args)
     processor = build_processor(corpus["train"], args)
     model = build_model(args, processor, label_names(corpus), corpus["train"])
+    settle_vision_precision(model, processor, corpus["train"], accelerator.device, args)
     train_loader, eval_loaders = build_dataloaders(corpus, processor, model.config, args)
     optimizer = build_optimizer(model, args)
     model, optimizer, train_loader, dev_loader, test_loader = accelerator.prepare(

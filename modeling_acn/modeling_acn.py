@@ -613,19 +613,19 @@ class AcnModel(AcnPreTrainedModel):
         CLIP tower needs no calibration: its linear layers quantise their inputs per batch), else fp32. A forced
         `"bf16"` or `"int8"` the device cannot run falls back to fp32, as does int8 for a backbone that trains.
         """
-        device = self.device if device is None else torch.device(device)
-        requested = self.config.vision_precision
-        if requested in ("auto", "bf16") and _supports_bf16(device):
-            return "bf16"
-        if requested in ("auto", "int8") and self._int8_runs_on(device):
-            if self._int8_calibrated():
-                return "int8"
-            if requested == "int8":
+        precision = self._runnable_vision_precision(device)
+        if precision == "int8" and not self._int8_calibrated():
+            if self.config.vision_precision == "int8":
                 raise ValueError(
                     "vision_precision='int8' needs the backbone's activation ranges: call calibrate_vision(pixel_values) "
                     "with a few images first"
                 )
-        return "fp32"
+            return "fp32"
+        return precision
+
+    def needs_vision_calibration(self, device: torch.device | str | None = None) -> bool:
+        """True when the int8 backbone would run on `device` but has no activation ranges yet (`calibrate_vision`)."""
+        return self._runnable_vision_precision(device) == "int8" and not self._int8_calibrated()
 
     @torch.no_grad()
     def calibrate_vision(self, pixel_values: torch.FloatTensor, batch_size: int = 8) -> None:
@@ -673,8 +673,16 @@ class AcnModel(AcnPreTrainedModel):
             regions = _backbone_regions(self.vision, self.config.vision_backbone, pixel_values)  # (batch, 49, channels)
         return regions.float()
 
-    def _int8_runs_on(self, device: torch.device) -> bool:
-        return device.type == "cpu" and self.config.freeze_vision and INT8_ENGINE in torch.backends.quantized.supported_engines
+    def _runnable_vision_precision(self, device):
+        """The precision `vision_precision` asks for on `device`, calibration aside."""
+        device = self.device if device is None else torch.device(device)
+        requested = self.config.vision_precision
+        if requested in ("auto", "bf16") and _supports_bf16(device):
+            return "bf16"
+        int8_runs = device.type == "cpu" and self.config.freeze_vision and INT8_ENGINE in torch.backends.quantized.supported_engines
+        if requested in ("auto", "int8") and int8_runs:
+            return "int8"
+        return "fp32"
 
     def _int8_calibrated(self) -> bool:
         return self.config.vision_backbone == "clip-vit-b32" or self.config.vision_int8_ranges is not None
@@ -879,6 +887,18 @@ class AcnForTokenClassification(AcnPreTrainedModel):
     def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
         """See `AcnModel.get_image_features`."""
         return self.acn.get_image_features(pixel_values)
+
+    def effective_vision_precision(self, device: torch.device | str | None = None) -> str:
+        """See `AcnModel.effective_vision_precision`."""
+        return self.acn.effective_vision_precision(device)
+
+    def needs_vision_calibration(self, device: torch.device | str | None = None) -> bool:
+        """See `AcnModel.needs_vision_calibration`."""
+        return self.acn.needs_vision_calibration(device)
+
+    def calibrate_vision(self, pixel_values: torch.FloatTensor, batch_size: int = 8) -> None:
+        """See `AcnModel.calibrate_vision`."""
+        self.acn.calibrate_vision(pixel_values, batch_size)
 
     def forward(
         self,
