@@ -693,7 +693,8 @@ class AcnModel(AcnPreTrainedModel):
         """The frozen backbone's copy in bf16 (weights cast once, where autocast casts them on every call: about
         1.2x faster on CPU) or int8; rebuilt when the weights (their in-place versions), the calibration or the
         device change."""
-        versions = tuple(parameter._version for parameter in self.vision.parameters())
+        # inference tensors (weights made under inference_mode) cannot change in place and keep no version
+        versions = tuple(0 if parameter.is_inference() else parameter._version for parameter in self.vision.parameters())
         key = (precision, str(pixel_values.device), json.dumps(self.config.vision_int8_ranges), versions)
         if key not in self._derived_vision:
             self._derived_vision.clear()
