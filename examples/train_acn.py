@@ -104,6 +104,7 @@ def parse_args(argv=None):
     args.warmup_ratio = (0.1 if pretrained else 0.0) if args.warmup_ratio is None else args.warmup_ratio
     if not 0.0 <= args.warmup_ratio < 1.0:
         parser.error(f"--warmup_ratio must be in [0, 1), got {args.warmup_ratio}")
+    resolve_vision_arguments(args)
     return args
 
 
@@ -363,7 +364,6 @@ def main(argv=None):
     )
     set_seed(args.seed)
     corpus = load_corpus(args.dataset, args.image_dir)
-    resolve_vision_arguments(args)
     processor = build_processor(corpus["train"], args)
     model = build_model(args, processor, label_names(corpus), corpus["train"])
     settle_vision_precision(model, processor, corpus["train"], accelerator.device, args)

@@ -1,12 +1,16 @@
 """Image backbones (VGG-16, ResNet-152, CLIP ViT-B/32) and vision precisions (auto, bf16, int8, fp32), with random
 seeded weights: nothing here downloads."""
 
+import argparse
 import json
 import logging
+import sys
+from pathlib import Path
 from unittest import mock
 
 import datasets
 import numpy as np
+from accelerate import PartialState
 import pytest
 import torch
 import torchvision
@@ -25,6 +29,9 @@ from dataset_script.twitter_mner import (
 from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnModel
 from modeling_acn.image_processing_acn import BACKBONE_PREPROCESSING
 from tests.corpus_fixtures import write_corpus, write_images
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+import train_acn  # noqa: E402
 
 NO_BF16 = mock.patch("modeling_acn.modeling_acn._supports_bf16", return_value=False)
 HAS_BF16 = mock.patch("modeling_acn.modeling_acn._supports_bf16", return_value=True)
@@ -256,3 +263,31 @@ def test_cache_features_with_the_clip_backbone(tmp_path):
     assert read_vision_settings(tmp_path / "features" / VISION_WEIGHTS_FILE)["vision_backbone"] == "clip-vit-b32"
     with pytest.raises(ValueError, match=r"holds a 'clip-vit-b32' backbone, this model has vision_backbone='vgg16'"):
         backbone_model("vgg16").load_vision_weights(tmp_path / "features" / VISION_WEIGHTS_FILE)
+
+
+# --- the training script ------------------------------------------------------------------------------------------
+
+
+def test_training_takes_backbone_and_precision_from_the_cached_features(tmp_path):
+    weights = {key: value.contiguous() for key, value in backbone_model("vgg16").vision.state_dict().items()}
+    save_file(weights, tmp_path / VISION_WEIGHTS_FILE, metadata={"vision_backbone": "vgg16", "vision_precision": "bf16"})
+    args = train_acn.parse_args(["--dataset", str(tmp_path), "--output_dir", str(tmp_path / "out")])
+    assert (args.vision_backbone, args.vision_precision) == ("vgg16", "bf16")
+    with pytest.raises(ValueError, match=r"--vision_backbone resnet152 contradicts the cached features, computed with 'vgg16'"):
+        train_acn.parse_args(["--dataset", str(tmp_path), "--output_dir", str(tmp_path / "out"), "--vision_backbone", "resnet152"])
+    defaults = train_acn.parse_args(["--dataset", str(tmp_path / "raw"), "--output_dir", str(tmp_path / "out")])
+    assert (defaults.vision_backbone, defaults.vision_precision) == ("vgg16", "auto")
+
+
+@pytest.mark.skipif(not X86_INT8, reason="torch has no x86 quantised engine on this CPU")
+def test_training_from_pixels_calibrates_and_records_the_effective_precision():
+    torch.manual_seed(0)
+    model = AcnForTokenClassification(AcnConfig(**SMALL))  # vision_precision="auto"
+    rng = np.random.default_rng(0)
+    pictures = [demo_corpus.draw_image(rng, "PER"), None, demo_corpus.draw_image(rng, "LOC")]
+    split = datasets.Dataset.from_dict({"image": pictures}, features=datasets.Features({"image": datasets.Image()}))
+    processor = argparse.Namespace(image_processor=AcnImageProcessor())
+    PartialState()  # the script logs through Accelerate
+    with NO_BF16:
+        train_acn.settle_vision_precision(model, processor, split, torch.device("cpu"), argparse.Namespace(calibration_images=2))
+    assert model.config.vision_precision == "int8" and len(model.config.vision_int8_ranges) == VGG16_INT8_POINTS
