@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # chance for about ten epochs, until the attention has found the figure (dev F1 100 by epoch 17 in our runs).
 DEMO_TRAINING = [
     "--word_embedding_dim", "50", "--hidden_size", "100", "--batch_size", "16", "--learning_rate", "2e-3",
-    "--num_epochs", "25", "--patience", "10", "--checkpointing", "none",
+    "--num_epochs", "25", "--patience", "10", "--checkpointing", "none", "--stop_at_perfect_dev",
 ]  # fmt: skip
 NEW_TWEET = "look at Kolbi today !"
 RELOAD_SCRIPT = """

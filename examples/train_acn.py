@@ -47,6 +47,7 @@ logger = get_logger(__name__)
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
 CHECKPOINT_DIR = "checkpoints"
 BEST_MODEL_DIR = f"{CHECKPOINT_DIR}/best_model"  # kept after training: a resumed run may end on these weights
+PERFECT_F1 = 1.0
 
 
 def parse_args(argv=None):
@@ -86,6 +87,7 @@ def parse_args(argv=None):
     training.add_argument("--eval_batch_size", type=int, default=64, help="Tweets per evaluation batch and process.")
     training.add_argument("--num_epochs", type=int, default=30, help="Most epochs to train.")
     training.add_argument("--patience", type=int, default=5, help="Stop after this many epochs without a better dev F1.")
+    training.add_argument("--stop_at_perfect_dev", action="store_true", help="Stop once dev F1 reaches 100: no later epoch can replace the kept model (it must score strictly higher), so only time is saved.")
     training.add_argument("--max_train_length", type=int, default=None, help="Truncate training tweets to this many words. The paper truncated every tweet to 35 words; by default nothing is cut, and evaluation always scores every word.")
     training.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Batches per optimiser step.")
     training.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"], help="Accelerate mixed precision (GPUs).")
@@ -287,7 +289,7 @@ def evaluate_split(accelerator, model, loader, split, metric):
 
 def run_training(accelerator, model, train_loader, dev_loader, optimizer, scheduler, state, metric, args, output_dir):
     """Epochs with dev selection; the best weights are saved under output_dir/best_model."""
-    while state.epoch < args.num_epochs and state.epochs_without_improvement < args.patience:
+    while state.epoch < args.num_epochs and state.epochs_without_improvement < args.patience and not perfect_dev(state, args):
         started = time.perf_counter()
         loss = train_epoch(accelerator, model, train_loader, optimizer, scheduler, args, state.epoch)
         dev_scores, _ = evaluate_split(accelerator, model, dev_loader, dev_loader.dataset, metric)
@@ -303,6 +305,10 @@ def run_training(accelerator, model, train_loader, dev_loader, optimizer, schedu
             accelerator.log({"train_loss": loss, "dev_f1": dev_scores["overall_f1"]}, step=epoch)
         if args.checkpointing == "epoch":
             save_checkpoint(accelerator, checkpoint_folder(output_dir / CHECKPOINT_DIR, epoch + 1), model, optimizer, scheduler, state)
+
+
+def perfect_dev(state: TrainingState, args) -> bool:
+    return args.stop_at_perfect_dev and state.best_f1 >= PERFECT_F1
 
 
 def save_model(accelerator, model, processor, folder: Path):

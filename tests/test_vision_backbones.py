@@ -291,3 +291,10 @@ def test_training_from_pixels_calibrates_and_records_the_effective_precision():
     with NO_BF16:
         train_acn.settle_vision_precision(model, processor, split, torch.device("cpu"), argparse.Namespace(calibration_images=2))
     assert model.config.vision_precision == "int8" and len(model.config.vision_int8_ranges) == VGG16_INT8_POINTS
+
+
+def test_training_stops_at_a_perfect_dev_score_only_when_asked():
+    state = train_acn.TrainingState(best_f1=train_acn.PERFECT_F1)
+    assert train_acn.perfect_dev(state, argparse.Namespace(stop_at_perfect_dev=True))
+    assert not train_acn.perfect_dev(state, argparse.Namespace(stop_at_perfect_dev=False))
+    assert not train_acn.perfect_dev(train_acn.TrainingState(best_f1=0.99), argparse.Namespace(stop_at_perfect_dev=True))
