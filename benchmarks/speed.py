@@ -475,7 +475,18 @@ def memory_probe(kind, device):
         batch = {key: value[:INFERENCE_PROBE_BATCH] for key, value in batch.items() if key != "labels"}
         with torch.inference_mode():
             model.eval()(**batch, pixel_values=torch.randn(INFERENCE_PROBE_BATCH, 3, 224, 224, device=device))
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # peak resident MiB, read by the parent
+    print(peak_resident_mib())  # read by the parent
+
+
+def peak_resident_mib():
+    """This process's peak resident memory. Linux keeps `ru_maxrss` across exec, so a child started by a large
+    parent would report the parent's size; the kernel's VmHWM belongs to the new process image alone."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def peak_memory(device):
