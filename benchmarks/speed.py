@@ -3,11 +3,14 @@
     python benchmarks/speed.py [--output outputs/benchmarks/speed.json] [--device cpu|cuda] [--quick]
 
 Sections: matmul GFLOP/s of this machine; VGG-16 feature extraction (fp32 eager, channels-last, bf16 autocast,
-the default path, torch.compile) with each path's fraction of the measured matmul rate; training throughput with
-cached features (beside the plain autograd attention scores that the fused ones replace), text only, and VGG in the
-loop, and the time to read cached features through the collator; our CRF against pytorch-crf; inference latency
-and throughput; the paper's text encoder beside ACN's head on MiniLM-L6 (epoch seconds, latency per tweet);
-peak resident memory of training and inference (each in a fresh subprocess). Prints tables, writes JSON.
+int8, the default path, torch.compile with --with_compile) with each path's fraction of the measured matmul rate
+and its deviation from fp32 on demo-corpus pictures; each image backbone (images/s in fp32 and on the default path,
+GFLOP per image); training throughput with cached features (beside the plain autograd attention scores that the
+fused ones replace), text only, and VGG in the loop, and the time to read cached features through the collator; our
+CRF against pytorch-crf; inference latency and throughput; the paper's text encoder beside ACN's head on MiniLM-L6
+(epoch seconds, latency per tweet); peak resident memory of training and inference (each in a fresh subprocess).
+Each table is printed as soon as it is measured; the JSON is written at the end. Rows that would only emulate a
+precision the CPU lacks (bf16 without bf16 kernels runs about 7x slower than fp32) are skipped with a note.
 """
 
 import argparse
@@ -26,15 +29,17 @@ import torch
 from torch.utils.data import DataLoader
 
 from acn_commands.atomic import write_text
-from modeling_acn import IGNORE_INDEX, AcnConfig, AcnCrf, AcnForTokenClassification
+from modeling_acn import IGNORE_INDEX, VISION_BACKBONES, AcnConfig, AcnCrf, AcnForTokenClassification, AcnImageProcessor
 from modeling_acn import modeling_acn
 
 ROOT = Path(__file__).resolve().parents[1]
 
 VGG16_GFLOP_PER_IMAGE = 2 * 15.47  # 15.47 G multiply-adds in the conv trunk at 224 x 224
+CALIBRATION_PICTURES = 8  # demo-corpus pictures that calibrate the int8 backbones; 8 others are measured
 TWITTER2015 = ROOT.parent / "shared" / "data" / "twitter2015"
 EPOCH_TWEETS = 4000  # Twitter-2015 train split
 CRF_TAGS, CRF_LENGTH = 9, 35
+INFERENCE_PROBE_BATCH = 8  # tweets with images in the peak-memory probe
 
 
 def parse_args(argv=None):
@@ -42,8 +47,8 @@ def parse_args(argv=None):
     parser.add_argument("--output", default="outputs/benchmarks/speed.json", help="JSON file for every figure.")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="Torch device.")
     parser.add_argument("--quick", action="store_true", help="Fewer repetitions (a smoke run, not for reporting).")
-    parser.add_argument("--skip_compile", action="store_true", help="Leave out torch.compile (slow to compile).")
-    parser.add_argument("--only", choices=["text_encoders"], help="Run one section alone (its JSON goes to --output).")
+    parser.add_argument("--with_compile", action="store_true", help="Add torch.compile of the VGG trunk (minutes to compile on 2 cores).")
+    parser.add_argument("--only", choices=["vision", "text_encoders"], help="Run one part alone (its JSON goes to --output): the VGG-16 paths and the backbones, or the text encoders.")
     parser.add_argument("--memory_probe", choices=["train", "infer"], help=argparse.SUPPRESS)  # child process mode
     return parser.parse_args(argv)
 
@@ -86,6 +91,13 @@ def matmul_gflops(device, dtype, size=2048, repeats=10):
     return 2 * size**3 / seconds / 1e9
 
 
+def bf16_matmul_gflops(device):
+    """The bf16 rate, or None on a CPU without bf16 kernels, where it would only be emulated (minutes per run)."""
+    if device == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return None
+    return matmul_gflops(device, torch.bfloat16)
+
+
 def tweet_words(count):
     """Real Twitter-2015 training tweets when the corpus is present, else synthetic ones of similar lengths."""
     if (TWITTER2015 / "train.txt").is_file():
@@ -117,50 +129,141 @@ def text_batch(processor, tweets, device):
     return {key: value.to(device) for key, value in batch.items()}
 
 
-# --- VGG-16 feature extraction ------------------------------------------------------------------
+# --- VGG-16 feature extraction and the backbones ----------------------------------------------------------------
 
 
-def vgg_paths(model, device, skip_compile):
-    trunk = model.acn.vision
+def demo_pictures(vision_backbone, count, device, seed=0):
+    """Demo-corpus pictures (a coloured figure among grey distractors on noise), processed for the backbone: real
+    images for calibration and for measuring deviations, where random pixels would exaggerate them."""
+    from dataset_script import demo_corpus
+
+    rng = np.random.default_rng(seed)
+    images = [demo_corpus.draw_image(rng, demo_corpus.ENTITY_TYPES[index % 4]) for index in range(count)]
+    processor = AcnImageProcessor.for_backbone(vision_backbone)
+    return processor(images=images, return_tensors="pt")["pixel_values"].to(device)  # (count, 3, 224, 224)
+
+
+def deviation(features, reference):
+    """Largest absolute difference over the largest feature, and the cosine of the flattened features."""
+    features, reference = features.float(), reference.float()
+    largest = ((features - reference).abs().max() / reference.abs().max()).item()
+    cosine = torch.nn.functional.cosine_similarity(features.flatten(), reference.flatten(), dim=0).item()
+    return {"max_deviation_vs_fp32": largest, "cosine_vs_fp32": cosine}
+
+
+def vision_model(vision_backbone, device, precision):
+    torch.manual_seed(0)
+    config = AcnConfig(vocab_size=2, char_vocab_size=2, vision_backbone=vision_backbone, vision_precision=precision)
+    return AcnForTokenClassification(config).to(device).eval()
+
+
+def calibrated(model, device):
+    """Calibrate an int8 backbone on demo pictures (seconds, or None when this device runs no int8)."""
+    if not model.needs_vision_calibration(device):
+        return None
+    started = time.perf_counter()
+    model.calibrate_vision(demo_pictures(model.config.vision_backbone, CALIBRATION_PICTURES, device, seed=1))
+    return time.perf_counter() - started
+
+
+def vgg_paths(device, with_compile):
+    """name -> features function, or the reason it is skipped on this device."""
+    fp32 = vision_model("vgg16", device, "fp32")
+    trunk = fp32.acn.vision
     paths = {
-        "fp32 eager": lambda pixels: trunk(pixels),
-        "fp32 channels-last": lambda pixels: trunk(pixels.contiguous(memory_format=torch.channels_last)),
-        "bf16 autocast": lambda pixels: _autocast(trunk, pixels, device),
-        "default (bf16 + channels-last)": lambda pixels: model.get_image_features(pixels),
+        "fp32 eager": lambda pixels: trunk(pixels).flatten(2).transpose(1, 2),
+        "fp32 channels-last": fp32.get_image_features,
+        "bf16 autocast + channels-last": "skipped: no bf16 kernels here, so it would only be emulated (about 7x slower than fp32)",
+        "int8 (torch.ao, x86)": "skipped: int8 runs on x86 CPUs only",
     }
-    if not skip_compile:
+    if vision_model("vgg16", device, "bf16").effective_vision_precision(device) == "bf16":
+        # autocast casts the weights on every call; the frozen default casts them once (a bf16 copy)
+        paths["bf16 autocast + channels-last"] = lambda pixels: _autocast(trunk, pixels.contiguous(memory_format=torch.channels_last), device)
+    int8 = vision_model("vgg16", device, "int8")
+    if int8.needs_vision_calibration(device):
+        calibrated(int8, device)
+        paths["int8 (torch.ao, x86)"] = int8.get_image_features
+    default = vision_model("vgg16", device, "auto")
+    if default.needs_vision_calibration(device):
+        default.config.vision_int8_ranges = int8.config.vision_int8_ranges  # the same seeded weights
+    paths[f"default: auto -> {default.effective_vision_precision(device)}"] = default.get_image_features
+    if with_compile:
         compiled = torch.compile(trunk)
-        paths["fp32 torch.compile"] = lambda pixels: compiled(pixels)
+        paths["fp32 torch.compile"] = lambda pixels: compiled(pixels).flatten(2).transpose(1, 2)
     return paths
 
 
 def _autocast(trunk, pixels, device):
     with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
-        return trunk(pixels)
+        return trunk(pixels).float().flatten(2).transpose(1, 2)  # (batch, 49, 512)
 
 
-def bench_vgg(processor, device, args, peak_gflops):
-    model = paper_model(processor, device).eval()
+def bench_vgg(device, args, peak_gflops):
     batch = 8 if device == "cpu" else 64
-    pixels = torch.randn(batch, 3, 224, 224, device=device)
-    repeats = 2 if args.quick else 5
+    pixels = demo_pictures("vgg16", batch, device)
+    repeats = 2 if args.quick else 3
     rows = {}
     with torch.inference_mode():
-        reference = model.acn.vision(pixels).flatten(2).transpose(1, 2)  # (batch, 49, 512)
-        for name, path in vgg_paths(model, device, args.skip_compile).items():
-            output = path(pixels)
-            features = output if output.dim() == 3 else output.float().flatten(2).transpose(1, 2)
-            seconds = timed(lambda: path(pixels), repeats, warmup=2, device=device)
-            images_per_second = batch / seconds
+        paths = vgg_paths(device, args.with_compile)
+        reference = paths["fp32 eager"](pixels)  # (batch, 49, 512)
+        for name, path in paths.items():
+            if isinstance(path, str):
+                rows[name] = {"skipped": path}
+                continue
+            features = path(pixels)  # also the warm-up
+            images_per_second = batch / timed(lambda: path(pixels), repeats, warmup=0, device=device)
             rows[name] = {
                 "images_per_s": images_per_second,
                 "speedup_vs_fp32_eager": None,
                 "fraction_of_fp32_matmul_peak": images_per_second * VGG16_GFLOP_PER_IMAGE / peak_gflops["fp32"],
-                "fraction_of_bf16_matmul_peak": images_per_second * VGG16_GFLOP_PER_IMAGE / peak_gflops["bf16"],
-                "max_deviation_vs_fp32": ((features.float() - reference).abs().max() / reference.abs().max()).item(),
+                "fraction_of_bf16_matmul_peak": images_per_second * VGG16_GFLOP_PER_IMAGE / peak_gflops["bf16"] if peak_gflops["bf16"] else None,
+                **deviation(features, reference),
             }
     for row in rows.values():
-        row["speedup_vs_fp32_eager"] = row["images_per_s"] / rows["fp32 eager"]["images_per_s"]
+        if "images_per_s" in row:
+            row["speedup_vs_fp32_eager"] = row["images_per_s"] / rows["fp32 eager"]["images_per_s"]
+    return rows
+
+
+def gflop_per_image(model, device):
+    """Floating-point operations of one 224 x 224 image through the backbone, counted by torch (2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model.acn.vision(**_backbone_input(model, torch.zeros(1, 3, 224, 224, device=device)))
+    return counter.get_total_flops() / 1e9
+
+
+def _backbone_input(model, pixels):
+    return {"pixel_values": pixels} if model.config.vision_backbone == "clip-vit-b32" else {"input": pixels}
+
+
+def bench_backbones(device, args):
+    """Each backbone with random (seeded) weights: fp32 and the default path on demo pictures, GFLOP per image."""
+    batch = 4 if device == "cpu" else 64
+    repeats = 2 if args.quick else 3
+    rows = {}
+    for backbone in VISION_BACKBONES:
+        pixels = demo_pictures(backbone, batch, device)
+        fp32, default = vision_model(backbone, device, "fp32"), vision_model(backbone, device, "auto")
+        calibration = calibrated(default, device)
+        with torch.inference_mode():
+            reference = fp32.get_image_features(pixels)  # also the warm-up
+            fp32_rate = batch / timed(lambda: fp32.get_image_features(pixels), repeats, warmup=0, device=device)
+            features = default.get_image_features(pixels)  # also the warm-up (builds the bf16 or int8 copy)
+            default_rate = batch / timed(lambda: default.get_image_features(pixels), repeats, warmup=0, device=device)
+        rows[backbone] = {
+            "gflop_per_image": gflop_per_image(fp32, device),
+            "regions_x_channels": f"{default.config.num_image_regions}x{default.config.image_feature_dim}",
+            "fp32_images_per_s": fp32_rate,
+            "default_precision": default.effective_vision_precision(device),
+            "default_images_per_s": default_rate,
+            "default_speedup_vs_fp32": default_rate / fp32_rate,
+            "calibration_seconds": calibration,
+            **deviation(features, reference),
+        }
+        del fp32, default
     return rows
 
 
@@ -192,7 +295,7 @@ def bench_training(processor, tweets, device, args):
         "ACN, every image missing": (paper_model(processor, device), text),
         "text-only CNN-BiLSTM-CRF": (paper_model(processor, device, use_image=False), text),
     }
-    vgg_batch = 8 if device == "cpu" else batch_size
+    vgg_batch = 4 if device == "cpu" else batch_size  # a frozen trunk in fp32 where the CPU lacks bf16: kept short
     vgg_text = text_batch(processor, chunk[:vgg_batch], device)
     setups["ACN, VGG in the loop (frozen)"] = (
         paper_model(processor, device),
@@ -204,11 +307,11 @@ def bench_training(processor, tweets, device, args):
     for name, (model, batch) in setups.items():
         model.train()
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-        repeats = 2 if (args.quick or "VGG" in name) else 10
+        repeats, warmup = (2, 1) if "VGG" in name else ((2, 2) if args.quick else (10, 2))
         autocast = "autocast" in name
         scores = plain_attention_scores if "plain" in name else modeling_acn.additive_attention_scores
         with mock.patch.object(modeling_acn, "additive_attention_scores", scores):
-            seconds = timed(lambda: training_step(model, batch, optimizer, autocast), repeats, warmup=2, device=device)
+            seconds = timed(lambda: training_step(model, batch, optimizer, autocast), repeats, warmup=warmup, device=device)
         tweets_per_second = batch["input_ids"].shape[0] / seconds
         rows[name] = {"tweets_per_s": tweets_per_second, "epoch_seconds_4000_tweets": EPOCH_TWEETS / tweets_per_second}
     return rows
@@ -289,24 +392,22 @@ def bench_inference(processor, tweets, device, args):
     one = text_batch(processor, tweets[:1], device)
     one.pop("labels")
     pixels = torch.randn(1, 3, 224, 224, device=device)
-    batch_size = 32
+    batch_size = 8 if device == "cpu" else 32
     many = text_batch(processor, tweets[:batch_size], device)
     many.pop("labels")
     many_pixels = torch.randn(batch_size, 3, 224, 224, device=device)
-    repeats = 3 if args.quick else 10
+    repeats = 3 if args.quick else 5
     with torch.inference_mode():
         with_image = timed(lambda: model.decode(model(**one, pixel_values=pixels).logits), repeats, device=device)
         vgg_only = timed(lambda: model.get_image_features(pixels), repeats, device=device)
         text_only = timed(lambda: model.decode(model(**one).logits), repeats, device=device)
-        batch_seconds = timed(
-            lambda: model.decode(model(**many, pixel_values=many_pixels).logits), 2 if args.quick else 3, device=device
-        )
+        batch_seconds = timed(lambda: model.decode(model(**many, pixel_values=many_pixels).logits), 2, device=device)
     return {
         "latency_ms_with_image": 1e3 * with_image,
         "latency_ms_without_image": 1e3 * text_only,
         "vgg_alone_ms": 1e3 * vgg_only,
         "ner_head_overhead_vs_image_path": with_image / vgg_only - 1,
-        "batch_32_with_images_tweets_per_s": batch_size / batch_seconds,
+        f"batch_{batch_size}_with_images_tweets_per_s": batch_size / batch_seconds,
     }
 
 
@@ -373,15 +474,26 @@ def memory_probe(kind, device):
         for _ in range(3):
             training_step(model, batch, optimizer)
     else:
-        batch.pop("labels")
+        batch = {key: value[:INFERENCE_PROBE_BATCH] for key, value in batch.items() if key != "labels"}
         with torch.inference_mode():
-            model.eval()(**batch, pixel_values=torch.randn(32, 3, 224, 224, device=device))
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # peak resident MiB, read by the parent
+            model.eval()(**batch, pixel_values=torch.randn(INFERENCE_PROBE_BATCH, 3, 224, 224, device=device))
+    print(peak_resident_mib())  # read by the parent
+
+
+def peak_resident_mib():
+    """This process's peak resident memory. Linux keeps `ru_maxrss` across exec, so a child started by a large
+    parent would report the parent's size; the kernel's VmHWM belongs to the new process image alone."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def peak_memory(device):
     rows = {}
-    for kind, name in (("train", "training, batch 32, cached features"), ("infer", "inference, batch 32 with images")):
+    for kind, name in (("train", "training, batch 32, cached features"), ("infer", f"inference, batch {INFERENCE_PROBE_BATCH} with images")):
         command = [sys.executable, __file__, "--memory_probe", kind, "--device", device]
         finished = subprocess.run(command, check=True, cwd=ROOT, capture_output=True, text=True)
         rows[name] = float(finished.stdout.split()[-1])
@@ -413,32 +525,46 @@ def main(argv=None):
     torch.manual_seed(0)
     tweets = tweet_words(512)
     processor = build_processor(tweets)
-    results = {
-        "machine": {"device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "processor": platform.processor() or platform.machine(), "cpu": cpu_capabilities(),
-                    "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None},
-        "matmul_gflops": {"fp32": matmul_gflops(args.device, torch.float32), "bf16": matmul_gflops(args.device, torch.bfloat16)},
-    }  # fmt: skip
-    if args.only:
-        results[args.only] = bench_text_encoders(tweets, args.device, args)
-        return report(results, args.output)
-    results["vgg16_features"] = bench_vgg(processor, args.device, args, results["matmul_gflops"])
-    results["training"] = bench_training(processor, tweets, args.device, args)
-    reading = bench_feature_reading(processor, tweets, args)
-    results["training"]["reading cached features (Arrow -> collator)"] = reading
-    if "skipped" not in reading:
-        model_epoch = results["training"]["ACN, cached features"]["epoch_seconds_4000_tweets"]
-        results["training"]["ACN, cached features, model + reading"] = {"epoch_seconds_4000_tweets": model_epoch + reading["epoch_seconds_4000_tweets"]}
-    results["crf_vs_pytorch_crf"] = bench_crf(args.device, args)
-    results["inference"] = bench_inference(processor, tweets, args.device, args)
-    results["text_encoders"] = bench_text_encoders(tweets, args.device, args)
-    results["peak_rss_mib"] = peak_memory(args.device)
+    results = {}
+    measure = measured_into(results)
+    measure("machine", lambda: {"device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
+                                "processor": platform.processor() or platform.machine(), "cpu": cpu_capabilities(),
+                                "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None})  # fmt: skip
+    measure("matmul_gflops", lambda: {"fp32": matmul_gflops(args.device, torch.float32), "bf16": bf16_matmul_gflops(args.device)})
+    if args.only != "text_encoders":
+        measure("vgg16_features", lambda: bench_vgg(args.device, args, results["matmul_gflops"]))
+        measure("vision_backbones", lambda: bench_backbones(args.device, args))
+    if args.only is None:
+        measure("training", lambda: bench_training(processor, tweets, args.device, args))
+        measure("reading cached features (Arrow -> collator)", lambda: bench_feature_reading(processor, tweets, args))
+        reading = results["reading cached features (Arrow -> collator)"]
+        if "skipped" not in reading:
+            model_epoch = results["training"]["ACN, cached features"]["epoch_seconds_4000_tweets"]
+            results["training"]["ACN, cached features, model + reading"] = {"epoch_seconds_4000_tweets": model_epoch + reading["epoch_seconds_4000_tweets"]}
+        measure("crf_vs_pytorch_crf", lambda: bench_crf(args.device, args))
+        measure("inference", lambda: bench_inference(processor, tweets, args.device, args))
+    if args.only != "vision":
+        measure("text_encoders", lambda: bench_text_encoders(tweets, args.device, args))
+    if args.only is None:
+        measure("peak_rss_mib", lambda: peak_memory(args.device))
     report(results, args.output)
 
 
+def measured_into(results):
+    """`measure(title, section)`: run one section, keep its rows and print its table at once, with its seconds."""
+    started = time.perf_counter()
+
+    def measure(title, section):
+        section_started = time.perf_counter()
+        results[title] = section()
+        elapsed = time.perf_counter() - section_started
+        print_table(f"{title} ({elapsed:.0f} s; {time.perf_counter() - started:.0f} s so far)", results[title])
+        sys.stdout.flush()
+
+    return measure
+
+
 def report(results, output):
-    for title, rows in results.items():
-        print_table(title, rows)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     write_text(output, json.dumps(results, indent=2) + "\n")

@@ -6,8 +6,9 @@ The corpora ship in the layout every multimodal NER repository uses::
     <image_dir>/<id>.jpg
 
 `datasets` 4+ runs no loading scripts, so this module turns the raw files into a `DatasetDict`, writes a
-Hub-ready Parquet folder that ``datasets.load_dataset(folder)`` loads, and caches the model's VGG-16 pool5
-features as a dataset column so that training never runs VGG.
+Hub-ready Parquet folder that ``datasets.load_dataset(folder)`` loads, and caches the model's image features
+(VGG-16 pool5, ResNet-152 layer4 or CLIP ViT-B/32 patch tokens) as a dataset column so that training never runs
+the image backbone.
 
 Export the corpus (``--push_to_hub`` is the only step that needs the network)::
 
@@ -22,6 +23,7 @@ Cache the image features of an exported dataset::
 import argparse
 import hashlib
 import io
+import json
 import logging
 import math
 import re
@@ -45,6 +47,7 @@ from seqeval.scheme import IOB2, Entities
 from tqdm.auto import tqdm
 
 from acn_commands.atomic import atomic_folder, atomic_path
+from modeling_acn.configuration_acn import VISION_BACKBONES, VISION_PRECISIONS
 from modeling_acn.image_processing_acn import MAX_IMAGE_PIXELS, AcnImageError, load_image_file, upright_rgb
 
 logger = logging.getLogger(__name__)
@@ -56,9 +59,11 @@ OUTSIDE_TAG = "O"
 TAG_PATTERN = re.compile(r"(?P<prefix>[BI])-(?P<type>\w+)")
 TYPE_PATTERN = re.compile(r"\w+")
 MAX_SHARD_BYTES = 500 * 2**20  # push_to_hub's default shard size
-IMAGE_FEATURES_SHAPE = (49, 512)  # VGG-16 pool5: 7x7 regions in row-major order, 512 channels
-VISION_WEIGHTS_FILE = "vgg16_trunk.safetensors"  # written beside cached features: the trunk that computed them
-FEATURE_CACHE_VERSION = 1  # bump when the stored features change meaning, to invalidate old caches
+# Written beside cached features: the backbone that computed them (any backbone, despite the historical name), its
+# metadata naming the backbone, the effective precision and the int8 calibration.
+VISION_WEIGHTS_FILE = "vgg16_trunk.safetensors"
+FEATURE_CACHE_VERSION = 2  # bump when the stored features change meaning, to invalidate old caches
+CALIBRATION_IMAGES = 16  # the first training images with a picture calibrate an int8 backbone
 CACHE_COMMAND = "cache-features"
 
 ZHANG_2018 = """\
@@ -675,12 +680,40 @@ def vision_trunk(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def vision_settings(model: torch.nn.Module) -> dict:
+    """What, beside the weights, decides the features: backbone, effective precision (on the model's device, not
+    the configured one) and int8 calibration. Models without an ACN config (tests' stand-ins) have none."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(model, "effective_vision_precision"):
+        return {}
+    precision = model.effective_vision_precision(next(model.parameters()).device)
+    return {"vision_backbone": config.vision_backbone, "vision_precision": precision,
+            "vision_int8_ranges": config.vision_int8_ranges if precision == "int8" else None}  # fmt: skip
+
+
+def read_vision_settings(path: Path) -> dict:
+    """The backbone, precision and int8 ranges recorded in a `cache-features` weights file ({} without one)."""
+    from safetensors import safe_open
+
+    if not Path(path).is_file():
+        return {}
+    with safe_open(str(path), framework="pt") as file:
+        metadata = file.metadata() or {}
+    return {key: json.loads(value) if key == "vision_int8_ranges" else value for key, value in metadata.items()}
+
+
 def image_features_fingerprint(dataset: Dataset, model: torch.nn.Module, image_processor) -> str:
-    """Same dataset, trunk weights and precision, and processor settings -> same fingerprint -> datasets reuses the
-    cache file. A model trained on top of a trunk keeps that trunk's cache."""
-    precision = getattr(getattr(model, "config", None), "vision_precision", None)
-    parts = [FEATURE_CACHE_VERSION, dataset._fingerprint, state_dict_digest(vision_trunk(model)), precision, image_processor.to_dict()]
+    """Same dataset, backbone weights, effective precision and calibration, and processor settings -> same
+    fingerprint -> datasets reuses the cache file. A model trained on top of a backbone keeps that backbone's cache."""
+    parts = [FEATURE_CACHE_VERSION, dataset._fingerprint, state_dict_digest(vision_trunk(model)), vision_settings(model),
+             image_processor.to_dict()]  # fmt: skip
     return Hasher.hash(parts)
+
+
+def features_shape(model: torch.nn.Module) -> tuple[int, int]:
+    """(regions, channels) of the model's image features; VGG-16 pool5's for models without an ACN config."""
+    config = getattr(model, "config", None)
+    return (config.num_image_regions, config.image_feature_dim) if config is not None else (49, 512)
 
 
 class PoolFeatureBatch:
@@ -691,16 +724,17 @@ class PoolFeatureBatch:
         self.image_processor = image_processor
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype  # half-precision models get half-precision pixels
+        self.shape = features_shape(model)
         self.num_images = 0
 
     @torch.inference_mode()
     def __call__(self, images: list) -> dict:
         inputs = self.image_processor(images=images, return_tensors="pt")
         image_mask = inputs["image_mask"].bool()  # (batch,)
-        features = torch.zeros(len(images), *IMAGE_FEATURES_SHAPE, dtype=torch.float16)  # (batch, 49, 512)
+        features = torch.zeros(len(images), *self.shape, dtype=torch.float16)  # (batch, 49, channels)
         if image_mask.any():
             pixel_values = inputs["pixel_values"][image_mask].to(self.device, self.dtype)  # (images, 3, 224, 224)
-            pooled = self.model.get_image_features(pixel_values)  # (images, 49, 512)
+            pooled = self.model.get_image_features(pixel_values)  # (images, 49, channels)
             features[image_mask] = pooled.to("cpu", torch.float16)
         self.num_images += int(image_mask.sum())
         return {"image_features": features.numpy(), "image_mask": image_mask.numpy()}
@@ -714,7 +748,7 @@ def cache_image_features(
     batch_size: int = 32,
     cache_dir: str | Path | None = None,
 ) -> Dataset:
-    """Add ``image_features`` (float16, ``(49, 512)`` VGG-16 pool5, zeros without an image) and ``image_mask``.
+    """Add ``image_features`` (float16, ``(49, channels)`` backbone regions, zeros without an image) and ``image_mask``.
 
     Runs ``image_processor`` and ``model.get_image_features`` once per image through a batched
     `Dataset.map`; the result is an Arrow file in ``cache_dir`` named by the dataset's fingerprint, the
@@ -722,7 +756,7 @@ def cache_image_features(
 
     Args:
         dataset: a split with an ``image`` column.
-        model: exposes ``get_image_features(pixel_values) -> (batch, 49, 512)``; put it on its device first.
+        model: exposes ``get_image_features(pixel_values) -> (batch, 49, channels)``; put it on its device first.
         image_processor: ``image_processor(images=..., return_tensors="pt")`` gives ``pixel_values`` and
             ``image_mask``; ``to_dict()`` gives its settings.
         batch_size: images per forward pass.
@@ -736,7 +770,7 @@ def cache_image_features(
     cache_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = image_features_fingerprint(dataset, model, image_processor)
     features = dataset.features.copy()
-    features["image_features"] = Array2D(shape=IMAGE_FEATURES_SHAPE, dtype="float16")
+    features["image_features"] = Array2D(shape=features_shape(model), dtype="float16")
     features["image_mask"] = Value("bool")
     cache_file = cache_dir / f"image-features-{fingerprint}.arrow"
     cache_hit = cache_file.is_file() and datasets.is_caching_enabled()
@@ -750,7 +784,7 @@ def cache_image_features(
         features=features,
         new_fingerprint=fingerprint,
         cache_file_name=str(cache_file),
-        desc="VGG-16 pool5 features",
+        desc="image features",
     )
     seconds = time.perf_counter() - start
     if cache_hit:
@@ -784,18 +818,21 @@ def parse_export_args(argv: list[str]) -> argparse.Namespace:
 def parse_cache_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=f"{Path(__file__).name} {CACHE_COMMAND}",
-        description="Store the model's VGG-16 pool5 image features as a dataset column (float16, 49x512).",
+        description="Store the model's image features as a dataset column (float16, 49 regions x the backbone's channels).",
     )
     parser.add_argument("--dataset", required=True, help="Exported folder or Hub id that load_dataset reads.")
     trunk = parser.add_mutually_exclusive_group(required=True)
-    trunk.add_argument("--model", help="ACN checkpoint folder or Hub id whose VGG-16 trunk and processor to use.")
+    trunk.add_argument("--model", help="ACN checkpoint folder or Hub id whose image backbone and processor to use.")
     trunk.add_argument(
         "--vision_weights",
-        help="VGG-16 trunk without a checkpoint: 'imagenet' (torchvision's weights, cached or downloaded), a local "
-        ".pth/.safetensors file, or 'random' (seeded by --seed; only for offline demos and tests).",
+        help="Backbone without a checkpoint: 'imagenet' (the published weights: torchvision's, or CLIP's through "
+        "transformers; cached or downloaded), a local .pth/.safetensors file, or 'random' (seeded by --seed; only for "
+        "offline demos and tests).",
     )
+    parser.add_argument("--vision_backbone", default="vgg16", choices=sorted(VISION_BACKBONES), help="Backbone with --vision_weights (a --model brings its own).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the 'random' trunk.")
-    parser.add_argument("--vision_precision", choices=["bf16", "fp32"], help="Precision of the trunk (AcnConfig.vision_precision); default: the checkpoint's, or bf16.")
+    parser.add_argument("--vision_precision", choices=VISION_PRECISIONS, help="Precision of the backbone (AcnConfig.vision_precision); default: the checkpoint's, or auto.")
+    parser.add_argument("--calibration_images", type=int, default=CALIBRATION_IMAGES, help="Training images that calibrate an int8 backbone (the first ones with a picture).")
     parser.add_argument("--output_dir", required=True, help="Where save_to_disk writes the dataset with features.")
     parser.add_argument("--batch_size", type=int, default=32, help="Images per forward pass.")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="Torch device.")
@@ -830,10 +867,28 @@ def feature_extractor(args: argparse.Namespace):
         model = AcnForTokenClassification.from_pretrained(args.model, **precision)
         return model, AcnImageProcessor.from_pretrained(args.model)
     torch.manual_seed(args.seed)
-    model = AcnModel(AcnConfig(**precision))
+    model = AcnModel(AcnConfig(vision_backbone=args.vision_backbone, **precision))
     if args.vision_weights != "random":
         model.load_vision_weights(None if args.vision_weights == "imagenet" else args.vision_weights)
-    return model, AcnImageProcessor()
+    return model, AcnImageProcessor.for_backbone(args.vision_backbone)
+
+
+def calibrate_if_needed(model, image_processor, train_split: Dataset, count: int, device) -> None:
+    """Calibrate an int8 backbone on the first `count` training images with a picture (deterministic)."""
+    if not model.needs_vision_calibration(device):
+        return
+    images = []
+    for row in train_split.select_columns("image"):  # decodes only as many images as it needs
+        if row["image"] is not None:
+            images.append(row["image"])
+        if len(images) == count:
+            break
+    if not images:
+        raise ValueError("the int8 backbone needs training images to calibrate on; pass --vision_precision fp32")
+    pixel_values = image_processor(images=images, return_tensors="pt")["pixel_values"].to(device)  # (count, 3, 224, 224)
+    started = time.perf_counter()
+    model.calibrate_vision(pixel_values)
+    logger.info("int8 backbone calibrated on %d training images (%.1f s)", len(pixel_values), time.perf_counter() - started)
 
 
 def check_features_output_dir(output_dir: Path, splits) -> None:
@@ -857,6 +912,8 @@ def run_cache_features(args: argparse.Namespace) -> None:
     dataset = datasets.load_dataset(args.dataset, cache_dir=args.cache_dir)
     output_dir = Path(args.output_dir)
     check_features_output_dir(output_dir, dataset.keys())
+    calibrate_if_needed(model, image_processor, dataset["train"], args.calibration_images, args.device)
+    logger.info("image backbone: %s in %s", model.config.vision_backbone, model.effective_vision_precision(args.device))
     cached = DatasetDict(
         {
             split: cache_image_features(
@@ -867,9 +924,11 @@ def run_cache_features(args: argparse.Namespace) -> None:
     )
     with atomic_folder(output_dir) as temporary:
         cached.save_to_disk(str(temporary))
-        # the trunk beside the features: a model trained on them must see images through the same weights
+        # the backbone beside the features: a model trained on them must see images through the same weights,
+        # precision and calibration
         trunk = vision_trunk(model).state_dict()
-        save_file({key: value.contiguous() for key, value in trunk.items()}, temporary / VISION_WEIGHTS_FILE)
+        metadata = {key: json.dumps(value) if key == "vision_int8_ranges" else value for key, value in vision_settings(model).items() if value is not None}
+        save_file({key: value.contiguous() for key, value in trunk.items()}, temporary / VISION_WEIGHTS_FILE, metadata=metadata)
     logger.info("wrote %s", output_dir)
 
 

@@ -2,8 +2,9 @@
 
     python examples/run_demo.py [--output_dir outputs/demo]
 
-Steps: write the seeded demo corpus; export it as a datasets folder; cache VGG-16 pool5 features (a seeded random
-trunk: no ImageNet weights can be downloaded offline, and the figures are designed to survive it); train ACN and the
+Steps: write the seeded demo corpus; export it as a datasets folder; cache image features (VGG-16 pool5 by default,
+from a seeded random backbone: no ImageNet weights can be downloaded offline, and the figures are designed to survive
+it; int8 on CPUs without bf16, calibrated on the first training images); train ACN and the
 text-only CNN-BiLSTM-CRF with examples/train_acn.py and print both tables; reload the ACN folder in a fresh process
 with AutoModelForTokenClassification and AutoProcessor, tag a new tweet and image with the pipeline and draw its
 attention picture; write demo_results.json with test F1 overall and on the image-decided entities.
@@ -20,13 +21,14 @@ import train_acn
 
 from acn_commands.atomic import write_bytes, write_text
 from dataset_script import demo_corpus, twitter_mner
+from modeling_acn import VISION_BACKBONES, VISION_PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small enough for six minutes on two cores. The patience outlasts ACN's plateau: it tags image-decided entities by
 # chance for about ten epochs, until the attention has found the figure (dev F1 100 by epoch 17 in our runs).
 DEMO_TRAINING = [
     "--word_embedding_dim", "50", "--hidden_size", "100", "--batch_size", "16", "--learning_rate", "2e-3",
-    "--num_epochs", "25", "--patience", "10", "--checkpointing", "none",
+    "--num_epochs", "25", "--patience", "10", "--checkpointing", "none", "--stop_at_perfect_dev",
 ]  # fmt: skip
 NEW_TWEET = "look at Kolbi today !"
 RELOAD_SCRIPT = """
@@ -50,11 +52,12 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="outputs/demo", help="Corpus, features, models and results go here.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the corpus, the random VGG trunk and training.")
-    parser.add_argument("--vision_precision", default="bf16", choices=["bf16", "fp32"], help="Precision of the VGG-16 trunk that computes the features (AcnConfig.vision_precision).")
+    parser.add_argument("--vision_backbone", default="vgg16", choices=sorted(VISION_BACKBONES), help="Image backbone that computes the features (random seeded weights).")
+    parser.add_argument("--vision_precision", default="auto", choices=VISION_PRECISIONS, help="Precision of the backbone (AcnConfig.vision_precision); auto picks the fastest accurate one for this CPU.")
     return parser.parse_args(argv)
 
 
-def build_features(output_dir: Path, seed: int, vision_precision: str) -> Path:
+def build_features(output_dir: Path, seed: int, vision_backbone: str, vision_precision: str) -> Path:
     corpus = demo_corpus.write_demo_corpus(output_dir / "corpus", seed=seed)
     dataset = twitter_mner.load_twitter_mner(corpus, corpus / demo_corpus.IMAGE_DIR)
     twitter_mner.export_parquet(
@@ -63,7 +66,7 @@ def build_features(output_dir: Path, seed: int, vision_precision: str) -> Path:
     features = output_dir / "features"
     twitter_mner.main(
         ["cache-features", "--dataset", str(output_dir / "dataset"), "--vision_weights", "random", "--seed", str(seed),
-         "--vision_precision", vision_precision, "--output_dir", str(features), "--cache_dir", str(output_dir / "cache"),
+         "--vision_backbone", vision_backbone, "--vision_precision", vision_precision, "--output_dir", str(features), "--cache_dir", str(output_dir / "cache"),
          "--device", "cpu"]
     )  # fmt: skip
     return features
@@ -110,7 +113,7 @@ def main(argv=None):
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
     started = time.perf_counter()
-    features = build_features(output_dir, args.seed, args.vision_precision)
+    features = build_features(output_dir, args.seed, args.vision_backbone, args.vision_precision)
     results = {variant: train(features, output_dir / name, variant, args.seed) for name, variant in
                (("acn", "full"), ("text_only", "text-only"))}  # fmt: skip
     for name in ("acn", "text_only"):
@@ -122,6 +125,8 @@ def main(argv=None):
         "text_only_test_f1": results["text-only"]["test_overall_f1"],
         "acn_image_decided_test_f1": image_decided_f1(output_dir / "acn", corpus),
         "text_only_image_decided_test_f1": image_decided_f1(output_dir / "text_only", corpus),
+        "vision_backbone": args.vision_backbone,
+        "vision_precision": json.loads((output_dir / "acn" / "config.json").read_text())["vision_precision"],
         "seconds": round(time.perf_counter() - started, 1),
     }
     summary["mechanism_check_passed"] = summary["acn_test_f1"] >= 0.95 and summary["text_only_image_decided_test_f1"] <= 0.70

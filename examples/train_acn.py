@@ -20,7 +20,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
-from dataset_script.twitter_mner import VISION_WEIGHTS_FILE
+from dataset_script.twitter_mner import VISION_WEIGHTS_FILE, calibrate_if_needed, read_vision_settings
 from acn_checkpoint import checkpoint_folder, resume, save_checkpoint
 from acn_commands.atomic import atomic_files_into, atomic_folder, write_text
 from acn_data import image_source, label_names, load_corpus, model_rows
@@ -34,6 +34,8 @@ from transformers import AutoConfig
 from modeling_acn import (
     PAPER_TEXT_ENCODER,
     PAPER_VARIANTS,
+    VISION_BACKBONES,
+    VISION_PRECISIONS,
     AcnConfig,
     AcnDataCollator,
     AcnForTokenClassification,
@@ -50,6 +52,7 @@ CHECKPOINT_DIR = "checkpoints"
 # What final_evaluation writes beside the model; with the model's own files, what --push_to_hub uploads.
 RESULT_FILES = ("README.md", "model_card.md", "all_results.json", "results.md", "validation_predictions.txt", "test_predictions.txt")
 BEST_MODEL_DIR = f"{CHECKPOINT_DIR}/best_model"  # kept after training: a resumed run may end on these weights
+PERFECT_F1 = 1.0
 
 
 def parse_args(argv=None):
@@ -65,7 +68,10 @@ def parse_args(argv=None):
     model.add_argument("--use_lstm", action=argparse.BooleanOptionalAction, default=None, help="Pretrained encoder: run a BiLSTM over the word features (off by default; the paper's encoder always has it).")
     model.add_argument("--subword_word_forms", action=argparse.BooleanOptionalAction, default=None, help="Pretrained encoder: read URLs as 'url' and hashtags without '#' (41%% fewer subwords on Twitter-2015; off by default: 0.34 lower dev F1 with MiniLM-L6).")
     model.add_argument("--embeddings", default=None, help="GloVe/word2vec text file of pretrained word vectors; their words extend the vocabulary.")
-    model.add_argument("--vision_weights", default=None, help="VGG-16 trunk weights: 'imagenet' (torchvision), a local .pth/.safetensors file, or 'random' (seeded; offline demos); defaults to the trunk saved beside cached features.")
+    model.add_argument("--vision_weights", default=None, help="Image backbone weights: 'imagenet' (the published ones: torchvision's, or CLIP's through transformers), a local .pth/.safetensors file, or 'random' (seeded; offline demos); defaults to the backbone saved beside cached features.")
+    model.add_argument("--vision_backbone", default=None, choices=sorted(VISION_BACKBONES), help="Image backbone: vgg16 (the paper's), resnet152 or clip-vit-b32; defaults to the one that computed cached features, else vgg16.")
+    model.add_argument("--vision_precision", default=None, choices=VISION_PRECISIONS, help="Precision of the image backbone (AcnConfig.vision_precision); defaults to the one cached features were computed in, else auto. The saved config records the effective one.")
+    model.add_argument("--calibration_images", type=int, default=16, help="Training images that calibrate an int8 backbone reading pixels (the first ones with a picture).")
     model.add_argument("--word_embedding_dim", type=int, default=200, help="Word vector size (the embedding file's, when given).")
     model.add_argument("--hidden_size", type=int, default=None, help="BiLSTM output size, both directions together, and the co-attention size d (default 200; without a BiLSTM, the word features' width).")
     model.add_argument("--attention_size", type=int, default=None, help="Size k of the attention energies; defaults to --hidden_size, as in the paper.")
@@ -87,6 +93,7 @@ def parse_args(argv=None):
     training.add_argument("--eval_batch_size", type=int, default=64, help="Tweets per evaluation batch and process.")
     training.add_argument("--num_epochs", type=int, default=None, help="Most epochs to train: 30 for cnn-bilstm; 8 for a pretrained encoder, whose linear schedule ends there (chosen on Twitter-2015 dev with MiniLM-L6: 71.27 against 69.98 with 4).")
     training.add_argument("--patience", type=int, default=5, help="Stop after this many epochs without a better dev F1.")
+    training.add_argument("--stop_at_perfect_dev", action="store_true", help="Stop once dev F1 reaches 100: no later epoch can replace the kept model (it must score strictly higher), so only time is saved.")
     training.add_argument("--max_train_length", type=int, default=None, help="Truncate training tweets to this many words. The paper truncated every tweet to 35 words; by default nothing is cut, and evaluation always scores every word.")
     training.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Batches per optimiser step.")
     training.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"], help="Accelerate mixed precision (GPUs).")
@@ -113,6 +120,7 @@ def parse_args(argv=None):
     args.warmup_ratio = (0.1 if pretrained else 0.0) if args.warmup_ratio is None else args.warmup_ratio
     if not 0.0 <= args.warmup_ratio < 1.0:
         parser.error(f"--warmup_ratio must be in [0, 1), got {args.warmup_ratio}")
+    resolve_vision_arguments(args)
     return args
 
 
@@ -168,7 +176,7 @@ def build_processor(train_split, args) -> AcnProcessor:
     tokenizer = AcnTokenizer.from_corpus(
         train_split["tokens"], min_freq=args.min_word_freq, extra_words=extra_words, hashtags_as_words=args.hashtags_as_words, **subword
     )
-    return AcnProcessor(image_processor=AcnImageProcessor(), tokenizer=tokenizer)
+    return AcnProcessor(image_processor=AcnImageProcessor.for_backbone(args.vision_backbone), tokenizer=tokenizer)
 
 
 def build_model(args, processor, names, train_split) -> AcnForTokenClassification:
@@ -185,6 +193,8 @@ def build_model(args, processor, names, train_split) -> AcnForTokenClassificatio
         attention_size=args.attention_size,
         char_activation=args.char_activation,
         dropout=args.dropout,
+        vision_backbone=args.vision_backbone,
+        vision_precision=args.vision_precision,
         id2label=dict(enumerate(names)),
     )
     model = AcnForTokenClassification(config)
@@ -203,9 +213,31 @@ def build_model(args, processor, names, train_split) -> AcnForTokenClassificatio
     if vision_weights == "random":
         vision_weights = None  # the seeded initialisation; for offline demos and tests
     if vision_weights and config.use_image:
-        logger.info(f"VGG-16 trunk: {vision_weights}", main_process_only=True)
+        logger.info(f"image backbone {config.vision_backbone}: {vision_weights}", main_process_only=True)
         model.load_vision_weights(None if vision_weights == "imagenet" else vision_weights)
     return model
+
+
+def settle_vision_precision(model, processor, train_split, device, args) -> None:
+    """Calibrate an int8 backbone that reads pixels, then record the precision the backbone really runs in, so the
+    saved config makes a reloaded model see images as in training (cached features keep the precision they were
+    computed in)."""
+    if not model.config.use_image:
+        return
+    if image_source(train_split, True) == "pixels":
+        calibrate_if_needed(model, processor.image_processor, train_split, args.calibration_images, device)
+        model.config.vision_precision = model.effective_vision_precision(device)
+    logger.info(f"image backbone: {model.config.vision_backbone} in {model.config.vision_precision}", main_process_only=True)
+
+
+def resolve_vision_arguments(args) -> None:
+    """Backbone and precision default to those of the cached features; a contradicting flag is an error."""
+    cached = read_vision_settings(Path(args.dataset) / VISION_WEIGHTS_FILE)
+    for name, default in (("vision_backbone", "vgg16"), ("vision_precision", "auto")):
+        given, recorded = getattr(args, name), cached.get(name)
+        if given is not None and recorded is not None and given != recorded:
+            raise ValueError(f"--{name} {given} contradicts the cached features, computed with {recorded!r}")
+        setattr(args, name, given or recorded or default)
 
 
 def cached_features_trunk(dataset: str) -> str | None:
@@ -285,7 +317,7 @@ def evaluate_split(accelerator, model, loader, split, metric):
 
 def run_training(accelerator, model, train_loader, dev_loader, optimizer, scheduler, state, metric, args, output_dir):
     """Epochs with dev selection; the best weights are saved under output_dir/best_model."""
-    while state.epoch < args.num_epochs and state.epochs_without_improvement < args.patience:
+    while state.epoch < args.num_epochs and state.epochs_without_improvement < args.patience and not perfect_dev(state, args):
         started = time.perf_counter()
         loss = train_epoch(accelerator, model, train_loader, optimizer, scheduler, args, state.epoch)
         dev_scores, _ = evaluate_split(accelerator, model, dev_loader, dev_loader.dataset, metric)
@@ -301,6 +333,10 @@ def run_training(accelerator, model, train_loader, dev_loader, optimizer, schedu
             accelerator.log({"train_loss": loss, "dev_f1": dev_scores["overall_f1"]}, step=epoch)
         if args.checkpointing == "epoch":
             save_checkpoint(accelerator, checkpoint_folder(output_dir / CHECKPOINT_DIR, epoch + 1), model, optimizer, scheduler, state)
+
+
+def perfect_dev(state: TrainingState, args) -> bool:
+    return args.stop_at_perfect_dev and state.best_f1 >= PERFECT_F1
 
 
 def save_model(accelerator, model, processor, folder: Path) -> list[str]:
@@ -394,6 +430,7 @@ def main(argv=None):
     corpus = load_corpus(args.dataset, args.image_dir)
     processor = build_processor(corpus["train"], args)
     model = build_model(args, processor, label_names(corpus), corpus["train"])
+    settle_vision_precision(model, processor, corpus["train"], accelerator.device, args)
     train_loader, eval_loaders = build_dataloaders(corpus, processor, model.config, args)
     optimizer = build_optimizer(model, args)
     model, optimizer, train_loader, dev_loader, test_loader = accelerator.prepare(

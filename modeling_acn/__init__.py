@@ -11,7 +11,7 @@ from transformers import (
     AutoTokenizer,
 )
 
-from .configuration_acn import IGNORE_INDEX, PAPER_TEXT_ENCODER, PAPER_VARIANTS, AcnConfig
+from .configuration_acn import IGNORE_INDEX, PAPER_TEXT_ENCODER, PAPER_VARIANTS, VISION_BACKBONES, VISION_PRECISIONS, AcnConfig
 from .image_processing_acn import AcnImageProcessor
 from .modeling_acn import AcnCrf, AcnForTokenClassification, AcnModel, AcnPreTrainedModel
 from .pipeline_acn import AcnPipeline
@@ -33,6 +33,8 @@ __all__ = [
     "IGNORE_INDEX",
     "PAPER_TEXT_ENCODER",
     "PAPER_VARIANTS",
+    "VISION_BACKBONES",
+    "VISION_PRECISIONS",
     "AcnConfig",
     "AcnCrf",
     "AcnDataCollator",

@@ -1,5 +1,6 @@
 """Configuration of the Adaptive Co-attention Network (Zhang, Fu, Liu, Huang, AAAI 2018)."""
 
+import math
 import os
 
 from transformers import AutoConfig, PretrainedConfig
@@ -38,7 +39,14 @@ PAPER_VARIANTS = {
 }
 DECODERS = ("crf", "softmax")
 FUSIONS = ("gate", "concat")
-VISION_PRECISIONS = ("bf16", "fp32")
+# "auto": the fastest path measured accurate on the device at hand (see `AcnModel.effective_vision_precision`).
+VISION_PRECISIONS = ("auto", "bf16", "int8", "fp32")
+# Image backbones: (channels of a region, regions of a 224 x 224 image).
+VISION_BACKBONES = {
+    "vgg16": (512, 49),  # the paper's pool5: 7 x 7 x 512
+    "resnet152": (2048, 49),  # layer4 of ResNet-152: 7 x 7 x 2048, as UMT and its successors
+    "clip-vit-b32": (768, 49),  # CLIP ViT-B/32 patch tokens without CLS: 7 x 7 x 768, as MKGformer / IFAformer
+}
 CHAR_ACTIVATIONS = ("tanh", "none")
 PAPER_TEXT_ENCODER = "cnn-bilstm"  # word embeddings + character CNN + BiLSTM
 WORD_POOLINGS = ("first", "mean")
@@ -74,8 +82,11 @@ class AcnConfig(PretrainedConfig):
             200 by default (the paper's); without a BiLSTM, the width of the word features (encoder and characters).
         attention_size (`int`): size `k` of the attention layers' hidden projection; defaults to `hidden_size`
             (the paper sets every dimension to the hidden size, its Table 4).
-        image_feature_dim (`int`): channels of a VGG-16 pool5 region.
-        num_image_regions (`int`): 7 x 7 pool5 regions of a 224 x 224 image.
+        vision_backbone (`str`): the image backbone: `"vgg16"` (the paper's pool5, 7 x 7 x 512), `"resnet152"`
+            (torchvision's ResNet-152 up to layer4, 7 x 7 x 2048) or `"clip-vit-b32"` (CLIP ViT-B/32 vision tower
+            through transformers, its 7 x 7 patch tokens of 768, without CLS).
+        image_feature_dim (`int`): channels of a region; follows `vision_backbone` when not given.
+        num_image_regions (`int`): regions of a 224 x 224 image; follows `vision_backbone` when not given.
         dropout (`float`): dropout on the word representation and on the BiLSTM output.
         use_image (`bool`): False gives the text-only CNN-BiLSTM-CRF (no co-attention, no VGG trunk).
         use_char_cnn (`bool`): False drops the character CNN (with `use_image=False`: the paper's BiLSTM-CRF).
@@ -84,9 +95,14 @@ class AcnConfig(PretrainedConfig):
             visual and textual features `[v̂_t ; ĥ_t]` concatenated, without the fusion's transforms).
         use_filtration_gate (`bool`): False feeds the fused feature itself to the decoder, `u_t = m_t` (paper's
             CBCFuC: no gate and no `tanh(W_m m_t + b_m)`).
-        freeze_vision (`bool`): keep the VGG-16 trunk's ImageNet weights fixed during training.
-        vision_precision (`str`): `"bf16"` runs the VGG-16 trunk under bfloat16 autocast where the device supports
-            it (else float32), `"fp32"` always in float32.
+        freeze_vision (`bool`): keep the image backbone's pretrained weights fixed during training.
+        vision_precision (`str`): how the frozen backbone runs. `"auto"` picks the fastest accurate path for the
+            device at hand: bfloat16 autocast with channels-last where the hardware has bf16, else int8 (x86
+            CPUs, once calibrated: `AcnModel.calibrate_vision`), else float32. `"bf16"` and `"int8"` force one
+            (each falls back to float32 where the device cannot run it), `"fp32"` always runs in float32.
+            Training scripts save the effective precision here, so a reloaded model sees images as in training.
+        vision_int8_ranges (`list`): activation ranges `[min, max]` of the int8 backbone, one per quantisation
+            point, written by `AcnModel.calibrate_vision`; the int8 backbone is rebuilt from them and the weights.
     """
 
     model_type = "acn"
@@ -120,8 +136,9 @@ class AcnConfig(PretrainedConfig):
         text_encoder_window=None,
         hidden_size=None,  # paper: BiLSTM output 200, i.e. 100 per direction
         attention_size=None,
-        image_feature_dim=512,
-        num_image_regions=49,
+        vision_backbone="vgg16",
+        image_feature_dim=None,
+        num_image_regions=None,
         dropout=0.5,  # paper gives no rate; 0.5 is Ma & Hovy's, whose CNN-BiLSTM-CRF ACN builds on
         use_image=True,
         use_char_cnn=True,
@@ -129,7 +146,8 @@ class AcnConfig(PretrainedConfig):
         fusion="gate",
         use_filtration_gate=True,
         freeze_vision=True,
-        vision_precision="bf16",  # bf16 autocast: about 3x fp32 on CPUs with bf16, features within ~1% (benchmarks/speed.py)
+        vision_precision="auto",  # the fastest accurate path measured for the device (benchmarks/speed.py)
+        vision_int8_ranges=None,
         id2label=None,
         label2id=None,
         **kwargs,
@@ -147,6 +165,7 @@ class AcnConfig(PretrainedConfig):
         char_size = char_num_filters * len(char_kernel_sizes) if use_char_cnn else 0
         hidden_size = _hidden_size(hidden_size, text_config, use_lstm, char_size)
         attention_size = hidden_size if attention_size is None else attention_size
+        image_feature_dim, num_image_regions = _backbone_sizes(vision_backbone, image_feature_dim, num_image_regions)
         if word_pooling not in WORD_POOLINGS:
             raise ValueError(f"word_pooling must be 'first' or 'mean', got {word_pooling!r}")
         if text_config is not None:
@@ -159,8 +178,6 @@ class AcnConfig(PretrainedConfig):
             char_embedding_dim=char_embedding_dim,
             char_num_filters=char_num_filters,
             attention_size=attention_size,
-            image_feature_dim=image_feature_dim,
-            num_image_regions=num_image_regions,
         )
         if use_lstm and (hidden_size <= 0 or hidden_size % 2):
             raise ValueError(f"hidden_size must be a positive even number (two LSTM directions), got {hidden_size!r}")
@@ -171,7 +188,7 @@ class AcnConfig(PretrainedConfig):
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be 'crf' or 'softmax', got {decoder!r}")
         if vision_precision not in VISION_PRECISIONS:
-            raise ValueError(f"vision_precision must be 'bf16' or 'fp32', got {vision_precision!r}")
+            raise ValueError(f"vision_precision must be one of {', '.join(VISION_PRECISIONS)}, got {vision_precision!r}")
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be 'gate' or 'concat', got {fusion!r}")
         if char_activation not in CHAR_ACTIVATIONS:
@@ -201,6 +218,7 @@ class AcnConfig(PretrainedConfig):
         self.text_encoder_window = text_encoder_window
         self.hidden_size = hidden_size
         self.attention_size = attention_size
+        self.vision_backbone = vision_backbone
         self.image_feature_dim = image_feature_dim
         self.num_image_regions = num_image_regions
         self.dropout = dropout
@@ -211,6 +229,7 @@ class AcnConfig(PretrainedConfig):
         self.use_filtration_gate = use_filtration_gate
         self.freeze_vision = freeze_vision
         self.vision_precision = vision_precision
+        self.vision_int8_ranges = _int8_ranges(vision_int8_ranges)
         kwargs.setdefault("auto_map", dict(AUTO_MAP))
         super().__init__(pad_token_id=pad_token_id, id2label=id2label, label2id=label2id, **kwargs)
 
@@ -260,6 +279,27 @@ def _hidden_size(hidden_size, text_config, use_lstm, char_size):
     return width
 
 
+def _backbone_sizes(vision_backbone, image_feature_dim, num_image_regions):
+    """(channels, regions) of the backbone's features; given sizes must be the backbone's."""
+    if vision_backbone not in VISION_BACKBONES:
+        raise ValueError(f"vision_backbone must be one of {', '.join(VISION_BACKBONES)}, got {vision_backbone!r}")
+    channels, regions = VISION_BACKBONES[vision_backbone]
+    for name, given, expected in (("image_feature_dim", image_feature_dim, channels), ("num_image_regions", num_image_regions, regions)):
+        if given not in (None, expected):
+            raise ValueError(f"vision_backbone={vision_backbone!r} gives {name}={expected}, got {given!r}")
+    return channels, regions
+
+
+def _int8_ranges(ranges):
+    """None, or a list of finite `[min, max]` pairs with min <= max."""
+    if ranges is None:
+        return None
+    pairs = [[float(low), float(high)] for low, high in ranges]
+    if not pairs or any(not (math.isfinite(low) and math.isfinite(high) and low <= high) for low, high in pairs):
+        raise ValueError(f"vision_int8_ranges must be finite [min, max] pairs with min <= max, got {ranges!r}")
+    return pairs
+
+
 def _check_positive(**values):
     for name, value in values.items():
         if not isinstance(value, int) or value <= 0:
@@ -268,4 +308,4 @@ def _check_positive(**values):
 
 AcnConfig.register_for_auto_class()
 
-__all__ = ["AcnConfig", "IGNORE_INDEX", "PAPER_TEXT_ENCODER", "PAPER_VARIANTS"]
+__all__ = ["AcnConfig", "IGNORE_INDEX", "PAPER_TEXT_ENCODER", "PAPER_VARIANTS", "VISION_BACKBONES", "VISION_PRECISIONS"]

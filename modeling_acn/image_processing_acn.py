@@ -15,7 +15,13 @@ import numpy as np
 from PIL import Image, ImageOps
 from transformers import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
+from transformers.image_utils import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    PILImageResampling,
+)
 
 
 WHITE = (255, 255, 255, 255)  # transparent pixels are shown on white, as a browser shows a tweet's image
@@ -25,6 +31,13 @@ ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 SUPPORTED_MODES = ("1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV") + ALPHA_MODES + SIXTEEN_BIT_MODES
 SIXTEEN_TO_EIGHT_BIT = 257  # 65535 / 255
 MAX_IMAGE_PIXELS = 2 * 4096 * 4096  # twice Twitter's largest upload; PIL's own warning starts at 89M
+# Each backbone's resize filter and normalisation, those of its training. The resize keeps the whole picture (no
+# centre crop, unlike CLIP's own processor): a tweet's figure may sit at the border.
+BACKBONE_PREPROCESSING = {
+    "vgg16": {"resample": PILImageResampling.BILINEAR, "image_mean": IMAGENET_DEFAULT_MEAN, "image_std": IMAGENET_DEFAULT_STD},
+    "resnet152": {"resample": PILImageResampling.BILINEAR, "image_mean": IMAGENET_DEFAULT_MEAN, "image_std": IMAGENET_DEFAULT_STD},
+    "clip-vit-b32": {"resample": PILImageResampling.BICUBIC, "image_mean": OPENAI_CLIP_MEAN, "image_std": OPENAI_CLIP_STD},
+}
 IMAGE_TIMEOUT_SECONDS = 30.0  # reading and decoding one image; a hung mount or a pathological file fails that image
 
 
@@ -168,6 +181,13 @@ class AcnImageProcessor(BaseImageProcessor):
         self.image_mean = _channel_values(image_mean, "image_mean")
         self.image_std = _channel_values(image_std, "image_std")
 
+    @classmethod
+    def for_backbone(cls, vision_backbone: str, **kwargs) -> "AcnImageProcessor":
+        """The processor whose resizing and normalisation follow `vision_backbone` (an `AcnConfig` backbone)."""
+        if vision_backbone not in BACKBONE_PREPROCESSING:
+            raise ValueError(f"vision_backbone must be one of {', '.join(BACKBONE_PREPROCESSING)}, got {vision_backbone!r}")
+        return cls(**{**BACKBONE_PREPROCESSING[vision_backbone], **kwargs})
+
     def preprocess(
         self,
         images,
@@ -245,6 +265,7 @@ def _channel_values(values, name: str) -> tuple[float, float, float]:
 
 
 __all__ = [
+    "BACKBONE_PREPROCESSING",
     "IMAGE_ERROR_REASONS",
     "MAX_IMAGE_PIXELS",
     "AcnImageError",

@@ -1,6 +1,7 @@
 """Adaptive Co-attention Network for multimodal NER in tweets (Zhang, Fu, Liu, Huang, AAAI 2018).
 
-The whole forward pass lives here: character CNN, BiLSTM encoder, VGG-16 trunk, word-guided visual attention,
+The whole forward pass lives here: character CNN, BiLSTM encoder, image backbone (VGG-16, ResNet-152 or CLIP
+ViT-B/32, in bf16, int8 or fp32), word-guided visual attention,
 image-guided textual attention, gated multimodal fusion, filtration gate and CRF.
 
 How this file reads the paper where its text is ambiguous or garbled, each choice stated once here:
@@ -27,6 +28,9 @@ its tags come from `h_t` alone, the text-only model's path; its (absent) feature
 become NaN.
 """
 
+import copy
+import json
+import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -35,7 +39,7 @@ import torch
 import torchvision
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from transformers import AutoModel, PreTrainedModel
+from transformers import AutoModel, CLIPVisionConfig, CLIPVisionModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
@@ -52,7 +56,12 @@ CRF_INIT_RANGE = 0.1
 # (on the demo corpus ACN stayed at chance on image-decided entities for 40+ epochs). Starting selective, it found the
 # figure there after about ten epochs and reached dev F1 100 by epoch 15-17.
 VISUAL_SCORE_INIT_GAIN = 10.0
-VGG16_INPUT_SIZE = 224
+BACKBONE_INPUT_SIZE = 224  # every backbone sees 224 x 224 images: a 7 x 7 grid of regions
+# torchvision's ResNet-152 children kept: the stem and layer1-4 (not the average pool and the classifier).
+RESNET_TRUNK_CHILDREN = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+CLIP_CHECKPOINT = "openai/clip-vit-base-patch32"  # CLIPVisionConfig()'s defaults are this checkpoint's tower
+# int8 runs through torch.ao on x86 CPUs (oneDNN / FBGEMM kernels with VNNI or AVX2).
+INT8_ENGINE = "x86"
 # Keyword arguments that transformers' Trainer passes to any model whose forward takes **kwargs.
 TRAINER_KEYWORDS = frozenset({"num_items_in_batch"})
 
@@ -523,9 +532,10 @@ class AcnPreTrainedModel(PreTrainedModel):
             init.xavier_uniform_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, nn.Conv2d):  # the VGG-16 trunk, when it does not get ImageNet weights
+        elif isinstance(module, nn.Conv2d):  # the VGG-16 / ResNet-152 trunk, when it gets no ImageNet weights
             init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            init.zeros_(module.bias)
+            if module.bias is not None:
+                init.zeros_(module.bias)
         elif isinstance(module, nn.LSTM):
             for name, parameter in module.named_parameters():
                 if "weight" in name:
@@ -542,20 +552,27 @@ class AcnPreTrainedModel(PreTrainedModel):
 
 
 class AcnModel(AcnPreTrainedModel):
-    """Text encoder, VGG-16 trunk and co-attention: the decoder input features of every word."""
+    """Text encoder, image backbone and co-attention: the decoder input features of every word."""
 
     def __init__(self, config: AcnConfig):
         super().__init__(config)
         self.text_encoder = AcnTextEncoder(config)
         if config.use_image:
-            # VGG-16 ("D") conv trunk up to pool5, built alone: the 120M-parameter classifier is never needed
-            self.vision = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
+            self.vision = build_vision_backbone(config.vision_backbone)
             self.vision.requires_grad_(not config.freeze_vision)
             self.co_attention = AcnCoAttention(config)
         else:
             self.vision = None
             self.co_attention = None
+        self._derived_vision = {}  # the frozen backbone in bf16 or int8, rebuilt when its weights or calibration change
         self.post_init()
+
+    def train(self, mode: bool = True):
+        """As `nn.Module.train`; a frozen backbone stays in eval mode (its batch norm statistics never move)."""
+        super().train(mode)
+        if self.vision is not None and self.config.freeze_vision:
+            self.vision.eval()
+        return self
 
     def get_input_embeddings(self):
         return self.text_encoder.input_embeddings()
@@ -578,47 +595,129 @@ class AcnModel(AcnPreTrainedModel):
             raise ValueError(f"{source} lacks weights of the text encoder: {missing[:5]}")
 
     def load_vision_weights(self, path=None):
-        """Load ImageNet VGG-16 weights into the conv trunk.
+        """Load pretrained weights into the image backbone (this invalidates an int8 calibration).
 
-        With `path=None` torchvision's `VGG16_Weights.IMAGENET1K_V1` are used (its cache, else a download).
-        A local `.safetensors` file or a torch state dict (loaded with `weights_only=True`) of either the full
-        torchvision VGG-16 (`features.*` keys) or its trunk alone also works.
+        With `path=None` the backbone's published weights: torchvision's `VGG16_Weights.IMAGENET1K_V1` or
+        `ResNet152_Weights.IMAGENET1K_V1` (their cache, else a download), or CLIP's `openai/clip-vit-base-patch32`
+        tower through transformers (the Hub cache, else a download). A local `.safetensors` file or a torch state
+        dict (loaded with `weights_only=True`) of the full torchvision model or of the backbone alone also works;
+        for CLIP, a folder or Hub id of a CLIP checkpoint too. A `.safetensors` file written by `cache-features`
+        names its backbone and carries the int8 calibration the features were computed with.
         """
         if self.vision is None:
             raise ValueError("this model has no vision trunk (use_image=False)")
-        if path is None:
-            state = torchvision.models.VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
-        elif str(path).endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        if any(key.startswith("features.") for key in state):
-            state = {key.removeprefix("features."): value for key, value in state.items() if key.startswith("features.")}
+        state, metadata = _vision_state(self.config.vision_backbone, path)
+        backbone = metadata.get("vision_backbone", self.config.vision_backbone)
+        if backbone != self.config.vision_backbone:
+            raise ValueError(f"{path} holds a {backbone!r} backbone, this model has vision_backbone={self.config.vision_backbone!r}")
         self.vision.load_state_dict(state)
+        ranges = metadata.get("vision_int8_ranges")
+        self.config.vision_int8_ranges = None if ranges is None else json.loads(ranges)
+        self._derived_vision.clear()
 
-    def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
-        """VGG-16 pool5 features `(batch, 49, 512)`, regions in row-major 7 x 7 order.
+    def effective_vision_precision(self, device: torch.device | str | None = None) -> str:
+        """The precision `get_image_features` runs in on `device` (default: the model's device).
+
+        `"auto"` is bf16 where the device has bf16 kernels, else int8 on an x86 CPU once calibrated (the
+        CLIP tower needs no calibration: its linear layers quantise their inputs per batch), else fp32. A forced
+        `"bf16"` or `"int8"` the device cannot run falls back to fp32, as does int8 for a backbone that trains.
+        """
+        precision = self._runnable_vision_precision(device)
+        if precision == "int8" and not self._int8_calibrated():
+            if self.config.vision_precision == "int8":
+                raise ValueError(
+                    "vision_precision='int8' needs the backbone's activation ranges: call calibrate_vision(pixel_values) "
+                    "with a few images first"
+                )
+            return "fp32"
+        return precision
+
+    def needs_vision_calibration(self, device: torch.device | str | None = None) -> bool:
+        """True when the int8 backbone would run on `device` but has no activation ranges yet (`calibrate_vision`)."""
+        return self._runnable_vision_precision(device) == "int8" and not self._int8_calibrated()
+
+    @torch.no_grad()
+    def calibrate_vision(self, pixel_values: torch.FloatTensor, batch_size: int = 8) -> None:
+        """Measure the int8 backbone's activation ranges on these images (e.g. the first training images, so the
+        result is deterministic) and store them in `config.vision_int8_ranges`.
 
         Args:
-            pixel_values (`torch.FloatTensor` of shape `(batch, 3, 224, 224)`): ImageNet-normalised RGB.
+            pixel_values (`torch.FloatTensor` of shape `(images, 3, 224, 224)`): normalised RGB, as the image
+                processor gives them.
         """
         if self.vision is None:
             raise ValueError("this model has no vision trunk (use_image=False)")
         _check_pixel_values(pixel_values)
-        trunk_dtype = self.vision[0].weight.dtype  # a model loaded with dtype=torch.bfloat16 has a bf16 trunk
-        # oneDNN's fast convolution layout, in the trunk's dtype (image processors give float32)
-        pixel_values = pixel_values.to(trunk_dtype).contiguous(memory_format=torch.channels_last)
-        bf16 = (  # bf16 autocast of a float32 trunk; a 16-bit trunk runs in its own dtype
-            trunk_dtype == torch.float32 and self.config.vision_precision == "bf16" and _supports_bf16(pixel_values.device)
-        )
+        if self.config.vision_backbone == "clip-vit-b32":
+            return  # dynamic quantisation: ranges are taken per batch
+        prepared = _prepare_int8(self.vision, pixel_values[:1].cpu())
+        for chunk in pixel_values.cpu().split(batch_size):
+            prepared(chunk.contiguous(memory_format=torch.channels_last))
+        self.config.vision_int8_ranges = [[observer.min_val.item(), observer.max_val.item()] for observer in _observers(prepared)]
+        self._derived_vision.clear()
+
+    def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
+        """The backbone's region features `(batch, 49, image_feature_dim)`, regions in row-major 7 x 7 order:
+        VGG-16 pool5 (512), ResNet-152 layer4 (2048) or CLIP ViT-B/32 patch tokens without CLS (768).
+
+        Runs in `effective_vision_precision()`.
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch, 3, 224, 224)`): RGB normalised as the backbone's
+                image processor does (`AcnImageProcessor.for_backbone`).
+        """
+        if self.vision is None:
+            raise ValueError("this model has no vision trunk (use_image=False)")
+        _check_pixel_values(pixel_values)
+        precision = self.effective_vision_precision(pixel_values.device)
+        backbone_dtype = next(self.vision.parameters()).dtype  # a model loaded with dtype=torch.bfloat16 has a bf16 backbone
+        if self.config.vision_backbone != "clip-vit-b32":
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)  # oneDNN's fast convolution layout
+        if backbone_dtype == torch.float32 and precision != "fp32" and self.config.freeze_vision:
+            backbone = self._derived_backbone(precision, pixel_values)
+            inputs = pixel_values.to(torch.bfloat16) if precision == "bf16" else pixel_values
+            with torch.no_grad():
+                return _backbone_regions(backbone, self.config.vision_backbone, inputs).float()  # (batch, 49, channels)
+        pixel_values = pixel_values.to(backbone_dtype)  # image processors give float32; a 16-bit backbone runs as it is
         with (
             torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_vision),
-            torch.autocast(pixel_values.device.type, dtype=torch.bfloat16, enabled=bf16),
+            torch.autocast(pixel_values.device.type, dtype=torch.bfloat16, enabled=precision == "bf16" and backbone_dtype == torch.float32),
         ):
-            pool5 = self.vision(pixel_values)  # (batch, 512, 7, 7)
-        return pool5.float().flatten(2).transpose(1, 2)  # (batch, 49, 512)
+            regions = _backbone_regions(self.vision, self.config.vision_backbone, pixel_values)  # (batch, 49, channels)
+        return regions.float()
+
+    def _runnable_vision_precision(self, device):
+        """The precision `vision_precision` asks for on `device`, calibration aside."""
+        device = self.device if device is None else torch.device(device)
+        requested = self.config.vision_precision
+        if requested in ("auto", "bf16") and _supports_bf16(device):
+            return "bf16"
+        int8_runs = device.type == "cpu" and self.config.freeze_vision and INT8_ENGINE in torch.backends.quantized.supported_engines
+        if requested in ("auto", "int8") and int8_runs:
+            return "int8"
+        return "fp32"
+
+    def _int8_calibrated(self) -> bool:
+        return self.config.vision_backbone == "clip-vit-b32" or self.config.vision_int8_ranges is not None
+
+    def _derived_backbone(self, precision, pixel_values):
+        """The frozen backbone's copy in bf16 (weights cast once, where autocast casts them on every call: about
+        1.2x faster on CPU) or int8; rebuilt when the weights (their in-place versions), the calibration or the
+        device change."""
+        # inference tensors (weights made under inference_mode) cannot change in place and keep no version
+        versions = tuple(0 if parameter.is_inference() else parameter._version for parameter in self.vision.parameters())
+        key = (precision, str(pixel_values.device), json.dumps(self.config.vision_int8_ranges), versions)
+        if key not in self._derived_vision:
+            self._derived_vision.clear()
+            if precision == "bf16":
+                layout = torch.preserve_format if self.config.vision_backbone == "clip-vit-b32" else torch.channels_last
+                self._derived_vision[key] = copy.deepcopy(self.vision).to(dtype=torch.bfloat16, memory_format=layout)
+            elif self.config.vision_backbone == "clip-vit-b32":
+                torch.backends.quantized.engine = INT8_ENGINE
+                self._derived_vision[key] = torch.ao.quantization.quantize_dynamic(copy.deepcopy(self.vision).eval(), {nn.Linear})
+            else:
+                self._derived_vision[key] = _convert_int8(self.vision, pixel_values[:1], self.config.vision_int8_ranges)
+        return self._derived_vision[key]
 
     def forward(
         self,
@@ -818,6 +917,18 @@ class AcnForTokenClassification(AcnPreTrainedModel):
         """See `AcnModel.get_image_features`."""
         return self.acn.get_image_features(pixel_values)
 
+    def effective_vision_precision(self, device: torch.device | str | None = None) -> str:
+        """See `AcnModel.effective_vision_precision`."""
+        return self.acn.effective_vision_precision(device)
+
+    def needs_vision_calibration(self, device: torch.device | str | None = None) -> bool:
+        """See `AcnModel.needs_vision_calibration`."""
+        return self.acn.needs_vision_calibration(device)
+
+    def calibrate_vision(self, pixel_values: torch.FloatTensor, batch_size: int = 8) -> None:
+        """See `AcnModel.calibrate_vision`."""
+        self.acn.calibrate_vision(pixel_values, batch_size)
+
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -930,11 +1041,113 @@ def _supports_bf16(device):
 
 def _check_pixel_values(pixel_values, batch=None):
     expected_batch = pixel_values.shape[0] if batch is None else batch
-    if tuple(pixel_values.shape) != (expected_batch, 3, VGG16_INPUT_SIZE, VGG16_INPUT_SIZE):
+    if tuple(pixel_values.shape) != (expected_batch, 3, BACKBONE_INPUT_SIZE, BACKBONE_INPUT_SIZE):
         raise ValueError(
-            f"pixel_values must have shape ({'batch' if batch is None else batch}, 3, {VGG16_INPUT_SIZE}, "
-            f"{VGG16_INPUT_SIZE}), got shape {tuple(pixel_values.shape)}"
+            f"pixel_values must have shape ({'batch' if batch is None else batch}, 3, {BACKBONE_INPUT_SIZE}, "
+            f"{BACKBONE_INPUT_SIZE}), got shape {tuple(pixel_values.shape)}"
         )
+
+
+# --- image backbones ---------------------------------------------------------------------------------------------
+
+
+def build_vision_backbone(vision_backbone: str) -> nn.Module:
+    """The backbone with untrained weights (`AcnModel.load_vision_weights` loads the published ones)."""
+    if vision_backbone == "vgg16":
+        # VGG-16 ("D") conv trunk up to pool5, built alone: the 120M-parameter classifier is never needed
+        return torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
+    if vision_backbone == "resnet152":
+        # batch norm keeps torchvision's initialisation, with zero_init_residual: each block starts as the identity.
+        # A frozen random trunk otherwise doubles its activations' variance in each of its 50 blocks (eval-mode
+        # batch norm does not rescale), past float16's range, in which features are cached.
+        resnet = torchvision.models.resnet152(weights=None, zero_init_residual=True)
+        return nn.Sequential(*(getattr(resnet, name) for name in RESNET_TRUNK_CHILDREN))
+    if vision_backbone == "clip-vit-b32":
+        return CLIPVisionModel(CLIPVisionConfig())
+    raise ValueError(f"vision_backbone must be 'vgg16', 'resnet152' or 'clip-vit-b32', got {vision_backbone!r}")
+
+
+def _backbone_regions(backbone, vision_backbone, pixel_values):
+    """Run `backbone` (float or int8) and return its regions `(batch, 49, channels)` in row-major 7 x 7 order."""
+    if vision_backbone == "clip-vit-b32":
+        tokens = backbone(pixel_values=pixel_values).last_hidden_state  # (batch, 1 + 49, 768): CLS first
+        return tokens[:, 1:]  # (batch, 49, 768)
+    grid = backbone(pixel_values)  # (batch, channels, 7, 7)
+    return grid.flatten(2).transpose(1, 2)  # (batch, 49, channels)
+
+
+def _vision_state(vision_backbone, path):
+    """The backbone's state dict from `path` (None: the published weights) and the file's metadata."""
+    from safetensors import safe_open
+
+    if path is None:
+        if vision_backbone == "clip-vit-b32":
+            return CLIPVisionModel.from_pretrained(CLIP_CHECKPOINT).state_dict(), {}
+        weights = {"vgg16": torchvision.models.VGG16_Weights, "resnet152": torchvision.models.ResNet152_Weights}[vision_backbone]
+        state, metadata = weights.IMAGENET1K_V1.get_state_dict(progress=True), {}
+    elif str(path).endswith(".safetensors"):
+        with safe_open(str(path), framework="pt") as file:
+            state = {key: file.get_tensor(key) for key in file.keys()}
+            metadata = file.metadata() or {}
+    elif vision_backbone == "clip-vit-b32":
+        return CLIPVisionModel.from_pretrained(path).state_dict(), {}
+    else:
+        state, metadata = torch.load(path, map_location="cpu", weights_only=True), {}
+    if vision_backbone == "vgg16" and any(key.startswith("features.") for key in state):
+        state = {key.removeprefix("features."): value for key, value in state.items() if key.startswith("features.")}
+    if vision_backbone == "resnet152" and "conv1.weight" in state:
+        state = {_resnet_trunk_key(key): value for key, value in state.items() if not key.startswith("fc.")}
+    return state, metadata
+
+
+def _resnet_trunk_key(key):
+    """torchvision ResNet key -> its name in the trunk's `nn.Sequential` (`layer1.0.conv1.weight` -> `4.0.conv1.weight`)."""
+    child, rest = key.split(".", 1)
+    return f"{RESNET_TRUNK_CHILDREN.index(child)}.{rest}"
+
+
+def _int8_qconfig_mapping():
+    """Per-channel symmetric int8 weights; activations over their observed [min, max] with 7 bits (reduce_range),
+    which AVX2 CPUs without VNNI need to avoid overflow in their 8-bit multiply-add."""
+    from torch.ao.quantization import QConfig, QConfigMapping
+    from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
+
+    activation = MinMaxObserver.with_args(dtype=torch.quint8, reduce_range=True)
+    weight = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+    return QConfigMapping().set_global(QConfig(activation=activation, weight=weight))
+
+
+def _prepare_int8(backbone, example):
+    """An observed copy of the backbone (conv, batch norm and ReLU fused) in torch.ao's FX graph mode."""
+    from torch.ao.quantization.quantize_fx import prepare_fx
+
+    torch.backends.quantized.engine = INT8_ENGINE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao marks FX quantisation deprecated in favour of the torchao package
+        return prepare_fx(copy.deepcopy(backbone).eval(), _int8_qconfig_mapping(), example_inputs=(example,))
+
+
+def _observers(prepared):
+    """The activation observers of a prepared backbone, in graph order."""
+    from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
+
+    observers = prepared.named_modules()
+    return [module for _, module in observers if isinstance(module, MinMaxObserver) and not isinstance(module, PerChannelMinMaxObserver)]
+
+
+def _convert_int8(backbone, example, ranges):
+    """The int8 backbone whose activation observers saw exactly `ranges`: the same model on every rebuild."""
+    from torch.ao.quantization.quantize_fx import convert_fx
+
+    prepared = _prepare_int8(backbone, example)
+    observers = _observers(prepared)
+    if len(observers) != len(ranges):
+        raise ValueError(f"vision_int8_ranges has {len(ranges)} ranges, the backbone has {len(observers)} quantisation points")
+    for observer, (low, high) in zip(observers, ranges):
+        observer(torch.tensor([low, high]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return convert_fx(prepared)
 
 
 AcnModel.register_for_auto_class("AutoModel")

@@ -27,8 +27,8 @@ class AcnPipeline(Pipeline):
     each a tweet string, a `(text, image)` pair or a `{"text": ..., "image": ...}` dict. With
     `is_split_into_words=True` a list of words is one tweet (offsets then point into the words joined by single
     spaces). An image is a file path, a PIL image, `None` (the model's text path for that tweet), or
-    precomputed VGG-16 pool5 features `(49, 512)` as a float tensor or array (e.g. from the corpus feature
-    cache). Text-only models ignore images.
+    precomputed backbone features `(49, image_feature_dim)` (VGG-16 pool5: `(49, 512)`) as a float tensor or array
+    (e.g. from the corpus feature cache). Text-only models ignore images.
 
     Tags come from constrained Viterbi decoding (no `I-X` without a preceding `B-X`/`I-X`). A word's `score` is
     the marginal probability of its tag, `p(y_t = tag | tweet, image)`, from the CRF's forward-backward

@@ -1,0 +1,300 @@
+"""Image backbones (VGG-16, ResNet-152, CLIP ViT-B/32) and vision precisions (auto, bf16, int8, fp32), with random
+seeded weights: nothing here downloads."""
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from unittest import mock
+
+import datasets
+import numpy as np
+from accelerate import PartialState
+import pytest
+import torch
+import torchvision
+from safetensors.torch import save_file
+from transformers import CLIPVisionConfig, CLIPVisionModel
+
+from dataset_script import demo_corpus
+from dataset_script.twitter_mner import (
+    VISION_WEIGHTS_FILE,
+    export_parquet,
+    image_features_fingerprint,
+    load_twitter_mner,
+    main,
+    read_vision_settings,
+)
+from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnModel
+from modeling_acn.image_processing_acn import BACKBONE_PREPROCESSING
+from tests.corpus_fixtures import write_corpus, write_images
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+import train_acn  # noqa: E402
+
+NO_BF16 = mock.patch("modeling_acn.modeling_acn._supports_bf16", return_value=False)
+HAS_BF16 = mock.patch("modeling_acn.modeling_acn._supports_bf16", return_value=True)
+X86_INT8 = "x86" in torch.backends.quantized.supported_engines
+VGG16_INT8_POINTS = 1 + 13  # the input and each conv + ReLU; max pooling keeps its input's scale
+SMALL = dict(vocab_size=5, char_vocab_size=5, word_embedding_dim=4, hidden_size=8, attention_size=4)
+
+
+def backbone_model(backbone, seed=0, **settings):
+    torch.manual_seed(seed)
+    return AcnModel(AcnConfig(**SMALL, vision_backbone=backbone, **settings)).eval()
+
+
+def demo_pixels(backbone, count, seed):
+    """Demo-corpus pictures (a coloured figure among grey shapes), processed for the backbone."""
+    rng = np.random.default_rng(seed)
+    images = [demo_corpus.draw_image(rng, demo_corpus.ENTITY_TYPES[index % 4]) for index in range(count)]
+    return AcnImageProcessor.for_backbone(backbone)(images=images, return_tensors="pt")["pixel_values"]
+
+
+# --- configuration ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("backbone", "channels"), [("vgg16", 512), ("resnet152", 2048), ("clip-vit-b32", 768)])
+def test_backbone_sets_the_region_size(backbone, channels):
+    config = AcnConfig(vision_backbone=backbone)
+    assert (config.num_image_regions, config.image_feature_dim) == (49, channels)
+
+
+def test_bad_backbone_settings_are_refused():
+    with pytest.raises(ValueError, match=r"vision_backbone must be one of vgg16, resnet152, clip-vit-b32, got 'vit'"):
+        AcnConfig(vision_backbone="vit")
+    with pytest.raises(ValueError, match=r"vision_backbone='resnet152' gives image_feature_dim=2048, got 512"):
+        AcnConfig(vision_backbone="resnet152", image_feature_dim=512)
+    with pytest.raises(ValueError, match=r"vision_precision must be one of auto, bf16, int8, fp32, got 'fp16'"):
+        AcnConfig(vision_precision="fp16")
+    with pytest.raises(ValueError, match=r"vision_int8_ranges must be finite \[min, max\] pairs"):
+        AcnConfig(vision_int8_ranges=[[1.0, 0.0]])
+
+
+def test_a_config_saved_before_backbones_loads_unchanged():
+    saved = AcnConfig().to_dict()
+    for key in ("vision_backbone", "vision_int8_ranges"):
+        saved.pop(key)
+    saved["vision_precision"] = "bf16"  # the old default, written into every old config.json
+    config = AcnConfig.from_dict(saved)
+    assert (config.vision_backbone, config.vision_precision, config.image_feature_dim) == ("vgg16", "bf16", 512)
+
+
+def test_image_processor_follows_the_backbone():
+    clip = AcnImageProcessor.for_backbone("clip-vit-b32")
+    assert clip.image_mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))
+    assert clip.resample == BACKBONE_PREPROCESSING["clip-vit-b32"]["resample"]
+    assert AcnImageProcessor.for_backbone("resnet152").to_dict() == AcnImageProcessor().to_dict()
+    with pytest.raises(ValueError, match=r"vision_backbone must be one of .*, got 'vgg19'"):
+        AcnImageProcessor.for_backbone("vgg19")
+
+
+# --- the backbones against their own libraries ---------------------------------------------------------------------
+
+
+def test_resnet152_regions_are_torchvision_layer4_and_its_weights_load(tmp_path):
+    torch.manual_seed(1)
+    reference = torchvision.models.resnet152(weights=None).eval()
+    with torch.no_grad():  # batch norm away from the identity, so that a misplaced one shows
+        for module in reference.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+            if isinstance(module, torchvision.models.resnet.Bottleneck):
+                module.bn3.weight.uniform_(0.0, 0.2)  # small residual branches: activations stay in range over 50 blocks
+    save_file(reference.state_dict(), tmp_path / "resnet152.safetensors")  # torchvision's keys, classifier included
+    model = backbone_model("resnet152", vision_precision="fp32")
+    model.load_vision_weights(tmp_path / "resnet152.safetensors")
+    pixels = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        grid = torch.nn.Sequential(*list(reference.children())[:-2])(pixels)  # (1, 2048, 7, 7)
+        regions = model.get_image_features(pixels.clone())
+    assert regions.shape == (1, 49, 2048)
+    torch.testing.assert_close(regions, grid.flatten(2).transpose(1, 2), rtol=1e-4, atol=1e-4 * grid.abs().max().item())
+
+
+def test_clip_regions_are_the_patch_tokens_without_cls():
+    model = backbone_model("clip-vit-b32", vision_precision="fp32")
+    tower = CLIPVisionModel(CLIPVisionConfig()).eval()
+    tower.load_state_dict(model.vision.state_dict())
+    pixels = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        tokens = tower(pixel_values=pixels).last_hidden_state  # (2, 50, 768)
+        regions = model.get_image_features(pixels)
+    assert regions.shape == (2, 49, 768)
+    torch.testing.assert_close(regions, tokens[:, 1:])
+
+
+@pytest.mark.parametrize("backbone", ["resnet152", "clip-vit-b32"])
+def test_random_backbones_are_seeded_and_give_finite_features(backbone):
+    pixels = demo_pixels(backbone, 1, seed=0)
+    with torch.no_grad():
+        first = backbone_model(backbone, seed=3, vision_precision="fp32").get_image_features(pixels)
+        again = backbone_model(backbone, seed=3, vision_precision="fp32").get_image_features(pixels)
+    assert torch.equal(first, again)
+    assert torch.isfinite(first).all() and first.abs().max() < torch.finfo(torch.float16).max  # cached as float16
+
+
+def test_a_frozen_backbone_keeps_batch_norm_in_eval_mode_while_training():
+    model = backbone_model("resnet152", vision_precision="fp32")
+    pixels = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        before = model.get_image_features(pixels)
+        model.train()
+        assert not model.vision.training and model.text_encoder.training
+        during = model.get_image_features(pixels)
+    torch.testing.assert_close(during, before)
+
+
+# --- which precision runs ------------------------------------------------------------------------------------------
+
+
+def test_auto_precision_is_bf16_where_the_hardware_has_it():
+    model = backbone_model("vgg16")
+    with HAS_BF16:
+        assert model.effective_vision_precision("cpu") == "bf16"
+        assert not model.needs_vision_calibration("cpu")
+
+
+@pytest.mark.skipif(not X86_INT8, reason="torch has no x86 quantised engine on this CPU")
+def test_auto_precision_without_bf16_is_int8_once_calibrated_else_fp32():
+    model = backbone_model("vgg16")
+    with NO_BF16:
+        assert model.effective_vision_precision("cpu") == "fp32"
+        assert model.needs_vision_calibration("cpu")
+        model.config.vision_int8_ranges = [[0.0, 1.0]]
+        assert model.effective_vision_precision("cpu") == "int8"
+        assert not model.needs_vision_calibration("cpu")
+        assert backbone_model("clip-vit-b32").effective_vision_precision("cpu") == "int8"  # dynamic: no calibration
+        assert backbone_model("vgg16", freeze_vision=False, vision_int8_ranges=[[0.0, 1.0]]).effective_vision_precision("cpu") == "fp32"
+
+
+def test_forced_precisions_fall_back_where_the_device_cannot_run_them():
+    with NO_BF16:
+        assert backbone_model("vgg16", vision_precision="bf16").effective_vision_precision("cpu") == "fp32"
+        assert backbone_model("vgg16", vision_precision="int8", vision_int8_ranges=[[0.0, 1.0]]).effective_vision_precision("cuda") == "fp32"
+        assert backbone_model("vgg16", vision_precision="fp32").effective_vision_precision("cpu") == "fp32"
+
+
+@pytest.mark.skipif(not X86_INT8, reason="torch has no x86 quantised engine on this CPU")
+def test_forced_int8_without_calibration_says_what_to_do():
+    model = backbone_model("vgg16", vision_precision="int8")
+    with pytest.raises(ValueError, match=r"vision_precision='int8' needs the backbone's activation ranges: call calibrate_vision"):
+        model.get_image_features(torch.zeros(1, 3, 224, 224))
+
+
+@pytest.mark.skipif(not X86_INT8, reason="torch has no x86 quantised engine on this CPU")
+@pytest.mark.parametrize(("backbone", "tolerance"), [("vgg16", 0.08), ("resnet152", 0.08), ("clip-vit-b32", 0.08)])
+def test_int8_features_stay_close_to_fp32(backbone, tolerance):
+    model = backbone_model(backbone, vision_precision="int8")
+    model.calibrate_vision(demo_pixels(backbone, 4, seed=1))
+    pixels = demo_pixels(backbone, 2, seed=2)  # pictures the calibration did not see
+    with torch.no_grad():
+        int8 = model.get_image_features(pixels)
+        model.config.vision_precision = "fp32"
+        exact = model.get_image_features(pixels)
+    deviation = (int8 - exact).abs().max() / exact.abs().max()
+    cosine = torch.nn.functional.cosine_similarity(int8.flatten(), exact.flatten(), dim=0)
+    assert 0 < deviation < tolerance and cosine > 0.99
+
+
+@pytest.mark.skipif(not X86_INT8, reason="torch has no x86 quantised engine on this CPU")
+def test_a_reloaded_int8_model_rebuilds_the_same_backbone(tmp_path):
+    torch.manual_seed(0)
+    model = AcnForTokenClassification(AcnConfig(**SMALL, vision_precision="int8")).eval()
+    model.calibrate_vision(demo_pixels("vgg16", 4, seed=1))
+    model.save_pretrained(tmp_path)
+    assert len(json.loads((tmp_path / "config.json").read_text())["vision_int8_ranges"]) == VGG16_INT8_POINTS
+    reloaded = AcnForTokenClassification.from_pretrained(tmp_path).eval()
+    pixels = demo_pixels("vgg16", 2, seed=2)
+    with torch.no_grad():
+        assert torch.equal(reloaded.get_image_features(pixels), model.get_image_features(pixels))
+
+
+# --- the feature cache ----------------------------------------------------------------------------------------------
+
+
+def test_feature_cache_key_follows_the_effective_precision_not_the_configured_one(tmp_path):
+    dataset = load_twitter_mner(write_corpus(tmp_path / "text"))["train"]
+    processor = AcnImageProcessor()
+    auto, fp32 = backbone_model("vgg16"), backbone_model("vgg16", vision_precision="fp32")
+    with NO_BF16:  # auto without calibration runs in fp32: the same features, the same key
+        assert image_features_fingerprint(dataset, auto, processor) == image_features_fingerprint(dataset, fp32, processor)
+    with HAS_BF16:
+        assert image_features_fingerprint(dataset, auto, processor) != image_features_fingerprint(dataset, fp32, processor)
+
+
+def test_feature_cache_key_follows_the_backbone(tmp_path):
+    dataset = load_twitter_mner(write_corpus(tmp_path / "text"))["train"]
+    processor = AcnImageProcessor()
+    vgg = image_features_fingerprint(dataset, backbone_model("vgg16"), processor)
+    assert image_features_fingerprint(dataset, backbone_model("resnet152"), processor) != vgg
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not X86_INT8, reason="torch has no x86 quantised engine on this CPU")
+def test_cache_features_calibrates_int8_on_training_images_and_records_it(tmp_path, caplog):
+    export_parquet(load_twitter_mner(write_corpus(tmp_path / "text"), write_images(tmp_path / "images")), tmp_path / "export", source="fixture", corpus="twitter-2015")
+    argv = ["cache-features", "--dataset", str(tmp_path / "export"), "--vision_weights", "random", "--seed", "3",
+            "--output_dir", str(tmp_path / "features"), "--cache_dir", str(tmp_path / "cache"), "--device", "cpu"]  # fmt: skip
+    with NO_BF16, caplog.at_level(logging.INFO):
+        main(argv)
+    assert "int8 backbone calibrated on" in caplog.text
+    settings = read_vision_settings(tmp_path / "features" / VISION_WEIGHTS_FILE)
+    assert (settings["vision_backbone"], settings["vision_precision"], len(settings["vision_int8_ranges"])) == ("vgg16", "int8", VGG16_INT8_POINTS)
+    saved = datasets.load_from_disk(str(tmp_path / "features"))
+    model = backbone_model("vgg16", vision_precision="int8")
+    model.load_vision_weights(tmp_path / "features" / VISION_WEIGHTS_FILE)  # weights and calibration
+    pixels = AcnImageProcessor()(images=[saved["train"][0]["image"]], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        expected = model.get_image_features(pixels)[0]  # (49, 512)
+    torch.testing.assert_close(saved.with_format("torch")["train"][0]["image_features"], expected.half().float())
+
+
+@pytest.mark.slow
+def test_cache_features_with_the_clip_backbone(tmp_path):
+    export_parquet(load_twitter_mner(write_corpus(tmp_path / "text"), write_images(tmp_path / "images")), tmp_path / "export", source="fixture", corpus="twitter-2015")
+    main(["cache-features", "--dataset", str(tmp_path / "export"), "--vision_weights", "random", "--vision_backbone",
+          "clip-vit-b32", "--vision_precision", "fp32", "--output_dir", str(tmp_path / "features"), "--cache_dir",
+          str(tmp_path / "cache"), "--device", "cpu"])  # fmt: skip
+    saved = datasets.load_from_disk(str(tmp_path / "features"))
+    assert saved["train"].features["image_features"].shape == (49, 768)
+    assert read_vision_settings(tmp_path / "features" / VISION_WEIGHTS_FILE)["vision_backbone"] == "clip-vit-b32"
+    with pytest.raises(ValueError, match=r"holds a 'clip-vit-b32' backbone, this model has vision_backbone='vgg16'"):
+        backbone_model("vgg16").load_vision_weights(tmp_path / "features" / VISION_WEIGHTS_FILE)
+
+
+# --- the training script ------------------------------------------------------------------------------------------
+
+
+def test_training_takes_backbone_and_precision_from_the_cached_features(tmp_path):
+    weights = {key: value.contiguous() for key, value in backbone_model("vgg16").vision.state_dict().items()}
+    save_file(weights, tmp_path / VISION_WEIGHTS_FILE, metadata={"vision_backbone": "vgg16", "vision_precision": "bf16"})
+    args = train_acn.parse_args(["--dataset", str(tmp_path), "--output_dir", str(tmp_path / "out")])
+    assert (args.vision_backbone, args.vision_precision) == ("vgg16", "bf16")
+    with pytest.raises(ValueError, match=r"--vision_backbone resnet152 contradicts the cached features, computed with 'vgg16'"):
+        train_acn.parse_args(["--dataset", str(tmp_path), "--output_dir", str(tmp_path / "out"), "--vision_backbone", "resnet152"])
+    defaults = train_acn.parse_args(["--dataset", str(tmp_path / "raw"), "--output_dir", str(tmp_path / "out")])
+    assert (defaults.vision_backbone, defaults.vision_precision) == ("vgg16", "auto")
+
+
+@pytest.mark.skipif(not X86_INT8, reason="torch has no x86 quantised engine on this CPU")
+def test_training_from_pixels_calibrates_and_records_the_effective_precision():
+    torch.manual_seed(0)
+    model = AcnForTokenClassification(AcnConfig(**SMALL))  # vision_precision="auto"
+    rng = np.random.default_rng(0)
+    pictures = [demo_corpus.draw_image(rng, "PER"), None, demo_corpus.draw_image(rng, "LOC")]
+    split = datasets.Dataset.from_dict({"image": pictures}, features=datasets.Features({"image": datasets.Image()}))
+    processor = argparse.Namespace(image_processor=AcnImageProcessor())
+    PartialState()  # the script logs through Accelerate
+    with NO_BF16:
+        train_acn.settle_vision_precision(model, processor, split, torch.device("cpu"), argparse.Namespace(calibration_images=2))
+    assert model.config.vision_precision == "int8" and len(model.config.vision_int8_ranges) == VGG16_INT8_POINTS
+
+
+def test_training_stops_at_a_perfect_dev_score_only_when_asked():
+    state = train_acn.TrainingState(best_f1=train_acn.PERFECT_F1)
+    assert train_acn.perfect_dev(state, argparse.Namespace(stop_at_perfect_dev=True))
+    assert not train_acn.perfect_dev(state, argparse.Namespace(stop_at_perfect_dev=False))
+    assert not train_acn.perfect_dev(train_acn.TrainingState(best_f1=0.99), argparse.Namespace(stop_at_perfect_dev=True))
