@@ -15,6 +15,7 @@ precision the CPU lacks (bf16 without bf16 kernels runs about 7x slower than fp3
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -40,6 +41,8 @@ TWITTER2015 = ROOT.parent / "shared" / "data" / "twitter2015"
 EPOCH_TWEETS = 4000  # Twitter-2015 train split
 CRF_TAGS, CRF_LENGTH = 9, 35
 INFERENCE_PROBE_BATCH = 8  # tweets with images in the peak-memory probe
+# What limits each kernel library to AVX2 (an AVX2-only CPU measured on a newer one): oneDNN, ATen, FBGEMM.
+ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "FBGEMM_ENABLE_INSTRUCTIONS")
 
 
 def parse_args(argv=None):
@@ -61,9 +64,19 @@ def cpu_capabilities() -> dict:
             if line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
                 break
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
     return {"flags": [flag for flag in wanted if flag in flags], "torch_capability": torch.backends.cpu.get_cpu_capability(),
-            "bf16_kernels": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}  # fmt: skip
+            "bf16_kernels": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+            "isa_limits": {name: os.environ[name] for name in ISA_LIMITS if name in os.environ}}  # fmt: skip
+
+
+def isa_limit_warning(capabilities) -> str | None:
+    """oneDNN and ATen follow their limits, FBGEMM (most int8 kernels) only its own: a partial limit measures int8 on
+    the full CPU."""
+    limits = capabilities["isa_limits"]
+    if limits and len(limits) < len(ISA_LIMITS):
+        return f"only {', '.join(limits)} set: set all of {', '.join(ISA_LIMITS)} to measure an AVX2-only CPU"
+    return None
 
 
 def timed(function, repeats, warmup=1, device="cpu"):
@@ -527,6 +540,9 @@ def main(argv=None):
     processor = build_processor(tweets)
     results = {}
     measure = measured_into(results)
+    warning = isa_limit_warning(cpu_capabilities())
+    if warning:
+        print(f"warning: {warning}", flush=True)
     measure("machine", lambda: {"device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
                                 "processor": platform.processor() or platform.machine(), "cpu": cpu_capabilities(),
                                 "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None})  # fmt: skip

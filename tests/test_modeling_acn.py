@@ -346,6 +346,7 @@ def test_defaults_are_the_papers():
 
 @pytest.mark.skipif(not BF16_CPU, reason="this CPU has no bf16 kernels, so vision_precision='bf16' runs in fp32")
 def test_bf16_vision_stays_within_two_percent_of_fp32(tiny_config):
+    tiny_config.vision_precision = "bf16"
     model = build(tiny_config).eval()
     pixels = torch.randn(1, 3, 224, 224)
     with torch.no_grad():

@@ -464,12 +464,12 @@ def test_cache_features_command(image_dataset, tiny_acn, tmp_path, caplog):
     caplog.clear()
     with caplog.at_level(logging.INFO):
         main([*argv("features_fp32"), "--vision_precision", "fp32"])
-    # the default ran in the precision this CPU picks: bf16 (hardware bf16), int8 (other x86 CPUs) or fp32 (others)
+    # the default ran in the precision this CPU picks: int8 (x86 CPUs), bf16 (other CPUs with bf16 kernels) or fp32
     precision = read_vision_settings(tmp_path / "features" / VISION_WEIGHTS_FILE)["vision_precision"]
     assert caplog.text.count("cache hit") == (3 if precision == "fp32" else 0)  # another precision, other features
     fp32 = datasets.load_from_disk(str(tmp_path / "features_fp32")).with_format("torch")["train"][:]["image_features"]
     default = saved.with_format("torch")["train"][:]["image_features"]  # (4, 49, 512)
-    tolerance = {"fp32": 0.0, "bf16": 0.03, "int8": 0.08}[precision]  # of the largest feature; int8: about 4-5%
+    tolerance = {"fp32": 0.0, "bf16": 0.03, "int8": 0.08}[precision]  # of the largest feature; int8: about 3.5-4%
     torch.testing.assert_close(fp32.float(), default.float(), atol=tolerance * default.abs().max().item(), rtol=0)
 
 

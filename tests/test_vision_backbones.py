@@ -26,7 +26,7 @@ from dataset_script.twitter_mner import (
     main,
     read_vision_settings,
 )
-from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnModel
+from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnModel, modeling_acn
 from modeling_acn.image_processing_acn import BACKBONE_PREPROCESSING
 from tests.corpus_fixtures import write_corpus, write_images
 
@@ -150,11 +150,24 @@ def test_a_frozen_backbone_keeps_batch_norm_in_eval_mode_while_training():
 # --- which precision runs ------------------------------------------------------------------------------------------
 
 
-def test_auto_precision_is_bf16_where_the_hardware_has_it():
+def test_auto_precision_on_a_gpu_is_bf16_where_it_has_bf16():
+    model = backbone_model("vgg16")
+    with HAS_BF16:
+        assert model.effective_vision_precision("cuda") == "bf16"
+        assert not model.needs_vision_calibration("cuda")
+    with NO_BF16:
+        assert model.effective_vision_precision("cuda") == "fp32"
+
+
+@pytest.mark.skipif(not X86_INT8, reason="torch has no x86 quantised engine on this CPU")
+def test_auto_precision_on_a_bf16_cpu_is_int8_once_calibrated_else_bf16():
     model = backbone_model("vgg16")
     with HAS_BF16:
         assert model.effective_vision_precision("cpu") == "bf16"
-        assert not model.needs_vision_calibration("cpu")
+        assert model.needs_vision_calibration("cpu")
+        model.config.vision_int8_ranges = [[0.0, 1.0]]
+        assert model.effective_vision_precision("cpu") == "int8"
+        assert backbone_model("vgg16", vision_precision="bf16", vision_int8_ranges=[[0.0, 1.0]]).effective_vision_precision("cpu") == "bf16"
 
 
 @pytest.mark.skipif(not X86_INT8, reason="torch has no x86 quantised engine on this CPU")
@@ -197,6 +210,32 @@ def test_int8_features_stay_close_to_fp32(backbone, tolerance):
     deviation = (int8 - exact).abs().max() / exact.abs().max()
     cosine = torch.nn.functional.cosine_similarity(int8.flatten(), exact.flatten(), dim=0)
     assert 0 < deviation < tolerance and cosine > 0.99
+
+
+@pytest.mark.skipif(not X86_INT8, reason="torch has no x86 quantised engine on this CPU")
+def test_calibration_stores_the_ranges_a_histogram_observer_chooses():
+    from torch.ao.quantization.observer import HistogramObserver
+
+    model = backbone_model("vgg16", vision_precision="int8")
+    pixels = demo_pixels("vgg16", 3, seed=1)
+    model.calibrate_vision(pixels, batch_size=2)
+    # brute force: one histogram observer per quantisation point, fed that point's float values batch by batch
+    prepared = modeling_acn._prepare_int8(model.vision, pixels[:1], HistogramObserver)
+    values = {}
+    for name, module in prepared.named_modules():
+        if isinstance(module, HistogramObserver):
+            module.register_forward_hook(lambda module, inputs, output, name=name: values.setdefault(name, []).append(inputs[0]))
+    with torch.no_grad():
+        for chunk in pixels.split(2):
+            prepared(chunk)
+    assert len(values) == len(model.config.vision_int8_ranges) == VGG16_INT8_POINTS
+    for (low, high), batches in zip(model.config.vision_int8_ranges, values.values()):
+        observer = HistogramObserver(dtype=torch.quint8, reduce_range=True)
+        for batch in batches:
+            observer(batch)
+        scale, zero_point = observer.calculate_qparams()
+        assert low == pytest.approx(-zero_point.item() * scale.item(), abs=1e-6)
+        assert high == pytest.approx((127 - zero_point.item()) * scale.item(), rel=1e-6)
 
 
 @pytest.mark.skipif(not X86_INT8, reason="torch has no x86 quantised engine on this CPU")
