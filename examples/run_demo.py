@@ -4,7 +4,7 @@
 
 Steps: write the seeded demo corpus; export it as a datasets folder; cache image features (VGG-16 pool5 by default,
 from a seeded random backbone: no ImageNet weights can be downloaded offline, and the figures are designed to survive
-it; int8 on CPUs without bf16, calibrated on the first training images); train ACN and the
+it; int8 on x86 CPUs, calibrated on the first training images); train ACN and the
 text-only CNN-BiLSTM-CRF with examples/train_acn.py and print both tables; reload the ACN folder in a fresh process
 with AutoModelForTokenClassification and AutoProcessor, tag a new tweet and image with the pipeline and draw its
 attention picture; write demo_results.json with test F1 overall and on the image-decided entities.

@@ -97,8 +97,8 @@ class AcnConfig(PretrainedConfig):
             CBCFuC: no gate and no `tanh(W_m m_t + b_m)`).
         freeze_vision (`bool`): keep the image backbone's pretrained weights fixed during training.
         vision_precision (`str`): how the frozen backbone runs. `"auto"` picks the fastest accurate path for the
-            device at hand: bfloat16 autocast with channels-last where the hardware has bf16, else int8 (x86
-            CPUs, once calibrated: `AcnModel.calibrate_vision`), else float32. `"bf16"` and `"int8"` force one
+            device at hand: int8 on x86 CPUs, once calibrated (`AcnModel.calibrate_vision`), else a bfloat16
+            copy with channels-last where the hardware has bf16 (GPUs), else float32. `"bf16"` and `"int8"` force one
             (each falls back to float32 where the device cannot run it), `"fp32"` always runs in float32.
             Training scripts save the effective precision here, so a reloaded model sees images as in training.
         vision_int8_ranges (`list`): activation ranges `[min, max]` of the int8 backbone, one per quantisation
