@@ -4,12 +4,14 @@
         [--memory_rows 100000] [--workers 0 2]
 
 "before" is acn-predict as of commit 9aee70d (read with `git show`): it reads the whole input, opens the images in
-the main process and tags 16 batches at a time. "after" is this tree's acn-predict with `--num_workers N`. Every
-run is a fresh process (`python acn-predict ...`), timed from start to exit (model loading included), with the
-peak resident memory of its main process (getrusage), of its largest worker process, and the peak proportional
-set size (PSS, shared pages split between the processes that share them) of the whole process tree, sampled
-every 0.5 s. The model: ACN with small text sizes and its VGG-16 trunk with random weights (the speed of VGG-16
-does not depend on its weights). Section 1: every row has an image (four 640x480 JPEGs, reused). Section 2:
+the main process and tags 16 batches at a time, with the backbone in fp32. "after" is this tree's acn-predict with
+`--num_workers N`, with the backbone in fp32 or in the default precision (`vision_precision="auto"`: int8 on x86
+CPUs, calibrated on the four JPEGs; a bf16 copy on a GPU). Every run is a fresh process (`python acn-predict
+...`), timed from start to exit (model loading included), with the peak resident memory of its main process
+(getrusage), of its largest worker process, and the peak proportional set size (PSS, shared pages split between
+the processes that share them) of the whole process tree, sampled every 0.5 s. The model: ACN with small text
+sizes and its VGG-16 trunk with random weights (the speed of VGG-16 does not depend on its weights). Section 1:
+every row has an image (four 640x480 JPEGs, reused). Section 2 (default backbone; `--memory_rows 0` skips it):
 `--memory_rows` rows, one in 1000 with an image, and a tenth as many rows to show how memory grows with rows.
 """
 
@@ -54,7 +56,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="outputs/benchmarks/predict_scale.json", help="JSON file for every figure.")
     parser.add_argument("--image_rows", type=int, default=256, help="Rows, each with an image, for the speed section.")
-    parser.add_argument("--memory_rows", type=int, default=100_000, help="Rows of the memory section's larger input.")
+    parser.add_argument("--memory_rows", type=int, default=100_000, help="Rows of the memory section's larger input (0 skips that section).")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="--num_workers values to run.")
     parser.add_argument("--batch_size", type=int, default=16, help="acn-predict --batch_size of every run.")
     return parser.parse_args(argv)
@@ -63,17 +65,22 @@ def parse_args(argv=None):
 # --- inputs --------------------------------------------------------------------------------------
 
 
-def save_model(folder: Path) -> Path:
-    """ACN with small text sizes and a random VGG-16 trunk, saved as acn-predict loads it."""
+def save_model(folder: Path, vision_precision: str, calibration_images: list[Path]) -> Path:
+    """ACN with small text sizes and a random VGG-16 trunk (calibrated when it runs in int8), saved as acn-predict
+    loads it."""
     torch.manual_seed(0)
     tokenizer = AcnTokenizer.from_corpus([WORDS])
     config = AcnConfig(
         vocab_size=len(tokenizer), char_vocab_size=tokenizer.char_vocab_size, word_embedding_dim=32,
         char_embedding_dim=16, char_num_filters=16, hidden_size=32, attention_size=32,
-        id2label=dict(enumerate(LABELS)),
+        id2label=dict(enumerate(LABELS)), vision_precision=vision_precision,
     )  # fmt: skip
     model = AcnForTokenClassification(config).eval()
-    AcnPipeline(model=model, processor=AcnProcessor(AcnImageProcessor(), tokenizer), device="cpu").save_pretrained(folder)
+    image_processor = AcnImageProcessor()
+    if model.needs_vision_calibration("cpu"):
+        pictures = [Image.open(path).convert("RGB") for path in calibration_images]
+        model.calibrate_vision(image_processor(images=pictures, return_tensors="pt")["pixel_values"])
+    AcnPipeline(model=model, processor=AcnProcessor(image_processor, tokenizer), device="cpu").save_pretrained(folder)
     return folder
 
 
@@ -151,14 +158,15 @@ def run_predict(script: Path, model: Path, rows: Path, output: Path, extra: list
     return result
 
 
-def compare(label: str, scripts: dict, model: Path, rows: Path, work: Path, batch_size: int) -> dict:
+def compare(label: str, runs: dict, rows: Path, work: Path, batch_size: int) -> dict:
+    """Each run (name -> script, model, extra flags) on `rows`, with speed and memory relative to "before"."""
     results = {}
-    for name, (script, extra) in scripts.items():
+    for name, (script, model, extra) in runs.items():
         print(f"{label}: {name} ...", flush=True)
         result = run_predict(script, model, rows, work / f"{label}-{name.replace(' ', '_')}.jsonl", extra, batch_size)
         result["tweets_per_second"] = result["output_lines"] / result["seconds"]
         results[name] = result
-    before = results["before"]
+    before = next(iter(results.values()))
     for result in results.values():
         result["speed_vs_before"] = result["tweets_per_second"] / before["tweets_per_second"]
         result["main_rss_vs_before"] = result["main_peak_rss_mib"] / before["main_peak_rss_mib"]
@@ -166,7 +174,7 @@ def compare(label: str, scripts: dict, model: Path, rows: Path, work: Path, batc
 
 
 def same_predictions(work: Path, label: str, names) -> bool:
-    """Every run of a section wrote the same predictions (the `row` and input fields, tags, scores)."""
+    """These runs of a section wrote the same predictions (the `row` and input fields, tags, scores)."""
     texts = {name: (work / f"{label}-{name.replace(' ', '_')}.jsonl").read_text(encoding="utf-8") for name in names}
     return len(set(texts.values())) == 1
 
@@ -193,23 +201,29 @@ def main(argv=None):
     print(f"CPU: {results['machine']['cpu']}, torch threads {results['machine']['threads']}")
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        model, images = save_model(work / "model"), save_images(work)
-        scripts = {"before": (before_script(work), [])}
-        scripts.update(
-            {f"after, {n} workers": (ROOT / "acn_commands" / "predict.py", ["--num_workers", str(n)]) for n in args.workers}
-        )
+        images = save_images(work)
+        fp32_model = save_model(work / "model_fp32", "fp32", [work / name for name in images])
+        default_model = save_model(work / "model_default", "auto", [work / name for name in images])
+        precision = AcnForTokenClassification.from_pretrained(default_model).effective_vision_precision("cpu")
+        results["settings"]["default_vision_precision"] = precision
+        after = ROOT / "acn_commands" / "predict.py"
+        fp32_runs = {"before, fp32 backbone": (before_script(work), fp32_model, []), "after, 0 workers, fp32 backbone": (after, fp32_model, ["--num_workers", "0"])}
+        default_runs = {f"after, {n} workers, {precision} backbone": (after, default_model, ["--num_workers", str(n)]) for n in args.workers}
         rows = write_rows(work / "images.jsonl", args.image_rows, images, image_every=1)
-        results["every_row_with_an_image"] = compare("images", scripts, model, rows, work, args.batch_size)
-        results["every_row_with_an_image"]["same_predictions"] = same_predictions(work, "images", scripts)
-        for count in (args.memory_rows // 10, args.memory_rows):
+        results["every_row_with_an_image"] = compare("images", {**fp32_runs, **default_runs}, rows, work, args.batch_size)
+        results["every_row_with_an_image"]["same_predictions"] = {
+            "fp32 runs": same_predictions(work, "images", fp32_runs), f"{precision} runs": same_predictions(work, "images", default_runs)
+        }  # fmt: skip
+        memory_runs = {"before": (before_script(work), default_model, []), **default_runs}
+        for count in (args.memory_rows // 10, args.memory_rows) if args.memory_rows else ():
             rows = write_rows(work / f"rows{count}.jsonl", count, images, image_every=1000)
             label = f"{count}_rows_one_in_1000_with_an_image"
-            results[label] = compare(f"rows{count}", scripts, model, rows, work, args.batch_size)
-            results[label]["same_predictions"] = same_predictions(work, f"rows{count}", scripts)
+            results[label] = compare(f"rows{count}", memory_runs, rows, work, args.batch_size)
+            results[label]["same_predictions"] = same_predictions(work, f"rows{count}", memory_runs)
     for title, section in results.items():
         if title not in ("machine", "settings"):
-            print_table(title, {name: value for name, value in section.items() if isinstance(value, dict)})
-            print(f"same predictions in every run: {section['same_predictions']}")
+            print_table(title, {name: value for name, value in section.items() if isinstance(value, dict) and "seconds" in value})
+            print(f"same predictions: {section['same_predictions']}")
     output = Path(args.output)
     write_text(output, json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {output}")
