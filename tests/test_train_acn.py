@@ -164,12 +164,16 @@ def test_hashtag_vocabulary_flag(flag, expected, corpus, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "encoder, epochs, schedule, warmup",
-    [([], 30, "inverse", 0.0), (["--text_encoder", "some/checkpoint"], 8, "linear", 0.1), (["--text_encoder", "x", "--num_epochs", "3"], 3, "linear", 0.1)],
+    "encoder, epochs, schedule, warmup, lstm",
+    [
+        ([], 30, "inverse", 0.0, True),
+        (["--text_encoder", "some/checkpoint"], 8, "linear", 0.1, True),
+        (["--text_encoder", "x", "--num_epochs", "3", "--no-use_lstm"], 3, "linear", 0.1, False),
+    ],
 )
-def test_training_defaults_follow_the_text_encoder(encoder, epochs, schedule, warmup, tmp_path):
+def test_training_defaults_follow_the_text_encoder(encoder, epochs, schedule, warmup, lstm, tmp_path):
     args = train_acn.parse_args(["--dataset", str(tmp_path), "--output_dir", str(tmp_path), *encoder])
-    assert (args.num_epochs, args.lr_schedule, args.warmup_ratio) == (epochs, schedule, warmup)
+    assert (args.num_epochs, args.lr_schedule, args.warmup_ratio, args.use_lstm) == (epochs, schedule, warmup, lstm)
 
 
 def test_pretrained_embeddings_initialise_and_extend_the_vocabulary(corpus, tmp_path):
