@@ -12,7 +12,7 @@ import threading
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from transformers import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.image_utils import (
@@ -77,6 +77,8 @@ def decode_image_bytes(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, name: st
         image.load()
     except Image.DecompressionBombError as error:  # PIL's own hard limit, above ours
         raise AcnImageError("too large", f"{name}: {error}") from None
+    except UnidentifiedImageError:  # its message names the in-memory buffer by address, which differs run to run
+        raise AcnImageError("corrupt", f"{name}: cannot decode (not an image format PIL can read)") from None
     except (OSError, SyntaxError, ValueError) as error:  # PIL's decoders raise all three for bad data
         if isinstance(error, AcnImageError):
             raise

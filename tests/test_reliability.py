@@ -350,3 +350,14 @@ def test_readme_table_lists_exactly_the_bad_input_tests(tmp_path):
     in_readme = readme.split(RELIABILITY_TABLE_START, 1)[1].split(RELIABILITY_TABLE_END, 1)[0].strip()
     assert in_readme == table.read_text(encoding="utf-8").strip(), "README is stale: run `make reliability-table`"
     assert "| `acn-predict --input X --output X` | refused" in in_readme  # the table is not empty
+
+
+@pytest.mark.bad_input("a file that is no image format at all", "refused as `corrupt`, with the same message on every run")
+def test_unidentified_image_message_names_the_file_and_no_memory_address(tmp_path):
+    (tmp_path / "notes.jpg").write_bytes(b"these are not pixels")
+    messages = set()
+    for _ in range(2):
+        with pytest.raises(image_processing_acn.AcnImageError) as raised:
+            image_processing_acn.load_image_file(tmp_path / "notes.jpg")
+        messages.add(str(raised.value))
+    assert messages == {f"{tmp_path / 'notes.jpg'}: cannot decode (not an image format PIL can read)"}
