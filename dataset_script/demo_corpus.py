@@ -162,7 +162,7 @@ def image_decided_deck(rng: np.random.Generator, count: int) -> list[tuple[str, 
     name and each context occurs with each type equally often (up to the last, partial round)."""
     combinations = list(itertools.product(IMAGE_TEMPLATES, AMBIGUOUS_NAMES, ENTITY_TYPES))
     rounds = -(-count // len(combinations))  # ceiling division
-    order = np.concatenate([rng.permutation(len(combinations)) for _ in range(rounds)])[:count]
+    order = [index for _ in range(rounds) for index in rng.permutation(len(combinations))][:count]  # [] for 0
     return [combinations[index] for index in order]
 
 

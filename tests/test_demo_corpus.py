@@ -126,6 +126,12 @@ def test_image_decided_scores(demo_dir, sidecar):
     assert image_decided_scores(nothing, entries)["f1"] == 0.0
 
 
+def test_one_tweet_splits_are_written(tmp_path):
+    write_demo_corpus(tmp_path, num_train=1, num_valid=1, num_test=1)  # one text-decided tweet each, no image-decided
+    for split in ("train", "valid", "test"):
+        assert (tmp_path / f"{split}.txt").read_text().count("IMGID:") == 1
+
+
 def test_rejects_an_empty_split(tmp_path):
     with pytest.raises(ValueError, match="num_test must be positive, got 0"):
         write_demo_corpus(tmp_path, num_test=0)
