@@ -553,11 +553,12 @@ def main(argv=None):
     processor = build_processor(tweets)
     results = {}
     measure = measured_into(results)
-    warning = isa_limit_warning(cpu_capabilities())
+    capabilities = cpu_capabilities()
+    warning = isa_limit_warning(capabilities)
     if warning:
         print(f"warning: {warning}", flush=True)
     measure("machine", lambda: {"device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                                "processor": platform.processor() or platform.machine(), "cpu": cpu_capabilities(),
+                                "processor": platform.processor() or platform.machine(), "cpu": capabilities,
                                 "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None})  # fmt: skip
     measure("matmul_gflops", lambda: {"fp32": matmul_gflops(args.device, torch.float32), "bf16": bf16_matmul_gflops(args.device)})
     if args.only != "text_encoders":
