@@ -1,7 +1,7 @@
 """acn-predict at scale: tweets/s with images and peak memory, the streaming command beside the one it replaced.
 
     python benchmarks/predict_scale.py [--output outputs/benchmarks/predict_scale.json] [--image_rows 256]
-        [--memory_rows 100000] [--workers 0 2]
+        [--memory_rows 100000] [--workers 0 2] [--device cpu] [--no_before]
 
 "before" is acn-predict as of commit 9aee70d (read with `git show`): it reads the whole input, opens the images in
 the main process and tags 16 batches at a time, with the backbone in fp32. "after" is this tree's acn-predict with
@@ -13,6 +13,8 @@ the processes that share them) of the whole process tree, sampled every 0.5 s. T
 sizes and its VGG-16 trunk with random weights (the speed of VGG-16 does not depend on its weights). Section 1:
 every row has an image (four 640x480 JPEGs, reused). Section 2 (default backbone; `--memory_rows 0` skips it):
 `--memory_rows` rows, one in 1000 with an image, and a tenth as many rows to show how memory grows with rows.
+`--device cuda` tags on the GPU (the default precision is then bf16); `--no_before` leaves out "before" (a copy of the
+tree without its git history, as the GPU machine gets, cannot read it), and the ratios are then to the first run.
 """
 
 import argparse
@@ -59,6 +61,8 @@ def parse_args(argv=None):
     parser.add_argument("--memory_rows", type=int, default=100_000, help="Rows of the memory section's larger input (0 skips that section).")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="--num_workers values to run.")
     parser.add_argument("--batch_size", type=int, default=16, help="acn-predict --batch_size of every run.")
+    parser.add_argument("--device", default="cpu", help="acn-predict --device of every run, e.g. cpu or cuda:0.")
+    parser.add_argument("--no_before", action="store_true", help="Leave out acn-predict as of the commit before streaming.")
     return parser.parse_args(argv)
 
 
@@ -134,14 +138,14 @@ def tree_pss_mib(pid: int) -> float:
     return total / 1024
 
 
-def run_predict(script: Path, model: Path, rows: Path, output: Path, extra: list[str], batch_size: int) -> dict:
+def run_predict(script: Path, model: Path, rows: Path, output: Path, extra: list[str], settings) -> dict:
     """One acn-predict run in a fresh process: seconds, peak memories, and the output's line count."""
     report = output.with_suffix(".report.json")
     command = [
         sys.executable, "-c", RUNNER, str(script), str(report), "--model", str(model), "--input", str(rows),
-        "--output", str(output), "--device", "cpu", "--batch_size", str(batch_size), *extra,
+        "--output", str(output), "--device", settings.device, "--batch_size", str(settings.batch_size), *extra,
     ]  # fmt: skip
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), "TQDM_DISABLE": "1"}
     log = output.with_suffix(".log")
     with open(log, "w", encoding="utf-8") as stderr:  # a file: a pipe read only at the end would fill and block
         process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=stderr)
@@ -158,18 +162,19 @@ def run_predict(script: Path, model: Path, rows: Path, output: Path, extra: list
     return result
 
 
-def compare(label: str, runs: dict, rows: Path, work: Path, batch_size: int) -> dict:
-    """Each run (name -> script, model, extra flags) on `rows`, with speed and memory relative to "before"."""
+def compare(label: str, runs: dict, rows: Path, work: Path, settings) -> dict:
+    """Each run (name -> script, model, extra flags) on `rows`, with speed and memory relative to the first run
+    ("before" unless `--no_before`)."""
     results = {}
     for name, (script, model, extra) in runs.items():
         print(f"{label}: {name} ...", flush=True)
-        result = run_predict(script, model, rows, work / f"{label}-{name.replace(' ', '_')}.jsonl", extra, batch_size)
+        result = run_predict(script, model, rows, work / f"{label}-{name.replace(' ', '_')}.jsonl", extra, settings)
         result["tweets_per_second"] = result["output_lines"] / result["seconds"]
         results[name] = result
-    before = next(iter(results.values()))
+    first = next(iter(results.values()))
     for result in results.values():
-        result["speed_vs_before"] = result["tweets_per_second"] / before["tweets_per_second"]
-        result["main_rss_vs_before"] = result["main_peak_rss_mib"] / before["main_peak_rss_mib"]
+        result["speed_vs_first_run"] = result["tweets_per_second"] / first["tweets_per_second"]
+        result["main_rss_vs_first_run"] = result["main_peak_rss_mib"] / first["main_peak_rss_mib"]
     return results
 
 
@@ -180,9 +185,9 @@ def same_predictions(work: Path, label: str, names) -> bool:
 
 
 def print_table(title: str, results: dict) -> None:
-    columns = ("output_lines", "seconds", "tweets_per_second", "speed_vs_before", "main_peak_rss_mib",
-               "largest_worker_peak_rss_mib", "tree_peak_pss_mib", "main_rss_vs_before")  # fmt: skip
-    print(f"\n## {title}\n| run | " + " | ".join(columns) + " |")
+    columns = ("output_lines", "seconds", "tweets_per_second", "speed_vs_first_run", "main_peak_rss_mib",
+               "largest_worker_peak_rss_mib", "tree_peak_pss_mib", "main_rss_vs_first_run")  # fmt: skip
+    print(f"\n## {title} (ratios to the first run)\n| run | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
     for name, result in results.items():
         cells = [f"{result[column]:.3g}" if isinstance(result[column], float) else str(result[column]) for column in columns]
@@ -196,7 +201,7 @@ def main(argv=None):
                     "cpus": os.cpu_count(), "torch": torch.__version__, "cpu": cpu_capabilities(),
                     "processor": platform.processor() or platform.machine()},
         "settings": {"batch_size": args.batch_size, "image_rows": args.image_rows, "memory_rows": args.memory_rows,
-                     "before_commit": BEFORE_COMMIT},
+                     "device": args.device, "before_commit": None if args.no_before else BEFORE_COMMIT},
     }  # fmt: skip
     print(f"CPU: {results['machine']['cpu']}, torch threads {results['machine']['threads']}")
     with tempfile.TemporaryDirectory() as folder:
@@ -204,21 +209,22 @@ def main(argv=None):
         images = save_images(work)
         fp32_model = save_model(work / "model_fp32", "fp32", [work / name for name in images])
         default_model = save_model(work / "model_default", "auto", [work / name for name in images])
-        precision = AcnForTokenClassification.from_pretrained(default_model).effective_vision_precision("cpu")
+        precision = AcnForTokenClassification.from_pretrained(default_model).effective_vision_precision(args.device)
         results["settings"]["default_vision_precision"] = precision
         after = ROOT / "acn_commands" / "predict.py"
-        fp32_runs = {"before, fp32 backbone": (before_script(work), fp32_model, []), "after, 0 workers, fp32 backbone": (after, fp32_model, ["--num_workers", "0"])}
+        before = {} if args.no_before else {"before, fp32 backbone": (before_script(work), fp32_model, [])}
+        fp32_runs = {**before, "after, 0 workers, fp32 backbone": (after, fp32_model, ["--num_workers", "0"])}
         default_runs = {f"after, {n} workers, {precision} backbone": (after, default_model, ["--num_workers", str(n)]) for n in args.workers}
         rows = write_rows(work / "images.jsonl", args.image_rows, images, image_every=1)
-        results["every_row_with_an_image"] = compare("images", {**fp32_runs, **default_runs}, rows, work, args.batch_size)
+        results["every_row_with_an_image"] = compare("images", {**fp32_runs, **default_runs}, rows, work, args)
         results["every_row_with_an_image"]["same_predictions"] = {
             "fp32 runs": same_predictions(work, "images", fp32_runs), f"{precision} runs": same_predictions(work, "images", default_runs)
         }  # fmt: skip
-        memory_runs = {"before": (before_script(work), default_model, []), **default_runs}
+        memory_runs = ({} if args.no_before else {"before": (before_script(work), default_model, [])}) | default_runs
         for count in (args.memory_rows // 10, args.memory_rows) if args.memory_rows else ():
             rows = write_rows(work / f"rows{count}.jsonl", count, images, image_every=1000)
             label = f"{count}_rows_one_in_1000_with_an_image"
-            results[label] = compare(f"rows{count}", memory_runs, rows, work, args.batch_size)
+            results[label] = compare(f"rows{count}", memory_runs, rows, work, args)
             results[label]["same_predictions"] = same_predictions(work, f"rows{count}", memory_runs)
     for title, section in results.items():
         if title not in ("machine", "settings"):

@@ -54,6 +54,7 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="Seed of the corpus, the random VGG trunk and training.")
     parser.add_argument("--vision_backbone", default="vgg16", choices=sorted(VISION_BACKBONES), help="Image backbone that computes the features (random seeded weights).")
     parser.add_argument("--vision_precision", default="auto", choices=VISION_PRECISIONS, help="Precision of the backbone (AcnConfig.vision_precision); auto picks the fastest accurate one for this CPU.")
+    parser.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"], help="Accelerate mixed precision of training (GPUs).")
     return parser.parse_args(argv)
 
 
@@ -72,10 +73,11 @@ def build_features(output_dir: Path, seed: int, vision_backbone: str, vision_pre
     return features
 
 
-def train(features: Path, output_dir: Path, variant: str, seed: int) -> dict:
+def train(features: Path, output_dir: Path, variant: str, seed: int, mixed_precision: str) -> dict:
     train_acn.main(
-        ["--dataset", str(features), "--output_dir", str(output_dir), "--variant", variant, "--seed", str(seed), *DEMO_TRAINING]
-    )
+        ["--dataset", str(features), "--output_dir", str(output_dir), "--variant", variant, "--seed", str(seed),
+         "--mixed_precision", mixed_precision, *DEMO_TRAINING]
+    )  # fmt: skip
     return json.loads((output_dir / "all_results.json").read_text())
 
 
@@ -114,7 +116,7 @@ def main(argv=None):
     output_dir = Path(args.output_dir)
     started = time.perf_counter()
     features = build_features(output_dir, args.seed, args.vision_backbone, args.vision_precision)
-    results = {variant: train(features, output_dir / name, variant, args.seed) for name, variant in
+    results = {variant: train(features, output_dir / name, variant, args.seed, args.mixed_precision) for name, variant in
                (("acn", "full"), ("text_only", "text-only"))}  # fmt: skip
     for name in ("acn", "text_only"):
         print(f"\n{name}:\n" + (output_dir / name / "results.md").read_text())
@@ -127,6 +129,7 @@ def main(argv=None):
         "text_only_image_decided_test_f1": image_decided_f1(output_dir / "text_only", corpus),
         "vision_backbone": args.vision_backbone,
         "vision_precision": json.loads((output_dir / "acn" / "config.json").read_text())["vision_precision"],
+        "mixed_precision": args.mixed_precision,
         "seconds": round(time.perf_counter() - started, 1),
     }
     summary["mechanism_check_passed"] = summary["acn_test_f1"] >= 0.95 and summary["text_only_image_decided_test_f1"] <= 0.70

@@ -406,7 +406,10 @@ def _scatter_rows(rows, row_mask, fill):
     """Rows computed for the examples selected by `row_mask`, placed into `fill` (batch-sized zeros)."""
     if rows is None:  # an output this variant does not have (the fusion gate of fusion="concat")
         return fill
-    return fill.index_put((row_mask,), rows.to(fill.dtype))  # autocast may have computed the rows in bf16
+    # autocast may have computed the rows in bf16. On CUDA, autocast's type promotion for index_put raised "Unexpected
+    # floating ScalarType in at::autocast::prioritize" under bf16 (torch 2.11, H200): the dtypes already agree here.
+    with torch.autocast(fill.device.type, enabled=False):
+        return fill.index_put((row_mask,), rows.to(fill.dtype))
 
 
 def _pack(padded, word_position):

@@ -359,10 +359,19 @@ def test_bf16_vision_stays_within_two_percent_of_fp32(tiny_config):
     assert (fast - exact).abs().max() <= 0.02 * exact.abs().max()
 
 
-def test_bf16_autocast_trains_and_decodes(tiny_config, text_batch):
-    model = build(tiny_config)
-    text_batch["image_mask"] = torch.tensor([True, False, True, True])
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here)")),
+    ],
+)
+def test_bf16_autocast_trains_and_decodes(device, tiny_config, text_batch):
+    """Tweets with and without an image in one batch: on CUDA, autocast's promotion of index_put once crashed here."""
+    model = build(tiny_config).to(device)
+    text_batch = {name: value.to(device) for name, value in text_batch.items()}
+    text_batch["image_mask"] = torch.tensor([True, False, True, True], device=device)
+    with torch.autocast(device, dtype=torch.bfloat16):
         outputs = model(**text_batch)
     outputs.loss.backward()
     assert outputs.loss.dtype == torch.float32 and torch.isfinite(outputs.loss)
