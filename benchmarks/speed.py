@@ -32,12 +32,13 @@ from torch.utils.data import DataLoader
 from acn_commands.atomic import write_text
 from modeling_acn import IGNORE_INDEX, VISION_BACKBONES, AcnConfig, AcnCrf, AcnForTokenClassification, AcnImageProcessor
 from modeling_acn import modeling_acn
+from modeling_acn.configuration_acn import INT8_CALIBRATION_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 VGG16_GFLOP_PER_IMAGE = 2 * 15.47  # 15.47 G multiply-adds in the conv trunk at 224 x 224
 CALIBRATION_PICTURES = 8  # demo-corpus pictures that calibrate the int8 backbones; 8 others are measured
-DEVIATION_BATCHES = 3  # more batches of pictures on which the default VGG-16 path's deviation is measured
+DEVIATION_BATCHES = 7  # more batches of pictures on which the default VGG-16 path's deviation is measured
 TWITTER2015 = ROOT.parent / "shared" / "data" / "twitter2015"
 EPOCH_TWEETS = 4000  # Twitter-2015 train split
 CRF_TAGS, CRF_LENGTH = 9, 35
@@ -199,7 +200,8 @@ def vgg_paths(device, with_compile):
         paths["int8 (torch.ao, x86)"] = int8.get_image_features
     default = vision_model("vgg16", device, "auto")
     if default.needs_vision_calibration(device):
-        default.config.vision_int8_ranges = int8.config.vision_int8_ranges  # the same seeded weights
+        for name in INT8_CALIBRATION_FIELDS:  # the same seeded weights, the same calibration
+            setattr(default.config, name, getattr(int8.config, name))
     paths[f"default: auto -> {default.effective_vision_precision(device)}"] = default.get_image_features
     if with_compile:
         compiled = torch.compile(trunk)

@@ -47,7 +47,7 @@ from seqeval.scheme import IOB2, Entities
 from tqdm.auto import tqdm
 
 from acn_commands.atomic import atomic_folder, atomic_path
-from modeling_acn.configuration_acn import VISION_BACKBONES, VISION_PRECISIONS
+from modeling_acn.configuration_acn import INT8_CALIBRATION_FIELDS, VISION_BACKBONES, VISION_PRECISIONS
 from modeling_acn.image_processing_acn import MAX_IMAGE_PIXELS, AcnImageError, load_image_file, upright_rgb
 
 logger = logging.getLogger(__name__)
@@ -687,19 +687,19 @@ def vision_settings(model: torch.nn.Module) -> dict:
     if config is None or not hasattr(model, "effective_vision_precision"):
         return {}
     precision = model.effective_vision_precision(next(model.parameters()).device)
-    return {"vision_backbone": config.vision_backbone, "vision_precision": precision,
-            "vision_int8_ranges": config.vision_int8_ranges if precision == "int8" else None}  # fmt: skip
+    calibration = {name: getattr(config, name) if precision == "int8" else None for name in INT8_CALIBRATION_FIELDS}
+    return {"vision_backbone": config.vision_backbone, "vision_precision": precision, **calibration}
 
 
 def read_vision_settings(path: Path) -> dict:
-    """The backbone, precision and int8 ranges recorded in a `cache-features` weights file ({} without one)."""
+    """The backbone, precision and int8 calibration recorded in a `cache-features` weights file ({} without one)."""
     from safetensors import safe_open
 
     if not Path(path).is_file():
         return {}
     with safe_open(str(path), framework="pt") as file:
         metadata = file.metadata() or {}
-    return {key: json.loads(value) if key == "vision_int8_ranges" else value for key, value in metadata.items()}
+    return {key: json.loads(value) if key in INT8_CALIBRATION_FIELDS else value for key, value in metadata.items()}
 
 
 def image_features_fingerprint(dataset: Dataset, model: torch.nn.Module, image_processor) -> str:
@@ -927,7 +927,7 @@ def run_cache_features(args: argparse.Namespace) -> None:
         # the backbone beside the features: a model trained on them must see images through the same weights,
         # precision and calibration
         trunk = vision_trunk(model).state_dict()
-        metadata = {key: json.dumps(value) if key == "vision_int8_ranges" else value for key, value in vision_settings(model).items() if value is not None}
+        metadata = {key: json.dumps(value) if key in INT8_CALIBRATION_FIELDS else value for key, value in vision_settings(model).items() if value is not None}
         save_file({key: value.contiguous() for key, value in trunk.items()}, temporary / VISION_WEIGHTS_FILE, metadata=metadata)
     logger.info("wrote %s", output_dir)
 

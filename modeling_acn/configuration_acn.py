@@ -55,6 +55,10 @@ LEGACY_SETTINGS = {"char_activation": "none"}  # the character CNN had no tanh b
 REMOVED_SETTINGS = ("max_word_length",)  # the tokenizer's setting, never read by the model
 
 
+# What `AcnModel.calibrate_vision` writes: the int8 backbone is rebuilt from these and the weights.
+INT8_CALIBRATION_FIELDS = ("vision_int8_ranges", "vision_int8_channel_scales", "vision_int8_bias_corrections")
+
+
 class AcnConfig(PretrainedConfig):
     r"""Hyperparameters of ACN. Defaults are the paper's; each ablation of its Table 2 is a switch.
 
@@ -103,6 +107,13 @@ class AcnConfig(PretrainedConfig):
             Training scripts save the effective precision here, so a reloaded model sees images as in training.
         vision_int8_ranges (`list`): activation ranges `[min, max]` of the int8 backbone, one per quantisation
             point, written by `AcnModel.calibrate_vision`; the int8 backbone is rebuilt from them and the weights.
+        vision_int8_channel_scales (`list`): VGG-16's activation equalisation for int8, written by
+            `AcnModel.calibrate_vision`: per conv but the last, one positive scale per output channel, by which that
+            channel is divided and the next conv's input channel multiplied before quantisation (the same float
+            function). None (older calibrations, other backbones): no equalisation.
+        vision_int8_bias_corrections (`list`): VGG-16's bias correction for int8, written by
+            `AcnModel.calibrate_vision`: per conv, per output channel, the mean shift that rounding the conv's weights
+            to int8 causes on the calibration images, taken off its bias before quantisation. None: no correction.
     """
 
     model_type = "acn"
@@ -148,6 +159,8 @@ class AcnConfig(PretrainedConfig):
         freeze_vision=True,
         vision_precision="auto",  # the fastest accurate path measured for the device (benchmarks/speed.py)
         vision_int8_ranges=None,
+        vision_int8_channel_scales=None,
+        vision_int8_bias_corrections=None,
         id2label=None,
         label2id=None,
         **kwargs,
@@ -230,6 +243,8 @@ class AcnConfig(PretrainedConfig):
         self.freeze_vision = freeze_vision
         self.vision_precision = vision_precision
         self.vision_int8_ranges = _int8_ranges(vision_int8_ranges)
+        self.vision_int8_channel_scales = _per_channel("vision_int8_channel_scales", vision_int8_channel_scales, positive=True)
+        self.vision_int8_bias_corrections = _per_channel("vision_int8_bias_corrections", vision_int8_bias_corrections, positive=False)
         kwargs.setdefault("auto_map", dict(AUTO_MAP))
         super().__init__(pad_token_id=pad_token_id, id2label=id2label, label2id=label2id, **kwargs)
 
@@ -298,6 +313,23 @@ def _int8_ranges(ranges):
     if not pairs or any(not (math.isfinite(low) and math.isfinite(high) and low <= high) for low, high in pairs):
         raise ValueError(f"vision_int8_ranges must be finite [min, max] pairs with min <= max, got {ranges!r}")
     return pairs
+
+
+def _per_channel(name, values, positive):
+    """None, or a non-empty list (one per conv) of non-empty lists of finite (and, if asked, positive) numbers."""
+    if values is None:
+        return None
+    layers = [[float(value) for value in layer] for layer in values]
+    allowed = (lambda value: math.isfinite(value) and value > 0) if positive else math.isfinite
+    if not layers or any(not layer or not all(map(allowed, layer)) for layer in layers):
+        kind = "finite positive numbers" if positive else "finite numbers"
+        raise ValueError(f"{name} must be lists of {kind}, one list per conv, got {_abridged(values)}")
+    return layers
+
+
+def _abridged(value, limit=200):
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _check_positive(**values):

@@ -44,7 +44,7 @@ from transformers import AutoModel, CLIPVisionConfig, CLIPVisionModel, PreTraine
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration_acn import IGNORE_INDEX, AcnConfig
+from .configuration_acn import IGNORE_INDEX, INT8_CALIBRATION_FIELDS, AcnConfig
 from .pipeline_acn import custom_pipelines_entry, save_pipeline_code
 
 # Score given to forbidden transitions in constrained decoding; finite so that a row of them cannot give NaN.
@@ -65,6 +65,19 @@ CLIP_CHECKPOINT = "openai/clip-vit-base-patch32"  # CLIPVisionConfig()'s default
 # the 2-core EPYC of benchmarks/speed.py it ran VGG-16 about 5x faster than fp32 with VNNI and 2.7x on AVX2 alone,
 # where a bf16 copy gained 2.5x at best.
 INT8_ENGINE = "x86"
+# int8 calibration of the CNN backbones, chosen on the deviation of VGG-16's features from fp32 on both kernel kinds
+# (README, "VGG-16 features: the fastest accurate path"). Activation equalisation: each VGG-16 conv but the last divides its output channel
+# c by s_c = (m_c / max m) ** INT8_EQUALISATION_EXPONENT, m_c the channel's largest value on the calibration images,
+# and the next conv multiplies its input channel c by s_c: the same float function, with channels that fill the
+# per-tensor int8 grid more evenly. Grid: activations use a 7-bit grid (scale = range / 127, which AVX2 kernels need
+# against overflow in their 8-bit multiply-add) stored in 8 bits (levels up to 255), and the largest calibration value
+# of a non-negative activation is put on level INT8_LARGEST_LEVEL: finer steps than [0, max] on 127 levels, with room
+# for pictures brighter than the calibration ones. Bias correction: rounding each conv's weights to int8 shifts its
+# outputs by a mean of sum(ΔW) · E[x]; that amount, measured on the calibration images, is taken off its bias.
+INT8_EQUALISATION_EXPONENT = 0.5
+INT8_LARGEST_LEVEL = 224
+INT8_SCALE_DIGITS = 4  # significant digits of the stored scales and bias corrections (config.json stays small)
+INT8_SMALLEST_RATIO = 1e-4  # m_c / max m of a channel that stayed 0 on the calibration images (no zero scale)
 # Keyword arguments that transformers' Trainer passes to any model whose forward takes **kwargs.
 TRAINER_KEYWORDS = frozenset({"num_items_in_batch"})
 
@@ -617,8 +630,8 @@ class AcnModel(AcnPreTrainedModel):
         if backbone != self.config.vision_backbone:
             raise ValueError(f"{path} holds a {backbone!r} backbone, this model has vision_backbone={self.config.vision_backbone!r}")
         self.vision.load_state_dict(state)
-        ranges = metadata.get("vision_int8_ranges")
-        self.config.vision_int8_ranges = None if ranges is None else json.loads(ranges)
+        for name in INT8_CALIBRATION_FIELDS:
+            setattr(self.config, name, json.loads(metadata[name]) if name in metadata else None)
         self._derived_vision.clear()
 
     def effective_vision_precision(self, device: torch.device | str | None = None) -> str:
@@ -644,11 +657,14 @@ class AcnModel(AcnPreTrainedModel):
 
     @torch.no_grad()
     def calibrate_vision(self, pixel_values: torch.FloatTensor, batch_size: int = 8) -> None:
-        """Choose the int8 backbone's activation ranges on these images (e.g. the first training images, so the
-        result is deterministic) and store them in `config.vision_int8_ranges`. Each range is the one torch's
-        `HistogramObserver` picks to minimise the quantisation error on the observed values (it may clip rare
-        outliers): on batches of demo pictures, a largest VGG-16 feature deviation from fp32 of 3.5-4.7%, against
-        4.35-5.1% for the observed [min, max].
+        """Calibrate the int8 backbone on these images (e.g. the first training images, so the result is
+        deterministic). For VGG-16, first the activation equalisation scales (`config.vision_int8_channel_scales`),
+        then, on the equalised trunk, one activation range per quantisation point (`config.vision_int8_ranges`):
+        the observed [min, max] of a signed activation (the input), and `[0, max * 127 / INT8_LARGEST_LEVEL]` of a
+        non-negative one; last, each conv's bias correction for its weights' rounding
+        (`config.vision_int8_bias_corrections`). See INT8_EQUALISATION_EXPONENT for why. For ResNet-152, the range torch's
+        `HistogramObserver` picks per point (least quantisation error on the observed values), which measured
+        better for it (3.6% largest deviation against 4.7%).
 
         Args:
             pixel_values (`torch.FloatTensor` of shape `(images, 3, 224, 224)`): normalised RGB, as the image
@@ -659,10 +675,18 @@ class AcnModel(AcnPreTrainedModel):
         _check_pixel_values(pixel_values)
         if self.config.vision_backbone == "clip-vit-b32":
             return  # dynamic quantisation: ranges are taken per batch
-        prepared = _prepare_int8(self.vision, pixel_values[:1].cpu(), HistogramObserver)
-        for chunk in pixel_values.cpu().split(batch_size):
-            prepared(chunk.contiguous(memory_format=torch.channels_last))
-        self.config.vision_int8_ranges = [_quantisation_range(observer) for observer in _observers(prepared)]
+        chunks = pixel_values.cpu().contiguous(memory_format=torch.channels_last).split(batch_size)
+        vgg16 = self.config.vision_backbone == "vgg16"
+        input_means, output_maxima = _vgg16_channel_statistics(self.vision, chunks) if vgg16 else (None, None)
+        scales = _equalisation_scales(output_maxima) if vgg16 else None
+        equalised = _int8_float_trunk(self.vision, scales, None)
+        prepared = _prepare_int8(equalised, chunks[0][:1], MinMaxObserver if vgg16 else HistogramObserver)
+        for chunk in chunks:
+            prepared(chunk)
+        stored_range = _range_with_largest_on_level if vgg16 else _quantisation_range
+        self.config.vision_int8_channel_scales = scales
+        self.config.vision_int8_ranges = [stored_range(observer) for observer in _observers(prepared)]
+        self.config.vision_int8_bias_corrections = _bias_corrections(equalised, _convert(prepared), input_means, scales) if vgg16 else None
         self._derived_vision.clear()
 
     def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
@@ -718,7 +742,8 @@ class AcnModel(AcnPreTrainedModel):
         device change."""
         # inference tensors (weights made under inference_mode) cannot change in place and keep no version
         versions = tuple(0 if parameter.is_inference() else parameter._version for parameter in self.vision.parameters())
-        key = (precision, str(pixel_values.device), json.dumps(self.config.vision_int8_ranges), versions)
+        calibration = json.dumps([getattr(self.config, name) for name in INT8_CALIBRATION_FIELDS])
+        key = (precision, str(pixel_values.device), calibration, versions)
         if key not in self._derived_vision:
             self._derived_vision.clear()
             if precision == "bf16":
@@ -728,7 +753,9 @@ class AcnModel(AcnPreTrainedModel):
                 torch.backends.quantized.engine = INT8_ENGINE
                 self._derived_vision[key] = torch.ao.quantization.quantize_dynamic(copy.deepcopy(self.vision).eval(), {nn.Linear})
             else:
-                self._derived_vision[key] = _convert_int8(self.vision, pixel_values[:1], self.config.vision_int8_ranges)
+                config = self.config
+                trunk = _int8_float_trunk(self.vision, config.vision_int8_channel_scales, config.vision_int8_bias_corrections)
+                self._derived_vision[key] = _convert_int8(trunk, pixel_values[:1], config.vision_int8_ranges)
         return self._derived_vision[key]
 
     def forward(
@@ -1119,8 +1146,9 @@ def _resnet_trunk_key(key):
 
 
 def _int8_qconfig_mapping(activation_observer):
-    """Per-channel symmetric int8 weights; activations with 7 bits (reduce_range) on every CPU: AVX2 CPUs without
-    VNNI need it against overflow in their 8-bit multiply-add (with 8 bits, 15% VGG-16 feature deviation there)."""
+    """Per-channel symmetric int8 weights; activations on a 7-bit grid (reduce_range) on every CPU: AVX2 CPUs without
+    VNNI need it against overflow in their 8-bit multiply-add (with an 8-bit [0, max] grid, 15% VGG-16 feature
+    deviation there)."""
     from torch.ao.quantization import QConfig, QConfigMapping
 
     activation = activation_observer.with_args(dtype=torch.quint8, reduce_range=True)
@@ -1143,6 +1171,14 @@ def _observers(prepared):
     return [module for module in prepared.modules() if isinstance(module, ObserverBase)]
 
 
+def _range_with_largest_on_level(observer) -> list[float]:
+    """VGG-16's range for one quantisation point, from the [min, max] its `MinMaxObserver` saw: a signed activation
+    keeps it; a non-negative one gets `[0, max * 127 / INT8_LARGEST_LEVEL]`, whose 7-bit grid puts max on that level
+    of the 8-bit storage."""
+    low, high = observer.min_val.item(), observer.max_val.item()
+    return [low, high] if low < 0 else [0.0, high * 127 / INT8_LARGEST_LEVEL]
+
+
 def _quantisation_range(observer) -> list[float]:
     """The [min, max] an observer quantises over: its 7-bit grid, which a `MinMaxObserver` that sees these two
     values rebuilds."""
@@ -1150,18 +1186,95 @@ def _quantisation_range(observer) -> list[float]:
     return [(observer.quant_min - zero_point) * scale, (observer.quant_max - zero_point) * scale]
 
 
+def _vgg16_channel_statistics(trunk, chunks):
+    """Per VGG-16 conv, on the calibration images: the mean of each input channel `(in_channels,)` and the largest
+    value of each output channel after ReLU `(out_channels,)`."""
+    convs = [layer for layer in trunk if isinstance(layer, nn.Conv2d)]
+    input_sums = [torch.zeros(conv.in_channels) for conv in convs]
+    output_maxima = [torch.zeros(conv.out_channels) for conv in convs]  # ReLU outputs are >= 0
+    positions = [0] * len(convs)  # pixels summed per input channel
+    for chunk in chunks:
+        hidden, index = chunk, 0  # (batch, 3, 224, 224)
+        for layer in trunk:
+            if isinstance(layer, nn.Conv2d):
+                input_sums[index] += hidden.sum(dim=(0, 2, 3))  # (in_channels,)
+                positions[index] += hidden.shape[0] * hidden.shape[2] * hidden.shape[3]
+            hidden = layer(hidden)
+            if isinstance(layer, nn.ReLU):
+                output_maxima[index] = torch.maximum(output_maxima[index], hidden.amax(dim=(0, 2, 3)))  # (out_channels,)
+                index += 1
+    return [sums / count for sums, count in zip(input_sums, positions)], output_maxima
+
+
+def _equalisation_scales(output_maxima) -> list[list[float]]:
+    """Per VGG-16 conv but the last, per output channel c: `(m_c / max m) ** INT8_EQUALISATION_EXPONENT`, with m_c
+    the channel's largest value after ReLU on the calibration images (4 significant digits)."""
+    tiny = torch.finfo(torch.float32).tiny
+    ratios = [(largest / largest.max().clamp(min=tiny)).clamp(min=INT8_SMALLEST_RATIO) for largest in output_maxima[:-1]]
+    return [_rounded(ratio**INT8_EQUALISATION_EXPONENT) for ratio in ratios]  # the last conv's channels are the features
+
+
+def _bias_corrections(equalised, int8_trunk, input_means, scales) -> list[list[float]]:
+    """Per VGG-16 conv, per output channel: the mean shift `sum(ΔW) · E[x]` that rounding its (equalised) weights to
+    int8 causes, ΔW the rounded weights less the float ones and E[x] the mean of each input channel on the
+    calibration images (divided by the previous conv's scales, as the equalised trunk sees them)."""
+    float_convs = [layer for layer in equalised if isinstance(layer, nn.Conv2d)]
+    int8_convs = [module for module in int8_trunk.modules() if isinstance(module, torch.ao.nn.quantized.Conv2d)]
+    divisors = [torch.ones_like(input_means[0])] + [torch.tensor(scale) for scale in scales]  # the input is not rescaled
+    corrections = []
+    for float_conv, int8_conv, mean, divisor in zip(float_convs, int8_convs, input_means, divisors, strict=True):
+        rounding = int8_conv.weight().dequantize() - float_conv.weight  # (out_channels, in_channels, 3, 3): ΔW
+        corrections.append(_rounded(rounding.sum(dim=(2, 3)) @ (mean / divisor)))  # (out_channels,)
+    return corrections
+
+
+def _rounded(values: torch.Tensor) -> list[float]:
+    return [float(f"{value:.{INT8_SCALE_DIGITS}g}") for value in values.tolist()]
+
+
+def _int8_float_trunk(trunk, scales, bias_corrections):
+    """The float VGG-16 trunk that int8 quantises: a copy with each conv's output channels divided by its `scales`
+    and the next conv's input channels multiplied by them (the same function: ReLU and max pooling commute with
+    positive scales), then `bias_corrections` taken off the biases. The trunk itself when both are None."""
+    if scales is None and bias_corrections is None:
+        return trunk
+    convs = [layer for layer in trunk if isinstance(layer, nn.Conv2d)]
+    _check_per_channel("vision_int8_channel_scales", scales, [conv.out_channels for conv in convs[:-1]], "each VGG-16 conv but the last")
+    _check_per_channel("vision_int8_bias_corrections", bias_corrections, [conv.out_channels for conv in convs], "each VGG-16 conv")
+    trunk = copy.deepcopy(trunk)
+    convs = [layer for layer in trunk if isinstance(layer, nn.Conv2d)]
+    with torch.no_grad():
+        for conv, following, scale in zip(convs, convs[1:], scales or []):
+            scale = torch.tensor(scale, dtype=conv.weight.dtype)  # (out_channels,)
+            conv.weight = nn.Parameter(conv.weight / scale[:, None, None, None], requires_grad=False)
+            conv.bias = nn.Parameter(conv.bias / scale, requires_grad=False)
+            following.weight = nn.Parameter(following.weight * scale[None, :, None, None], requires_grad=False)
+        for conv, correction in zip(convs, bias_corrections or []):
+            conv.bias = nn.Parameter(conv.bias - torch.tensor(correction, dtype=conv.bias.dtype), requires_grad=False)
+    return trunk
+
+
+def _check_per_channel(name, values, channels, which):
+    if values is not None and [len(layer) for layer in values] != channels:
+        raise ValueError(f"{name} must give one value per output channel of {which}, got lengths {[len(layer) for layer in values]}")
+
+
 def _convert_int8(backbone, example, ranges):
     """The int8 backbone whose activation observers saw exactly `ranges`: the same model on every rebuild."""
-    from torch.ao.quantization.quantize_fx import convert_fx
-
     prepared = _prepare_int8(backbone, example, MinMaxObserver)
     observers = _observers(prepared)
     if len(observers) != len(ranges):
         raise ValueError(f"vision_int8_ranges has {len(ranges)} ranges, the backbone has {len(observers)} quantisation points")
     for observer, (low, high) in zip(observers, ranges):
         observer(torch.tensor([low, high]))
+    return _convert(prepared)
+
+
+def _convert(prepared):
+    from torch.ao.quantization.quantize_fx import convert_fx
+
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # torch.ao marks FX quantisation deprecated in favour of the torchao package
         return convert_fx(prepared)
 
 
