@@ -178,10 +178,11 @@ def compare(label: str, runs: dict, rows: Path, work: Path, settings) -> dict:
     return results
 
 
-def same_predictions(work: Path, label: str, names) -> bool:
-    """These runs of a section wrote the same predictions (the `row` and input fields, tags, scores)."""
+def same_predictions(work: Path, label: str, names) -> bool | None:
+    """These runs of a section wrote the same predictions (the `row` and input fields, tags, scores); None for a
+    single run, which has nothing to agree with."""
     texts = {name: (work / f"{label}-{name.replace(' ', '_')}.jsonl").read_text(encoding="utf-8") for name in names}
-    return len(set(texts.values())) == 1
+    return len(set(texts.values())) == 1 if len(texts) > 1 else None
 
 
 def print_table(title: str, results: dict) -> None:

@@ -245,6 +245,7 @@ class AcnConfig(PretrainedConfig):
         self.vision_int8_ranges = _int8_ranges(vision_int8_ranges)
         self.vision_int8_channel_scales = _per_channel("vision_int8_channel_scales", vision_int8_channel_scales, positive=True)
         self.vision_int8_bias_corrections = _per_channel("vision_int8_bias_corrections", vision_int8_bias_corrections, positive=False)
+        _check_vgg16_calibration(vision_backbone, self.vision_int8_channel_scales, self.vision_int8_bias_corrections)
         kwargs.setdefault("auto_map", dict(AUTO_MAP))
         super().__init__(pad_token_id=pad_token_id, id2label=id2label, label2id=label2id, **kwargs)
 
@@ -319,12 +320,22 @@ def _per_channel(name, values, positive):
     """None, or a non-empty list (one per conv) of non-empty lists of finite (and, if asked, positive) numbers."""
     if values is None:
         return None
-    layers = [[float(value) for value in layer] for layer in values]
-    allowed = (lambda value: math.isfinite(value) and value > 0) if positive else math.isfinite
-    if not layers or any(not layer or not all(map(allowed, layer)) for layer in layers):
+
+    def allowed(value):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return number and math.isfinite(value) and (value > 0 or not positive)
+
+    layers_ok = isinstance(values, (list, tuple)) and values
+    if not layers_ok or any(not isinstance(layer, (list, tuple)) or not layer or not all(map(allowed, layer)) for layer in values):
         kind = "finite positive numbers" if positive else "finite numbers"
         raise ValueError(f"{name} must be lists of {kind}, one list per conv, got {_abridged(values)}")
-    return layers
+    return [[float(value) for value in layer] for layer in values]
+
+
+def _check_vgg16_calibration(vision_backbone, channel_scales, bias_corrections):
+    for name, value in (("vision_int8_channel_scales", channel_scales), ("vision_int8_bias_corrections", bias_corrections)):
+        if value is not None and vision_backbone != "vgg16":
+            raise ValueError(f"{name} belongs to the VGG-16 int8 calibration; vision_backbone={vision_backbone!r} has none")
 
 
 def _abridged(value, limit=200):

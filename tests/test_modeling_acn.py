@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from modeling_acn import AcnConfig, AcnForTokenClassification, AcnModel
 from modeling_acn.configuration_acn import PAPER_VARIANTS as VARIANTS
-from modeling_acn.modeling_acn import additive_attention_scores
+from modeling_acn.modeling_acn import _scatter_rows, additive_attention_scores
 
 BF16_CPU = torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
@@ -377,6 +377,12 @@ def test_bf16_autocast_trains_and_decodes(device, tiny_config, text_batch):
     assert outputs.loss.dtype == torch.float32 and torch.isfinite(outputs.loss)
     tags = model.decode(outputs.logits.to(torch.bfloat16), text_batch["attention_mask"])
     assert [len(tweet) for tweet in tags] == [5, 3, 1, 4]
+
+
+def test_rows_are_placed_back_on_devices_without_autocast():
+    fill = torch.zeros(3, 2, device="meta")  # meta tensors (shape-only runs) have no autocast to turn off
+    placed = _scatter_rows(torch.ones(2, 2, device="meta"), torch.tensor([True, False, True], device="meta"), fill)
+    assert placed.shape == (3, 2) and placed.device.type == "meta"
 
 
 @pytest.mark.parametrize("activation", ["tanh", "none"])
