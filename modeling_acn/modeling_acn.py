@@ -679,17 +679,9 @@ class AcnModel(AcnPreTrainedModel):
         if self.config.vision_backbone == "clip-vit-b32":
             return  # dynamic quantisation: ranges are taken per batch
         chunks = pixel_values.cpu().contiguous(memory_format=torch.channels_last).split(batch_size)
-        vgg16 = self.config.vision_backbone == "vgg16"
-        input_means, output_maxima = _vgg16_channel_statistics(self.vision, chunks) if vgg16 else (None, None)
-        scales = _equalisation_scales(output_maxima) if vgg16 else None
-        equalised = _int8_float_trunk(self.vision, scales, None)
-        prepared = _prepare_int8(equalised, chunks[0][:1], MinMaxObserver if vgg16 else HistogramObserver)
-        for chunk in chunks:
-            prepared(chunk)
-        stored_range = _range_with_largest_on_level if vgg16 else _quantisation_range
-        self.config.vision_int8_channel_scales = scales
-        self.config.vision_int8_ranges = [stored_range(observer) for observer in _observers(prepared)]
-        self.config.vision_int8_bias_corrections = _bias_corrections(equalised, _convert(prepared), input_means, scales) if vgg16 else None
+        calibrate = _vgg16_calibration if self.config.vision_backbone == "vgg16" else _histogram_calibration
+        for name, value in calibrate(self.vision, chunks).items():
+            setattr(self.config, name, value)
         self._derived_vision.clear()
 
     def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
@@ -1182,6 +1174,29 @@ def _as_tuples(layers):
     return None if layers is None else tuple(map(tuple, layers))
 
 
+def _histogram_calibration(trunk, chunks) -> dict:
+    """ResNet-152's int8 calibration: per quantisation point, the range torch's `HistogramObserver` picks."""
+    prepared = _prepare_int8(trunk, chunks[0][:1], HistogramObserver)
+    for chunk in chunks:
+        prepared(chunk)
+    ranges = [_quantisation_range(observer) for observer in _observers(prepared)]
+    return {"vision_int8_ranges": ranges, "vision_int8_channel_scales": None, "vision_int8_bias_corrections": None}
+
+
+def _vgg16_calibration(trunk, chunks) -> dict:
+    """VGG-16's int8 calibration (see INT8_EQUALISATION_EXPONENT): the equalisation scales, the ranges of the
+    equalised trunk and the bias corrections of its rounded weights."""
+    input_means, output_maxima = _vgg16_channel_statistics(trunk, chunks)
+    scales = _equalisation_scales(output_maxima)
+    equalised = _int8_float_trunk(trunk, scales, None)
+    prepared = _prepare_int8(equalised, chunks[0][:1], MinMaxObserver)
+    for chunk in chunks:
+        prepared(chunk)
+    ranges = [_range_with_largest_on_level(observer) for observer in _observers(prepared)]
+    corrections = _bias_corrections(equalised, _convert_int8(equalised, chunks[0][:1], ranges), input_means, scales)
+    return {"vision_int8_ranges": ranges, "vision_int8_channel_scales": scales, "vision_int8_bias_corrections": corrections}
+
+
 def _range_with_largest_on_level(observer) -> list[float]:
     """VGG-16's range for one quantisation point, from the [min, max] its `MinMaxObserver` saw: a signed activation
     keeps it; a non-negative one gets `[0, max * 127 / INT8_LARGEST_LEVEL]`, whose 7-bit grid puts max on that level
@@ -1272,20 +1287,16 @@ def _check_per_channel(name, values, channels, which):
 
 def _convert_int8(backbone, example, ranges):
     """The int8 backbone whose activation observers saw exactly `ranges`: the same model on every rebuild."""
+    from torch.ao.quantization.quantize_fx import convert_fx
+
     prepared = _prepare_int8(backbone, example, MinMaxObserver)
     observers = _observers(prepared)
     if len(observers) != len(ranges):
         raise ValueError(f"vision_int8_ranges has {len(ranges)} ranges, the backbone has {len(observers)} quantisation points")
     for observer, (low, high) in zip(observers, ranges):
         observer(torch.tensor([low, high]))
-    return _convert(prepared)
-
-
-def _convert(prepared):
-    from torch.ao.quantization.quantize_fx import convert_fx
-
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao marks FX quantisation deprecated in favour of the torchao package
+        warnings.simplefilter("ignore")
         return convert_fx(prepared)
 
 
