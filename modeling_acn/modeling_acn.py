@@ -1,8 +1,10 @@
 """Adaptive Co-attention Network for multimodal NER in tweets (Zhang, Fu, Liu, Huang, AAAI 2018).
 
-The whole forward pass lives here: character CNN, BiLSTM encoder, image backbone (VGG-16, ResNet-152 or CLIP
-ViT-B/32, in bf16, int8 or fp32), word-guided visual attention,
-image-guided textual attention, gated multimodal fusion, filtration gate and CRF.
+The paper's section 3, top to bottom: outputs, character CNN, text encoder (word embeddings or a pretrained
+transformer, then the BiLSTM), co-attention (word-guided visual attention, image-guided textual attention, gated
+multimodal fusion, filtration gate), CRF, the pre-trained base and the heads. The image trunks that give the regions
+(VGG-16, ResNet-152, CLIP ViT-B/32) and the precision they run in are in `vision_acn.py`; int8 quantisation of a
+trunk is in `quantization_acn.py`.
 
 How this file reads the paper where its text is ambiguous or garbled, each choice stated once here:
 - The attention energies are written `tanh(W_v v_I ⊕ (W_h h_t + b))` with `W_α ∈ R^{1×2k}`, i.e. concatenation.
@@ -29,24 +31,30 @@ become NaN.
 """
 
 import contextlib
-import copy
 import json
-import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import torch
-import torchvision
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from torch.ao.quantization.observer import HistogramObserver, MinMaxObserver, ObserverBase, PerChannelMinMaxObserver
-from transformers import AutoModel, CLIPVisionConfig, CLIPVisionModel, PreTrainedModel
+from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_acn import IGNORE_INDEX, INT8_CALIBRATION_FIELDS, AcnConfig
 from .pipeline_acn import custom_pipelines_entry, save_pipeline_code
+from .quantization_acn import int8_calibration, is_int8_calibrated
+from .vision_acn import (
+    AcnDerivedTrunks,
+    backbone_regions,
+    build_vision_backbone,
+    check_pixel_values,
+    effective_vision_precision,
+    load_vision_state,
+    runnable_vision_precision,
+)
 
 # Score given to forbidden transitions in constrained decoding; finite so that a row of them cannot give NaN.
 FORBIDDEN_SCORE = -1e4
@@ -58,27 +66,6 @@ CRF_INIT_RANGE = 0.1
 # (on the demo corpus ACN stayed at chance on image-decided entities for 40+ epochs). Starting selective, it found the
 # figure there after about ten epochs and reached dev F1 100 by epoch 15-17.
 VISUAL_SCORE_INIT_GAIN = 10.0
-BACKBONE_INPUT_SIZE = 224  # every backbone sees 224 x 224 images: a 7 x 7 grid of regions
-# torchvision's ResNet-152 children kept: the stem and layer1-4 (not the average pool and the classifier).
-RESNET_TRUNK_CHILDREN = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
-CLIP_CHECKPOINT = "openai/clip-vit-base-patch32"  # CLIPVisionConfig()'s defaults are this checkpoint's tower
-# int8 runs through torch.ao on x86 CPUs (oneDNN / FBGEMM kernels with VNNI or AVX2). It is auto's choice there: on
-# the 2-core EPYC of benchmarks/speed.py it ran VGG-16 about 5x faster than fp32 with VNNI and 2.7x on AVX2 alone,
-# where a bf16 copy gained 2.5x at best.
-INT8_ENGINE = "x86"
-# int8 calibration of the CNN backbones, chosen on the deviation of VGG-16's features from fp32 on both kernel kinds
-# (README, "VGG-16 features: the fastest accurate path"). Activation equalisation: each VGG-16 conv but the last divides its output channel
-# c by s_c = (m_c / max m) ** INT8_EQUALISATION_EXPONENT, m_c the channel's largest value on the calibration images,
-# and the next conv multiplies its input channel c by s_c: the same float function, with channels that fill the
-# per-tensor int8 grid more evenly. Grid: activations use a 7-bit grid (scale = range / 127, which AVX2 kernels need
-# against overflow in their 8-bit multiply-add) stored in 8 bits (levels up to 255), and the largest calibration value
-# of a non-negative activation is put on level INT8_LARGEST_LEVEL: finer steps than [0, max] on 127 levels, with room
-# for pictures brighter than the calibration ones. Bias correction: rounding each conv's weights to int8 shifts its
-# outputs by a mean of sum(ΔW) · E[x]; that amount, measured on the calibration images, is taken off its bias.
-INT8_EQUALISATION_EXPONENT = 0.5
-INT8_LARGEST_LEVEL = 224
-INT8_SCALE_DIGITS = 4  # significant digits of the stored scales and bias corrections (config.json stays small)
-INT8_SMALLEST_RATIO = 1e-4  # m_c / max m of a channel that stayed 0 on the calibration images (no zero scale)
 # Keyword arguments that transformers' Trainer passes to any model whose forward takes **kwargs.
 TRAINER_KEYWORDS = frozenset({"num_items_in_batch"})
 
@@ -586,7 +573,7 @@ class AcnModel(AcnPreTrainedModel):
         else:
             self.vision = None
             self.co_attention = None
-        self._derived_vision = {}  # the frozen backbone in bf16 or int8, rebuilt when its weights or calibration change
+        self._derived_vision = AcnDerivedTrunks()  # the frozen trunk's bf16 or int8 copy
         self.post_init()
 
     def train(self, mode: bool = True):
@@ -628,7 +615,7 @@ class AcnModel(AcnPreTrainedModel):
         """
         if self.vision is None:
             raise ValueError("this model has no vision trunk (use_image=False)")
-        state, metadata = _vision_state(self.config.vision_backbone, path)
+        state, metadata = load_vision_state(self.config.vision_backbone, path)
         backbone = metadata.get("vision_backbone", self.config.vision_backbone)
         if backbone != self.config.vision_backbone:
             raise ValueError(f"{path} holds a {backbone!r} backbone, this model has vision_backbone={self.config.vision_backbone!r}")
@@ -644,30 +631,17 @@ class AcnModel(AcnPreTrainedModel):
         quantise their inputs per batch), else bf16 where the device has bf16 kernels, else fp32. A forced `"bf16"`
         or `"int8"` the device cannot run falls back to fp32, as does int8 for a backbone that trains.
         """
-        precision = self._runnable_vision_precision(device)
-        if precision == "int8" and not self._int8_calibrated():
-            if self.config.vision_precision == "int8":
-                raise ValueError(
-                    "vision_precision='int8' needs the backbone's activation ranges: call calibrate_vision(pixel_values) "
-                    "with a few images first"
-                )
-            return "bf16" if _supports_bf16(self._device(device)) else "fp32"
-        return precision
+        return effective_vision_precision(self.config, self._device(device))
 
     def needs_vision_calibration(self, device: torch.device | str | None = None) -> bool:
         """True when the int8 backbone would run on `device` but has no activation ranges yet (`calibrate_vision`)."""
-        return self._runnable_vision_precision(device) == "int8" and not self._int8_calibrated()
+        return runnable_vision_precision(self.config, self._device(device)) == "int8" and not is_int8_calibrated(self.config)
 
     @torch.no_grad()
     def calibrate_vision(self, pixel_values: torch.FloatTensor, batch_size: int = 8) -> None:
         """Calibrate the int8 backbone on these images (e.g. the first training images, so the result is
-        deterministic). For VGG-16, first the activation equalisation scales (`config.vision_int8_channel_scales`),
-        then, on the equalised trunk, one activation range per quantisation point (`config.vision_int8_ranges`):
-        the observed [min, max] of a signed activation (the input), and `[0, max * 127 / INT8_LARGEST_LEVEL]` of a
-        non-negative one; last, each conv's bias correction for its weights' rounding
-        (`config.vision_int8_bias_corrections`). See INT8_EQUALISATION_EXPONENT for why. For ResNet-152, the range torch's
-        `HistogramObserver` picks per point (least quantisation error on the observed values), which measured
-        better for it (3.6% largest deviation against 4.7%).
+        deterministic), and store the calibration in the config (`INT8_CALIBRATION_FIELDS`, see
+        `quantization_acn.int8_calibration` and docs/int8.md). The CLIP tower needs none.
 
         Args:
             pixel_values (`torch.FloatTensor` of shape `(images, 3, 224, 224)`): normalised RGB, as the image
@@ -675,12 +649,10 @@ class AcnModel(AcnPreTrainedModel):
         """
         if self.vision is None:
             raise ValueError("this model has no vision trunk (use_image=False)")
-        _check_pixel_values(pixel_values)
-        if self.config.vision_backbone == "clip-vit-b32":
-            return  # dynamic quantisation: ranges are taken per batch
+        check_pixel_values(pixel_values)
         chunks = pixel_values.cpu().contiguous(memory_format=torch.channels_last).split(batch_size)
-        calibrate = _vgg16_calibration if self.config.vision_backbone == "vgg16" else _histogram_calibration
-        for name, value in calibrate(self.vision, chunks).items():
+        calibration = int8_calibration(self.vision, self.config.vision_backbone, chunks)
+        for name, value in (calibration or {}).items():
             setattr(self.config, name, value)
         self._derived_vision.clear()
 
@@ -688,7 +660,7 @@ class AcnModel(AcnPreTrainedModel):
         """The backbone's region features `(batch, 49, image_feature_dim)`, regions in row-major 7 x 7 order:
         VGG-16 pool5 (512), ResNet-152 layer4 (2048) or CLIP ViT-B/32 patch tokens without CLS (768).
 
-        Runs in `effective_vision_precision()`.
+        Runs in `effective_vision_precision()`: a frozen float32 trunk runs through its bf16 or int8 copy.
 
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch, 3, 224, 224)`): RGB normalised as the backbone's
@@ -696,63 +668,27 @@ class AcnModel(AcnPreTrainedModel):
         """
         if self.vision is None:
             raise ValueError("this model has no vision trunk (use_image=False)")
-        _check_pixel_values(pixel_values)
+        check_pixel_values(pixel_values)
+        backbone = self.config.vision_backbone
         precision = self.effective_vision_precision(pixel_values.device)
-        backbone_dtype = next(self.vision.parameters()).dtype  # a model loaded with dtype=torch.bfloat16 has a bf16 backbone
-        if self.config.vision_backbone != "clip-vit-b32":
+        trunk_dtype = next(self.vision.parameters()).dtype  # a model loaded with dtype=torch.bfloat16 has a bf16 backbone
+        if backbone != "clip-vit-b32":
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)  # oneDNN's fast convolution layout
-        if backbone_dtype == torch.float32 and precision != "fp32" and self.config.freeze_vision:
-            backbone = self._derived_backbone(precision, pixel_values)
+        if trunk_dtype == torch.float32 and precision != "fp32" and self.config.freeze_vision:
+            trunk = self._derived_vision.get(self.vision, self.config, precision, pixel_values)
             inputs = pixel_values.to(torch.bfloat16) if precision == "bf16" else pixel_values
             with torch.no_grad():
-                return _backbone_regions(backbone, self.config.vision_backbone, inputs).float()  # (batch, 49, channels)
-        pixel_values = pixel_values.to(backbone_dtype)  # image processors give float32; a 16-bit backbone runs as it is
+                return backbone_regions(trunk, backbone, inputs).float()  # (batch, 49, channels)
+        pixel_values = pixel_values.to(trunk_dtype)  # image processors give float32; a 16-bit backbone runs as it is
         with (
             torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_vision),
-            torch.autocast(pixel_values.device.type, dtype=torch.bfloat16, enabled=precision == "bf16" and backbone_dtype == torch.float32),
+            torch.autocast(pixel_values.device.type, dtype=torch.bfloat16, enabled=precision == "bf16" and trunk_dtype == torch.float32),
         ):
-            regions = _backbone_regions(self.vision, self.config.vision_backbone, pixel_values)  # (batch, 49, channels)
+            regions = backbone_regions(self.vision, backbone, pixel_values)  # (batch, 49, channels)
         return regions.float()
-
-    def _runnable_vision_precision(self, device):
-        """The precision `vision_precision` asks for on `device`, calibration aside."""
-        device = self._device(device)
-        requested = self.config.vision_precision
-        int8_runs = device.type == "cpu" and self.config.freeze_vision and INT8_ENGINE in torch.backends.quantized.supported_engines
-        if requested in ("auto", "int8") and int8_runs:
-            return "int8"
-        if requested in ("auto", "bf16") and _supports_bf16(device):
-            return "bf16"
-        return "fp32"
 
     def _device(self, device) -> torch.device:
         return self.device if device is None else torch.device(device)
-
-    def _int8_calibrated(self) -> bool:
-        return self.config.vision_backbone == "clip-vit-b32" or self.config.vision_int8_ranges is not None
-
-    def _derived_backbone(self, precision, pixel_values):
-        """The frozen backbone's copy in bf16 (weights cast once, where autocast casts them on every call: about
-        1.2x faster on CPU) or int8; rebuilt when the weights (their in-place versions), the calibration or the
-        device change."""
-        # inference tensors (weights made under inference_mode) cannot change in place and keep no version
-        versions = tuple(0 if parameter.is_inference() else parameter._version for parameter in self.vision.parameters())
-        # compared by value as nested tuples, 0.2 ms a call (json.dumps of a VGG-16 calibration took 3 ms a call)
-        calibration = tuple(_as_tuples(getattr(self.config, name)) for name in INT8_CALIBRATION_FIELDS)
-        key = (precision, str(pixel_values.device), calibration, versions)
-        if key not in self._derived_vision:
-            self._derived_vision.clear()
-            if precision == "bf16":
-                layout = torch.preserve_format if self.config.vision_backbone == "clip-vit-b32" else torch.channels_last
-                self._derived_vision[key] = copy.deepcopy(self.vision).to(dtype=torch.bfloat16, memory_format=layout)
-            elif self.config.vision_backbone == "clip-vit-b32":
-                torch.backends.quantized.engine = INT8_ENGINE
-                self._derived_vision[key] = torch.ao.quantization.quantize_dynamic(copy.deepcopy(self.vision).eval(), {nn.Linear})
-            else:
-                config = self.config
-                trunk = _int8_float_trunk(self.vision, config.vision_int8_channel_scales, config.vision_int8_bias_corrections)
-                self._derived_vision[key] = _convert_int8(trunk, pixel_values[:1], config.vision_int8_ranges)
-        return self._derived_vision[key]
 
     def forward(
         self,
@@ -905,7 +841,7 @@ class AcnModel(AcnPreTrainedModel):
             return image_features[image_mask].to(dtype)  # (images, regions, 512)
         if pixel_values is None:
             return None
-        _check_pixel_values(pixel_values, batch=shape[0])
+        check_pixel_values(pixel_values, batch=shape[0])
         if not image_mask.any():
             return None
         return self.get_image_features(pixel_values[image_mask]).to(dtype)  # (images, regions, 512)
@@ -1066,238 +1002,6 @@ def _check_labels(labels, word_mask, num_labels):
     if ((real < 0) | (real >= num_labels)).any():
         raise ValueError(f"labels of real words must be in [0, {num_labels}), got {sorted(set(real.tolist()))}")
     return labels
-
-
-def _supports_bf16(device):
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
-def _check_pixel_values(pixel_values, batch=None):
-    expected_batch = pixel_values.shape[0] if batch is None else batch
-    if tuple(pixel_values.shape) != (expected_batch, 3, BACKBONE_INPUT_SIZE, BACKBONE_INPUT_SIZE):
-        raise ValueError(
-            f"pixel_values must have shape ({'batch' if batch is None else batch}, 3, {BACKBONE_INPUT_SIZE}, "
-            f"{BACKBONE_INPUT_SIZE}), got shape {tuple(pixel_values.shape)}"
-        )
-
-
-# --- image backbones ---------------------------------------------------------------------------------------------
-
-
-def build_vision_backbone(vision_backbone: str) -> nn.Module:
-    """The backbone with untrained weights (`AcnModel.load_vision_weights` loads the published ones)."""
-    if vision_backbone == "vgg16":
-        # VGG-16 ("D") conv trunk up to pool5, built alone: the 120M-parameter classifier is never needed
-        return torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
-    if vision_backbone == "resnet152":
-        # batch norm keeps torchvision's initialisation, with zero_init_residual: each block starts as the identity.
-        # A frozen random trunk otherwise doubles its activations' variance in each of its 50 blocks (eval-mode
-        # batch norm does not rescale), past float16's range, in which features are cached.
-        resnet = torchvision.models.resnet152(weights=None, zero_init_residual=True)
-        return nn.Sequential(*(getattr(resnet, name) for name in RESNET_TRUNK_CHILDREN))
-    if vision_backbone == "clip-vit-b32":
-        return CLIPVisionModel(CLIPVisionConfig())
-    raise ValueError(f"vision_backbone must be 'vgg16', 'resnet152' or 'clip-vit-b32', got {vision_backbone!r}")
-
-
-def _backbone_regions(backbone, vision_backbone, pixel_values):
-    """Run `backbone` (float or int8) and return its regions `(batch, 49, channels)` in row-major 7 x 7 order."""
-    if vision_backbone == "clip-vit-b32":
-        tokens = backbone(pixel_values=pixel_values).last_hidden_state  # (batch, 1 + 49, 768): CLS first
-        return tokens[:, 1:]  # (batch, 49, 768)
-    grid = backbone(pixel_values)  # (batch, channels, 7, 7)
-    return grid.flatten(2).transpose(1, 2)  # (batch, 49, channels)
-
-
-def _vision_state(vision_backbone, path):
-    """The backbone's state dict from `path` (None: the published weights) and the file's metadata."""
-    from safetensors import safe_open
-
-    if path is None:
-        if vision_backbone == "clip-vit-b32":
-            return CLIPVisionModel.from_pretrained(CLIP_CHECKPOINT).state_dict(), {}
-        weights = {"vgg16": torchvision.models.VGG16_Weights, "resnet152": torchvision.models.ResNet152_Weights}[vision_backbone]
-        state, metadata = weights.IMAGENET1K_V1.get_state_dict(progress=True), {}
-    elif str(path).endswith(".safetensors"):
-        with safe_open(str(path), framework="pt") as file:
-            state = {key: file.get_tensor(key) for key in file.keys()}
-            metadata = file.metadata() or {}
-    elif vision_backbone == "clip-vit-b32":
-        return CLIPVisionModel.from_pretrained(path).state_dict(), {}
-    else:
-        state, metadata = torch.load(path, map_location="cpu", weights_only=True), {}
-    if vision_backbone == "vgg16" and any(key.startswith("features.") for key in state):
-        state = {key.removeprefix("features."): value for key, value in state.items() if key.startswith("features.")}
-    if vision_backbone == "resnet152" and "conv1.weight" in state:
-        state = {_resnet_trunk_key(key): value for key, value in state.items() if not key.startswith("fc.")}
-    return state, metadata
-
-
-def _resnet_trunk_key(key):
-    """torchvision ResNet key -> its name in the trunk's `nn.Sequential` (`layer1.0.conv1.weight` -> `4.0.conv1.weight`)."""
-    child, rest = key.split(".", 1)
-    return f"{RESNET_TRUNK_CHILDREN.index(child)}.{rest}"
-
-
-def _int8_qconfig_mapping(activation_observer):
-    """Per-channel symmetric int8 weights; activations on a 7-bit grid (reduce_range) on every CPU: AVX2 CPUs without
-    VNNI multiply-add pairs of 8-bit values into saturating 16-bit sums (with an 8-bit [0, max] grid, 15% VGG-16
-    feature deviation there). The grid is stored in 8 bits, and VGG-16's calibration puts its largest values on levels
-    above 127 (up to 255): pairs of two such values times large weights can still saturate on AVX2; measured harmless
-    on the demo pictures (2.2-3.5% deviation with AVX2 kernels), not measured with trained weights."""
-    from torch.ao.quantization import QConfig, QConfigMapping
-
-    activation = activation_observer.with_args(dtype=torch.quint8, reduce_range=True)
-    weight = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
-    return QConfigMapping().set_global(QConfig(activation=activation, weight=weight))
-
-
-def _prepare_int8(backbone, example, activation_observer):
-    """An observed copy of the backbone (conv, batch norm and ReLU fused) in torch.ao's FX graph mode."""
-    from torch.ao.quantization.quantize_fx import prepare_fx
-
-    torch.backends.quantized.engine = INT8_ENGINE
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao marks FX quantisation deprecated in favour of the torchao package
-        return prepare_fx(copy.deepcopy(backbone).eval(), _int8_qconfig_mapping(activation_observer), example_inputs=(example,))
-
-
-def _observers(prepared):
-    """The activation observers of a prepared backbone, in graph order."""
-    return [module for module in prepared.modules() if isinstance(module, ObserverBase)]
-
-
-def _as_tuples(layers):
-    """A calibration field (None, or a list of lists of numbers) as nested tuples: hashable, compared by value."""
-    return None if layers is None else tuple(map(tuple, layers))
-
-
-def _histogram_calibration(trunk, chunks) -> dict:
-    """ResNet-152's int8 calibration: per quantisation point, the range torch's `HistogramObserver` picks."""
-    prepared = _prepare_int8(trunk, chunks[0][:1], HistogramObserver)
-    for chunk in chunks:
-        prepared(chunk)
-    ranges = [_quantisation_range(observer) for observer in _observers(prepared)]
-    return {"vision_int8_ranges": ranges, "vision_int8_channel_scales": None, "vision_int8_bias_corrections": None}
-
-
-def _vgg16_calibration(trunk, chunks) -> dict:
-    """VGG-16's int8 calibration (see INT8_EQUALISATION_EXPONENT): the equalisation scales, the ranges of the
-    equalised trunk and the bias corrections of its rounded weights."""
-    input_means, output_maxima = _vgg16_channel_statistics(trunk, chunks)
-    scales = _equalisation_scales(output_maxima)
-    equalised = _int8_float_trunk(trunk, scales, None)
-    prepared = _prepare_int8(equalised, chunks[0][:1], MinMaxObserver)
-    for chunk in chunks:
-        prepared(chunk)
-    ranges = [_range_with_largest_on_level(observer) for observer in _observers(prepared)]
-    corrections = _bias_corrections(equalised, _convert_int8(equalised, chunks[0][:1], ranges), input_means, scales)
-    return {"vision_int8_ranges": ranges, "vision_int8_channel_scales": scales, "vision_int8_bias_corrections": corrections}
-
-
-def _range_with_largest_on_level(observer) -> list[float]:
-    """VGG-16's range for one quantisation point, from the [min, max] its `MinMaxObserver` saw: a signed activation
-    keeps it; a non-negative one gets `[0, max * 127 / INT8_LARGEST_LEVEL]`, whose 7-bit grid puts max on that level
-    of the 8-bit storage."""
-    low, high = observer.min_val.item(), observer.max_val.item()
-    return [low, high] if low < 0 else [0.0, high * 127 / INT8_LARGEST_LEVEL]
-
-
-def _quantisation_range(observer) -> list[float]:
-    """The [min, max] an observer quantises over: its 7-bit grid, which a `MinMaxObserver` that sees these two
-    values rebuilds."""
-    scale, zero_point = (value.item() for value in observer.calculate_qparams())
-    return [(observer.quant_min - zero_point) * scale, (observer.quant_max - zero_point) * scale]
-
-
-def _vgg16_channel_statistics(trunk, chunks):
-    """Per VGG-16 conv, on the calibration images: the mean of each input channel `(in_channels,)` and the largest
-    value of each output channel after ReLU `(out_channels,)`."""
-    convs = [layer for layer in trunk if isinstance(layer, nn.Conv2d)]
-    input_sums = [torch.zeros(conv.in_channels) for conv in convs]
-    output_maxima = [torch.zeros(conv.out_channels) for conv in convs]  # ReLU outputs are >= 0
-    positions = [0] * len(convs)  # pixels summed per input channel
-    for chunk in chunks:
-        hidden, index = chunk, 0  # (batch, 3, 224, 224)
-        for layer in trunk:
-            if isinstance(layer, nn.Conv2d):
-                input_sums[index] += hidden.sum(dim=(0, 2, 3))  # (in_channels,)
-                positions[index] += hidden.shape[0] * hidden.shape[2] * hidden.shape[3]
-            hidden = layer(hidden)
-            if isinstance(layer, nn.ReLU):
-                output_maxima[index] = torch.maximum(output_maxima[index], hidden.amax(dim=(0, 2, 3)))  # (out_channels,)
-                index += 1
-    return [sums / count for sums, count in zip(input_sums, positions)], output_maxima
-
-
-def _equalisation_scales(output_maxima) -> list[list[float]]:
-    """Per VGG-16 conv but the last, per output channel c: `(m_c / max m) ** INT8_EQUALISATION_EXPONENT`, with m_c
-    the channel's largest value after ReLU on the calibration images (4 significant digits)."""
-    tiny = torch.finfo(torch.float32).tiny
-    ratios = [(largest / largest.max().clamp(min=tiny)).clamp(min=INT8_SMALLEST_RATIO) for largest in output_maxima[:-1]]
-    return [_rounded(ratio**INT8_EQUALISATION_EXPONENT) for ratio in ratios]  # the last conv's channels are the features
-
-
-def _bias_corrections(equalised, int8_trunk, input_means, scales) -> list[list[float]]:
-    """Per VGG-16 conv, per output channel: the mean shift `sum(ΔW) · E[x]` that rounding its (equalised) weights to
-    int8 causes, ΔW the rounded weights less the float ones and E[x] the mean of each input channel on the
-    calibration images (divided by the previous conv's scales, as the equalised trunk sees them)."""
-    float_convs = [layer for layer in equalised if isinstance(layer, nn.Conv2d)]
-    int8_convs = [module for module in int8_trunk.modules() if isinstance(module, torch.ao.nn.quantized.Conv2d)]
-    divisors = [torch.ones_like(input_means[0])] + [torch.tensor(scale) for scale in scales]  # the input is not rescaled
-    corrections = []
-    for float_conv, int8_conv, mean, divisor in zip(float_convs, int8_convs, input_means, divisors, strict=True):
-        rounding = int8_conv.weight().dequantize() - float_conv.weight  # (out_channels, in_channels, 3, 3): ΔW
-        corrections.append(_rounded(rounding.sum(dim=(2, 3)) @ (mean / divisor)))  # (out_channels,)
-    return corrections
-
-
-def _rounded(values: torch.Tensor) -> list[float]:
-    return [float(f"{value:.{INT8_SCALE_DIGITS}g}") for value in values.tolist()]
-
-
-def _int8_float_trunk(trunk, scales, bias_corrections):
-    """The float VGG-16 trunk that int8 quantises: a copy with each conv's output channels divided by its `scales`
-    and the next conv's input channels multiplied by them (the same function: ReLU and max pooling commute with
-    positive scales), then `bias_corrections` taken off the biases. The trunk itself when both are None."""
-    if scales is None and bias_corrections is None:
-        return trunk
-    convs = [layer for layer in trunk if isinstance(layer, nn.Conv2d)]
-    _check_per_channel("vision_int8_channel_scales", scales, [conv.out_channels for conv in convs[:-1]], "each VGG-16 conv but the last")
-    _check_per_channel("vision_int8_bias_corrections", bias_corrections, [conv.out_channels for conv in convs], "each VGG-16 conv")
-    trunk = copy.deepcopy(trunk)
-    convs = [layer for layer in trunk if isinstance(layer, nn.Conv2d)]
-    with torch.no_grad():
-        for conv, following, scale in zip(convs, convs[1:], scales or []):
-            scale = torch.tensor(scale, dtype=conv.weight.dtype)  # (out_channels,)
-            conv.weight = nn.Parameter(conv.weight / scale[:, None, None, None], requires_grad=False)
-            conv.bias = nn.Parameter(conv.bias / scale, requires_grad=False)
-            following.weight = nn.Parameter(following.weight * scale[None, :, None, None], requires_grad=False)
-        for conv, correction in zip(convs, bias_corrections or []):
-            conv.bias = nn.Parameter(conv.bias - torch.tensor(correction, dtype=conv.bias.dtype), requires_grad=False)
-    return trunk
-
-
-def _check_per_channel(name, values, channels, which):
-    if values is not None and [len(layer) for layer in values] != channels:
-        raise ValueError(f"{name} must give one value per output channel of {which}, got lengths {[len(layer) for layer in values]}")
-
-
-def _convert_int8(backbone, example, ranges):
-    """The int8 backbone whose activation observers saw exactly `ranges`: the same model on every rebuild."""
-    from torch.ao.quantization.quantize_fx import convert_fx
-
-    prepared = _prepare_int8(backbone, example, MinMaxObserver)
-    observers = _observers(prepared)
-    if len(observers) != len(ranges):
-        raise ValueError(f"vision_int8_ranges has {len(ranges)} ranges, the backbone has {len(observers)} quantisation points")
-    for observer, (low, high) in zip(observers, ranges):
-        observer(torch.tensor([low, high]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return convert_fx(prepared)
 
 
 AcnModel.register_for_auto_class("AutoModel")

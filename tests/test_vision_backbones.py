@@ -26,15 +26,15 @@ from dataset_script.twitter_mner import (
     main,
     read_vision_settings,
 )
-from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnModel, modeling_acn
+from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnModel, quantization_acn
 from modeling_acn.image_processing_acn import BACKBONE_PREPROCESSING
 from tests.corpus_fixtures import write_corpus, write_images
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import train_acn  # noqa: E402
 
-NO_BF16 = mock.patch("modeling_acn.modeling_acn._supports_bf16", return_value=False)
-HAS_BF16 = mock.patch("modeling_acn.modeling_acn._supports_bf16", return_value=True)
+NO_BF16 = mock.patch("modeling_acn.vision_acn.supports_bf16", return_value=False)
+HAS_BF16 = mock.patch("modeling_acn.vision_acn.supports_bf16", return_value=True)
 X86_INT8 = "x86" in torch.backends.quantized.supported_engines
 VGG16_INT8_POINTS = 1 + 13  # the input and each conv + ReLU; max pooling keeps its input's scale
 SMALL = dict(vocab_size=5, char_vocab_size=5, word_embedding_dim=4, hidden_size=8, attention_size=4)
@@ -74,7 +74,7 @@ def test_bad_backbone_settings_are_refused():
 
 def test_a_config_saved_before_backbones_loads_unchanged():
     saved = AcnConfig().to_dict()
-    for key in ("vision_backbone", *modeling_acn.INT8_CALIBRATION_FIELDS):
+    for key in ("vision_backbone", *quantization_acn.INT8_CALIBRATION_FIELDS):
         saved.pop(key)
     saved["vision_precision"] = "bf16"  # the old default, written into every old config.json
     config = AcnConfig.from_dict(saved)
@@ -239,20 +239,20 @@ def test_calibration_equalises_the_channels_puts_each_largest_value_on_its_level
     pixels = demo_pixels("vgg16", 3, seed=1)
     model.calibrate_vision(pixels, batch_size=2)
     _, maxima = vgg16_channel_statistics(model.vision, pixels)
-    ratios = [(channel_max / channel_max.max()).clamp(min=modeling_acn.INT8_SMALLEST_RATIO) for channel_max in maxima[:-1]]
-    scales = [ratio**modeling_acn.INT8_EQUALISATION_EXPONENT for ratio in ratios]
+    ratios = [(channel_max / channel_max.max()).clamp(min=quantization_acn.INT8_SMALLEST_RATIO) for channel_max in maxima[:-1]]
+    scales = [ratio**quantization_acn.INT8_EQUALISATION_EXPONENT for ratio in ratios]
     stored = model.config.vision_int8_channel_scales
     assert [len(layer) for layer in stored] == [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512]
     for layer, expected in zip(stored, scales):
         torch.testing.assert_close(torch.tensor(layer), expected, rtol=1e-3, atol=1e-6)  # 4 significant digits
     # the equalised trunk computes the same function
-    equalised = modeling_acn._int8_float_trunk(model.vision, stored, None)
+    equalised = quantization_acn._int8_float_trunk(model.vision, stored, None)
     with torch.no_grad():
         torch.testing.assert_close(equalised(pixels), model.vision(pixels), rtol=1e-4, atol=1e-5)
     # ranges: the input's observed [min, max]; each conv's largest equalised value (m_c / s_c) on level 224 of 255
     equalised_maxima = [channel_max / torch.tensor(scale) for channel_max, scale in zip(maxima, stored)] + maxima[-1:]
     expected = [[pixels.min().item(), pixels.max().item()]]
-    expected += [[0.0, channel_max.max().item() * 127 / modeling_acn.INT8_LARGEST_LEVEL] for channel_max in equalised_maxima]
+    expected += [[0.0, channel_max.max().item() * 127 / quantization_acn.INT8_LARGEST_LEVEL] for channel_max in equalised_maxima]
     assert len(model.config.vision_int8_ranges) == VGG16_INT8_POINTS
     torch.testing.assert_close(torch.tensor(model.config.vision_int8_ranges), torch.tensor(expected), rtol=1e-4, atol=1e-6)
     # bias corrections: sum(ΔW) · E[x] per output channel, on the equalised trunk
@@ -276,7 +276,7 @@ def test_resnet152_calibration_stores_the_ranges_a_histogram_observer_chooses():
     model.calibrate_vision(pixels, batch_size=1)
     assert model.config.vision_int8_channel_scales is None  # equalisation is VGG-16's alone
     # brute force: one histogram observer per quantisation point, fed that point's float values batch by batch
-    prepared = modeling_acn._prepare_int8(model.vision, pixels[:1], HistogramObserver)
+    prepared = quantization_acn._prepare_int8(model.vision, pixels[:1], HistogramObserver)
     values = {}
     for name, module in prepared.named_modules():
         if isinstance(module, HistogramObserver):
@@ -301,7 +301,7 @@ def test_the_int8_vgg16_trunk_is_built_equalised_by_the_stored_scales():
     model.calibrate_vision(pixels)
     config = model.config
     # the float trunk that int8 quantises: biases b / s - correction, brute force
-    trunk = modeling_acn._int8_float_trunk(model.vision, config.vision_int8_channel_scales, config.vision_int8_bias_corrections)
+    trunk = quantization_acn._int8_float_trunk(model.vision, config.vision_int8_channel_scales, config.vision_int8_bias_corrections)
     original = [layer for layer in model.vision if isinstance(layer, torch.nn.Conv2d)]
     built = [layer for layer in trunk if isinstance(layer, torch.nn.Conv2d)]
     for index, (before, after) in enumerate(zip(original, built, strict=True)):
