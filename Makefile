@@ -37,6 +37,6 @@ space: $(STAMP)
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
 
-# README's table of bad inputs, rebuilt from the tests marked bad_input (they run; a failing one says so)
+# docs/reliability.md's table of bad inputs, rebuilt from the tests marked bad_input (they run; a failing one says so)
 reliability-table: $(STAMP)
-	$(BIN)/python -m pytest -q -m bad_input --reliability-table README.md tests/test_reliability.py tests/test_checkpoints.py
+	$(BIN)/python -m pytest -q -m bad_input --reliability-table docs/reliability.md tests/test_reliability.py tests/test_checkpoints.py

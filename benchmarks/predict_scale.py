@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from speed import cpu_capabilities
+from acn_mner.cpu import cpu_capabilities
 
-from acn_commands.atomic import write_text
+from acn_mner.atomic import write_text
 from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnPipeline, AcnProcessor, AcnTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,11 +47,12 @@ import json, resource, runpy, sys, time
 script, report = sys.argv[1], sys.argv[2]
 sys.argv = [script, *sys.argv[3:]]
 start = time.perf_counter()
-runpy.run_path(script, run_name="__main__")
+runpy.run_path(script, run_name="__main__") if script.endswith(".py") else runpy.run_module(script, run_name="__main__", alter_sys=True)
 seconds = time.perf_counter() - start
 kib = {"self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}
 open(report, "w").write(json.dumps({"seconds": seconds, "main_peak_rss_mib": kib["self"] / 1024, "largest_worker_peak_rss_mib": kib["children"] / 1024}))
-"""  # runs one acn-predict in a fresh process and reports its time and peak memory
+"""  # runs one acn-predict (a script file, or a module name) in a fresh process and reports its time and peak memory
+AFTER = "acn_mner.predict"  # this tree's acn-predict, run as a module (it imports its package relatively)
 
 
 def parse_args(argv=None):
@@ -110,10 +111,13 @@ def write_rows(path: Path, count: int, images: list[str], image_every: int) -> P
 
 
 def before_script(folder: Path) -> Path:
-    """acn-predict as of `BEFORE_COMMIT`, written beside the inputs (it imports this tree's other modules)."""
+    """acn-predict as of `BEFORE_COMMIT`, written beside the inputs (it imports this tree's other modules, under the
+    names they have had since the library became `acn_mner`)."""
     source = subprocess.run(
         ["git", "show", f"{BEFORE_COMMIT}:acn_commands/predict.py"], cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout
+    source = source.replace("from acn_commands.atomic import", "from acn_mner.atomic import")
+    source = source.replace("from dataset_script.twitter_mner import", "from acn_mner.corpus import")
     path = folder / "predict_before.py"
     path.write_text(source, encoding="utf-8")
     return path
@@ -138,7 +142,7 @@ def tree_pss_mib(pid: int) -> float:
     return total / 1024
 
 
-def run_predict(script: Path, model: Path, rows: Path, output: Path, extra: list[str], settings) -> dict:
+def run_predict(script: Path | str, model: Path, rows: Path, output: Path, extra: list[str], settings) -> dict:
     """One acn-predict run in a fresh process: seconds, peak memories, and the output's line count."""
     report = output.with_suffix(".report.json")
     command = [
@@ -154,7 +158,7 @@ def run_predict(script: Path, model: Path, rows: Path, output: Path, extra: list
             peak_pss = max(peak_pss, tree_pss_mib(process.pid))
             time.sleep(SAMPLE_SECONDS)
     if process.returncode != 0:
-        raise RuntimeError(f"{script.name} on {rows.name} failed:\n{log.read_text(encoding='utf-8')[-3000:]}")
+        raise RuntimeError(f"{script} on {rows.name} failed:\n{log.read_text(encoding='utf-8')[-3000:]}")
     result = json.loads(report.read_text())
     with open(output, encoding="utf-8") as lines:
         result["output_lines"] = sum(1 for _ in lines)
@@ -212,7 +216,7 @@ def main(argv=None):
         default_model = save_model(work / "model_default", "auto", [work / name for name in images])
         precision = AcnForTokenClassification.from_pretrained(default_model).effective_vision_precision(args.device)
         results["settings"]["default_vision_precision"] = precision
-        after = ROOT / "acn_commands" / "predict.py"
+        after = AFTER
         before = {} if args.no_before else {"before, fp32 backbone": (before_script(work), fp32_model, [])}
         fp32_runs = {**before, "after, 0 workers, fp32 backbone": (after, fp32_model, ["--num_workers", "0"])}
         default_runs = {f"after, {n} workers, {precision} backbone": (after, default_model, ["--num_workers", str(n)]) for n in args.workers}

@@ -16,19 +16,16 @@ text alone every image is missing. Writes table4.json and table4.md.
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
+from acn_mner import train as train_acn
+from acn_mner.atomic import write_text
+from acn_mner.baselines import train_feature_crf, train_token_classification
+from acn_mner.data import load_corpus
+from acn_mner.evaluation import entity_types, gold_tags, load_metric, score
 
-import train_acn  # noqa: E402
-from acn_commands.atomic import write_text  # noqa: E402
-from feature_crf import train_feature_crf  # noqa: E402
-from token_classification_peer import train_token_classification  # noqa: E402
-from acn_data import load_corpus  # noqa: E402
-from ner_report import entity_types, gold_tags, load_metric, score  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # Zhang et al. (2018), Table 2, Twitter-2015 test: per-type F1, then overall precision, recall, F1.
 PAPER = {

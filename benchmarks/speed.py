@@ -15,7 +15,6 @@ precision the CPU lacks (bf16 without bf16 kernels runs about 7x slower than fp3
 
 import argparse
 import json
-import os
 import platform
 import resource
 import subprocess
@@ -29,7 +28,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from acn_commands.atomic import write_text
+from acn_mner.atomic import write_text
+from acn_mner.cpu import cpu_capabilities, isa_limit_warning
 from modeling_acn import IGNORE_INDEX, VISION_BACKBONES, AcnConfig, AcnCrf, AcnForTokenClassification, AcnImageProcessor
 from modeling_acn import modeling_acn
 from modeling_acn.configuration_acn import INT8_CALIBRATION_FIELDS
@@ -43,8 +43,6 @@ TWITTER2015 = ROOT.parent / "shared" / "data" / "twitter2015"
 EPOCH_TWEETS = 4000  # Twitter-2015 train split
 CRF_TAGS, CRF_LENGTH = 9, 35
 INFERENCE_PROBE_BATCH = 8  # tweets with images in the peak-memory probe
-# What limits each kernel library to AVX2 (an AVX2-only CPU measured on a newer one): oneDNN, ATen, FBGEMM.
-ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "FBGEMM_ENABLE_INSTRUCTIONS")
 
 
 def parse_args(argv=None):
@@ -56,29 +54,6 @@ def parse_args(argv=None):
     parser.add_argument("--only", choices=["vision", "text_encoders"], help="Run one part alone (its JSON goes to --output): the VGG-16 paths and the backbones, or the text encoders.")
     parser.add_argument("--memory_probe", choices=["train", "infer"], help=argparse.SUPPRESS)  # child process mode
     return parser.parse_args(argv)
-
-
-def cpu_capabilities() -> dict:
-    """What decides CPU speed here: the vector flags the kernel reports and the ISA torch dispatches to."""
-    flags = set()
-    if Path("/proc/cpuinfo").is_file():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
-    return {"flags": [flag for flag in wanted if flag in flags], "torch_capability": torch.backends.cpu.get_cpu_capability(),
-            "bf16_kernels": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-            "isa_limits": {name: os.environ[name] for name in ISA_LIMITS if name in os.environ}}  # fmt: skip
-
-
-def isa_limit_warning(capabilities) -> str | None:
-    """oneDNN and ATen follow their limits, FBGEMM (most int8 kernels) only its own: a partial limit measures int8 on
-    the full CPU."""
-    limits = capabilities["isa_limits"]
-    if limits and len(limits) < len(ISA_LIMITS):
-        return f"only {', '.join(limits)} set: set all of {', '.join(ISA_LIMITS)} to measure an AVX2-only CPU"
-    return None
 
 
 def timed(function, repeats, warmup=1, device="cpu"):
@@ -116,7 +91,7 @@ def bf16_matmul_gflops(device):
 def tweet_words(count):
     """Real Twitter-2015 training tweets when the corpus is present, else synthetic ones of similar lengths."""
     if (TWITTER2015 / "train.txt").is_file():
-        from dataset_script.twitter_mner import read_corpus
+        from acn_mner.corpus import read_corpus
 
         tweets = [tweet.tokens for tweet in read_corpus(TWITTER2015)["train"]]
     else:
@@ -150,7 +125,7 @@ def text_batch(processor, tweets, device):
 def demo_pictures(vision_backbone, count, device, seed=0):
     """Demo-corpus pictures (a coloured figure among grey distractors on noise), processed for the backbone: real
     images for calibration and for measuring deviations, where random pixels would exaggerate them."""
-    from dataset_script import demo_corpus
+    from acn_mner import demo_corpus
 
     rng = np.random.default_rng(seed)
     images = [demo_corpus.draw_image(rng, demo_corpus.ENTITY_TYPES[index % 4]) for index in range(count)]
@@ -351,8 +326,7 @@ def bench_feature_reading(processor, tweets, args):
     try:  # the training stack; a lent GPU machine may have only torch and transformers
         from datasets import Array2D, Dataset, Features, List, Value, load_from_disk
 
-        sys.path.insert(0, str(ROOT / "examples"))
-        from acn_data import model_rows
+        from acn_mner.data import model_rows
 
         from modeling_acn import AcnDataCollator
     except ImportError as error:

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 from accelerate import Accelerator
-from acn_data import image_source, load_corpus, model_rows
-from ner_report import gold_tags, load_metric, predict_split, score, table2, write_json, write_predictions
+from acn_mner.data import image_source, load_corpus, model_rows
+from acn_mner.evaluation import gold_tags, load_metric, predict_split, score, table2, write_json, write_predictions
 from torch.utils.data import DataLoader
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
 from transformers.utils import cached_file

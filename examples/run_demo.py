@@ -17,10 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-import train_acn
+import datasets
+from acn_mner import train as train_acn
 
-from acn_commands.atomic import write_bytes, write_text
-from dataset_script import demo_corpus, twitter_mner
+from acn_mner.atomic import write_bytes, write_text
+from acn_mner import demo_corpus
+from acn_mner.corpus import load_twitter_mner
+from acn_mner.export import export_parquet
+from acn_mner.feature_cache import feature_extractor, save_feature_cache
 from modeling_acn import VISION_BACKBONES, VISION_PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +44,7 @@ model = AutoModelForTokenClassification.from_pretrained(folder, trust_remote_cod
 processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
 print(f"reloaded {type(model).__module__}.{type(model).__name__} and {type(processor).__module__}.{type(processor).__name__}")
 tagger = pipeline("multimodal-ner", model=folder, trust_remote_code=True)
-from acn_commands.explain import explain_tweet  # the project's drawing code; the model above came from the folder
+from acn_mner.explain import explain_tweet  # the project's drawing code; the model above came from the folder
 
 print(tagger(sys.argv[4], image=image))
 explain_tweet(tagger, sys.argv[4], image, picture)
@@ -60,16 +64,15 @@ def parse_args(argv=None):
 
 def build_features(output_dir: Path, seed: int, vision_backbone: str, vision_precision: str) -> Path:
     corpus = demo_corpus.write_demo_corpus(output_dir / "corpus", seed=seed)
-    dataset = twitter_mner.load_twitter_mner(corpus, corpus / demo_corpus.IMAGE_DIR)
-    twitter_mner.export_parquet(
-        dataset, output_dir / "dataset", source="acn-mner demo corpus", corpus="demo", overwrite=True
-    )
+    dataset = load_twitter_mner(corpus, corpus / demo_corpus.IMAGE_DIR)
+    export_parquet(dataset, output_dir / "dataset", source="acn-mner demo corpus", corpus="demo", overwrite=True)
     features = output_dir / "features"
-    twitter_mner.main(
-        ["cache-features", "--dataset", str(output_dir / "dataset"), "--vision_weights", "random", "--seed", str(seed),
-         "--vision_backbone", vision_backbone, "--vision_precision", vision_precision, "--output_dir", str(features), "--cache_dir", str(output_dir / "cache"),
-         "--device", "cpu"]
-    )  # fmt: skip
+    model, image_processor = feature_extractor(
+        vision_weights="random", vision_backbone=vision_backbone, vision_precision=vision_precision, seed=seed
+    )
+    cache_dir = output_dir / "cache"
+    exported = datasets.load_dataset(str(output_dir / "dataset"), cache_dir=str(cache_dir))
+    save_feature_cache(exported, model, image_processor, features, device="cpu", cache_dir=cache_dir)
     return features
 
 

@@ -107,7 +107,7 @@ class AcnTokenizer(PreTrainedTokenizer):
         replace_users: map @mentions to `<user>`.
         replace_digits: map every digit to `0`.
         hashtags_as_words: look a hashtag up under its word (`#NBA` shares `NBA`'s vector; a quarter of Twitter-2015's
-            training hashtags are entities). `from_corpus` turns it on (chosen on Twitter-2015 dev; see the README);
+            training hashtags are entities). `from_corpus` turns it on (chosen on Twitter-2015 dev; see docs/benchmarks.md);
             off here, so that a tokenizer saved before the option existed reloads unchanged.
         max_word_length: characters kept per word; the rest are cut.
         min_char_width: smallest width of the character axis, so the widest char-CNN kernel always fits.
@@ -119,7 +119,7 @@ class AcnTokenizer(PreTrainedTokenizer):
         subword_word_forms: give the pretrained encoder URLs as the word `url` and hashtags without their `#`
             (`subword_form`), as the word lookup does: a t.co link is 10-20 meaningless subwords, and `#Oscars`
             would otherwise be read from its `#`. Off by default: with MiniLM-L6 it cost 0.34 dev F1 on
-            Twitter-2015 (see the README), although it cuts the encoder's input by 41%.
+            Twitter-2015 (see docs/benchmarks.md), although it cuts the encoder's input by 41%.
     """
 
     vocab_files_names = VOCAB_FILES_NAMES

@@ -6,7 +6,7 @@
 takes a tweet and a photo and shows the tweet with its entities highlighted by type, a table of the entities with
 their scores, one row per word with its tag, score and two gates, and the picture of `acn-explain` (the photo
 under each entity word's visual attention, and the gates as bars). Its examples are the first tweets of the demo
-corpus's test split, drawn again by `dataset_script/demo_corpus.py`.
+corpus's test split, drawn again by `acn_mner/demo_corpus.py`.
 
 On a Hugging Face Space the model comes from the Space variable `ACN_MODEL` (and `ACN_TRUST_REMOTE_CODE=1` to
 run the model folder's own code rather than this package's classes).
@@ -24,9 +24,9 @@ import numpy as np
 from matplotlib.colors import to_hex
 from PIL import Image
 
-from acn_commands.explain import draw_explanation, entity_colors
-from acn_commands.predict import parse_device
-from dataset_script import demo_corpus
+from acn_mner.explain import draw_explanation, entity_colors
+from acn_mner.predict import parse_device
+from acn_mner import demo_corpus
 from modeling_acn import AcnPipeline
 
 logger = logging.getLogger(__name__)

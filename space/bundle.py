@@ -14,14 +14,14 @@ import logging
 import shutil
 from pathlib import Path
 
-from acn_commands.atomic import atomic_path, write_text
+from acn_mner.atomic import atomic_path, write_text
 
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE_DIR = ROOT / "space"
 SPACE_FILES = ("app.py", "README.md")  # README.md is the Space card: its YAML header configures the Space
-PACKAGES = ("modeling_acn", "acn_commands", "dataset_script")  # setup.cfg's packages
+PACKAGES = ("modeling_acn", "acn_mner")  # setup.cfg's packages
 
 
 def install_requires(setup_cfg: Path = ROOT / "setup.cfg") -> list[str]:
@@ -37,7 +37,7 @@ def requirements_text() -> str:
 
 def package_sources(root: Path = ROOT) -> list[Path]:
     """The package's Python files, relative to `root`."""
-    return sorted(path.relative_to(root) for package in PACKAGES for path in (root / package).glob("*.py"))
+    return sorted(path.relative_to(root) for package in PACKAGES for path in (root / package).rglob("*.py"))
 
 
 def bundle_sources() -> list[tuple[Path, Path]]:

@@ -10,11 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-
-import train_acn  # noqa: E402
-
-from modeling_acn import AcnForTokenClassification  # noqa: E402
+from acn_mner import train as train_acn
+from modeling_acn import AcnForTokenClassification
 
 
 def record(probe_dir: Path) -> dict:

@@ -15,12 +15,9 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-
-import acn_checkpoint  # noqa: E402
-import train_acn  # noqa: E402
-
-from modeling_acn import AcnForTokenClassification  # noqa: E402
+from acn_mner import checkpoint as acn_checkpoint
+from acn_mner import train as train_acn
+from modeling_acn import AcnForTokenClassification
 
 POINTS = ("training_step", "checkpoint_write", "before_rename", "best_model_write")
 

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from acn_commands import predict
+from acn_mner import predict
 
 if __name__ == "__main__":
     probe_dir, batches = Path(sys.argv[1]), []

@@ -12,22 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from .corpus_fixtures import write_corpus
-from .test_train_acn import TINY_FLAGS, TWEETS, run_training
+from .training_fixtures import TINY_FLAGS, run_evaluate, run_training
 
-import acn_checkpoint  # noqa: E402  (examples/ is on sys.path through test_train_acn)
-import evaluate_acn  # noqa: E402
+from acn_mner import checkpoint as acn_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--patience", "10", "--dropout", "0.3"]  # dropout: the RNG state must be restored too
 NUM_EPOCHS = 4
 BATCHES_PER_EPOCH = 3  # six tweets, batch size 2
 COMPARED = ("test_overall_f1", "validation_overall_f1", "best_epoch", "epochs_trained")
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("corpus"), {"train": TWEETS, "validation": TWEETS, "test": TWEETS})
 
 
 @pytest.fixture(scope="module")
@@ -125,9 +118,9 @@ def test_evaluate_runs_folder_code_only_when_trusted(corpus, uninterrupted, tmp_
     marker = tmp_path / "folder-code-ran"
     with open(folder / "modeling_acn.py", "a", encoding="utf-8") as code:
         code.write(f"\nimport pathlib\npathlib.Path({str(marker)!r}).touch()\n")
-    results = evaluate_acn.main(["--model", str(folder), "--dataset", str(corpus)])
+    results = run_evaluate(folder, corpus, tmp_path / "installed")
     assert not marker.exists() and results["overall_f1"] == uninterrupted[1]["test_overall_f1"]
-    evaluate_acn.main(["--model", str(folder), "--dataset", str(corpus), "--trust_remote_code"])
+    run_evaluate(folder, corpus, tmp_path / "trusted", "--trust_remote_code")
     assert marker.exists()
 
 

@@ -1,8 +1,10 @@
+"""acn-explain and `explain_tweet`: the attention picture, its panels per variant, the tagged text, and refusals."""
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from acn_commands.explain import draw_explanation, explain_tweet, main, tagged_text
+from acn_mner.explain import draw_explanation, explain_tweet, main, tagged_text
 from tests.pipeline_fixtures import TWEET, striped_image, tiny_pipeline
 
 

@@ -2,7 +2,6 @@
 (the exporter's --push_to_hub), with the Hub API mocked: every file sent is checked, nothing leaves the machine."""
 
 import json
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,14 +14,13 @@ from fsspec.implementations.local import LocalFileSystem
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, hf_api
 from huggingface_hub.errors import EntryNotFoundError
 
-from dataset_script import twitter_mner
-from tests.corpus_fixtures import write_corpus
+from acn_mner import dataset_card, dataset_command, export
+from acn_mner.corpus import load_twitter_mner
 from tests.pipeline_fixtures import tiny_pipeline
-from tests.test_train_acn import TINY_FLAGS, TWEETS
+from tests.training_fixtures import TINY_FLAGS
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
-import train_acn  # noqa: E402
+from acn_mner import train as train_acn
 
 MODEL_CODE = {
     "configuration_acn.py", "modeling_acn.py", "pipeline_acn.py", "processing_acn.py", "image_processing_acn.py",
@@ -92,11 +90,6 @@ def card_yaml(text: str) -> dict:
 # --- the model repository ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("corpus"), {"train": TWEETS, "validation": TWEETS, "test": TWEETS})
-
-
 @pytest.mark.slow
 def test_train_push_sends_the_final_model_and_results_never_checkpoints(corpus, tmp_path, hub):
     output_dir = tmp_path / "out"
@@ -144,7 +137,7 @@ def test_push_refuses_a_card_without_hub_ids(corpus, tmp_path, capsys):
 
 
 def test_card_names_the_pretrained_encoder_as_base_model(tmp_path):
-    from model_card import card_data
+    from acn_mner.model_card import card_data
 
     args = train_acn.parse_args(["--dataset", "someone/twitter-2015", "--output_dir", str(tmp_path),
                                  "--text_encoder", "sentence-transformers/all-MiniLM-L6-v2"])  # fmt: skip
@@ -191,7 +184,7 @@ def test_model_and_processor_push_to_hub_send_a_folder_the_pipeline_loads(hub, t
 
 @pytest.fixture(scope="module")
 def demo_export(tmp_path_factory):
-    from dataset_script import demo_corpus
+    from acn_mner import demo_corpus
 
     root = tmp_path_factory.mktemp("demo")
     folder = demo_corpus.write_demo_corpus(root / "corpus", seed=0, num_train=6, num_valid=3, num_test=3)
@@ -202,7 +195,7 @@ def test_exporter_push_sends_the_card_and_shards_and_deletes_stale_remote_shards
     output_dir = tmp_path / "export"
     output_dir.mkdir()
     (output_dir / "notes.txt").write_text("the user's own file")  # in the folder, not part of the export
-    twitter_mner.main(["--data_dir", str(demo_export), "--image_dir", str(demo_export / "images"), "--output_dir",
+    dataset_command.main(["--data_dir", str(demo_export), "--image_dir", str(demo_export / "images"), "--output_dir",
                        str(output_dir), "--corpus", "demo", "--overwrite", "--push_to_hub", "someone/acn-demo",
                        "--hub_private_repo"])  # fmt: skip
     assert hub.repos == [{"repo_id": "someone/acn-demo", "repo_type": "dataset", "private": True, "exist_ok": True}]
@@ -216,9 +209,9 @@ def test_exporter_push_sends_the_card_and_shards_and_deletes_stale_remote_shards
 
 
 def test_demo_card_cites_itself_and_twitter_cards_cite_their_papers(demo_export, tmp_path):
-    dataset = twitter_mner.load_twitter_mner(demo_export, demo_export / "images")
+    dataset = load_twitter_mner(demo_export, demo_export / "images")
     cards = {
-        corpus: twitter_mner.export_parquet(dataset, tmp_path / corpus, source="corpus", corpus=corpus).read_text()
+        corpus: export.export_parquet(dataset, tmp_path / corpus, source="corpus", corpus=corpus).read_text()
         for corpus in ("demo", "twitter-2015", "twitter-2017")
     }
     demo = card_yaml(cards["demo"])
@@ -230,19 +223,19 @@ def test_demo_card_cites_itself_and_twitter_cards_cite_their_papers(demo_export,
     assert "@inproceedings{lu2018visual" in cards["twitter-2017"] and "zhang2018adaptive" not in cards["twitter-2017"]
     assert card_yaml(cards["twitter-2015"])["license"] == "unknown"
     with pytest.raises(ValueError, match="corpus must be one of \\['demo', 'twitter-2015', 'twitter-2017'\\], got 'twitter'"):
-        twitter_mner.export_parquet(dataset, tmp_path / "x", source="corpus", corpus="twitter")
+        export.export_parquet(dataset, tmp_path / "x", source="corpus", corpus="twitter")
 
 
 @pytest.mark.parametrize("num_examples, category", [(0, "n<1K"), (999, "n<1K"), (1000, "1K<n<10K"), (8257, "1K<n<10K"),
                                                     (99_999, "10K<n<100K"), (10**6, "n>1M")])  # fmt: skip
 def test_size_category_bounds(num_examples, category):
-    assert twitter_mner.size_category(num_examples) == category
+    assert dataset_card.size_category(num_examples) == category
 
 
 def test_export_card_metadata_is_what_push_to_hub_writes(demo_export, tmp_path):
     """The card's configs and dataset_info equal those DatasetDict.push_to_hub computes for the same splits."""
-    dataset = twitter_mner.load_twitter_mner(demo_export, demo_export / "images")
-    ours = card_yaml(twitter_mner.export_parquet(dataset, tmp_path / "ours", source="c", corpus="demo").read_text())
+    dataset = load_twitter_mner(demo_export, demo_export / "images")
+    ours = card_yaml(export.export_parquet(dataset, tmp_path / "ours", source="c", corpus="demo").read_text())
     empty_repo = tmp_path / "empty_repo"
     empty_repo.mkdir()
     splits = [datasets.SplitInfo(name=split, num_bytes=part.data.nbytes, num_examples=part.num_rows)

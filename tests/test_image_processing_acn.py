@@ -1,3 +1,6 @@
+"""AcnImageProcessor: every image mode to normalised 224 x 224 RGB, missing images, per-call overrides, EXIF rotation,
+save and reload, and errors that name the bad value."""
+
 import numpy as np
 import pytest
 import torch

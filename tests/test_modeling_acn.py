@@ -11,9 +11,9 @@ from modeling_acn import AcnConfig, AcnForTokenClassification, AcnModel
 from modeling_acn.configuration_acn import PAPER_VARIANTS as VARIANTS
 from modeling_acn.modeling_acn import _scatter_rows, additive_attention_scores
 
-BF16_CPU = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
 from .conftest import TINY_SIZES, make_batch
+
+BF16_CPU = torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 CO_ATTENTION_LAYERS = {
     "image_projection",

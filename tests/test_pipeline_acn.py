@@ -1,3 +1,6 @@
+"""AcnPipeline (the multimodal-ner pipeline): output schema and offsets, entity grouping, batching, features or
+pixels or no image, CRF marginals against enumeration, errors, and loading saved folders in this and a fresh process."""
+
 import itertools
 import json
 import os
@@ -10,7 +13,6 @@ from transformers import AutoModelForTokenClassification, pipeline
 
 from modeling_acn import AcnPipeline, AcnTokenizer
 from modeling_acn.pipeline_acn import entity_spans, grouped_entities, tag_marginals
-from tests.conftest import make_batch
 from tests.pipeline_fixtures import TWEET, striped_image, tiny_pipeline
 
 

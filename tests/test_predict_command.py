@@ -1,3 +1,6 @@
+"""acn-predict: JSONL, CSV and corpus inputs in order with per-row errors, the feature cache, worker processes, lazy
+reading, and two processes under accelerate launch."""
+
 import json
 import logging
 import os
@@ -10,11 +13,11 @@ import pytest
 import torch
 from datasets import Dataset, DatasetDict
 
-from acn_commands.predict import main, parse_args, read_rows, run
+from acn_mner.predict import main, parse_args, read_rows, run
 from modeling_acn import AcnPipeline
 from tests.corpus_fixtures import corpus_text
 from tests.pipeline_fixtures import TWEET, striped_image, tiny_pipeline
-from tests.test_train_acn import free_port
+from tests.training_fixtures import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

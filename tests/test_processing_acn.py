@@ -1,7 +1,9 @@
+"""AcnProcessor: one batch with every model input, label alignment, text-only batches, errors, and a fresh-process
+load through the Auto classes."""
+
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch

@@ -9,8 +9,8 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from acn_commands import predict
-from dataset_script.twitter_mner import CorpusFormatError, read_split_file
+from acn_mner import predict
+from acn_mner.corpus import CorpusFormatError, read_split_file
 from tests.pipeline_fixtures import tiny_pipeline
 
 PARSER_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

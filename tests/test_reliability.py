@@ -16,8 +16,10 @@ import torch
 from datasets import Dataset, DatasetDict
 from PIL import Image
 
-from acn_commands import explain, predict
-from dataset_script.twitter_mner import check_features_output_dir, export_parquet, load_twitter_mner, read_image
+from acn_mner import explain, predict
+from acn_mner.corpus import load_twitter_mner, read_image
+from acn_mner.export import export_parquet
+from acn_mner.feature_cache import check_features_output_dir
 from modeling_acn import AcnImageProcessor
 from modeling_acn import image_processing_acn
 from tests.corpus_fixtures import corpus_text, encode, write_corpus
@@ -330,8 +332,9 @@ def test_explain_refuses_to_write_over_its_image(tmp_path):
     assert (tmp_path / "photo.png").read_bytes() == before
 
 
-def test_readme_table_lists_exactly_the_bad_input_tests(tmp_path):
-    """The README's table is the one the marked tests produce (collected here; `make reliability-table` runs them)."""
+def test_reliability_table_lists_exactly_the_bad_input_tests(tmp_path):
+    """docs/reliability.md's table is the one the marked tests produce (collected here; `make reliability-table` runs
+    them)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -346,10 +349,10 @@ def test_readme_table_lists_exactly_the_bad_input_tests(tmp_path):
         cwd=root, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert collected.returncode == 0, collected.stdout[-3000:]
-    readme = (root / "README.md").read_text(encoding="utf-8")
-    in_readme = readme.split(RELIABILITY_TABLE_START, 1)[1].split(RELIABILITY_TABLE_END, 1)[0].strip()
-    assert in_readme == table.read_text(encoding="utf-8").strip(), "README is stale: run `make reliability-table`"
-    assert "| `acn-predict --input X --output X` | refused" in in_readme  # the table is not empty
+    document = (root / "docs" / "reliability.md").read_text(encoding="utf-8")
+    in_document = document.split(RELIABILITY_TABLE_START, 1)[1].split(RELIABILITY_TABLE_END, 1)[0].strip()
+    assert in_document == table.read_text(encoding="utf-8").strip(), "docs/reliability.md is stale: run `make reliability-table`"
+    assert "| `acn-predict --input X --output X` | refused" in in_document  # the table is not empty
 
 
 @pytest.mark.bad_input("a file that is no image format at all", "refused as `corrupt`, with the same message on every run")

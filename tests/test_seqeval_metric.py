@@ -1,11 +1,11 @@
 """The local seqeval metric against hand-computed scores, including an orphan I- tag."""
 
-from pathlib import Path
-
 import evaluate
 import pytest
 
-METRIC_PATH = str(Path(__file__).resolve().parents[1] / "metrics" / "seqeval_mner")
+from acn_mner import evaluation
+
+METRIC_PATH = str(evaluation.METRIC_PATH)
 
 
 @pytest.fixture(scope="module")

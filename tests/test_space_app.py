@@ -6,7 +6,6 @@ import importlib.util
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,8 +18,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dataset_script import demo_corpus
+from acn_mner import demo_corpus
 from tests.pipeline_fixtures import striped_image, tiny_pipeline
+from tests.training_fixtures import free_port
 
 gr = pytest.importorskip("gradio", reason="gradio is not installed: the app extra, pip install -e '.[app]' (make setup)")
 
@@ -202,12 +202,6 @@ def browser_paths():
             "(Debian: apt-get install chromium chromium-driver; .ci/run installs them)"
         )
     return shutil.which("chromium"), shutil.which("chromedriver")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until_serving(server: subprocess.Popen, url: str, log: Path) -> None:

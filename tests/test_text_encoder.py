@@ -231,8 +231,7 @@ def test_the_pipeline_reports_the_same_words_and_offsets_as_the_paper_encoder(ti
 
 @pytest.mark.slow
 def test_train_acn_fine_tunes_a_pretrained_encoder_and_scores_every_word(tiny_bert, tmp_path):
-    sys.path.insert(0, str(ROOT / "examples"))
-    import train_acn
+    from acn_mner import train as train_acn
 
     long_words = [(word, "B-PER" if word in ("Obama", "Merkel", "Macron") else "O") for word in LONG_TWEET.split()]
     tweets = [("1", [("Obama", "B-PER"), ("visits", "O"), ("Paris", "B-LOC")]), ("2", long_words)]
@@ -266,8 +265,7 @@ def encoder_flags(tiny_bert):
 def test_a_resumed_fine_tune_ends_like_an_uninterrupted_one(tiny_bert, tmp_path, monkeypatch):
     """Warm-up and linear decay are per optimiser step, here with gradient accumulation: the scheduler, both
     learning rates and the RNG must all come back from the checkpoint of epoch 2."""
-    sys.path.insert(0, str(ROOT / "examples"))
-    import train_acn
+    from acn_mner import train as train_acn
 
     corpus = encoder_corpus(tmp_path / "corpus")
     flags = [*encoder_flags(tiny_bert), "--gradient_accumulation_steps", "2", "--num_epochs", "4"]

@@ -1,3 +1,6 @@
+"""AcnTokenizer: the vocabulary, tweet normalisation, word splitting with exact offsets, character ids, padding and
+truncation, save and reload, and pretrained word embeddings from a GloVe file."""
+
 import json
 
 import pytest

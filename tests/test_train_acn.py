@@ -1,8 +1,8 @@
-"""End-to-end runs of examples/train_acn.py and examples/evaluate_acn.py on a tiny corpus."""
+"""End-to-end runs of the training script (acn_mner.train, examples/train_acn.py) and examples/evaluate_acn.py on a
+tiny corpus, in one process and with two processes under accelerate launch."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,37 +13,11 @@ import pytest
 import torch
 from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
 
-from .corpus_fixtures import write_corpus
+from acn_mner import train as train_acn
+
+from .training_fixtures import TINY_FLAGS, TWEETS, free_port, run_evaluate, run_training
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
-
-import evaluate_acn  # noqa: E402
-import train_acn  # noqa: E402
-
-TWEETS = [
-    ("101", [("Obama", "B-PER"), ("visits", "O"), ("Paris", "B-LOC"), ("today", "O")]),
-    ("102", [("RT", "O"), ("@nba", "O"), (":", "O"), ("Chicago", "B-ORG"), ("Bulls", "I-ORG"), ("win", "O")]),
-    ("103", [("Watching", "O"), ("Star", "B-OTHER"), ("Wars", "I-OTHER"), ("with", "O"), ("Anna", "B-PER")]),
-    ("104", [("Snow", "O"), ("in", "O"), ("New", "B-LOC"), ("York", "I-LOC"), ("http://t.co/x", "O")]),
-    ("105", [("Google", "B-ORG"), ("hires", "O"), ("Merkel", "B-PER")]),
-    ("106", [("#love", "O"), ("London", "B-LOC"), ("and", "O"), ("iPhone", "B-OTHER")]),
-]
-TINY_FLAGS = [
-    "--word_embedding_dim", "16", "--hidden_size", "16", "--dropout", "0.0", "--batch_size", "2",
-    "--learning_rate", "0.02", "--seed", "1", "--word_dropout", "0",
-]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """The same six tweets as train, validation and test: a model that learns must reach F1 1.0."""
-    return write_corpus(tmp_path_factory.mktemp("corpus"), {"train": TWEETS, "validation": TWEETS, "test": TWEETS})
-
-
-def run_training(corpus, output_dir, *extra):
-    train_acn.main(["--dataset", str(corpus), "--output_dir", str(output_dir), *TINY_FLAGS, *extra])
-    return json.loads((output_dir / "all_results.json").read_text())
 
 
 def test_overfits_a_tiny_corpus_and_writes_every_output(corpus, tmp_path):
@@ -63,7 +37,7 @@ def test_overfits_a_tiny_corpus_and_writes_every_output(corpus, tmp_path):
     entities = tagger("Obama visits Paris today")
     assert [(entity["entity_group"], entity["word"]) for entity in entities] == [("PER", "Obama"), ("LOC", "Paris")]
 
-    evaluated = evaluate_acn.main(["--model", str(tmp_path), "--dataset", str(corpus), "--output_dir", str(tmp_path / "eval")])
+    evaluated = run_evaluate(tmp_path, corpus, tmp_path / "eval")
     assert evaluated["overall_f1"] == 1.0 and (tmp_path / "eval" / "test_predictions.txt").is_file()
 
 
@@ -95,12 +69,6 @@ def test_resumed_run_ends_like_an_uninterrupted_one(corpus, tmp_path):
     for key in ("test_overall_f1", "validation_overall_f1", "best_epoch", "epochs_trained"):
         assert resumed[key] == uninterrupted[key], key
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.slow

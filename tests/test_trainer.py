@@ -1,7 +1,5 @@
 """A plain transformers.Trainer trains and evaluates ACN with the package's collator and CRF-decoded metrics."""
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,11 +18,10 @@ from modeling_acn import (
     AcnViterbiTags,
 )
 from tests.conftest import TINY_SIZES
-from tests.test_train_acn import TWEETS
+from tests.training_fixtures import TWEETS
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
-from ner_report import load_metric, score  # noqa: E402
+from acn_mner.evaluation import load_metric, score
 
 LABELS = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-OTHER", "I-OTHER", "B-PER", "I-PER"]
 

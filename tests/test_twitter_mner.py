@@ -11,22 +11,11 @@ from PIL import Image
 from seqeval.metrics.sequence_labeling import get_entities
 from seqeval.scheme import IOB2, Entities
 
-from dataset_script.twitter_mner import (
-    VISION_WEIGHTS_FILE,
-    CorpusFormatError,
-    ImageProblem,
-    cache_image_features,
-    count_lenient_entities,
-    count_orphan_inside_tags,
-    count_strict_entities,
-    export_parquet,
-    load_twitter_mner,
-    main,
-    parse_label_map,
-    read_image,
-    read_vision_settings,
-    tag_sequences,
-)
+from acn_mner.corpus import CorpusFormatError, ImageProblem, load_twitter_mner, parse_label_map, read_image
+from acn_mner.dataset_card import count_lenient_entities, count_orphan_inside_tags, count_strict_entities, tag_sequences
+from acn_mner.dataset_command import main
+from acn_mner.export import export_parquet
+from acn_mner.feature_cache import VISION_WEIGHTS_FILE, cache_image_features, read_vision_settings
 from modeling_acn import AcnConfig, AcnImageProcessor, AcnModel
 from tests.corpus_fixtures import (
     BLUE,
@@ -502,7 +491,7 @@ def test_real_twitter2015_text():
 
 
 def test_feature_cache_key_ignores_weights_outside_the_trunk(image_dataset):
-    from dataset_script.twitter_mner import image_features_fingerprint
+    from acn_mner.feature_cache import image_features_fingerprint
 
     model = AcnModel(AcnConfig(vocab_size=5, char_vocab_size=5, hidden_size=8, attention_size=4, word_embedding_dim=4))
     processor = AcnImageProcessor()

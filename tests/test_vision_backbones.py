@@ -4,8 +4,6 @@ seeded weights: nothing here downloads."""
 import argparse
 import json
 import logging
-import sys
-from pathlib import Path
 from unittest import mock
 
 import datasets
@@ -17,21 +15,16 @@ import torchvision
 from safetensors.torch import save_file
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from dataset_script import demo_corpus
-from dataset_script.twitter_mner import (
-    VISION_WEIGHTS_FILE,
-    export_parquet,
-    image_features_fingerprint,
-    load_twitter_mner,
-    main,
-    read_vision_settings,
-)
+from acn_mner import demo_corpus
+from acn_mner.corpus import load_twitter_mner
+from acn_mner.dataset_command import main
+from acn_mner.export import export_parquet
+from acn_mner.feature_cache import VISION_WEIGHTS_FILE, image_features_fingerprint, read_vision_settings
 from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnModel, quantization_acn
 from modeling_acn.image_processing_acn import BACKBONE_PREPROCESSING
 from tests.corpus_fixtures import write_corpus, write_images
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-import train_acn  # noqa: E402
+from acn_mner import train as train_acn
 
 NO_BF16 = mock.patch("modeling_acn.vision_acn.supports_bf16", return_value=False)
 HAS_BF16 = mock.patch("modeling_acn.vision_acn.supports_bf16", return_value=True)

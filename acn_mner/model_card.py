@@ -3,11 +3,12 @@ the results tables."""
 
 from pathlib import Path
 
-from acn_commands.atomic import atomic_path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from ner_report import table2
 
 from modeling_acn import PAPER_TEXT_ENCODER
+
+from .atomic import atomic_path
+from .evaluation import table2
 
 LICENSE = "apache-2.0"  # the project's (setup.cfg, LICENSE); the weights are released under it too
 CARD_TEMPLATE = """\

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import datasets
 
-from dataset_script.twitter_mner import load_twitter_mner
+from .corpus import load_twitter_mner
 
 SPLITS = ("train", "validation", "test")
 

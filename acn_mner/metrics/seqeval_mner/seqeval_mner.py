@@ -1,6 +1,6 @@
 """Entity-level precision, recall and F1 for BIO tagging, lenient (conlleval) and strict IOB2, as an `evaluate` metric.
 
-Load it offline by path: `evaluate.load("metrics/seqeval_mner")`.
+Load it offline by path: `acn_mner.evaluation.load_metric()`, i.e. `evaluate.load(acn_mner.evaluation.METRIC_PATH)`.
 
 - lenient: seqeval's default chunking, the conlleval convention of the MNER literature; an `I-X` that follows
   `O` or another type starts a new entity (5207 gold entities on the Twitter-2015 test split).
@@ -38,7 +38,7 @@ Returns:
     `strict_overall_precision`, `strict_overall_recall`, `strict_overall_f1`, `strict_num_gold_entities`;
     per entity type `TYPE: {precision, recall, f1, number}` (lenient) and `strict_TYPE: {...}`.
 Example:
-    >>> metric = evaluate.load("metrics/seqeval_mner")
+    >>> metric = evaluate.load(str(acn_mner.evaluation.METRIC_PATH))
     >>> metric.compute(predictions=[["B-PER", "I-PER", "O"]], references=[["B-PER", "I-PER", "O"]])["overall_f1"]
     1.0
 """

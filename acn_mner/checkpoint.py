@@ -28,7 +28,7 @@ import torch
 from accelerate.logging import get_logger
 from safetensors.torch import load_model, save_model
 
-from acn_commands.atomic import replace_folder
+from .atomic import replace_folder
 
 logger = get_logger(__name__)
 

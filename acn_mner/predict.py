@@ -41,11 +41,16 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 from transformers.pipelines.base import pad_collate_fn
 
-from acn_commands.atomic import atomic_path, refuse_overwriting_inputs, temporary_name
-from dataset_script.twitter_mner import CorpusFormatError, image_path, parse_tweet, split_blocks
 from modeling_acn import AcnPipeline
-from modeling_acn.image_processing_acn import AcnImageError, load_image_file, upright_rgb
+from modeling_acn.image_processing_acn import (
+    AcnImageError,
+    load_image_file,
+    upright_rgb,
+)
 from modeling_acn.pipeline_acn import as_image_features
+
+from .atomic import atomic_path, refuse_overwriting_inputs, temporary_name
+from .corpus import CorpusFormatError, image_path, parse_tweet, split_blocks
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ with each of the four types equally often, in a context that is the same for eve
 ORG a blue square, OTHER a yellow diamond) at a random place among grey distractor shapes on a noisy background.
 Text-decided tweets show the figure of a random type, so the image tells nothing about their entities.
 
-    python dataset_script/demo_corpus.py --output_dir D [--seed 0]
+    python -m acn_mner.demo_corpus --output_dir D [--seed 0]
 
 The same seed and sizes give byte-identical files.
 """
@@ -30,8 +30,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from seqeval.metrics.sequence_labeling import get_entities
 
-from acn_commands.atomic import write_bytes, write_text
-from dataset_script.twitter_mner import IMAGE_ID_PREFIX, IMAGE_SUFFIX, OUTSIDE_TAG, SPLIT_FILES
+from .atomic import write_bytes, write_text
+from .corpus import IMAGE_ID_PREFIX, IMAGE_SUFFIX, OUTSIDE_TAG, SPLIT_FILES
 
 logger = logging.getLogger(__name__)
 

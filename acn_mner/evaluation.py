@@ -6,9 +6,9 @@ from pathlib import Path
 import evaluate
 import torch
 
-from acn_commands.atomic import atomic_path, write_text
+from .atomic import atomic_path, write_text
 
-METRIC_PATH = Path(__file__).resolve().parents[1] / "metrics" / "seqeval_mner"
+METRIC_PATH = Path(__file__).resolve().parent / "metrics" / "seqeval_mner"  # installed with the package
 TYPE_ORDER = ("PER", "LOC", "ORG", "OTHER", "MISC")  # the paper's column order; a corpus has OTHER or MISC
 
 

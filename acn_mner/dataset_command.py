@@ -1,0 +1,123 @@
+"""The corpus command, `acn-dataset` (also `python dataset_script/twitter_mner.py`): export a corpus in the Twitter
+format as a Parquet dataset folder, or cache a model's image features for an exported one.
+
+Export (``--push_to_hub`` is the only step that needs the network)::
+
+    acn-dataset --data_dir D [--image_dir I] --output_dir O --corpus twitter-2015 [--label_map OTHER=MISC] [--push_to_hub REPO]
+
+Cache the image features of an exported dataset::
+
+    acn-dataset cache-features --dataset O --model M --output_dir F
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import datasets
+import torch
+
+from modeling_acn.configuration_acn import VISION_BACKBONES, VISION_PRECISIONS
+from modeling_acn.image_processing_acn import MAX_IMAGE_PIXELS
+
+from .corpus import load_twitter_mner, parse_label_map
+from .dataset_card import CORPORA, image_problem_table
+from .export import export_parquet, push_folder_to_hub
+from .feature_cache import CALIBRATION_IMAGES, feature_extractor, save_feature_cache
+
+logger = logging.getLogger(__name__)
+
+CACHE_COMMAND = "cache-features"
+
+# --- command line ------------------------------------------------------------------------------
+
+
+def parse_export_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Convert a Twitter-2015/2017 multimodal NER corpus into a Parquet dataset folder. "
+        f"Run '{Path(sys.argv[0]).name} {CACHE_COMMAND} --help' for the image feature cache."
+    )
+    parser.add_argument("--data_dir", required=True, help="Folder with train.txt, valid.txt and test.txt.")
+    parser.add_argument("--image_dir", help="Folder with <IMGID>.jpg; without it the dataset is text only.")
+    parser.add_argument("--output_dir", required=True, help="Folder for data/*.parquet and README.md.")
+    parser.add_argument("--corpus", required=True, choices=sorted(CORPORA), help="Which corpus this is: sets the card's name, license and citation.")
+    parser.add_argument("--label_map", nargs="+", default=[], metavar="OLD=NEW", help="Rename entity types.")
+    parser.add_argument("--max_image_pixels", type=int, default=MAX_IMAGE_PIXELS, help="Refuse larger images.")
+    parser.add_argument("--overwrite", action="store_true", help="Replace the data of a non-empty output_dir.")
+    parser.add_argument("--push_to_hub", metavar="REPO", help="Upload the export (card and shards) to this Hub dataset repository.")
+    parser.add_argument("--hub_private_repo", action="store_true", help="Create that repository private (an existing one keeps its visibility).")
+    return parser.parse_args(argv)
+
+
+def parse_cache_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=f"{Path(sys.argv[0]).name} {CACHE_COMMAND}",
+        description="Store the model's image features as a dataset column (float16, 49 regions x the backbone's channels).",
+    )
+    parser.add_argument("--dataset", required=True, help="Exported folder or Hub id that load_dataset reads.")
+    trunk = parser.add_mutually_exclusive_group(required=True)
+    trunk.add_argument("--model", help="ACN checkpoint folder or Hub id whose image backbone and processor to use.")
+    trunk.add_argument(
+        "--vision_weights",
+        help="Backbone without a checkpoint: 'imagenet' (the published weights: torchvision's, or CLIP's through "
+        "transformers; cached or downloaded), a local .pth/.safetensors file, or 'random' (seeded by --seed; only for "
+        "offline demos and tests).",
+    )
+    parser.add_argument("--vision_backbone", default="vgg16", choices=sorted(VISION_BACKBONES), help="Backbone with --vision_weights (a --model brings its own).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the 'random' trunk.")
+    parser.add_argument("--vision_precision", choices=VISION_PRECISIONS, help="Precision of the backbone (AcnConfig.vision_precision); default: the checkpoint's, or auto.")
+    parser.add_argument("--calibration_images", type=int, default=CALIBRATION_IMAGES, help="Training images that calibrate an int8 backbone (the first ones with a picture).")
+    parser.add_argument("--output_dir", required=True, help="Where save_to_disk writes the dataset with features.")
+    parser.add_argument("--batch_size", type=int, default=32, help="Images per forward pass.")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="Torch device.")
+    parser.add_argument("--cache_dir", help="Folder for datasets' Arrow files, loaded and computed (default: HF's).")
+    return parser.parse_args(argv)
+
+
+def run_export(args: argparse.Namespace) -> None:
+    dataset = load_twitter_mner(
+        args.data_dir,
+        args.image_dir,
+        label_map=parse_label_map(args.label_map),
+        max_image_pixels=args.max_image_pixels,
+    )
+    card_path = export_parquet(
+        dataset, args.output_dir, source=Path(args.data_dir).name, corpus=args.corpus, overwrite=args.overwrite
+    )
+    logger.info("tweets: %s", {split: part.num_rows for split, part in dataset.items()})
+    logger.info("images per split:\n%s", image_problem_table(dataset))
+    logger.info("wrote %s", card_path.parent)
+    if args.push_to_hub:
+        push_folder_to_hub(card_path.parent, args.push_to_hub, dataset.keys(), private=args.hub_private_repo)
+        logger.info("pushed to https://huggingface.co/datasets/%s", args.push_to_hub)
+
+
+def run_cache_features(args: argparse.Namespace) -> None:
+    model, image_processor = feature_extractor(
+        args.model, args.vision_weights, args.vision_backbone, args.vision_precision, args.seed
+    )
+    dataset = datasets.load_dataset(args.dataset, cache_dir=args.cache_dir)
+    save_feature_cache(
+        dataset,
+        model,
+        image_processor,
+        args.output_dir,
+        device=args.device,
+        calibration_images=args.calibration_images,
+        batch_size=args.batch_size,
+        cache_dir=args.cache_dir,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if argv[:1] == [CACHE_COMMAND]:
+        run_cache_features(parse_cache_args(argv[1:]))
+    else:
+        run_export(parse_export_args(argv))
+
+
+if __name__ == "__main__":
+    main()

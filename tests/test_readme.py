@@ -1,0 +1,128 @@
+"""README.md cannot drift from the code: every ```python block runs as pasted (each in a fresh interpreter, in a folder
+where `make demo`'s model and picture exist, here a tiny model), and every command of README.md and docs/ names a
+script or console command that exists, with flags that its --help lists."""
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from acn_mner import demo_corpus
+from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnPipeline, AcnProcessor, AcnTokenizer
+
+from .conftest import TINY_SIZES
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]
+DEMO_MODEL = Path("outputs/demo/acn")  # what `make demo` writes, relative to the folder the user works in
+DEMO_PICTURE = Path("outputs/demo/new_tweet.jpg")
+DEMO_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-OTHER", "I-OTHER"]
+CONSOLE_COMMANDS = {"acn-predict": "acn_mner.predict", "acn-explain": "acn_mner.explain", "acn-dataset": "acn_mner.dataset_command"}
+
+
+def fenced_blocks(path: Path, language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", path.read_text(encoding="utf-8"), flags=re.S | re.M)
+
+
+PYTHON_BLOCKS = fenced_blocks(README, "python")
+
+
+@pytest.fixture(scope="module")
+def demo_folder(tmp_path_factory):
+    """A working folder with `outputs/demo/acn` (a tiny ACN with the demo's labels, saved as training saves it) and
+    `outputs/demo/new_tweet.jpg` (a demo picture)."""
+    folder = tmp_path_factory.mktemp("user")
+    torch.manual_seed(0)
+    tokenizer = AcnTokenizer.from_corpus([["look", "at", "Kolbi", "today", "!"]])
+    sizes = {**TINY_SIZES, "vocab_size": len(tokenizer), "char_vocab_size": tokenizer.char_vocab_size}
+    model = AcnForTokenClassification(AcnConfig(**sizes, id2label=dict(enumerate(DEMO_LABELS)))).eval()
+    with torch.no_grad():
+        model.classifier.bias[DEMO_LABELS.index("B-LOC")] = 10.0  # every word an entity: the blocks print names
+    AcnPipeline(model=model, processor=AcnProcessor(AcnImageProcessor(), tokenizer), device="cpu").save_pretrained(folder / DEMO_MODEL)
+    picture = demo_corpus.draw_image(np.random.default_rng(0), "LOC")
+    picture.save(folder / DEMO_PICTURE)
+    assert Image.open(folder / DEMO_PICTURE).size == (224, 224)
+    return folder
+
+
+def test_the_readme_has_a_quickstart_that_uses_the_demo_model():
+    assert PYTHON_BLOCKS and str(DEMO_MODEL) in PYTHON_BLOCKS[0] and str(DEMO_PICTURE) in PYTHON_BLOCKS[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
+def test_readme_python_block_runs_as_pasted(demo_folder, index):
+    block = PYTHON_BLOCKS[index]
+    finished = subprocess.run([sys.executable, "-c", block], cwd=demo_folder, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, f"README python block {index + 1}:\n{block}\n{finished.stderr[-3000:]}"
+    assert finished.stdout.strip(), f"README python block {index + 1} printed nothing"
+    assert not re.search(r"\bLABEL_\d+\b", finished.stdout), "entity names, not label ids"
+
+
+def commands(path: Path) -> list[list[str]]:
+    """The command lines of a document's ```bash blocks (continuations joined, comments and variables dropped)."""
+    found = []
+    for block in fenced_blocks(path, "bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("  #", 1)[0].split(" # ", 1)[0].strip()
+            if line and not line.startswith("#"):
+                words = [word for word in shlex.split(line) if not re.fullmatch(r"[A-Z_]+=.*", word)]
+                found.append(words)
+    return found
+
+
+def invoked(words: list[str]) -> tuple[list[str], list[str]] | None:
+    """(the --help command of the script or console command that `words` runs, its flags), or None for other tools."""
+    for position, word in enumerate(words):
+        if word in CONSOLE_COMMANDS:
+            return [sys.executable, "-m", CONSOLE_COMMANDS[word]], words[position + 1 :]
+        if word == "-m" and words[position + 1 : position + 2] and words[position + 1].startswith("acn_mner"):
+            return [sys.executable, "-m", words[position + 1]], words[position + 2 :]
+        if word.endswith(".py") and words[0] in ("python", "accelerate", "/usr/bin/time", "OMP_NUM_THREADS=1"):
+            return [sys.executable, word], words[position + 1 :]
+    return None
+
+
+DOCUMENTED = [(path.relative_to(ROOT), words) for path in DOCUMENTS for words in commands(path) if invoked(words)]
+
+
+def test_documents_show_commands():
+    assert any(words[0] == "python" for _, words in DOCUMENTED)
+
+
+@pytest.mark.slow
+def test_every_documented_command_exists_and_its_flags_are_known():
+    helps = {}
+    problems = []
+    for document, words in DOCUMENTED:
+        program, arguments = invoked(words)
+        if program[1] != "-m" and not (ROOT / program[1]).is_file():
+            problems.append(f"{document}: {program[1]} does not exist")
+            continue
+        key = tuple(program)
+        subcommand = [arguments[0]] if arguments and arguments[0] == "cache-features" else []
+        if key + tuple(subcommand) not in helps:
+            shown = subprocess.run([*program, *subcommand, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+            assert shown.returncode == 0, f"{' '.join(program)} --help: {shown.stderr[-2000:]}"
+            helps[key + tuple(subcommand)] = shown.stdout
+        known = helps[key + tuple(subcommand)]
+        own = arguments[: arguments.index("--train_args") + 1] if "--train_args" in arguments else arguments  # the rest: train_acn's
+        for flag in (argument.split("=")[0] for argument in own if argument.startswith("--")):
+            if not re.search(rf"{re.escape(flag)}\b", known):
+                problems.append(f"{document}: `{' '.join(words)}`: {flag} is not an option of {program[-1]}")
+    assert problems == []
+
+
+def test_no_document_names_a_module_path_that_is_gone():
+    gone = ("acn_commands", "dataset_script/demo_corpus.py", "examples/acn_data.py", "examples/acn_checkpoint.py",
+            "examples/model_card.py", "examples/ner_report.py", "metrics/seqeval_mner", "readme_snippet_probe")  # fmt: skip
+    stale = [f"{path.relative_to(ROOT)}: {name}" for path in [*DOCUMENTS, ROOT / "model_card.md"] for name in gone
+             if name in path.read_text(encoding="utf-8").replace("acn_mner/metrics/seqeval_mner", "")]  # fmt: skip
+    assert stale == []
