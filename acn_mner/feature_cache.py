@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import datasets
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 # metadata naming the backbone, the effective precision and the int8 calibration.
 VISION_WEIGHTS_FILE = "vgg16_trunk.safetensors"
 FEATURE_CACHE_VERSION = 2  # bump when the stored features change meaning, to invalidate old caches
+CACHE_COLUMNS = ("image_id", "image_features", "image_mask")  # what acn-predict reads of a cache
 CALIBRATION_IMAGES = 16  # the first training images with a picture calibrate an int8 backbone
 
 
@@ -165,6 +167,42 @@ def cache_image_features(
     return cached
 
 
+class FeatureCache(Mapping):
+    """`image_id -> (49, 512) features, or None for a tweet cached without an image`, read from the cached dataset
+    (memory-mapped Arrow) when asked for, so that only the index of image ids is held in memory."""
+
+    def __init__(self, table: datasets.Dataset):
+        self.table = table.select_columns(list(CACHE_COLUMNS)).with_format("torch")
+        self.positions = {image_id: position for position, image_id in enumerate(table["image_id"])}
+
+    @classmethod
+    def load(cls, path: Path, split: str | None) -> "FeatureCache":
+        cached = datasets.load_from_disk(str(path))
+        if isinstance(cached, datasets.DatasetDict):
+            if split is None and len(cached) != 1:
+                raise ValueError(f"feature cache {str(path)!r} holds splits {sorted(cached)}; choose one with --feature_split")
+            if split is not None and split not in cached:
+                raise ValueError(f"feature cache {str(path)!r} has no split {split!r}, only {sorted(cached)}")
+            cached = cached[split or next(iter(cached))]
+        missing = [column for column in CACHE_COLUMNS if column not in cached.column_names]
+        if missing:
+            raise ValueError(f"feature cache {str(path)!r} lacks columns {missing}; build it with `acn-dataset cache-features`")
+        return cls(cached)
+
+    def __getitem__(self, image_id: str) -> torch.Tensor | None:
+        record = self.table[self.positions[image_id]]
+        return record["image_features"] if bool(record["image_mask"]) else None  # (49, 512)
+
+    def __contains__(self, image_id) -> bool:
+        return image_id in self.positions
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.positions)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
 def feature_extractor(
     model: str | None = None,
     vision_weights: str | None = None,
@@ -263,6 +301,7 @@ def save_feature_cache(
 
 __all__ = [
     "CALIBRATION_IMAGES",
+    "FeatureCache",
     "VISION_WEIGHTS_FILE",
     "cache_image_features",
     "calibrate_if_needed",

@@ -11,7 +11,7 @@ the error names the input's file and line. Every field of an input row is kept (
 output field gets the prefix ``input_``). The output is written under a temporary name and renamed when
 complete, and may not be the input file. Files start with an optional UTF-8 byte-order mark; bytes that are not
 UTF-8, and a CSV with a quote left open, stop the run with the file and line.
-A feature cache (``twitter_mner.py cache-features`` output) replaces reading and encoding the images of the
+A feature cache (``acn-dataset cache-features`` output) replaces reading and encoding the images of the
 tweets it holds, matched by image id.
 
 Streaming: rows are read lazily a batch at a time; images are decoded and preprocessed in ``--num_workers``
@@ -32,7 +32,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import datasets
 import torch
 from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
@@ -51,11 +50,11 @@ from modeling_acn.pipeline_acn import as_image_features
 
 from .atomic import atomic_path, refuse_overwriting_inputs, temporary_name
 from .corpus import CorpusFormatError, image_path, parse_tweet, split_blocks
+from .feature_cache import FeatureCache
 
 logger = logging.getLogger(__name__)
 
 INPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".txt": "conll"}
-CACHE_COLUMNS = ("image_id", "image_features", "image_mask")
 GPU_NUM_WORKERS = 2  # default with the model on a GPU; on a CPU the model needs the cores (benchmarks/predict_scale.py)
 
 PREDICTION_FIELDS = ("row", "entities", "words", "tags", "scores", "offsets", "error")
@@ -258,42 +257,6 @@ def row_batches(path: Path, image_dir: Path | None, batch_size: int) -> Iterator
 
 
 # --- images ------------------------------------------------------------------------------------
-
-
-class FeatureCache(Mapping):
-    """`image_id -> (49, 512) features, or None for a tweet cached without an image`, read from the cached dataset
-    (memory-mapped Arrow) when asked for, so that only the index of image ids is held in memory."""
-
-    def __init__(self, table: datasets.Dataset):
-        self.table = table.select_columns(list(CACHE_COLUMNS)).with_format("torch")
-        self.positions = {image_id: position for position, image_id in enumerate(table["image_id"])}
-
-    @classmethod
-    def load(cls, path: Path, split: str | None) -> "FeatureCache":
-        cached = datasets.load_from_disk(str(path))
-        if isinstance(cached, datasets.DatasetDict):
-            if split is None and len(cached) != 1:
-                raise ValueError(f"feature cache {str(path)!r} holds splits {sorted(cached)}; choose one with --feature_split")
-            if split is not None and split not in cached:
-                raise ValueError(f"feature cache {str(path)!r} has no split {split!r}, only {sorted(cached)}")
-            cached = cached[split or next(iter(cached))]
-        missing = [column for column in CACHE_COLUMNS if column not in cached.column_names]
-        if missing:
-            raise ValueError(f"feature cache {str(path)!r} lacks columns {missing}; build it with twitter_mner.py cache-features")
-        return cls(cached)
-
-    def __getitem__(self, image_id: str) -> torch.Tensor | None:
-        record = self.table[self.positions[image_id]]
-        return record["image_features"] if bool(record["image_mask"]) else None  # (49, 512)
-
-    def __contains__(self, image_id) -> bool:
-        return image_id in self.positions
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.positions)
-
-    def __len__(self) -> int:
-        return len(self.positions)
 
 
 def open_image(path: Path) -> Image.Image:
