@@ -5,7 +5,6 @@ The trunk that computed the features is written beside them (`VISION_WEIGHTS_FIL
 int8 calibration in the file's metadata): a model trained on the features sees pictures through the same trunk.
 """
 
-import hashlib
 import json
 import logging
 import time
@@ -18,6 +17,7 @@ from datasets import Array2D, Dataset, DatasetDict, Value
 from datasets.fingerprint import Hasher
 
 from modeling_acn.configuration_acn import INT8_CALIBRATION_FIELDS
+from modeling_acn.vision_acn import trunk_digest
 
 from .atomic import atomic_folder
 
@@ -26,20 +26,14 @@ logger = logging.getLogger(__name__)
 # Written beside cached features: the backbone that computed them (any backbone, despite the historical name), its
 # metadata naming the backbone, the effective precision and the int8 calibration.
 VISION_WEIGHTS_FILE = "vgg16_trunk.safetensors"
-FEATURE_CACHE_VERSION = 2  # bump when the stored features change meaning, to invalidate old caches
+FEATURE_CACHE_VERSION = 3  # bump when the stored features change meaning, to invalidate old caches (3: trunk id column)
 CACHE_COLUMNS = ("image_id", "image_features", "image_mask")  # what acn-predict reads of a cache
+TRUNK_COLUMN = "image_features_trunk"  # which trunk computed a row's features: `AcnModel.vision_trunk_id()`
+TRUNK_KEY = "vision_trunk_id"  # the same, in the metadata of the trunk file written beside the features
 CALIBRATION_IMAGES = 16  # the first training images with a picture calibrate an int8 backbone
 
 
 # --- image feature cache -----------------------------------------------------------------------
-
-
-def state_dict_digest(model: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def vision_trunk(model: torch.nn.Module) -> torch.nn.Module:
@@ -50,6 +44,12 @@ def vision_trunk(model: torch.nn.Module) -> torch.nn.Module:
         except AttributeError:
             continue
     return model
+
+
+def trunk_id(model: torch.nn.Module) -> str | None:
+    """`vision_trunk_id()` of an ACN model: its backbone and the digest of its trunk's weights (None for other
+    models, tests' stand-ins)."""
+    return model.vision_trunk_id() if hasattr(model, "vision_trunk_id") else None
 
 
 def vision_settings(model: torch.nn.Module) -> dict:
@@ -64,7 +64,8 @@ def vision_settings(model: torch.nn.Module) -> dict:
 
 
 def read_vision_settings(path: Path) -> dict:
-    """The backbone, precision and int8 calibration recorded in a `cache-features` weights file ({} without one)."""
+    """The backbone, precision, int8 calibration and trunk id recorded in a `cache-features` weights file ({}
+    without one)."""
     from safetensors import safe_open
 
     if not Path(path).is_file():
@@ -77,7 +78,8 @@ def read_vision_settings(path: Path) -> dict:
 def image_features_fingerprint(dataset: Dataset, model: torch.nn.Module, image_processor) -> str:
     """Same dataset, backbone weights, effective precision and calibration, and processor settings -> same
     fingerprint -> datasets reuses the cache file. A model trained on top of a backbone keeps that backbone's cache."""
-    parts = [FEATURE_CACHE_VERSION, dataset._fingerprint, state_dict_digest(vision_trunk(model)), vision_settings(model),
+    weights = trunk_id(model) or trunk_digest(vision_trunk(model))  # an ACN model's id holds the same digest, computed once
+    parts = [FEATURE_CACHE_VERSION, dataset._fingerprint, weights, vision_settings(model),
              image_processor.to_dict()]  # fmt: skip
     return Hasher.hash(parts)
 
@@ -97,6 +99,7 @@ class PoolFeatureBatch:
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype  # half-precision models get half-precision pixels
         self.shape = features_shape(model)
+        self.trunk = trunk_id(model)
         self.num_images = 0
 
     @torch.inference_mode()
@@ -109,7 +112,10 @@ class PoolFeatureBatch:
             pooled = self.model.get_image_features(pixel_values)  # (images, 49, channels)
             features[image_mask] = pooled.to("cpu", torch.float16)
         self.num_images += int(image_mask.sum())
-        return {"image_features": features.numpy(), "image_mask": image_mask.numpy()}
+        columns = {"image_features": features.numpy(), "image_mask": image_mask.numpy()}
+        if self.trunk is not None:
+            columns[TRUNK_COLUMN] = [self.trunk] * len(images)
+        return columns
 
 
 def cache_image_features(
@@ -120,7 +126,9 @@ def cache_image_features(
     batch_size: int = 32,
     cache_dir: str | Path | None = None,
 ) -> Dataset:
-    """Add ``image_features`` (float16, ``(49, channels)`` backbone regions, zeros without an image) and ``image_mask``.
+    """Add ``image_features`` (float16, ``(49, channels)`` backbone regions, zeros without an image), ``image_mask``
+    and, for an ACN model, ``image_features_trunk`` (its `vision_trunk_id()`, which a model trained or evaluated on
+    the features must share).
 
     Runs ``image_processor`` and ``model.get_image_features`` once per image through a batched
     `Dataset.map`; the result is an Arrow file in ``cache_dir`` named by the dataset's fingerprint, the
@@ -144,6 +152,8 @@ def cache_image_features(
     features = dataset.features.copy()
     features["image_features"] = Array2D(shape=features_shape(model), dtype="float16")
     features["image_mask"] = Value("bool")
+    if trunk_id(model) is not None:
+        features[TRUNK_COLUMN] = Value("string")
     cache_file = cache_dir / f"image-features-{fingerprint}.arrow"
     cache_hit = cache_file.is_file() and datasets.is_caching_enabled()
     extract = PoolFeatureBatch(model, image_processor)
@@ -295,6 +305,7 @@ def save_feature_cache(
         # precision and calibration
         trunk = vision_trunk(model).state_dict()
         metadata = {key: json.dumps(value) if key in INT8_CALIBRATION_FIELDS else value for key, value in vision_settings(model).items() if value is not None}
+        metadata[TRUNK_KEY] = trunk_id(model)
         save_file({key: value.contiguous() for key, value in trunk.items()}, temporary / VISION_WEIGHTS_FILE, metadata=metadata)
     logger.info("wrote %s", output_dir)
 

@@ -53,7 +53,9 @@ from .vision_acn import (
     check_pixel_values,
     effective_vision_precision,
     load_vision_state,
+    parameter_versions,
     runnable_vision_precision,
+    trunk_digest,
 )
 
 # Score given to forbidden transitions in constrained decoding; finite so that a row of them cannot give NaN.
@@ -574,6 +576,7 @@ class AcnModel(AcnPreTrainedModel):
             self.vision = None
             self.co_attention = None
         self._derived_vision = AcnDerivedTrunks()  # the frozen trunk's bf16 or int8 copy
+        self._trunk_id = (None, None)  # (parameter versions, id) of the last vision_trunk_id() call
         self.post_init()
 
     def train(self, mode: bool = True):
@@ -687,6 +690,17 @@ class AcnModel(AcnPreTrainedModel):
             regions = backbone_regions(self.vision, backbone, pixel_values)  # (batch, 49, channels)
         return regions.float()
 
+    def vision_trunk_id(self) -> str:
+        """`"<backbone>:<sha256 of the trunk's weights>"`: which trunk this model sees images through. A feature
+        cache records the id of the trunk that computed it (`image_features_trunk`), and `forward` refuses features
+        from another trunk. Computed once per change of the weights."""
+        if self.vision is None:
+            raise ValueError("this model has no vision trunk (use_image=False)")
+        versions = parameter_versions(self.vision)
+        if self._trunk_id[0] != versions:
+            self._trunk_id = (versions, f"{self.config.vision_backbone}:{trunk_digest(self.vision)}")
+        return self._trunk_id[1]
+
     def _device(self, device) -> torch.device:
         return self.device if device is None else torch.device(device)
 
@@ -701,6 +715,7 @@ class AcnModel(AcnPreTrainedModel):
         subword_ids: torch.LongTensor | None = None,
         subword_attention_mask: torch.Tensor | None = None,
         subword_to_word: torch.LongTensor | None = None,
+        image_features_trunk: str | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
@@ -723,6 +738,10 @@ class AcnModel(AcnPreTrainedModel):
             subword_attention_mask (`torch.Tensor` of shape `(batch, subwords)`): 1 for subwords, 0 for padding.
             subword_to_word (`torch.LongTensor` of shape `(batch, subwords)`): 1-based position of each subword's
                 word, 0 for special tokens and padding.
+            image_features_trunk (`str`): the `vision_trunk_id()` of the trunk that computed `image_features` (a
+                feature cache's `image_features_trunk` column, which `AcnDataCollator` passes on); features from
+                another trunk than this model's are refused, since the model would learn, or be scored, on image
+                features it cannot reproduce from pixels.
             output_attentions (`bool`): also return attention maps and gate values.
             return_dict (`bool`): False returns the output's non-None fields as a tuple.
             kwargs: only what transformers' `Trainer` passes to every model (`num_items_in_batch`, unused: the
@@ -730,10 +749,22 @@ class AcnModel(AcnPreTrainedModel):
         """
         _refuse_unknown_arguments(kwargs)
         subwords = self._check_subword_inputs(subword_ids, subword_attention_mask, subword_to_word, input_ids)
+        if image_features is not None and image_features_trunk is not None and self.vision is not None:
+            self._check_features_trunk(image_features_trunk)
         outputs = self._features(
             input_ids, char_ids, attention_mask, subwords, pixel_values, image_features, image_mask, output_attentions
         )
         return outputs if return_dict is not False else outputs.to_tuple()
+
+    def _check_features_trunk(self, image_features_trunk: str) -> None:
+        own = self.vision_trunk_id()
+        if image_features_trunk != own:
+            raise ValueError(
+                f"image_features were computed by the vision trunk {_short_id(image_features_trunk)}, and this model's "
+                f"trunk is {_short_id(own)}: load the trunk that computed them, written beside the cached features by "
+                "`acn-dataset cache-features`, with model.load_vision_weights('FEATURES_FOLDER/vgg16_trunk.safetensors') "
+                "(or compute the features with this model's trunk)"
+            )
 
     def _features(self, input_ids, char_ids, attention_mask, subwords, pixel_values, image_features, image_mask, output_attentions):
         word_mask = self._check_text_inputs(input_ids, char_ids, attention_mask)  # (batch, seq_len)
@@ -862,9 +893,10 @@ class AcnForTokenClassification(AcnPreTrainedModel):
         self.post_init()
 
     def save_pretrained(self, save_directory, is_main_process: bool = True, **kwargs):
-        """As `PreTrainedModel.save_pretrained` (which `push_to_hub` calls), plus the multimodal-ner pipeline's code
-        and its entry in `config.custom_pipelines`: with the processor saved beside the model, the folder loads
-        with `transformers.pipeline(model=folder, trust_remote_code=True)`."""
+        """As `PreTrainedModel.save_pretrained` (which `push_to_hub` calls), plus the pipeline's code and its entries
+        in `config.custom_pipelines`: with the processor saved beside the model, the folder loads with
+        `transformers.pipeline("token-classification", model=folder, trust_remote_code=True)` (or
+        `"multimodal-ner"`, which groups words into entities by default)."""
         self.config.custom_pipelines = custom_pipelines_entry()
         super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
         if is_main_process:
@@ -887,6 +919,10 @@ class AcnForTokenClassification(AcnPreTrainedModel):
     def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
         """See `AcnModel.get_image_features`."""
         return self.acn.get_image_features(pixel_values)
+
+    def vision_trunk_id(self) -> str:
+        """See `AcnModel.vision_trunk_id`."""
+        return self.acn.vision_trunk_id()
 
     def effective_vision_precision(self, device: torch.device | str | None = None) -> str:
         """See `AcnModel.effective_vision_precision`."""
@@ -911,6 +947,7 @@ class AcnForTokenClassification(AcnPreTrainedModel):
         subword_ids: torch.LongTensor | None = None,
         subword_attention_mask: torch.Tensor | None = None,
         subword_to_word: torch.LongTensor | None = None,
+        image_features_trunk: str | None = None,
         labels: torch.LongTensor | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
@@ -931,6 +968,7 @@ class AcnForTokenClassification(AcnPreTrainedModel):
             subword_ids=subword_ids,
             subword_attention_mask=subword_attention_mask,
             subword_to_word=subword_to_word,
+            image_features_trunk=image_features_trunk,
             output_attentions=output_attentions,
         )
         logits = self.classifier(outputs.last_hidden_state)  # (batch, seq_len, num_labels)
@@ -981,6 +1019,11 @@ def bio_transition_table(id2label):
     )  # (tags, tags)
     allowed_start = torch.tensor([inside is None for inside in inside_type])  # (tags,)
     return allowed, allowed_start
+
+
+def _short_id(trunk_id: str) -> str:
+    backbone, _, digest = trunk_id.rpartition(":")
+    return f"{backbone}:{digest[:12]}" if backbone else trunk_id[:12]
 
 
 def _refuse_unknown_arguments(kwargs):

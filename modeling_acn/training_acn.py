@@ -20,13 +20,15 @@ from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_sc
 from .configuration_acn import IGNORE_INDEX
 
 IMAGE_SOURCES = ("features", "pixels", "none")
+TRUNK_COLUMN = "image_features_trunk"  # a feature cache's column, and the model's forward argument of that name
 
 
 class AcnDataCollator:
     """Corpus rows -> one model batch: the processor's text and label tensors, plus the images.
 
-    Rows are those of the corpus loader (`dataset_script/twitter_mner.py`): `tokens`, `ner_tags`, and `image` or
-    cached `image_features`/`image_mask`. With `Trainer`, set `TrainingArguments(remove_unused_columns=False)`, or
+    Rows are those of the corpus loader (`acn_mner.corpus`): `tokens`, `ner_tags`, and `image` or cached
+    `image_features`/`image_mask` (with `image_features_trunk`, the id of the trunk that computed them, which goes
+    into the batch: the model refuses features from a trunk other than its own). With `Trainer`, set `TrainingArguments(remove_unused_columns=False)`, or
     it drops these columns (they are not arguments of the model's forward).
 
     Args:
@@ -72,6 +74,11 @@ class AcnDataCollator:
             features = np.stack([np.asarray(row["image_features"], dtype=np.float32) for row in rows])
             batch["image_features"] = torch.from_numpy(features)  # (batch, 49, 512)
             batch["image_mask"] = torch.tensor([bool(row["image_mask"]) for row in rows])  # (batch,)
+            trunks = {row[TRUNK_COLUMN] for row in rows if row.get(TRUNK_COLUMN) is not None}
+            if len(trunks) > 1:
+                raise ValueError(f"rows of one batch have image features from {len(trunks)} different trunks: {sorted(trunks)}")
+            if trunks:
+                batch[TRUNK_COLUMN] = trunks.pop()
         return batch
 
     def _check_columns(self, row: Mapping) -> None:

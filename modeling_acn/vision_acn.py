@@ -8,6 +8,7 @@ The trunk is `AcnModel.vision` itself (weights `acn.vision.*`): torchvision's or
 """
 
 import copy
+import hashlib
 
 import torch
 import torchvision
@@ -86,6 +87,21 @@ def check_pixel_values(pixel_values: torch.Tensor, batch: int | None = None) -> 
         )
 
 
+def trunk_digest(trunk: nn.Module) -> str:
+    """SHA-256 of a trunk's state dict (names, dtypes, shapes and bytes): which weights computed a set of features."""
+    digest = hashlib.sha256()
+    for name, tensor in trunk.state_dict().items():
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def parameter_versions(module: nn.Module) -> tuple:
+    """The in-place versions of a module's parameters: they change when an optimiser or `load_state_dict` writes
+    them (inference tensors, made under inference_mode, cannot change and keep no version)."""
+    return tuple(0 if parameter.is_inference() else parameter._version for parameter in module.parameters())
+
+
 # --- precision -------------------------------------------------------------------------------------------------------
 
 
@@ -129,9 +145,7 @@ class AcnDerivedTrunks:
         self._copies.clear()
 
     def get(self, trunk: nn.Module, config, precision: str, pixel_values: torch.Tensor) -> nn.Module:
-        # inference tensors (weights made under inference_mode) cannot change in place and keep no version
-        versions = tuple(0 if parameter.is_inference() else parameter._version for parameter in trunk.parameters())
-        key = (precision, str(pixel_values.device), calibration_key(config), versions)
+        key = (precision, str(pixel_values.device), calibration_key(config), parameter_versions(trunk))
         if key not in self._copies:
             self._copies.clear()
             if precision == "bf16":
@@ -151,5 +165,7 @@ __all__ = [
     "effective_vision_precision",
     "load_vision_state",
     "runnable_vision_precision",
+    "parameter_versions",
     "supports_bf16",
+    "trunk_digest",
 ]

@@ -4,6 +4,7 @@ library packages alone, and the layers import each other one way only."""
 import ast
 import configparser
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -53,8 +54,10 @@ def test_lower_bounds_exclude_versions_without_what_the_code_uses():
 def test_wheel_installs_exactly_the_model_and_library_packages(tmp_path):
     """What `pip install .` puts into site-packages: the model package, the library (with its metric module) and the
     console commands, and no other top-level import name."""
+    source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info beside setup.cfg
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "outputs", "build", "*.egg-info", "__pycache__"))
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(tmp_path), str(source)],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )  # fmt: skip
     assert built.returncode == 0, built.stderr[-3000:]

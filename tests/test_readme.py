@@ -2,6 +2,7 @@
 where `make demo`'s model and picture exist, here a tiny model), and every command of README.md and docs/ names a
 script or console command that exists, with flags that its --help lists."""
 
+import os
 import re
 import shlex
 import subprocess
@@ -14,6 +15,8 @@ import torch
 from PIL import Image
 
 from acn_mner import demo_corpus
+from acn_mner.corpus import load_twitter_mner
+from acn_mner.feature_cache import feature_extractor, save_feature_cache
 from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnPipeline, AcnProcessor, AcnTokenizer
 
 from .conftest import TINY_SIZES
@@ -23,6 +26,7 @@ README = ROOT / "README.md"
 DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 DEMO_MODEL = Path("outputs/demo/acn")  # what `make demo` writes, relative to the folder the user works in
 DEMO_PICTURE = Path("outputs/demo/new_tweet.jpg")
+DEMO_FEATURES = Path("outputs/demo/features")  # the demo's cached image features, with the trunk beside them
 DEMO_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-OTHER", "I-OTHER"]
 CONSOLE_COMMANDS = {"acn-predict": "acn_mner.predict", "acn-explain": "acn_mner.explain", "acn-dataset": "acn_mner.dataset_command"}
 
@@ -49,7 +53,16 @@ def demo_folder(tmp_path_factory):
     picture = demo_corpus.draw_image(np.random.default_rng(0), "LOC")
     picture.save(folder / DEMO_PICTURE)
     assert Image.open(folder / DEMO_PICTURE).size == (224, 224)
+    write_demo_features(folder)
     return folder
+
+
+def write_demo_features(folder: Path) -> None:
+    """A small demo corpus's VGG-16 features from a seeded random trunk, as `make demo` caches them."""
+    corpus = demo_corpus.write_demo_corpus(folder / "outputs/demo/corpus", num_train=24, num_valid=8, num_test=8)
+    dataset = load_twitter_mner(corpus, corpus / demo_corpus.IMAGE_DIR)
+    extractor, image_processor = feature_extractor(vision_weights="random", seed=0)
+    save_feature_cache(dataset, extractor, image_processor, folder / DEMO_FEATURES, cache_dir=folder / "cache")
 
 
 def test_the_readme_has_a_quickstart_that_uses_the_demo_model():
@@ -64,6 +77,50 @@ def test_readme_python_block_runs_as_pasted(demo_folder, index):
     assert finished.returncode == 0, f"README python block {index + 1}:\n{block}\n{finished.stderr[-3000:]}"
     assert finished.stdout.strip(), f"README python block {index + 1} printed nothing"
     assert not re.search(r"\bLABEL_\d+\b", finished.stdout), "entity names, not label ids"
+
+
+def trainer_recipe() -> str:
+    (block,) = [block for block in PYTHON_BLOCKS if "Trainer(" in block]
+    return block
+
+
+def run_in(folder: Path, code: str) -> dict:
+    """Run code as a pasted snippet would run, with `folder` as the working directory; return its names."""
+    namespace = {"__name__": "__main__"}
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        exec(compile(code, "README.md", "exec"), namespace)
+    finally:
+        os.chdir(previous)
+    return namespace
+
+
+@pytest.mark.slow
+def test_trainer_recipe_model_tags_pixels_as_it_tags_their_cached_features(demo_folder):
+    """The README's Trainer recipe, verbatim: the model it trains carries the trunk of its features, so tagging the
+    test pictures gives the tags of the test features."""
+    from modeling_acn import AcnDataCollator
+
+    names = run_in(demo_folder, trainer_recipe())
+    model, processor, test = names["model"].eval(), names["processor"], names["corpus"]["test"]
+    tags = {}
+    for source in ("features", "pixels"):
+        rows = [test[index] for index in range(test.num_rows)]
+        batch = AcnDataCollator(processor, image_source=source)(rows)
+        with torch.no_grad():
+            logits = model(**{key: value for key, value in batch.items() if key != "labels"}).logits
+        tags[source] = model.decode(logits, batch["attention_mask"])
+    assert any(rows_tags for rows_tags in tags["features"])
+    assert tags["pixels"] == tags["features"]
+
+
+@pytest.mark.slow
+def test_trainer_recipe_without_the_features_trunk_is_refused(demo_folder):
+    recipe = trainer_recipe()
+    line = next(line for line in recipe.splitlines() if "load_vision_weights" in line)
+    with pytest.raises(ValueError, match=r"computed by the vision trunk vgg16:\w{12}, and this model's trunk is vgg16:\w{12}: load .*vgg16_trunk\.safetensors"):
+        run_in(demo_folder, recipe.replace(line, ""))
 
 
 def commands(path: Path) -> list[list[str]]:
