@@ -20,12 +20,21 @@ CARD_TEMPLATE = """\
 
 Adaptive Co-attention Network (Zhang, Fu, Liu, Huang, AAAI 2018), trained with `examples/train_acn.py` of
 acn-mner on {dataset} (seed {seed}){encoder}. It tags the words of a tweet (PER, LOC, ORG, and the corpus's fourth
-type) using the tweet's image when there is one. The model's code comes with it, so loading runs that code:
+type) using the tweet's image when there is one. The model's code comes with it, so loading runs that code
+(`trust_remote_code=True`). transformers' token-classification pipeline gives one entry per tagged word:
 
 ```python
 from transformers import pipeline
 
-ner = pipeline(model="{folder}", trust_remote_code=True)  # the multimodal-ner pipeline saved with the model
+ner = pipeline("token-classification", model="{folder}", trust_remote_code=True)
+ner("Obama visits Paris")  # a {{entity, score, index, word, start, end}} dict per word not tagged O
+```
+
+The multimodal-ner pipeline (the same code) groups the words into entities by default, and both take the
+tweet's image:
+
+```python
+ner = pipeline("multimodal-ner", model="{folder}", trust_remote_code=True)
 ner("Obama visits Paris", image="photo.jpg")  # an image path, a PIL image, or None for text only
 ```
 
@@ -40,8 +49,9 @@ inputs = processor(["Obama visits Paris"], images=["photo.jpg"])
 tags = model.decode(model(**inputs).logits, inputs["attention_mask"], constrain_bio=True)
 ```
 
-The Hub's inference widget is off (`inference: false`): the model needs its own code, its processor and an image,
-which the hosted token-classification widget does not provide.
+The Hub's hosted inference is off (`inference: false`): the HF Inference API does not run a repository's own code,
+and this model runs only with it (its tokenizer, processor, pipeline and model classes are in this repository);
+the widget's text box has no place for the image either. The pipelines above run it wherever transformers runs.
 
 ## Results
 

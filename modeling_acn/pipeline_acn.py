@@ -1,13 +1,16 @@
 """Multimodal NER pipeline for ACN: a tweet and its image in, entities with character offsets out.
 
 It follows transformers' token-classification pipeline (`aggregation_strategy`, `ignore_labels`, batching with
-`batch_size`, `device`), with words as the units instead of subwords. Load it with
-`AcnPipeline.from_pretrained(folder_or_id)`, or, for a folder written by `AcnPipeline.save_pretrained`, with
-`transformers.pipeline("multimodal-ner", model=folder_or_id, trust_remote_code=True)`.
+`batch_size`, `device`, its output schema), with words as the units instead of subwords. Load it with
+`AcnPipeline.from_pretrained(folder_or_id)`, or, for a saved ACN folder, with
+`transformers.pipeline("token-classification", model=folder_or_id, trust_remote_code=True)` (transformers' defaults:
+one entry per word) or `transformers.pipeline("multimodal-ner", ...)` (one entry per entity). The folder's
+`config.custom_pipelines` names this class for both tasks; the process-wide registry only learns "multimodal-ner",
+so other token-classification models keep transformers' own pipeline.
 """
 
 import math
-import types
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -17,6 +20,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 
 TASK = "multimodal-ner"
+STANDARD_TASK = "token-classification"  # transformers' task, whose default aggregation is "none"
 AGGREGATION_STRATEGIES = ("none", "simple")
 
 
@@ -35,11 +39,14 @@ class AcnPipeline(Pipeline):
     (the unconstrained CRF; softmax-decoder models: the softmax of the emissions). An entity's score is the
     mean over its words, as in the token-classification pipeline.
 
+    Inputs may also come as any other iterable of them that is not a string, such as a torch `Dataset`
+    (`KeyDataset(dataset, "text")`) or an iterator: the results then come as an iterator, as in transformers.
+
     Call parameters (also accepted at construction):
-        aggregation_strategy (`str`, defaults to `"simple"`): `"simple"` gives one
-            `{entity_group, score, word, start, end}` per entity; `"none"` one
-            `{entity, score, index, word, start, end}` per word. `"first"`, `"average"` and `"max"` merge the
-            subwords of a word, which ACN does not have, so they are refused.
+        aggregation_strategy (`str`, defaults to `"simple"` for the task "multimodal-ner" and to `"none"`, as in
+            transformers, for "token-classification"): `"simple"` gives one `{entity_group, score, word, start, end}`
+            per entity; `"none"` one `{entity, score, index, word, start, end}` per word. `"first"`, `"average"`
+            and `"max"` merge the subwords of a word, which ACN does not have, so they are refused.
         ignore_labels (`list[str]`, defaults to `["O"]`): tags or entity types left out of the output.
         return_tags (`bool`): return a dict per tweet, `{"entities", "words", "tags", "scores", "offsets"}`,
             with every word's tag and score.
@@ -81,21 +88,23 @@ class AcnPipeline(Pipeline):
         self.processor.save_pretrained(save_directory)
 
     def __call__(self, inputs, image=None, **kwargs):
-        """Tag one tweet (`inputs` a string, `image` its image) or a list or generator of inputs."""
+        """Tag one tweet (`inputs` a string, `image` its image), a list of inputs (a list of results), or any other
+        iterable of inputs, e.g. a generator or a torch `Dataset` (an iterator of results)."""
         split = kwargs.get("is_split_into_words", self._preprocess_params.get("is_split_into_words", False))
         if _is_single_input(inputs, split):
             return super().__call__(_as_example(inputs, image), **kwargs)
-        if image is not None and not isinstance(inputs, (list, types.GeneratorType)):
+        if image is not None and not _is_many_inputs(inputs):
             raise ValueError(f"image= goes with a tweet (a string, or a list of words with is_split_into_words=True), got {inputs!r}")
         if image is not None:
             raise ValueError("image= goes with a single tweet; pass several tweets as (text, image) pairs")
-        if isinstance(inputs, types.GeneratorType):
-            return super().__call__((_as_example(item) for item in inputs), **kwargs)
         if isinstance(inputs, list) and inputs:
             return super().__call__([_as_example(item) for item in inputs], **kwargs)
+        if _is_many_inputs(inputs) and not isinstance(inputs, list):
+            # streamed, results as an iterator: transformers' behaviour for generators and Datasets
+            return super().__call__((_as_example(item) for item in _iterate(inputs)), **kwargs)
         raise ValueError(
             "inputs must be a tweet, a (text, image) pair, a {'text', 'image'} dict, or a non-empty list or "
-            f"generator of those, got {inputs!r}"
+            f"other iterable (generator, Dataset) of those, got {inputs!r}"
         )
 
     def _sanitize_parameters(
@@ -193,7 +202,9 @@ class AcnPipeline(Pipeline):
             features[needs_vision] = self.model.get_image_features(pixels).to(features.dtype)  # (images, regions, 512)
         return features
 
-    def postprocess(self, model_outputs, aggregation_strategy="simple", ignore_labels=None, return_tags=False):
+    def postprocess(self, model_outputs, aggregation_strategy=None, ignore_labels=None, return_tags=False):
+        if aggregation_strategy is None:
+            aggregation_strategy = "none" if self.task == STANDARD_TASK else "simple"
         text, offsets = model_outputs["text"], model_outputs["offsets"]
         num_words = len(offsets)
         id2label = self.model.config.id2label
@@ -290,6 +301,20 @@ def _is_single_input(inputs, is_split_into_words: bool) -> bool:
     return is_split_into_words and isinstance(inputs, list) and bool(inputs) and all(isinstance(w, str) for w in inputs)
 
 
+def _is_many_inputs(inputs) -> bool:
+    """Several inputs: an iterable (list, generator, torch `Dataset`, ...) that is not itself one input."""
+    if isinstance(inputs, (str, bytes, dict, tuple)):
+        return False
+    return isinstance(inputs, (Iterable, torch.utils.data.Dataset))
+
+
+def _iterate(inputs):
+    """Items of an iterable, or of a map-style torch `Dataset` (which may define only `__getitem__` and `__len__`)."""
+    if isinstance(inputs, Iterable):
+        return iter(inputs)
+    return (inputs[index] for index in range(len(inputs)))
+
+
 def _as_example(item, image=None) -> dict:
     """`{"text", "image"}` from a tweet, a list of words, a `(text, image)` pair or a dict."""
     if isinstance(item, (str, list)):
@@ -322,11 +347,17 @@ def as_image_features(image, shape=None):
 
 
 def custom_pipelines_entry() -> dict:
-    """This pipeline as `config.custom_pipelines` names it, the entry that `Pipeline.save_pretrained` writes."""
-    entry = dict(AcnPipeline._registered_impl[TASK])
-    entry["impl"] = f"{__name__.split('.')[-1]}.{AcnPipeline.__name__}"  # "pipeline_acn.AcnPipeline"
-    entry["pt"] = tuple(model_class.__name__ for model_class in entry["pt"])
-    return {TASK: entry}
+    """`config.custom_pipelines`: this pipeline for "multimodal-ner" and for "token-classification".
+
+    With `trust_remote_code=True`, `transformers.pipeline(task, model=folder)` builds the class the folder's config
+    names for that task, from the folder's copy of this file. Two tasks mean that the factory needs the task named.
+    """
+    entry = {
+        "impl": f"{__name__.split('.')[-1]}.{AcnPipeline.__name__}",  # "pipeline_acn.AcnPipeline", the folder's copy
+        "pt": (AutoModelForTokenClassification.__name__,),
+        "type": "multimodal",
+    }
+    return {TASK: entry, STANDARD_TASK: dict(entry)}
 
 
 def save_pipeline_code(save_directory) -> None:
@@ -334,8 +365,11 @@ def save_pipeline_code(save_directory) -> None:
     custom_object_save(AcnPipeline, save_directory)
 
 
-PIPELINE_REGISTRY.register_pipeline(
-    TASK, pipeline_class=AcnPipeline, pt_model=AutoModelForTokenClassification, type="multimodal"
-)
+# Registered once per process: the folder's copy of this file, loaded as remote code, would register again, and
+# transformers warns on every re-registration. Never for "token-classification": that task belongs to every NER model.
+if TASK not in PIPELINE_REGISTRY.get_supported_tasks():
+    PIPELINE_REGISTRY.register_pipeline(
+        TASK, pipeline_class=AcnPipeline, pt_model=AutoModelForTokenClassification, type="multimodal"
+    )
 
 __all__ = ["AcnPipeline", "as_image_features", "custom_pipelines_entry", "entity_spans", "save_pipeline_code", "tag_marginals"]

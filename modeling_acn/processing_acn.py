@@ -2,11 +2,14 @@
 
 from collections.abc import Mapping, Sequence
 
-import torch
+import numpy as np
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
 from .configuration_acn import IGNORE_INDEX
+
+
+RETURN_TENSORS = ("pt", "np", None)
 
 
 class AcnProcessor(ProcessorMixin):
@@ -31,6 +34,7 @@ class AcnProcessor(ProcessorMixin):
         truncation: bool = False,
         max_length: int | None = None,
         return_offsets_mapping: bool = False,
+        return_tensors: str | None = "pt",
     ) -> BatchFeature:
         """Encode a batch of tweets and their images.
 
@@ -40,20 +44,24 @@ class AcnProcessor(ProcessorMixin):
             labels: one label per word for each tweet, as ids or as strings mapped through `label2id`.
             label2id: mapping from label strings to ids; needed when `labels` holds strings.
             padding, truncation, max_length, return_offsets_mapping: as in `AcnTokenizer.__call__`.
+            return_tensors: `"pt"` for torch tensors, `"np"` for numpy arrays, `None` for python lists.
 
         Returns:
-            A `BatchFeature` of torch tensors: `input_ids` (batch, seq_len) int64, `char_ids`
-            (batch, seq_len, char_len) int64, `attention_mask` (batch, seq_len) int64; with `images`, also
-            `pixel_values` (batch, 3, height, width) float32 and `image_mask` (batch,) bool; and, when asked for, `labels`
-            (batch, seq_len) int64 with -100 on padding and `offset_mapping` (batch, seq_len, 2) int64.
+            A `BatchFeature`: `input_ids` (batch, seq_len) int64, `char_ids` (batch, seq_len, char_len) int64,
+            `attention_mask` (batch, seq_len) int64; with `images`, also `pixel_values` (batch, 3, height, width)
+            float32 and `image_mask` (batch,) bool; and, when asked for, `labels` (batch, seq_len) int64 with -100 on
+            padding and `offset_mapping` (batch, seq_len, 2) int64. With `return_tensors=None`, nested lists of
+            python numbers of those shapes.
         """
+        if return_tensors not in RETURN_TENSORS:
+            raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
         text_inputs = self.tokenizer(
             text,
             is_split_into_words=is_split_into_words,
             padding=padding,
             truncation=truncation,
             max_length=max_length,
-            return_tensors="pt",
+            return_tensors="np",
             return_offsets_mapping=return_offsets_mapping,
         )
         data = dict(text_inputs)
@@ -62,12 +70,14 @@ class AcnProcessor(ProcessorMixin):
             batch_size = text_inputs["input_ids"].shape[0]
             if len(images) != batch_size:
                 raise ValueError(f"got {len(images)} images for {batch_size} texts; use None for a tweet without image")
-            data.update(self.image_processor(images, return_tensors="pt"))
+            data.update(self.image_processor(images, return_tensors="np"))
         if labels is not None:
-            word_counts = text_inputs["attention_mask"].sum(dim=1).tolist()  # (batch,)
+            word_counts = text_inputs["attention_mask"].sum(axis=1).tolist()  # (batch,)
             seq_len = text_inputs["input_ids"].shape[1]
             data["labels"] = _align_labels(labels, word_counts, seq_len, label2id, max_length if truncation else None)
-        return BatchFeature(data)
+        if return_tensors is None:
+            data = {key: value.tolist() for key, value in data.items()}
+        return BatchFeature(data, tensor_type=return_tensors)
 
 
 AcnProcessor.register_for_auto_class("AutoProcessor")
@@ -83,17 +93,17 @@ def _align_labels(
     seq_len: int,
     label2id: Mapping[str, int] | None,
     truncated_at: int | None,
-) -> torch.Tensor:
-    """Word labels as a (batch, seq_len) int64 tensor padded with -100; labels past a truncation are dropped."""
+) -> np.ndarray:
+    """Word labels as a (batch, seq_len) int64 array padded with -100; labels past a truncation are dropped."""
     if len(labels) != len(word_counts):
         raise ValueError(f"got {len(labels)} label sequences for {len(word_counts)} texts")
-    aligned = torch.full((len(word_counts), seq_len), IGNORE_INDEX, dtype=torch.long)  # (batch, seq_len)
+    aligned = np.full((len(word_counts), seq_len), IGNORE_INDEX, dtype=np.int64)  # (batch, seq_len)
     for index, (example_labels, count) in enumerate(zip(labels, word_counts)):
         was_truncated = truncated_at is not None and count == truncated_at and len(example_labels) > count
         if len(example_labels) != count and not was_truncated:
             raise ValueError(f"example {index} has {count} words but {len(example_labels)} labels")
         ids = [_label_id(label, label2id) for label in example_labels[:count]]
-        aligned[index, :count] = torch.tensor(ids, dtype=torch.long)  # (count,)
+        aligned[index, :count] = ids  # (count,)
     return aligned
 
 

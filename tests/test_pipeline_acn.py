@@ -96,6 +96,30 @@ def test_a_batch_gives_the_same_results_as_single_calls(pipe, tmp_path):
     assert streamed == single
 
 
+def test_datasets_and_other_iterables_give_the_results_of_single_calls(pipe, tmp_path):
+    from datasets import Dataset
+    from transformers.pipelines.pt_utils import KeyDataset
+
+    image_path = tmp_path / "stripes.png"
+    striped_image().save(image_path)
+    texts = [TWEET, "Merkel meets Obama", "Paris  in the rain", "Berlin"]
+    images = [str(image_path), None, str(image_path), None]
+    rows = Dataset.from_dict({"text": texts, "image": images})  # iterating it gives {"text", "image"} dicts
+    single = [comparable(pipe(text, image=image, return_tags=True)) for text, image in zip(texts, images)]
+    text_only = [comparable(pipe(text, return_tags=True)) for text in texts]
+    sources = {
+        "KeyDataset": (lambda: KeyDataset(rows, "text"), text_only),  # a torch Dataset, as transformers' docs use
+        "datasets.Dataset": (lambda: rows, single),
+        "iterator": (lambda: iter(texts), text_only),
+        "zip of pairs": (lambda: zip(texts, images), single),
+    }
+    for name, (make_inputs, expected) in sources.items():
+        for batch_size in (1, 3):
+            results = pipe(make_inputs(), batch_size=batch_size, return_tags=True)
+            assert not isinstance(results, list), name  # streamed, as transformers streams datasets and generators
+            assert [comparable(result) for result in results] == expected, (name, batch_size)
+
+
 def test_precomputed_features_give_the_image_result(pipe):
     pixels = pipe.processor.image_processor(striped_image())["pixel_values"]  # (1, 3, 224, 224)
     features = pipe.model.get_image_features(pixels)[0].detach().numpy()  # (49, 512)
@@ -183,8 +207,8 @@ import sys
 sys.modules["modeling_acn"] = None  # the project must not be importable: everything comes from the folder
 from transformers import pipeline
 
-folder, task, tweet = sys.argv[1], sys.argv[2] or None, {tweet!r}
-pipe = pipeline(task, model=folder, trust_remote_code=True, device="cpu")  # no task: the one the folder names
+folder, task, tweet = sys.argv[1], sys.argv[2], {tweet!r}
+pipe = pipeline(task, model=folder, trust_remote_code=True, device="cpu")
 assert type(pipe).__module__.startswith("transformers_modules."), type(pipe).__module__
 print(json.dumps(pipe([tweet, (tweet, None)], batch_size=2, return_tags=True)))
 """
@@ -201,7 +225,8 @@ def separately_saved_folder(pipe, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "saved_by, task", [("pipeline", "multimodal-ner"), ("model and processor", ""), ("model and processor", "multimodal-ner")]
+    "saved_by, task",
+    [("pipeline", "multimodal-ner"), ("model and processor", "multimodal-ner"), ("model and processor", "token-classification")],
 )
 def test_fresh_process_loads_the_folder_with_the_pipeline_factory(pipe, saved_by, task, request, tmp_path):
     folder = request.getfixturevalue("saved_folder" if saved_by == "pipeline" else "separately_saved_folder")
@@ -214,7 +239,9 @@ def test_fresh_process_loads_the_folder_with_the_pipeline_factory(pipe, saved_by
     )
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
-    assert comparable(loaded) == comparable(pipe([TWEET, (TWEET, None)], return_tags=True))
+    aggregation = "none" if task == "token-classification" else "simple"  # each task's default
+    expected = pipe([TWEET, (TWEET, None)], return_tags=True, aggregation_strategy=aggregation)
+    assert comparable(loaded) == comparable(expected)
 
 
 def cpu_lacks_bf16(dtype) -> bool:

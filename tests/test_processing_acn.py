@@ -1,10 +1,12 @@
 """AcnProcessor: one batch with every model input, label alignment, text-only batches, errors, and a fresh-process
 load through the Auto classes."""
 
+import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -73,6 +75,37 @@ def test_labels_are_cut_with_the_words(processor):
     words = [["Obama", "visits", "Paris"], ["Merkel"]]
     batch = processor(words, labels=[[1, 0, 3], [1]], is_split_into_words=True, truncation=True, max_length=2)
     assert batch["labels"].tolist() == [[1, 0], [1, -100]]
+
+
+def test_return_tensors_pt_is_the_default(processor):
+    kwargs = dict(images=make_images(), labels=[[1, 0, 3, 0, 0], [1, 0, 3], [0, 0, 1]], return_offsets_mapping=True)
+    default, torch_batch = processor(TEXTS, **kwargs), processor(TEXTS, **kwargs, return_tensors="pt")
+    assert default.keys() == torch_batch.keys()
+    for key, value in default.items():
+        assert isinstance(torch_batch[key], torch.Tensor) and torch.equal(torch_batch[key], value), key
+
+
+@pytest.mark.parametrize("return_tensors", ["np", None])
+def test_return_tensors_gives_numpy_arrays_or_python_lists_of_the_same_values(processor, return_tensors):
+    kwargs = dict(images=make_images(), labels=[[1, 0, 3, 0, 0], [1, 0, 3], [0, 0, 1]], return_offsets_mapping=True)
+    expected = processor(TEXTS, **kwargs)  # torch tensors
+    batch = processor(TEXTS, **kwargs, return_tensors=return_tensors)
+    assert batch.keys() == expected.keys() == {
+        "input_ids", "char_ids", "attention_mask", "pixel_values", "image_mask", "labels", "offset_mapping"
+    }  # fmt: skip
+    for key, value in expected.items():
+        if return_tensors == "np":
+            assert isinstance(batch[key], np.ndarray) and batch[key].dtype == value.numpy().dtype, key
+            np.testing.assert_array_equal(batch[key], value.numpy())
+        else:
+            assert type(batch[key]) is list and batch[key] == value.tolist(), key
+    if return_tensors is None:
+        json.dumps(dict(batch))  # python numbers all the way down: numpy scalars are not JSON-serializable
+
+
+def test_return_tensors_refuses_other_frameworks(processor):
+    with pytest.raises(ValueError, match="return_tensors must be 'pt', 'np' or None, got 'tf'"):
+        processor(TEXTS, return_tensors="tf")
 
 
 def test_processor_errors_name_the_problem(processor):
