@@ -42,12 +42,18 @@ OOV_SCALE = 0.25  # paper: vectors of words missing from the embedding file are 
 
 # Retweets truncate links mid-word ("http://t.co…", "htt…"); the bare truncated forms are URLs too.
 _TRUNCATED_URL = r"h(?:tt?(?:ps?)?)?:?/*…"
+# A URL without its trailing sentence punctuation: up to the last character that is neither space nor such punctuation
+# (at least one character after the scheme). Runs of punctuation and other characters alternate, and the two classes
+# are disjoint, so the match is found in one pass: a lazy `\S+?` with a lookahead for "punctuation then space" took
+# time quadratic in the length of a punctuation run ("http:" + 100,000 dots: minutes).
+_URL_PUNCTUATION = r"[.,;:!?)\]\"']"
+_URL_WORD = rf"(?:https?:|www\.)(?:(?:{_URL_PUNCTUATION}*[^\s.,;:!?)\]\"'])+|\S)"
 # One alternative per kind of tweet token, tried in order at each position; the last one takes any single
 # non-space character, so every character outside whitespace lands in exactly one word.
 _TWEET_WORD = regex.compile(
     "|".join(
         [
-            r"(?:https?:|www\.)\S+?(?=[.,;:!?)\]\"']*(?:\s|$))",  # URL, without trailing sentence punctuation
+            _URL_WORD,
             _TRUNCATED_URL,
             r"[@#]\w+",  # @mention, #hashtag
             r"&\w+",  # HTML entity, kept as the corpora keep it ("&amp" then ";")

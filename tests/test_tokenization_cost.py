@@ -1,0 +1,63 @@
+"""The tweet tokenizer's cost is linear in the input, on pathological shapes too (a long punctuation run after a URL
+scheme took minutes), and the linear URL rule splits exactly as the earlier, backtracking one did."""
+
+import random
+import time
+
+import pytest
+import regex
+
+from modeling_acn import AcnTokenizer
+from modeling_acn import tokenization_acn
+
+# The URL alternative before it was made linear: a lazy run, then a lookahead for punctuation up to a space.
+BACKTRACKING_URL = r"(?:https?:|www\.)\S+?(?=[.,;:!?)\]\"']*(?:\s|$))"
+PATHOLOGICAL = {
+    "scheme, dots, a letter": lambda n: "see http:" + "." * n + "x now",
+    "scheme, quotes": lambda n: "http:x" + "'\"" * n + "y",
+    "scheme, dot-letter pairs": lambda n: "http:" + ".x" * n,
+    "www, exclamation marks": lambda n: "www." + "!" * n + " ok",
+    "hashes": lambda n: "#" * n,
+    "hyphenated letters": lambda n: "a-" * n,
+    "h and slashes": lambda n: "h" + "/" * n,
+    "emoji joiners": lambda n: "\U0001f44d\u200d" * n,
+    "truncated-link ellipses": lambda n: "http://t.co" + "\u2026" * n,
+    "mentions": lambda n: "@a" * n,
+}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AcnTokenizer.from_corpus([["a"]])
+
+
+def best_of_three(function) -> float:
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+@pytest.mark.bad_input(
+    "a tweet built to make the tokenizer backtrack (`\"see http:\" + \".\" * 100000 + \"x now\"`, and 9 other shapes)",
+    "split in time linear in its length (the URL rule took minutes on it)",
+)
+@pytest.mark.parametrize("shape", sorted(PATHOLOGICAL))
+def test_splitting_time_grows_linearly_on_pathological_tweets(tokenizer, shape):
+    make = PATHOLOGICAL[shape]
+    small, large = (best_of_three(lambda n=n: tokenizer.split_text(make(n))) for n in (25_000, 100_000))
+    assert large < 8 * max(small, 1e-3), f"{shape}: 4x the input took {large / max(small, 1e-3):.1f}x the time"
+
+
+def test_the_linear_url_rule_splits_as_the_backtracking_one_did():
+    """Brute force over random short tweets from an alphabet of URL schemes, punctuation, letters and spaces."""
+    old_pattern = tokenization_acn._TWEET_WORD.pattern.replace(tokenization_acn._URL_WORD, BACKTRACKING_URL, 1)
+    old = regex.compile(old_pattern)
+    pieces = ["http:", "https:", "www.", "h", "t", "x", ".", ",", ";", ":", "!", "?", ")", "]", '"', "'", " ", "/", "…", "#", "-"]
+    rng = random.Random(0)
+    for _ in range(20_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))
+        expected = [match.group() for match in old.finditer(text)]
+        assert [match.group() for match in tokenization_acn._TWEET_WORD.finditer(text)] == expected, repr(text)
