@@ -111,6 +111,10 @@ class AcnConfig(PretrainedConfig):
             `AcnModel.calibrate_vision`: per conv but the last, one positive scale per output channel, by which that
             channel is divided and the next conv's input channel multiplied before quantisation (the same float
             function). None (older calibrations, other backbones): no equalisation.
+        max_image_words (`int`): the most words a tweet with an image may have. The image-guided textual attention
+            compares every word with every other (`words x words x attention_size` energies: 52 MB at 256 words,
+            20 GB at 50,000), so a longer tweet with an image is refused, naming its length; without an image, any
+            length takes the text path, whose memory grows linearly.
         vision_int8_bias_corrections (`list`): VGG-16's bias correction for int8, written by
             `AcnModel.calibrate_vision`: per conv, per output channel, the mean shift that rounding the conv's weights
             to int8 causes on the calibration images, taken off its bias before quantisation. None: no correction.
@@ -161,10 +165,12 @@ class AcnConfig(PretrainedConfig):
         vision_int8_ranges=None,
         vision_int8_channel_scales=None,
         vision_int8_bias_corrections=None,
+        max_image_words=256,  # co-attention's memory grows with words squared; Twitter-2015's longest tweet has 41
         id2label=None,
         label2id=None,
         **kwargs,
     ):
+        _check_types(locals())
         if id2label is None and label2id is None and "num_labels" not in kwargs:
             id2label = dict(enumerate(TWITTER2015_LABELS))
         if label2id is None and id2label is not None:
@@ -191,6 +197,7 @@ class AcnConfig(PretrainedConfig):
             char_embedding_dim=char_embedding_dim,
             char_num_filters=char_num_filters,
             attention_size=attention_size,
+            max_image_words=max_image_words,
         )
         if use_lstm and (hidden_size <= 0 or hidden_size % 2):
             raise ValueError(f"hidden_size must be a positive even number (two LSTM directions), got {hidden_size!r}")
@@ -246,8 +253,10 @@ class AcnConfig(PretrainedConfig):
         self.vision_int8_channel_scales = _per_channel("vision_int8_channel_scales", vision_int8_channel_scales, positive=True)
         self.vision_int8_bias_corrections = _per_channel("vision_int8_bias_corrections", vision_int8_bias_corrections, positive=False)
         _check_vgg16_calibration(vision_backbone, self.vision_int8_channel_scales, self.vision_int8_bias_corrections)
+        self.max_image_words = max_image_words
         kwargs.setdefault("auto_map", dict(AUTO_MAP))
         super().__init__(pad_token_id=pad_token_id, id2label=id2label, label2id=label2id, **kwargs)
+        _check_label_maps(self.id2label, self.label2id)
 
     @property
     def uses_pretrained_text_encoder(self) -> bool:
@@ -261,10 +270,58 @@ class AcnConfig(PretrainedConfig):
     @classmethod
     def from_dict(cls, config_dict, **kwargs):
         """As `PretrainedConfig.from_dict`; a saved configuration that predates a setting keeps its old behaviour."""
+        if "id2label" not in config_dict and "num_labels" not in config_dict:
+            raise ValueError(
+                "the configuration has no id2label: a saved ACN model names its labels (without them it would be "
+                "read with another corpus's labels)"
+            )
         config_dict = {**LEGACY_SETTINGS, **config_dict}
         for key in REMOVED_SETTINGS:
             config_dict.pop(key, None)
         return super().from_dict(config_dict, **kwargs)
+
+
+# The type of every setting that a config.json could give wrongly ("100" for 100 reads as a string, "false" as True).
+INTEGER_SETTINGS = ("vocab_size", "char_vocab_size", "pad_token_id", "char_pad_id", "word_embedding_dim",
+                    "char_embedding_dim", "char_num_filters", "max_image_words")  # fmt: skip
+OPTIONAL_INTEGER_SETTINGS = ("text_encoder_window", "hidden_size", "attention_size", "image_feature_dim", "num_image_regions")
+BOOLEAN_SETTINGS = ("use_image", "use_char_cnn", "use_filtration_gate", "freeze_vision")
+OPTIONAL_BOOLEAN_SETTINGS = ("use_lstm",)
+STRING_SETTINGS = ("char_activation", "word_pooling", "vision_backbone", "decoder", "fusion", "vision_precision")
+
+
+def _check_types(settings: dict) -> None:
+    """Refuse a setting of the wrong type, naming the key (bool is not accepted as an int, nor an int as a bool)."""
+    def is_integer(value):
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    checks = [(INTEGER_SETTINGS, is_integer, "an integer"), (BOOLEAN_SETTINGS, lambda value: isinstance(value, bool), "true or false"),
+              (STRING_SETTINGS, lambda value: isinstance(value, str), "a string")]  # fmt: skip
+    checks += [(OPTIONAL_INTEGER_SETTINGS, lambda value: value is None or is_integer(value), "an integer or null"),
+               (OPTIONAL_BOOLEAN_SETTINGS, lambda value: value is None or isinstance(value, bool), "true, false or null")]  # fmt: skip
+    for keys, valid, expected in checks:
+        for key in keys:
+            if not valid(settings[key]):
+                raise ValueError(f"{key} must be {expected}, got {settings[key]!r}")
+    dropout = settings["dropout"]
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+        raise ValueError(f"dropout must be a number, got {dropout!r}")
+    if not isinstance(settings["char_kernel_sizes"], (list, tuple)) or not all(map(is_integer, settings["char_kernel_sizes"])):
+        raise ValueError(f"char_kernel_sizes must be a list of integers, got {settings['char_kernel_sizes']!r}")
+
+
+def _check_label_maps(id2label: dict, label2id: dict) -> None:
+    """id2label numbers its labels 0..n-1 without gaps, with distinct names, and label2id is its inverse."""
+    if sorted(id2label) != list(range(len(id2label))):
+        missing = sorted(set(range(max(id2label, default=-1) + 1)) - set(id2label))
+        raise ValueError(f"id2label must number its labels 0..{len(id2label) - 1} without gaps, got ids {sorted(id2label)} (missing {missing})")
+    names = list(id2label.values())
+    if not all(isinstance(name, str) and name for name in names) or len(set(names)) != len(names):
+        raise ValueError(f"id2label must give distinct non-empty label names, got {names}")
+    inverse = {name: index for index, name in id2label.items()}
+    if {name: int(index) for name, index in label2id.items()} != inverse:
+        wrong = sorted(set(label2id.items()) ^ set(inverse.items()), key=str)
+        raise ValueError(f"label2id must be the inverse of id2label; they differ on {wrong[:6]}")
 
 
 def _text_encoder_config(text_encoder, text_config):

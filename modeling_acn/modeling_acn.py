@@ -773,16 +773,18 @@ class AcnModel(AcnPreTrainedModel):
             return AcnModelOutput(last_hidden_state=hidden)
 
         image_mask = self._image_mask(image_mask, pixel_values, image_features, input_ids)  # (batch,)
+        self._check_image_tweet_lengths(word_mask.sum(-1), image_mask)
         images = self._image_features(pixel_values, image_features, image_mask)  # (images, regions, 512)
         # Co-attention runs on the tweets that have an image; the others keep u_t = 0, their text path.
-        co_attended = self._empty_co_attention_outputs(hidden)
+        wanted = output_attentions if output_attentions is not None else self.config.output_attentions
+        co_attended = self._empty_co_attention_outputs(hidden, wanted)
         if image_mask.any():
             computed = self.co_attention(hidden[image_mask], word_mask[image_mask], images)
             co_attended = AcnCoAttentionOutput(
-                *(_scatter_rows(rows, image_mask, zeros) for rows, zeros in zip(computed, co_attended))
+                *(_scatter_rows(rows, image_mask, zeros) if zeros is not None else None for rows, zeros in zip(computed, co_attended))
             )  # both are AcnCoAttentionOutput, so the fields pair up by name
         features = torch.cat([hidden, co_attended.multimodal], dim=-1)  # (batch, seq_len, hidden + output_size)
-        if not (output_attentions if output_attentions is not None else self.config.output_attentions):
+        if not wanted:
             return AcnModelOutput(last_hidden_state=features)
         return AcnModelOutput(
             last_hidden_state=features,
@@ -792,11 +794,27 @@ class AcnModel(AcnPreTrainedModel):
             filtration_gates=co_attended.filtration_gates,
         )
 
-    def _empty_co_attention_outputs(self, hidden):
-        """Zeros shaped like each co-attention output, for tweets without an image."""
+    def _check_image_tweet_lengths(self, lengths, image_mask):
+        """The textual attention's energies are `(words, words, attention_size)` per tweet with an image: refuse a
+        tweet longer than `config.max_image_words` rather than ask for memory quadratic in its length."""
+        longest = int(lengths[image_mask].max()) if image_mask.any() else 0
+        if longest > self.config.max_image_words:
+            row = int(((lengths > self.config.max_image_words) & image_mask).nonzero()[0])
+            raise ValueError(
+                f"tweet {row} has {longest} words and an image; co-attention reads at most max_image_words="
+                f"{self.config.max_image_words} words (its memory grows with their square): tag it without its image"
+            )
+
+    def _empty_co_attention_outputs(self, hidden, with_attentions: bool):
+        """Zeros shaped like each co-attention output, for tweets without an image. The attention maps and gates only
+        when asked for: the textual attentions are `(batch, seq_len, seq_len)`, quadratic in the tweet's length,
+        where everything else on the text path is linear."""
         batch, seq_len, size = hidden.shape
+        multimodal = hidden.new_zeros(batch, seq_len, self.co_attention.output_size)  # (batch, seq_len, output_size)
+        if not with_attentions:
+            return AcnCoAttentionOutput(multimodal, None, None, None, None)
         return AcnCoAttentionOutput(
-            multimodal=hidden.new_zeros(batch, seq_len, self.co_attention.output_size),
+            multimodal=multimodal,
             visual_attentions=hidden.new_zeros(batch, seq_len, self.config.num_image_regions),
             textual_attentions=hidden.new_zeros(batch, seq_len, seq_len),
             fusion_gates=hidden.new_zeros(batch, seq_len, size) if self.config.fusion == "gate" else None,

@@ -137,6 +137,12 @@ class AcnPipeline(Pipeline):
         model_inputs = dict(encoding)
         model_inputs["char_ids"] = self._pad_char_axis(model_inputs["char_ids"])  # (1, seq_len, char_width)
         if self.model.config.use_image:
+            limit = self.model.config.max_image_words
+            if example["image"] is not None and len(offsets) > limit:  # before the image is read
+                raise ValueError(
+                    f"the tweet has {len(offsets)} words and an image; co-attention reads at most max_image_words="
+                    f"{limit} words (its memory grows with their square): tag it without its image"
+                )
             model_inputs.update(self._image_inputs(example["image"]))
         model_inputs["text"] = " ".join(text) if is_split_into_words else text
         model_inputs["offsets"] = offsets
