@@ -6,17 +6,15 @@ The model is loaded with the installed acn-mner classes; a folder's own code run
 """
 
 import argparse
-import json
 from pathlib import Path
 
 from accelerate import Accelerator
+from torch.utils.data import DataLoader
+
 from acn_mner.data import image_source, load_corpus, model_rows
 from acn_mner.evaluation import gold_tags, load_metric, predict_split, score, table2, write_json, write_predictions
-from torch.utils.data import DataLoader
-from transformers.dynamic_module_utils import get_class_from_dynamic_module
-from transformers.utils import cached_file
-
-from modeling_acn import AcnDataCollator, AcnForTokenClassification, AcnProcessor
+from modeling_acn import AcnDataCollator
+from modeling_acn.pipeline_acn import load_model_and_processor
 
 
 def parse_args(argv=None):
@@ -34,24 +32,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def load_model(name, trust_remote_code: bool = False):
-    """The model and processor of a folder or Hub id: by the installed acn-mner classes, so that nothing in the
-    folder runs; with `trust_remote_code`, by the classes its own code defines (its `auto_map`)."""
-    if not trust_remote_code:
-        return AcnForTokenClassification.from_pretrained(name), AcnProcessor.from_pretrained(name)
-    model_class = folder_class(name, "AutoModelForTokenClassification", "config.json")
-    processor_class = folder_class(name, "AutoProcessor", "processor_config.json")
-    return model_class.from_pretrained(name), processor_class.from_pretrained(name)
-
-
-def folder_class(name, auto_class: str, config_file: str):
-    """The class a folder's code registers for `auto_class`, imported from that code (which runs)."""
-    auto_map = json.loads(Path(cached_file(name, config_file)).read_text(encoding="utf-8")).get("auto_map", {})
-    if auto_class not in auto_map:
-        raise ValueError(f"--trust_remote_code: {name}/{config_file} names no code for {auto_class}")
-    return get_class_from_dynamic_module(auto_map[auto_class], name)
-
-
 def check_labels(model, split):
     """The corpus must use the model's tag set, in the model's id order."""
     names = split.features["ner_tags"].feature.names
@@ -63,7 +43,7 @@ def check_labels(model, split):
 def main(argv=None):
     args = parse_args(argv)
     accelerator = Accelerator()
-    model, processor = load_model(args.model, args.trust_remote_code)
+    model, processor = load_model_and_processor(args.model, args.trust_remote_code)
     split = load_corpus(args.dataset, args.image_dir)[args.split]
     check_labels(model, split)
     source = image_source(split, model.config.use_image)

@@ -531,6 +531,18 @@ class AcnPreTrainedModel(PreTrainedModel):
     base_model_prefix = "acn"
     main_input_name = "input_ids"
 
+    @classmethod
+    def from_pretrained(cls, *args, strict: bool = True, **kwargs):
+        """As `PreTrainedModel.from_pretrained`, strictly: a checkpoint that lacks a weight of this model, holds one
+        it does not have or of another shape, or holds NaN or infinite values is refused with a `ValueError` naming
+        the tensors (a damaged file would otherwise load with fresh weights and tag differently, or tag every word
+        `O`). `strict=False` keeps transformers' warnings only."""
+        wants_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        if strict:
+            _check_loaded_weights(model, info, args[0] if args else kwargs.get("pretrained_model_name_or_path"))
+        return (model, info) if wants_info else model
+
     @torch.no_grad()
     def _init_weights(self, module):
         if isinstance(module, nn.Embedding):
@@ -1037,6 +1049,20 @@ def bio_transition_table(id2label):
     )  # (tags, tags)
     allowed_start = torch.tensor([inside is None for inside in inside_type])  # (tags,)
     return allowed, allowed_start
+
+
+def _check_loaded_weights(model, info: dict, source) -> None:
+    problems = []
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        names = sorted(str(key[0] if isinstance(key, tuple) else key) for key in info.get(kind) or ())
+        if names:
+            problems.append(f"{len(names)} {kind.replace('_', ' ')} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
+    non_finite = [name for name, tensor in model.state_dict().items()
+                  if tensor.is_floating_point() and not tensor.is_meta and not torch.isfinite(tensor).all()]  # fmt: skip
+    if non_finite:
+        problems.append(f"NaN or infinite values in {', '.join(non_finite[:5])}{', ...' if len(non_finite) > 5 else ''}")
+    if problems:
+        raise ValueError(f"{source}: the checkpoint does not match the model: {'; '.join(problems)}")
 
 
 def _short_id(trunk_id: str) -> str:

@@ -9,14 +9,17 @@ one entry per word) or `transformers.pipeline("multimodal-ner", ...)` (one entry
 so other token-classification models keep transformers' own pipeline.
 """
 
+import json
 import math
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import AutoModelForTokenClassification, AutoProcessor, Pipeline
-from transformers.dynamic_module_utils import custom_object_save
+from transformers.dynamic_module_utils import custom_object_save, get_class_from_dynamic_module
 from transformers.pipelines import PIPELINE_REGISTRY
+from transformers.utils import cached_file
 
 
 TASK = "multimodal-ner"
@@ -75,11 +78,11 @@ class AcnPipeline(Pipeline):
             model_name_or_path: folder or Hub id holding the model and the processor.
             device: as in transformers' pipelines: -1 or `"cpu"`, a GPU index or a `torch.device`; by default
                 the first GPU when there is one, else the CPU.
-            trust_remote_code: load the model classes from the folder's code rather than the installed package.
+            trust_remote_code: run the folder's own code: the model and processor classes its `auto_map` names,
+                even where this package is installed (the Auto classes would otherwise pick the installed ones).
             **kwargs: call parameters to set for every call (see the class docstring), and `batch_size`.
         """
-        model = AutoModelForTokenClassification.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
-        processor = AutoProcessor.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+        model, processor = load_model_and_processor(model_name_or_path, trust_remote_code)
         return cls(model=model, processor=processor, device=device, task=TASK, **kwargs)
 
     def save_pretrained(self, save_directory, **kwargs):
@@ -352,6 +355,25 @@ def as_image_features(image, shape=None):
     return image.float()
 
 
+def load_model_and_processor(name, trust_remote_code: bool = False):
+    """The model and processor of a folder or Hub id: by the installed classes, so that nothing of the folder runs;
+    with `trust_remote_code`, by the classes the folder's own code defines (its `auto_map`), which then runs.
+    Loading is strict (see `AcnPreTrainedModel.from_pretrained`)."""
+    if not trust_remote_code:
+        return AutoModelForTokenClassification.from_pretrained(name), AutoProcessor.from_pretrained(name)
+    model_class = _folder_class(name, "AutoModelForTokenClassification", "config.json")
+    processor_class = _folder_class(name, "AutoProcessor", "processor_config.json")
+    return model_class.from_pretrained(name), processor_class.from_pretrained(name)
+
+
+def _folder_class(name, auto_class: str, config_file: str):
+    """The class a folder's code registers for `auto_class`, imported from that code (which runs)."""
+    auto_map = json.loads(Path(cached_file(name, config_file)).read_text(encoding="utf-8")).get("auto_map", {})
+    if auto_class not in auto_map:
+        raise ValueError(f"trust_remote_code: {name}/{config_file} names no code for {auto_class}")
+    return get_class_from_dynamic_module(auto_map[auto_class], name)
+
+
 def custom_pipelines_entry() -> dict:
     """`config.custom_pipelines`: this pipeline for "multimodal-ner" and for "token-classification".
 
@@ -378,4 +400,4 @@ if TASK not in PIPELINE_REGISTRY.get_supported_tasks():
         TASK, pipeline_class=AcnPipeline, pt_model=AutoModelForTokenClassification, type="multimodal"
     )
 
-__all__ = ["AcnPipeline", "as_image_features", "custom_pipelines_entry", "entity_spans", "save_pipeline_code", "tag_marginals"]
+__all__ = ["AcnPipeline", "as_image_features", "custom_pipelines_entry", "entity_spans", "load_model_and_processor", "save_pipeline_code", "tag_marginals"]

@@ -20,7 +20,7 @@ FOLDER = FIXTURES / "acn_tiny_0.1.0"
 
 
 def test_folder_saved_by_0_1_0_gives_the_same_logits_and_tags():
-    model = AcnForTokenClassification.from_pretrained(FOLDER).eval()
+    model = AcnForTokenClassification.from_pretrained(FOLDER, strict=False).eval()  # the fixture has no trunk
     processor = AcnProcessor.from_pretrained(FOLDER)
     expected = json.loads((FIXTURES / "acn_tiny_0.1.0_expected.json").read_text())
     tensors = load_file(FIXTURES / "acn_tiny_0.1.0_expected.safetensors")
