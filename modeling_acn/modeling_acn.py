@@ -456,11 +456,14 @@ class AcnCrf(nn.Module):
         transitions = self.transitions.to(emissions.dtype)  # a bf16/fp16 model's CRF sums in the emissions' float32
         transition_shift = transitions.max().detach()
         exp_transitions = (transitions - transition_shift).exp()  # (from, to), entries in (0, 1]
-        alpha = self.start_transitions + emissions[:, 0]  # (batch, tags)
-        for step in range(1, emissions.shape[1]):
+        # One view per step through unbind: its backward stacks the steps' gradients once, where indexing
+        # `emissions[:, step]` would give each step a gradient of the whole tensor (quadratic in the length).
+        steps, step_masks = emissions.unbind(1), mask.unbind(1)  # seq_len x (batch, tags), seq_len x (batch,)
+        alpha = self.start_transitions + steps[0]  # (batch, tags)
+        for step_emissions, step_mask in zip(steps[1:], step_masks[1:]):
             shift = alpha.max(dim=-1, keepdim=True).values.detach()  # (batch, 1)
             summed = ((alpha - shift).exp() @ exp_transitions).log() + shift + transition_shift  # (batch, to)
-            alpha = torch.where(mask[:, step, None], summed + emissions[:, step], alpha)  # (batch, tags)
+            alpha = torch.where(step_mask[:, None], summed + step_emissions, alpha)  # (batch, tags)
         return (alpha + self.end_transitions).logsumexp(dim=-1)  # (batch,)
 
     def decode(self, emissions, mask, allowed=None, allowed_start=None):

@@ -116,3 +116,26 @@ def test_attention_maps_are_only_made_when_asked_for(tiny_config, text_batch):
     explained = model(**text_batch, output_attentions=True)
     torch.testing.assert_close(explained.logits, plain.logits)
     assert explained.textual_attentions.shape == (4, 5, 5) and not explained.textual_attentions[1].any()
+
+
+def test_crf_marginals_take_time_linear_in_the_tweet_length():
+    """The marginals are the gradient of the log-partition; indexing each step's emissions made that backward
+    quadratic (an 18,000-word tweet took 3 minutes)."""
+    import time
+
+    from modeling_acn import AcnCrf
+
+    crf = AcnCrf(5)
+    torch.nn.init.uniform_(crf.transitions)
+
+    def seconds(length: int) -> float:
+        emissions = torch.randn(1, length, 5, requires_grad=True)
+        mask = torch.ones(1, length, dtype=torch.bool)
+        started = time.perf_counter()
+        (gradient,) = torch.autograd.grad(crf.log_partition(emissions, mask).sum(), emissions)
+        assert torch.allclose(gradient.sum(-1), torch.ones(1, length))  # each word's marginals sum to 1
+        return time.perf_counter() - started
+
+    seconds(500)  # warm-up
+    small, large = min(seconds(2000) for _ in range(2)), min(seconds(8000) for _ in range(2))
+    assert large < 8 * small, f"4x the words took {large / small:.1f}x the time"
