@@ -133,7 +133,7 @@ def test_crf_marginals_take_time_linear_in_the_tweet_length():
         mask = torch.ones(1, length, dtype=torch.bool)
         started = time.perf_counter()
         (gradient,) = torch.autograd.grad(crf.log_partition(emissions, mask).sum(), emissions)
-        assert torch.allclose(gradient.sum(-1), torch.ones(1, length))  # each word's marginals sum to 1
+        assert torch.allclose(gradient.sum(-1), torch.ones(1, length), atol=1e-3)  # each word's marginals sum to 1
         return time.perf_counter() - started
 
     seconds(500)  # warm-up
