@@ -1,8 +1,9 @@
 """The dataset card (README.md) of an exported corpus: splits, entity counts, images, and the corpus's name, license
-and citation."""
+and citation: those of a known corpus (`CORPORA`), or those given for a corpus of one's own (`corpus_card`)."""
 
+import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, DatasetInfo, SplitDict, SplitInfo
@@ -43,15 +44,27 @@ TWITTER_TERMS = (
 )
 
 
+NO_LICENSE_TEXT = (
+    "No license is stated: none was given when this corpus was exported, so this card claims none and its metadata "
+    "has no `license` field (neither `unknown` nor `other`, which would each claim something about it). Find out the "
+    "corpus's terms from its authors before using or redistributing it."
+)
+HUB_LICENSES_URL = "https://huggingface.co/docs/hub/repositories-licenses"
+# the form of the Hub's license ids (apache-2.0, cc-by-nc-sa-4.0, llama3.1, openrail++, other, unknown)
+LICENSE_ID = re.compile(r"[a-z0-9][a-z0-9.+-]*")
+BIBTEX_ENTRY = re.compile(r"@[A-Za-z]+\s*[{(]")  # @inproceedings{..., @article(...
+
+
 @dataclass(frozen=True)
 class CorpusCard:
-    """What a dataset card says about a corpus: its name, origin, license (a Hub license id) and citation."""
+    """What a dataset card says about a corpus: its name, origin, license (a Hub license id; None: not stated) and
+    citation (BibTeX; None: no citation section)."""
 
     pretty_name: str
     origin: str
-    license: str
+    license: str | None
     license_text: str
-    citation: str
+    citation: str | None
 
 
 CORPORA = {
@@ -81,6 +94,55 @@ CORPORA = {
 # The Hub's size_categories, by number of examples over all splits
 SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"))
 
+
+def check_license_id(license: str) -> str:
+    """`license` when it has the form of a Hub license id (lower case, no spaces); a `ValueError` naming it if not."""
+    if not isinstance(license, str) or not LICENSE_ID.fullmatch(license):
+        raise ValueError(
+            f"license must be a Hub license id such as 'apache-2.0' or 'cc-by-4.0' (lower case, no spaces; see "
+            f"{HUB_LICENSES_URL}), got {license!r}"
+        )
+    return license
+
+
+def check_citation(citation: str, source: str = "citation") -> str:
+    """The BibTeX text without surrounding blank lines; a `ValueError` naming `source` when it holds no entry."""
+    if not isinstance(citation, str) or not BIBTEX_ENTRY.search(citation):
+        shown = citation.strip() if isinstance(citation, str) else citation
+        if isinstance(shown, str) and len(shown) > 60:
+            shown = shown[:60] + "..."
+        raise ValueError(f"{source} must hold a BibTeX entry such as @article{{key, ...}}, got {shown!r}")
+    return citation.strip()
+
+
+def corpus_card(
+    corpus: str | None = None,
+    *,
+    source: str = "corpus",
+    name: str | None = None,
+    license: str | None = None,
+    citation: str | None = None,
+) -> CorpusCard:
+    """The card of `corpus` (a key of `CORPORA`), with `name`, `license` and `citation` replacing its own; without a
+    `corpus`, the card of a corpus of one's own, named `name` (default: `source`), claiming no license and no
+    citation unless given. A license replacing a preset's replaces the preset's license text too."""
+    if corpus is not None and corpus not in CORPORA:
+        raise ValueError(f"corpus must be one of {sorted(CORPORA)}, got {corpus!r}")
+    if name is not None and (not isinstance(name, str) or not name.strip() or "\n" in name):
+        raise ValueError(f"name must be a non-empty line of text, got {name!r}")
+    card = CORPORA[corpus] if corpus is not None else CorpusCard(source, "", None, NO_LICENSE_TEXT, None)
+    if name is not None:
+        card = replace(card, pretty_name=name.strip())
+    if license is not None:
+        license_text = (
+            f"The corpus is licensed under `{check_license_id(license)}` (a [Hub license id]({HUB_LICENSES_URL})), as "
+            "stated by whoever exported it. The tweets' text and images may also be subject to the terms of the "
+            "platform they come from."
+        )
+        card = replace(card, license=license, license_text=license_text)
+    if citation is not None:
+        card = replace(card, citation=check_citation(citation))
+    return card
 
 
 # --- statistics --------------------------------------------------------------------------------
@@ -192,17 +254,21 @@ def features_section(dataset: DatasetDict) -> str:
 
 
 def card_body(dataset: DatasetDict, source: str, corpus: CorpusCard) -> str:
+    introduction = (
+        f"Tweets with their images and BIO named-entity tags, converted from `{source}` by "
+        f"`dataset_script/twitter_mner.py`."
+    )
     sections = [
         f"# {corpus.pretty_name}",
-        f"Tweets with their images and BIO named-entity tags, converted from `{source}` by "
-        f"`dataset_script/twitter_mner.py`. {corpus.origin}",
+        f"{introduction} {corpus.origin}".rstrip(),
         features_section(dataset),
         splits_section(dataset),
         entities_section(dataset),
         images_section(dataset),
         f"## License\n\n{corpus.license_text}",
-        f"## Citation\n\n```bibtex\n{corpus.citation}\n```",
     ]
+    if corpus.citation is not None:
+        sections.append(f"## Citation\n\n```bibtex\n{corpus.citation}\n```")
     return "\n\n".join(sections) + "\n"
 
 
@@ -215,7 +281,8 @@ def size_category(num_examples: int) -> str:
 
 def dataset_card(dataset: DatasetDict, shards: dict[str, list[Path]], source: str, corpus: CorpusCard) -> DatasetCard:
     """A card whose YAML holds what `DatasetDict.push_to_hub` writes, ``configs`` (the shard globs) and
-    ``dataset_info`` (features, split sizes), and the corpus's license, size category and citation."""
+    ``dataset_info`` (features, split sizes), and the corpus's license (no ``license`` key when none is stated), size
+    category and citation."""
     splits = SplitDict()
     for split, part in dataset.items():
         splits.add(SplitInfo(name=split, num_bytes=part.data.nbytes, num_examples=part.num_rows))

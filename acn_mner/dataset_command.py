@@ -5,6 +5,10 @@ Export (``--push_to_hub`` is the only step that needs the network)::
 
     acn-dataset --data_dir D [--image_dir I] --output_dir O --corpus twitter-2015 [--label_map OTHER=MISC] [--push_to_hub REPO]
 
+A corpus of one's own in the same format: no ``--corpus``, and the card's name, license and citation from
+``--dataset_name``, ``--license`` and ``--citation_file`` (which also replace a ``--corpus`` preset's); the card claims
+no license or citation that it is not given.
+
 Cache the image features of an exported dataset::
 
     acn-dataset cache-features --dataset O --model M --output_dir F
@@ -12,6 +16,7 @@ Cache the image features of an exported dataset::
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -22,7 +27,7 @@ from modeling_acn.configuration_acn import VISION_BACKBONES, VISION_PRECISIONS
 from modeling_acn.image_processing_acn import MAX_IMAGE_PIXELS
 
 from .corpus import load_twitter_mner, parse_label_map
-from .dataset_card import CORPORA, image_problem_table
+from .dataset_card import CORPORA, check_citation, check_license_id, image_problem_table
 from .export import export_parquet, push_folder_to_hub
 from .feature_cache import CALIBRATION_IMAGES, feature_extractor, save_feature_cache
 
@@ -33,15 +38,45 @@ CACHE_COMMAND = "cache-features"
 # --- command line ------------------------------------------------------------------------------
 
 
+def hub_license(value: str) -> str:
+    """argparse type of --license: a Hub license id."""
+    try:
+        return check_license_id(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def citation_file(value: str) -> str:
+    """argparse type of --citation_file: the BibTeX text of the file, read now so that a bad file stops the command
+    before the corpus is read."""
+    try:
+        text = Path(value).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise argparse.ArgumentTypeError(f"no such file: {value!r}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise argparse.ArgumentTypeError(f"cannot read {value!r}: {error}") from None
+    try:
+        return check_citation(text, source=repr(value))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def parse_export_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Convert a Twitter-2015/2017 multimodal NER corpus into a Parquet dataset folder. "
+        description="Convert a multimodal NER corpus in the Twitter-2015/2017 format into a Parquet dataset folder. "
         f"Run '{Path(sys.argv[0]).name} {CACHE_COMMAND} --help' for the image feature cache."
     )
     parser.add_argument("--data_dir", required=True, help="Folder with train.txt, valid.txt and test.txt.")
     parser.add_argument("--image_dir", help="Folder with <IMGID>.jpg; without it the dataset is text only.")
     parser.add_argument("--output_dir", required=True, help="Folder for data/*.parquet and README.md.")
-    parser.add_argument("--corpus", required=True, choices=sorted(CORPORA), help="Which corpus this is: sets the card's name, license and citation.")
+    parser.add_argument(
+        "--corpus", choices=sorted(CORPORA),
+        help="A known corpus, whose name, license and citation the card takes (the flags below replace them); "
+        "without it, a corpus of your own: the card claims no license or citation that the flags below do not give.",
+    )  # fmt: skip
+    parser.add_argument("--dataset_name", help="The card's title and pretty_name (default: the corpus's, else the data_dir's name).")
+    parser.add_argument("--license", type=hub_license, help="The corpus's license, a Hub license id such as cc-by-4.0 (default: the corpus's, else none stated).")
+    parser.add_argument("--citation_file", type=citation_file, metavar="BIB", help="A BibTeX file whose entries the card cites (default: the corpus's citation, else none).")
     parser.add_argument("--label_map", nargs="+", default=[], metavar="OLD=NEW", help="Rename entity types.")
     parser.add_argument("--max_image_pixels", type=int, default=MAX_IMAGE_PIXELS, help="Refuse larger images.")
     parser.add_argument("--overwrite", action="store_true", help="Replace the data of a non-empty output_dir.")
@@ -83,7 +118,14 @@ def run_export(args: argparse.Namespace) -> None:
         max_image_pixels=args.max_image_pixels,
     )
     card_path = export_parquet(
-        dataset, args.output_dir, source=Path(args.data_dir).name, corpus=args.corpus, overwrite=args.overwrite
+        dataset,
+        args.output_dir,
+        source=Path(os.path.abspath(args.data_dir)).name,  # the folder's own name, also for '.'
+        corpus=args.corpus,
+        name=args.dataset_name,
+        license=args.license,
+        citation=args.citation_file,
+        overwrite=args.overwrite,
     )
     logger.info("tweets: %s", {split: part.num_rows for split, part in dataset.items()})
     logger.info("images per split:\n%s", image_problem_table(dataset))

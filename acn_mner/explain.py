@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from modeling_acn import AcnPipeline
+from modeling_acn.image_processing_acn import is_image_url
 from modeling_acn.pipeline_acn import entity_spans
 
 from .atomic import atomic_path, refuse_overwriting_inputs
@@ -39,11 +40,11 @@ def explain_tweet(pipe: AcnPipeline, text, image, output, is_split_into_words: b
     Args:
         pipe: an `AcnPipeline` whose model has images (`use_image=True`).
         text: the tweet, or a list of words with `is_split_into_words=True`.
-        image: a file path, a PIL image or None.
+        image: a file path or an http(s) URL, a PIL image or None.
         output: path of the PNG to write.
     """
     if isinstance(image, (str, Path)):
-        image = open_image(Path(image))
+        image = open_image(image if is_image_url(image) else Path(image), pipe.image_processor)
     result = pipe(text, image=image, output_attentions=True, is_split_into_words=is_split_into_words)
     figure = draw_explanation(result, image)
     with atomic_path(output) as temporary:
@@ -128,7 +129,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Draw ACN's visual attention and gates for one tweet and image.")
     parser.add_argument("--model", required=True, help="Folder or Hub id with the model and its processor.")
     parser.add_argument("--text", required=True, help="The tweet.")
-    parser.add_argument("--image", type=Path, help="The tweet's image; without it only the tagged text and gates show.")
+    parser.add_argument("--image", help="The tweet's image, a file or an http(s) URL; without it only the tagged text and gates show.")
     parser.add_argument("--output", required=True, type=Path, help="PNG file to write.")
     parser.add_argument("--device", help="Torch device, e.g. cpu or cuda:0 (default: the first GPU if any).")
     return parser.parse_args(argv)

@@ -9,7 +9,7 @@ from datasets import Dataset, DatasetDict
 from huggingface_hub import HfApi
 
 from .atomic import atomic_path
-from .dataset_card import CORPORA, dataset_card
+from .dataset_card import corpus_card, dataset_card
 
 MAX_SHARD_BYTES = 500 * 2**20  # push_to_hub's default shard size
 
@@ -48,17 +48,28 @@ def write_split_shards(part: Dataset, data_dir: Path, split: str) -> list[Path]:
 
 
 def export_parquet(
-    dataset: DatasetDict, output_dir: str | Path, *, source: str, corpus: str, overwrite: bool = False
+    dataset: DatasetDict,
+    output_dir: str | Path,
+    *,
+    source: str,
+    corpus: str | None = None,
+    name: str | None = None,
+    license: str | None = None,
+    citation: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``data/<split>-NNNNN-of-NNNNN.parquet`` (images embedded) and ``README.md``, the files and card that
-    `DatasetDict.push_to_hub` would upload; return the card path. `corpus` (a key of `CORPORA`) sets the card's
-    name, license and citation.
+    `DatasetDict.push_to_hub` would upload; return the card path.
+
+    The card's name, license and citation are those of `corpus` (a key of `CORPORA`), if given, replaced by `name`
+    (the card's title and ``pretty_name``), `license` (a Hub license id) and `citation` (BibTeX text) where those are
+    given. Without `corpus`, the card is named `name` (default: `source`) and claims no license and no citation that
+    it is not given (`dataset_card.corpus_card`).
 
     Every file is written under a temporary name and renamed into place; with `overwrite`, the shards of an
     earlier export that this one does not rewrite are removed, and no other file.
     """
-    if corpus not in CORPORA:
-        raise ValueError(f"corpus must be one of {sorted(CORPORA)}, got {corpus!r}")
+    card = corpus_card(corpus, source=source, name=name, license=license, citation=citation)
     output_dir = Path(output_dir)
     earlier = prepare_output_dir(output_dir, dataset.keys(), overwrite)
     shards = {split: write_split_shards(part, output_dir / "data", split) for split, part in dataset.items()}
@@ -68,7 +79,7 @@ def export_parquet(
             path.unlink()
     card_path = output_dir / "README.md"
     with atomic_path(card_path) as temporary:
-        dataset_card(dataset, shards, source, CORPORA[corpus]).save(temporary)
+        dataset_card(dataset, shards, source, card).save(temporary)
     return card_path
 
 

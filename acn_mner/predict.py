@@ -1,8 +1,8 @@
 """acn-predict: tag every row of a JSONL, CSV or CoNLL file with a saved ACN model, one JSONL line per row.
 
 Input rows, by file extension:
-    .jsonl  one object per line: ``{"text": "...", "image": "path.jpg" or null}`` (optional ``"image_id"``)
-    .csv    a header with a ``text`` column and optionally ``image`` and ``image_id`` columns
+    .jsonl  one object per line: ``{"text": "...", "image": "path.jpg", an http(s) URL or null}`` (optional ``"image_id"``)
+    .csv    a header with a ``text`` column and optionally ``image`` (path or URL) and ``image_id`` columns
     .txt    the corpus layout: ``IMGID:<id>`` then ``token<TAB>tag`` lines; images are ``<image_dir>/<id>.jpg``
 
 Output lines keep the input order: ``{"row", <input fields>, "entities", "words", "tags", "scores", "offsets"}``,
@@ -30,7 +30,8 @@ import logging
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import torch
 from accelerate import PartialState
@@ -42,8 +43,12 @@ from transformers.pipelines.base import pad_collate_fn
 
 from modeling_acn import AcnPipeline
 from modeling_acn.image_processing_acn import (
+    DOWNLOAD_TIMEOUT_SECONDS,
+    MAX_DOWNLOAD_BYTES,
     AcnImageError,
+    is_image_url,
     load_image_file,
+    load_image_url,
     upright_rgb,
 )
 from modeling_acn.pipeline_acn import as_image_features
@@ -68,13 +73,13 @@ class RowError(ValueError):
 @dataclass
 class Row:
     """One input row: `source` (the input's fields) is copied into its output line; `location` is ``file:line``;
-    `text` is a string or, for the corpus, words."""
+    `text` is a string or, for the corpus, words; `image` a file path or an http(s) URL."""
 
     index: int
     location: str
     source: dict
     text: str | list[str] | None = None
-    image: Path | None = None
+    image: Path | str | None = None
     image_id: str | None = None
     error: str | None = None
 
@@ -203,15 +208,16 @@ def csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
 
 
 def record_row(index: int, location: str, record: dict, image_base: Path) -> Row:
-    """A row from a JSON object or CSV record with `text`, optional `image` (path) and `image_id`; every field of
-    the record is kept for the output line."""
+    """A row from a JSON object or CSV record with `text`, optional `image` (path or http(s) URL) and `image_id`;
+    every field of the record is kept for the output line."""
     text, image = record.get("text"), record.get("image") or None
     if not isinstance(text, str):
         return Row(index, location, record, error=f"{location}: 'text' must be a string, got {text!r}")
     if image is not None and not isinstance(image, str):
-        return Row(index, location, record, error=f"{location}: 'image' must be a path or null, got {image!r}")
-    image = None if image is None else image_base / image
-    image_id = record.get("image_id") or (image.stem if image else None)
+        return Row(index, location, record, error=f"{location}: 'image' must be a path, a URL or null, got {image!r}")
+    if image is not None and not is_image_url(image):
+        image = image_base / image
+    image_id = record.get("image_id") or (image_stem(image) if image else None)
     return Row(index, location, record, text=text, image=image, image_id=image_id)
 
 
@@ -259,17 +265,30 @@ def row_batches(path: Path, image_dir: Path | None, batch_size: int) -> Iterator
 # --- images ------------------------------------------------------------------------------------
 
 
-def open_image(path: Path) -> Image.Image:
-    """The image upright and in RGB, read by the one image reader every path shares; `RowError` when it cannot be."""
+def image_stem(image: Path | str) -> str:
+    """A file's name without its suffix; for a URL, that of the last part of its path (``.../media/ab12.jpg?x=1``:
+    ``ab12``), as a feature cache's image ids are."""
+    return PurePosixPath(urlsplit(image).path).stem if is_image_url(image) else Path(image).stem
+
+
+def open_image(image: Path | str, image_processor=None) -> Image.Image:
+    """The image (a file path, or an http(s) URL downloaded within the download timeout and byte limit of
+    `image_processor`, the pipeline's `AcnImageProcessor`, else the defaults) upright and in RGB, read by the one
+    image reader every path shares; `RowError` when it cannot be."""
     try:
-        return upright_rgb(load_image_file(path)[0])
+        if is_image_url(image):
+            # getattr: the processor of an older model folder's own code has no download settings
+            timeout = getattr(image_processor, "download_timeout", DOWNLOAD_TIMEOUT_SECONDS)
+            max_bytes = getattr(image_processor, "max_download_bytes", MAX_DOWNLOAD_BYTES)
+            return upright_rgb(load_image_url(image, timeout=timeout, max_bytes=max_bytes)[0])
+        return upright_rgb(load_image_file(image)[0])
     except AcnImageError as error:
         raise RowError(f"cannot read image {error}") from None
 
 
-def pipeline_input(row: Row, feature_cache: Mapping, split_text) -> dict:
+def pipeline_input(row: Row, feature_cache: Mapping, split_text, image_processor=None) -> dict:
     """The `{"text", "image"}` input of a row; raises `RowError` (naming the row's file and line) for a row that
-    cannot be tagged."""
+    cannot be tagged. `image_processor` (the pipeline's) sets how an image URL is downloaded (`open_image`)."""
     if row.error is not None:
         raise RowError(row.error)
     words = row.text if isinstance(row.text, list) else split_text(row.text)[0]
@@ -279,7 +298,7 @@ def pipeline_input(row: Row, feature_cache: Mapping, split_text) -> dict:
         if row.image_id in feature_cache:
             features = feature_cache[row.image_id]
             return {"text": row.text, "image": None if features is None else as_image_features(features)}
-        return {"text": row.text, "image": None if row.image is None else open_image(row.image)}
+        return {"text": row.text, "image": None if row.image is None else open_image(row.image, image_processor)}
     except (RowError, ValueError) as error:
         raise RowError(f"{row.location}: {error}") from None
 
@@ -334,7 +353,8 @@ class RowTagger:
         return PreparedBatch(rows, errors, self.collate(inputs) if inputs else None)
 
     def model_inputs(self, row: Row) -> dict:
-        example = pipeline_input(row, self.feature_cache, self.pipe.processor.tokenizer.split_text)
+        processor = self.pipe.processor
+        example = pipeline_input(row, self.feature_cache, processor.tokenizer.split_text, processor.image_processor)
         try:
             return self.pipe.preprocess(example, **self.preprocess_params)
         except ValueError as error:

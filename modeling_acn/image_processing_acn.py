@@ -1,14 +1,19 @@
 """Image processor for ACN: any tweet image to a normalised 224x224 RGB tensor for the VGG-16 trunk.
 
 Every way an image enters the project (the corpus loader, `acn-predict`, `acn-explain`, the pipeline and this
-processor) goes through `load_image_file` / `check_image` / `to_rgb` below: one decoder, one pixel limit, one
-timeout and one set of modes, so that a picture gives the same pixels whichever path reads it.
+processor) goes through `load_image_file` (or `load_image_url` for an http(s) URL) / `check_image` / `to_rgb`
+below: one decoder, one pixel limit, one timeout and one set of modes, so that a picture gives the same pixels
+whichever path reads it.
 """
 
+import http.client
 import io
 import os
 import stat
 import threading
+import time
+import urllib.error
+import urllib.request
 import warnings
 
 import numpy as np
@@ -39,10 +44,14 @@ BACKBONE_PREPROCESSING = {
     "clip-vit-b32": {"resample": PILImageResampling.BICUBIC, "image_mean": OPENAI_CLIP_MEAN, "image_std": OPENAI_CLIP_STD},
 }
 IMAGE_TIMEOUT_SECONDS = 30.0  # reading and decoding one image; a hung mount or a pathological file fails that image
+URL_SCHEMES = ("http://", "https://")  # what transformers' load_image and the Hub's widgets pass
+DOWNLOAD_TIMEOUT_SECONDS = 20.0  # connecting, downloading and decoding one image URL, all together
+MAX_DOWNLOAD_BYTES = 20 * 2**20  # 20 MiB: four times Twitter's largest photo upload; max_pixels still applies
+DOWNLOAD_CHUNK_BYTES = 2**16
 
 
 class AcnImageError(ValueError):
-    """An image that cannot be used. `reason` is one of `IMAGE_ERROR_REASONS`; the message names the file."""
+    """An image that cannot be used. `reason` is one of `IMAGE_ERROR_REASONS`; the message names the file or URL."""
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -50,7 +59,10 @@ class AcnImageError(ValueError):
 
 
 # why an image is refused; the corpus loader stores these in its `image_problem` column
-IMAGE_ERROR_REASONS = ("missing file", "not a regular file", "empty file", "corrupt", "too large", "unsupported mode", "timed out")
+IMAGE_ERROR_REASONS = (
+    "missing file", "not a regular file", "empty file", "corrupt", "too large", "unsupported mode", "timed out",
+    "download failed",  # an image URL: an HTTP error status, or no connection
+)  # fmt: skip
 
 
 def load_image_file(
@@ -63,6 +75,32 @@ def load_image_file(
     """
     name = os.fspath(path)
     return _within_timeout(lambda: _read_and_decode(name, max_pixels), timeout, name)
+
+
+def is_image_url(image) -> bool:
+    """Whether `image` is a string naming an http:// or https:// URL (any other string is a file path)."""
+    return isinstance(image, str) and image[:8].lower().startswith(URL_SCHEMES)
+
+
+def load_image_url(
+    url: str,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    timeout: float = DOWNLOAD_TIMEOUT_SECONDS,
+    max_bytes: int = MAX_DOWNLOAD_BYTES,
+) -> tuple[Image.Image, bytes]:
+    """Download and fully decode an http(s) image: the decoded (not yet converted) image and the body's bytes.
+
+    Connecting, downloading and decoding together may take at most `timeout` seconds, and the body at most
+    `max_bytes` bytes (read in chunks, stopped past the limit); the decoding is `load_image_file`'s, with the same
+    pixel limit and modes. Raises `AcnImageError` naming the URL and the reason: an HTTP error status or no
+    connection ("download failed"), "timed out", "too large", an empty body, or not an image ("corrupt").
+    """
+    if not is_image_url(url):
+        raise ValueError(f"url must start with http:// or https://, got {url!r}")
+    timeout, max_bytes = _download_limits(timeout, max_bytes)
+    return _within_timeout(
+        lambda: _download_and_decode(url, max_pixels, timeout, max_bytes), timeout, url, "downloading and decoding"
+    )
 
 
 def decode_image_bytes(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, name: str = "image") -> Image.Image:
@@ -128,7 +166,63 @@ def _read_and_decode(name: str, max_pixels: int) -> tuple[Image.Image, bytes]:
     return decode_image_bytes(data, max_pixels, name), data
 
 
-def _within_timeout(function, timeout: float, name: str):
+def _download_and_decode(url: str, max_pixels: int, timeout: float, max_bytes: int) -> tuple[Image.Image, bytes]:
+    data, content_type = _download(url, timeout, max_bytes)
+    try:
+        return decode_image_bytes(data, max_pixels, url), data
+    except AcnImageError as error:
+        if error.reason == "corrupt" and content_type and not content_type.startswith("image/"):
+            raise AcnImageError("corrupt", f"{error}; the server sent {content_type}") from None
+        raise
+
+
+def _download(url: str, timeout: float, max_bytes: int) -> tuple[bytes, str | None]:
+    """The body of a GET of `url` and its Content-Type. No socket operation waits past `timeout` seconds from now,
+    and the read loop stops then too, so the thread ends soon after `load_image_url` has given up on it (whichever
+    notices first, the message is the same)."""
+    deadline = time.monotonic() + timeout
+    too_slow = AcnImageError("timed out", f"{url}: downloading and decoding took more than {timeout:g} s")
+    request = urllib.request.Request(url, headers={"User-Agent": "acn-mner", "Accept": "image/*"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise AcnImageError("too large", f"{url}: {declared} bytes exceed max_download_bytes={max_bytes}")
+            chunks, size = [], 0
+            while chunk := response.read(DOWNLOAD_CHUNK_BYTES):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise AcnImageError("too large", f"{url}: more than max_download_bytes={max_bytes} bytes")
+                if time.monotonic() > deadline:
+                    raise too_slow
+                chunks.append(chunk)
+            content_type = response.headers.get_content_type() if "Content-Type" in response.headers else None
+    except AcnImageError:
+        raise
+    except urllib.error.HTTPError as error:  # before URLError, its base class
+        error.close()
+        raise AcnImageError("download failed", f"{url}: HTTP {error.code} {error.reason}") from None
+    except (TimeoutError, urllib.error.URLError) as error:
+        reason = getattr(error, "reason", error)
+        if isinstance(reason, TimeoutError):
+            raise too_slow from None
+        raise AcnImageError("download failed", f"{url}: {reason}") from None
+    except (OSError, http.client.HTTPException, ValueError) as error:  # a reset connection, a bad response or URL
+        raise AcnImageError("download failed", f"{url}: {type(error).__name__}: {error}") from None
+    if not chunks:
+        raise AcnImageError("empty file", f"{url}: empty response body")
+    return b"".join(chunks), content_type
+
+
+def _download_limits(timeout: float, max_bytes: int) -> tuple[float, int]:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"download_timeout must be a positive number of seconds, got {timeout!r}")
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise ValueError(f"max_download_bytes must be a positive int, got {max_bytes!r}")
+    return float(timeout), max_bytes
+
+
+def _within_timeout(function, timeout: float, name: str, action: str = "reading and decoding"):
     """`function()` in a daemon thread; an `AcnImageError` when it has not finished after `timeout` seconds.
 
     The thread cannot be killed, so a hung read is left behind, but the caller goes on (and exits) without it.
@@ -145,7 +239,7 @@ def _within_timeout(function, timeout: float, name: str):
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
-        raise AcnImageError("timed out", f"{name}: reading and decoding took more than {timeout:g} s")
+        raise AcnImageError("timed out", f"{name}: {action} took more than {timeout:g} s")
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
@@ -163,6 +257,8 @@ class AcnImageProcessor(BaseImageProcessor):
         rescale_factor: multiplies the 0-255 pixel values.
         image_mean: per-channel mean subtracted after rescaling.
         image_std: per-channel standard deviation divided by after rescaling.
+        download_timeout: seconds that connecting, downloading and decoding an http(s) image may take together.
+        max_download_bytes: the largest body an http(s) image may have; larger ones are refused unread.
     """
 
     model_input_names = ["pixel_values", "image_mask"]
@@ -174,6 +270,8 @@ class AcnImageProcessor(BaseImageProcessor):
         rescale_factor: float = 1 / 255,
         image_mean: tuple[float, float, float] = IMAGENET_DEFAULT_MEAN,
         image_std: tuple[float, float, float] = IMAGENET_DEFAULT_STD,
+        download_timeout: float = DOWNLOAD_TIMEOUT_SECONDS,
+        max_download_bytes: int = MAX_DOWNLOAD_BYTES,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -182,6 +280,7 @@ class AcnImageProcessor(BaseImageProcessor):
         self.rescale_factor = rescale_factor
         self.image_mean = _channel_values(image_mean, "image_mean")
         self.image_std = _channel_values(image_std, "image_std")
+        self.download_timeout, self.max_download_bytes = _download_limits(download_timeout, max_download_bytes)
 
     @classmethod
     def for_backbone(cls, vision_backbone: str, **kwargs) -> "AcnImageProcessor":
@@ -198,13 +297,16 @@ class AcnImageProcessor(BaseImageProcessor):
         rescale_factor: float | None = None,
         image_mean: tuple[float, float, float] | None = None,
         image_std: tuple[float, float, float] | None = None,
+        download_timeout: float | None = None,
+        max_download_bytes: int | None = None,
         return_tensors: str | None = "pt",
     ) -> BatchFeature:
         """Process one image or a list of images.
 
         Args:
-            images: a PIL image, a uint8 numpy array (H, W), (H, W, 3) or (H, W, 4), a file path, or `None`
-                for a missing image; or a list of those.
+            images: a PIL image, a uint8 numpy array (H, W), (H, W, 3) or (H, W, 4), a file path, an http:// or
+                https:// URL (downloaded within `download_timeout` and `max_download_bytes`), or `None` for a
+                missing image; or a list of those. An image that cannot be read raises `AcnImageError`.
             return_tensors: `"pt"` for torch tensors, `"np"` or `None` for numpy arrays.
 
         Returns:
@@ -215,13 +317,17 @@ class AcnImageProcessor(BaseImageProcessor):
         rescale_factor = self.rescale_factor if rescale_factor is None else rescale_factor
         mean = np.array(self.image_mean if image_mean is None else _channel_values(image_mean, "image_mean"))
         std = np.array(self.image_std if image_std is None else _channel_values(image_std, "image_std"))
+        limits = _download_limits(
+            self.download_timeout if download_timeout is None else download_timeout,
+            self.max_download_bytes if max_download_bytes is None else max_download_bytes,
+        )
         batch = list(images) if isinstance(images, (list, tuple)) else [images]
         if not batch:
             raise ValueError("images must hold at least one image or None")
         pixel_values = np.zeros((len(batch), 3, size["height"], size["width"]), dtype=np.float32)
         for index, image in enumerate(batch):
             if image is not None:
-                rgb = upright_rgb(_open(image, index)).resize((size["width"], size["height"]), resample=resample)
+                rgb = upright_rgb(_open(image, index, *limits)).resize((size["width"], size["height"]), resample=resample)
                 pixels = np.asarray(rgb, dtype=np.float32) * rescale_factor  # (height, width, 3)
                 pixel_values[index] = ((pixels - mean) / std).transpose(2, 0, 1)  # (3, height, width)
         image_mask = np.array([image is not None for image in batch])  # (batch,)
@@ -232,11 +338,13 @@ class AcnImageProcessor(BaseImageProcessor):
 AcnImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 
-def _open(image, index: int) -> Image.Image:
+def _open(image, index: int, download_timeout: float, max_download_bytes: int) -> Image.Image:
     """A checked PIL image (mode and pixel limit) from any accepted input; orientation is applied later."""
     if isinstance(image, Image.Image):
         check_image(image, name=f"image {index}")
         return image
+    if is_image_url(image):
+        return load_image_url(image, timeout=download_timeout, max_bytes=max_download_bytes)[0]
     if isinstance(image, (str, os.PathLike)):
         return load_image_file(image)[0]
     if isinstance(image, np.ndarray):
@@ -248,7 +356,7 @@ def _open(image, index: int) -> Image.Image:
         opened = Image.fromarray(image)
         check_image(opened, name=f"image {index}")
         return opened
-    raise ValueError(f"image {index}: expected a PIL image, a numpy array, a path or None, got {type(image).__name__}")
+    raise ValueError(f"image {index}: expected a PIL image, a numpy array, a path, a URL or None, got {type(image).__name__}")
 
 
 def _size_dict(size: int | dict[str, int]) -> dict[str, int]:
@@ -268,13 +376,17 @@ def _channel_values(values, name: str) -> tuple[float, float, float]:
 
 __all__ = [
     "BACKBONE_PREPROCESSING",
+    "DOWNLOAD_TIMEOUT_SECONDS",
     "IMAGE_ERROR_REASONS",
+    "MAX_DOWNLOAD_BYTES",
     "MAX_IMAGE_PIXELS",
     "AcnImageError",
     "AcnImageProcessor",
     "check_image",
     "decode_image_bytes",
+    "is_image_url",
     "load_image_file",
+    "load_image_url",
     "to_rgb",
     "upright_rgb",
 ]

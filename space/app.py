@@ -3,10 +3,10 @@
     python space/app.py [--model FOLDER_OR_HUB_ID] [--trust_remote_code] [--host 127.0.0.1] [--port 7860]
 
 `make app` runs it on the model `make demo` trains (`MODEL=folder_or_hub_id make app` for another). The page
-takes a tweet and a photo and shows the tweet with its entities highlighted by type, a table of the entities with
-their scores, one row per word with its tag, score and two gates, and the picture of `acn-explain` (the photo
-under each entity word's visual attention, and the gates as bars). Its examples are the first tweets of the demo
-corpus's test split, drawn again by `acn_mner/demo_corpus.py`.
+takes a tweet and a photo (uploaded, or an http(s) URL) and shows the tweet with its entities highlighted by type, a
+table of the entities with their scores, one row per word with its tag, score and two gates, and the picture of
+`acn-explain` (the photo under each entity word's visual attention, and the gates as bars). Its examples are the
+first tweets of the demo corpus's test split, drawn again by `acn_mner/demo_corpus.py`.
 
 On a Hugging Face Space the model comes from the Space variable `ACN_MODEL` (and `ACN_TRUST_REMOTE_CODE=1` to
 run the model folder's own code rather than this package's classes).
@@ -25,9 +25,10 @@ from matplotlib.colors import to_hex
 from PIL import Image
 
 from acn_mner.explain import draw_explanation, entity_colors
-from acn_mner.predict import parse_device
+from acn_mner.predict import RowError, open_image, parse_device
 from acn_mner import demo_corpus
 from modeling_acn import AcnPipeline
+from modeling_acn.image_processing_acn import is_image_url
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +72,27 @@ def demo_jpeg(rng: np.random.Generator, figure_type: str) -> Image.Image:
     return Image.open(io.BytesIO(demo_corpus.jpeg_bytes(demo_corpus.draw_image(rng, figure_type))))
 
 
-def tag_tweet(pipe: AcnPipeline, text: str, image: Image.Image | None) -> tuple:
-    """The page's outputs for one tweet and photo: the highlighted tweet and its type colours, the entity rows,
-    the word rows and the explanation picture."""
+def photo_from_url(pipe: AcnPipeline, url: str) -> Image.Image:
+    """The photo at an http(s) URL, upright and in RGB, downloaded within the pipeline's image processor's timeout
+    and byte limit; a `gr.Error` naming the URL and the reason when it cannot be. Nothing else is read: a path
+    typed here would be a file of the server."""
+    if not is_image_url(url):
+        raise gr.Error(f"The photo's URL must start with http:// or https://, got {url!r}.")
+    try:
+        return open_image(url, pipe.processor.image_processor)
+    except RowError as error:
+        raise gr.Error(str(error)) from None
+
+
+def tag_tweet(pipe: AcnPipeline, text: str, image: Image.Image | None, image_url: str | None = None) -> tuple:
+    """The page's outputs for one tweet and photo (uploaded, or at `image_url`): the highlighted tweet and its type
+    colours, the entity rows, the word rows and the explanation picture."""
     if not text or not text.strip():
         raise gr.Error("Type a tweet first.")
+    if image_url and image_url.strip():
+        if image is not None:
+            raise gr.Error("Give the photo either as a file or as a URL, not both.")
+        image = photo_from_url(pipe, image_url.strip())
     try:
         result = pipe(text, image=image, output_attentions=True)
     except ValueError as error:
@@ -126,13 +143,17 @@ def build_app(pipe: AcnPipeline, examples: list[list[str]], model_name: str) -> 
     with gr.Blocks(title="ACN multimodal NER", analytics_enabled=False) as app:
         gr.Markdown(
             "# ACN: named entities in a tweet, read with its photo\n"
-            f"Model: `{model_name}`. Type a tweet, add its photo (or none: the text alone is tagged), press Tag."
+            f"Model: `{model_name}`. Type a tweet, add its photo or the photo's URL (or none: the text alone is "
+            "tagged), press Tag."
         )
         with gr.Row():
             with gr.Column():
                 tweet = gr.Textbox(label="Tweet", lines=2, elem_id="tweet")
                 photo = gr.Image(
                     label="Photo", type="pil", image_mode="RGB", sources=["upload"], format="png", elem_id="photo"
+                )
+                photo_url = gr.Textbox(
+                    label="Or the photo's URL (http:// or https://)", max_lines=1, elem_id="photo_url"
                 )
                 button = gr.Button("Tag", variant="primary", elem_id="tag")
             with gr.Column():
@@ -149,11 +170,11 @@ def build_app(pipe: AcnPipeline, examples: list[list[str]], model_name: str) -> 
         )  # fmt: skip
         gr.Examples(examples=examples, inputs=[tweet, photo], label="Tweets from the demo corpus's test split")
 
-        def show(text, image):
-            value, colors, *tables_and_picture = tag_tweet(pipe, text, image)
+        def show(text, image, image_url):
+            value, colors, *tables_and_picture = tag_tweet(pipe, text, image, image_url)
             return gr.HighlightedText(value=value, color_map=colors), *tables_and_picture
 
-        button.click(show, [tweet, photo], [highlighted, entities, words, picture])
+        button.click(show, [tweet, photo, photo_url], [highlighted, entities, words, picture])
     return app
 
 

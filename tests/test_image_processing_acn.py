@@ -107,7 +107,7 @@ def test_bad_inputs_are_named(processor):
     with pytest.raises(ValueError, match=r"image 1: numpy images must be uint8 \(H, W\), \(H, W, 3\) or \(H, W, 4\), "
                        r"got float32 \(2, 2, 3\)"):
         processor([None, np.zeros((2, 2, 3), dtype=np.float32)])
-    with pytest.raises(ValueError, match="image 0: expected a PIL image, a numpy array, a path or None, got int"):
+    with pytest.raises(ValueError, match="image 0: expected a PIL image, a numpy array, a path, a URL or None, got int"):
         processor([3])
     with pytest.raises(ValueError, match="images must hold at least one image or None"):
         processor([])

@@ -20,6 +20,7 @@ from PIL import Image
 
 from acn_mner import demo_corpus
 from tests.pipeline_fixtures import striped_image, tiny_pipeline
+from tests.http_fixtures import Route, image_server, png
 from tests.training_fixtures import free_port
 
 gr = pytest.importorskip("gradio", reason="gradio is not installed: the app extra, pip install -e '.[app]' (make setup)")
@@ -122,6 +123,38 @@ def test_tweet_without_photo_is_tagged_from_its_text():
     *_, words, picture = app.tag_tweet(pipe, "Obama visits Paris", None)
     assert [row[4] for row in words] == [0.0, 0.0, 0.0]  # nothing of the image reaches the tagger
     assert picture.size[0] > 500
+
+
+def test_a_photo_url_is_tagged_like_the_uploaded_photo(taught):
+    pipe, photo = taught
+    with image_server({"/photo.png": Route(png(photo))}) as server:
+        by_url = app.tag_tweet(pipe, PAGE_TWEET, None, f" {server}/photo.png ")
+    uploaded = app.tag_tweet(pipe, PAGE_TWEET, photo, "")
+    assert by_url[:4] == uploaded[:4]  # highlighted tweet, colours, entity rows, word rows
+    assert np.array_equal(np.asarray(by_url[4]), np.asarray(uploaded[4]))  # the explanation shows the same photo
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("{server}/gone.png", r"cannot read image http://127\.0\.0\.1:\d+/gone\.png: HTTP 404 Not Found"),
+        ("{server}/slow.png", r"cannot read image http://127\.0\.0\.1:\d+/slow\.png: downloading and decoding took more than 1 s"),
+        ("/etc/hostname", r"The photo's URL must start with http:// or https://, got '/etc/hostname'"),  # never a server file
+        ("www.example.com/a.jpg", r"must start with http:// or https://, got 'www\.example\.com/a\.jpg'"),
+    ],
+    ids=["404", "slow", "local-path", "no-scheme"],
+)  # fmt: skip
+def test_a_photo_url_that_cannot_be_read_is_named_on_the_page(url, message):
+    pipe = tiny_pipeline()
+    pipe.processor.image_processor.download_timeout = 1.0
+    routes = {"/slow.png": Route(png(striped_image()), delay=6.0)}
+    with image_server(routes) as server, pytest.raises(gr.Error, match=message):
+        app.tag_tweet(pipe, "Obama visits Paris", None, url.format(server=server))
+
+
+def test_a_photo_and_a_url_together_are_refused():
+    with pytest.raises(gr.Error, match="Give the photo either as a file or as a URL, not both"):
+        app.tag_tweet(tiny_pipeline(), "Obama visits Paris", striped_image(), "http://127.0.0.1:9/a.png")
 
 
 @pytest.mark.parametrize("text", ["", "   \n"])
