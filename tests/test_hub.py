@@ -118,7 +118,8 @@ def test_train_push_sends_the_final_model_and_results_never_checkpoints(corpus, 
     f1 = [metric["value"] for result in results for metric in result["metrics"] if metric["name"] == "test entity f1 (lenient)"]
     all_results = json.loads(sent["all_results.json"])
     assert f1 == [round(100 * all_results["test_overall_f1"], 2)]
-    assert 'pipeline(model="someone/acn-tiny", trust_remote_code=True)' in card
+    assert 'pipeline("token-classification", model="someone/acn-tiny", trust_remote_code=True)' in card
+    assert 'pipeline("multimodal-ner", model="someone/acn-tiny", trust_remote_code=True)' in card
     assert str(corpus) not in card.split("## Training command")[0]  # no local path where the Hub shows the dataset
 
 
@@ -174,7 +175,7 @@ def test_model_and_processor_push_to_hub_send_a_folder_the_pipeline_loads(hub, t
 
     from modeling_acn import AcnPipeline
 
-    loaded = pipeline(model=str(folder), pipeline_class=AcnPipeline, device="cpu")
+    loaded = pipeline("multimodal-ner", model=str(folder), pipeline_class=AcnPipeline, device="cpu")
     tweet = "Merkel meets Obama in Paris"
     assert loaded(tweet, return_tags=True)["tags"] == pipe(tweet, return_tags=True)["tags"]
 
