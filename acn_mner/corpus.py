@@ -18,12 +18,13 @@ from pathlib import Path
 
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value
-from PIL import ExifTags, Image
+from PIL import Image
 from tqdm.auto import tqdm
 
 from modeling_acn.image_processing_acn import (
     MAX_IMAGE_PIXELS,
     AcnImageError,
+    exif_orientation,
     load_image_file,
     upright_rgb,
 )
@@ -231,8 +232,7 @@ def image_path(image_dir: Path, image_id: str) -> Path | None:
 
 def normalise_image(image: Image.Image, data: bytes) -> tuple[bytes, str]:
     """Upright, single-frame RGB bytes and their extension; the original bytes when they already are that."""
-    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-    if image.format == "JPEG" and image.mode == "RGB" and orientation == 1:
+    if image.format == "JPEG" and image.mode == "RGB" and exif_orientation(image) == 1:
         return data, "jpg"
     # the processor's conversion (16-bit scaled, alpha over white), on the first frame of an animation
     buffer = io.BytesIO()

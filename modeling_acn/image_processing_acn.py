@@ -17,7 +17,7 @@ import urllib.request
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from transformers import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.image_utils import (
@@ -46,6 +46,7 @@ BACKBONE_PREPROCESSING = {
 IMAGE_TIMEOUT_SECONDS = 30.0  # reading and decoding one image; a hung mount or a pathological file fails that image
 URL_SCHEMES = ("http://", "https://")  # what transformers' load_image and the Hub's widgets pass
 DOWNLOAD_TIMEOUT_SECONDS = 20.0  # connecting, downloading and decoding one image URL, all together
+MAX_IMAGE_BYTES = 64 * 2**20  # an image file larger than this is refused before it is read (a sparse 2 GB file cost 2 GB)
 MAX_DOWNLOAD_BYTES = 20 * 2**20  # 20 MiB: four times Twitter's largest photo upload; max_pixels still applies
 DOWNLOAD_CHUNK_BYTES = 2**16
 
@@ -66,15 +67,19 @@ IMAGE_ERROR_REASONS = (
 
 
 def load_image_file(
-    path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS, timeout: float = IMAGE_TIMEOUT_SECONDS
+    path: str | os.PathLike,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    timeout: float = IMAGE_TIMEOUT_SECONDS,
+    max_bytes: int = MAX_IMAGE_BYTES,
 ) -> tuple[Image.Image, bytes]:
     """Read and fully decode an image file: the decoded (not yet converted) image and the file's bytes.
 
-    Only regular files are read (a FIFO or a device would block or never end); reading and decoding together
-    may take at most `timeout` seconds. Raises `AcnImageError` naming the file and the reason.
+    Only regular files of at most `max_bytes` bytes are read (a FIFO or a device would block or never end; the size
+    is checked before reading); reading and decoding together may take at most `timeout` seconds. Every failure,
+    whatever a decoder raises, is an `AcnImageError` naming the file and the reason; the file is always closed.
     """
     name = os.fspath(path)
-    return _within_timeout(lambda: _read_and_decode(name, max_pixels), timeout, name)
+    return _within_timeout(lambda: _read_and_decode(name, max_pixels, max_bytes), timeout, name)
 
 
 def is_image_url(image) -> bool:
@@ -117,10 +122,13 @@ def decode_image_bytes(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, name: st
         raise AcnImageError("too large", f"{name}: {error}") from None
     except UnidentifiedImageError:  # its message names the in-memory buffer by address, which differs run to run
         raise AcnImageError("corrupt", f"{name}: cannot decode (not an image format PIL can read)") from None
-    except (OSError, SyntaxError, ValueError) as error:  # PIL's decoders raise all three for bad data
-        if isinstance(error, AcnImageError):
-            raise
-        raise AcnImageError("corrupt", f"{name}: cannot decode ({error})") from None
+    except AcnImageError:
+        raise
+    except MemoryError:
+        raise AcnImageError("too large", f"{name}: decoding needs more memory than there is") from None
+    except Exception as error:  # PIL's decoders raise OSError, SyntaxError and ValueError, and some (QOI, DDS, EXIF
+        # parsing) IndexError, NotImplementedError, TypeError or struct.error: each is this image's failure
+        raise AcnImageError("corrupt", f"{name}: cannot decode ({error or type(error).__name__})") from None
     return image
 
 
@@ -146,23 +154,51 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1: upright); 1 when the EXIF block cannot be parsed."""
+    try:
+        return int(image.getexif().get(ExifTags.Base.Orientation, 1))
+    except Exception:  # a corrupt EXIF block (TypeError, struct.error, ...): the picture is taken as stored
+        return 1
+
+
 def upright_rgb(image: Image.Image) -> Image.Image:
-    """EXIF orientation applied (phone photos), then `to_rgb`; the first frame of an animation."""
-    return to_rgb(ImageOps.exif_transpose(image))
+    """EXIF orientation applied (phone photos), then `to_rgb`; the first frame of an animation. A corrupt EXIF
+    block leaves the picture as stored."""
+    if exif_orientation(image) != 1:
+        try:
+            image = ImageOps.exif_transpose(image)
+        except Exception:  # an orientation that parses but cannot be applied: as stored
+            pass
+    return to_rgb(image)
 
 
-def _read_and_decode(name: str, max_pixels: int) -> tuple[Image.Image, bytes]:
+def _read_and_decode(name: str, max_pixels: int, max_bytes: int) -> tuple[Image.Image, bytes]:
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; regular files ignore the flag
         descriptor = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise AcnImageError("missing file", f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise AcnImageError("not a regular file", f"{name}: not a regular file (a FIFO, device or folder)") from None
     except OSError as error:
         raise AcnImageError("missing file", f"{name}: cannot open ({error.strerror})") from None
-    with os.fdopen(descriptor, "rb") as file:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
             raise AcnImageError("not a regular file", f"{name}: not a regular file (a FIFO, device or folder)")
-        data = file.read()
+        if info.st_size > max_bytes:
+            raise AcnImageError("too large", f"{name}: {info.st_size} bytes exceed max_image_bytes={max_bytes}")
+        with os.fdopen(descriptor, "rb") as file:
+            descriptor = None  # the file object closes it
+            data = file.read(max_bytes + 1)
+    except OSError as error:
+        raise AcnImageError("missing file", f"{name}: cannot read ({error.strerror or error})") from None
+    finally:
+        if descriptor is not None:
+            os.close(descriptor)
+    if len(data) > max_bytes:  # the file grew after the check
+        raise AcnImageError("too large", f"{name}: more than max_image_bytes={max_bytes} bytes")
     return decode_image_bytes(data, max_pixels, name), data
 
 
@@ -379,6 +415,7 @@ __all__ = [
     "DOWNLOAD_TIMEOUT_SECONDS",
     "IMAGE_ERROR_REASONS",
     "MAX_DOWNLOAD_BYTES",
+    "MAX_IMAGE_BYTES",
     "MAX_IMAGE_PIXELS",
     "AcnImageError",
     "AcnImageProcessor",
@@ -388,5 +425,6 @@ __all__ = [
     "load_image_file",
     "load_image_url",
     "to_rgb",
+    "exif_orientation",
     "upright_rgb",
 ]
