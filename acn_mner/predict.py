@@ -164,12 +164,21 @@ def read_jsonl_rows(path: Path, image_base: Path) -> Iterator[Row]:
 
 def jsonl_row(index: int, line: str, location: str, image_base: Path) -> Row:
     try:
-        record = json.loads(line)
+        record = json.loads(line, parse_constant=refuse_constant)
     except json.JSONDecodeError as error:
         return Row(index, location, {}, error=f"{location}: not JSON ({error.msg})")
+    except RecursionError:
+        return Row(index, location, {}, error=f"{location}: JSON nested too deeply")
+    except ValueError as error:  # NaN or Infinity, or an integer longer than Python converts (4300 digits)
+        return Row(index, location, {}, error=f"{location}: {str(error).split(';')[0]}")
     if not isinstance(record, dict):
         return Row(index, location, {}, error=f"{location}: expected a JSON object, got {type(record).__name__}")
     return record_row(index, location, record, image_base)
+
+
+def refuse_constant(name: str):
+    """`json.loads`' hook for NaN, Infinity and -Infinity, which Python accepts and JSON does not."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def read_csv_rows(path: Path, image_base: Path) -> Iterator[Row]:
@@ -429,7 +438,8 @@ def write_lines(lines: Iterable[dict], path: Path, show_progress: bool) -> dict:
     summary = {"rows": 0, "tagged": 0, "errors": 0, "entities": 0}
     with open(path, "w", encoding="utf-8") as out, tqdm(desc="tweets", unit="tweet", disable=not show_progress) as progress:
         for line in lines:
-            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            text, line = strict_json(line)
+            out.write(text + "\n")
             failed = "error" in line
             summary["rows"] += 1
             summary["errors"] += failed
@@ -437,6 +447,22 @@ def write_lines(lines: Iterable[dict], path: Path, show_progress: bool) -> dict:
             summary["entities"] += len(line.get("entities", ()))
             progress.update()
     return summary
+
+
+def strict_json(line: dict) -> tuple[str, dict]:
+    """The line as strict JSON text that UTF-8 can hold, and the line it writes: a value JSON cannot hold (NaN,
+    Infinity, nesting too deep) makes it its row's error line; lone surrogates (as in `"\\ud800"`, which UTF-8 cannot
+    encode) are written as `\\uXXXX` escapes, which JSON readers read back as the same string."""
+    try:
+        text = json.dumps(line, ensure_ascii=False, allow_nan=False)
+    except (ValueError, RecursionError) as error:
+        line = {"row": line["row"], "error": f"row {line['row']}: the output cannot be written as JSON ({error})"}
+        return json.dumps(line), line
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(line, ensure_ascii=True, allow_nan=False)
+    return text, line
 
 
 def read_lines(path: Path) -> Iterator[dict]:
