@@ -26,6 +26,7 @@ import torch
 from modeling_acn.configuration_acn import VISION_BACKBONES, VISION_PRECISIONS
 from modeling_acn.image_processing_acn import MAX_IMAGE_PIXELS
 
+from .command_line import one_line_errors
 from .corpus import load_twitter_mner, parse_label_map
 from .dataset_card import CORPORA, check_citation, check_license_id, image_problem_table
 from .export import export_parquet, push_folder_to_hub
@@ -161,5 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         run_export(parse_export_args(argv))
 
 
+cli = one_line_errors(main)  # the console command
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -22,6 +22,7 @@ from modeling_acn.image_processing_acn import is_image_url
 from modeling_acn.pipeline_acn import entity_spans
 
 from .atomic import atomic_path, refuse_overwriting_inputs
+from .command_line import one_line_errors
 from .predict import open_image, parse_device
 
 logger = logging.getLogger(__name__)
@@ -144,5 +145,7 @@ def main(argv=None) -> None:
     logger.info("%s -> %s", tagged_text(result["words"], result["tags"]), args.output)
 
 
+cli = one_line_errors(main)  # the console command
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -54,6 +54,7 @@ from modeling_acn.image_processing_acn import (
 from modeling_acn.pipeline_acn import as_image_features
 
 from .atomic import atomic_path, refuse_overwriting_inputs, temporary_name
+from .command_line import one_line_errors
 from .corpus import CorpusFormatError, image_path, parse_tweet, split_blocks
 from .feature_cache import FeatureCache
 
@@ -547,5 +548,7 @@ def main(argv=None) -> None:
     run(parse_args(argv))
 
 
+cli = one_line_errors(main)  # the console command
+
 if __name__ == "__main__":
-    main()
+    cli()

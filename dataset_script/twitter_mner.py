@@ -22,7 +22,7 @@ The same command is installed as `acn-dataset`. In Python: `acn_mner.corpus.load
 `acn_mner.export.export_parquet` and `acn_mner.feature_cache.save_feature_cache`.
 """
 
-from acn_mner.dataset_command import main
+from acn_mner.dataset_command import cli
 
 if __name__ == "__main__":
-    main()
+    cli()
