@@ -16,17 +16,18 @@ import argparse
 import io
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 from matplotlib.colors import to_hex
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
+from acn_mner import demo_corpus
 from acn_mner.explain import draw_explanation, entity_colors
 from acn_mner.predict import RowError, open_image, parse_device
-from acn_mner import demo_corpus
 from modeling_acn import AcnPipeline
 from modeling_acn.image_processing_acn import is_image_url
 
@@ -41,6 +42,7 @@ NUM_EXAMPLES = 8
 ENTITY_HEADERS = ["entity", "type", "score"]
 WORD_HEADERS = ["word", "tag", "score", "fusion gate", "filtration gate"]
 SCORE_DIGITS = 3
+UPLOAD_CACHE = (3600, 3600)  # gradio's delete_cache: every hour, uploads older than an hour go; all at shutdown
 
 
 def load_pipeline(model: str, trust_remote_code: bool = False, device=None) -> AcnPipeline:
@@ -139,8 +141,28 @@ def explanation_picture(result: dict, image: Image.Image | None) -> Image.Image:
     return Image.open(buffer)
 
 
+class PhotoInput(gr.Image):
+    """gradio's image input, whose refusal of an upload that is no picture says so: gradio's own raises PIL's
+    `UnidentifiedImageError`, which the page shows as an empty "Error"."""
+
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "image"  # the same component in the page
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except gr.Error:
+            raise
+        except Exception as error:
+            name = getattr(payload, "orig_name", None) or "the upload"
+            reason = "not an image format this app can read" if isinstance(error, UnidentifiedImageError) else str(error)
+            raise gr.Error(f"{name}: {reason}. Upload a photo (JPEG, PNG, GIF, WebP, ...).") from None
+
+
 def build_app(pipe: AcnPipeline, examples: list[list[str]], model_name: str) -> gr.Blocks:
-    with gr.Blocks(title="ACN multimodal NER", analytics_enabled=False) as app:
+    # uploads are deleted an hour after they arrive, and all of them when the app stops
+    with gr.Blocks(title="ACN multimodal NER", analytics_enabled=False, delete_cache=UPLOAD_CACHE) as app:
         gr.Markdown(
             "# ACN: named entities in a tweet, read with its photo\n"
             f"Model: `{model_name}`. Type a tweet, add its photo or the photo's URL (or none: the text alone is "
@@ -149,7 +171,7 @@ def build_app(pipe: AcnPipeline, examples: list[list[str]], model_name: str) -> 
         with gr.Row():
             with gr.Column():
                 tweet = gr.Textbox(label="Tweet", lines=2, elem_id="tweet")
-                photo = gr.Image(
+                photo = PhotoInput(
                     label="Photo", type="pil", image_mode="RGB", sources=["upload"], format="png", elem_id="photo"
                 )
                 photo_url = gr.Textbox(
@@ -201,7 +223,14 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     pipe = load_pipeline(args.model, args.trust_remote_code, parse_device(args.device))
     app = build_app(pipe, demo_examples(), args.model)
+    signal.signal(signal.SIGTERM, stop_serving)
     app.launch(server_name=args.host, server_port=args.port, footer_links=[])
+
+
+def stop_serving(signum, frame):
+    """SIGTERM (a Space or a service manager stopping the app) as Ctrl-C: gradio then closes its server, whose
+    shutdown deletes the uploads, instead of the process ending on the spot."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ PAGE_SECONDS = 120
 def load_module(name: str, path: Path):
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # as an import does: gradio reads its components' source through the module
     spec.loader.exec_module(module)
     return module
 
@@ -355,3 +356,43 @@ def reference_entities(folder: Path, photo: Image.Image) -> list[dict]:
     from modeling_acn import AcnPipeline
 
     return AcnPipeline.from_pretrained(folder, device="cpu")(PAGE_TWEET, image=photo.convert("RGB"))
+
+
+@pytest.mark.bad_input(
+    "a Space app upload that is no picture (a text file named photo.jpg)",
+    "the page shows `photo.jpg: not an image format this app can read. Upload a photo ...` instead of an empty error",
+)
+def test_an_upload_that_is_no_picture_is_refused_with_its_reason(tmp_path):
+    import gradio as gr
+    from gradio.data_classes import ImageData
+
+    upload = tmp_path / "photo.jpg"
+    upload.write_text("these are not pixels")
+    photo = app.PhotoInput(type="pil", image_mode="RGB", format="png")
+    with pytest.raises(gr.Error, match=r"photo\.jpg: not an image format this app can read\. Upload a photo"):
+        photo.preprocess(ImageData(path=str(upload), orig_name="photo.jpg"))
+    assert app.PhotoInput.get_block_name() == "image"  # the page shows gradio's image component
+
+
+@pytest.mark.slow
+@pytest.mark.bad_input("Space app uploads, once the app stops", "deleted with the app (and an hour after they arrive)")
+def test_uploads_are_deleted_when_the_app_stops(taught, tmp_path):
+    pipe, photo = taught
+    pipe.save_pretrained(tmp_path / "model")
+    port, log, uploads = free_port(), tmp_path / "app.log", tmp_path / "gradio"
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "GRADIO_TEMP_DIR": str(uploads), "GRADIO_ANALYTICS_ENABLED": "False"}
+    command = [sys.executable, str(APP_FILE), "--model", str(tmp_path / "model"), "--port", str(port), "--device", "cpu"]
+    with open(log, "wb") as output:
+        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=environment, cwd=tmp_path)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_until_serving(server, url, log)
+        body = b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"photo.png\"\r\nContent-Type: image/png\r\n\r\n" + png(photo) + b"\r\n--b--\r\n"
+        request = urllib.request.Request(f"{url}gradio_api/upload", data=body, headers={"Content-Type": "multipart/form-data; boundary=b"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            (stored,) = [Path(name) for name in __import__("json").loads(response.read())]
+        assert stored.is_file() and uploads in stored.parents
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert not stored.exists(), log.read_text()[-2000:]
