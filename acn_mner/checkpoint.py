@@ -1,17 +1,18 @@
 """Training checkpoints that continue a run exactly, are written atomically, are verified on load and run no code.
 
-A checkpoint is a folder ``checkpoints/epoch_N`` (N epochs done) holding
+A checkpoint is a folder ``checkpoints/epoch_N`` (N epochs done) or ``checkpoints/step_N`` (N optimiser steps done,
+possibly inside an epoch: the training state counts the epoch's batches) holding
 
     model.safetensors        the model's weights
     optimizer.pt             the optimiser's state: tensors, numbers and lists only, read with `weights_only=True`
-    training_state.json      epoch counter and dev selection, learning-rate schedule, gradient scaler
+    training_state.json      epoch counter, batches into the epoch, dev selection, learning-rate schedule, gradient scaler
     rng_state_<rank>.pt      Python's, numpy's and torch's generators of each process (`weights_only=True`)
     checkpoint.json          written last: format, number of processes, and the size and SHA-256 of every file
 
 Nothing in it is unpickled with code execution: safetensors and JSON are data, and `torch.load(weights_only=True)`
 refuses any pickle that names a class or function. The processes write into ``.epoch_N.tmp`` and the main process
-renames it to ``epoch_N`` once ``checkpoint.json`` is on disk, so a kill at any moment leaves either a complete,
-verifiable checkpoint or a hidden temporary folder that resuming ignores. Files an attacker adds to a checkpoint
+renames it to ``epoch_N`` (``step_N`` likewise) once ``checkpoint.json`` is on disk, so a kill at any moment leaves
+either a complete, verifiable checkpoint or a hidden temporary folder that resuming ignores. Files an attacker adds to a checkpoint
 (Accelerate's ``custom_checkpoint_0.pkl``, say) are never read.
 """
 
@@ -32,7 +33,8 @@ from .atomic import replace_folder
 
 logger = get_logger(__name__)
 
-CHECKPOINT_NAME = re.compile(r"epoch_(\d+)")
+CHECKPOINT_UNITS = ("epoch", "step")  # what N counts in a checkpoint's name
+CHECKPOINT_NAME = re.compile(rf"({'|'.join(CHECKPOINT_UNITS)})_(\d+)")
 CHECKPOINT_FORMAT = "acn-checkpoint-1"
 MANIFEST_FILE = "checkpoint.json"
 MODEL_FILE = "model.safetensors"
@@ -45,8 +47,11 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed from; the message names the folder or file and what is wrong."""
 
 
-def checkpoint_folder(checkpoint_dir: Path, epochs_done: int) -> Path:
-    return checkpoint_dir / f"epoch_{epochs_done}"
+def checkpoint_folder(checkpoint_dir: Path, done: int, unit: str = "epoch") -> Path:
+    """``epoch_<done>`` after `done` epochs, ``step_<done>`` after `done` optimiser steps."""
+    if unit not in CHECKPOINT_UNITS:
+        raise ValueError(f"unit must be 'epoch' or 'step', got {unit!r}")
+    return checkpoint_dir / f"{unit}_{done}"
 
 
 def rng_file(rank: int) -> str:
@@ -110,18 +115,24 @@ def file_digest(path: Path) -> str:
 
 
 def find_checkpoints(checkpoint_dir: Path) -> list[Path]:
-    """`epoch_N` folders, newest first. Other names are not checkpoints: hidden ones (a write in progress when a
-    run was killed) are skipped quietly, any other with a warning."""
+    """`epoch_N` or `step_N` folders, newest first. Other names are not checkpoints: hidden ones (a write in progress
+    when a run was killed) are skipped quietly, any other with a warning. Epochs and steps have no common order
+    here (an epoch's steps are the data loader's), so a folder holding both kinds is an error that names the newest
+    of each."""
     if not checkpoint_dir.is_dir():
         return []
-    found = []
+    found = {unit: [] for unit in CHECKPOINT_UNITS}
     for path in checkpoint_dir.iterdir():
         match = CHECKPOINT_NAME.fullmatch(path.name)
         if match and path.is_dir():
-            found.append((int(match.group(1)), path))
+            found[match.group(1)].append((int(match.group(2)), path))
         elif not path.name.startswith(".") and path.name != "best_model":
-            logger.warning(f"ignoring {path}: not a checkpoint folder (epoch_<number>)", main_process_only=True)
-    return [path for _, path in sorted(found, reverse=True)]
+            logger.warning(f"ignoring {path}: not a checkpoint folder (epoch_<number> or step_<number>)", main_process_only=True)
+    kinds = [sorted(found[unit], reverse=True) for unit in CHECKPOINT_UNITS if found[unit]]
+    if len(kinds) > 1:
+        newest = " and ".join(str(kind[0][1]) for kind in kinds)
+        raise CheckpointError(f"{checkpoint_dir} holds both epoch_N and step_N checkpoints, which 'latest' cannot order: name one folder (newest: {newest})")
+    return [path for kind in kinds for _, path in kind]
 
 
 def verify_checkpoint(folder: Path, num_processes: int) -> dict:
@@ -230,6 +241,8 @@ __all__ = [
     "find_checkpoints",
     "load_checkpoint",
     "resume",
+    "rng_states",
     "save_checkpoint",
+    "set_rng_states",
     "verify_checkpoint",
 ]

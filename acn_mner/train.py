@@ -1,9 +1,13 @@
 """Train ACN (or one of the paper's variants) on a multimodal tweet NER corpus with Accelerate.
 
-    accelerate launch examples/train_acn.py --dataset DATA --output_dir OUT [--variant full] ...
-    python examples/train_acn.py --dataset DATA --output_dir OUT ...
-    accelerate launch -m acn_mner.train --dataset DATA --output_dir OUT ...
+    acn-train --dataset_name DATA --output_dir OUT [--variant full] ...
+    accelerate launch -m acn_mner.train --dataset_name DATA --output_dir OUT ...
+    accelerate launch examples/train_acn.py --train_file train.json --validation_file dev.json --test_file test.json ...
+    acn-train --model_name_or_path TRAINED --dataset_name NEW_DATA --output_dir OUT   # continue a trained ACN
 
+The flags follow transformers' run_ner_no_trainer.py where it has one (--dataset_name, --per_device_train_batch_size,
+--num_train_epochs, --max_train_steps, --lr_scheduler_type, --num_warmup_steps, --checkpointing_steps, --report_to,
+...); the older names (--dataset, --batch_size, --num_epochs, ...) still work until the next release, with a warning.
 Selects the epoch with the best dev (validation) entity F1, with early stopping, then scores the test split.
 Writes to --output_dir: the model and processor with their remote code, all_results.json, results.md (the paper's
 Table 2 layout), {validation,test}_predictions.txt (`token gold pred`), model_card.md/README.md, checkpoints/.
@@ -17,18 +21,22 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import datasets
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from accelerate.tracking import get_available_trackers
 from accelerate.utils import (
     DataLoaderConfiguration,
     DistributedDataParallelKwargs,
+    LoggerType,
     set_seed,
 )
 from huggingface_hub import HfApi
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import AutoConfig
+from transformers import AutoConfig, PretrainedConfig, get_scheduler
 
 from modeling_acn import (
     PAPER_TEXT_ENCODER,
@@ -45,8 +53,20 @@ from modeling_acn import (
 )
 
 from .atomic import atomic_files_into, atomic_folder, write_text
-from .checkpoint import checkpoint_folder, resume, save_checkpoint
-from .data import image_source, label_names, load_corpus, model_rows
+from .checkpoint import checkpoint_folder, resume, rng_states, save_checkpoint, set_rng_states
+from .data import (
+    CORPUS_FILE_SUFFIXES,
+    LABEL_COLUMN,
+    SPLITS,
+    TEXT_COLUMN,
+    TWITTER_SUFFIX,
+    image_source,
+    label_names,
+    load_corpus,
+    load_corpus_files,
+    model_rows,
+    standard_corpus,
+)
 from .evaluation import (
     gold_tags,
     load_metric,
@@ -66,80 +86,281 @@ from .model_card import base_model, hub_dataset_id, write_model_card
 logger = get_logger(__name__)
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
+# transformers' schedules that need nothing but warm-up and length (run_ner's choices), and the paper's per-epoch decay
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse")
 CHECKPOINT_DIR = "checkpoints"
 # What final_evaluation writes beside the model; with the model's own files, what --push_to_hub uploads.
 RESULT_FILES = ("README.md", "model_card.md", "all_results.json", "results.md", "validation_predictions.txt", "test_predictions.txt")
 BEST_MODEL_DIR = f"{CHECKPOINT_DIR}/best_model"  # kept after training: a resumed run may end on these weights
 PERFECT_F1 = 1.0
+FILE_FLAGS = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
+# A new model's settings when their flags are not given; with --model_name_or_path the loaded config gives them.
+NEW_MODEL_DEFAULTS = {
+    "variant": "full",
+    "text_encoder": PAPER_TEXT_ENCODER,
+    "word_pooling": "first",
+    "use_lstm": True,
+    "word_embedding_dim": 200,
+    "char_activation": "tanh",
+    "dropout": 0.5,
+    "hashtags_as_words": True,
+    "min_word_freq": 1,
+}
+# Flags that shape the weights: with --model_name_or_path, given ones must agree with the loaded config.
+ARCHITECTURE_FLAGS = ("text_encoder", "word_pooling", "use_lstm", "word_embedding_dim", "hidden_size", "attention_size", "char_activation", "vision_backbone")
+# Flags that build a new vocabulary: a loaded model keeps the processor saved with it.
+VOCABULARY_FLAGS = ("embeddings", "min_word_freq", "hashtags_as_words", "subword_word_forms")
+# Old flag -> (the run_ner-style flag that replaces it, the attribute both set). The old names work, with a warning,
+# until the next release.
+DEPRECATED_FLAGS = {
+    "dataset": ("dataset_name", "dataset"),
+    "batch_size": ("per_device_train_batch_size", "per_device_train_batch_size"),
+    "eval_batch_size": ("per_device_eval_batch_size", "per_device_eval_batch_size"),
+    "num_epochs": ("num_train_epochs", "num_train_epochs"),
+    "checkpointing": ("checkpointing_steps", "checkpointing_steps"),
+    "lr_schedule": ("lr_scheduler_type", "lr_scheduler_type"),
+    "warmup_ratio": ("num_warmup_steps", "warmup_ratio"),  # a share of the steps; becomes steps once they are known
+}
 
 
 def parse_args(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    adopt_deprecated_flags(parser, args)
+    check_corpus_args(parser, args)
+    if args.model_name_or_path:
+        adopt_trained_model_settings(parser, args)
+    else:
+        for name, default in NEW_MODEL_DEFAULTS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, default)
+    check_hub_args(parser, args)
+    settle_training_args(parser, args)
+    resolve_vision_arguments(args)
+    return args
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    data = parser.add_argument_group("data")
-    data.add_argument("--dataset", required=True, help="Raw corpus folder (train/valid/test.txt), a save_to_disk folder (e.g. with cached image features), a Parquet folder or a Hub dataset id.")
-    data.add_argument("--image_dir", default=None, help="Images <id>.jpg of a raw corpus folder; omit to train without images.")
+    data = parser.add_argument_group("data (a corpus: --dataset_name, or --train_file with --validation_file and --test_file)")
+    data.add_argument("--dataset_name", dest="dataset", metavar="DATASET_NAME", default=None, help="Raw corpus folder (train/valid/test.txt), a save_to_disk folder (e.g. with cached image features), an exported Parquet folder or a Hub dataset id; the last two go through datasets.load_dataset.")
+    data.add_argument("--dataset_config_name", default=None, help="Configuration of the --dataset_name Hub dataset or Parquet folder (datasets.load_dataset's second argument).")
+    data.add_argument("--train_file", default=None, help=f"Training split as one file: Twitter format (.txt: IMGID lines, token<TAB>tag lines) or {', '.join(suffix for suffix in CORPUS_FILE_SUFFIXES if suffix != TWITTER_SUFFIX)} with a column of words and one of tags per tweet (tags as strings such as B-PER, or label ids that a --model_name_or_path names; CSV cells hold lists).")
+    data.add_argument("--validation_file", default=None, help="Dev split, in the format of --train_file: selects the epoch kept.")
+    data.add_argument("--test_file", default=None, help="Test split, in the format of --train_file: scored at the end.")
+    data.add_argument("--text_column_name", default=TEXT_COLUMN, help="Column of a table corpus (files or --dataset_name) holding each tweet's words.")
+    data.add_argument("--label_column_name", default=LABEL_COLUMN, help="Column of a table corpus holding each tweet's tags.")
+    data.add_argument("--image_dir", default=None, help="Images <id>.jpg of a raw corpus folder or Twitter-format files; omit to train without images.")
     data.add_argument("--output_dir", required=True, help="Where the model, results and checkpoints go.")
-    model = parser.add_argument_group("model")
-    model.add_argument("--variant", default="full", choices=sorted(PAPER_VARIANTS), help="Which model of the paper's Table 2 to train.")
-    model.add_argument("--text_encoder", default=PAPER_TEXT_ENCODER, help="'cnn-bilstm' (the paper's word embeddings, character CNN and BiLSTM) or a transformers checkpoint (name or path) whose subword states, pooled per word, replace the word embeddings.")
-    model.add_argument("--word_pooling", default="first", choices=["first", "mean"], help="Pretrained encoder: a word's vector is its first subword's state, or the mean of its subwords'.")
-    model.add_argument("--use_lstm", action=argparse.BooleanOptionalAction, default=True, help="Run a BiLSTM (--hidden_size) over the word features: the paper's encoder always has it; for a pretrained encoder it was chosen on Twitter-2015 dev with MiniLM-L6 (72.09 against 71.27 without), and --no-use_lstm feeds the pooled subword states and characters straight to the co-attention.")
+    model = parser.add_argument_group("model (with --model_name_or_path the loaded model fixes these: a flag that contradicts it is refused)")
+    model.add_argument("--model_name_or_path", default=None, help="An ACN folder written by this script, or its Hub id, to train further (e.g. Twitter-2015 weights on another corpus) instead of a new model: its weights, config and processor (vocabulary) are loaded; flags that would change its architecture or vocabulary are refused, naming them, while --dropout and --vision_precision may change. Labels of the new corpus that the model knows keep their classifier rows and CRF transition scores; new ones start fresh, and labels the corpus lacks are dropped (both logged). For a pretrained text encoder such as bert-base-cased, use --text_encoder.")
+    model.add_argument("--variant", default=None, choices=sorted(PAPER_VARIANTS), help="Which model of the paper's Table 2 to train (default full).")
+    model.add_argument("--text_encoder", default=None, help="'cnn-bilstm' (default: the paper's word embeddings, character CNN and BiLSTM) or a transformers checkpoint (name or path) whose subword states, pooled per word, replace the word embeddings.")
+    model.add_argument("--word_pooling", default=None, choices=["first", "mean"], help="Pretrained encoder: a word's vector is its first subword's state (default), or the mean of its subwords'.")
+    model.add_argument("--use_lstm", action=argparse.BooleanOptionalAction, default=None, help="Run a BiLSTM (--hidden_size) over the word features (default): the paper's encoder always has it; for a pretrained encoder it was chosen on Twitter-2015 dev with MiniLM-L6 (72.09 against 71.27 without), and --no-use_lstm feeds the pooled subword states and characters straight to the co-attention.")
     model.add_argument("--subword_word_forms", action=argparse.BooleanOptionalAction, default=None, help="Pretrained encoder: read URLs as 'url' and hashtags without '#' (41%% fewer subwords on Twitter-2015; off by default: 0.34 lower dev F1 with MiniLM-L6).")
     model.add_argument("--embeddings", default=None, help="GloVe/word2vec text file of pretrained word vectors; their words extend the vocabulary.")
-    model.add_argument("--vision_weights", default=None, help="Image backbone weights: 'imagenet' (the published ones: torchvision's, or CLIP's through transformers), a local .pth/.safetensors file, or 'random' (seeded; offline demos); defaults to the backbone saved beside cached features.")
+    model.add_argument("--vision_weights", default=None, help="Image backbone weights: 'imagenet' (the published ones: torchvision's, or CLIP's through transformers), a local .pth/.safetensors file, or 'random' (seeded; offline demos); defaults to the backbone saved beside cached features (a --model_name_or_path keeps its own otherwise).")
     model.add_argument("--vision_backbone", default=None, choices=sorted(VISION_BACKBONES), help="Image backbone: vgg16 (the paper's), resnet152 or clip-vit-b32; defaults to the one that computed cached features, else vgg16.")
-    model.add_argument("--vision_precision", default=None, choices=VISION_PRECISIONS, help="Precision of the image backbone (AcnConfig.vision_precision); defaults to the one cached features were computed in, else auto. The saved config records the effective one.")
+    model.add_argument("--vision_precision", default=None, choices=VISION_PRECISIONS, help="Precision of the image backbone (AcnConfig.vision_precision); defaults to the one cached features were computed in, else that of --model_name_or_path, else auto. The saved config records the effective one.")
     model.add_argument("--calibration_images", type=int, default=16, help="Training images that calibrate an int8 backbone reading pixels (the first ones with a picture).")
-    model.add_argument("--word_embedding_dim", type=int, default=200, help="Word vector size (the embedding file's, when given).")
+    model.add_argument("--word_embedding_dim", type=int, default=None, help="Word vector size (default 200; the embedding file's, when given).")
     model.add_argument("--hidden_size", type=int, default=None, help="BiLSTM output size, both directions together, and the co-attention size d (default 200; without a BiLSTM, the word features' width).")
     model.add_argument("--attention_size", type=int, default=None, help="Size k of the attention energies; defaults to --hidden_size, as in the paper.")
-    model.add_argument("--char_activation", default="tanh", choices=["tanh", "none"], help="tanh on the character CNN's feature maps (the paper's), or none.")
-    model.add_argument("--dropout", type=float, default=0.5, help="Dropout on word representations and BiLSTM outputs.")
+    model.add_argument("--char_activation", default=None, choices=["tanh", "none"], help="tanh on the character CNN's feature maps (default: the paper's), or none.")
+    model.add_argument("--dropout", type=float, default=None, help="Dropout on word representations and BiLSTM outputs (default 0.5; a --model_name_or_path's own otherwise).")
     model.add_argument("--word_dropout", type=float, default=None, help="Probability of replacing a training word by [UNK] (characters stay); default 0.4 for cnn-bilstm (chosen on Twitter-2015 dev), 0 for a pretrained encoder, which does not read word ids.")
-    model.add_argument("--hashtags_as_words", action=argparse.BooleanOptionalAction, default=True, help="Look '#word' up under 'word' (chosen on Twitter-2015 dev); --no-hashtags_as_words keeps the '#' in the vocabulary.")
-    model.add_argument("--min_word_freq", type=int, default=1, help="Training-split count a word needs to enter the vocabulary.")
+    model.add_argument("--hashtags_as_words", action=argparse.BooleanOptionalAction, default=None, help="Look '#word' up under 'word' (default; chosen on Twitter-2015 dev); --no-hashtags_as_words keeps the '#' in the vocabulary.")
+    model.add_argument("--min_word_freq", type=int, default=None, help="Training-split count a word needs to enter the vocabulary (default 1).")
     training = parser.add_argument_group("training")
     training.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS), help="Optimiser (the paper used RMSprop).")
     training.add_argument("--learning_rate", type=float, default=1e-3, help="Initial learning rate (of the head, with a pretrained encoder).")
     training.add_argument("--encoder_learning_rate", type=float, default=5e-5, help="Initial learning rate of a pretrained text encoder.")
-    training.add_argument("--lr_schedule", default=None, choices=["inverse", "linear"], help="'inverse': lr / (1 + lr_decay * epoch) (default for cnn-bilstm); 'linear': decay to 0 at the last step of --num_epochs (default for a pretrained encoder).")
+    training.add_argument("--lr_scheduler_type", default=None, choices=LR_SCHEDULERS, help="Learning-rate schedule per optimiser step after the warm-up: transformers' get_scheduler ones over --max_train_steps (linear: the default for a pretrained encoder), or 'inverse': lr / (1 + lr_decay * epoch) (the default for cnn-bilstm).")
     training.add_argument("--lr_decay", type=float, default=0.0, help="Per-epoch decay of the 'inverse' schedule: lr / (1 + decay * epoch).")
-    training.add_argument("--warmup_ratio", type=float, default=None, help="Share of the --num_epochs steps over which the learning rates rise linearly from 0 (default 0 for cnn-bilstm, 0.1 for a pretrained encoder).")
-    training.add_argument("--weight_decay", type=float, default=0.0, help="L2 weight decay.")
+    training.add_argument("--num_warmup_steps", type=int, default=None, help="Optimiser steps over which the learning rates rise linearly from 0 (default: none for cnn-bilstm, 10%% of the steps for a pretrained encoder).")
+    training.add_argument("--weight_decay", type=float, default=0.0, help="L2 weight decay, on every parameter.")
     training.add_argument("--max_grad_norm", type=float, default=5.0, help="Gradient norm clipping; 0 disables it.")
-    training.add_argument("--batch_size", type=int, default=16, help="Tweets per batch and process.")
-    training.add_argument("--eval_batch_size", type=int, default=64, help="Tweets per evaluation batch and process.")
-    training.add_argument("--num_epochs", type=int, default=None, help="Most epochs to train: 30 for cnn-bilstm; 8 for a pretrained encoder, whose linear schedule ends there (chosen on Twitter-2015 dev with MiniLM-L6: 71.27 against 69.98 with 4).")
+    training.add_argument("--per_device_train_batch_size", type=int, default=None, help="Tweets per training batch and process (default 16).")
+    training.add_argument("--per_device_eval_batch_size", type=int, default=None, help="Tweets per evaluation batch and process (default 64).")
+    training.add_argument("--num_train_epochs", type=int, default=None, help="Most epochs to train: 30 for cnn-bilstm; 8 for a pretrained encoder, whose linear schedule ends there (chosen on Twitter-2015 dev with MiniLM-L6: 71.27 against 69.98 with 4).")
+    training.add_argument("--max_train_steps", type=int, default=None, help="Most optimiser steps to train; overrides --num_train_epochs (the last epoch may stop part-way, and is scored on dev like any other), and the schedule ends there.")
     training.add_argument("--patience", type=int, default=5, help="Stop after this many epochs without a better dev F1.")
     training.add_argument("--stop_at_perfect_dev", action="store_true", help="Stop once dev F1 reaches 100: no later epoch can replace the kept model (it must score strictly higher), so only time is saved.")
     training.add_argument("--max_train_length", type=int, default=None, help="Truncate training tweets to this many words. The paper truncated every tweet to 35 words; by default nothing is cut, and evaluation always scores every word.")
     training.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Batches per optimiser step.")
     training.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"], help="Accelerate mixed precision (GPUs).")
     training.add_argument("--seed", type=int, default=42, help="Seed for weights, shuffling and dropout.")
-    training.add_argument("--checkpointing", default="epoch", choices=["epoch", "none"], help="Save the training state after every epoch (needed to resume), or never.")
-    training.add_argument("--resume_from_checkpoint", default=None, help="'latest' (the newest checkpoint that verifies; damaged ones are skipped with a warning) or a checkpoint folder to continue from.")
-    training.add_argument("--with_tracking", action="store_true", help="Log metrics to TensorBoard in output_dir/runs.")
+    training.add_argument("--checkpointing_steps", type=checkpointing_steps, default=None, help="When to save the training state (needed to resume): 'epoch' (default: after each epoch's dev scoring, as checkpoints/epoch_N), a number N (every N optimiser steps, as checkpoints/step_N), or 'none'.")
+    training.add_argument("--resume_from_checkpoint", default=None, help="'latest' (the newest checkpoint that verifies; damaged ones are skipped with a warning) or a checkpoint folder (epoch_N or step_N) to continue from, exactly.")
+    training.add_argument("--with_tracking", action="store_true", help="Log the training loss and dev F1 of each epoch to the --report_to trackers (TensorBoard in output_dir/runs by default).")
+    training.add_argument("--report_to", default=None, help=f"With --with_tracking: the trackers, separated by commas (of {', '.join(sorted(LoggerType.list()))}; 'all': every installed one); default tensorboard.")
     hub = parser.add_argument_group("hub")
     hub.add_argument("--push_to_hub", action="store_true", help="Upload the final model folder (weights, config, processor, code, card, results; never checkpoints/ or runs/) to --hub_model_id.")
     hub.add_argument("--hub_model_id", default=None, help="Hub model repository (user/name) that --push_to_hub creates or updates; the card's usage snippet names it.")
     hub.add_argument("--hub_private_repo", action="store_true", help="Create the repository private (an existing one keeps its visibility).")
-    hub.add_argument("--hub_dataset_id", default=None, help="Hub id of the training corpus, for the card's datasets and model-index; defaults to --dataset when that is a Hub id. Needed with --push_to_hub for a local corpus.")
+    hub.add_argument("--hub_dataset_id", default=None, help="Hub id of the training corpus, for the card's datasets and model-index; defaults to --dataset_name when that is a Hub id. Needed with --push_to_hub for a local corpus.")
     hub.add_argument("--hub_base_model", default=None, help="Hub id of a local --text_encoder folder, for the card's base_model. Needed with --push_to_hub for a local encoder.")
-    args = parser.parse_args(argv)
-    check_hub_args(parser, args)
+    deprecated = parser.add_argument_group("deprecated (removed in the next release; each logs a warning naming its replacement)")
+    deprecated.add_argument("--dataset", dest="deprecated_dataset", metavar="DATASET", default=None, help="Use --dataset_name (same meaning).")
+    deprecated.add_argument("--batch_size", dest="deprecated_batch_size", metavar="BATCH_SIZE", type=int, default=None, help="Use --per_device_train_batch_size (same meaning).")
+    deprecated.add_argument("--eval_batch_size", dest="deprecated_eval_batch_size", metavar="EVAL_BATCH_SIZE", type=int, default=None, help="Use --per_device_eval_batch_size (same meaning).")
+    deprecated.add_argument("--num_epochs", dest="deprecated_num_epochs", metavar="NUM_EPOCHS", type=int, default=None, help="Use --num_train_epochs (same meaning).")
+    deprecated.add_argument("--checkpointing", dest="deprecated_checkpointing", default=None, choices=["epoch", "none"], help="Use --checkpointing_steps (same values, and N steps).")
+    deprecated.add_argument("--lr_schedule", dest="deprecated_lr_schedule", default=None, choices=["inverse", "linear"], help="Use --lr_scheduler_type (same values, and transformers' other schedules).")
+    deprecated.add_argument("--warmup_ratio", dest="deprecated_warmup_ratio", metavar="WARMUP_RATIO", type=float, default=None, help="Use --num_warmup_steps: this share of the optimiser steps, rounded up.")
+    return parser
+
+
+def checkpointing_steps(value: str) -> str | int:
+    """--checkpointing_steps: 'epoch', 'none' or a positive number of optimiser steps."""
+    if value in ("epoch", "none"):
+        return value
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"expected 'epoch', 'none' or a positive number of optimiser steps, got {value!r}")
+
+
+def adopt_deprecated_flags(parser, args) -> None:
+    """Move each old flag's value to its replacement, with a warning; refuse an old and a new flag that disagree."""
+    for old, (new, attribute) in DEPRECATED_FLAGS.items():
+        value = vars(args).pop(f"deprecated_{old}")
+        if value is None:
+            continue
+        # before Accelerate's state exists, hence the standard logger (the same one, under Accelerate's adapter)
+        logging.getLogger(__name__).warning(f"--{old} is deprecated and will be removed in the next release: use --{new}")
+        current = getattr(args, new if old == "warmup_ratio" else attribute, None)
+        if current is not None and (current != value or old == "warmup_ratio"):
+            parser.error(f"--{old} {value} and --{new} {current} both set {new}: give --{new} alone")
+        setattr(args, attribute, value)
+
+
+def check_corpus_args(parser, args) -> None:
+    """One corpus: --dataset_name, or the three split files in one format that exist. For files, `args.dataset`
+    becomes the training file's folder: it names the corpus in the model card and may hold cached features' trunk."""
+    files = {split: getattr(args, flag) for split, flag in FILE_FLAGS.items()}
+    given = [f"--{FILE_FLAGS[split]}" for split, path in files.items() if path is not None]
+    if args.dataset is not None and given:
+        parser.error(f"--dataset_name and {given[0]} both name a corpus: give one of them")
+    if args.dataset_config_name is not None and args.dataset is None:
+        parser.error("--dataset_config_name selects a configuration of --dataset_name, which is not given")
+    if args.dataset is not None:
+        return
+    if not given:
+        parser.error("no corpus: give --dataset_name (a folder or Hub id), or --train_file, --validation_file and --test_file")
+    missing = [f"--{FILE_FLAGS[split]}" for split, path in files.items() if path is None]
+    if missing:
+        parser.error(f"{given[0]} needs {' and '.join(missing)} too: training selects on the validation split and scores the test split")
+    for split, path in files.items():
+        suffix = Path(path).suffix.lower()
+        if suffix not in CORPUS_FILE_SUFFIXES:
+            parser.error(f"--{FILE_FLAGS[split]} {path}: expected a file ending in {', '.join(CORPUS_FILE_SUFFIXES)}")
+        if suffix != Path(args.train_file).suffix.lower():
+            parser.error(f"--{FILE_FLAGS[split]} {path} and --train_file {args.train_file} differ in format: give the splits in one")
+        if not Path(path).is_file():
+            parser.error(f"--{FILE_FLAGS[split]} {path} does not exist")
+    if args.image_dir is not None and Path(args.train_file).suffix.lower() != TWITTER_SUFFIX:
+        parser.error(f"--image_dir reads <id>.jpg for Twitter-format (.txt) files, not for --train_file {args.train_file}")
+    args.dataset = str(Path(args.train_file).parent)
+
+
+def adopt_trained_model_settings(parser, args) -> None:
+    """--model_name_or_path: refuse flags that contradict the loaded model (architecture) or would rebuild its
+    vocabulary, naming them; take the model's architecture settings, so that defaults, the card and the results
+    describe it."""
+    config = trained_config(parser, args.model_name_or_path)
+    variant = paper_variant(config)
+    loaded = {name: getattr(config, name) for name in ARCHITECTURE_FLAGS} | {"variant": variant}
+    contradicting = [
+        f"{shown_flag(name, getattr(args, name))} (the model has {shown_flag(name, value)})"
+        for name, value in loaded.items()
+        if getattr(args, name) is not None and getattr(args, name) != value
+    ]
+    if contradicting:
+        parser.error(f"--model_name_or_path {args.model_name_or_path} fixes the architecture, and these flags contradict it: {'; '.join(contradicting)}")
+    rebuilding = [f"--{name}" for name in VOCABULARY_FLAGS if getattr(args, name) is not None]
+    if rebuilding:
+        parser.error(f"--model_name_or_path {args.model_name_or_path} keeps the vocabulary saved with it; {', '.join(rebuilding)} would build a new one: drop them")
+    if args.vision_weights == "random" and config.use_image:
+        parser.error(f"--vision_weights random initialises a new model's image backbone; --model_name_or_path {args.model_name_or_path} has its own")
+    cached = read_vision_settings(Path(args.dataset) / VISION_WEIGHTS_FILE)
+    if config.use_image and cached.get("vision_backbone", config.vision_backbone) != config.vision_backbone:
+        parser.error(
+            f"--model_name_or_path {args.model_name_or_path} sees images through {config.vision_backbone}, and the cached "
+            f"features of {args.dataset} were computed by {cached['vision_backbone']}: train on features of its backbone, or on pixels"
+        )
+    for name, value in loaded.items():
+        setattr(args, name, value)
+    args.dropout = config.dropout if args.dropout is None else args.dropout
+    if args.vision_precision is None:
+        args.vision_precision = cached.get("vision_precision", config.vision_precision)
+
+
+def trained_config(parser, name_or_path: str) -> AcnConfig:
+    """The config of an ACN folder or Hub id; refuses anything else (a plain BERT belongs in --text_encoder)."""
+    try:
+        model_type = PretrainedConfig.get_config_dict(name_or_path)[0].get("model_type")
+    except OSError as error:
+        parser.error(f"--model_name_or_path {name_or_path}: {error}")
+    if model_type != AcnConfig.model_type:
+        parser.error(f"--model_name_or_path {name_or_path} is not an ACN model (model_type {model_type!r}); a pretrained text encoder goes in --text_encoder")
+    return AcnConfig.from_pretrained(name_or_path)
+
+
+def paper_variant(config: AcnConfig) -> str | None:
+    """The model of the paper's Table 2 that `config` is, by its switches; None for another combination."""
+    defaults = AcnConfig()
+    switches = {key for variant in PAPER_VARIANTS.values() for key in variant}
+    for name, variant in PAPER_VARIANTS.items():
+        if all(getattr(config, key) == variant.get(key, getattr(defaults, key)) for key in switches):
+            return name
+    return None
+
+
+def shown_flag(name: str, value) -> str:
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no-{name}"
+    return f"--{name} {value}"
+
+
+def settle_training_args(parser, args) -> None:
+    """Defaults that follow the text encoder, and limits on the training flags."""
     pretrained = args.text_encoder != PAPER_TEXT_ENCODER
-    args.num_epochs = (8 if pretrained else 30) if args.num_epochs is None else args.num_epochs
-    if args.num_epochs < 1 or args.patience < 1 or args.batch_size < 1:
-        parser.error("num_epochs, patience and batch_size must be positive")
+    args.num_train_epochs = (8 if pretrained else 30) if args.num_train_epochs is None else args.num_train_epochs
+    args.per_device_train_batch_size = 16 if args.per_device_train_batch_size is None else args.per_device_train_batch_size
+    args.per_device_eval_batch_size = 64 if args.per_device_eval_batch_size is None else args.per_device_eval_batch_size
+    for name in ("num_train_epochs", "patience", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "max_train_steps"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be positive, got {getattr(args, name)}")
     if pretrained and args.embeddings:
         parser.error("--embeddings initialise the paper's word embeddings; a pretrained --text_encoder has none")
     args.word_dropout = (0.0 if pretrained else 0.4) if args.word_dropout is None else args.word_dropout
-    args.lr_schedule = args.lr_schedule or ("linear" if pretrained else "inverse")
-    args.warmup_ratio = (0.1 if pretrained else 0.0) if args.warmup_ratio is None else args.warmup_ratio
-    if not 0.0 <= args.warmup_ratio < 1.0:
-        parser.error(f"--warmup_ratio must be in [0, 1), got {args.warmup_ratio}")
-    resolve_vision_arguments(args)
-    return args
+    args.lr_scheduler_type = args.lr_scheduler_type or ("linear" if pretrained else "inverse")
+    args.checkpointing_steps = args.checkpointing_steps or "epoch"
+    if args.num_warmup_steps is not None and args.num_warmup_steps < 0:
+        parser.error(f"--num_warmup_steps must be 0 or more, got {args.num_warmup_steps}")
+    if args.num_warmup_steps is None:  # a share of the steps, which are known once the data loader is
+        args.warmup_ratio = getattr(args, "warmup_ratio", None)
+        args.warmup_ratio = (0.1 if pretrained else 0.0) if args.warmup_ratio is None else args.warmup_ratio
+        if not 0.0 <= args.warmup_ratio < 1.0:
+            parser.error(f"--warmup_ratio must be in [0, 1), got {args.warmup_ratio}")
+    check_trackers(parser, args)
+
+
+def check_trackers(parser, args) -> None:
+    """--report_to names trackers that Accelerate knows and that are installed, and needs --with_tracking."""
+    if not args.with_tracking:
+        if args.report_to is not None:
+            parser.error(f"--report_to {args.report_to} logs only with --with_tracking")
+        return
+    names = [name.strip() for name in (args.report_to or LoggerType.TENSORBOARD.value).split(",")]
+    known, installed = LoggerType.list(), [str(tracker) for tracker in get_available_trackers()]
+    for name in names:
+        if name not in known:
+            parser.error(f"--report_to {name!r} is not a tracker Accelerate knows ({', '.join(sorted(known))})")
+        if name != LoggerType.ALL.value and name not in installed:
+            parser.error(f"--report_to {name}: its package is not installed")
+    args.report_to = ",".join(names)
 
 
 def check_hub_args(parser, args):
@@ -149,7 +370,8 @@ def check_hub_args(parser, args):
     if not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id (user/name)")
     if hub_dataset_id(args) is None:
-        parser.error(f"--dataset {args.dataset} is a local folder: give its Hub id with --hub_dataset_id for the model card")
+        corpus = f"--train_file {args.train_file} is a local file" if args.train_file else f"--dataset {args.dataset} is a local folder"
+        parser.error(f"{corpus}: give its Hub id with --hub_dataset_id for the model card")
     if args.text_encoder != PAPER_TEXT_ENCODER and base_model(args) is None:
         parser.error(f"--text_encoder {args.text_encoder} is a local folder: give its Hub id with --hub_base_model for the model card")
 
@@ -162,6 +384,7 @@ class TrainingState:
     best_f1: float = -1.0
     best_epoch: int = -1
     epochs_without_improvement: int = 0
+    epoch_batches: int = 0  # batches of epoch `epoch` trained: a step checkpoint falls inside an epoch
 
     def state_dict(self):
         return asdict(self)
@@ -176,13 +399,33 @@ class TrainingState:
             self.best_f1, self.best_epoch, self.epochs_without_improvement = dev_f1, self.epoch, 0
         else:
             self.epochs_without_improvement += 1
-        self.epoch += 1
+        self.epoch, self.epoch_batches = self.epoch + 1, 0
         return improved
+
+
+def load_training_corpus(args) -> datasets.DatasetDict:
+    """The corpus of --dataset_name or of the three split files, as `standard_corpus` shapes it; label ids without
+    names take those of --model_name_or_path."""
+    if args.train_file:
+        files = {split: getattr(args, flag) for split, flag in FILE_FLAGS.items()}
+        corpus = load_corpus_files(files, args.image_dir, (args.text_column_name, args.label_column_name))
+        origins = {split: f"--{FILE_FLAGS[split]} {path}" for split, path in files.items()}
+    else:
+        corpus = load_corpus(args.dataset, args.image_dir, args.dataset_config_name)
+        origins = {split: f"the {split} split of {args.dataset}" for split in SPLITS}
+    known = None
+    if args.model_name_or_path:
+        config = AcnConfig.from_pretrained(args.model_name_or_path)
+        known = [config.id2label[index] for index in range(config.num_labels)]
+    return standard_corpus(corpus, origins, args.text_column_name, args.label_column_name, known)
 
 
 def build_processor(train_split, args) -> AcnProcessor:
     """Vocabularies from the training split only, extended by the embedding file's words when given; with a
-    pretrained encoder, its tokenizer too, with a window that its position embeddings allow."""
+    pretrained encoder, its tokenizer too, with a window that its position embeddings allow. A --model_name_or_path
+    brings its own processor: words it never saw are [UNK] to the word embeddings, their characters still count."""
+    if args.model_name_or_path:
+        return AcnProcessor.from_pretrained(args.model_name_or_path)
     extra_words = AcnTokenizer.embedding_file_words(args.embeddings) if args.embeddings else None
     subword = {}
     if args.text_encoder != PAPER_TEXT_ENCODER:
@@ -198,6 +441,8 @@ def build_processor(train_split, args) -> AcnProcessor:
 
 
 def build_model(args, processor, names, train_split) -> AcnForTokenClassification:
+    if args.model_name_or_path:
+        return load_trained_model(args, names)
     config = AcnConfig.from_variant(
         args.variant,
         vocab_size=len(processor.tokenizer),
@@ -236,6 +481,50 @@ def build_model(args, processor, names, train_split) -> AcnForTokenClassificatio
     return model
 
 
+def load_trained_model(args, names) -> AcnForTokenClassification:
+    """--model_name_or_path with this run's --dropout and image precision, relabelled to the corpus's `names`, seeing
+    images through the trunk of cached features (or --vision_weights) when there is one, else through its own."""
+    config = AcnConfig.from_pretrained(args.model_name_or_path)
+    config.dropout, config.vision_precision = args.dropout, args.vision_precision
+    model = relabel(AcnForTokenClassification.from_pretrained(args.model_name_or_path, config=config), names, args.model_name_or_path)
+    trunk = args.vision_weights or cached_features_trunk(args.dataset)
+    if trunk and model.config.use_image:
+        logger.info(f"image backbone {model.config.vision_backbone}: {trunk}", main_process_only=True)
+        model.load_vision_weights(None if trunk == "imagenet" else trunk)
+    return model
+
+
+def relabel(model: AcnForTokenClassification, names: list[str], source: str) -> AcnForTokenClassification:
+    """`model` with the labels `names`. A label it knows keeps, by name, its classifier row and its CRF start, end
+    and transition scores (to and from the other known labels); a new label starts as in a new model, and a label
+    not in `names` is dropped. The body (encoder, co-attention, trunk) is the model's."""
+    old = [model.config.id2label[index] for index in range(model.config.num_labels)]
+    if old == names:
+        return model
+    relabelled = AcnForTokenClassification(AcnConfig.from_dict({**model.config.to_dict(), "id2label": dict(enumerate(names)), "label2id": {name: index for index, name in enumerate(names)}}))
+    head = ("classifier.", "crf.")
+    missing, unexpected = relabelled.load_state_dict({key: value for key, value in model.state_dict().items() if not key.startswith(head)}, strict=False)
+    assert not unexpected and all(key.startswith(head) for key in missing), (missing, unexpected)
+    shared = [name for name in names if name in old]
+    new_rows = torch.tensor([names.index(name) for name in shared], dtype=torch.long)  # (shared,)
+    old_rows = torch.tensor([old.index(name) for name in shared], dtype=torch.long)  # (shared,)
+    with torch.no_grad():
+        relabelled.classifier.weight[new_rows] = model.classifier.weight[old_rows]  # (shared, decoder_input)
+        relabelled.classifier.bias[new_rows] = model.classifier.bias[old_rows]
+        if relabelled.crf is not None:
+            for name in ("start_transitions", "end_transitions"):
+                getattr(relabelled.crf, name)[new_rows] = getattr(model.crf, name)[old_rows]
+            # transitions[from, to]: the block between shared labels
+            relabelled.crf.transitions[new_rows[:, None], new_rows[None, :]] = model.crf.transitions[old_rows[:, None], old_rows[None, :]]
+    added, dropped = [name for name in names if name not in old], [name for name in old if name not in names]
+    logger.warning(
+        f"labels: {len(shared)} of {source} kept with their weights; new, initialised: {', '.join(added) or 'none'}; "
+        f"dropped: {', '.join(dropped) or 'none'}",
+        main_process_only=True,
+    )
+    return relabelled
+
+
 def settle_vision_precision(model, processor, train_split, device, args) -> None:
     """Calibrate an int8 backbone that reads pixels, then record the precision the backbone really runs in, so the
     saved config makes a reloaded model see images as in training (cached features keep the precision they were
@@ -264,20 +553,42 @@ def cached_features_trunk(dataset: str) -> str | None:
     return str(trunk) if trunk.is_file() else None
 
 
-def build_dataloaders(corpus, processor, config, args):
+def build_dataloaders(corpus, processor, config, args, process_index: int = 0):
     source = image_source(corpus["train"], config.use_image)
     logger.info(f"images: {source}", main_process_only=True)
+    collator = AcnDataCollator(processor, source, args.max_train_length, args.word_dropout)
     train = DataLoader(
         model_rows(corpus["train"], source),
-        batch_size=args.batch_size,
+        batch_size=args.per_device_train_batch_size,
         shuffle=True,
-        collate_fn=AcnDataCollator(processor, source, args.max_train_length, args.word_dropout),
+        collate_fn=BatchSeededCollator(collator, args.seed, process_index),
     )
     evaluation = {
-        split: DataLoader(model_rows(corpus[split], source), batch_size=args.eval_batch_size, collate_fn=AcnDataCollator(processor, source))
+        split: DataLoader(model_rows(corpus[split], source), batch_size=args.per_device_eval_batch_size, collate_fn=AcnDataCollator(processor, source))
         for split in ("validation", "test")
     }
     return train, evaluation
+
+
+class BatchSeededCollator:
+    """The training collator with its randomness (word dropout) drawn from a generator seeded by run seed, process,
+    epoch and batch, and the global generators left alone. A data loader collates a batch ahead of the one being
+    trained, so masks drawn from the global generator would depend on where a run was resumed; these do not."""
+
+    def __init__(self, collator, seed: int, process_index: int):
+        self.collator, self.seed, self.process_index = collator, seed, process_index
+        self.epoch, self.batch = 0, 0
+
+    def start(self, epoch: int, batch: int) -> None:
+        """The next call collates batch `batch` (0-based) of epoch `epoch`."""
+        self.epoch, self.batch = epoch, batch
+
+    def __call__(self, rows):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(np.random.SeedSequence([self.seed, self.process_index, self.epoch, self.batch]).generate_state(1)[0]))
+            batch = self.collator(rows)
+        self.batch += 1
+        return batch
 
 
 def build_optimizer(model, args):
@@ -292,40 +603,95 @@ def build_optimizer(model, args):
     return OPTIMIZERS[args.optimizer](groups, lr=args.learning_rate, weight_decay=args.weight_decay)
 
 
-def build_scheduler(optimizer, steps_per_epoch: int, args):
-    """Learning-rate factor per optimiser step: linear warm-up, then the 'inverse' per-epoch decay or a linear
-    decay to 0 at the end of --num_epochs."""
-    total = steps_per_epoch * args.num_epochs
-    warmup = math.ceil(args.warmup_ratio * total)
+def steps_per_epoch(loader, args) -> int:
+    """Optimiser steps in an epoch of the (prepared, per-process) training loader."""
+    return math.ceil(len(loader) / args.gradient_accumulation_steps)
+
+
+def completed_steps(state: TrainingState, loader, args) -> int:
+    """Optimiser steps done: whole epochs, then the batches of the current one (its last step may be short)."""
+    return state.epoch * steps_per_epoch(loader, args) + math.ceil(state.epoch_batches / args.gradient_accumulation_steps)
+
+
+def settle_training_length(args, steps: int) -> None:
+    """run_ner's arithmetic once the steps per epoch are known: --max_train_steps overrides --num_train_epochs, and
+    a warm-up given as a share of the steps (--warmup_ratio, or the encoder's default) becomes steps."""
+    if args.max_train_steps is None:
+        args.max_train_steps = args.num_train_epochs * steps
+    else:
+        args.num_train_epochs = math.ceil(args.max_train_steps / steps)
+    if args.num_warmup_steps is None:
+        args.num_warmup_steps = math.ceil(vars(args).pop("warmup_ratio") * args.max_train_steps)
+
+
+def build_scheduler(optimizer, steps: int, args):
+    """Learning-rate factor per optimiser step: transformers' schedule of that name over --max_train_steps, or
+    'inverse': linear warm-up, then lr / (1 + lr_decay * epoch)."""
+    if args.lr_scheduler_type != "inverse":
+        return get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.num_warmup_steps, num_training_steps=args.max_train_steps)
+    warmup = args.num_warmup_steps
 
     def factor(step):
         if step < warmup:
             return (step + 1) / warmup
-        if args.lr_schedule == "linear":
-            return max(0.0, (total - step) / max(total - warmup, 1))
-        return 1.0 / (1.0 + args.lr_decay * (step // steps_per_epoch))
+        return 1.0 / (1.0 + args.lr_decay * (step // steps))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train_epoch(accelerator, model, loader, optimizer, scheduler, args, epoch) -> float:
+def train_epoch(accelerator, model, loader, optimizer, scheduler, args, state, output_dir) -> float:
+    """Train epoch `state.epoch`, or its rest after a step checkpoint; save a step checkpoint every
+    --checkpointing_steps optimiser steps; stop at --max_train_steps. Returns the mean loss of the batches run."""
     model.train()
-    loader.set_epoch(epoch)
-    progress = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not accelerator.is_local_main_process, leave=False)
-    total, batches = 0.0, 0
+    loader.set_epoch(state.epoch)
+    loader.collate_fn.start(state.epoch, state.epoch_batches)
+    batches = remaining_batches(accelerator, loader, state.epoch_batches)
+    progress = tqdm(batches, desc=f"epoch {state.epoch + 1}", initial=state.epoch_batches, total=len(loader),
+                    disable=not accelerator.is_local_main_process, leave=False)  # fmt: skip
+    total, count = 0.0, 0
     for batch in progress:
         with accelerator.accumulate(model):
             loss = model(**batch).loss
             accelerator.backward(loss)
-            if args.max_grad_norm and accelerator.sync_gradients:
+            stepped = accelerator.sync_gradients
+            if args.max_grad_norm and stepped:
                 accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
             optimizer.step()
-            if accelerator.sync_gradients:
+            if stepped:
                 scheduler.step()
             optimizer.zero_grad()
-        total, batches = total + loss.item(), batches + 1
-        progress.set_postfix(loss=f"{total / batches:.3f}")
-    return total / max(batches, 1)
+        state.epoch_batches += 1
+        total, count = total + loss.item(), count + 1
+        progress.set_postfix(loss=f"{total / count:.3f}")
+        if stepped:
+            steps = completed_steps(state, loader, args)
+            if isinstance(args.checkpointing_steps, int) and steps % args.checkpointing_steps == 0:
+                save_checkpoint(accelerator, checkpoint_folder(output_dir / CHECKPOINT_DIR, steps, "step"), model, optimizer, scheduler, state)
+            if steps >= args.max_train_steps:
+                break
+    return total / max(count, 1)
+
+
+def remaining_batches(accelerator, loader, done: int):
+    """The epoch's batches after the first `done`, which a step checkpoint already trained: the same batches in the
+    same order (the sampler is seeded per epoch), with the global generators as the checkpoint left them."""
+    if not done:
+        return loader
+    if done >= len(loader):
+        return iter(())
+    return batches_from_checkpoint_state(accelerator.skip_first_batches(loader, done))
+
+
+def batches_from_checkpoint_state(loader):
+    """`loader`'s batches, drawn as if the epoch had never stopped: starting an iteration draws a seed from the global
+    generator, which the checkpointed run drew at the epoch's start, before its saved state; so it is undone."""
+    states = rng_states()
+    batches = iter(loader)
+    first = next(batches, None)  # a data loader starts (and collates a batch ahead) at the first request
+    set_rng_states(states)
+    if first is not None:
+        yield first
+        yield from batches
 
 
 def evaluate_split(accelerator, model, loader, split, metric):
@@ -335,9 +701,14 @@ def evaluate_split(accelerator, model, loader, split, metric):
 
 def run_training(accelerator, model, train_loader, dev_loader, optimizer, scheduler, state, metric, args, output_dir):
     """Epochs with dev selection; the best weights are saved under output_dir/best_model."""
-    while state.epoch < args.num_epochs and state.epochs_without_improvement < args.patience and not perfect_dev(state, args):
+    while (
+        state.epoch < args.num_train_epochs
+        and completed_steps(state, train_loader, args) < args.max_train_steps
+        and state.epochs_without_improvement < args.patience
+        and not perfect_dev(state, args)
+    ):
         started = time.perf_counter()
-        loss = train_epoch(accelerator, model, train_loader, optimizer, scheduler, args, state.epoch)
+        loss = train_epoch(accelerator, model, train_loader, optimizer, scheduler, args, state, output_dir)
         dev_scores, _ = evaluate_split(accelerator, model, dev_loader, dev_loader.dataset, metric)
         epoch = state.epoch
         if state.record(dev_scores["overall_f1"]):
@@ -349,7 +720,7 @@ def run_training(accelerator, model, train_loader, dev_loader, optimizer, schedu
         )
         if args.with_tracking:
             accelerator.log({"train_loss": loss, "dev_f1": dev_scores["overall_f1"]}, step=epoch)
-        if args.checkpointing == "epoch":
+        if args.checkpointing_steps == "epoch":
             save_checkpoint(accelerator, checkpoint_folder(output_dir / CHECKPOINT_DIR, epoch + 1), model, optimizer, scheduler, state)
 
 
@@ -432,29 +803,30 @@ def glob_escape(name: str) -> str:
 
 
 def main(argv=None):
-    args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    args = parse_args(argv)
     output_dir = Path(args.output_dir)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
-        log_with="tensorboard" if args.with_tracking else None,
+        log_with=args.report_to.split(",") if args.with_tracking else None,
         project_dir=str(output_dir / "runs"),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         # a batch whose tweets all lack an image leaves the co-attention without gradients, which DDP must allow
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=PAPER_VARIANTS[args.variant].get("use_image", True))],
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=PAPER_VARIANTS.get(args.variant, {}).get("use_image", True))],
     )
     set_seed(args.seed)
-    corpus = load_corpus(args.dataset, args.image_dir)
+    corpus = load_training_corpus(args)
     processor = build_processor(corpus["train"], args)
     model = build_model(args, processor, label_names(corpus), corpus["train"])
     settle_vision_precision(model, processor, corpus["train"], accelerator.device, args)
-    train_loader, eval_loaders = build_dataloaders(corpus, processor, model.config, args)
+    train_loader, eval_loaders = build_dataloaders(corpus, processor, model.config, args, accelerator.process_index)
     optimizer = build_optimizer(model, args)
     model, optimizer, train_loader, dev_loader, test_loader = accelerator.prepare(
         model, optimizer, train_loader, eval_loaders["validation"], eval_loaders["test"]
     )
-    scheduler = build_scheduler(optimizer, math.ceil(len(train_loader) / args.gradient_accumulation_steps), args)
+    settle_training_length(args, steps_per_epoch(train_loader, args))
+    scheduler = build_scheduler(optimizer, steps_per_epoch(train_loader, args), args)
     state = TrainingState()
     if args.with_tracking:
         accelerator.init_trackers("acn", config={key: str(value) for key, value in vars(args).items()})

@@ -1,5 +1,5 @@
-"""Resuming training: exact continuation after kill -9 at several points, damaged checkpoints skipped or named,
-no pickled code run, and evaluate_acn.py running a folder's code only when asked."""
+"""Resuming training: exact continuation after kill -9 at several points and from a step checkpoint inside an epoch,
+damaged checkpoints skipped or named, no pickled code run, and evaluate_acn.py running a folder's code only when asked."""
 
 import json
 import logging
@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from acn_mner import checkpoint as acn_checkpoint
+from modeling_acn import AcnForTokenClassification
+
 from .training_fixtures import TINY_FLAGS, run_evaluate, run_training
 
-from acn_mner import checkpoint as acn_checkpoint
-
 ROOT = Path(__file__).resolve().parents[1]
-FLAGS = ["--patience", "10", "--dropout", "0.3"]  # dropout: the RNG state must be restored too
+FLAGS = ["--patience", "10", "--dropout", "0.3", "--word_dropout", "0.2"]  # both dropouts: the RNG must come back too
 NUM_EPOCHS = 4
 BATCHES_PER_EPOCH = 3  # six tweets, batch size 2
 COMPARED = ("test_overall_f1", "validation_overall_f1", "best_epoch", "epochs_trained")
@@ -27,7 +28,7 @@ COMPARED = ("test_overall_f1", "validation_overall_f1", "best_epoch", "epochs_tr
 def uninterrupted(corpus, tmp_path_factory):
     """A run of NUM_EPOCHS epochs with checkpoints: the reference every resumed run must match bit for bit."""
     output_dir = tmp_path_factory.mktemp("uninterrupted")
-    return output_dir, run_training(corpus, output_dir, "--num_epochs", str(NUM_EPOCHS), *FLAGS)
+    return output_dir, run_training(corpus, output_dir, "--num_train_epochs", str(NUM_EPOCHS), *FLAGS)
 
 
 def assert_same_run(resumed_dir: Path, resumed: dict, uninterrupted) -> None:
@@ -39,7 +40,7 @@ def assert_same_run(resumed_dir: Path, resumed: dict, uninterrupted) -> None:
 
 
 def resume_latest(corpus, output_dir):
-    return run_training(corpus, output_dir, "--num_epochs", str(NUM_EPOCHS), "--resume_from_checkpoint", "latest", *FLAGS)
+    return run_training(corpus, output_dir, "--num_train_epochs", str(NUM_EPOCHS), "--resume_from_checkpoint", "latest", *FLAGS)
 
 
 @pytest.mark.bad_input(
@@ -48,7 +49,7 @@ def resume_latest(corpus, output_dir):
 )
 def test_damaged_checkpoints_are_skipped_for_the_last_good_one(corpus, uninterrupted, tmp_path, caplog):
     caplog.set_level(logging.INFO)
-    run_training(corpus, tmp_path, "--num_epochs", "2", *FLAGS)
+    run_training(corpus, tmp_path, "--num_train_epochs", "2", *FLAGS)
     checkpoints = tmp_path / "checkpoints"
     (checkpoints / "epoch_2" / "rng_state_0.pt").write_bytes(b"")
     (checkpoints / "epoch_3").mkdir()
@@ -61,15 +62,62 @@ def test_damaged_checkpoints_are_skipped_for_the_last_good_one(corpus, uninterru
     assert_same_run(tmp_path, resumed, uninterrupted)
 
 
+class Interrupted(Exception):
+    """Stands for a crash in the middle of an epoch."""
+
+
+def test_a_run_resumed_from_a_step_checkpoint_inside_an_epoch_ends_like_an_uninterrupted_one(corpus, uninterrupted, tmp_path, monkeypatch):
+    """--checkpointing_steps 2 and a crash at the 11th batch: step_10 lies one batch into epoch 4, and resuming
+    trains the two batches left of it, on the same tweets with the same dropout, then epoch 4's dev scoring."""
+    forward, batches = AcnForTokenClassification.forward, []
+
+    def crashing_forward(self, *args, **kwargs):
+        if self.training:
+            batches.append(1)
+            if len(batches) == 3 * BATCHES_PER_EPOCH + 2:
+                raise Interrupted
+        return forward(self, *args, **kwargs)
+
+    flags = ["--num_train_epochs", str(NUM_EPOCHS), "--checkpointing_steps", "2", *FLAGS]
+    monkeypatch.setattr(AcnForTokenClassification, "forward", crashing_forward)
+    with pytest.raises(Interrupted):
+        run_training(corpus, tmp_path, *flags)
+    monkeypatch.setattr(AcnForTokenClassification, "forward", forward)
+    checkpoints = tmp_path / "checkpoints"
+
+    def steps_saved():
+        return sorted(int(path.name.removeprefix("step_")) for path in checkpoints.glob("step_*"))
+
+    assert steps_saved() == [2, 4, 6, 8, 10] and not list(checkpoints.glob("epoch_*"))
+    assert json.loads((checkpoints / "step_10" / "training_state.json").read_text())["training"]["epoch_batches"] == 1
+    resumed = run_training(corpus, tmp_path, *flags, "--resume_from_checkpoint", "latest")
+    assert_same_run(tmp_path, resumed, uninterrupted)
+    assert steps_saved() == [2, 4, 6, 8, 10, 12]
+
+
+@pytest.mark.bad_input(
+    "`--resume_from_checkpoint latest` over a folder holding both `epoch_N` and `step_N` checkpoints",
+    "`CheckpointError` naming the newest of each: the two cannot be ordered, so the user names one",
+)
+def test_latest_refuses_to_order_epoch_and_step_checkpoints(corpus, tmp_path):
+    run_training(corpus, tmp_path, "--num_train_epochs", "1", *FLAGS)
+    run_training(corpus, tmp_path / "steps", "--num_train_epochs", "1", "--checkpointing_steps", "2", *FLAGS)
+    (tmp_path / "steps" / "checkpoints" / "step_2").rename(tmp_path / "checkpoints" / "step_2")
+    with pytest.raises(acn_checkpoint.CheckpointError, match=r"holds both epoch_N and step_N checkpoints.*newest: .*epoch_1 and .*step_2"):
+        run_training(corpus, tmp_path, "--num_train_epochs", "2", "--resume_from_checkpoint", "latest", *FLAGS)
+    resumed = run_training(corpus, tmp_path, "--num_train_epochs", "2", "--resume_from_checkpoint", str(tmp_path / "checkpoints" / "step_2"), *FLAGS)
+    assert resumed["epochs_trained"] == 2
+
+
 @pytest.mark.bad_input(
     "`--resume_from_checkpoint FOLDER` naming a damaged checkpoint", "`CheckpointError: FOLDER/rng_state_0.pt is damaged: ...`"
 )
 def test_a_named_damaged_checkpoint_is_an_error_naming_the_file(corpus, tmp_path):
-    run_training(corpus, tmp_path, "--num_epochs", "1", *FLAGS)
+    run_training(corpus, tmp_path, "--num_train_epochs", "1", *FLAGS)
     folder = tmp_path / "checkpoints" / "epoch_1"
     (folder / "rng_state_0.pt").write_bytes(b"\x00" * 5)
     with pytest.raises(acn_checkpoint.CheckpointError, match=rf"^{folder / 'rng_state_0.pt'} is damaged"):
-        run_training(corpus, tmp_path, "--num_epochs", "2", "--resume_from_checkpoint", str(folder), *FLAGS)
+        run_training(corpus, tmp_path, "--num_train_epochs", "2", "--resume_from_checkpoint", str(folder), *FLAGS)
 
 
 class Planted:
@@ -87,11 +135,11 @@ class Planted:
     "the stray file is never read; the replaced one is refused by `weights_only=True`, naming it; no code runs",
 )
 def test_resume_runs_no_pickled_code(corpus, tmp_path):
-    run_training(corpus, tmp_path, "--num_epochs", "1", *FLAGS)
+    run_training(corpus, tmp_path, "--num_train_epochs", "1", *FLAGS)
     folder, marker = tmp_path / "checkpoints" / "epoch_1", tmp_path / "pwned"
     (folder / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(Planted(marker)))
-    run_training(corpus, tmp_path / "copy", "--num_epochs", "1", *FLAGS)  # unrelated run: keeps tmp_path's intact
-    run_training(corpus, tmp_path, "--num_epochs", "2", "--resume_from_checkpoint", "latest", *FLAGS)
+    run_training(corpus, tmp_path / "copy", "--num_train_epochs", "1", *FLAGS)  # unrelated run: keeps tmp_path's intact
+    run_training(corpus, tmp_path, "--num_train_epochs", "2", "--resume_from_checkpoint", "latest", *FLAGS)
     assert not marker.exists()
 
     folder = tmp_path / "checkpoints" / "epoch_2"
@@ -102,7 +150,7 @@ def test_resume_runs_no_pickled_code(corpus, tmp_path):
     }  # fmt: skip
     (folder / "checkpoint.json").write_text(json.dumps(manifest))
     with pytest.raises(acn_checkpoint.CheckpointError, match=rf"cannot restore from {folder / 'optimizer.pt'}"):
-        run_training(corpus, tmp_path, "--num_epochs", "3", "--resume_from_checkpoint", str(folder), *FLAGS)
+        run_training(corpus, tmp_path, "--num_train_epochs", "3", "--resume_from_checkpoint", str(folder), *FLAGS)
     assert not marker.exists()
 
 
@@ -132,8 +180,8 @@ def test_evaluate_runs_folder_code_only_when_trusted(corpus, uninterrupted, tmp_
 @pytest.mark.parametrize("point, epoch", [("training_step", 3), ("checkpoint_write", 2), ("before_rename", 3), ("best_model_write", 2)])
 def test_kill_9_then_resume_matches_an_uninterrupted_run(corpus, uninterrupted, tmp_path, point, epoch):
     command = [
-        sys.executable, str(ROOT / "tests" / "kill_probe.py"), point, str(epoch), "--dataset", str(corpus),
-        "--output_dir", str(tmp_path), "--num_epochs", str(NUM_EPOCHS), *TINY_FLAGS, *FLAGS,
+        sys.executable, str(ROOT / "tests" / "kill_probe.py"), point, str(epoch), "--dataset_name", str(corpus),
+        "--output_dir", str(tmp_path), "--num_train_epochs", str(NUM_EPOCHS), *TINY_FLAGS, *FLAGS,
     ]  # fmt: skip
     environment = {**os.environ, "ACN_BATCHES_PER_EPOCH": str(BATCHES_PER_EPOCH), "PYTHONPATH": str(ROOT)}
     killed = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)

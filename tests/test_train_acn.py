@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_overfits_a_tiny_corpus_and_writes_every_output(corpus, tmp_path):
-    results = run_training(corpus, tmp_path, "--num_epochs", "40", "--patience", "40", "--checkpointing", "none",
+    results = run_training(corpus, tmp_path, "--num_train_epochs", "40", "--patience", "40", "--checkpointing_steps", "none",
                            "--hub_dataset_id", "someone/tiny-tweets")  # fmt: skip
     assert results["test_overall_f1"] == 1.0 and results["validation_overall_f1"] == 1.0
     assert results["test_num_gold_entities"] == 10
@@ -54,15 +54,15 @@ def test_cached_image_features_are_read_from_the_dataset(corpus, tmp_path):
     features["image_mask"] = datasets.Value("bool")
     cached = dataset.map(add_features, batched=True, features=features)
     cached.save_to_disk(tmp_path / "cached")
-    results = run_training(tmp_path / "cached", tmp_path / "out", "--num_epochs", "2", "--checkpointing", "none")
+    results = run_training(tmp_path / "cached", tmp_path / "out", "--num_train_epochs", "2", "--checkpointing_steps", "none")
     assert 0.0 <= results["test_overall_f1"] <= 1.0
 
 
 def test_resumed_run_ends_like_an_uninterrupted_one(corpus, tmp_path):
     flags = ["--patience", "10", "--dropout", "0.3"]  # dropout: the RNG state must be restored too
-    uninterrupted = run_training(corpus, tmp_path / "a", "--num_epochs", "4", *flags)
-    run_training(corpus, tmp_path / "b", "--num_epochs", "2", *flags)
-    resumed = run_training(corpus, tmp_path / "b", "--num_epochs", "4", "--resume_from_checkpoint", "latest", *flags)
+    uninterrupted = run_training(corpus, tmp_path / "a", "--num_train_epochs", "4", *flags)
+    run_training(corpus, tmp_path / "b", "--num_train_epochs", "2", *flags)
+    resumed = run_training(corpus, tmp_path / "b", "--num_train_epochs", "4", "--resume_from_checkpoint", "latest", *flags)
     assert sorted((tmp_path / "b" / "checkpoints").glob("epoch_*")) == [
         tmp_path / "b" / "checkpoints" / f"epoch_{epoch}" for epoch in (1, 2, 3, 4)
     ]
@@ -80,8 +80,8 @@ def test_two_process_accelerate_launch(corpus, tmp_path):
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
         "--dynamo_backend", "no", str(ROOT / "tests" / "distributed_probe.py"), str(probe_dir),
-        "--dataset", str(corpus), "--output_dir", str(tmp_path / "out"), "--num_epochs", str(num_epochs),
-        *TINY_FLAGS, "--batch_size", "1", "--eval_batch_size", "3",
+        "--dataset_name", str(corpus), "--output_dir", str(tmp_path / "out"), "--num_train_epochs", str(num_epochs),
+        *TINY_FLAGS, "--per_device_train_batch_size", "1", "--per_device_eval_batch_size", "3",
     ]  # fmt: skip
     environment = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment, cwd=tmp_path)
@@ -124,7 +124,7 @@ def test_word_dropout_replaces_real_words_only():
 
 @pytest.mark.parametrize("flag, expected", [([], "love"), (["--no-hashtags_as_words"], "#love")])
 def test_hashtag_vocabulary_flag(flag, expected, corpus, tmp_path):
-    args = train_acn.parse_args(["--dataset", str(corpus), "--output_dir", str(tmp_path), *flag])
+    args = train_acn.parse_args(["--dataset_name", str(corpus), "--output_dir", str(tmp_path), *flag])
     split = datasets.Dataset.from_dict({"tokens": [[word for word, _ in tweet] for _, tweet in TWEETS]})
     tokenizer = train_acn.build_processor(split, args).tokenizer
     assert expected in tokenizer.get_vocab()
@@ -136,19 +136,20 @@ def test_hashtag_vocabulary_flag(flag, expected, corpus, tmp_path):
     [
         ([], 30, "inverse", 0.0, True),
         (["--text_encoder", "some/checkpoint"], 8, "linear", 0.1, True),
-        (["--text_encoder", "x", "--num_epochs", "3", "--no-use_lstm"], 3, "linear", 0.1, False),
+        (["--text_encoder", "x", "--num_train_epochs", "3", "--no-use_lstm"], 3, "linear", 0.1, False),
     ],
 )
 def test_training_defaults_follow_the_text_encoder(encoder, epochs, schedule, warmup, lstm, tmp_path):
-    args = train_acn.parse_args(["--dataset", str(tmp_path), "--output_dir", str(tmp_path), *encoder])
-    assert (args.num_epochs, args.lr_schedule, args.warmup_ratio, args.use_lstm) == (epochs, schedule, warmup, lstm)
+    args = train_acn.parse_args(["--dataset_name", str(tmp_path), "--output_dir", str(tmp_path), *encoder])
+    assert (args.num_train_epochs, args.lr_scheduler_type, args.warmup_ratio, args.use_lstm) == (epochs, schedule, warmup, lstm)
+    assert args.num_warmup_steps is None  # the share becomes steps once the data loader gives the epoch's steps
 
 
 def test_pretrained_embeddings_initialise_and_extend_the_vocabulary(corpus, tmp_path):
     vectors = tmp_path / "vectors.txt"
     vectors.write_text("obama " + " ".join(["0.5"] * 16) + "\nzebra " + " ".join(["-0.5"] * 16) + "\n")
-    train_acn.main(["--dataset", str(corpus), "--output_dir", str(tmp_path / "out"), *TINY_FLAGS, "--num_epochs", "1",
-                    "--embeddings", str(vectors), "--checkpointing", "none", "--learning_rate", "0"])  # fmt: skip
+    train_acn.main(["--dataset_name", str(corpus), "--output_dir", str(tmp_path / "out"), *TINY_FLAGS, "--num_train_epochs", "1",
+                    "--embeddings", str(vectors), "--checkpointing_steps", "none", "--learning_rate", "0"])  # fmt: skip
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out", trust_remote_code=True)
     model = AutoModelForTokenClassification.from_pretrained(tmp_path / "out", trust_remote_code=True)
     embeddings = model.get_input_embeddings().weight
@@ -161,4 +162,4 @@ def test_images_as_pixels_need_explicit_vgg_weights(corpus, tmp_path):
 
     Image.new("RGB", (32, 32), (255, 0, 0)).save(tmp_path / "101.jpg")
     with pytest.raises(ValueError, match="images are read as pixels but no VGG-16 weights were given"):
-        train_acn.main(["--dataset", str(corpus), "--image_dir", str(tmp_path), "--output_dir", str(tmp_path / "out"), *TINY_FLAGS])
+        train_acn.main(["--dataset_name", str(corpus), "--image_dir", str(tmp_path), "--output_dir", str(tmp_path / "out"), *TINY_FLAGS])

@@ -20,13 +20,13 @@ TWEETS = [
     ("106", [("#love", "O"), ("London", "B-LOC"), ("and", "O"), ("iPhone", "B-OTHER")]),
 ]
 TINY_FLAGS = [
-    "--word_embedding_dim", "16", "--hidden_size", "16", "--dropout", "0.0", "--batch_size", "2",
+    "--word_embedding_dim", "16", "--hidden_size", "16", "--dropout", "0.0", "--per_device_train_batch_size", "2",
     "--learning_rate", "0.02", "--seed", "1", "--word_dropout", "0",
 ]  # fmt: skip
 
 
 def run_training(corpus, output_dir, *extra):
-    train_acn.main(["--dataset", str(corpus), "--output_dir", str(output_dir), *TINY_FLAGS, *extra])
+    train_acn.main(["--dataset_name", str(corpus), "--output_dir", str(output_dir), *TINY_FLAGS, *extra])
     return json.loads((output_dir / "all_results.json").read_text())
 
 
