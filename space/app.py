@@ -141,23 +141,28 @@ def explanation_picture(result: dict, image: Image.Image | None) -> Image.Image:
     return Image.open(buffer)
 
 
-class PhotoInput(gr.Image):
-    """gradio's image input, whose refusal of an upload that is no picture says so: gradio's own raises PIL's
-    `UnidentifiedImageError`, which the page shows as an empty "Error"."""
+def refuse_non_pictures(preprocess):
+    """A photo input's `preprocess` whose refusal of an upload that is no picture says so: gradio's own raises PIL's
+    `UnidentifiedImageError`, which the page shows as an empty "Error". (Wrapped on the instance: a subclass of a
+    gradio component makes gradio write a `.pyi` stub beside this file.)"""
 
-    @classmethod
-    def get_block_name(cls) -> str:
-        return "image"  # the same component in the page
-
-    def preprocess(self, payload):
+    def checked(payload):
         try:
-            return super().preprocess(payload)
+            return preprocess(payload)
         except gr.Error:
             raise
         except Exception as error:
             name = getattr(payload, "orig_name", None) or "the upload"
             reason = "not an image format this app can read" if isinstance(error, UnidentifiedImageError) else str(error)
             raise gr.Error(f"{name}: {reason}. Upload a photo (JPEG, PNG, GIF, WebP, ...).") from None
+
+    return checked
+
+
+def photo_input() -> gr.Image:
+    photo = gr.Image(label="Photo", type="pil", image_mode="RGB", sources=["upload"], format="png", elem_id="photo")
+    photo.preprocess = refuse_non_pictures(photo.preprocess)
+    return photo
 
 
 def build_app(pipe: AcnPipeline, examples: list[list[str]], model_name: str) -> gr.Blocks:
@@ -171,9 +176,7 @@ def build_app(pipe: AcnPipeline, examples: list[list[str]], model_name: str) -> 
         with gr.Row():
             with gr.Column():
                 tweet = gr.Textbox(label="Tweet", lines=2, elem_id="tweet")
-                photo = PhotoInput(
-                    label="Photo", type="pil", image_mode="RGB", sources=["upload"], format="png", elem_id="photo"
-                )
+                photo = photo_input()
                 photo_url = gr.Textbox(
                     label="Or the photo's URL (http:// or https://)", max_lines=1, elem_id="photo_url"
                 )
