@@ -61,10 +61,25 @@ def rng_file(rank: int) -> str:
 # --- saving ------------------------------------------------------------------------------------
 
 
-def save_checkpoint(accelerator, folder: Path, model, optimizer, scheduler, state) -> None:
-    """Write the full training state of every process to `folder`, atomically (see the module docstring)."""
+def run_identity(config, tokenizer) -> dict:
+    """What a checkpoint must share with the run that resumes it, beyond the weights' shapes: the label names in id
+    order and a digest of the vocabularies (words, characters, and a pretrained encoder's subwords). Another corpus
+    with as many labels, or another vocabulary of the same size, would load and learn garbage."""
+    vocabularies = {"words": tokenizer.get_vocab(), "characters": tokenizer.get_char_vocab()}
+    if getattr(tokenizer, "subword_tokenizer", None) is not None:
+        vocabularies["subwords"] = tokenizer.subword_tokenizer.get_vocab()
+    text = json.dumps(vocabularies, sort_keys=True, ensure_ascii=False)
+    labels = [config.id2label[index] for index in range(len(config.id2label))]
+    return {"labels": labels, "vocabulary": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+
+
+def save_checkpoint(accelerator, folder: Path, model, optimizer, scheduler, state, identity: dict | None = None) -> None:
+    """Write the full training state of every process to `folder`, atomically (see the module docstring), with the
+    run's `identity` (`run_identity`) in its manifest."""
     temporary = folder.with_name(f".{folder.name}.tmp")  # one name for all processes: they share the folder
     if accelerator.is_main_process:
+        if temporary.is_symlink():  # planted: removed, never followed
+            temporary.unlink()
         shutil.rmtree(temporary, ignore_errors=True)  # left by a run killed while writing this checkpoint
         temporary.mkdir(parents=True)
     accelerator.wait_for_everyone()
@@ -80,7 +95,7 @@ def save_checkpoint(accelerator, folder: Path, model, optimizer, scheduler, stat
         (temporary / TRAINING_STATE_FILE).write_text(json.dumps(training, indent=2) + "\n", encoding="utf-8")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        write_manifest(temporary, accelerator.num_processes)
+        write_manifest(temporary, accelerator.num_processes, identity)
         replace_folder(temporary, folder)
     accelerator.wait_for_everyone()
 
@@ -97,9 +112,11 @@ def rng_states() -> dict:
     }
 
 
-def write_manifest(folder: Path, num_processes: int) -> None:
+def write_manifest(folder: Path, num_processes: int, identity: dict | None = None) -> None:
     files = {path.name: {"bytes": path.stat().st_size, "sha256": file_digest(path)} for path in sorted(folder.iterdir())}
     manifest = {"format": CHECKPOINT_FORMAT, "num_processes": num_processes, "files": files}
+    if identity is not None:
+        manifest["identity"] = identity
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
@@ -160,21 +177,47 @@ def verify_checkpoint(folder: Path, num_processes: int) -> dict:
     for name in needed:
         if name not in files:
             raise CheckpointError(f"{manifest_path} does not list {name}")
+    if not isinstance(files, dict):
+        raise CheckpointError(f"{manifest_path} is damaged: 'files' is not an object")
     for name, expected in files.items():
+        if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
+            raise CheckpointError(f"{manifest_path} names {name!r}, which is not a file inside its checkpoint folder")
+        if not (isinstance(expected, dict) and isinstance(expected.get("bytes"), int) and isinstance(expected.get("sha256"), str)):
+            raise CheckpointError(f"{manifest_path} is damaged: the entry of {name} needs 'bytes' and 'sha256', got {expected!r}")
         path = folder / name
-        if not path.is_file():
-            raise CheckpointError(f"{path} is missing")
+        if path.is_symlink() or not path.is_file():
+            raise CheckpointError(f"{path} is missing or not a regular file")
         if path.stat().st_size != expected["bytes"] or file_digest(path) != expected["sha256"]:
             raise CheckpointError(f"{path} is damaged: its size or SHA-256 differs from {MANIFEST_FILE}")
     return manifest
 
 
+def check_identity(folder: Path, manifest: dict, identity: dict | None) -> None:
+    """Refuse a checkpoint written for other labels or another vocabulary than this run's, saying what differs.
+    Checkpoints written before identities were recorded carry none, and are not checked."""
+    saved = manifest.get("identity")
+    if identity is None or saved is None:
+        return
+    if saved.get("labels") != identity["labels"]:
+        raise CheckpointError(
+            f"{folder} was trained with the labels {saved.get('labels')}, this run's corpus has {identity['labels']}: "
+            "resuming would train the model on the wrong tags (start a new run, or --model_name_or_path to fine-tune)"
+        )
+    if saved.get("vocabulary") != identity["vocabulary"]:
+        raise CheckpointError(
+            f"{folder} was trained with another vocabulary (digest {str(saved.get('vocabulary'))[:12]}, this run's "
+            f"{identity['vocabulary'][:12]}): its word embeddings belong to other words (was the training split or "
+            "--min_word_freq changed?)"
+        )
+
+
 # --- loading -----------------------------------------------------------------------------------
 
 
-def load_checkpoint(accelerator, folder: Path, model, optimizer, scheduler, state) -> None:
-    """Restore what `save_checkpoint` wrote; `CheckpointError` naming the file when a part cannot be read."""
-    verify_checkpoint(folder, accelerator.num_processes)
+def load_checkpoint(accelerator, folder: Path, model, optimizer, scheduler, state, identity: dict | None = None) -> None:
+    """Restore what `save_checkpoint` wrote; `CheckpointError` naming the file when a part cannot be read, or what
+    differs when the checkpoint belongs to another corpus (`check_identity`)."""
+    check_identity(folder, verify_checkpoint(folder, accelerator.num_processes), identity)
     training = json.loads((folder / TRAINING_STATE_FILE).read_text(encoding="utf-8"))
     with reading(folder / MODEL_FILE):
         load_model(accelerator.unwrap_model(model), str(folder / MODEL_FILE), device=str(accelerator.device))
@@ -211,11 +254,12 @@ def reading(path: Path):
         raise CheckpointError(f"cannot restore from {path}: {error}") from error
 
 
-def resume(accelerator, spec: str, checkpoint_dir: Path, model, optimizer, scheduler, state) -> Path:
-    """Continue from `spec`: ``latest`` (the newest checkpoint that verifies; damaged ones are skipped with a
-    warning naming the file) or a folder (which must verify). Returns the folder used."""
+def resume(accelerator, spec: str, checkpoint_dir: Path, model, optimizer, scheduler, state, identity: dict | None = None) -> Path:
+    """Continue from `spec`: ``latest`` (the newest checkpoint that verifies; damaged ones, malformed manifests
+    included, are skipped with a warning naming the file) or a folder (which must verify). A checkpoint of other
+    labels or another vocabulary than `identity` is refused. Returns the folder used."""
     if spec != "latest":
-        load_checkpoint(accelerator, Path(spec), model, optimizer, scheduler, state)
+        load_checkpoint(accelerator, Path(spec), model, optimizer, scheduler, state, identity)
         logger.info(f"resumed from {spec}", main_process_only=True)
         return Path(spec)
     candidates = find_checkpoints(checkpoint_dir)
@@ -224,12 +268,13 @@ def resume(accelerator, spec: str, checkpoint_dir: Path, model, optimizer, sched
     problems = []
     for folder in candidates:
         try:
-            verify_checkpoint(folder, accelerator.num_processes)
+            manifest = verify_checkpoint(folder, accelerator.num_processes)
         except CheckpointError as error:
             logger.warning(f"skipping checkpoint {folder}: {error}", main_process_only=True)
             problems.append(str(error))
             continue
-        load_checkpoint(accelerator, folder, model, optimizer, scheduler, state)
+        check_identity(folder, manifest, identity)  # another corpus's checkpoints are an error, not damage
+        load_checkpoint(accelerator, folder, model, optimizer, scheduler, state, identity)
         logger.info(f"resumed from {folder}", main_process_only=True)
         return folder
     raise CheckpointError(f"--resume_from_checkpoint latest: no usable checkpoint in {checkpoint_dir}: " + "; ".join(problems))
@@ -237,11 +282,13 @@ def resume(accelerator, spec: str, checkpoint_dir: Path, model, optimizer, sched
 
 __all__ = [
     "CheckpointError",
+    "check_identity",
     "checkpoint_folder",
     "find_checkpoints",
     "load_checkpoint",
     "resume",
     "rng_states",
+    "run_identity",
     "save_checkpoint",
     "set_rng_states",
     "verify_checkpoint",

@@ -17,6 +17,7 @@ With --push_to_hub --hub_model_id ID, the model, its code, card and results (not
 import argparse
 import logging
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,7 +54,16 @@ from modeling_acn import (
 )
 
 from .atomic import atomic_files_into, atomic_folder, write_text
-from .checkpoint import checkpoint_folder, resume, rng_states, save_checkpoint, set_rng_states
+from .checkpoint import (
+    CheckpointError,
+    checkpoint_folder,
+    resume,
+    rng_states,
+    run_identity,
+    save_checkpoint,
+    set_rng_states,
+)
+from .command_line import one_line_errors
 from .data import (
     CORPUS_FILE_SUFFIXES,
     LABEL_COLUMN,
@@ -666,7 +676,8 @@ def train_epoch(accelerator, model, loader, optimizer, scheduler, args, state, o
         if stepped:
             steps = completed_steps(state, loader, args)
             if isinstance(args.checkpointing_steps, int) and steps % args.checkpointing_steps == 0:
-                save_checkpoint(accelerator, checkpoint_folder(output_dir / CHECKPOINT_DIR, steps, "step"), model, optimizer, scheduler, state)
+                save_checkpoint(accelerator, checkpoint_folder(output_dir / CHECKPOINT_DIR, steps, "step"), model, optimizer,
+                                scheduler, state, args.run_identity)  # fmt: skip
             if steps >= args.max_train_steps:
                 break
     return total / max(count, 1)
@@ -721,7 +732,27 @@ def run_training(accelerator, model, train_loader, dev_loader, optimizer, schedu
         if args.with_tracking:
             accelerator.log({"train_loss": loss, "dev_f1": dev_scores["overall_f1"]}, step=epoch)
         if args.checkpointing_steps == "epoch":
-            save_checkpoint(accelerator, checkpoint_folder(output_dir / CHECKPOINT_DIR, epoch + 1), model, optimizer, scheduler, state)
+            save_checkpoint(accelerator, checkpoint_folder(output_dir / CHECKPOINT_DIR, epoch + 1), model, optimizer, scheduler,
+                            state, args.run_identity)  # fmt: skip
+
+
+def carry_best_model(accelerator, resumed: Path, output_dir: Path, state: TrainingState) -> None:
+    """A run resumed from another output_dir's checkpoint takes that run's best weights too: the final evaluation
+    reloads them when no later epoch improves on them."""
+    target = output_dir / BEST_MODEL_DIR
+    if state.best_epoch < 0 or target.is_dir():
+        return
+    source = resumed.parent / "best_model"
+    if not source.is_dir():
+        raise CheckpointError(
+            f"{resumed} records a best epoch ({state.best_epoch + 1}) whose weights are not beside it ({source} is missing)"
+        )
+    if accelerator.is_main_process:
+        with atomic_folder(target) as temporary:
+            for path in source.iterdir():
+                if path.is_file() and not path.is_symlink():
+                    shutil.copy2(path, temporary / path.name)
+    accelerator.wait_for_everyone()
 
 
 def perfect_dev(state: TrainingState, args) -> bool:
@@ -819,6 +850,7 @@ def main(argv=None):
     corpus = load_training_corpus(args)
     processor = build_processor(corpus["train"], args)
     model = build_model(args, processor, label_names(corpus), corpus["train"])
+    args.run_identity = run_identity(model.config, processor.tokenizer)  # what a resumed checkpoint must share
     settle_vision_precision(model, processor, corpus["train"], accelerator.device, args)
     train_loader, eval_loaders = build_dataloaders(corpus, processor, model.config, args, accelerator.process_index)
     optimizer = build_optimizer(model, args)
@@ -832,7 +864,9 @@ def main(argv=None):
         accelerator.init_trackers("acn", config={key: str(value) for key, value in vars(args).items()})
     if args.resume_from_checkpoint is not None:
         # checkpoints carry the schedule, which stays outside prepare() (that would step it once per process)
-        resume(accelerator, args.resume_from_checkpoint, output_dir / CHECKPOINT_DIR, model, optimizer, scheduler, state)
+        resumed = resume(accelerator, args.resume_from_checkpoint, output_dir / CHECKPOINT_DIR, model, optimizer, scheduler,
+                         state, args.run_identity)  # fmt: skip
+        carry_best_model(accelerator, resumed, output_dir, state)
     metric = load_metric()
     started = time.perf_counter()
     run_training(accelerator, model, train_loader, dev_loader, optimizer, scheduler, state, metric, args, output_dir)
@@ -843,5 +877,7 @@ def main(argv=None):
     accelerator.end_training()
 
 
+cli = one_line_errors(main)  # the console command
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -70,13 +70,13 @@ def parse_args(argv=None):
 
 def run_neural(name, seed, args, output_dir: Path, extra_args=(), run_name=None) -> dict:
     if name == MINILM_ROW:
-        extra_args = ("--text_encoder", minilm_path(), "--num_epochs", str(args.pretrained_epochs), *extra_args)
+        extra_args = ("--text_encoder", minilm_path(), "--num_train_epochs", str(args.pretrained_epochs), *extra_args)
         run_name = run_name or "minilm-full"
     run_dir = output_dir / (run_name or RUNS[name]) / f"seed_{seed}"
     if not (run_dir / "all_results.json").is_file():  # a finished run is reused, so the benchmark can resume
         train_acn.main(
-            ["--dataset", args.data_dir, "--output_dir", str(run_dir), "--variant", RUNS[name], "--seed", str(seed),
-             "--checkpointing", "none", *args.train_args.split(), *extra_args]
+            ["--dataset_name", args.data_dir, "--output_dir", str(run_dir), "--variant", RUNS[name], "--seed", str(seed),
+             "--checkpointing_steps", "none", *args.train_args.split(), *extra_args]
         )  # fmt: skip
     return json.loads((run_dir / "all_results.json").read_text())
 

@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Small enough for six minutes on two cores. The patience outlasts ACN's plateau: it tags image-decided entities by
 # chance for about ten epochs, until the attention has found the figure (dev F1 100 by epoch 17 in our runs).
 DEMO_TRAINING = [
-    "--word_embedding_dim", "50", "--hidden_size", "100", "--batch_size", "16", "--learning_rate", "2e-3",
-    "--num_epochs", "25", "--patience", "10", "--checkpointing", "none", "--stop_at_perfect_dev",
+    "--word_embedding_dim", "50", "--hidden_size", "100", "--per_device_train_batch_size", "16", "--learning_rate", "2e-3",
+    "--num_train_epochs", "25", "--patience", "10", "--checkpointing_steps", "none", "--stop_at_perfect_dev",
 ]  # fmt: skip
 NEW_TWEET = "look at Kolbi today !"
 RELOAD_SCRIPT = """
@@ -78,7 +78,7 @@ def build_features(output_dir: Path, seed: int, vision_backbone: str, vision_pre
 
 def train(features: Path, output_dir: Path, variant: str, seed: int, mixed_precision: str) -> dict:
     train_acn.main(
-        ["--dataset", str(features), "--output_dir", str(output_dir), "--variant", variant, "--seed", str(seed),
+        ["--dataset_name", str(features), "--output_dir", str(output_dir), "--variant", variant, "--seed", str(seed),
          "--mixed_precision", mixed_precision, *DEMO_TRAINING]
     )  # fmt: skip
     return json.loads((output_dir / "all_results.json").read_text())

@@ -9,7 +9,7 @@ so that an installed package trains too: the `acn-train` command and `accelerate
 same `main`. The flags follow transformers' run_ner_no_trainer.py; `python examples/train_acn.py --help` lists them.
 """
 
-from acn_mner.train import main
+from acn_mner.train import cli
 
 if __name__ == "__main__":
-    main()
+    cli()

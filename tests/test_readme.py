@@ -28,7 +28,8 @@ DEMO_MODEL = Path("outputs/demo/acn")  # what `make demo` writes, relative to th
 DEMO_PICTURE = Path("outputs/demo/new_tweet.jpg")
 DEMO_FEATURES = Path("outputs/demo/features")  # the demo's cached image features, with the trunk beside them
 DEMO_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-OTHER", "I-OTHER"]
-CONSOLE_COMMANDS = {"acn-predict": "acn_mner.predict", "acn-explain": "acn_mner.explain", "acn-dataset": "acn_mner.dataset_command"}
+CONSOLE_COMMANDS = {"acn-predict": "acn_mner.predict", "acn-explain": "acn_mner.explain", "acn-dataset": "acn_mner.dataset_command",
+                    "acn-train": "acn_mner.train"}  # fmt: skip
 
 
 def fenced_blocks(path: Path, language: str) -> list[str]:
