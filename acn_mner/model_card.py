@@ -1,6 +1,7 @@
 """The model card of a trained ACN folder: Hub metadata (license, language, datasets, base model, model-index) and
 the results tables."""
 
+import shlex
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -79,8 +80,9 @@ The code and these weights: Apache-2.0. The training corpus keeps its own terms 
 
 
 def command_line(args) -> str:
-    flags = sorted((key, value) for key, value in vars(args).items() if value is not None and value is not False)
-    return " ".join(f"--{key}" if value is True else f"--{key} {value}" for key, value in flags)
+    """The training command's arguments as the user gave them (not the parsed settings, whose names include
+    deprecated flags' and internal ones)."""
+    return shlex.join(str(argument) for argument in args.argv)
 
 
 def is_local_path(name: str) -> bool:

@@ -18,6 +18,7 @@ import argparse
 import logging
 import math
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -136,6 +137,7 @@ DEPRECATED_FLAGS = {
 def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given, for the model card
     adopt_deprecated_flags(parser, args)
     check_corpus_args(parser, args)
     if args.model_name_or_path:
