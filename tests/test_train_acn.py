@@ -30,6 +30,8 @@ def test_overfits_a_tiny_corpus_and_writes_every_output(corpus, tmp_path):
         assert (tmp_path / name).is_file(), name
     lines = (tmp_path / "test_predictions.txt").read_text().splitlines()
     assert lines[:2] == ["Obama B-PER B-PER", "visits O O"] and lines[4] == ""
+    command = (tmp_path / "model_card.md").read_text().split("## Training command", 1)[1]
+    assert "--num_train_epochs 40 --patience 40" in command and "run_identity" not in command  # as given
     assert "model-index" in (tmp_path / "model_card.md").read_text() and "someone/tiny-tweets" in (tmp_path / "README.md").read_text()
     assert "| full (test) | lenient |" in (tmp_path / "results.md").read_text()
 
