@@ -278,7 +278,7 @@ def test_a_resumed_fine_tune_ends_like_an_uninterrupted_one(tiny_bert, tmp_path,
 
     def spy_resume(*args):
         train_acn_resume(*args)
-        resumed_at.append(args[-1].epoch)  # the training state, restored
+        resumed_at.append(args[6].epoch)  # the training state (resume's seventh argument), restored
 
     train_acn_resume = train_acn.resume
     monkeypatch.setattr(train_acn, "resume", spy_resume)
