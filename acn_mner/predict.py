@@ -53,7 +53,7 @@ from modeling_acn.image_processing_acn import (
 )
 from modeling_acn.pipeline_acn import as_image_features
 
-from .atomic import atomic_path, refuse_overwriting_inputs, temporary_name
+from .atomic import atomic_path, create_exclusive, refuse_overwriting_inputs, temporary_name
 from .command_line import one_line_errors
 from .corpus import CorpusFormatError, image_path, parse_tweet, split_blocks
 from .feature_cache import FeatureCache
@@ -437,7 +437,8 @@ def tagged_lines(tagger: RowTagger, dataset: PreparedBatches, num_workers: int) 
 def write_lines(lines: Iterable[dict], path: Path, show_progress: bool) -> dict:
     """Write one JSON line per output line to `path` as they come and return the counts."""
     summary = {"rows": 0, "tagged": 0, "errors": 0, "entities": 0}
-    with open(path, "w", encoding="utf-8") as out, tqdm(desc="tweets", unit="tweet", disable=not show_progress) as progress:
+    # create_exclusive: a part file has a fixed name, and a link planted there is removed, never written through
+    with create_exclusive(path, encoding="utf-8") as out, tqdm(desc="tweets", unit="tweet", disable=not show_progress) as progress:
         for line in lines:
             text, line = strict_json(line)
             out.write(text + "\n")

@@ -152,3 +152,12 @@ def test_a_completed_write_removes_what_killed_writes_of_the_same_path_left(tmp_
     write_text(tmp_path / "a.json", "{}")
     assert sorted(path.name for path in tmp_path.iterdir()) == [".b.json.k1ll3d_3.tmp", "a.json", "elsewhere"]
     assert victim.read_text() == "the user's own file\n"
+
+
+def test_a_distributed_part_file_never_writes_through_a_planted_link(tmp_path):
+    victim = victim_file(tmp_path)
+    output = tmp_path / "pred.jsonl"
+    predict.part_path(output, 0).symlink_to(victim)
+    predict.write_lines([{"row": 0, "entities": []}], predict.part_path(output, 0), show_progress=False)
+    assert victim.read_text() == "the user's own file\n"
+    assert json.loads(predict.part_path(output, 0).read_text()) == {"row": 0, "entities": []}
