@@ -139,4 +139,4 @@ def test_crf_marginals_take_time_linear_in_the_tweet_length():
 
     seconds(500)  # warm-up
     small, large = min(seconds(2000) for _ in range(2)), min(seconds(8000) for _ in range(2))
-    assert large < 8 * small, f"4x the words took {large / small:.1f}x the time"
+    assert large < 10 * small, f"4x the words took {large / small:.1f}x the time"  # quadratic: 16x
