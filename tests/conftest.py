@@ -54,6 +54,16 @@ def text_batch():
 
 
 @pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    """A saved tiny ACN folder (model, processor and code) of `pipeline_fixtures.tiny_pipeline()`, for the commands."""
+    from .pipeline_fixtures import tiny_pipeline
+
+    folder = tmp_path_factory.mktemp("acn") / "model"
+    tiny_pipeline().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """The same six tweets as train, validation and test: a model that learns must reach F1 1.0."""
     from .corpus_fixtures import write_corpus

@@ -9,16 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from .pipeline_fixtures import tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("acn") / "model"
-    tiny_pipeline().save_pretrained(folder)
-    return folder
 
 
 def command(module: str, *arguments, cwd) -> subprocess.CompletedProcess:

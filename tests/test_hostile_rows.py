@@ -8,16 +8,8 @@ import pytest
 
 from acn_mner import predict
 
-from .pipeline_fixtures import tiny_pipeline
 
 GOOD = json.dumps({"text": "Obama visits Paris"})
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("acn") / "model"
-    tiny_pipeline().save_pretrained(folder)
-    return folder
 
 
 def run(model_folder, tmp_path, lines: list[str]) -> list[dict]:

@@ -12,16 +12,8 @@ import pytest
 from acn_mner import atomic, predict
 from acn_mner.atomic import atomic_folder, atomic_path, check_output_target, create_exclusive, write_text
 
-from .pipeline_fixtures import tiny_pipeline
 
 OLD_TEMPORARY_NAMES = ("{name}.tmp", ".{name}.tmp", ".{name}.rank0.tmp", ".{name}.old")  # fixed names used before
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("acn") / "model"
-    tiny_pipeline().save_pretrained(folder)
-    return folder
 
 
 def plant_links(folder: Path, name: str, victim: Path) -> None:

@@ -16,17 +16,10 @@ from datasets import Dataset, DatasetDict
 from acn_mner.predict import main, parse_args, read_rows, run
 from modeling_acn import AcnPipeline
 from tests.corpus_fixtures import corpus_text
-from tests.pipeline_fixtures import TWEET, striped_image, tiny_pipeline
+from tests.pipeline_fixtures import TWEET, striped_image
 from tests.training_fixtures import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("acn") / "model"
-    tiny_pipeline().save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -34,13 +34,6 @@ def pipe():
     return tiny_pipeline()
 
 
-@pytest.fixture(scope="module")
-def model_folder(pipe, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("acn") / "model"
-    pipe.save_pretrained(folder)
-    return folder
-
-
 def predict_args(model_folder, input_path, output_path, *extra):
     argv = ["--model", str(model_folder), "--input", str(input_path), "--output", str(output_path), "--device", "cpu"]
     return predict.parse_args(argv + list(extra))
