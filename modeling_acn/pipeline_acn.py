@@ -9,6 +9,7 @@ one entry per word) or `transformers.pipeline("multimodal-ner", ...)` (one entry
 so other token-classification models keep transformers' own pipeline.
 """
 
+import importlib
 import json
 import math
 from collections.abc import Iterable
@@ -25,6 +26,7 @@ from transformers.utils import cached_file
 TASK = "multimodal-ner"
 STANDARD_TASK = "token-classification"  # transformers' task, whose default aggregation is "none"
 AGGREGATION_STRATEGIES = ("none", "simple")
+BACKENDS = ("torch", "onnxruntime")
 
 
 class AcnPipeline(Pipeline):
@@ -71,19 +73,37 @@ class AcnPipeline(Pipeline):
             raise ValueError("AcnPipeline needs processor=AcnProcessor(...) (it holds the tokenizer and image processor)")
 
     @classmethod
-    def from_pretrained(cls, model_name_or_path, device=None, trust_remote_code=False, **kwargs) -> "AcnPipeline":
+    def from_pretrained(
+        cls, model_name_or_path, device=None, trust_remote_code=False, backend="torch", onnx_file=None, **kwargs
+    ) -> "AcnPipeline":
         """Load the model and processor saved in a folder or Hub repository.
 
         Args:
             model_name_or_path: folder or Hub id holding the model and the processor.
             device: as in transformers' pipelines: -1 or `"cpu"`, a GPU index or a `torch.device`; by default
-                the first GPU when there is one, else the CPU.
+                the first GPU when there is one, else the CPU (the onnxruntime backend: the CPU only).
             trust_remote_code: run the folder's own code: the model and processor classes its `auto_map` names,
                 even where this package is installed (the Auto classes would otherwise pick the installed ones).
+            backend: `"torch"`, or `"onnxruntime"` for a local folder written by `acn-export` (`AcnOnnxModel`: the
+                same inputs and results, from the exported graph; needs `pip install onnxruntime`).
+            onnx_file: with `backend="onnxruntime"`, the graph to run: `"model.onnx"` (the default, float32) or
+                `"model_int8.onnx"`.
             **kwargs: call parameters to set for every call (see the class docstring), and `batch_size`.
         """
-        model, processor = load_model_and_processor(model_name_or_path, trust_remote_code)
-        return cls(model=model, processor=processor, device=device, task=TASK, **kwargs)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "torch":
+            if onnx_file is not None:
+                raise ValueError(f"onnx_file goes with backend='onnxruntime', got backend={backend!r}")
+            model, processor = load_model_and_processor(model_name_or_path, trust_remote_code)
+            return cls(model=model, processor=processor, device=device, task=TASK, **kwargs)
+        # Imported by name: a `from .onnx_acn import` line would make save_pretrained copy the file into every folder.
+        onnx_acn = importlib.import_module(f"{__package__}.onnx_acn")
+        model = onnx_acn.AcnOnnxModel.from_pretrained(model_name_or_path, onnx_file or onnx_acn.ONNX_FILE)
+        if device not in (None, -1) and torch.device(device).type != "cpu":
+            raise ValueError(f"backend='onnxruntime' runs on the CPU, got device={device!r}")
+        processor = load_processor(model_name_or_path, trust_remote_code)
+        return cls(model=model, processor=processor, device="cpu", task=TASK, **kwargs)
 
     def save_pretrained(self, save_directory, **kwargs):
         """Save model, processor and this pipeline's code, so that `transformers.pipeline` can load the folder."""
@@ -251,6 +271,8 @@ def tag_marginals(model, logits, word_mask):
     """
     if model.crf is None:
         return logits.float().softmax(-1) * word_mask[..., None]
+    if not isinstance(model.crf, torch.nn.Module):  # AcnOnnxModel's numpy CRF: forward-backward itself
+        return torch.from_numpy(model.crf.marginals(logits.float().cpu().numpy(), word_mask.cpu().numpy()))
     with torch.enable_grad():
         emissions = logits.detach().float().requires_grad_()  # (batch, seq_len, num_labels)
         log_partition = model.crf.log_partition(emissions, word_mask).sum()
@@ -362,8 +384,14 @@ def load_model_and_processor(name, trust_remote_code: bool = False):
     if not trust_remote_code:
         return AutoModelForTokenClassification.from_pretrained(name), AutoProcessor.from_pretrained(name)
     model_class = _folder_class(name, "AutoModelForTokenClassification", "config.json")
-    processor_class = _folder_class(name, "AutoProcessor", "processor_config.json")
-    return model_class.from_pretrained(name), processor_class.from_pretrained(name)
+    return model_class.from_pretrained(name), load_processor(name, trust_remote_code)
+
+
+def load_processor(name, trust_remote_code: bool = False):
+    """The processor of a folder or Hub id, by the installed class or (`trust_remote_code`) the folder's own."""
+    if not trust_remote_code:
+        return AutoProcessor.from_pretrained(name)
+    return _folder_class(name, "AutoProcessor", "processor_config.json").from_pretrained(name)
 
 
 def _folder_class(name, auto_class: str, config_file: str):
@@ -400,4 +428,7 @@ if TASK not in PIPELINE_REGISTRY.get_supported_tasks():
         TASK, pipeline_class=AcnPipeline, pt_model=AutoModelForTokenClassification, type="multimodal"
     )
 
-__all__ = ["AcnPipeline", "as_image_features", "custom_pipelines_entry", "entity_spans", "load_model_and_processor", "save_pipeline_code", "tag_marginals"]
+__all__ = [
+    "AcnPipeline", "as_image_features", "custom_pipelines_entry", "entity_spans", "load_model_and_processor", "load_processor",
+    "save_pipeline_code", "tag_marginals",
+]  # fmt: skip

@@ -70,7 +70,8 @@ def test_wheel_installs_exactly_the_model_and_library_packages(tmp_path):
     assert {"modeling_acn/vision_acn.py", "modeling_acn/quantization_acn.py", "acn_mner/feature_cache.py"} <= set(names)
     commands = dict(line.split(" = ") for line in entry_points.splitlines() if " = " in line)
     assert commands == {"acn-predict": "acn_mner.predict:cli", "acn-explain": "acn_mner.explain:cli",
-                        "acn-dataset": "acn_mner.dataset_command:cli", "acn-train": "acn_mner.train:cli"}  # fmt: skip
+                        "acn-dataset": "acn_mner.dataset_command:cli", "acn-train": "acn_mner.train:cli",
+                        "acn-export": "acn_mner.onnx_export:main"}  # fmt: skip
 
 
 def test_the_model_package_imports_nothing_from_the_library_scripts_or_tests():

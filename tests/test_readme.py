@@ -29,7 +29,7 @@ DEMO_PICTURE = Path("outputs/demo/new_tweet.jpg")
 DEMO_FEATURES = Path("outputs/demo/features")  # the demo's cached image features, with the trunk beside them
 DEMO_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-OTHER", "I-OTHER"]
 CONSOLE_COMMANDS = {"acn-predict": "acn_mner.predict", "acn-explain": "acn_mner.explain", "acn-dataset": "acn_mner.dataset_command",
-                    "acn-train": "acn_mner.train"}  # fmt: skip
+                    "acn-train": "acn_mner.train", "acn-export": "acn_mner.onnx_export"}  # fmt: skip
 
 
 def fenced_blocks(path: Path, language: str) -> list[str]:

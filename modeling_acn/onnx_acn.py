@@ -1,0 +1,279 @@
+"""ACN in ONNX Runtime: `AcnOnnxModel` stands in for `AcnForTokenClassification` in `AcnPipeline`, and `AcnNumpyCrf`
+decodes and scores its emissions in numpy.
+
+A folder written by `acn-export` (`acn_mner.onnx_export`) holds `model.onnx` (float32) and, with `--int8`,
+`model_int8.onnx` (ONNX Runtime's dynamic int8 quantisation of the weight matrices); for a model with images also
+`vision.onnx` (the image trunk, pixels to region features, float32); `onnx_config.json` with the CRF's scores; and the
+model folder's config, tokenizer and processor files. Load it with
+`AcnPipeline.from_pretrained(folder, backend="onnxruntime")` (`onnx_file="model_int8.onnx"` for the int8 graph).
+
+The graphs compute the emissions (`logits`) from the same inputs as the model's `forward`, with dynamic batch and
+lengths. ONNX has no assertions, so `AcnOnnxModel` runs the eager model's own input checks before the graph, and they
+refuse the same inputs with the same messages. Decoding (Viterbi) and the marginals (forward-backward) run in numpy.
+onnxruntime is an optional dependency (`pip install onnxruntime`).
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .configuration_acn import AcnConfig
+from .modeling_acn import (
+    AcnModel,
+    AcnTokenClassifierOutput,
+    bio_transition_table,
+    viterbi_decode,
+)
+from .vision_acn import check_pixel_values
+
+ONNX_FILE = "model.onnx"
+ONNX_INT8_FILE = "model_int8.onnx"
+VISION_ONNX_FILE = "vision.onnx"
+ONNX_CONFIG_FILE = "onnx_config.json"  # the CRF's scores and how the graphs were made
+LOGITS = "logits"  # the graphs' one output
+PIXEL_VALUES = "pixel_values"  # vision.onnx's input; its output is IMAGE_FEATURES
+IMAGE_FEATURES = "image_features"
+ONNX_TYPES = {"tensor(int64)": np.int64, "tensor(bool)": np.bool_, "tensor(float)": np.float32}  # the graphs' input types
+
+
+def onnx_min_char_width(config: AcnConfig) -> int:
+    """The narrowest character axis the graph takes: the widest kernel plus one. (Exported at any width, the
+    character CNN pads narrower words in a branch on the width; export then fixes the width in the graph.) Padding
+    characters do not change a word's vector, so narrower inputs are padded to it."""
+    return max(config.char_kernel_sizes) + 1
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise ImportError("the ONNX Runtime backend needs onnxruntime: pip install onnxruntime") from error
+    return onnxruntime
+
+
+class AcnNumpyCrf:
+    """`AcnCrf`'s decoding and marginals in numpy, from its three score tables.
+
+    Index convention as in `AcnCrf`: `transitions[from_tag, to_tag]`. Masks are `(batch, seq_len)` booleans,
+    left-aligned: real words first, then padding.
+    """
+
+    def __init__(self, start_transitions, end_transitions, transitions):
+        self.start_transitions = np.asarray(start_transitions, dtype=np.float32)  # (tags,)
+        self.end_transitions = np.asarray(end_transitions, dtype=np.float32)  # (tags,)
+        self.transitions = np.asarray(transitions, dtype=np.float32)  # (from, to)
+        num_tags = self.start_transitions.shape[0]
+        if self.end_transitions.shape != (num_tags,) or self.transitions.shape != (num_tags, num_tags):
+            raise ValueError(
+                f"CRF scores must be (tags,), (tags,) and (tags, tags), got shapes {self.start_transitions.shape}, "
+                f"{self.end_transitions.shape} and {self.transitions.shape}"
+            )
+
+    def log_partition(self, emissions, mask):
+        """log Z per sequence, `(batch,)`: the forward algorithm, as `AcnCrf.log_partition`."""
+        alphas, _ = self._forward_backward(np.asarray(emissions, dtype=np.float64), np.asarray(mask, dtype=bool), backward=False)
+        return _logsumexp(alphas[:, -1] + self.end_transitions, axis=-1).astype(np.float32)  # (batch,)
+
+    def marginals(self, emissions, mask):
+        """`p(y_t = k | x)`, `(batch, seq_len, tags)`, 0 at padding: forward-backward, `alpha_t + beta_t - log Z`.
+
+        Equal to the gradient of `AcnCrf.log_partition` with respect to the emissions, which `tag_marginals` takes
+        for the torch model. Computed in float64, returned as float32.
+        """
+        mask = np.asarray(mask, dtype=bool)
+        alphas, betas = self._forward_backward(np.asarray(emissions, dtype=np.float64), mask, backward=True)
+        log_z = _logsumexp(alphas[:, -1] + self.end_transitions, axis=-1)  # (batch,)
+        marginals = np.exp(alphas + betas - log_z[:, None, None])  # (batch, seq_len, tags)
+        return (marginals * mask[..., None]).astype(np.float32)
+
+    def decode(self, emissions, mask, allowed=None, allowed_start=None):
+        """Best tag path per sequence (Viterbi), `(batch, seq_len)` long with `-100` at padding; see `AcnCrf.decode`."""
+        scores = (torch.from_numpy(table) for table in (self.transitions, self.start_transitions, self.end_transitions))
+        return viterbi_decode(torch.as_tensor(emissions), torch.as_tensor(mask), *scores, allowed, allowed_start)
+
+    def _forward_backward(self, emissions, mask, backward: bool):
+        """alpha `(batch, seq_len, tags)`: log-sum of the scores of the paths from the start to tag k at step t
+        (padding steps carry the last word's alpha forward, so `alphas[:, -1]` is every sequence's last);
+        beta: of the paths from tag k at t to the end, `end_transitions` at each sequence's last word."""
+        seq_len = emissions.shape[1]
+        transitions = self.transitions.astype(np.float64)
+        alphas = np.empty_like(emissions)  # (batch, seq_len, tags)
+        alphas[:, 0] = self.start_transitions + emissions[:, 0]
+        for step in range(1, seq_len):
+            # logsumexp over `from` of alpha[from] + transitions[from, to]
+            summed = _logsumexp(alphas[:, step - 1, :, None] + transitions, axis=1) + emissions[:, step]  # (batch, to)
+            alphas[:, step] = np.where(mask[:, step, None], summed, alphas[:, step - 1])
+        if not backward:
+            return alphas, None
+        lengths = mask.sum(-1)  # (batch,)
+        betas = np.zeros_like(emissions)  # (batch, seq_len, tags)
+        betas[:, -1] = self.end_transitions
+        for step in range(seq_len - 2, -1, -1):
+            # logsumexp over `to` of transitions[from, to] + emission[t + 1, to] + beta[t + 1, to]
+            following = emissions[:, step + 1] + betas[:, step + 1]  # (batch, to)
+            summed = _logsumexp(transitions + following[:, None, :], axis=2)  # (batch, from)
+            last = (lengths == step + 1)[:, None]  # (batch, 1): this step is the sequence's last word
+            betas[:, step] = np.where(last, self.end_transitions, np.where(mask[:, step + 1, None], summed, 0.0))
+        return alphas, betas
+
+
+def _logsumexp(values, axis):
+    peak = values.max(axis=axis, keepdims=True)
+    return (peak + np.log(np.exp(values - peak).sum(axis=axis, keepdims=True))).squeeze(axis)
+
+
+class AcnOnnxModel:
+    """An exported ACN folder run by ONNX Runtime on the CPU, with what `AcnPipeline` reads of the torch model:
+    `config`, `forward(**inputs)` (`logits`), `decode`, `crf` and `get_image_features`.
+
+    Args:
+        folder: a folder written by `acn_mner.onnx_export.export_onnx` (`acn-export`).
+        onnx_file: the graph to run, `"model.onnx"` (float32) or `"model_int8.onnx"`.
+        session_options: `onnxruntime.SessionOptions` for the sessions (threads, graph optimisation).
+    """
+
+    main_input_name = "input_ids"
+
+    def __init__(self, folder, onnx_file: str = ONNX_FILE, session_options=None):
+        onnxruntime = import_onnxruntime()
+        folder = Path(folder)
+        if not (folder / onnx_file).is_file():
+            raise ValueError(f"{folder} has no {onnx_file}: export the model with acn-export first")
+        self.config = AcnConfig.from_pretrained(folder)
+        exported = json.loads((folder / ONNX_CONFIG_FILE).read_text(encoding="utf-8"))
+        providers = ["CPUExecutionProvider"]
+        self.session = onnxruntime.InferenceSession(str(folder / onnx_file), session_options, providers=providers)
+        self.input_types = {graph_input.name: ONNX_TYPES[graph_input.type] for graph_input in self.session.get_inputs()}
+        self.vision_session = None
+        if self.config.use_image and (folder / VISION_ONNX_FILE).is_file():
+            self.vision_session = onnxruntime.InferenceSession(str(folder / VISION_ONNX_FILE), session_options, providers=providers)
+        self.crf = None if exported["crf"] is None else AcnNumpyCrf(**exported["crf"])
+        self._vision_trunk_id = exported["vision_trunk_id"]
+        self.bio_allowed, self.bio_allowed_start = bio_transition_table(self.config.id2label)  # (tags, tags), (tags,)
+        self.onnx_file = onnx_file
+
+    @classmethod
+    def from_pretrained(cls, folder, onnx_file: str = ONNX_FILE, session_options=None) -> "AcnOnnxModel":
+        return cls(folder, onnx_file, session_options)
+
+    # --- what transformers' Pipeline reads of a model ---------------------------------------------------------
+    device = torch.device("cpu")
+    dtype = torch.float32
+
+    def to(self, device):
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"the ONNX Runtime backend runs on the CPU, got device {device!r}")
+        return self
+
+    def eval(self):
+        return self
+
+    def can_generate(self) -> bool:
+        return False
+
+    # --- the model ---------------------------------------------------------------------------------------------
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        char_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        image_features: torch.FloatTensor | None = None,
+        image_mask: torch.Tensor | None = None,
+        subword_ids: torch.LongTensor | None = None,
+        subword_attention_mask: torch.Tensor | None = None,
+        subword_to_word: torch.LongTensor | None = None,
+        image_features_trunk: str | None = None,
+        labels: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> AcnTokenClassifierOutput | tuple:
+        """As `AcnForTokenClassification.forward`, for inference: `logits` only (no loss, no attention maps)."""
+        if labels is not None:
+            raise ValueError("the ONNX Runtime backend computes no loss: call it without labels")
+        if output_attentions:
+            raise ValueError("the ONNX graph outputs the logits only: output_attentions needs the torch backend")
+        # The eager model's own checks (they read only `config`): ONNX drops the exported graph's assertions.
+        word_mask = AcnModel._check_text_inputs(self, input_ids, char_ids, attention_mask)  # (batch, seq_len)
+        subwords = AcnModel._check_subword_inputs(self, subword_ids, subword_attention_mask, subword_to_word, input_ids)
+        feed = {"input_ids": input_ids, "attention_mask": word_mask.long()}
+        if self.config.use_char_cnn:
+            width = onnx_min_char_width(self.config)
+            shortfall = max(width - char_ids.shape[-1], 0)
+            feed["char_ids"] = torch.nn.functional.pad(char_ids, (0, shortfall), value=self.config.char_pad_id)
+        if subwords is not None:
+            if subwords[0].shape[1] > self.config.text_encoder_window:
+                raise ValueError(
+                    f"the ONNX graph encodes at most text_encoder_window={self.config.text_encoder_window} subwords per "
+                    f"tweet, got {subwords[0].shape[1]}: tag longer tweets with the torch backend"
+                )
+            feed.update(zip(("subword_ids", "subword_attention_mask", "subword_to_word"), subwords))
+        if self.config.use_image:
+            if image_features is not None and image_features_trunk is not None:
+                AcnModel._check_features_trunk(self, image_features_trunk)
+            image_mask = AcnModel._image_mask(self, image_mask, pixel_values, image_features, input_ids)  # (batch,)
+            AcnModel._check_image_tweet_lengths(self, word_mask.sum(-1), image_mask)
+            feed["image_features"] = self._image_features(pixel_values, image_features, image_mask)
+            feed["image_mask"] = image_mask
+        feed = {name: _as_numpy(feed[name]).astype(dtype, copy=False) for name, dtype in self.input_types.items()}
+        (logits,) = self.session.run([LOGITS], feed)
+        outputs = AcnTokenClassifierOutput(logits=torch.from_numpy(logits))
+        return outputs if return_dict is not False else outputs.to_tuple()
+
+    def decode(self, logits, attention_mask=None, constrain_bio=False):
+        """As `AcnForTokenClassification.decode`: best tag ids per tweet, `list[list[int]]`."""
+        word_mask = torch.ones(logits.shape[:2], dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        allowed = (self.bio_allowed, self.bio_allowed_start) if constrain_bio else (None, None)
+        if self.crf is not None:
+            paths = self.crf.decode(logits.float(), word_mask, *allowed)  # (batch, seq_len)
+        elif constrain_bio:  # best valid path under independent per-word probabilities
+            no_boundary = torch.zeros(self.config.num_labels)
+            no_transitions = torch.zeros(self.config.num_labels, self.config.num_labels)
+            paths = viterbi_decode(logits.float().log_softmax(-1), word_mask, no_transitions, no_boundary, no_boundary, *allowed)
+        else:
+            paths = logits.argmax(-1)  # (batch, seq_len)
+        return [path[:length].tolist() for path, length in zip(paths, word_mask.sum(-1).tolist())]
+
+    def vision_trunk_id(self) -> str:
+        """The exported model's `vision_trunk_id()`, as `onnx_config.json` records it."""
+        if not self.config.use_image:
+            raise ValueError("this model has no vision trunk (use_image=False)")
+        return self._vision_trunk_id
+
+    def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
+        """As `AcnModel.get_image_features`, through `vision.onnx` (float32): `(batch, regions, image_feature_dim)`."""
+        if not self.config.use_image:
+            raise ValueError("this model has no vision trunk (use_image=False)")
+        if self.vision_session is None:
+            raise ValueError(f"this folder has no {VISION_ONNX_FILE}: pass images as precomputed image features")
+        check_pixel_values(pixel_values)
+        (features,) = self.vision_session.run([IMAGE_FEATURES], {PIXEL_VALUES: _as_numpy(pixel_values.float())})
+        return torch.from_numpy(features)
+
+    def _image_features(self, pixel_values, image_features, image_mask):
+        """The graph's `image_features` input, `(batch, regions, image_feature_dim)`: given ones, or the trunk's
+        features of the tweets with an image (zeros for the others, which the graph does not read)."""
+        shape = (image_mask.shape[0], self.config.num_image_regions, self.config.image_feature_dim)
+        if image_features is not None:
+            if tuple(image_features.shape) != shape:
+                raise ValueError(f"image_features must have shape {shape}, got shape {tuple(image_features.shape)}")
+            return image_features.float()
+        features = torch.zeros(shape)
+        if pixel_values is not None:
+            check_pixel_values(pixel_values, batch=shape[0])
+            if image_mask.any():
+                features[image_mask] = self.get_image_features(pixel_values[image_mask])
+        return features
+
+
+def _as_numpy(tensor: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(tensor.detach().cpu().numpy())
+
+
+__all__ = ["AcnNumpyCrf", "AcnOnnxModel", "import_onnxruntime", "onnx_min_char_width"]

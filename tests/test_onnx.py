@@ -1,0 +1,227 @@
+"""ONNX export and the ONNX Runtime backend: the numpy CRF against the torch one, `acn-export`, and the pipeline on
+the exported graphs against the eager pipeline (float32: the same tags, logits within 1e-4; int8: most tags)."""
+
+import json
+import sys
+from importlib.util import find_spec
+
+import numpy as np
+import pytest
+import torch
+
+from acn_mner.onnx_export import export_onnx, main
+from modeling_acn import AcnCrf, AcnPipeline
+from modeling_acn.onnx_acn import (
+    ONNX_CONFIG_FILE,
+    ONNX_INT8_FILE,
+    AcnNumpyCrf,
+    AcnOnnxModel,
+    import_onnxruntime,
+)
+from modeling_acn.pipeline_acn import tag_marginals
+
+from . import test_text_encoder
+from .pipeline_fixtures import TWEET, striped_image, tiny_pipeline
+from .test_text_encoder import make_model, make_processor
+
+tiny_bert = test_text_encoder.tiny_bert  # the fixture: a random 1-layer BERT with MiniLM-L6's tokenizer
+needs_onnxruntime = pytest.mark.skipif(
+    find_spec("onnxruntime") is None or find_spec("onnxscript") is None,
+    reason="ONNX export and runtime need onnxruntime and onnxscript (pip install onnxruntime onnxscript)",
+)
+TWEETS = [
+    TWEET,
+    "Obama visits Paris",
+    "Merkel meets @user in Berlin http://t.co/x",
+    "RT @CNN : Macron and Merkel meet in Brussels today #EU",
+    "hi",
+    "Paris",
+    "Watching the Lakers beat the Celtics at Staples Center with @jack and Sarah",
+    "London Paris Berlin Rome Madrid Lisbon Vienna Prague Warsaw Oslo",
+    "new album from Taylor Swift out now !!! 🎶🎶",
+    "@user @user @user lol",
+]
+INT8_MIN_AGREEMENT = 0.8  # share of words whose int8 tag equals float32's (a tiny random model: near-tied scores)
+
+
+# --- the numpy CRF -----------------------------------------------------------------------------------------------
+
+
+class _TorchCrfModel:
+    """What `tag_marginals` reads of a model: its CRF."""
+
+    def __init__(self, crf):
+        self.crf = crf
+
+
+@pytest.fixture
+def crfs():
+    torch.manual_seed(0)
+    crf = AcnCrf(5)
+    for parameter in crf.parameters():
+        torch.nn.init.normal_(parameter)
+    tables = (crf.start_transitions, crf.end_transitions, crf.transitions)
+    return crf, AcnNumpyCrf(*(table.detach().numpy() for table in tables))
+
+
+@pytest.fixture
+def emissions():
+    generator = torch.Generator().manual_seed(1)
+    lengths = torch.tensor([6, 1, 3, 2, 6])
+    mask = torch.arange(6)[None, :] < lengths[:, None]  # (batch, seq_len)
+    return 3 * torch.randn(len(lengths), 6, 5, generator=generator), mask  # (batch, seq_len, tags)
+
+
+def test_numpy_marginals_equal_the_torch_ones(crfs, emissions):
+    torch_crf, numpy_crf = crfs
+    logits, mask = emissions
+    expected = tag_marginals(_TorchCrfModel(torch_crf), logits, mask)  # autograd of the log-partition
+    got = numpy_crf.marginals(logits.numpy(), mask.numpy())
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
+    np.testing.assert_allclose(got.sum(-1), mask.float().numpy(), atol=1e-5)  # a distribution per word, 0 at padding
+    torch.testing.assert_close(tag_marginals(_TorchCrfModel(numpy_crf), logits, mask), expected, rtol=0, atol=1e-5)
+
+
+def test_numpy_log_partition_and_decoding_equal_the_torch_ones(crfs, emissions):
+    torch_crf, numpy_crf = crfs
+    logits, mask = emissions
+    with torch.no_grad():
+        expected = torch_crf.log_partition(logits, mask)
+    np.testing.assert_allclose(numpy_crf.log_partition(logits.numpy(), mask.numpy()), expected.numpy(), rtol=1e-6, atol=1e-5)
+    allowed = torch.rand(5, 5, generator=torch.Generator().manual_seed(2)) > 0.3
+    for constraints in ((None, None), (allowed, torch.tensor([True, True, False, True, False]))):
+        assert torch.equal(numpy_crf.decode(logits.numpy(), mask.numpy(), *constraints), torch_crf.decode(logits, mask, *constraints))
+
+
+def test_a_missing_onnxruntime_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails
+    with pytest.raises(ImportError, match="pip install onnxruntime"):
+        import_onnxruntime()
+
+
+# --- export and the ONNX Runtime backend ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def text_export(tmp_path_factory):
+    """The tiny text-only pipeline, saved and exported in float32 and int8."""
+    pipe = tiny_pipeline(use_image=False)
+    folder = tmp_path_factory.mktemp("text-model")
+    pipe.save_pretrained(folder)
+    exported = folder.parent / "text-onnx"
+    assert main(["--model", str(folder), "--output_dir", str(exported), "--format", "onnx", "--int8"]) is None
+    return pipe, exported
+
+
+@pytest.fixture(scope="module")
+def image_export(tmp_path_factory):
+    """The tiny pipeline with images (float32 trunk, which vision.onnx holds), saved and exported."""
+    pipe = tiny_pipeline(vision_precision="fp32")
+    folder = tmp_path_factory.mktemp("image-model")
+    pipe.save_pretrained(folder)
+    return pipe, export_onnx(folder, folder.parent / "image-onnx")
+
+
+def assert_same_results(eager, onnx, inputs, **call):
+    expected, got = eager(inputs, return_tags=True, **call), onnx(inputs, return_tags=True, **call)
+    assert [item["tags"] for item in got] == [item["tags"] for item in expected]
+    without_scores = [[{**entity, "score": None} for entity in item["entities"]] for item in (*got, *expected)]
+    assert without_scores[: len(got)] == without_scores[len(got) :]
+    np.testing.assert_allclose(
+        np.concatenate([item["scores"] for item in got]), np.concatenate([item["scores"] for item in expected]), atol=1e-4
+    )
+
+
+@needs_onnxruntime
+def test_the_exported_folder_is_self_contained(text_export):
+    _, exported = text_export
+    names = {path.name for path in exported.iterdir()}
+    assert {"model.onnx", "model_int8.onnx", ONNX_CONFIG_FILE, "config.json", "processor_config.json", "vocab.json"} <= names
+    assert "model.safetensors" not in names
+    assert json.loads((exported / ONNX_CONFIG_FILE).read_text())["exporter"] == "torch.onnx.export(dynamo=True)"
+
+
+@needs_onnxruntime
+def test_float32_onnx_tags_like_eager(text_export):
+    eager, exported = text_export
+    onnx = AcnPipeline.from_pretrained(exported, backend="onnxruntime")
+    assert_same_results(eager, onnx, TWEETS, batch_size=4)
+    assert_same_results(eager, onnx, TWEETS[:3], batch_size=1)
+    inputs = eager.processor(TWEETS)
+    with torch.no_grad():
+        expected = eager.model(**inputs).logits
+    torch.testing.assert_close(onnx.model(**inputs).logits, expected, rtol=0, atol=1e-4)
+
+
+@needs_onnxruntime
+def test_int8_onnx_runs_and_mostly_agrees(text_export):
+    eager, exported = text_export
+    onnx = AcnPipeline.from_pretrained(exported, backend="onnxruntime", onnx_file=ONNX_INT8_FILE)
+    expected = [tag for item in eager(TWEETS, return_tags=True) for tag in item["tags"]]
+    got = [tag for item in onnx(TWEETS, return_tags=True, batch_size=4) for tag in item["tags"]]
+    agreement = np.mean([a == b for a, b in zip(got, expected)])
+    print(f"int8 tags equal to float32's: {agreement:.1%} of {len(expected)} words")
+    assert len(got) == len(expected) and agreement >= INT8_MIN_AGREEMENT
+
+
+@needs_onnxruntime
+def test_images_as_features_and_as_pictures_tag_like_eager(image_export):
+    eager, exported = image_export
+    onnx = AcnPipeline.from_pretrained(exported, backend="onnxruntime")
+    features = np.random.default_rng(0).random((49, 512), dtype=np.float32) * 3
+    inputs = [(TWEETS[0], features), (TWEETS[1], None), (TWEETS[2], striped_image()), TWEETS[3]]
+    assert_same_results(eager, onnx, inputs, batch_size=4)
+    batch = dict(eager.processor(["Obama visits Paris"]), image_features=torch.rand(1, 49, 512))
+    assert onnx.model.vision_trunk_id() == eager.model.vision_trunk_id()
+    with pytest.raises(ValueError, match="image_features were computed by the vision trunk vgg16:0123456789ab"):
+        onnx.model(**batch, image_features_trunk="vgg16:" + "0123456789ab" * 4)
+
+
+@needs_onnxruntime
+def test_the_onnx_model_refuses_what_the_torch_model_refuses(text_export):
+    eager, exported = text_export
+    model = AcnOnnxModel(exported)
+    inputs = dict(eager.processor(["Obama visits Paris", "hi"]))
+    inputs["attention_mask"] = torch.tensor([[1, 1, 1], [0, 0, 1]])
+    with pytest.raises(ValueError, match="attention_mask must be left-aligned"):
+        model(**inputs)
+    inputs["attention_mask"] = torch.tensor([[1, 1, 1], [0, 0, 0]])
+    with pytest.raises(ValueError, match=r"every tweet needs at least one word, got lengths \[3, 0\]"):
+        model(**inputs)
+    del inputs["char_ids"]
+    with pytest.raises(ValueError, match="char_ids are required"):
+        model(**inputs)
+    with pytest.raises(ValueError, match="output_attentions needs the torch backend"):
+        eager_inputs = dict(eager.processor(["hi"]))
+        model(**eager_inputs, output_attentions=True)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        AcnPipeline.from_pretrained(exported, backend="tensorrt")
+
+
+@needs_onnxruntime
+def test_acn_export_refuses_to_write_over_the_model_or_other_files(text_export, tmp_path, capsys):
+    eager, _ = text_export
+    folder = tmp_path / "model"
+    eager.save_pretrained(folder)
+    with pytest.raises(SystemExit):
+        main(["--model", str(folder), "--output_dir", str(folder)])
+    assert "is the model folder" in capsys.readouterr().err
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit):
+        main(["--model", str(folder), "--output_dir", str(tmp_path / "other")])
+    assert "not an ACN ONNX export" in capsys.readouterr().err
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+@needs_onnxruntime
+def test_acn_on_a_pretrained_encoder_runs_in_onnx_like_eager(tiny_bert, tmp_path):
+    processor = make_processor(tiny_bert)
+    model = make_model(tiny_bert, processor, use_image=False)
+    exported = export_onnx(model, tmp_path / "onnx", processor=processor)
+    eager = AcnPipeline(model=model, processor=processor, device="cpu")
+    onnx = AcnPipeline.from_pretrained(exported, backend="onnxruntime")
+    short = [tweet for tweet in TWEETS if len(processor([tweet])["subword_ids"][0]) <= processor.tokenizer.subword_window]
+    assert_same_results(eager, onnx, short, batch_size=4)
+    with pytest.raises(ValueError, match="tag longer tweets with the torch backend"):
+        onnx(TWEETS[6])
