@@ -4,7 +4,8 @@ The paper's section 3, top to bottom: outputs, character CNN, text encoder (word
 transformer, then the BiLSTM), co-attention (word-guided visual attention, image-guided textual attention, gated
 multimodal fusion, filtration gate), CRF, the pre-trained base and the heads. The image trunks that give the regions
 (VGG-16, ResNet-152, CLIP ViT-B/32) and the precision they run in are in `vision_acn.py`; int8 quantisation of a
-trunk is in `quantization_acn.py`.
+trunk is in `quantization_acn.py`; what `torch.export` traces instead of the eager input checks and BiLSTM is in
+`export_acn.py`.
 
 How this file reads the paper where its text is ambiguous or garbled, each choice stated once here:
 - The attention energies are written `tanh(W_v v_I ⊕ (W_h h_t + b))` with `W_α ∈ R^{1×2k}`, i.e. concatenation.
@@ -44,6 +45,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_acn import IGNORE_INDEX, INT8_CALIBRATION_FIELDS, AcnConfig
+from .export_acn import bilstm_for_export, check_in_graph, is_exporting
 from .pipeline_acn import custom_pipelines_entry, save_pipeline_code
 from .quantization_acn import int8_calibration, is_int8_calibrated
 from .vision_acn import (
@@ -191,8 +193,8 @@ class AcnTextEncoder(nn.Module):
         words = self.dropout(words)
         if self.lstm is None:
             return words  # (batch, seq_len, hidden)
-        if _is_exporting():
-            return self.dropout(_bilstm_for_export(self.lstm, words, lengths))  # (batch, seq_len, hidden)
+        if is_exporting():
+            return self.dropout(bilstm_for_export(self.lstm, words, lengths))  # (batch, seq_len, hidden)
         packed = pack_padded_sequence(words, lengths.cpu(), batch_first=True, enforce_sorted=False)
         encoded, _ = self.lstm(packed)
         hidden, _ = pad_packed_sequence(encoded, batch_first=True, total_length=input_ids.shape[1])
@@ -222,45 +224,6 @@ class AcnTextEncoder(nn.Module):
         states = encoded.new_zeros(ids.shape[0], self.window, encoded.shape[-1])  # (batch * pieces, window, hidden)
         states[used] = encoded
         return states.view(batch, -1, encoded.shape[-1])[:, :length]  # (batch, subwords, hidden)
-
-
-def _bilstm_for_export(lstm: nn.LSTM, words, lengths):
-    """The one-layer BiLSTM over left-aligned tweets as `pack_padded_sequence` runs it, in operations that
-    `torch.export` traces at any length: a packed sequence needs its lengths on the CPU as Python ints, and `nn.LSTM`
-    on a padded tensor fixes the length in the graph. Each direction is a `scan` over the steps; the backward one reads
-    every tweet reversed within its own length, so it starts at its last word (not at the padding) as packing does.
-    Padding positions are 0, as `pad_packed_sequence` leaves them."""
-    from torch._higher_order_ops.scan import scan  # import on use: only export needs it
-
-    assert lstm.num_layers == 1 and lstm.bidirectional and lstm.bias and lstm.batch_first, "AcnTextEncoder's BiLSTM"
-    batch, seq_len, _ = words.shape
-    steps = torch.arange(seq_len, device=words.device)  # (seq_len,)
-    real = steps[None, :] < lengths[:, None]  # (batch, seq_len)
-    # position t of a tweet of length n reads position n - 1 - t; padding stays where it is (a permutation)
-    reversed_index = torch.where(real, lengths[:, None] - 1 - steps[None, :], steps[None, :])  # (batch, seq_len)
-
-    def reverse(padded):  # (batch, seq_len, width), its own inverse
-        return padded.gather(1, reversed_index[..., None].expand_as(padded))
-
-    def direction(inputs, suffix):
-        weight_hh = getattr(lstm, f"weight_hh_l0{suffix}")  # (4 * hidden, hidden): gates i, f, g, o
-        bias = getattr(lstm, f"bias_ih_l0{suffix}") + getattr(lstm, f"bias_hh_l0{suffix}")  # (4 * hidden,)
-        input_gates = nn.functional.linear(inputs.transpose(0, 1), getattr(lstm, f"weight_ih_l0{suffix}"), bias)
-        # two tensors: an exported scan whose initial carries alias one another computes wrong values (torch 2.14)
-        initial = (inputs.new_zeros(batch, lstm.hidden_size), inputs.new_zeros(batch, lstm.hidden_size))  # (batch, hidden) x 2
-
-        def step(carry, step_gates):  # step_gates: (batch, 4 * hidden)
-            hidden, cell = carry
-            in_gate, forget_gate, cell_gate, out_gate = (step_gates + hidden @ weight_hh.T).chunk(4, dim=-1)
-            cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(in_gate) * torch.tanh(cell_gate)  # (batch, hidden)
-            hidden = torch.sigmoid(out_gate) * torch.tanh(cell)  # (batch, hidden)
-            return (hidden, cell), hidden.clone()
-
-        _, outputs = scan(step, initial, input_gates, dim=0)  # (seq_len, batch, hidden)
-        return outputs.transpose(0, 1)  # (batch, seq_len, hidden)
-
-    both = torch.cat([direction(words, ""), reverse(direction(reverse(words), "_reverse"))], dim=-1)
-    return both * real[..., None]  # (batch, seq_len, 2 * hidden)
 
 
 def pool_subwords(states, subword_to_word, num_words, pooling="first"):
@@ -403,7 +366,7 @@ def additive_attention_scores(queries, keys, example_of_query, weight):
     linear layer, in less time and memory; its graph takes one backward pass. See `_AdditiveAttentionScores`.
     Under `torch.export` it is that composition: an exported graph has no backward to save memory for.
     """
-    if _is_exporting():
+    if is_exporting():
         energy = torch.tanh(keys.index_select(0, example_of_query) + queries[:, None, :])  # (queries, keys, attention)
         return energy @ weight.to(energy.dtype)  # (queries, keys)
     return _AdditiveAttentionScores.apply(queries, keys, example_of_query, weight)
@@ -833,10 +796,10 @@ class AcnModel(AcnPreTrainedModel):
             return AcnModelOutput(last_hidden_state=hidden)
 
         image_mask = self._image_mask(image_mask, pixel_values, image_features, input_ids)  # (batch,)
-        exporting = _is_exporting()
+        exporting = is_exporting()
         if exporting:
             too_long = (word_mask.sum(-1) > self.config.max_image_words) & image_mask  # (batch,)
-            _check_in_graph(~too_long.any(), f"a tweet with an image has more than max_image_words={self.config.max_image_words} words")
+            check_in_graph(~too_long.any(), f"a tweet with an image has more than max_image_words={self.config.max_image_words} words")
         else:
             self._check_image_tweet_lengths(word_mask.sum(-1), image_mask)
         images = self._image_features(pixel_values, image_features, image_mask)  # (images, regions, 512)
@@ -907,9 +870,9 @@ class AcnModel(AcnPreTrainedModel):
         word_mask = attention_mask.bool()
         lengths = word_mask.sum(-1)  # (batch,)
         left_aligned = word_mask == (torch.arange(input_ids.shape[1], device=lengths.device) < lengths[:, None])
-        if _is_exporting():
-            _check_in_graph(left_aligned.all(), "attention_mask must be left-aligned: words first, then padding")
-            _check_in_graph((lengths > 0).all(), "every tweet needs at least one word")
+        if is_exporting():
+            check_in_graph(left_aligned.all(), "attention_mask must be left-aligned: words first, then padding")
+            check_in_graph((lengths > 0).all(), "every tweet needs at least one word")
             return word_mask
         if not left_aligned.all():
             raise ValueError("attention_mask must be left-aligned: words first, then padding")
@@ -933,8 +896,8 @@ class AcnModel(AcnPreTrainedModel):
             )
         if subword_attention_mask is None:
             subword_attention_mask = torch.ones_like(subword_ids)
-        if _is_exporting():
-            _check_in_graph(subword_to_word.max() <= input_ids.shape[1], "subword_to_word points past the last word")
+        if is_exporting():
+            check_in_graph(subword_to_word.max() <= input_ids.shape[1], "subword_to_word points past the last word")
         elif subword_to_word.max() > input_ids.shape[1]:
             raise ValueError(f"subword_to_word points past the last of {input_ids.shape[1]} words: {subword_to_word.max().item()}")
         return subword_ids, subword_attention_mask, subword_to_word
@@ -949,8 +912,8 @@ class AcnModel(AcnPreTrainedModel):
         if tuple(image_mask.shape) != (batch,):
             raise ValueError(f"image_mask must have shape ({batch},), got shape {tuple(image_mask.shape)}")
         message = "image_mask marks images present, but neither pixel_values nor image_features were given"
-        if no_images and _is_exporting():
-            _check_in_graph(~image_mask.any(), message)
+        if no_images and is_exporting():
+            check_in_graph(~image_mask.any(), message)
         elif no_images and image_mask.any():
             raise ValueError(message)
         return image_mask.bool()
@@ -966,7 +929,7 @@ class AcnModel(AcnPreTrainedModel):
         if pixel_values is None:
             return None
         check_pixel_values(pixel_values, batch=shape[0])
-        if not _is_exporting() and not image_mask.any():  # an exported graph takes any number of images
+        if not is_exporting() and not image_mask.any():  # an exported graph takes any number of images
             return None
         return self.get_image_features(pixel_values[image_mask]).to(dtype)  # (images, regions, 512)
 
@@ -1131,22 +1094,6 @@ def _check_loaded_weights(model, info: dict, source) -> None:
 def _short_id(trunk_id: str) -> str:
     backbone, _, digest = trunk_id.rpartition(":")
     return f"{backbone}:{digest[:12]}" if backbone else trunk_id[:12]
-
-
-def _is_exporting() -> bool:
-    """Whether `torch.export` is tracing the model (`torch.compiler.is_exporting`, torch 2.7 and later; older torch
-    cannot export ACN, and always runs the eager code)."""
-    is_exporting = getattr(torch.compiler, "is_exporting", None)
-    return is_exporting is not None and is_exporting()
-
-
-def _check_in_graph(condition: torch.Tensor, message: str) -> None:
-    """An input check on tensor values under `torch.export`, where a Python branch on them cannot be traced: an
-    assertion node of the exported graph, which raises `RuntimeError(message)` when `condition` (a bool tensor of
-    shape `()`) is False. (`torch._check` on `condition.item()` would assert too, but under a generated message.)
-    Eager code raises `ValueError` instead, with the values in the message. ONNX has no assertions: the exporter
-    drops them, and `AcnOnnxModel` checks its inputs before running the graph."""
-    torch._assert_async(condition, message)
 
 
 def _refuse_unknown_arguments(kwargs):

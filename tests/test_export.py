@@ -9,7 +9,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from acn_mner.onnx_export import dynamic_shapes, example_inputs
 from modeling_acn import AcnConfig, AcnForTokenClassification
-from modeling_acn.modeling_acn import _bilstm_for_export
+from modeling_acn.export_acn import bilstm_for_export
 
 from . import test_text_encoder
 from .conftest import BIO_LABELS, TINY_SIZES, make_batch
@@ -52,7 +52,7 @@ def test_the_export_bilstm_equals_the_packed_one():
     packed = pack_padded_sequence(words, lengths, batch_first=True, enforce_sorted=False)
     expected, _ = pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=7)
     with torch.no_grad():
-        torch.testing.assert_close(_bilstm_for_export(lstm, words, lengths), expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(bilstm_for_export(lstm, words, lengths), expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("use_image", [False, True], ids=["text", "image-features"])
