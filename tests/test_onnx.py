@@ -225,3 +225,21 @@ def test_acn_on_a_pretrained_encoder_runs_in_onnx_like_eager(tiny_bert, tmp_path
     assert_same_results(eager, onnx, short, batch_size=4)
     with pytest.raises(ValueError, match="tag longer tweets with the torch backend"):
         onnx(TWEETS[6])
+
+
+def test_acn_predict_runs_the_onnx_folder_like_eager(text_export, tmp_path):
+    import json
+
+    from acn_mner import predict
+
+    pipe, exported = text_export
+    pipe.save_pretrained(tmp_path / "model")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"text": text}) + "\n" for text in ("Obama visits Paris", "Merkel meets @user in Berlin")))
+    for backend, name in (("torch", None), ("onnxruntime", "model.onnx"), ("onnxruntime", "model_int8.onnx")):
+        extra = ["--backend", backend] + (["--onnx_file", name] if name else [])
+        model = str(tmp_path / "model") if backend == "torch" else str(exported)
+        predict.main(["--model", model, "--input", str(rows), "--output", str(tmp_path / f"{backend}-{name}.jsonl"), "--device", "cpu", *extra])
+    lines = {path.name: [json.loads(line)["tags"] for line in path.read_text().splitlines()] for path in tmp_path.glob("*.jsonl") if path.name != "rows.jsonl"}
+    assert lines["onnxruntime-model.onnx.jsonl"] == lines["torch-None.jsonl"]
+    assert len(lines["onnxruntime-model_int8.onnx.jsonl"]) == 2
