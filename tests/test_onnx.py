@@ -20,11 +20,9 @@ from modeling_acn.onnx_acn import (
 )
 from modeling_acn.pipeline_acn import tag_marginals
 
-from . import test_text_encoder
 from .pipeline_fixtures import TWEET, striped_image, tiny_pipeline
-from .test_text_encoder import make_model, make_processor
+from .encoder_fixtures import make_model, make_processor
 
-tiny_bert = test_text_encoder.tiny_bert  # the fixture: a random 1-layer BERT with MiniLM-L6's tokenizer
 needs_onnxruntime = pytest.mark.skipif(
     find_spec("onnxruntime") is None or find_spec("onnxscript") is None,
     reason="ONNX export and runtime need onnxruntime and onnxscript (pip install onnxruntime onnxscript)",

