@@ -205,34 +205,40 @@ def export_vision_graph(model, path: Path) -> None:
     check_graph(path, {PIXEL_VALUES: pixel_values}, expected, IMAGE_FEATURES)
 
 
-def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
+def quantize_int8(fp32_path: Path, int8_path: Path, float32_nodes=None, per_channel: bool = False) -> None:
     """ONNX Runtime's dynamic quantisation: int8 weights for the matrix products (MatMul, Gemm), activations
-    quantised per call from their range; everything else stays float32, and so do the products that
-    `float32_products` names. (The quantiser advises running `quant_pre_process` first; its symbolic shape inference
-    stops at the graph's data-dependent sizes.)"""
+    quantised per call from their range; everything else stays float32, and so do the products named by
+    `float32_nodes` (default: `float32_products`'s). `per_channel`: one weight scale per output column instead of
+    one per matrix. (The quantiser advises running `quant_pre_process` first; its symbolic shape inference stops at
+    the graph's data-dependent sizes.)"""
     import_onnxruntime()
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    graph = onnx.load(str(fp32_path), load_external_data=False).graph
+    if float32_nodes is None:
+        float32_nodes = float32_products(onnx.load(str(fp32_path), load_external_data=False).graph)
     quantize_dynamic(
         fp32_path, int8_path, op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8,
-        nodes_to_exclude=float32_products(graph),
+        nodes_to_exclude=list(float32_nodes), per_channel=per_channel,
     )  # fmt: skip
+
+
+def product_scopes(graph) -> dict[str, str]:
+    """Each matrix product's node name and the module scope the exporter recorded on it (`model.acn....dense`)."""
+    return {
+        node.name: next((entry.value for entry in node.metadata_props if entry.key == NAME_SCOPES), "")
+        for node in graph.node
+        if node.op_type in ("MatMul", "Gemm")
+    }
 
 
 def float32_products(graph) -> list[str]:
     """The matrix products that stay float32 in the int8 graph: a pretrained encoder's feed-forward output
     projections (`layer.N.output.dense`, 4h to h), whose inputs, after GELU, span a range that one int8 scale per
-    tensor resolves poorly. Chosen on Twitter-2015 dev with a trained MiniLM-L6 model (docs/serving.md): 72.18 dev F1
-    with them in float32 against 70.77 with every product in int8 (float32 graph: 71.63); per-channel weights
-    recovered less (71.30). Nodes are found by the module scope the exporter records on each node."""
-    chosen = []
-    for node in graph.node:
-        scopes = next((entry.value for entry in node.metadata_props if entry.key == NAME_SCOPES), "")
-        if node.op_type in ("MatMul", "Gemm") and FEED_FORWARD_OUTPUT.search(scopes):
-            chosen.append(node.name)
-    return chosen
+    tensor resolves poorly. Chosen on Twitter-2015 dev with a trained MiniLM-L6 model among other choices (every
+    product in int8, per-channel weights, the head in float32 too: `benchmarks/onnx_quality.py --int8_variants`,
+    figures in docs/serving.md). Nodes are found by the module scope the exporter records on each node."""
+    return [name for name, scopes in product_scopes(graph).items() if FEED_FORWARD_OUTPUT.search(scopes)]
 
 
 def check_graph(path: Path, inputs: dict, expected: torch.Tensor, output: str) -> None:

@@ -1,13 +1,15 @@
-"""Entity F1 of a trained model through ONNX Runtime (float32 and int8) beside eager torch, on one split.
+"""Entity F1 of a trained model through ONNX Runtime (float32 and int8) beside eager torch, on dev and test.
 
     python benchmarks/onnx_quality.py --model outputs/q26_base/minilm-full/seed_1 \
-        --dataset ../shared/data/twitter2015 --output outputs/benchmarks/onnx_quality.json
+        --dataset ../shared/data/twitter2015 [--int8_variants] --output outputs/benchmarks/onnx_quality.json
 
-The model folder is exported with `acn-export --int8` into a temporary folder, and the three pipelines tag every
-tweet of the split (words as given, `is_split_into_words=True`, batch 32, constrained BIO decoding, as `acn-predict`
-tags): `AcnPipeline` in eager torch, and the exported folder with `backend="onnxruntime"` on `model.onnx` and on
-`model_int8.onnx`. Prints the paper's Table 2 layout (lenient entity scores per type and overall) and the share of
-words whose tag equals eager's; writes every figure to `--output`. Images: a corpus without them tags text only.
+The model folder is exported with `acn-export --int8` into a temporary folder, and each pipeline tags every tweet of
+the dev and test splits (words as given, `is_split_into_words=True`, batch 32, constrained BIO decoding, as
+`acn-predict` tags): `AcnPipeline` in eager torch, and the exported folder with `backend="onnxruntime"` on
+`model.onnx` and on `model_int8.onnx`. With `--int8_variants`, also int8 graphs quantised other ways (every matrix
+product in int8, per-channel weights, more products kept float32), the study behind `float32_products`: choose on
+dev, report test. Prints lenient entity F1 per type and overall and the share of words whose tag equals eager's;
+writes every figure to `--output`. A corpus without images is tagged text only.
 """
 
 import argparse
@@ -16,29 +18,55 @@ import tempfile
 import time
 from pathlib import Path
 
+import onnx
 import torch
 
 from acn_mner.atomic import write_text
 from acn_mner.cpu import cpu_capabilities
 from acn_mner.data import load_corpus
-from acn_mner.evaluation import gold_tags, load_metric, score, table2
-from acn_mner.onnx_export import export_onnx
+from acn_mner.evaluation import entity_types, gold_tags, load_metric, score
+from acn_mner.onnx_export import FEED_FORWARD_OUTPUT, export_onnx, product_scopes, quantize_int8
 from modeling_acn import AcnPipeline
-from modeling_acn.onnx_acn import ONNX_FILE, ONNX_INT8_FILE
+from modeling_acn.onnx_acn import ONNX_FILE, ONNX_INT8_FILE, AcnOnnxModel
+from modeling_acn.pipeline_acn import load_processor
 
 BATCH_SIZE = 32
+SPLITS = ("validation", "test")
+EAGER = "eager torch (float32)"
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="A trained model folder (train_acn.py's output_dir).")
     parser.add_argument("--dataset", required=True, help="Corpus folder (the raw Twitter-2015 layout or any load_corpus source).")
-    parser.add_argument("--split", default="test", choices=["train", "validation", "test"], help="Split to score.")
+    parser.add_argument("--int8_variants", action="store_true", help="Also score int8 graphs quantised other ways than acn-export's.")
     parser.add_argument("--output", default="outputs/benchmarks/onnx_quality.json", help="JSON file for every figure.")
     return parser.parse_args(argv)
 
 
-def tag_split(pipe: AcnPipeline, tokens: list[list[str]]) -> tuple[list[list[str]], float]:
+def int8_variants(graph) -> dict[str, dict]:
+    """Other quantisations than `acn-export --int8`'s (which keeps the encoder's feed-forward outputs float32):
+    `quantize_int8` arguments by name."""
+    scopes = product_scopes(graph)
+    feed_forward_output = [name for name, scope in scopes.items() if FEED_FORWARD_OUTPUT.search(scope)]
+    head = [name for name, scope in scopes.items() if "subword_encoder" not in scope]
+    attention_output = [name for name, scope in scopes.items() if "subword_encoder" in scope and ".attention.output.dense'" in scope]
+    vectors = [name for name in head if name in _vector_products(graph)]  # per-channel needs a weight matrix
+    return {
+        "every product int8": {"float32_nodes": []},
+        "every product int8, per-channel weights": {"float32_nodes": vectors, "per_channel": True},
+        "head float32 too": {"float32_nodes": feed_forward_output + head},
+        "head float32 too, per-channel weights": {"float32_nodes": feed_forward_output + head, "per_channel": True},
+        "attention output float32 too": {"float32_nodes": feed_forward_output + attention_output},
+    }
+
+
+def _vector_products(graph) -> set[str]:
+    vectors = {tensor.name for tensor in graph.initializer if len(tensor.dims) < 2}
+    return {node.name for node in graph.node if node.op_type in ("MatMul", "Gemm") and any(name in vectors for name in node.input)}
+
+
+def tag(pipe: AcnPipeline, tokens: list[list[str]]) -> tuple[list[list[str]], float]:
     """Every tweet's tags and the seconds it took."""
     started = time.perf_counter()
     results = pipe(tokens, is_split_into_words=True, batch_size=BATCH_SIZE, return_tags=True)
@@ -52,33 +80,46 @@ def agreement(tags, reference) -> float:
 
 def main(argv=None):
     args = parse_args(argv)
-    split = load_corpus(args.dataset)[args.split]
-    tokens, gold = [list(words) for words in split["tokens"]], gold_tags(split)
+    corpus = load_corpus(args.dataset)
+    tokens = {split: [list(words) for words in corpus[split]["tokens"]] for split in SPLITS}
+    gold = {split: gold_tags(corpus[split]) for split in SPLITS}
     metric = load_metric()
+    results, tags = {}, {}
     with tempfile.TemporaryDirectory() as folder:
-        export_onnx(args.model, Path(folder) / "onnx", int8=True)
-        pipelines = {
-            "eager torch (float32)": lambda: AcnPipeline.from_pretrained(args.model, device="cpu"),
-            "ONNX Runtime float32": lambda: AcnPipeline.from_pretrained(Path(folder) / "onnx", backend="onnxruntime", onnx_file=ONNX_FILE),
-            "ONNX Runtime int8": lambda: AcnPipeline.from_pretrained(Path(folder) / "onnx", backend="onnxruntime", onnx_file=ONNX_INT8_FILE),
-        }
-        tags, seconds = {}, {}
+        onnx_folder = Path(folder) / "onnx"
+        export_onnx(args.model, onnx_folder, int8=True)
+        processor = load_processor(onnx_folder)
+        graphs = {"ONNX Runtime float32": ONNX_FILE, "ONNX Runtime int8 (acn-export --int8)": ONNX_INT8_FILE}
+        if args.int8_variants:
+            for number, (name, arguments) in enumerate(int8_variants(onnx.load(str(onnx_folder / ONNX_FILE)).graph).items()):
+                quantize_int8(onnx_folder / ONNX_FILE, onnx_folder / f"variant_{number}.onnx", **arguments)
+                graphs[f"ONNX Runtime int8, {name}"] = f"variant_{number}.onnx"
+        pipelines = {EAGER: lambda: AcnPipeline.from_pretrained(args.model, device="cpu")}
+        for name, graph in graphs.items():
+            pipelines[name] = lambda graph=graph: AcnPipeline(model=AcnOnnxModel(onnx_folder, graph), processor=processor, device="cpu")
         for name, load in pipelines.items():
-            tags[name], seconds[name] = tag_split(load(), tokens)
-            print(f"{name}: {len(tokens)} tweets in {seconds[name]:.1f} s", flush=True)
-    reference = next(iter(tags))
-    results = {
-        name: {**score(metric, predicted, gold), "tags_as_eager": agreement(predicted, tags[reference]), "seconds": seconds[name]}
-        for name, predicted in tags.items()
-    }
-    print(table2({f"{name} ({args.split})": result for name, result in results.items()}))
-    for name, result in results.items():
-        delta = 100 * (result["overall_f1"] - results[reference]["overall_f1"])
-        print(f"{name}: F1 {100 * result['overall_f1']:.2f} ({delta:+.2f} against eager), tags as eager {result['tags_as_eager']:.2%}")
+            pipe, results[name], tags[name] = load(), {}, {}
+            for split in SPLITS:
+                tags[name][split], seconds = tag(pipe, tokens[split])
+                results[name][split] = {**score(metric, tags[name][split], gold[split]), "seconds": seconds}
+                results[name][split]["tags_as_eager"] = agreement(tags[name][split], tags[EAGER][split])
+            print(f"{name}: dev F1 {100 * results[name]['validation']['overall_f1']:.2f}, test F1 {100 * results[name]['test']['overall_f1']:.2f}", flush=True)
+    print_table(results)
     machine = {"threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": cpu_capabilities()}
-    output = {"model": str(args.model), "dataset": str(args.dataset), "split": args.split, "machine": machine, "results": results}
+    output = {"model": str(args.model), "dataset": str(args.dataset), "machine": machine, "results": results}
     write_text(args.output, json.dumps(output, indent=2, default=float) + "\n")
     print(f"wrote {args.output}")
+
+
+def print_table(results):
+    types = entity_types(results[EAGER]["test"])
+    print("\n| pipeline | dev F1 | test F1 | test F1 - eager | " + " | ".join(f"test {kind}" for kind in types) + " | test tags as eager | test s |")
+    print("|" + "---|" * (6 + len(types)))
+    for name, result in results.items():
+        dev, test = result["validation"], result["test"]
+        cells = [f"{100 * dev['overall_f1']:.2f}", f"{100 * test['overall_f1']:.2f}", f"{100 * (test['overall_f1'] - results[EAGER]['test']['overall_f1']):+.2f}"]
+        cells += [f"{100 * test[kind]['f1']:.2f}" for kind in types] + [f"{test['tags_as_eager']:.2%}", f"{test['seconds']:.1f}"]
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
