@@ -20,7 +20,7 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import datasets
@@ -55,6 +55,7 @@ from modeling_acn import (
 )
 
 from .atomic import atomic_files_into, atomic_folder, write_text
+from .averaging import average_state_dicts, epoch_folder, kept_epochs
 from .checkpoint import (
     CheckpointError,
     checkpoint_folder,
@@ -198,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--num_train_epochs", type=int, default=None, help="Most epochs to train: 30 for cnn-bilstm; 8 for a pretrained encoder, whose linear schedule ends there (chosen on Twitter-2015 dev with MiniLM-L6: 71.27 against 69.98 with 4).")
     training.add_argument("--max_train_steps", type=int, default=None, help="Most optimiser steps to train; overrides --num_train_epochs (the last epoch may stop part-way, and is scored on dev like any other), and the schedule ends there.")
     training.add_argument("--patience", type=int, default=5, help="Stop after this many epochs without a better dev F1.")
+    training.add_argument("--average_last_epochs", type=int, default=1, help="Keep the weights of the last N epochs and, at the end, also score the averages of the last 2 ... N on dev; the model kept is whichever (an average or the best single epoch) scores best on dev. 1 (default): no averaging.")
     training.add_argument("--stop_at_perfect_dev", action="store_true", help="Stop once dev F1 reaches 100: no later epoch can replace the kept model (it must score strictly higher), so only time is saved.")
     training.add_argument("--max_train_length", type=int, default=None, help="Truncate training tweets to this many words. The paper truncated every tweet to 35 words; by default nothing is cut, and evaluation always scores every word.")
     training.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Batches per optimiser step.")
@@ -341,7 +343,7 @@ def settle_training_args(parser, args) -> None:
     args.num_train_epochs = (8 if pretrained else 30) if args.num_train_epochs is None else args.num_train_epochs
     args.per_device_train_batch_size = 16 if args.per_device_train_batch_size is None else args.per_device_train_batch_size
     args.per_device_eval_batch_size = 64 if args.per_device_eval_batch_size is None else args.per_device_eval_batch_size
-    for name in ("num_train_epochs", "patience", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "max_train_steps"):
+    for name in ("num_train_epochs", "patience", "average_last_epochs", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "max_train_steps"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be positive, got {getattr(args, name)}")
     if pretrained and args.embeddings:
@@ -397,6 +399,8 @@ class TrainingState:
     best_epoch: int = -1
     epochs_without_improvement: int = 0
     epoch_batches: int = 0  # batches of epoch `epoch` trained: a step checkpoint falls inside an epoch
+    averaged_epochs: int = 1  # the kept model is the mean of this many last epochs' weights (1: the best epoch's)
+    average_dev_f1: dict = field(default_factory=dict)  # dev F1 per number of last epochs averaged ("1": best epoch)
 
     def state_dict(self):
         return asdict(self)
@@ -726,6 +730,8 @@ def run_training(accelerator, model, train_loader, dev_loader, optimizer, schedu
         epoch = state.epoch
         if state.record(dev_scores["overall_f1"]):
             save_model(accelerator, model, None, output_dir / BEST_MODEL_DIR)
+        if args.average_last_epochs > 1:
+            keep_epoch_weights(accelerator, model, output_dir / CHECKPOINT_DIR, state.epoch, args.average_last_epochs)
         logger.info(
             f"epoch {epoch + 1}: loss {loss:.4f}, dev F1 {100 * dev_scores['overall_f1']:.2f} "
             f"(best {100 * state.best_f1:.2f} at epoch {state.best_epoch + 1}), {time.perf_counter() - started:.1f} s",
@@ -736,6 +742,36 @@ def run_training(accelerator, model, train_loader, dev_loader, optimizer, schedu
         if args.checkpointing_steps == "epoch":
             save_checkpoint(accelerator, checkpoint_folder(output_dir / CHECKPOINT_DIR, epoch + 1), model, optimizer, scheduler,
                             state, args.run_identity)  # fmt: skip
+
+
+def keep_epoch_weights(accelerator, model, checkpoint_dir: Path, epoch: int, keep: int) -> None:
+    """Save the weights after `epoch` (from 1) for averaging; drop the kept epochs older than the last `keep`."""
+    save_model(accelerator, model, None, epoch_folder(checkpoint_dir, epoch))
+    if accelerator.is_main_process:
+        for old in kept_epochs(checkpoint_dir):
+            if old <= epoch - keep:
+                shutil.rmtree(epoch_folder(checkpoint_dir, old))
+
+
+def select_average(accelerator, model, dev_loader, metric, output_dir: Path, state: TrainingState, args) -> None:
+    """Score on dev the averages of the last 2 ... --average_last_epochs kept epochs (consecutive, ending at the
+    last epoch trained); the best of them replaces the best single epoch's weights when it scores higher on dev.
+    Records dev F1 per number of epochs averaged (1: the best single epoch) in `state`."""
+    checkpoint_dir = output_dir / CHECKPOINT_DIR
+    epochs = [epoch for epoch in kept_epochs(checkpoint_dir) if epoch <= state.epoch]
+    epochs = [epoch for epoch in epochs if epoch > state.epoch - args.average_last_epochs]
+    dev_f1 = {1: state.best_f1}
+    states = [AcnForTokenClassification.from_pretrained(epoch_folder(checkpoint_dir, epoch)).state_dict() for epoch in epochs]
+    unwrapped = accelerator.unwrap_model(model)
+    for count in range(2, len(states) + 1):
+        unwrapped.load_state_dict(average_state_dicts(states[-count:]))
+        scores, _ = evaluate_split(accelerator, model, dev_loader, dev_loader.dataset, metric)
+        dev_f1[count] = scores["overall_f1"]
+        logger.info(f"mean of the last {count} epochs' weights: dev F1 {100 * dev_f1[count]:.2f}", main_process_only=True)
+        if dev_f1[count] > max(value for key, value in dev_f1.items() if key != count):
+            save_model(accelerator, model, None, output_dir / BEST_MODEL_DIR)
+            state.averaged_epochs = count
+    state.average_dev_f1 = {str(count): value for count, value in dev_f1.items()}
 
 
 def carry_best_model(accelerator, resumed: Path, output_dir: Path, state: TrainingState) -> None:
@@ -802,6 +838,8 @@ def final_evaluation(accelerator, model, loaders, corpus, metric, output_dir, ar
         "seed": args.seed,
         "num_processes": accelerator.num_processes,
         "best_epoch": state.best_epoch + 1,
+        "averaged_epochs": state.averaged_epochs,
+        **({"average_dev_f1": state.average_dev_f1} if state.average_dev_f1 else {}),
         "epochs_trained": state.epoch,
         "train_seconds": round(elapsed, 1),
         **{f"{split}_{key}": value for split in results for key, value in results[split].items()},
@@ -872,6 +910,8 @@ def main(argv=None):
     metric = load_metric()
     started = time.perf_counter()
     run_training(accelerator, model, train_loader, dev_loader, optimizer, scheduler, state, metric, args, output_dir)
+    if args.average_last_epochs > 1:
+        select_average(accelerator, model, dev_loader, metric, output_dir, state, args)
     final_evaluation(
         accelerator, model, {"validation": dev_loader, "test": test_loader}, corpus, metric, output_dir, args, processor, state,
         time.perf_counter() - started,
