@@ -17,6 +17,7 @@ With --push_to_hub --hub_model_id ID, the model, its code, card and results (not
 import argparse
 import logging
 import math
+import re
 import shutil
 import sys
 import time
@@ -97,6 +98,7 @@ from .model_card import base_model, hub_dataset_id, write_model_card
 
 logger = get_logger(__name__)
 
+ENCODER_LAYER = re.compile(r"\.subword_encoder\.(?:\w+\.)*?layers?\.(\d+)\.")  # BERT's encoder.layer.3, others' layers.3
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
 # transformers' schedules that need nothing but warm-up and length (run_ner's choices), and the paper's per-epoch decay
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse")
@@ -189,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS), help="Optimiser (the paper used RMSprop).")
     training.add_argument("--learning_rate", type=float, default=1e-3, help="Initial learning rate (of the head, with a pretrained encoder).")
     training.add_argument("--encoder_learning_rate", type=float, default=5e-5, help="Initial learning rate of a pretrained text encoder.")
+    training.add_argument("--layerwise_lr_decay", type=float, default=1.0, help="Pretrained encoder: each layer's learning rate is this times the one above it (the top layer has --encoder_learning_rate, the embeddings the lowest). 1 (default): one rate.")
     training.add_argument("--lr_scheduler_type", default=None, choices=LR_SCHEDULERS, help="Learning-rate schedule per optimiser step after the warm-up: transformers' get_scheduler ones over --max_train_steps (linear: the default for a pretrained encoder), or 'inverse': lr / (1 + lr_decay * epoch) (the default for cnn-bilstm).")
     training.add_argument("--lr_decay", type=float, default=0.0, help="Per-epoch decay of the 'inverse' schedule: lr / (1 + decay * epoch).")
     training.add_argument("--num_warmup_steps", type=int, default=None, help="Optimiser steps over which the learning rates rise linearly from 0 (default: none for cnn-bilstm, 10%% of the steps for a pretrained encoder).")
@@ -351,6 +354,8 @@ def settle_training_args(parser, args) -> None:
     args.word_dropout = (0.0 if pretrained else 0.4) if args.word_dropout is None else args.word_dropout
     args.lr_scheduler_type = args.lr_scheduler_type or ("linear" if pretrained else "inverse")
     args.checkpointing_steps = args.checkpointing_steps or "epoch"
+    if not 0.0 < args.layerwise_lr_decay <= 1.0:
+        parser.error(f"--layerwise_lr_decay must be in (0, 1], got {args.layerwise_lr_decay}")
     if args.num_warmup_steps is not None and args.num_warmup_steps < 0:
         parser.error(f"--num_warmup_steps must be 0 or more, got {args.num_warmup_steps}")
     if args.num_warmup_steps is None:  # a share of the steps, which are known once the data loader is
@@ -608,15 +613,36 @@ class BatchSeededCollator:
 
 
 def build_optimizer(model, args):
-    """One parameter group for a pretrained text encoder (its own learning rate), one for everything else."""
-    encoder, head = [], []
+    """One parameter group for everything but a pretrained text encoder; the encoder's at --encoder_learning_rate,
+    one group per depth under --layerwise_lr_decay (the top layer at the full rate, the embeddings at the lowest)."""
+    head, encoder = [], {}
+    depths = encoder_depths(model)
     for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
-            (encoder if ".subword_encoder." in name else head).append(parameter)
+        if not parameter.requires_grad:
+            continue
+        if ".subword_encoder." in name:
+            encoder.setdefault(depths(name), []).append(parameter)
+        else:
+            head.append(parameter)
     groups = [{"params": head, "lr": args.learning_rate}]
-    if encoder:
-        groups.append({"params": encoder, "lr": args.encoder_learning_rate})
+    top = max(encoder, default=0)
+    for depth in sorted(encoder):
+        groups.append({"params": encoder[depth], "lr": args.encoder_learning_rate * args.layerwise_lr_decay ** (top - depth)})
     return OPTIMIZERS[args.optimizer](groups, lr=args.learning_rate, weight_decay=args.weight_decay)
+
+
+def encoder_depths(model):
+    """name -> depth of a pretrained encoder's parameter: 0 for the embeddings, i + 1 for layer i, the number of
+    layers + 1 for anything above them. Without --layerwise_lr_decay every depth gets the same rate."""
+    layers = getattr(getattr(model.config, "text_config", None), "num_hidden_layers", 0) or 0
+
+    def depth(name: str) -> int:
+        found = ENCODER_LAYER.search(name)
+        if found:
+            return int(found.group(1)) + 1
+        return 0 if ".subword_encoder.embeddings." in name else layers + 1
+
+    return depth
 
 
 def steps_per_epoch(loader, args) -> int:

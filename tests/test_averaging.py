@@ -83,3 +83,36 @@ def test_an_average_that_wins_on_dev_becomes_the_saved_model(tiny_bert, tmp_path
     assert final.keys() == expected.keys()
     for key in final:
         torch.testing.assert_close(final[key], expected[key], rtol=0, atol=0)
+
+
+def test_layerwise_decay_gives_each_encoder_depth_its_rate(tiny_bert):
+    from argparse import Namespace
+
+    from acn_mner.train import build_optimizer
+    from transformers import AutoConfig
+
+    from modeling_acn import AcnConfig, AcnForTokenClassification
+
+    from .encoder_fixtures import make_processor
+
+    tokenizer = make_processor(tiny_bert).tokenizer
+    three_layers = {**AutoConfig.from_pretrained(tiny_bert).to_dict(), "num_hidden_layers": 3}
+    config = AcnConfig(text_encoder=str(tiny_bert), text_config=three_layers, text_encoder_window=tokenizer.subword_window,
+                       vocab_size=len(tokenizer), char_vocab_size=tokenizer.char_vocab_size, char_num_filters=4)  # fmt: skip
+    model = AcnForTokenClassification(config)
+    args = Namespace(learning_rate=1e-3, encoder_learning_rate=1e-4, layerwise_lr_decay=0.5, optimizer="adam", weight_decay=0.0)
+    optimizer = build_optimizer(model, args)
+    rate = {id(parameter): group["lr"] for group in optimizer.param_groups for parameter in group["params"]}
+    for name, parameter in model.named_parameters():  # brute force: the depth read off each name by hand
+        if not parameter.requires_grad:  # the frozen image trunk
+            assert id(parameter) not in rate
+            continue
+        if ".subword_encoder." not in name:
+            expected = 1e-3
+        elif ".embeddings." in name:
+            expected = 1e-4 * 0.5**3
+        else:
+            layer = int(name.split(".layer.")[1].split(".")[0])
+            expected = 1e-4 * 0.5 ** (2 - layer)
+        assert rate[id(parameter)] == pytest.approx(expected), name
+    assert len(rate) == sum(1 for parameter in model.parameters() if parameter.requires_grad)
