@@ -15,9 +15,12 @@ A feature cache (``acn-dataset cache-features`` output) replaces reading and enc
 tweets it holds, matched by image id.
 
 Streaming: rows are read lazily a batch at a time; images are decoded and preprocessed in ``--num_workers``
-worker processes (each reads the input and prepares every n-th batch; by default 2 when the model runs on a GPU,
-none on a CPU, where the model needs the cores); the model runs in the main process; each tagged batch is
-written at once. Memory does not grow with the number of rows. Under
+worker processes (each prepares every n-th batch; by default 2 when the model runs on a GPU, none on a CPU, where
+the model needs the cores); the model runs in the main process; each tagged batch is written at once. Memory does
+not grow with the number of rows. With several readers (workers or processes) a JSONL input is first indexed in
+one pass over its lines (no decoding, no JSON: where each batch starts, 16 bytes per batch in a temporary file),
+and each reader then reads only the byte ranges of its own batches; a CSV (whose quoted fields may span lines) or
+corpus input is read whole by every reader, which prepares only its own batches. Under
 ``accelerate launch --num_processes N`` each process tags every N-th batch on its own device into a part file,
 and the first process merges the parts, by row, into the output.
 """
@@ -27,7 +30,11 @@ import csv
 import heapq
 import json
 import logging
+import os
+import struct
 import sys
+import tempfile
+from contextlib import contextmanager
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -61,6 +68,8 @@ from .feature_cache import FeatureCache
 logger = logging.getLogger(__name__)
 
 INPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".txt": "conll"}
+JSON_WHITESPACE = " \t\r\n"  # a JSONL line of only these is blank: not a row
+UTF8_BOM = "\ufeff".encode()
 GPU_NUM_WORKERS = 2  # default with the model on a GPU; on a CPU the model needs the cores (benchmarks/predict_scale.py)
 
 PREDICTION_FIELDS = ("row", "entities", "words", "tags", "scores", "offsets", "error")
@@ -153,17 +162,23 @@ def text_lines(path: Path) -> Iterator[tuple[int, str]]:
     UTF-8 raise `ValueError` naming ``file:line``."""
     with open(path, "rb") as file:
         for number, data in enumerate(file, start=1):
-            try:
-                line = data.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise ValueError(f"{path}:{number}: byte {data[error.start]:#04x} is not valid UTF-8") from None
-            yield number, line.removeprefix("\ufeff") if number == 1 else line
+            yield number, decode_line(path, number, data)
+
+
+def decode_line(path: Path, number: int, data: bytes) -> str:
+    """Line `number` of `path` as text; its byte-order mark dropped on line 1; a `ValueError` naming ``file:line``
+    for bytes that are not UTF-8."""
+    try:
+        line = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}:{number}: byte {data[error.start]:#04x} is not valid UTF-8") from None
+    return line.removeprefix("\ufeff") if number == 1 else line
 
 
 def read_jsonl_rows(path: Path, image_base: Path) -> Iterator[Row]:
     index = 0
     for number, line in text_lines(path):
-        if line.strip():  # blank lines are not rows
+        if line.strip(JSON_WHITESPACE):  # blank lines (JSON's whitespace only) are not rows
             yield jsonl_row(index, line, f"{path}:{number}", image_base)
             index += 1
 
@@ -275,6 +290,79 @@ def row_batches(path: Path, image_dir: Path | None, batch_size: int) -> Iterator
         return
     if batch:
         yield batch
+
+
+class JsonlBatchIndex:
+    """Where each batch of a JSONL file starts (the byte offset and line number of its first row), so that a reader
+    reads only its own batches' bytes.
+
+    Built by one pass over the file's lines in binary (no decoding, no JSON), the same rows as `read_jsonl_rows`
+    (a line of JSON whitespace only is blank); kept as 16 bytes per batch in a temporary file, not in memory, and
+    read back by position. Use it as a context manager: the temporary file goes when the block ends.
+    """
+
+    RECORD = struct.Struct("<qq")  # byte offset, line number (from 1) of a batch's first row
+
+    def __init__(self, path: Path, batch_size: int):
+        self.path, self.batch_size = path, batch_size
+        self._file = tempfile.NamedTemporaryFile(prefix="acn-predict-index-", suffix=".bin")
+        self.num_batches = self._write(self._file)
+        self._file.flush()
+
+    def _write(self, out) -> int:
+        rows, offset, pending = 0, 0, bytearray()
+        with open(self.path, "rb") as file:
+            for number, data in enumerate(file, start=1):
+                content = data.removeprefix(UTF8_BOM) if number == 1 else data
+                if content.strip(JSON_WHITESPACE.encode()):
+                    if rows % self.batch_size == 0:
+                        pending += self.RECORD.pack(offset, number)
+                    rows += 1
+                offset += len(data)
+                if len(pending) >= 1 << 16:
+                    out.write(pending)
+                    pending.clear()
+        out.write(pending)
+        return -(-rows // self.batch_size)
+
+    def __enter__(self) -> "JsonlBatchIndex":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._file.close()
+
+    def __getstate__(self) -> dict:  # a worker started by spawn reopens the index by name
+        return {"path": self.path, "batch_size": self.batch_size, "num_batches": self.num_batches, "index_name": self._file.name}
+
+    def __setstate__(self, state: dict) -> None:
+        self.path, self.batch_size, self.num_batches = state["path"], state["batch_size"], state["num_batches"]
+        self._file = open(state["index_name"], "rb")  # noqa: SIM115 (closed with the dataset's worker)
+
+    def start(self, batch: int) -> tuple[int, int]:
+        """(byte offset, line number) of batch `batch`'s first row."""
+        return self.RECORD.unpack(os.pread(self._file.fileno(), self.RECORD.size, batch * self.RECORD.size))
+
+    def batches(self, reader: int, readers: int, image_base: Path) -> Iterator[list[Row] | InputError]:
+        """Batches `reader`, `reader + readers`, ... of the file, each read from its own byte range; an `InputError`
+        (and the end) where a line of them is not UTF-8."""
+        with open(self.path, "rb") as file:
+            for batch in range(reader, self.num_batches, readers):
+                offset, number = self.start(batch)
+                file.seek(offset)
+                rows, index = [], batch * self.batch_size
+                while len(rows) < self.batch_size:
+                    data = file.readline()
+                    if not data:
+                        break
+                    try:
+                        line = decode_line(self.path, number, data)
+                    except ValueError as error:
+                        yield InputError(str(error))
+                        return
+                    if line.strip(JSON_WHITESPACE):
+                        rows.append(jsonl_row(index + len(rows), line, f"{self.path}:{number}", image_base))
+                    number += 1
+                yield rows
 
 
 # --- images ------------------------------------------------------------------------------------
@@ -403,25 +491,43 @@ def split_batch(outputs: dict, size: int) -> list[dict]:
 class PreparedBatches(IterableDataset):
     """The input's batches of rows, each prepared by `tagger.prepare`, for a `DataLoader`.
 
-    Every reader (one per worker process of each of `num_processes` processes) reads the whole file and prepares
-    every `readers`-th batch: process `rank`'s batches are `rank, rank + num_processes, ...`, and its workers take
-    those in turn, which is the order in which the `DataLoader` hands their batches back.
+    Every reader (one per worker process of each of `num_processes` processes) prepares every `readers`-th batch:
+    process `rank`'s batches are `rank, rank + num_processes, ...`, and its workers take those in turn, which is the
+    order in which the `DataLoader` hands their batches back. Inside `indexed`, a JSONL input's readers read only
+    their own batches' bytes (`JsonlBatchIndex`); otherwise each reader reads the whole file.
     """
 
     def __init__(self, tagger: RowTagger, path: Path, image_dir: Path | None, batch_size: int, rank=0, num_processes=1):
         self.tagger, self.path, self.image_dir, self.batch_size = tagger, path, image_dir, batch_size
         self.rank, self.num_processes = rank, num_processes
+        self.index: JsonlBatchIndex | None = None
+
+    @contextmanager
+    def indexed(self, num_workers: int) -> Iterator["PreparedBatches"]:
+        """Within the block, a JSONL input read by more than one reader is read through its batch index."""
+        if self.num_processes * max(num_workers, 1) == 1 or input_format(self.path) != "jsonl":
+            yield self
+            return
+        with JsonlBatchIndex(self.path, self.batch_size) as self.index:
+            try:
+                yield self
+            finally:
+                self.index = None
 
     def __iter__(self) -> Iterator[PreparedBatch | InputError]:
         worker = get_worker_info()
         worker_id, num_workers = (0, 1) if worker is None else (worker.id, worker.num_workers)
         readers, reader = self.num_processes * num_workers, self.rank + self.num_processes * worker_id
-        for number, batch in enumerate(row_batches(self.path, self.image_dir, self.batch_size)):
+        if self.index is not None:
+            batches = self.index.batches(reader, readers, self.image_dir or self.path.parent)
+        else:
+            everyone = enumerate(row_batches(self.path, self.image_dir, self.batch_size))
+            batches = (batch for number, batch in everyone if isinstance(batch, InputError) or number % readers == reader)
+        for batch in batches:
             if isinstance(batch, InputError):
                 yield batch
                 return
-            if number % readers == reader:
-                yield self.tagger.prepare(batch)
+            yield self.tagger.prepare(batch)
 
 
 def as_is(item):
@@ -432,11 +538,12 @@ def as_is(item):
 def tagged_lines(tagger: RowTagger, dataset: PreparedBatches, num_workers: int) -> Iterator[dict]:
     """Output lines of the dataset's batches, in order; a `ValueError` naming ``file:line`` where the input
     cannot be read on."""
-    loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=as_is)
-    for batch in loader:
-        if isinstance(batch, InputError):
-            raise ValueError(batch.message)
-        yield from tagger.tag(batch)
+    with dataset.indexed(num_workers):
+        loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=as_is)
+        for batch in loader:
+            if isinstance(batch, InputError):
+                raise ValueError(batch.message)
+            yield from tagger.tag(batch)
 
 
 def write_lines(lines: Iterable[dict], path: Path, show_progress: bool) -> dict:

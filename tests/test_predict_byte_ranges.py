@@ -1,0 +1,107 @@
+"""acn-predict's readers of a JSONL input read only their own batches' bytes (`JsonlBatchIndex`): the same rows as
+reading the whole file, checked against the sequential reader, and no byte of another reader's batches."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from acn_mner import predict
+from acn_mner.predict import InputError, JsonlBatchIndex, row_batches
+
+
+def awkward_jsonl(path: Path) -> Path:
+    """Rows with a byte-order mark, blank lines of every JSON whitespace, a line of other whitespace (a row: not
+    JSON), broken JSON, a non-object, text with a U+2028 separator and CRLF endings."""
+    lines = ["\ufeff" + json.dumps({"text": "Obama in Paris", "id": 0})]
+    for number in range(1, 23):
+        lines.append(json.dumps({"text": f"tweet {number} caf\u00e9 \u2028 x", "id": number}))
+        if number % 4 == 0:
+            lines.append(" \t\r")  # blank
+        if number % 7 == 0:
+            lines.append("")  # blank
+        if number == 9:
+            lines.append("\u00a0")  # not JSON whitespace: a row, whose error names its line
+        if number == 11:
+            lines.append('{"text": broken')
+        if number == 12:
+            lines.append("[1, 2]")
+    text = "\r\n".join(lines[:10]) + "\r\n" + "\n".join(lines[10:])  # mixed endings, no newline at the end
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 5, 64])
+@pytest.mark.parametrize("readers", [1, 2, 3])
+def test_readers_of_byte_ranges_give_the_rows_of_a_whole_file_read(tmp_path, batch_size, readers):
+    path = awkward_jsonl(tmp_path / "rows.jsonl")
+    expected = list(row_batches(path, None, batch_size))  # the sequential reader: the brute force
+    with JsonlBatchIndex(path, batch_size) as index:
+        assert index.num_batches == len(expected)
+        per_reader = [list(index.batches(reader, readers, tmp_path)) for reader in range(readers)]
+    interleaved = [per_reader[number % readers][number // readers] for number in range(len(expected))]
+    assert interleaved == expected
+    rows = [row for batch in expected for row in batch]
+    assert [row.index for row in rows] == list(range(len(rows)))
+    assert sum(row.error is not None for row in rows) == 3  # the NBSP line, the broken line, the list
+
+
+def test_the_blank_line_rule_is_jsons_whitespace(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"text": "a"}\n \t\n\u00a0\n', encoding="utf-8")
+    rows = [row for batch in row_batches(path, None, 8) for row in batch]
+    assert len(rows) == 2 and rows[1].error == f"{path}:3: not JSON (Expecting value)"
+
+
+class CountingFile:
+    """A binary file that counts the bytes its lines hand out."""
+
+    def __init__(self, file, counts):
+        self.file, self.counts = file, counts
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.file.close()
+
+    def seek(self, offset):
+        return self.file.seek(offset)
+
+    def readline(self):
+        data = self.file.readline()
+        self.counts.append(len(data))
+        return data
+
+
+def test_a_reader_reads_only_its_own_batches(tmp_path, monkeypatch):
+    path = tmp_path / "rows.jsonl"
+    lines = [json.dumps({"text": f"tweet number {number}"}) + "\n" for number in range(200)]
+    path.write_text("".join(lines), encoding="utf-8")
+    counts = []
+    with JsonlBatchIndex(path, batch_size=8) as index:
+        monkeypatch.setattr(predict, "open", lambda name, mode: CountingFile(open(name, mode), counts), raising=False)
+        batches = list(index.batches(1, 3, tmp_path))  # batches 1, 4, 7, ... of 25
+    own = [lines[batch * 8 : batch * 8 + 8] for batch in range(1, 25, 3)]
+    assert [[row.text for row in batch] for batch in batches] == [[json.loads(line)["text"] for line in part] for part in own]
+    assert sum(counts) == sum(len(line.encode()) for part in own for line in part)  # not a byte of the other readers'
+
+
+def test_bytes_that_are_not_utf8_stop_only_the_reader_that_owns_them(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    good = b'{"text": "Obama visits Paris"}\n'
+    path.write_bytes(good * 3 + b'{"text": "caf\xe9"}\n' + good * 4)  # line 4: batch 1 of batches of 2
+    with JsonlBatchIndex(path, 2) as index:
+        first = list(index.batches(0, 2, tmp_path))
+        second = list(index.batches(1, 2, tmp_path))
+    assert [len(batch) for batch in first] == [2, 2]  # batches 0 and 2 read on past the bad bytes
+    assert second == [InputError(f"{path}:4: byte 0xe9 is not valid UTF-8")]
+
+
+def test_the_index_file_goes_when_the_block_ends(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"text": "a"}\n' * 5, encoding="utf-8")
+    with JsonlBatchIndex(path, 2) as index:
+        name = Path(index.__getstate__()["index_name"])
+        assert name.stat().st_size == 3 * JsonlBatchIndex.RECORD.size
+    assert not name.exists()
