@@ -343,17 +343,16 @@ class JsonlBatchIndex:
         return self.RECORD.unpack(os.pread(self._file.fileno(), self.RECORD.size, batch * self.RECORD.size))
 
     def batches(self, reader: int, readers: int, image_base: Path) -> Iterator[list[Row] | InputError]:
-        """Batches `reader`, `reader + readers`, ... of the file, each read from its own byte range; an `InputError`
-        (and the end) where a line of them is not UTF-8."""
+        """Batches `reader`, `reader + readers`, ... of the file, each read as its own byte range (from its first
+        row to the next batch's, or to the end of the file); an `InputError` (and the end) where a line of them is
+        not UTF-8."""
         with open(self.path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
             for batch in range(reader, self.num_batches, readers):
                 offset, number = self.start(batch)
-                file.seek(offset)
+                end = self.start(batch + 1)[0] if batch + 1 < self.num_batches else size
                 rows, index = [], batch * self.batch_size
-                while len(rows) < self.batch_size:
-                    data = file.readline()
-                    if not data:
-                        break
+                for data in lines_of(os.pread(file.fileno(), end - offset, offset)):
                     try:
                         line = decode_line(self.path, number, data)
                     except ValueError as error:
@@ -363,6 +362,17 @@ class JsonlBatchIndex:
                         rows.append(jsonl_row(index + len(rows), line, f"{self.path}:{number}", image_base))
                     number += 1
                 yield rows
+
+
+def lines_of(chunk: bytes) -> Iterator[bytes]:
+    """The lines of `chunk`, each with its "\\n"; broken at "\\n" only, as a file's lines are (bytes.splitlines
+    would also break at a lone "\\r")."""
+    start = 0
+    while start < len(chunk):
+        stop = chunk.find(b"\n", start)
+        stop = len(chunk) if stop < 0 else stop + 1
+        yield chunk[start:stop]
+        start = stop
 
 
 # --- images ------------------------------------------------------------------------------------

@@ -1,0 +1,188 @@
+"""acn-predict's readers on a large JSONL input: each worker reading the whole file against byte ranges.
+
+    python benchmarks/predict_reading.py [--sizes_mb 256 512 1024] [--workers 2] [--batch_size 8]
+        [--output outputs/benchmarks/predict_reading.json] [--data_dir ../shared/data/twitter2015]
+
+Measures the readers' own work, without a model: acn-predict's `PreparedBatches` under a `DataLoader` with
+`--workers` worker processes, whose preparation only counts the rows (tagging throughput, which does not depend on
+how rows are read, is in docs/serving.md). Two schemes: "whole" (every worker reads and parses the whole file and
+keeps every n-th batch: acn-predict before byte ranges) and "ranges" (one pass of the main process indexes where
+each batch starts, then each worker reads only its batches' bytes: acn-predict now). The inputs are JSONL files of
+the given sizes, made of Twitter-2015 tweets when the corpus is there (else generated words), each row
+``{"id", "text", "image": null}``, written once under the output's folder and removed at the end. Every
+configuration runs in a fresh process; per worker it reports rows, bytes read (`rchar` of /proc/<pid>/io, which
+counts the bytes of read calls) as a share of the file, rows/s and peak resident memory (getrusage), and the main
+process's peak resident memory and index time.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from torch.utils.data import DataLoader
+
+from acn_mner.atomic import write_text
+from acn_mner.cpu import cpu_capabilities
+from acn_mner.predict import PreparedBatches
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMES = ("whole", "ranges")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes_mb", type=int, nargs="+", default=[256, 512, 1024], help="Input sizes in MiB.")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (acn-predict --num_workers).")
+    parser.add_argument("--batch_size", type=int, default=8, help="Rows per batch (acn-predict's default).")
+    parser.add_argument("--data_dir", default=str(ROOT.parent / "shared" / "data" / "twitter2015"), help="Tweets to repeat.")
+    parser.add_argument("--output", default="outputs/benchmarks/predict_reading.json", help="JSON file for every figure.")
+    parser.add_argument("--run", nargs=2, metavar=("SCHEME", "INPUT"), help=argparse.SUPPRESS)  # one configuration, in a fresh process
+    return parser.parse_args(argv)
+
+
+# --- one configuration, in its own process -------------------------------------------------------------------
+
+
+def read_bytes() -> int:
+    """Bytes this process has read with read calls so far."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise RuntimeError("/proc/self/io has no rchar line")
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class RowCounter:
+    """A `RowTagger` stand-in whose preparation counts rows and reports its worker's reading and memory."""
+
+    started_bytes = 0
+
+    def prepare(self, rows):
+        return {"pid": os.getpid(), "rows": len(rows), "bytes": read_bytes() - RowCounter.started_bytes, "rss": peak_rss_mib()}
+
+
+def start_worker(worker_id):
+    RowCounter.started_bytes = read_bytes()
+
+
+def run_one(scheme: str, path: Path, workers: int, batch_size: int) -> dict:
+    dataset = PreparedBatches(RowCounter(), path, None, batch_size)
+    started = time.perf_counter()
+    workers_seen = {}
+    index_seconds = 0.0
+    context = dataset.indexed(workers) if scheme == "ranges" else None
+    if context is not None:
+        context.__enter__()
+        index_seconds = time.perf_counter() - started
+    try:
+        loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=lambda item: item, worker_init_fn=start_worker)
+        rows = 0
+        for batch in loader:
+            rows += batch["rows"]
+            seen = workers_seen.setdefault(batch["pid"], {"rows": 0})
+            seen.update(rows=seen["rows"] + batch["rows"], bytes=batch["bytes"], rss=batch["rss"])
+    finally:
+        if context is not None:
+            context.__exit__(None, None, None)
+    seconds = time.perf_counter() - started
+    size = path.stat().st_size
+    return {
+        "scheme": scheme, "file_mib": size / 2**20, "rows": rows, "workers": workers, "seconds": seconds,
+        "index_seconds": index_seconds, "main_peak_rss_mib": peak_rss_mib(),
+        "per_worker": [
+            {"rows": seen["rows"], "rows_per_second": seen["rows"] / seconds, "bytes_read_share": seen["bytes"] / size,
+             "peak_rss_mib": seen["rss"]}
+            for seen in workers_seen.values()
+        ],
+    }  # fmt: skip
+
+
+# --- inputs and the table ------------------------------------------------------------------------------------
+
+
+def tweet_texts(data_dir: Path) -> list[str]:
+    texts = []
+    for split in ("train", "valid", "test"):
+        path = data_dir / f"{split}.txt"
+        if not path.is_file():
+            continue
+        words = []
+        for line in path.read_text(encoding="utf-8").splitlines() + [""]:
+            if line.startswith("IMGID:"):
+                continue
+            if line.strip():
+                words.append(line.split("\t")[0])
+            elif words:
+                texts.append(" ".join(words))
+                words = []
+    if texts:
+        return texts
+    vocabulary = "Obama visits Paris with Merkel and the @nba fans of Chicago Bulls at #Berlin http://t.co/x today".split()
+    return [" ".join(vocabulary[number % 7 : number % 7 + 5 + number % 9]) for number in range(1000)]
+
+
+def write_input(path: Path, mib: int, texts: list[str]) -> Path:
+    """A JSONL file of about `mib` MiB: the tweets over and over, one row per line."""
+    target, written, number = mib * 2**20, 0, 0
+    with open(path, "w", encoding="utf-8") as out:
+        while written < target:
+            line = json.dumps({"id": f"tweet-{number}", "text": texts[number % len(texts)], "image": None}) + "\n"
+            out.write(line)
+            written += len(line.encode("utf-8"))
+            number += 1
+    return path
+
+
+def table(results: list[dict]) -> str:
+    lines = [
+        "| input | scheme | rows | seconds | index s | rows/s per worker | bytes read per worker (share of file) | main peak RSS MiB | worker peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        workers = result["per_worker"]
+        lines.append(
+            f"| {result['file_mib']:.0f} MiB | {result['scheme']} | {result['rows']:,} | {result['seconds']:.1f} | "
+            f"{result['index_seconds']:.1f} | {' / '.join(format(worker['rows_per_second'], ',.0f') for worker in workers)} | "
+            f"{' / '.join(format(worker['bytes_read_share'], '.2f') for worker in workers)} | {result['main_peak_rss_mib']:.0f} | "
+            f"{max(worker['peak_rss_mib'] for worker in workers):.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.run:
+        print(json.dumps(run_one(args.run[0], Path(args.run[1]), args.workers, args.batch_size)))
+        return
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    texts = tweet_texts(Path(args.data_dir))
+    results = []
+    for mib in args.sizes_mb:
+        path = output.parent / f".predict_reading_{mib}mib.jsonl"  # made here, removed below
+        write_input(path, mib, texts)
+        try:
+            for scheme in SCHEMES:
+                command = [sys.executable, __file__, "--run", scheme, str(path), "--workers", str(args.workers), "--batch_size", str(args.batch_size)]
+                result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+                results.append(result)
+                print(table([result]).splitlines()[-1], flush=True)
+        finally:
+            path.unlink()
+    report = {"cpu": platform.processor() or platform.machine(), "capabilities": cpu_capabilities(), "texts": len(texts), "results": results}
+    write_text(output, json.dumps(report, indent=2) + "\n")
+    print(f"CPU flags: {cpu_capabilities()}")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
