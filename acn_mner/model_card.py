@@ -68,6 +68,8 @@ with an orphan `I-` tag.
 python examples/train_acn.py {command}
 ```
 
+The recipe in effect, defaults included: {recipe}.
+
 ## Limitations
 
 Trained on tweets of one period and region; the tag set is the corpus's. Tweets without an image are tagged
@@ -140,8 +142,35 @@ def card_data(args, results: dict) -> ModelCardData:
     )
 
 
-def write_model_card(output_dir: Path, args, results: dict):
-    """Write the card as model_card.md, and as README.md, the file the Hub renders."""
+RECIPE_SETTINGS = (  # (flag, what the card calls it); shown when the run had it
+    ("optimizer", "optimizer"),
+    ("learning_rate", "learning rate"),
+    ("encoder_learning_rate", "encoder learning rate"),
+    ("layerwise_lr_decay", "layer-wise learning-rate decay"),
+    ("lr_scheduler_type", "schedule"),
+    ("num_warmup_steps", "warm-up steps"),
+    ("weight_decay", "weight decay"),
+    ("per_device_train_batch_size", "batch size per device"),
+    ("num_train_epochs", "most epochs"),
+    ("patience", "patience"),
+    ("word_dropout", "word dropout"),
+    ("average_last_epochs", "last epochs averaged at most"),
+)
+
+
+def recipe(args, kept: str | None = None) -> str:
+    """The training settings in effect (defaults included), and which weights were kept."""
+    pretrained = args.text_encoder != PAPER_TEXT_ENCODER
+    parts = [
+        f"{label} {getattr(args, name)}" for name, label in RECIPE_SETTINGS
+        if hasattr(args, name) and (pretrained or name not in ("encoder_learning_rate", "layerwise_lr_decay"))
+    ]  # fmt: skip
+    return ", ".join(parts) + (f"; kept: {kept}" if kept else "")
+
+
+def write_model_card(output_dir: Path, args, results: dict, kept: str | None = None):
+    """Write the card as model_card.md, and as README.md, the file the Hub renders; `kept` says which weights the
+    run kept (an epoch, or the mean of the last epochs)."""
     dataset_id = hub_dataset_id(args)
     encoder = base_model(args) or (None if args.text_encoder == PAPER_TEXT_ENCODER else Path(args.text_encoder).name)
     text = CARD_TEMPLATE.format(
@@ -153,6 +182,7 @@ def write_model_card(output_dir: Path, args, results: dict):
         folder=args.hub_model_id or output_dir,
         table=table2({f"{args.variant} (test)": results["test"], f"{args.variant} (dev)": results["validation"]}),
         command=command_line(args),
+        recipe=recipe(args, kept),
     )
     card = ModelCard(text)
     for name in ("model_card.md", "README.md"):

@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS), help="Optimiser (the paper used RMSprop).")
     training.add_argument("--learning_rate", type=float, default=1e-3, help="Initial learning rate (of the head, with a pretrained encoder).")
     training.add_argument("--encoder_learning_rate", type=float, default=5e-5, help="Initial learning rate of a pretrained text encoder.")
-    training.add_argument("--layerwise_lr_decay", type=float, default=1.0, help="Pretrained encoder: each layer's learning rate is this times the one above it (the top layer has --encoder_learning_rate, the embeddings the lowest). 1 (default): one rate.")
+    training.add_argument("--layerwise_lr_decay", type=float, default=None, help="Pretrained encoder: each layer's learning rate is this times the one above it (the top layer has --encoder_learning_rate, the embeddings the lowest); default 0.9 (docs/benchmarks.md), 1: one rate.")
     training.add_argument("--lr_scheduler_type", default=None, choices=LR_SCHEDULERS, help="Learning-rate schedule per optimiser step after the warm-up: transformers' get_scheduler ones over --max_train_steps (linear: the default for a pretrained encoder), or 'inverse': lr / (1 + lr_decay * epoch) (the default for cnn-bilstm).")
     training.add_argument("--lr_decay", type=float, default=0.0, help="Per-epoch decay of the 'inverse' schedule: lr / (1 + decay * epoch).")
     training.add_argument("--num_warmup_steps", type=int, default=None, help="Optimiser steps over which the learning rates rise linearly from 0 (default: none for cnn-bilstm, 10%% of the steps for a pretrained encoder).")
@@ -354,6 +354,7 @@ def settle_training_args(parser, args) -> None:
     args.word_dropout = (0.0 if pretrained else 0.4) if args.word_dropout is None else args.word_dropout
     args.lr_scheduler_type = args.lr_scheduler_type or ("linear" if pretrained else "inverse")
     args.checkpointing_steps = args.checkpointing_steps or "epoch"
+    args.layerwise_lr_decay = (0.9 if pretrained else 1.0) if args.layerwise_lr_decay is None else args.layerwise_lr_decay
     if not 0.0 < args.layerwise_lr_decay <= 1.0:
         parser.error(f"--layerwise_lr_decay must be in (0, 1], got {args.layerwise_lr_decay}")
     if args.num_warmup_steps is not None and args.num_warmup_steps < 0:
@@ -875,7 +876,8 @@ def final_evaluation(accelerator, model, loaders, corpus, metric, output_dir, ar
     write_text(output_dir / "results.md", table + "\n")
     print(table)
     print(f"test: {results['test']['num_gold_entities']} gold entities (lenient), {results['test']['strict_num_gold_entities']} (strict)")
-    write_model_card(output_dir, args, results)
+    kept = f"epoch {state.best_epoch + 1} of {state.epoch}" if state.averaged_epochs == 1 else f"the mean of the last {state.averaged_epochs} epochs' weights"
+    write_model_card(output_dir, args, results, kept)
     if args.push_to_hub:
         push_model_folder(output_dir, model_files + list(RESULT_FILES), args)
     return results

@@ -61,6 +61,9 @@ def test_a_run_keeps_the_last_epochs_and_scores_their_averages_on_dev(tiny_bert,
     assert sorted(results["average_dev_f1"]) == ["1", "2", "3"]
     best = max(results["average_dev_f1"], key=lambda count: (results["average_dev_f1"][count], -int(count)))
     assert results["averaged_epochs"] == int(best)  # ties go to the best single epoch, then to fewer epochs
+    card = (output / "model_card.md").read_text()
+    assert "layer-wise learning-rate decay 0.9, " in card  # the default for a pretrained encoder, named on the card
+    assert "last epochs averaged at most 3" in card
 
 
 def test_an_average_that_wins_on_dev_becomes_the_saved_model(tiny_bert, tmp_path, monkeypatch):
@@ -78,6 +81,7 @@ def test_an_average_that_wins_on_dev_becomes_the_saved_model(tiny_bert, tmp_path
     output, results = train_four_epochs(tiny_bert, tmp_path)
     assert results["averaged_epochs"] == 3 and results["best_epoch"] == 2
     assert results["average_dev_f1"] == {"1": 0.6, "2": 0.58, "3": 0.7}
+    assert "kept: the mean of the last 3 epochs' weights" in (output / "model_card.md").read_text()
     expected = average_state_dicts([kept_weights(output, epoch) for epoch in (2, 3, 4)])
     final = load_file(output / "model.safetensors")
     assert final.keys() == expected.keys()
