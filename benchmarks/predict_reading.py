@@ -10,7 +10,7 @@ keeps every n-th batch: acn-predict before byte ranges) and "ranges" (one pass o
 each batch starts, then each worker reads only its batches' bytes: acn-predict now). The inputs are JSONL files of
 the given sizes, made of Twitter-2015 tweets when the corpus is there (else generated words), each row
 ``{"id", "text", "image": null}``, written once under the output's folder and removed at the end. Every
-configuration runs in a fresh process; per worker it reports rows, bytes read (`rchar` of /proc/<pid>/io, which
+configuration runs in a fresh process; per worker it reports rows, CPU seconds, bytes read (`rchar` of /proc/<pid>/io, which
 counts the bytes of read calls) as a share of the file, rows/s and peak resident memory (getrusage), and the main
 process's peak resident memory and index time.
 """
@@ -65,13 +65,18 @@ class RowCounter:
     """A `RowTagger` stand-in whose preparation counts rows and reports its worker's reading and memory."""
 
     started_bytes = 0
+    started_cpu = 0.0
 
     def prepare(self, rows):
-        return {"pid": os.getpid(), "rows": len(rows), "bytes": read_bytes() - RowCounter.started_bytes, "rss": peak_rss_mib()}
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {"pid": os.getpid(), "rows": len(rows), "bytes": read_bytes() - RowCounter.started_bytes, "rss": peak_rss_mib(),
+                "cpu": usage.ru_utime + usage.ru_stime - RowCounter.started_cpu}  # fmt: skip
 
 
 def start_worker(worker_id):
     RowCounter.started_bytes = read_bytes()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    RowCounter.started_cpu = usage.ru_utime + usage.ru_stime
 
 
 def run_one(scheme: str, path: Path, workers: int, batch_size: int) -> dict:
@@ -89,7 +94,7 @@ def run_one(scheme: str, path: Path, workers: int, batch_size: int) -> dict:
         for batch in loader:
             rows += batch["rows"]
             seen = workers_seen.setdefault(batch["pid"], {"rows": 0})
-            seen.update(rows=seen["rows"] + batch["rows"], bytes=batch["bytes"], rss=batch["rss"])
+            seen.update(rows=seen["rows"] + batch["rows"], bytes=batch["bytes"], rss=batch["rss"], cpu=batch["cpu"])
     finally:
         if context is not None:
             context.__exit__(None, None, None)
@@ -100,7 +105,7 @@ def run_one(scheme: str, path: Path, workers: int, batch_size: int) -> dict:
         "index_seconds": index_seconds, "main_peak_rss_mib": peak_rss_mib(),
         "per_worker": [
             {"rows": seen["rows"], "rows_per_second": seen["rows"] / seconds, "bytes_read_share": seen["bytes"] / size,
-             "peak_rss_mib": seen["rss"]}
+             "cpu_seconds": seen["cpu"], "peak_rss_mib": seen["rss"]}
             for seen in workers_seen.values()
         ],
     }  # fmt: skip
@@ -144,14 +149,15 @@ def write_input(path: Path, mib: int, texts: list[str]) -> Path:
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| input | scheme | rows | seconds | index s | rows/s per worker | bytes read per worker (share of file) | main peak RSS MiB | worker peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| input | scheme | rows | seconds | index s | rows/s per worker | CPU s per worker | bytes read per worker (share of file) | main peak RSS MiB | worker peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         workers = result["per_worker"]
         lines.append(
             f"| {result['file_mib']:.0f} MiB | {result['scheme']} | {result['rows']:,} | {result['seconds']:.1f} | "
             f"{result['index_seconds']:.1f} | {' / '.join(format(worker['rows_per_second'], ',.0f') for worker in workers)} | "
+            f"{' / '.join(format(worker['cpu_seconds'], '.1f') for worker in workers)} | "
             f"{' / '.join(format(worker['bytes_read_share'], '.2f') for worker in workers)} | {result['main_peak_rss_mib']:.0f} | "
             f"{max(worker['peak_rss_mib'] for worker in workers):.0f} |"
         )
