@@ -1,11 +1,13 @@
 """ONNX export of a saved ACN model, for `AcnPipeline.from_pretrained(folder, backend="onnxruntime")`.
 
-    acn-export --model outputs/acn --output_dir outputs/acn-onnx --format onnx [--int8]
+    acn-export --model outputs/acn --output_dir outputs/acn-onnx --format onnx [--int8 [--calibration_images DIR]]
 
 Writes `model.onnx` (float32, input to logits, dynamic batch and lengths) through `torch.onnx.export(...,
 dynamo=True)` (torch.export, then ONNX); with `--int8` also `model_int8.onnx`, ONNX Runtime's dynamic quantisation
 of it (int8 weights of the matrix products, activations quantised per call): the text encoder and the head. A model
-with images also gets `vision.onnx`, its image trunk (pixels to region features) in float32. Beside them
+with images also gets `vision.onnx`, its image trunk (pixels to region features) in float32, and with `--int8
+--calibration_images DIR` also `vision_int8.onnx`, ONNX Runtime's static quantisation of it (QDQ: int8 weights per
+output channel, uint8 activations whose ranges come from the trunk's run on the folder's images). Beside them
 `onnx_config.json` (the CRF's scores and how the graphs were made) and the model folder's config, tokenizer,
 processor and code files, so that the folder is self-contained. Each graph is checked against the eager model on an
 example batch before the folder is written.
@@ -32,6 +34,7 @@ from modeling_acn.onnx_acn import (
     ONNX_INT8_FILE,
     PIXEL_VALUES,
     VISION_ONNX_FILE,
+    VISION_ONNX_INT8_FILE,
     import_onnxruntime,
     onnx_min_char_width,
 )
@@ -50,7 +53,7 @@ EXAMPLE_LENGTHS = (3, 2)  # words of the example tweets; two sizes, so that expo
 CHECK_TOLERANCE = 1e-4  # largest |logit| difference from eager that a written graph may show on the example
 
 
-def export_onnx(model_folder_or_model, output_dir, int8: bool = False, processor=None) -> Path:
+def export_onnx(model_folder_or_model, output_dir, int8: bool = False, processor=None, calibration_pixels=None) -> Path:
     """Export an ACN model to ONNX in `output_dir` (see the module docstring); returns `output_dir`.
 
     Args:
@@ -59,7 +62,11 @@ def export_onnx(model_folder_or_model, output_dir, int8: bool = False, processor
         output_dir: a new or empty folder, or an earlier export (replaced as a whole); not the model folder.
         int8: also write `model_int8.onnx`.
         processor: an `AcnProcessor` to save beside the graphs (for a model given as an object).
+        calibration_pixels: with `int8` and a model with images, `(images, 3, 224, 224)` preprocessed pixels that
+            calibrate `vision_int8.onnx` (static int8); without them no int8 trunk is written.
     """
+    if calibration_pixels is not None and not int8:
+        raise ValueError("calibration images calibrate the int8 image trunk: they go with int8=True (--int8)")
     source = None if isinstance(model_folder_or_model, nn.Module) else Path(model_folder_or_model)
     output_dir = Path(output_dir)
     _check_output_dir(output_dir, source)
@@ -71,7 +78,12 @@ def export_onnx(model_folder_or_model, output_dir, int8: bool = False, processor
             export_vision_graph(model, folder / VISION_ONNX_FILE)
         if int8:
             quantize_int8(folder / ONNX_FILE, folder / ONNX_INT8_FILE)
-        (folder / ONNX_CONFIG_FILE).write_text(json.dumps(onnx_config(model, int8), indent=2) + "\n", encoding="utf-8")
+        vision_int8 = int8 and model.config.use_image and calibration_pixels is not None
+        if vision_int8:
+            quantize_vision_int8(folder / VISION_ONNX_FILE, folder / VISION_ONNX_INT8_FILE, calibration_pixels)
+        config = onnx_config(model, int8)
+        config["graphs"] += [VISION_ONNX_INT8_FILE] if vision_int8 else []
+        (folder / ONNX_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         if source is not None:
             copy_folder_files(source, folder)
         else:
@@ -223,6 +235,47 @@ def quantize_int8(fp32_path: Path, int8_path: Path, float32_nodes=None, per_chan
     )  # fmt: skip
 
 
+CALIBRATION_BATCH = 8  # images per calibration run of the trunk
+
+
+def quantize_vision_int8(fp32_path: Path, int8_path: Path, calibration_pixels: torch.Tensor) -> None:
+    """ONNX Runtime's static quantisation of the image trunk: QDQ, int8 weights with one scale per output channel,
+    uint8 activations whose ranges (min-max) come from running the float32 trunk on `calibration_pixels`
+    `(images, 3, 224, 224)`."""
+    import_onnxruntime()
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    pixels = torch.as_tensor(calibration_pixels, dtype=torch.float32)
+    if pixels.ndim != 4 or pixels.shape[0] == 0 or tuple(pixels.shape[1:]) != (3, BACKBONE_INPUT_SIZE, BACKBONE_INPUT_SIZE):
+        raise ValueError(f"calibration pixels must be (images >= 1, 3, {BACKBONE_INPUT_SIZE}, {BACKBONE_INPUT_SIZE}), got {tuple(pixels.shape)}")
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(pixels.split(CALIBRATION_BATCH))
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {PIXEL_VALUES: batch.numpy()}
+
+    quantize_static(
+        fp32_path, int8_path, Batches(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8, per_channel=True,
+    )  # fmt: skip
+
+
+def calibration_pixels(model_folder: Path, image_dir: Path) -> torch.Tensor:
+    """The images (.jpg, .jpeg, .png) of `image_dir`, read as every path reads them and preprocessed by the model
+    folder's image processor: `(images, 3, 224, 224)`."""
+    from modeling_acn import AcnImageProcessor
+    from modeling_acn.image_processing_acn import load_image_file, upright_rgb
+
+    files = sorted(path for path in image_dir.iterdir() if path.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not files:
+        raise ValueError(f"--calibration_images {str(image_dir)!r} holds no .jpg, .jpeg or .png file")
+    pictures = [upright_rgb(load_image_file(path)[0]) for path in files]
+    return AcnImageProcessor.from_pretrained(model_folder)(images=pictures, return_tensors="pt")["pixel_values"]
+
+
 def product_scopes(graph) -> dict[str, str]:
     """Each matrix product's node name and the module scope the exporter recorded on it (`model.acn....dense`)."""
     return {
@@ -300,7 +353,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", required=True, help="Where to write the graphs and the model's other files.")
     parser.add_argument("--format", default="onnx", choices=FORMATS, help="The export format (ONNX only).")
     parser.add_argument("--int8", action="store_true", help="Also write model_int8.onnx (dynamic int8 quantisation).")
-    return parser.parse_args(argv)
+    parser.add_argument("--calibration_images", type=Path, help="With --int8, a model with images: a folder of images (e.g. some training images) that calibrate vision_int8.onnx, the image trunk in static int8.")
+    args = parser.parse_args(argv)
+    if args.calibration_images is not None and not args.int8:
+        parser.error("--calibration_images calibrates the int8 image trunk: give --int8 too")
+    return args
 
 
 @one_line_errors
@@ -308,7 +365,12 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if not Path(args.model).is_dir():
         raise ValueError(f"--model {args.model} is not a folder")
-    output_dir = export_onnx(args.model, args.output_dir, int8=args.int8)
+    pixels = None
+    if args.calibration_images is not None:
+        if not args.calibration_images.is_dir():
+            raise ValueError(f"--calibration_images {str(args.calibration_images)!r} is not a folder")
+        pixels = calibration_pixels(Path(args.model), args.calibration_images)
+    output_dir = export_onnx(args.model, args.output_dir, int8=args.int8, calibration_pixels=pixels)
     print(f"wrote {', '.join(json.loads((output_dir / ONNX_CONFIG_FILE).read_text())['graphs'])} to {output_dir}")
 
 

@@ -124,6 +124,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="torch, or ONNX Runtime on a folder written by `acn-export` (CPU only; needs the onnx extra).",
     )
     parser.add_argument("--onnx_file", help="With --backend onnxruntime: the graph to run, e.g. model_int8.onnx (default model.onnx).")
+    parser.add_argument("--vision_onnx_file", help="With --backend onnxruntime: the image trunk's graph, e.g. vision_int8.onnx (default vision.onnx).")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch_size must be positive, got {args.batch_size}")
@@ -646,7 +647,7 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"--device {args.device!r} does not go with {state.num_processes} processes: each uses its own")
     device = state.device if state.num_processes > 1 else parse_device(args.device)
     feature_cache = {} if args.feature_cache is None else FeatureCache.load(args.feature_cache, args.feature_split)
-    backend = {} if args.backend == "torch" else {"backend": args.backend, "onnx_file": args.onnx_file}
+    backend = {} if args.backend == "torch" else {"backend": args.backend, "onnx_file": args.onnx_file, "vision_onnx_file": args.vision_onnx_file}
     pipe = AcnPipeline.from_pretrained(args.model, device=device, aggregation_strategy=args.aggregation_strategy, **backend)
     tagger = RowTagger(pipe, feature_cache, is_split_into_words=is_corpus)
     dataset = PreparedBatches(

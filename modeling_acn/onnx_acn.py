@@ -31,6 +31,7 @@ from .vision_acn import check_pixel_values
 ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model_int8.onnx"
 VISION_ONNX_FILE = "vision.onnx"
+VISION_ONNX_INT8_FILE = "vision_int8.onnx"  # static int8 (QDQ), calibrated on images: `acn-export --int8 --calibration_images`
 ONNX_CONFIG_FILE = "onnx_config.json"  # the CRF's scores and how the graphs were made
 LOGITS = "logits"  # the graphs' one output
 PIXEL_VALUES = "pixel_values"  # vision.onnx's input; its output is IMAGE_FEATURES
@@ -140,7 +141,7 @@ class AcnOnnxModel:
 
     main_input_name = "input_ids"
 
-    def __init__(self, folder, onnx_file: str = ONNX_FILE, session_options=None):
+    def __init__(self, folder, onnx_file: str = ONNX_FILE, session_options=None, vision_onnx_file: str = VISION_ONNX_FILE):
         onnxruntime = import_onnxruntime()
         folder = Path(folder)
         if not (folder / onnx_file).is_file():
@@ -153,16 +154,21 @@ class AcnOnnxModel:
         )
         self.input_types = {graph_input.name: ONNX_TYPES[graph_input.type] for graph_input in self.session.get_inputs()}
         self.vision_session = None
-        if self.config.use_image and (folder / VISION_ONNX_FILE).is_file():
-            self.vision_session = onnxruntime.InferenceSession(str(folder / VISION_ONNX_FILE), session_options, providers=providers)
+        if vision_onnx_file != VISION_ONNX_FILE and not (folder / vision_onnx_file).is_file():
+            raise ValueError(f"{folder} has no {vision_onnx_file}: export the model with acn-export --int8 --calibration_images")
+        if self.config.use_image and (folder / vision_onnx_file).is_file():
+            self.vision_session = onnxruntime.InferenceSession(str(folder / vision_onnx_file), session_options, providers=providers)
+        self.vision_onnx_file = vision_onnx_file
         self.crf = None if exported["crf"] is None else AcnNumpyCrf(**exported["crf"])
         self._vision_trunk_id = exported["vision_trunk_id"]
         self.bio_allowed, self.bio_allowed_start = bio_transition_table(self.config.id2label)  # (tags, tags), (tags,)
         self.onnx_file = onnx_file
 
     @classmethod
-    def from_pretrained(cls, folder, onnx_file: str = ONNX_FILE, session_options=None) -> "AcnOnnxModel":
-        return cls(folder, onnx_file, session_options)
+    def from_pretrained(
+        cls, folder, onnx_file: str = ONNX_FILE, session_options=None, vision_onnx_file: str = VISION_ONNX_FILE
+    ) -> "AcnOnnxModel":
+        return cls(folder, onnx_file, session_options, vision_onnx_file)
 
     # --- what transformers' Pipeline reads of a model ---------------------------------------------------------
     device = torch.device("cpu")
@@ -253,7 +259,8 @@ class AcnOnnxModel:
         return self._vision_trunk_id
 
     def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
-        """As `AcnModel.get_image_features`, through `vision.onnx` (float32): `(batch, regions, image_feature_dim)`."""
+        """As `AcnModel.get_image_features`, through `vision.onnx` (float32) or `vision_int8.onnx`:
+        `(batch, regions, image_feature_dim)`."""
         if not self.config.use_image:
             raise ValueError("this model has no vision trunk (use_image=False)")
         if self.vision_session is None:

@@ -75,7 +75,8 @@ class AcnPipeline(Pipeline):
 
     @classmethod
     def from_pretrained(
-        cls, model_name_or_path, device=None, trust_remote_code=False, backend="torch", onnx_file=None, **kwargs
+        cls, model_name_or_path, device=None, trust_remote_code=False, backend="torch", onnx_file=None,
+        vision_onnx_file=None, **kwargs
     ) -> "AcnPipeline":
         """Load the model and processor saved in a folder or Hub repository.
 
@@ -89,18 +90,23 @@ class AcnPipeline(Pipeline):
                 same inputs and results, from the exported graph; needs `pip install onnxruntime`).
             onnx_file: with `backend="onnxruntime"`, the graph to run: `"model.onnx"` (the default, float32) or
                 `"model_int8.onnx"`.
+            vision_onnx_file: with `backend="onnxruntime"`, the image trunk's graph: `"vision.onnx"` (the default,
+                float32) or `"vision_int8.onnx"` (static int8, where the export was calibrated on images).
             **kwargs: call parameters to set for every call (see the class docstring), and `batch_size`.
         """
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if backend == "torch":
-            if onnx_file is not None:
-                raise ValueError(f"onnx_file goes with backend='onnxruntime', got backend={backend!r}")
+            if onnx_file is not None or vision_onnx_file is not None:
+                name = "onnx_file" if onnx_file is not None else "vision_onnx_file"
+                raise ValueError(f"{name} goes with backend='onnxruntime', got backend={backend!r}")
             model, processor = load_model_and_processor(model_name_or_path, trust_remote_code)
             return cls(model=model, processor=processor, device=device, task=TASK, **kwargs)
         # Imported by name: a `from .onnx_acn import` line would make save_pretrained copy the file into every folder.
         onnx_acn = importlib.import_module(f"{__package__}.onnx_acn")
-        model = onnx_acn.AcnOnnxModel.from_pretrained(model_name_or_path, onnx_file or onnx_acn.ONNX_FILE)
+        model = onnx_acn.AcnOnnxModel.from_pretrained(
+            model_name_or_path, onnx_file or onnx_acn.ONNX_FILE, vision_onnx_file=vision_onnx_file or onnx_acn.VISION_ONNX_FILE
+        )
         if device not in (None, -1) and torch.device(device).type != "cpu":
             raise ValueError(f"backend='onnxruntime' runs on the CPU, got device={device!r}")
         processor = load_processor(model_name_or_path, trust_remote_code)

@@ -241,3 +241,34 @@ def test_acn_predict_runs_the_onnx_folder_like_eager(text_export, tmp_path):
     lines = {path.name: [json.loads(line)["tags"] for line in path.read_text().splitlines()] for path in tmp_path.glob("*.jsonl") if path.name != "rows.jsonl"}
     assert lines["onnxruntime-model.onnx.jsonl"] == lines["torch-None.jsonl"]
     assert len(lines["onnxruntime-model_int8.onnx.jsonl"]) == 2
+
+
+@needs_onnxruntime
+def test_static_int8_image_trunk_is_calibrated_on_the_folders_images(image_export, tmp_path):
+    """acn-export --int8 --calibration_images: vision_int8.onnx (QDQ) gives features close to vision.onnx's, and the
+    pipeline and acn-predict run it when asked; without --int8 the flag is refused."""
+    eager, exported = image_export
+    model_folder = next(path for path in exported.parent.iterdir() if path.name.startswith("image-model"))
+    images = tmp_path / "calibration"
+    images.mkdir()
+    for number in range(5):
+        striped_image((64 + 16 * number, 48)).rotate(30 * number, expand=True).save(images / f"{number}.jpg")
+    output = tmp_path / "int8-onnx"
+    assert main(["--model", str(model_folder), "--output_dir", str(output), "--int8", "--calibration_images", str(images)]) is None
+    assert "vision_int8.onnx" in json.loads((output / "onnx_config.json").read_text())["graphs"]
+    float32 = AcnPipeline.from_pretrained(output, backend="onnxruntime")
+    int8 = AcnPipeline.from_pretrained(output, backend="onnxruntime", vision_onnx_file="vision_int8.onnx")
+    assert int8.model.vision_onnx_file == "vision_int8.onnx"
+    pixels = eager.processor.image_processor(images=[striped_image((90, 60)), striped_image((50, 70))], return_tensors="pt")["pixel_values"]
+    expected, got = float32.model.get_image_features(pixels), int8.model.get_image_features(pixels)
+    assert got.shape == expected.shape and not torch.equal(got, expected)  # a different graph ran
+    relative = (got - expected).norm() / expected.norm()
+    print(f"int8 trunk features: relative error {relative:.3f}")
+    assert relative < 0.1
+    inputs = [(TWEETS[0], striped_image()), TWEETS[1]]
+    tagged, reference = int8(inputs, return_tags=True), float32(inputs, return_tags=True)
+    assert [item["words"] for item in tagged] == [item["words"] for item in reference]
+    with pytest.raises(SystemExit):
+        main(["--model", str(model_folder), "--output_dir", str(tmp_path / "no"), "--calibration_images", str(images)])
+    with pytest.raises(ValueError, match="has no vision_int8.onnx"):
+        AcnPipeline.from_pretrained(exported, backend="onnxruntime", vision_onnx_file="vision_int8.onnx")
