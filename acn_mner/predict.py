@@ -353,7 +353,7 @@ class JsonlBatchIndex:
                 offset, number = self.start(batch)
                 end = self.start(batch + 1)[0] if batch + 1 < self.num_batches else size
                 rows, index = [], batch * self.batch_size
-                for data in lines_of(os.pread(file.fileno(), end - offset, offset)):
+                for data in os.pread(file.fileno(), end - offset, offset).split(b"\n"):  # "\n" only, as a file's lines
                     try:
                         line = decode_line(self.path, number, data)
                     except ValueError as error:
@@ -363,17 +363,6 @@ class JsonlBatchIndex:
                         rows.append(jsonl_row(index + len(rows), line, f"{self.path}:{number}", image_base))
                     number += 1
                 yield rows
-
-
-def lines_of(chunk: bytes) -> Iterator[bytes]:
-    """The lines of `chunk`, each with its "\\n"; broken at "\\n" only, as a file's lines are (bytes.splitlines
-    would also break at a lone "\\r")."""
-    start = 0
-    while start < len(chunk):
-        stop = chunk.find(b"\n", start)
-        stop = len(chunk) if stop < 0 else stop + 1
-        yield chunk[start:stop]
-        start = stop
 
 
 # --- images ------------------------------------------------------------------------------------

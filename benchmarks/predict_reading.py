@@ -23,6 +23,7 @@ import resource
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from torch.utils.data import DataLoader
@@ -83,21 +84,14 @@ def run_one(scheme: str, path: Path, workers: int, batch_size: int) -> dict:
     dataset = PreparedBatches(RowCounter(), path, None, batch_size)
     started = time.perf_counter()
     workers_seen = {}
-    index_seconds = 0.0
-    context = dataset.indexed(workers) if scheme == "ranges" else None
-    if context is not None:
-        context.__enter__()
+    with dataset.indexed(workers) if scheme == "ranges" else nullcontext():
         index_seconds = time.perf_counter() - started
-    try:
         loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=lambda item: item, worker_init_fn=start_worker)
         rows = 0
         for batch in loader:
             rows += batch["rows"]
             seen = workers_seen.setdefault(batch["pid"], {"rows": 0})
             seen.update(rows=seen["rows"] + batch["rows"], bytes=batch["bytes"], rss=batch["rss"], cpu=batch["cpu"])
-    finally:
-        if context is not None:
-            context.__exit__(None, None, None)
     seconds = time.perf_counter() - started
     size = path.stat().st_size
     return {
