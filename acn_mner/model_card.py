@@ -154,6 +154,8 @@ RECIPE_SETTINGS = (  # (flag, what the card calls it); shown when the run had it
     ("num_train_epochs", "most epochs"),
     ("patience", "patience"),
     ("word_dropout", "word dropout"),
+    ("reinit_top_layers", "top encoder layers re-initialised"),
+    ("mention_replacement", "mention replacement"),
     ("average_last_epochs", "last epochs averaged at most"),
 )
 
@@ -163,7 +165,7 @@ def recipe(args, kept: str | None = None) -> str:
     pretrained = args.text_encoder != PAPER_TEXT_ENCODER
     parts = [
         f"{label} {getattr(args, name)}" for name, label in RECIPE_SETTINGS
-        if hasattr(args, name) and (pretrained or name not in ("encoder_learning_rate", "layerwise_lr_decay"))
+        if hasattr(args, name) and (pretrained or name not in ("encoder_learning_rate", "layerwise_lr_decay", "reinit_top_layers"))
     ]  # fmt: skip
     return ", ".join(parts) + (f"; kept: {kept}" if kept else "")
 

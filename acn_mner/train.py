@@ -50,6 +50,7 @@ from modeling_acn import (
     AcnDataCollator,
     AcnForTokenClassification,
     AcnImageProcessor,
+    AcnMentionReplacement,
     AcnPipeline,
     AcnProcessor,
     AcnTokenizer,
@@ -98,6 +99,7 @@ from .model_card import base_model, hub_dataset_id, write_model_card
 
 logger = get_logger(__name__)
 
+LAYER_MODULE = re.compile(r"(?:\w+\.)*?layers?\.(\d+)")  # the module of one encoder layer: BERT's encoder.layer.3
 ENCODER_LAYER = re.compile(r"\.subword_encoder\.(?:\w+\.)*?layers?\.(\d+)\.")  # BERT's encoder.layer.3, others' layers.3
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
 # transformers' schedules that need nothing but warm-up and length (run_ner's choices), and the paper's per-epoch decay
@@ -195,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--lr_scheduler_type", default=None, choices=LR_SCHEDULERS, help="Learning-rate schedule per optimiser step after the warm-up: transformers' get_scheduler ones over --max_train_steps (linear: the default for a pretrained encoder), or 'inverse': lr / (1 + lr_decay * epoch) (the default for cnn-bilstm).")
     training.add_argument("--lr_decay", type=float, default=0.0, help="Per-epoch decay of the 'inverse' schedule: lr / (1 + decay * epoch).")
     training.add_argument("--num_warmup_steps", type=int, default=None, help="Optimiser steps over which the learning rates rise linearly from 0 (default: none for cnn-bilstm, 10%% of the steps for a pretrained encoder).")
+    training.add_argument("--reinit_top_layers", type=int, default=0, help="Pretrained encoder: start its top N layers afresh (BERT's initialisation: normal(0, initializer_range) weights, zero biases, unit LayerNorms) instead of from the checkpoint; default 0.")
+    training.add_argument("--mention_replacement", type=float, default=0.0, help="Augmentation: replace each training mention, with this probability per batch, by a mention of the same type drawn from the training split (Dai and Adel 2020); default 0.")
     training.add_argument("--weight_decay", type=float, default=0.0, help="L2 weight decay, on every parameter.")
     training.add_argument("--max_grad_norm", type=float, default=5.0, help="Gradient norm clipping; 0 disables it.")
     training.add_argument("--per_device_train_batch_size", type=int, default=None, help="Tweets per training batch and process (default 16).")
@@ -357,6 +361,12 @@ def settle_training_args(parser, args) -> None:
     args.layerwise_lr_decay = (0.9 if pretrained else 1.0) if args.layerwise_lr_decay is None else args.layerwise_lr_decay
     if not 0.0 < args.layerwise_lr_decay <= 1.0:
         parser.error(f"--layerwise_lr_decay must be in (0, 1], got {args.layerwise_lr_decay}")
+    if not 0.0 <= args.mention_replacement <= 1.0:
+        parser.error(f"--mention_replacement must be in [0, 1], got {args.mention_replacement}")
+    if args.reinit_top_layers < 0:
+        parser.error(f"--reinit_top_layers must be 0 or more, got {args.reinit_top_layers}")
+    if args.reinit_top_layers and not pretrained:
+        parser.error("--reinit_top_layers re-initialises a pretrained --text_encoder's layers; cnn-bilstm has none")
     if args.num_warmup_steps is not None and args.num_warmup_steps < 0:
         parser.error(f"--num_warmup_steps must be 0 or more, got {args.num_warmup_steps}")
     if args.num_warmup_steps is None:  # a share of the steps, which are known once the data loader is
@@ -486,6 +496,7 @@ def build_model(args, processor, names, train_split) -> AcnForTokenClassificatio
     if config.uses_pretrained_text_encoder:
         logger.info(f"text encoder: {args.text_encoder}", main_process_only=True)
         model.load_text_encoder_weights()
+        reinitialise_top_layers(model, args.reinit_top_layers)
     if args.embeddings:
         matrix, coverage = processor.tokenizer.load_embeddings(args.embeddings, seed=args.seed)
         if matrix.shape[1] != config.word_embedding_dim:
@@ -501,6 +512,26 @@ def build_model(args, processor, names, train_split) -> AcnForTokenClassificatio
         logger.info(f"image backbone {config.vision_backbone}: {vision_weights}", main_process_only=True)
         model.load_vision_weights(None if vision_weights == "imagenet" else vision_weights)
     return model
+
+
+def reinitialise_top_layers(model, count: int) -> None:
+    """--reinit_top_layers: the top `count` layers of the pretrained encoder get BERT's initialisation again."""
+    if not count:
+        return
+    encoder = model.acn.text_encoder.subword_encoder
+    layers = {int(found.group(1)): module for name, module in encoder.named_modules() if (found := LAYER_MODULE.fullmatch(name))}
+    if count > len(layers):
+        raise ValueError(f"--reinit_top_layers {count}: the text encoder has {len(layers)} layers")
+    std = getattr(encoder.config, "initializer_range", 0.02)
+    for index in sorted(layers)[-count:]:
+        for module in layers[index].modules():
+            if isinstance(module, torch.nn.Linear):
+                torch.nn.init.normal_(module.weight, mean=0.0, std=std)
+                torch.nn.init.zeros_(module.bias)
+            elif isinstance(module, torch.nn.LayerNorm):
+                torch.nn.init.ones_(module.weight)
+                torch.nn.init.zeros_(module.bias)
+    logger.info(f"text encoder: top {count} of {len(layers)} layers re-initialised", main_process_only=True)
 
 
 def load_trained_model(args, names) -> AcnForTokenClassification:
@@ -578,7 +609,11 @@ def cached_features_trunk(dataset: str) -> str | None:
 def build_dataloaders(corpus, processor, config, args, process_index: int = 0):
     source = image_source(corpus["train"], config.use_image)
     logger.info(f"images: {source}", main_process_only=True)
-    collator = AcnDataCollator(processor, source, args.max_train_length, args.word_dropout)
+    replacement = None
+    if args.mention_replacement:
+        train_split = corpus["train"]
+        replacement = AcnMentionReplacement(train_split["tokens"], train_split["ner_tags"], config.id2label, args.mention_replacement)
+    collator = AcnDataCollator(processor, source, args.max_train_length, args.word_dropout, replacement)
     train = DataLoader(
         model_rows(corpus["train"], source),
         batch_size=args.per_device_train_batch_size,

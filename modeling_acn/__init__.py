@@ -17,7 +17,7 @@ from .modeling_acn import AcnCrf, AcnForTokenClassification, AcnModel, AcnPreTra
 from .pipeline_acn import AcnPipeline
 from .processing_acn import AcnProcessor
 from .tokenization_acn import AcnEmbeddingCoverage, AcnTokenizer
-from .training_acn import AcnDataCollator, AcnEntityMetrics, AcnViterbiTags
+from .training_acn import AcnDataCollator, AcnEntityMetrics, AcnMentionReplacement, AcnViterbiTags
 
 # Installed locally, the Auto classes know ACN without trust_remote_code; saved folders also carry the code.
 AutoConfig.register(AcnConfig.model_type, AcnConfig, exist_ok=True)
@@ -42,6 +42,7 @@ __all__ = [
     "AcnEntityMetrics",
     "AcnForTokenClassification",
     "AcnImageProcessor",
+    "AcnMentionReplacement",
     "AcnModel",
     "AcnPipeline",
     "AcnPreTrainedModel",

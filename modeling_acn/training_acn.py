@@ -16,6 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
+from seqeval.metrics.sequence_labeling import get_entities
 
 from .configuration_acn import IGNORE_INDEX
 
@@ -39,9 +40,12 @@ class AcnDataCollator:
             word, so leave it None there).
         word_dropout (`float`): training only, replace each word id by `[UNK]` with this probability, so that the
             model learns to tag unknown words from their characters and context.
+        mention_replacement (`AcnMentionReplacement`, *optional*): training only, swap entity mentions for others of
+            their type before the words are indexed.
     """
 
-    def __init__(self, processor, image_source: str, max_length: int | None = None, word_dropout: float = 0.0):
+    def __init__(self, processor, image_source: str, max_length: int | None = None, word_dropout: float = 0.0,
+                 mention_replacement: "AcnMentionReplacement | None" = None):  # fmt: skip
         if image_source not in IMAGE_SOURCES:
             raise ValueError(f"image_source must be 'features', 'pixels' or 'none', got {image_source!r}")
         if not 0.0 <= word_dropout <= 1.0:
@@ -50,6 +54,7 @@ class AcnDataCollator:
         self.image_source = image_source
         self.max_length = max_length
         self.word_dropout = word_dropout
+        self.mention_replacement = mention_replacement
 
     @property
     def unk_id(self) -> int:
@@ -57,6 +62,8 @@ class AcnDataCollator:
 
     def __call__(self, rows: list[Mapping]) -> dict[str, torch.Tensor]:
         self._check_columns(rows[0])
+        if self.mention_replacement is not None:
+            rows = [self.mention_replacement(row) for row in rows]
         batch = dict(
             self.processor(
                 [row["tokens"] for row in rows],
@@ -91,6 +98,55 @@ class AcnDataCollator:
                 f"rows lack the columns {missing} (they have {sorted(row)}); with Trainer, pass "
                 "TrainingArguments(remove_unused_columns=False) so that it keeps the corpus columns"
             )
+
+
+class AcnMentionReplacement:
+    """Training augmentation by mention replacement (Dai and Adel, COLING 2020): each entity mention of a tweet is,
+    with probability `probability`, replaced by a mention of the same type drawn uniformly from the training split's
+    mentions (so frequent mentions come back more often); its tags become `B-type` then `I-type` over the new
+    words. Other words, the image and the other columns are kept. Draws come from torch's global generator, which
+    `examples/train_acn.py` seeds per batch.
+
+    Args:
+        tokens (`list[list[str]]`), ner_tags (`list[list[int]]`): the training split's words and tag ids, whose
+            mentions are drawn.
+        id2label (`dict[int, str]`): tag names of the ids (BIO: `B-PER`, `I-PER`, `O`, ...).
+        probability (`float`): chance of replacing each mention, in [0, 1].
+    """
+
+    def __init__(self, tokens, ner_tags, id2label: Mapping[int, str], probability: float):
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"mention replacement probability must be in [0, 1], got {probability!r}")
+        self.id2label = {int(index): label for index, label in id2label.items()}
+        label2id = {label: index for index, label in self.id2label.items()}
+        self.probability = probability
+        self.mentions: dict[str, list[list[str]]] = {}
+        for words, tags in zip(tokens, ner_tags, strict=True):
+            for kind, start, end in self.spans(tags):
+                self.mentions.setdefault(kind, []).append(list(words[start : end + 1]))
+        missing = sorted(f"{prefix}-{kind}" for kind in self.mentions for prefix in "BI" if f"{prefix}-{kind}" not in label2id)
+        if missing:
+            raise ValueError(f"id2label lacks {missing}, which mention replacement writes (it has {sorted(label2id)})")
+        self.begin = {kind: label2id[f"B-{kind}"] for kind in self.mentions}
+        self.inside = {kind: label2id[f"I-{kind}"] for kind in self.mentions}
+
+    def spans(self, tags) -> list[tuple[str, int, int]]:
+        """(type, first word, last word) of each mention, chunked as seqeval scores them."""
+        return get_entities([self.id2label[int(tag)] for tag in tags])
+
+    def __call__(self, row: Mapping) -> dict:
+        words, tags, done = [], [], 0
+        for kind, start, end in self.spans(row["ner_tags"]):
+            if torch.rand(()) >= self.probability:
+                continue
+            choices = self.mentions[kind]
+            mention = choices[int(torch.randint(len(choices), ()))]
+            words += list(row["tokens"][done:start]) + mention
+            tags += [int(tag) for tag in row["ner_tags"][done:start]] + [self.begin[kind]] + [self.inside[kind]] * (len(mention) - 1)
+            done = end + 1
+        if not done:
+            return row
+        return {**row, "tokens": words + list(row["tokens"][done:]), "ner_tags": tags + [int(tag) for tag in row["ner_tags"][done:]]}
 
 
 class AcnViterbiTags:
@@ -158,4 +214,4 @@ class AcnEntityMetrics:
         return predicted, gold
 
 
-__all__ = ["AcnDataCollator", "AcnEntityMetrics", "AcnViterbiTags"]
+__all__ = ["AcnDataCollator", "AcnEntityMetrics", "AcnViterbiTags", "AcnMentionReplacement"]

@@ -1,0 +1,139 @@
+"""Training recipes of issue 26's study: mention replacement (`--mention_replacement`) checked against the corpus's
+own mentions, and re-initialised top encoder layers (`--reinit_top_layers`) checked weight by weight."""
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+from seqeval.metrics.sequence_labeling import get_entities
+
+from modeling_acn import AcnMentionReplacement
+
+from .corpus_fixtures import write_corpus
+
+NAMES = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
+ID = {name: index for index, name in enumerate(NAMES)}
+TRAIN = [
+    (["Barack", "Obama", "visits", "Paris"], ["B-PER", "I-PER", "O", "B-LOC"]),
+    (["Merkel", "in", "New", "York", "City"], ["B-PER", "O", "B-LOC", "I-LOC", "I-LOC"]),
+    (["the", "UN", "says"], ["O", "B-ORG", "O"]),
+    (["I-LOC", "lone", "inside"], ["O", "O", "I-PER"]),  # an I- without B- is a mention too, as seqeval chunks it
+]
+
+
+def replacement(probability):
+    return AcnMentionReplacement([words for words, _ in TRAIN], [[ID[tag] for tag in tags] for _, tags in TRAIN],
+                                 dict(enumerate(NAMES)), probability)  # fmt: skip
+
+
+def row(words, tags):
+    return {"tokens": words, "ner_tags": [ID[tag] for tag in tags], "image_mask": True}
+
+
+def test_the_bank_holds_every_training_mention_by_type():
+    bank = replacement(1.0).mentions
+    assert bank == {"PER": [["Barack", "Obama"], ["Merkel"], ["inside"]], "LOC": [["Paris"], ["New", "York", "City"]], "ORG": [["UN"]]}
+
+
+def test_every_mention_is_replaced_by_one_of_its_type_and_the_rest_is_kept():
+    augment = replacement(1.0)
+    bank = augment.mentions
+    torch.manual_seed(0)
+    source = row(["RT", "Obama", "and", "Merkel", "meet", "at", "the", "UN", "in", "Paris"],
+                 ["O", "B-PER", "O", "B-PER", "O", "O", "O", "B-ORG", "O", "B-LOC"])  # fmt: skip
+    drawn = Counter()
+    for _ in range(200):
+        out = augment(source)
+        tags = [NAMES[tag] for tag in out["ner_tags"]]
+        assert len(tags) == len(out["tokens"])
+        spans = get_entities(tags)
+        assert [kind for kind, _, _ in spans] == ["PER", "PER", "ORG", "LOC"]  # the same types, in order
+        for kind, start, end in spans:  # brute force: each new mention is a training mention of its type, B- then I-
+            assert out["tokens"][start : end + 1] in bank[kind]
+            assert tags[start : end + 1] == [f"B-{kind}"] + [f"I-{kind}"] * (end - start)
+            drawn[(kind, " ".join(out["tokens"][start : end + 1]))] += 1
+        outside = [word for index, word in enumerate(out["tokens"]) if tags[index] == "O"]
+        assert outside == ["RT", "and", "meet", "at", "the", "in"]
+        assert out["image_mask"] is True
+    assert {mention for kind, mention in drawn if kind == "PER"} == {"Barack Obama", "Merkel", "inside"}
+    assert {mention for kind, mention in drawn if kind == "LOC"} == {"Paris", "New York City"}
+    assert source["tokens"][1] == "Obama"  # the row itself is not changed
+
+
+def test_each_mention_is_replaced_with_the_given_probability():
+    augment = replacement(0.3)
+    torch.manual_seed(1)
+    source = row(["Obama"], ["B-PER"])
+    changed = sum(augment(source)["tokens"] != ["Obama"] for _ in range(3000))
+    # a replacement draws Obama's own mention with probability 0; each draw changes the row with 0.3
+    assert 0.3 * 3000 - 4 * (3000 * 0.3 * 0.7) ** 0.5 < changed < 0.3 * 3000 + 4 * (3000 * 0.3 * 0.7) ** 0.5
+    assert replacement(0.0)(source) is source
+
+
+def test_bad_settings_are_refused_with_the_value():
+    with pytest.raises(ValueError, match="in \\[0, 1\\], got 1.5"):
+        replacement(1.5)
+    with pytest.raises(ValueError, match=r"lacks \['I-LOC'\]"):
+        AcnMentionReplacement([["Paris"]], [[1]], {0: "O", 1: "B-LOC"}, 0.5)
+
+
+def test_a_run_with_mention_replacement_trains_and_names_it_on_the_card(tiny_bert, tmp_path):
+    from acn_mner import train as train_acn
+
+    tweets = [(str(index), [("Obama", "B-PER"), ("visits", "O"), ("Paris", "B-LOC")]) for index in range(3)]
+    tweets += [("9", [("Angela", "B-PER"), ("Merkel", "I-PER"), ("in", "O"), ("Berlin", "B-LOC")])]
+    corpus = write_corpus(tmp_path / "corpus", {"train": tweets, "validation": tweets, "test": tweets})
+    output = tmp_path / "out"
+    train_acn.main(["--dataset", str(corpus), "--output_dir", str(output), "--text_encoder", str(tiny_bert),
+                    "--num_train_epochs", "1", "--per_device_train_batch_size", "2", "--mention_replacement", "0.5"])  # fmt: skip
+    assert 0 <= json.loads((output / "all_results.json").read_text())["test_overall_f1"] <= 1
+    assert "mention replacement 0.5" in (output / "model_card.md").read_text()
+
+
+def three_layer_model(tiny_bert):
+    from transformers import AutoConfig
+
+    from modeling_acn import AcnConfig, AcnForTokenClassification
+
+    from .encoder_fixtures import make_processor
+
+    tokenizer = make_processor(tiny_bert).tokenizer
+    three_layers = {**AutoConfig.from_pretrained(tiny_bert).to_dict(), "num_hidden_layers": 3}
+    config = AcnConfig(text_encoder=str(tiny_bert), text_config=three_layers, text_encoder_window=tokenizer.subword_window,
+                       vocab_size=len(tokenizer), char_vocab_size=tokenizer.char_vocab_size, char_num_filters=4)  # fmt: skip
+    return AcnForTokenClassification(config)
+
+
+def test_reinit_changes_exactly_the_top_layers_to_bert_initialisation(tiny_bert):
+    from acn_mner.train import reinitialise_top_layers
+
+    model = three_layer_model(tiny_bert)
+    with torch.no_grad():  # pretrained-looking weights: far from BERT's initialisation
+        for parameter in model.parameters():
+            parameter.fill_(3.0)
+    before = {name: parameter.clone() for name, parameter in model.named_parameters()}
+    torch.manual_seed(0)
+    reinitialise_top_layers(model, 2)
+    std = model.config.text_config.initializer_range
+    for name, parameter in model.named_parameters():
+        top = ".subword_encoder.encoder.layer.1." in name or ".subword_encoder.encoder.layer.2." in name
+        if not top:
+            assert torch.equal(parameter, before[name]), name
+        elif "LayerNorm.weight" in name:
+            assert torch.equal(parameter, torch.ones_like(parameter)), name
+        elif name.endswith("bias"):
+            assert torch.equal(parameter, torch.zeros_like(parameter)), name
+        else:  # a linear weight drawn from normal(0, std)
+            assert parameter.mean().abs() < 4 * std / parameter.numel() ** 0.5 + 1e-3, name
+            assert parameter.std().item() == pytest.approx(std, rel=0.35), name
+    with pytest.raises(ValueError, match="--reinit_top_layers 4: the text encoder has 3 layers"):
+        reinitialise_top_layers(model, 4)
+
+
+def test_reinit_is_refused_without_a_pretrained_encoder(tmp_path, capsys):
+    from acn_mner import train as train_acn
+
+    with pytest.raises(SystemExit):
+        train_acn.main(["--dataset", str(tmp_path), "--output_dir", str(tmp_path / "out"), "--reinit_top_layers", "1"])
+    assert "cnn-bilstm has none" in capsys.readouterr().err
