@@ -105,8 +105,13 @@ def decode_lines(path: Path) -> list[str]:
 
 def split_blocks(lines: list[str]):
     """Yield ``(first_line_number, lines)`` for each run of non-blank lines (one tweet each)."""
+    return numbered_blocks(enumerate(lines, start=1))
+
+
+def numbered_blocks(lines):
+    """`split_blocks` of ``(line number, line)`` pairs."""
     block, start = [], 0
-    for number, line in enumerate(lines, start=1):
+    for number, line in lines:
         if line.strip():
             start = start if block else number
             block.append(line)

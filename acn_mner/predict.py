@@ -17,10 +17,10 @@ tweets it holds, matched by image id.
 Streaming: rows are read lazily a batch at a time; images are decoded and preprocessed in ``--num_workers``
 worker processes (each prepares every n-th batch; by default 2 when the model runs on a GPU, none on a CPU, where
 the model needs the cores); the model runs in the main process; each tagged batch is written at once. Memory does
-not grow with the number of rows. With several readers (workers or processes) a JSONL input is first indexed in
-one pass over its lines (no decoding, no JSON: where each batch starts, 16 bytes per batch in a temporary file),
-and each reader then reads only the byte ranges of its own batches; a CSV (whose quoted fields may span lines) or
-corpus input is read whole by every reader, which prepares only its own batches. Under
+not grow with the number of rows. With several readers (workers or processes) the input is first indexed in one
+pass (where each batch starts, 16 bytes per batch in a temporary file: for JSONL a scan of its lines without
+decoding or JSON, for CSV, whose quoted fields may span lines, and the corpus layout a parse), and each reader then
+reads only the byte ranges of its own batches. Under
 ``accelerate launch --num_processes N`` each process tags every N-th batch on its own device into a part file,
 and the first process merges the parts, by row, into the output.
 """
@@ -34,8 +34,9 @@ import os
 import struct
 import sys
 import tempfile
-from contextlib import contextmanager
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
@@ -62,7 +63,7 @@ from modeling_acn.pipeline_acn import as_image_features
 
 from .atomic import atomic_path, create_exclusive, refuse_overwriting_inputs, temporary_name
 from .command_line import one_line_errors
-from .corpus import CorpusFormatError, image_path, parse_tweet, split_blocks
+from .corpus import CorpusFormatError, Tweet, image_path, numbered_blocks, parse_tweet
 from .feature_cache import FeatureCache
 
 logger = logging.getLogger(__name__)
@@ -150,11 +151,19 @@ def read_rows(path: Path, image_dir: Path | None) -> Iterator[Row]:
     A file whose rows cannot be told apart (bytes that are not UTF-8, a CSV quote left open) raises a `ValueError`
     naming ``file:line`` when the reading gets there; an unknown extension raises at once.
     """
-    found = input_format(path)
+    return rows_of_lines(input_format(path), path, text_lines(path), image_dir)
+
+
+def rows_of_lines(found: str, path: Path, lines: Iterator[tuple[int, str]], image_dir: Path | None,
+                  first_index: int = 0, columns: list[str] | None = None) -> Iterator[Row]:  # fmt: skip
+    """Rows of `lines` (numbered, as `text_lines` gives them) of a file in format `found`: the whole file, or a run
+    of whole rows starting at row `first_index`, whose CSV header (`columns`) was read elsewhere."""
     if found == "conll":
-        return read_corpus_rows(path, image_dir)
+        return read_corpus_rows(path, image_dir, lines, first_index)
     base = image_dir or path.parent
-    return read_jsonl_rows(path, base) if found == "jsonl" else read_csv_rows(path, base)
+    if found == "jsonl":
+        return read_jsonl_rows(path, base, lines, first_index)
+    return read_csv_rows(path, base, lines, first_index, columns)
 
 
 def text_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -176,9 +185,18 @@ def decode_line(path: Path, number: int, data: bytes) -> str:
     return line.removeprefix("\ufeff") if number == 1 else line
 
 
-def read_jsonl_rows(path: Path, image_base: Path) -> Iterator[Row]:
-    index = 0
-    for number, line in text_lines(path):
+def range_lines(path: Path, data: bytes, first: int) -> Iterator[tuple[int, str]]:
+    """`text_lines` of a byte range of `path` that starts at line `first`: lines end at "\\n" and keep it."""
+    pieces = data.split(b"\n")
+    for number, piece in enumerate(pieces[:-1], start=first):
+        yield number, decode_line(path, number, piece + b"\n")
+    if pieces[-1]:  # the file's last line, without a newline
+        yield first + len(pieces) - 1, decode_line(path, first + len(pieces) - 1, pieces[-1])
+
+
+def read_jsonl_rows(path: Path, image_base: Path, lines: Iterator[tuple[int, str]], first_index: int = 0) -> Iterator[Row]:
+    index = first_index
+    for number, line in lines:
         if line.strip(JSON_WHITESPACE):  # blank lines (JSON's whitespace only) are not rows
             yield jsonl_row(index, line, f"{path}:{number}", image_base)
             index += 1
@@ -203,17 +221,13 @@ def refuse_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
-def read_csv_rows(path: Path, image_base: Path) -> Iterator[Row]:
-    """Rows of a CSV with a header; strict quoting, so an unterminated quote fails instead of swallowing rows."""
-    records = csv_records(path)
-    header = next(records, None)
-    if header is None or "text" not in header[1]:
-        raise ValueError(f"{path}:1: a CSV input needs a 'text' column, got columns {None if header is None else header[1]}")
-    columns = header[1]
-    duplicates = sorted({name for name in columns if columns.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"{path}:{header[0]}: duplicate columns {duplicates}")
-    for index, (line, values) in enumerate(records):
+def read_csv_rows(path: Path, image_base: Path, lines: Iterator[tuple[int, str]], first_index: int = 0,
+                  columns: list[str] | None = None) -> Iterator[Row]:  # fmt: skip
+    """Rows of a CSV with a header (read from `lines` unless `columns` are given); strict quoting, so an
+    unterminated quote fails instead of swallowing rows."""
+    records = csv_records(path, lines)
+    columns = columns or csv_columns(path, next(records, None))
+    for index, (line, values) in enumerate(records, start=first_index):
         location = f"{path}:{line}"
         if len(values) > len(columns):
             error = f"{location}: {len(values)} fields, but the header has {len(columns)} (an unquoted comma?)"
@@ -222,20 +236,38 @@ def read_csv_rows(path: Path, image_base: Path) -> Iterator[Row]:
             yield record_row(index, location, dict(zip(columns, values)), image_base)
 
 
-def csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """Yield ``(first line, fields)`` per CSV record, blank lines skipped; a `ValueError` naming the record's
-    first line when the quoting is broken."""
-    reader = csv.reader((line for _, line in text_lines(path)), strict=True)
+def csv_columns(path: Path, header: tuple[int, list[str]] | None) -> list[str]:
+    """The column names of a CSV's first record, which must name a `text` column, each name once."""
+    if header is None or "text" not in header[1]:
+        raise ValueError(f"{path}:1: a CSV input needs a 'text' column, got columns {None if header is None else header[1]}")
+    columns = header[1]
+    duplicates = sorted({name for name in columns if columns.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"{path}:{header[0]}: duplicate columns {duplicates}")
+    return columns
+
+
+def csv_records(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, list[str]]]:
+    """Yield ``(first line, fields)`` per CSV record of `lines`, blank lines skipped; a `ValueError` naming the
+    record's first line when the quoting is broken."""
+    numbers = []  # of the lines the reader took for the record being read
+
+    def texts():
+        for number, line in lines:
+            numbers.append(number)
+            yield line
+
+    reader = csv.reader(texts(), strict=True)
     while True:
-        start = reader.line_num + 1
+        numbers.clear()
         try:
             values = next(reader)
         except StopIteration:
             return
         except csv.Error as error:
-            raise ValueError(f"{path}:{start}: malformed CSV record ({error}; an unterminated quote?)") from None
+            raise ValueError(f"{path}:{numbers[0]}: malformed CSV record ({error}; an unterminated quote?)") from None
         if values:
-            yield start, values
+            yield numbers[0], values
 
 
 def record_row(index: int, location: str, record: dict, image_base: Path) -> Row:
@@ -252,12 +284,9 @@ def record_row(index: int, location: str, record: dict, image_base: Path) -> Row
     return Row(index, location, record, text=text, image=image, image_id=image_id)
 
 
-def read_corpus_rows(path: Path, image_dir: Path | None) -> Iterator[Row]:
+def read_corpus_rows(path: Path, image_dir: Path | None, lines: Iterator[tuple[int, str]], first_index: int = 0) -> Iterator[Row]:
     """Rows of a corpus file, a tweet block at a time; a format error stops the reading with its ``file:line``."""
-    lines = (line.removesuffix("\n").rstrip("\r") for _, line in text_lines(path))
-    index = -1
-    for index, (start, block) in enumerate(split_blocks(lines)):
-        tweet = parse_tweet(path, start, block)
+    for index, tweet in enumerate(corpus_tweets(path, lines), start=first_index):
         location = f"{path}:{tweet.line}"
         source = {"image_id": tweet.image_id, "text": " ".join(tweet.tokens)}
         image = None if image_dir is None else image_path(image_dir, tweet.image_id)
@@ -265,7 +294,16 @@ def read_corpus_rows(path: Path, image_dir: Path | None) -> Iterator[Row]:
         if image_dir is not None and image is None:
             error = f"{location}: image id {tweet.image_id!r} is not a plain file name"
         yield Row(index, location, source, text=tweet.tokens, image=image, image_id=tweet.image_id, error=error)
-    if index < 0:
+
+
+def corpus_tweets(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[Tweet]:
+    """Tweets of `lines` in the corpus layout; a format error (or no tweet at all) raises `CorpusFormatError`
+    naming ``file:line``."""
+    empty = True
+    for start, block in numbered_blocks((number, line.removesuffix("\n").rstrip("\r")) for number, line in lines):
+        empty = False
+        yield parse_tweet(path, start, block)
+    if empty:
         raise CorpusFormatError(f"{path}:1: file is empty")
 
 
@@ -293,24 +331,49 @@ def row_batches(path: Path, image_dir: Path | None, batch_size: int) -> Iterator
         yield batch
 
 
-class JsonlBatchIndex:
-    """Where each batch of a JSONL file starts (the byte offset and line number of its first row), so that a reader
+class OffsetLines:
+    """`text_lines` of a file that remembers where its recent lines start, for an index pass."""
+
+    def __init__(self, path: Path):
+        self.path, self.end, self._starts = path, 0, deque()
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        with open(self.path, "rb") as file:
+            for number, data in enumerate(file, start=1):
+                self._starts.append((number, self.end))
+                self.end += len(data)
+                yield number, decode_line(self.path, number, data)
+
+    def offset(self, number: int) -> int:
+        """Byte offset of line `number`, read already; the lines before it are forgotten."""
+        while self._starts[0][0] < number:
+            self._starts.popleft()
+        return self._starts[0][1]
+
+
+class BatchIndex:
+    """Where each batch of an input file starts (the byte offset and line number of its first row), so that a reader
     reads only its own batches' bytes.
 
-    Built by one pass over the file's lines in binary (no decoding, no JSON), the same rows as `read_jsonl_rows`
-    (a line of JSON whitespace only is blank); kept as 16 bytes per batch in a temporary file, not in memory, and
-    read back by position. Use it as a context manager: the temporary file goes when the block ends.
+    Built by one pass over the file: for JSONL, its lines in binary (no decoding, no JSON), the same rows as
+    `read_jsonl_rows` (a line of JSON whitespace only is blank); for CSV (whose quoted fields may span lines) and the
+    corpus layout, the sequential reader's parse, once. Where that parse stops (bytes that are not UTF-8, a broken
+    quote or tweet), the batch it stops in becomes an `InputError`, as reading the whole file gives. Kept as 16 bytes
+    per batch in a temporary file, not in memory, and read back by position. Use it as a context manager: the
+    temporary file goes when the block ends.
     """
 
     RECORD = struct.Struct("<qq")  # byte offset, line number (from 1) of a batch's first row
 
     def __init__(self, path: Path, batch_size: int):
-        self.path, self.batch_size = path, batch_size
+        self.path, self.batch_size, self.format = path, batch_size, input_format(path)
+        self.columns: list[str] | None = None  # a CSV's header
+        self.error: str | None = None  # where the index pass stopped: the last batch is this error
         self._file = tempfile.NamedTemporaryFile(prefix="acn-predict-index-", suffix=".bin")
-        self.num_batches = self._write(self._file)
+        self.num_batches = self._write_jsonl(self._file) if self.format == "jsonl" else self._write_parsed(self._file)
         self._file.flush()
 
-    def _write(self, out) -> int:
+    def _write_jsonl(self, out) -> int:
         rows, offset, pending = 0, 0, bytearray()
         with open(self.path, "rb") as file:
             for number, data in enumerate(file, start=1):
@@ -326,43 +389,69 @@ class JsonlBatchIndex:
         out.write(pending)
         return -(-rows // self.batch_size)
 
-    def __enter__(self) -> "JsonlBatchIndex":
+    def _write_parsed(self, out) -> int:
+        lines, rows, pending = OffsetLines(self.path), 0, bytearray()
+        end = (0, 1)  # (byte offset, line number) after the last whole row
+        try:
+            if self.format == "csv":
+                records = csv_records(self.path, iter(lines))
+                self.columns = csv_columns(self.path, next(records, None))
+                starts = (start for start, _ in records)
+            else:
+                starts = (tweet.line for tweet in corpus_tweets(self.path, iter(lines)))
+            for start in starts:
+                if rows % self.batch_size == 0:
+                    pending += self.RECORD.pack(lines.offset(start), start)
+                rows += 1
+                end = (lines.end, 0)
+                if len(pending) >= 1 << 16:
+                    out.write(pending)
+                    pending.clear()
+        except ValueError as error:
+            self.error = str(error)
+            if rows % self.batch_size == 0:  # the bad row starts a batch: it ends the one before
+                pending += self.RECORD.pack(*end)
+            rows = rows - rows % self.batch_size + self.batch_size
+        out.write(pending)
+        return -(-rows // self.batch_size)
+
+    def __enter__(self) -> "BatchIndex":
         return self
 
     def __exit__(self, *exc_info) -> None:
         self._file.close()
 
     def __getstate__(self) -> dict:  # a worker started by spawn reopens the index by name
-        return {"path": self.path, "batch_size": self.batch_size, "num_batches": self.num_batches, "index_name": self._file.name}
+        state = {name: getattr(self, name) for name in ("path", "batch_size", "format", "columns", "error", "num_batches")}
+        return {**state, "index_name": self._file.name}
 
     def __setstate__(self, state: dict) -> None:
-        self.path, self.batch_size, self.num_batches = state["path"], state["batch_size"], state["num_batches"]
+        self.__dict__.update({name: value for name, value in state.items() if name != "index_name"})
         self._file = open(state["index_name"], "rb")  # noqa: SIM115 (closed with the dataset's worker)
 
     def start(self, batch: int) -> tuple[int, int]:
         """(byte offset, line number) of batch `batch`'s first row."""
         return self.RECORD.unpack(os.pread(self._file.fileno(), self.RECORD.size, batch * self.RECORD.size))
 
-    def batches(self, reader: int, readers: int, image_base: Path) -> Iterator[list[Row] | InputError]:
+    def batches(self, reader: int, readers: int, image_dir: Path | None) -> Iterator[list[Row] | InputError]:
         """Batches `reader`, `reader + readers`, ... of the file, each read as its own byte range (from its first
-        row to the next batch's, or to the end of the file); an `InputError` (and the end) where a line of them is
-        not UTF-8."""
+        row to the next batch's, or to the end of the file); an `InputError` (and the end) where the rows of a batch
+        cannot be read, or where the index pass stopped."""
         with open(self.path, "rb") as file:
             size = os.fstat(file.fileno()).st_size
             for batch in range(reader, self.num_batches, readers):
+                if self.error is not None and batch == self.num_batches - 1:
+                    yield InputError(self.error)
+                    return
                 offset, number = self.start(batch)
                 end = self.start(batch + 1)[0] if batch + 1 < self.num_batches else size
-                rows, index = [], batch * self.batch_size
-                for data in os.pread(file.fileno(), end - offset, offset).split(b"\n"):  # "\n" only, as a file's lines
-                    try:
-                        line = decode_line(self.path, number, data)
-                    except ValueError as error:
-                        yield InputError(str(error))
-                        return
-                    if line.strip(JSON_WHITESPACE):
-                        rows.append(jsonl_row(index + len(rows), line, f"{self.path}:{number}", image_base))
-                    number += 1
-                yield rows
+                data = os.pread(file.fileno(), end - offset, offset)
+                try:
+                    yield list(rows_of_lines(self.format, self.path, range_lines(self.path, data, number), image_dir,
+                                             batch * self.batch_size, self.columns))  # fmt: skip
+                except ValueError as error:
+                    yield InputError(str(error))
+                    return
 
 
 # --- images ------------------------------------------------------------------------------------
@@ -493,22 +582,22 @@ class PreparedBatches(IterableDataset):
 
     Every reader (one per worker process of each of `num_processes` processes) prepares every `readers`-th batch:
     process `rank`'s batches are `rank, rank + num_processes, ...`, and its workers take those in turn, which is the
-    order in which the `DataLoader` hands their batches back. Inside `indexed`, a JSONL input's readers read only
-    their own batches' bytes (`JsonlBatchIndex`); otherwise each reader reads the whole file.
+    order in which the `DataLoader` hands their batches back. Inside `indexed`, the readers read only their own
+    batches' bytes (`BatchIndex`); otherwise each reader reads the whole file.
     """
 
     def __init__(self, tagger: RowTagger, path: Path, image_dir: Path | None, batch_size: int, rank=0, num_processes=1):
         self.tagger, self.path, self.image_dir, self.batch_size = tagger, path, image_dir, batch_size
         self.rank, self.num_processes = rank, num_processes
-        self.index: JsonlBatchIndex | None = None
+        self.index: BatchIndex | None = None
 
     @contextmanager
     def indexed(self, num_workers: int) -> Iterator["PreparedBatches"]:
-        """Within the block, a JSONL input read by more than one reader is read through its batch index."""
-        if self.num_processes * max(num_workers, 1) == 1 or input_format(self.path) != "jsonl":
+        """Within the block, an input read by more than one reader is read through its batch index."""
+        if self.num_processes * max(num_workers, 1) == 1:
             yield self
             return
-        with JsonlBatchIndex(self.path, self.batch_size) as self.index:
+        with BatchIndex(self.path, self.batch_size) as self.index:
             try:
                 yield self
             finally:
@@ -519,7 +608,7 @@ class PreparedBatches(IterableDataset):
         worker_id, num_workers = (0, 1) if worker is None else (worker.id, worker.num_workers)
         readers, reader = self.num_processes * num_workers, self.rank + self.num_processes * worker_id
         if self.index is not None:
-            batches = self.index.batches(reader, readers, self.image_dir or self.path.parent)
+            batches = self.index.batches(reader, readers, self.image_dir)
         else:
             everyone = enumerate(row_batches(self.path, self.image_dir, self.batch_size))
             batches = (batch for number, batch in everyone if isinstance(batch, InputError) or number % readers == reader)

@@ -1,15 +1,16 @@
-"""acn-predict's readers on a large JSONL input: each worker reading the whole file against byte ranges.
+"""acn-predict's readers on a large JSONL or CSV input: each worker reading the whole file against byte ranges.
 
-    python benchmarks/predict_reading.py [--sizes_mb 256 512 1024] [--workers 2] [--batch_size 8]
-        [--output outputs/benchmarks/predict_reading.json] [--data_dir ../shared/data/twitter2015]
+    python benchmarks/predict_reading.py [--sizes_mb 256 512 1024] [--formats jsonl csv] [--workers 2]
+        [--batch_size 8] [--output outputs/benchmarks/predict_reading.json] [--data_dir ../shared/data/twitter2015]
 
 Measures the readers' own work, without a model: acn-predict's `PreparedBatches` under a `DataLoader` with
 `--workers` worker processes, whose preparation only counts the rows (tagging throughput, which does not depend on
 how rows are read, is in docs/serving.md). Two schemes: "whole" (every worker reads and parses the whole file and
 keeps every n-th batch: acn-predict before byte ranges) and "ranges" (one pass of the main process indexes where
-each batch starts, then each worker reads only its batches' bytes: acn-predict now). The inputs are JSONL files of
-the given sizes, made of Twitter-2015 tweets when the corpus is there (else generated words), each row
-``{"id", "text", "image": null}``, written once under the output's folder and removed at the end. Every
+each batch starts, then each worker reads only its batches' bytes: acn-predict now; for CSV the index pass parses
+the file once). The inputs are JSONL and CSV files of the given sizes, made of Twitter-2015 tweets when the corpus
+is there (else generated words), each row ``{"id", "text", "image": null}`` (CSV: columns id, text, image, the
+image empty), written once under the output's folder and removed at the end. Every
 configuration runs in a fresh process; per worker it reports rows, CPU seconds, bytes read (`rchar` of /proc/<pid>/io, which
 counts the bytes of read calls) as a share of the file, rows/s and peak resident memory (getrusage), and the main
 process's peak resident memory and index time.
@@ -39,6 +40,7 @@ SCHEMES = ("whole", "ranges")
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes_mb", type=int, nargs="+", default=[256, 512, 1024], help="Input sizes in MiB.")
+    parser.add_argument("--formats", nargs="+", choices=["jsonl", "csv"], default=["jsonl"], help="Input formats to measure.")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (acn-predict --num_workers).")
     parser.add_argument("--batch_size", type=int, default=8, help="Rows per batch (acn-predict's default).")
     parser.add_argument("--data_dir", default=str(ROOT.parent / "shared" / "data" / "twitter2015"), help="Tweets to repeat.")
@@ -95,7 +97,7 @@ def run_one(scheme: str, path: Path, workers: int, batch_size: int) -> dict:
     seconds = time.perf_counter() - started
     size = path.stat().st_size
     return {
-        "scheme": scheme, "file_mib": size / 2**20, "rows": rows, "workers": workers, "seconds": seconds,
+        "format": path.suffix[1:], "scheme": scheme, "file_mib": size / 2**20, "rows": rows, "workers": workers, "seconds": seconds,
         "index_seconds": index_seconds, "main_peak_rss_mib": peak_rss_mib(),
         "per_worker": [
             {"rows": seen["rows"], "rows_per_second": seen["rows"] / seconds, "bytes_read_share": seen["bytes"] / size,
@@ -130,11 +132,17 @@ def tweet_texts(data_dir: Path) -> list[str]:
 
 
 def write_input(path: Path, mib: int, texts: list[str]) -> Path:
-    """A JSONL file of about `mib` MiB: the tweets over and over, one row per line."""
+    """A JSONL or CSV file (by `path`'s suffix) of about `mib` MiB: the tweets over and over, one row per line."""
     target, written, number = mib * 2**20, 0, 0
-    with open(path, "w", encoding="utf-8") as out:
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        if path.suffix == ".csv":
+            out.write("id,text,image\n")
         while written < target:
-            line = json.dumps({"id": f"tweet-{number}", "text": texts[number % len(texts)], "image": None}) + "\n"
+            if path.suffix == ".csv":
+                text = texts[number % len(texts)]
+                line = f'tweet-{number},"{text.replace(chr(34), chr(34) * 2)}",\n'
+            else:
+                line = json.dumps({"id": f"tweet-{number}", "text": texts[number % len(texts)], "image": None}) + "\n"
             out.write(line)
             written += len(line.encode("utf-8"))
             number += 1
@@ -143,13 +151,13 @@ def write_input(path: Path, mib: int, texts: list[str]) -> Path:
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| input | scheme | rows | seconds | index s | rows/s per worker | CPU s per worker | bytes read per worker (share of file) | main peak RSS MiB | worker peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| input | format | scheme | rows | seconds | index s | rows/s per worker | CPU s per worker | bytes read per worker (share of file) | main peak RSS MiB | worker peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         workers = result["per_worker"]
         lines.append(
-            f"| {result['file_mib']:.0f} MiB | {result['scheme']} | {result['rows']:,} | {result['seconds']:.1f} | "
+            f"| {result['file_mib']:.0f} MiB | {result.get('format', 'jsonl')} | {result['scheme']} | {result['rows']:,} | {result['seconds']:.1f} | "
             f"{result['index_seconds']:.1f} | {' / '.join(format(worker['rows_per_second'], ',.0f') for worker in workers)} | "
             f"{' / '.join(format(worker['cpu_seconds'], '.1f') for worker in workers)} | "
             f"{' / '.join(format(worker['bytes_read_share'], '.2f') for worker in workers)} | {result['main_peak_rss_mib']:.0f} | "
@@ -167,8 +175,8 @@ def main(argv=None):
     output.parent.mkdir(parents=True, exist_ok=True)
     texts = tweet_texts(Path(args.data_dir))
     results = []
-    for mib in args.sizes_mb:
-        path = output.parent / f".predict_reading_{mib}mib.jsonl"  # made here, removed below
+    for mib, suffix in ((mib, suffix) for mib in args.sizes_mb for suffix in args.formats):
+        path = output.parent / f".predict_reading_{mib}mib.{suffix}"  # made here, removed below
         write_input(path, mib, texts)
         try:
             for scheme in SCHEMES:
