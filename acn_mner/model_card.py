@@ -142,6 +142,7 @@ def card_data(args, results: dict) -> ModelCardData:
     )
 
 
+OPTIONAL_SETTINGS = {"reinit_top_layers", "mention_replacement", "fgm_epsilon", "rdrop_alpha"}  # shown when switched on
 RECIPE_SETTINGS = (  # (flag, what the card calls it); shown when the run had it
     ("optimizer", "optimizer"),
     ("learning_rate", "learning rate"),
@@ -156,6 +157,8 @@ RECIPE_SETTINGS = (  # (flag, what the card calls it); shown when the run had it
     ("word_dropout", "word dropout"),
     ("reinit_top_layers", "top encoder layers re-initialised"),
     ("mention_replacement", "mention replacement"),
+    ("fgm_epsilon", "FGM epsilon"),
+    ("rdrop_alpha", "R-Drop alpha"),
     ("average_last_epochs", "last epochs averaged at most"),
 )
 
@@ -165,7 +168,8 @@ def recipe(args, kept: str | None = None) -> str:
     pretrained = args.text_encoder != PAPER_TEXT_ENCODER
     parts = [
         f"{label} {getattr(args, name)}" for name, label in RECIPE_SETTINGS
-        if hasattr(args, name) and (pretrained or name not in ("encoder_learning_rate", "layerwise_lr_decay", "reinit_top_layers"))
+        if hasattr(args, name) and (pretrained or name not in ("encoder_learning_rate", "layerwise_lr_decay"))
+        and (getattr(args, name) or name not in OPTIONAL_SETTINGS)
     ]  # fmt: skip
     return ", ".join(parts) + (f"; kept: {kept}" if kept else "")
 

@@ -96,6 +96,7 @@ from .feature_cache import (
     read_vision_settings,
 )
 from .model_card import base_model, hub_dataset_id, write_model_card
+from .regularization import FgmPerturbation, rdrop_loss
 
 logger = get_logger(__name__)
 
@@ -199,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--num_warmup_steps", type=int, default=None, help="Optimiser steps over which the learning rates rise linearly from 0 (default: none for cnn-bilstm, 10%% of the steps for a pretrained encoder).")
     training.add_argument("--reinit_top_layers", type=int, default=0, help="Pretrained encoder: start its top N layers afresh (BERT's initialisation: normal(0, initializer_range) weights, zero biases, unit LayerNorms) instead of from the checkpoint; default 0.")
     training.add_argument("--mention_replacement", type=float, default=0.0, help="Augmentation: replace each training mention, with this probability per batch, by a mention of the same type drawn from the training split (Dai and Adel 2020); default 0.")
+    training.add_argument("--fgm_epsilon", type=float, default=0.0, help="Adversarial training (FGM): after each backward pass, move the word embeddings by this L2 norm along their gradient, add the gradient of a second pass there, and move them back; 0 (default): off.")
+    training.add_argument("--rdrop_alpha", type=float, default=0.0, help="R-Drop: run each batch twice (two dropout masks) and add this times the symmetric KL divergence between the two runs' tag distributions to their mean loss; 0 (default): off.")
     training.add_argument("--weight_decay", type=float, default=0.0, help="L2 weight decay, on every parameter.")
     training.add_argument("--max_grad_norm", type=float, default=5.0, help="Gradient norm clipping; 0 disables it.")
     training.add_argument("--per_device_train_batch_size", type=int, default=None, help="Tweets per training batch and process (default 16).")
@@ -361,6 +364,9 @@ def settle_training_args(parser, args) -> None:
     args.layerwise_lr_decay = (0.9 if pretrained else 1.0) if args.layerwise_lr_decay is None else args.layerwise_lr_decay
     if not 0.0 < args.layerwise_lr_decay <= 1.0:
         parser.error(f"--layerwise_lr_decay must be in (0, 1], got {args.layerwise_lr_decay}")
+    for name in ("fgm_epsilon", "rdrop_alpha"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must be 0 or more, got {getattr(args, name)}")
     if not 0.0 <= args.mention_replacement <= 1.0:
         parser.error(f"--mention_replacement must be in [0, 1], got {args.mention_replacement}")
     if args.reinit_top_layers < 0:
@@ -727,10 +733,14 @@ def train_epoch(accelerator, model, loader, optimizer, scheduler, args, state, o
     progress = tqdm(batches, desc=f"epoch {state.epoch + 1}", initial=state.epoch_batches, total=len(loader),
                     disable=not accelerator.is_local_main_process, leave=False)  # fmt: skip
     total, count = 0.0, 0
+    fgm = FgmPerturbation(accelerator.unwrap_model(model).get_input_embeddings(), args.fgm_epsilon) if args.fgm_epsilon else None
     for batch in progress:
         with accelerator.accumulate(model):
-            loss = model(**batch).loss
+            loss = rdrop_loss(model, batch, args.rdrop_alpha) if args.rdrop_alpha else model(**batch).loss
             accelerator.backward(loss)
+            if fgm is not None and fgm.perturb():  # the adversarial pass adds its gradient, then the embeddings go back
+                accelerator.backward(model(**batch).loss)
+                fgm.restore()
             stepped = accelerator.sync_gradients
             if args.max_grad_norm and stepped:
                 accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)

@@ -78,7 +78,7 @@ def test_bad_settings_are_refused_with_the_value():
         AcnMentionReplacement([["Paris"]], [[1]], {0: "O", 1: "B-LOC"}, 0.5)
 
 
-def test_a_run_with_mention_replacement_trains_and_names_it_on_the_card(tiny_bert, tmp_path):
+def test_a_run_with_every_recipe_flag_trains_and_names_them_on_the_card(tiny_bert, tmp_path):
     from acn_mner import train as train_acn
 
     tweets = [(str(index), [("Obama", "B-PER"), ("visits", "O"), ("Paris", "B-LOC")]) for index in range(3)]
@@ -86,9 +86,16 @@ def test_a_run_with_mention_replacement_trains_and_names_it_on_the_card(tiny_ber
     corpus = write_corpus(tmp_path / "corpus", {"train": tweets, "validation": tweets, "test": tweets})
     output = tmp_path / "out"
     train_acn.main(["--dataset", str(corpus), "--output_dir", str(output), "--text_encoder", str(tiny_bert),
-                    "--num_train_epochs", "1", "--per_device_train_batch_size", "2", "--mention_replacement", "0.5"])  # fmt: skip
+                    "--num_train_epochs", "1", "--per_device_train_batch_size", "2", "--mention_replacement", "0.5",
+                    "--reinit_top_layers", "1", "--fgm_epsilon", "1", "--rdrop_alpha", "2"])  # fmt: skip
     assert 0 <= json.loads((output / "all_results.json").read_text())["test_overall_f1"] <= 1
-    assert "mention replacement 0.5" in (output / "model_card.md").read_text()
+    card = (output / "model_card.md").read_text()
+    for setting in ("mention replacement 0.5", "top encoder layers re-initialised 1", "FGM epsilon 1.0", "R-Drop alpha 2.0"):
+        assert setting in card
+    plain = tmp_path / "plain"
+    train_acn.main(["--dataset", str(corpus), "--output_dir", str(plain), "--text_encoder", str(tiny_bert), "--num_train_epochs", "1"])
+    plain_card = (plain / "model_card.md").read_text()
+    assert not [setting for setting in ("mention replacement", "re-initialised", "FGM", "R-Drop") if setting in plain_card]  # off: unnamed
 
 
 def three_layer_model(tiny_bert):
@@ -137,3 +144,116 @@ def test_reinit_is_refused_without_a_pretrained_encoder(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_acn.main(["--dataset", str(tmp_path), "--output_dir", str(tmp_path / "out"), "--reinit_top_layers", "1"])
     assert "cnn-bilstm has none" in capsys.readouterr().err
+
+
+def test_fgm_moves_the_embeddings_along_their_gradient_and_back_bit_for_bit():
+    from acn_mner.regularization import FgmPerturbation
+
+    embedding = torch.nn.Embedding(5, 3)
+    original = embedding.weight.detach().clone()
+    fgm = FgmPerturbation(embedding, epsilon=0.5)
+    assert not fgm.perturb()  # no gradient yet: nothing moves
+    (embedding(torch.tensor([1, 1, 3])) ** 2).sum().backward()
+    grad = embedding.weight.grad.clone()
+    assert fgm.perturb()
+    expected = original + 0.5 * grad / grad.norm()  # brute force: the FGM step
+    torch.testing.assert_close(embedding.weight.detach(), expected)
+    assert torch.equal(embedding.weight[[0, 2, 4]], original[[0, 2, 4]])  # rows without gradient stay
+    assert (embedding.weight.detach() - original).norm().item() == pytest.approx(0.5)
+    fgm.restore()
+    assert torch.equal(embedding.weight.detach(), original)
+    embedding.weight.grad.zero_()
+    assert not fgm.perturb()  # a zero gradient has no direction
+    with pytest.raises(ValueError, match="positive, got 0"):
+        FgmPerturbation(embedding, 0)
+
+
+def test_symmetric_kl_matches_the_formula():
+    from acn_mner.regularization import symmetric_kl
+
+    generator = torch.Generator().manual_seed(0)
+    first, second = torch.randn(6, 4, generator=generator), torch.randn(6, 4, generator=generator)
+    p, q = first.softmax(-1), second.softmax(-1)
+    expected = ((p * (p / q).log()).sum(-1) + (q * (q / p).log()).sum(-1)).mean() / 2
+    torch.testing.assert_close(symmetric_kl(first, second), expected)
+    assert symmetric_kl(first, first).item() == pytest.approx(0, abs=1e-7)
+
+
+def test_rdrop_without_dropout_is_the_plain_loss_and_with_it_adds_a_positive_term(tiny_bert):
+    from acn_mner.regularization import rdrop_loss
+
+    from .encoder_fixtures import make_processor
+
+    model = three_layer_model(tiny_bert)
+    processor = make_processor(tiny_bert)
+    batch = dict(processor([["Obama", "visits", "Paris"], ["Merkel"]], labels=[[1, 0, 3], [1]], is_split_into_words=True))
+    model.eval()  # no dropout: the two runs agree
+    torch.testing.assert_close(rdrop_loss(model, batch, alpha=5.0), model(**batch).loss)
+    model.train()
+    torch.manual_seed(0)
+    first, second = model(**batch), model(**batch)
+    torch.manual_seed(0)
+    words = batch["labels"] != -100
+    first_log, second_log = first.logits[words].log_softmax(-1), second.logits[words].log_softmax(-1)
+    kl = ((first_log.exp() * (first_log - second_log)).sum(-1) + (second_log.exp() * (second_log - first_log)).sum(-1)).mean() / 2
+    torch.testing.assert_close(rdrop_loss(model, batch, alpha=2.0), (first.loss + second.loss) / 2 + 2.0 * kl)
+    assert kl > 0
+
+
+def test_fgm_adds_the_gradient_of_the_loss_at_the_moved_embeddings(tiny_bert, tmp_path, monkeypatch):
+    """One training step with --fgm_epsilon against the same step done by hand (dropout off, so passes repeat)."""
+    from argparse import Namespace
+
+    from acn_mner import train as train_acn
+    from accelerate import Accelerator
+
+    from .encoder_fixtures import make_processor
+
+    torch.manual_seed(0)
+    model = three_layer_model(tiny_bert)
+    model.config.dropout = 0.0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    processor = make_processor(tiny_bert)
+    batch = dict(processor([["Obama", "visits", "Paris"], ["Merkel"]], labels=[[1, 0, 3], [1]], is_split_into_words=True))
+    weight = model.get_input_embeddings().weight
+    # by hand: clean gradient g, then the gradient at weight + 0.7 g / |g|, summed
+    model.zero_grad()
+    model(**batch).loss.backward()
+    clean = {name: parameter.grad.clone() for name, parameter in model.named_parameters() if parameter.grad is not None}
+    original = weight.detach().clone()
+    with torch.no_grad():
+        weight.add_(0.7 * clean[next(name for name, p in model.named_parameters() if p is weight)] / weight.grad.norm())
+    model.zero_grad()
+    model(**batch).loss.backward()
+    expected = {name: clean[name] + parameter.grad for name, parameter in model.named_parameters() if parameter.grad is not None}
+    with torch.no_grad():
+        weight.copy_(original)
+    model.zero_grad()
+    # the training loop's step, stopped before the optimiser moves anything
+    captured = {}
+
+    class Stop(Exception):
+        pass
+
+    class Recorder:
+        def step(self):
+            captured.update({name: parameter.grad.clone() for name, parameter in model.named_parameters() if parameter.grad is not None})
+            raise Stop
+
+    class Loader(list):
+        def set_epoch(self, epoch):
+            pass
+
+        collate_fn = Namespace(start=lambda epoch, batch: None)
+
+    args = Namespace(fgm_epsilon=0.7, rdrop_alpha=0.0, max_grad_norm=0, gradient_accumulation_steps=1)
+    monkeypatch.setattr(train_acn, "remaining_batches", lambda accelerator, loader, done: iter(loader))
+    state = Namespace(epoch=0, epoch_batches=0)
+    with pytest.raises(Stop):
+        train_acn.train_epoch(Accelerator(cpu=True), model, Loader([batch]), Recorder(), None, args, state, tmp_path)
+    assert captured.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(captured[name], expected[name], rtol=1e-5, atol=1e-6)
+    assert torch.equal(weight.detach(), original)  # the embeddings are back

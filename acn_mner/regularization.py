@@ -1,0 +1,63 @@
+"""Training regularisers of `train_acn.py`'s recipe study: adversarial word embeddings (FGM) and R-Drop.
+
+FGM (Miyato, Dai and Goodfellow, ICLR 2017, in the form NER fine-tuning uses): after the clean backward pass, the
+word embedding matrix moves by ``epsilon * g / ||g||`` (g: its gradient), a second forward and backward pass on the
+same batch adds the gradient of that adversarial loss, and the matrix moves back. R-Drop (Liang et al., NeurIPS
+2021): the batch runs twice, with two dropout masks, and the loss is the mean of the two losses plus ``alpha`` times
+the symmetric KL divergence between the two runs' per-word tag distributions (the softmax of the CRF emissions).
+"""
+
+import torch
+import torch.nn.functional as F
+
+from modeling_acn.configuration_acn import IGNORE_INDEX
+
+
+class FgmPerturbation:
+    """Moves an embedding matrix along its gradient, and back exactly.
+
+    Args:
+        embedding (`torch.nn.Embedding`): the word (or subword) embeddings, `model.get_input_embeddings()`.
+        epsilon (`float`): the size of the move, as an L2 norm over the whole matrix.
+    """
+
+    def __init__(self, embedding: torch.nn.Embedding, epsilon: float):
+        if epsilon <= 0:
+            raise ValueError(f"FGM epsilon must be positive, got {epsilon!r}")
+        self.weight, self.epsilon, self._saved = embedding.weight, epsilon, None
+
+    @torch.no_grad()
+    def perturb(self) -> bool:
+        """Add ``epsilon * g / ||g||``; False (and no change) where there is no gradient, or a zero or non-finite one."""
+        grad = self.weight.grad
+        if grad is None:
+            return False
+        norm = torch.linalg.vector_norm(grad.float())
+        if not torch.isfinite(norm) or norm == 0:
+            return False
+        self._saved = self.weight.detach().clone()
+        self.weight.add_((self.epsilon / norm) * grad)  # (vocab, dim)
+        return True
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Put the weights back bit for bit."""
+        if self._saved is not None:
+            self.weight.copy_(self._saved)
+            self._saved = None
+
+
+def symmetric_kl(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of ``(KL(p || q) + KL(q || p)) / 2`` for the softmaxes p, q of two `(rows, labels)` logits."""
+    first_log, second_log = F.log_softmax(first.float(), dim=-1), F.log_softmax(second.float(), dim=-1)  # (rows, labels)
+    forward = F.kl_div(second_log, first_log, log_target=True, reduction="none").sum(-1)  # KL(p || q), (rows,)
+    backward = F.kl_div(first_log, second_log, log_target=True, reduction="none").sum(-1)  # KL(q || p), (rows,)
+    return ((forward + backward) / 2).mean()
+
+
+def rdrop_loss(model, batch: dict, alpha: float) -> torch.Tensor:
+    """The R-Drop training loss of `batch`: two forward passes (two dropout masks), their mean loss plus `alpha`
+    times the symmetric KL divergence of their tag distributions at the words (labels other than -100)."""
+    first, second = model(**batch), model(**batch)
+    words = batch["labels"] != IGNORE_INDEX  # (batch, seq_len)
+    return (first.loss + second.loss) / 2 + alpha * symmetric_kl(first.logits[words], second.logits[words])
