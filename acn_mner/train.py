@@ -373,6 +373,8 @@ def settle_training_args(parser, args) -> None:
         parser.error(f"--reinit_top_layers must be 0 or more, got {args.reinit_top_layers}")
     if args.reinit_top_layers and not pretrained:
         parser.error("--reinit_top_layers re-initialises a pretrained --text_encoder's layers; cnn-bilstm has none")
+    if args.reinit_top_layers and args.model_name_or_path:
+        parser.error("--reinit_top_layers starts a new model's encoder layers afresh; --model_name_or_path trains a trained one further")
     if args.num_warmup_steps is not None and args.num_warmup_steps < 0:
         parser.error(f"--num_warmup_steps must be 0 or more, got {args.num_warmup_steps}")
     if args.num_warmup_steps is None:  # a share of the steps, which are known once the data loader is

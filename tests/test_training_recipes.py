@@ -78,7 +78,7 @@ def test_bad_settings_are_refused_with_the_value():
         AcnMentionReplacement([["Paris"]], [[1]], {0: "O", 1: "B-LOC"}, 0.5)
 
 
-def test_a_run_with_every_recipe_flag_trains_and_names_them_on_the_card(tiny_bert, tmp_path):
+def test_a_run_with_every_recipe_flag_trains_and_names_them_on_the_card(tiny_bert, tmp_path, capsys):
     from acn_mner import train as train_acn
 
     tweets = [(str(index), [("Obama", "B-PER"), ("visits", "O"), ("Paris", "B-LOC")]) for index in range(3)]
@@ -96,6 +96,10 @@ def test_a_run_with_every_recipe_flag_trains_and_names_them_on_the_card(tiny_ber
     train_acn.main(["--dataset", str(corpus), "--output_dir", str(plain), "--text_encoder", str(tiny_bert), "--num_train_epochs", "1"])
     plain_card = (plain / "model_card.md").read_text()
     assert not [setting for setting in ("mention replacement", "re-initialised", "FGM", "R-Drop") if setting in plain_card]  # off: unnamed
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # a trained encoder is not started afresh
+        train_acn.main(["--dataset", str(corpus), "--output_dir", str(tmp_path / "again"), "--model_name_or_path", str(plain), "--reinit_top_layers", "1"])
+    assert "--model_name_or_path trains a trained one further" in capsys.readouterr().err
 
 
 def three_layer_model(tiny_bert):
