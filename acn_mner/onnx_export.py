@@ -71,6 +71,8 @@ def export_onnx(model_folder_or_model, output_dir, int8: bool = False, processor
     output_dir = Path(output_dir)
     _check_output_dir(output_dir, source)
     model = _load(model_folder_or_model)
+    if model.config.word_pooling == "lstm":
+        raise ValueError("word_pooling='lstm' cannot be exported (each word's subword count sets its LSTM's length): export a model with 'first' or 'mean' pooling")
     inputs = example_inputs(model.config)
     with atomic_folder(output_dir) as folder:
         export_logits_graph(model, inputs, folder / ONNX_FILE)

@@ -49,7 +49,7 @@ VISION_BACKBONES = {
 }
 CHAR_ACTIVATIONS = ("tanh", "none")
 PAPER_TEXT_ENCODER = "cnn-bilstm"  # word embeddings + character CNN + BiLSTM
-WORD_POOLINGS = ("first", "mean")
+WORD_POOLINGS = ("first", "mean", "lstm")
 # What a folder saved before a setting existed did, so that it loads with its old behaviour.
 LEGACY_SETTINGS = {"char_activation": "none"}  # the character CNN had no tanh before it followed the paper
 REMOVED_SETTINGS = ("max_word_length",)  # the tokenizer's setting, never read by the model
@@ -77,7 +77,9 @@ class AcnConfig(PretrainedConfig):
             the model's own (`from_pretrained`) or from `AcnForTokenClassification.load_text_encoder_weights`.
         text_config (`dict` or `PretrainedConfig`): the pretrained encoder's configuration; read from
             `text_encoder` when not given.
-        word_pooling (`str`): how a word's subword states become one vector: `"first"` subword or `"mean"`.
+        word_pooling (`str`): how a word's subword states become one vector: `"first"` subword, `"mean"`, or
+            `"lstm"`: a BiLSTM over the word's own subwords (its two directions' final states joined; the encoder's
+            hidden size must be even).
         use_lstm (`bool`): run a BiLSTM over the word features; always on for `"cnn-bilstm"`, off by default for a
             pretrained encoder.
         text_encoder_window (`int`): most subwords per encoder call (the tokenizer's `subword_window`); longer
@@ -186,8 +188,10 @@ class AcnConfig(PretrainedConfig):
         attention_size = hidden_size if attention_size is None else attention_size
         image_feature_dim, num_image_regions = _backbone_sizes(vision_backbone, image_feature_dim, num_image_regions)
         if word_pooling not in WORD_POOLINGS:
-            raise ValueError(f"word_pooling must be 'first' or 'mean', got {word_pooling!r}")
+            raise ValueError(f"word_pooling must be 'first', 'mean' or 'lstm', got {word_pooling!r}")
         if text_config is not None:
+            if word_pooling == "lstm" and text_config.hidden_size % 2:
+                raise ValueError(f"word_pooling='lstm' splits the encoder's hidden size over two directions: it must be even, got {text_config.hidden_size}")
             text_encoder_window = text_encoder_window or text_config.max_position_embeddings
             _check_positive(text_encoder_window=text_encoder_window)
         _check_positive(

@@ -39,7 +39,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pack_sequence, pad_packed_sequence
 from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
@@ -172,6 +172,9 @@ class AcnTextEncoder(nn.Module):
             self.subword_encoder = None
             word_size = config.word_embedding_dim
         self.word_pooling = config.word_pooling
+        self.subword_lstm = None
+        if config.uses_pretrained_text_encoder and config.word_pooling == "lstm":
+            self.subword_lstm = nn.LSTM(word_size, word_size // 2, batch_first=True, bidirectional=True)
         self.window = config.text_encoder_window
         self.char_cnn = AcnCharCNN(config) if config.use_char_cnn else None
         char_size = config.char_num_filters * len(config.char_kernel_sizes) if config.use_char_cnn else 0
@@ -202,6 +205,8 @@ class AcnTextEncoder(nn.Module):
 
     def _pooled_subword_states(self, subword_ids, subword_attention_mask, subword_to_word, num_words):
         states = self._subword_states(subword_ids, subword_attention_mask)  # (batch, subwords, encoder_hidden)
+        if self.subword_lstm is not None:
+            return lstm_pool_subwords(self.subword_lstm, states, subword_to_word, num_words)  # (batch, num_words, encoder_hidden)
         return pool_subwords(states, subword_to_word, num_words, self.word_pooling)  # (batch, num_words, encoder_hidden)
 
     def _subword_states(self, subword_ids, subword_attention_mask):
@@ -249,6 +254,30 @@ def pool_subwords(states, subword_to_word, num_words, pooling="first"):
     counts = keep.new_zeros(states.shape[0], num_words + 1, dtype=states.dtype)  # (batch, 1 + num_words)
     counts = counts.scatter_add(1, subword_to_word.masked_fill(~keep, 0), keep.to(states.dtype))
     return (sums / counts.clamp(min=1)[..., None])[:, 1:]  # (batch, num_words, hidden)
+
+
+def lstm_pool_subwords(lstm: nn.LSTM, states, subword_to_word, num_words):
+    """One vector per word from a BiLSTM run over that word's subwords alone: the forward direction's state after
+    its last subword joined to the backward direction's after its first (LSTM pooling, Ács et al. 2021).
+
+    Args:
+        lstm (`nn.LSTM`): bidirectional, batch-first, `hidden // 2` units per direction.
+        states, subword_to_word, num_words: as `pool_subwords`; a word's subwords are consecutive.
+    Returns:
+        `torch.FloatTensor` of shape `(batch, num_words, hidden)`; words without subwords (padding) are 0.
+    """
+    if is_exporting():
+        raise NotImplementedError("word_pooling='lstm' cannot be exported (its words have data-dependent lengths): use 'first' or 'mean'")
+    batch, _, hidden = states.shape
+    counts = subword_to_word.new_zeros(batch, num_words + 1).scatter_add(1, subword_to_word, torch.ones_like(subword_to_word))
+    counts = counts[:, 1:]  # (batch, num_words): subwords per word
+    present = counts > 0  # (batch, num_words)
+    pieces = states[subword_to_word > 0]  # (subwords of all words, hidden), word after word
+    words = pack_sequence(list(torch.split(pieces, counts[present].tolist())), enforce_sorted=False)
+    _, (last, _) = lstm(words)  # last: (2, words, hidden // 2)
+    pooled = states.new_zeros(batch, num_words, hidden)  # (batch, num_words, hidden)
+    pooled[present] = torch.cat([last[0], last[1]], dim=-1).to(states.dtype)  # (words, hidden)
+    return pooled
 
 
 class AcnAttentionScore(nn.Linear):

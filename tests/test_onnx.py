@@ -225,6 +225,14 @@ def test_acn_on_a_pretrained_encoder_runs_in_onnx_like_eager(tiny_bert, tmp_path
         onnx(TWEETS[6])
 
 
+def test_lstm_word_pooling_is_refused_by_the_export_with_the_reason(tiny_bert, tmp_path):
+    processor = make_processor(tiny_bert)
+    model = make_model(tiny_bert, processor, use_image=False, word_pooling="lstm")
+    with pytest.raises(ValueError, match="word_pooling='lstm' cannot be exported"):
+        export_onnx(model, tmp_path / "onnx", processor=processor)
+    assert not (tmp_path / "onnx").exists()
+
+
 def test_acn_predict_runs_the_onnx_folder_like_eager(text_export, tmp_path):
     import json
 

@@ -40,6 +40,47 @@ def test_first_and_mean_pooling_match_a_loop_over_words():
                 torch.testing.assert_close(pooled[example, word], expected)
 
 
+def test_lstm_pooling_matches_the_lstm_run_on_each_word_alone():
+    from modeling_acn.modeling_acn import lstm_pool_subwords
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(4, 2, batch_first=True, bidirectional=True)
+    states = torch.randn(2, 7, 4)
+    subword_to_word = torch.tensor([[0, 1, 1, 2, 3, 3, 0], [0, 1, 2, 2, 2, 0, 0]])
+    pooled = lstm_pool_subwords(lstm, states, subword_to_word, 4)  # (2, 4, 4)
+    for example in range(2):
+        for word in range(4):
+            rows = states[example, subword_to_word[example] == word + 1]  # this word's subwords
+            if len(rows) == 0:
+                assert torch.equal(pooled[example, word], torch.zeros(4))
+                continue
+            outputs, _ = lstm(rows[None])  # (1, pieces, 4): forward then backward halves
+            expected = torch.cat([outputs[0, -1, :2], outputs[0, 0, 2:]])  # forward after the last, backward after the first
+            torch.testing.assert_close(pooled[example, word], expected)
+
+
+def test_lstm_pooling_trains_saves_loads_and_refuses_odd_sizes(tiny_bert, tmp_path):
+    from transformers import AutoConfig
+
+    from modeling_acn import AcnConfig, AcnForTokenClassification
+
+    tokenizer = make_processor(tiny_bert).tokenizer
+    sizes = dict(text_encoder=str(tiny_bert), text_encoder_window=tokenizer.subword_window, vocab_size=len(tokenizer),
+                 char_vocab_size=tokenizer.char_vocab_size, char_num_filters=4, word_pooling="lstm")  # fmt: skip
+    model = AcnForTokenClassification(AcnConfig(**sizes))
+    batch = dict(make_processor(tiny_bert)([["Obama", "visits", "Parisian"]], labels=[[1, 0, 3]], is_split_into_words=True))
+    model(**batch).loss.backward()
+    assert model.acn.text_encoder.subword_lstm.weight_ih_l0.grad.abs().sum() > 0
+    model.eval().save_pretrained(tmp_path / "saved")
+    loaded = AcnForTokenClassification.from_pretrained(tmp_path / "saved").eval()
+    assert loaded.config.word_pooling == "lstm"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits, rtol=0, atol=0)
+    odd = {**AutoConfig.from_pretrained(tiny_bert).to_dict(), "hidden_size": 15, "num_attention_heads": 1}
+    with pytest.raises(ValueError, match="must be even, got 15"):
+        AcnConfig(**{**sizes, "text_config": odd})
+
+
 def test_every_word_gets_subwords_aligned_to_it(tiny_bert):
     tokenizer = make_processor(tiny_bert).tokenizer
     subword = tokenizer.subword_tokenizer
@@ -136,7 +177,7 @@ def test_config_sizes_follow_the_encoder(tiny_bert):
     assert AcnConfig(text_encoder=str(tiny_bert), use_lstm=True).hidden_size == 200
     with pytest.raises(ValueError, match="so hidden_size must be 112, got 64"):
         AcnConfig(text_encoder=str(tiny_bert), hidden_size=64)
-    with pytest.raises(ValueError, match="word_pooling must be 'first' or 'mean', got 'max'"):
+    with pytest.raises(ValueError, match="word_pooling must be 'first', 'mean' or 'lstm', got 'max'"):
         AcnConfig(text_encoder=str(tiny_bert), word_pooling="max")
     with pytest.raises(ValueError, match="use_lstm must be True"):
         AcnConfig(use_lstm=False)
