@@ -226,7 +226,7 @@ def read_csv_rows(path: Path, image_base: Path, lines: Iterator[tuple[int, str]]
     """Rows of a CSV with a header (read from `lines` unless `columns` are given); strict quoting, so an
     unterminated quote fails instead of swallowing rows."""
     records = csv_records(path, lines)
-    columns = columns or csv_columns(path, next(records, None))
+    columns = csv_columns(path, next(records, None)) if columns is None else columns
     for index, (line, values) in enumerate(records, start=first_index):
         location = f"{path}:{line}"
         if len(values) > len(columns):
@@ -280,7 +280,10 @@ def record_row(index: int, location: str, record: dict, image_base: Path) -> Row
         return Row(index, location, record, error=f"{location}: 'image' must be a path, a URL or null, got {image!r}")
     if image is not None and not is_image_url(image):
         image = image_base / image
-    image_id = record.get("image_id") or (image_stem(image) if image else None)
+    try:
+        image_id = record.get("image_id") or (image_stem(image) if image else None)
+    except ValueError as error:  # urlsplit's refusal, e.g. "Invalid IPv6 URL"
+        return Row(index, location, record, error=f"{location}: 'image' is not a valid URL ({error}): {image!r}")
     return Row(index, location, record, text=text, image=image, image_id=image_id)
 
 
@@ -332,20 +335,23 @@ def row_batches(path: Path, image_dir: Path | None, batch_size: int) -> Iterator
 
 
 class OffsetLines:
-    """`text_lines` of a file that remembers where its recent lines start, for an index pass."""
+    """`text_lines` of a file that remembers where its recent lines start, for an index pass: the lines since the
+    last `offset` call, except those `blank` says no row starts on (so a run of blank lines costs no memory)."""
 
-    def __init__(self, path: Path):
-        self.path, self.end, self._starts = path, 0, deque()
+    def __init__(self, path: Path, blank):
+        self.path, self.blank, self._starts = path, blank, deque()
+        self.end = self.read = 0  # bytes and lines read so far
 
     def __iter__(self) -> Iterator[tuple[int, str]]:
         with open(self.path, "rb") as file:
-            for number, data in enumerate(file, start=1):
-                self._starts.append((number, self.end))
+            for self.read, data in enumerate(file, start=1):
+                if not self.blank(data):
+                    self._starts.append((self.read, self.end))
                 self.end += len(data)
-                yield number, decode_line(self.path, number, data)
+                yield self.read, decode_line(self.path, self.read, data)
 
     def offset(self, number: int) -> int:
-        """Byte offset of line `number`, read already; the lines before it are forgotten."""
+        """Byte offset of line `number`, where a row starts; the lines before it are forgotten."""
         while self._starts[0][0] < number:
             self._starts.popleft()
         return self._starts[0][1]
@@ -358,7 +364,9 @@ class BatchIndex:
     Built by one pass over the file: for JSONL, its lines in binary (no decoding, no JSON), the same rows as
     `read_jsonl_rows` (a line of JSON whitespace only is blank); for CSV (whose quoted fields may span lines) and the
     corpus layout, the sequential reader's parse, once. Where that parse stops (bytes that are not UTF-8, a broken
-    quote or tweet), the batch it stops in becomes an `InputError`, as reading the whole file gives. Kept as 16 bytes
+    quote or tweet), the batch it stops in becomes an `InputError` and no batch follows, as reading the whole file
+    gives. A JSONL index does not decode, so bytes that are not UTF-8 stop only the reader of their batch: the
+    main process, which takes batches in order, stops there with the same error. Kept as 16 bytes
     per batch in a temporary file, not in memory, and read back by position. Use it as a context manager: the
     temporary file goes when the block ends.
     """
@@ -390,25 +398,35 @@ class BatchIndex:
         return -(-rows // self.batch_size)
 
     def _write_parsed(self, out) -> int:
-        lines, rows, pending = OffsetLines(self.path), 0, bytearray()
+        if self.format == "csv":  # csv.reader skips an empty line; any other line may start a record
+            lines = OffsetLines(self.path, lambda data: not data.rstrip(b"\r\n"))
+            records = csv_records(self.path, iter(lines))
+            starts = (start for start, _ in records)
+        else:  # a tweet starts on a line that is not whitespace
+            lines = OffsetLines(self.path, lambda data: not data.strip(b" \t\r\n\x0b\x0c"))
+            starts = (tweet.line for tweet in corpus_tweets(self.path, iter(lines)))
+        rows, pending = 0, bytearray()
         end = (0, 1)  # (byte offset, line number) after the last whole row
         try:
             if self.format == "csv":
-                records = csv_records(self.path, iter(lines))
                 self.columns = csv_columns(self.path, next(records, None))
-                starts = (start for start, _ in records)
-            else:
-                starts = (tweet.line for tweet in corpus_tweets(self.path, iter(lines)))
-            for start in starts:
-                if rows % self.batch_size == 0:
-                    pending += self.RECORD.pack(lines.offset(start), start)
-                rows += 1
-                end = (lines.end, 0)
-                if len(pending) >= 1 << 16:
-                    out.write(pending)
-                    pending.clear()
+            start = next(starts, None)
         except ValueError as error:
-            self.error = str(error)
+            self.error, start = str(error), None
+        while start is not None:
+            offset = lines.offset(start)
+            if rows % self.batch_size == 0:
+                pending += self.RECORD.pack(offset, start)
+            rows += 1
+            end = (lines.end, lines.read + 1)
+            if len(pending) >= 1 << 16:
+                out.write(pending)
+                pending.clear()
+            try:
+                start = next(starts, None)
+            except ValueError as error:  # where reading the whole file would stop
+                self.error, start = str(error), None
+        if self.error is not None:
             if rows % self.batch_size == 0:  # the bad row starts a batch: it ends the one before
                 pending += self.RECORD.pack(*end)
             rows = rows - rows % self.batch_size + self.batch_size

@@ -154,3 +154,25 @@ def test_the_index_file_goes_when_the_block_ends(tmp_path):
         name = Path(index.__getstate__()["index_name"])
         assert name.stat().st_size == 3 * BatchIndex.RECORD.size
     assert not name.exists()
+
+
+def test_a_bad_image_url_is_that_rows_error_not_the_files(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text("text,image\na,x.jpg\nb,http://[::1/x.jpg\nc,y.jpg\n", encoding="utf-8")
+    rows = [row for batch in row_batches(path, None, 1) for row in batch]
+    assert [row.error for row in rows] == [None, f"{path}:3: 'image' is not a valid URL (Invalid IPv6 URL): 'http://[::1/x.jpg'", None]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".txt"])
+def test_the_index_pass_does_not_keep_blank_lines(tmp_path, suffix):
+    import tracemalloc
+
+    path = tmp_path / f"rows{suffix}"
+    head = "text\na\n" if suffix == ".csv" else "IMGID:1\na\tO\n"
+    path.write_text(head + "\n" * 300_000 + ("b\n" if suffix == ".csv" else "IMGID:2\nb\tO\n") + "\r\n" * 300_000, encoding="utf-8")
+    tracemalloc.start()
+    with BatchIndex(path, 8) as index:
+        peak = tracemalloc.get_traced_memory()[1]
+        assert [len(batch) for batch in index.batches(0, 1, None)] == [2]
+    tracemalloc.stop()
+    assert peak < 2**20  # 600,000 blank lines: a deque entry each would take tens of MiB
