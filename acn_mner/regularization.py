@@ -14,7 +14,11 @@ from modeling_acn.configuration_acn import IGNORE_INDEX
 
 
 class FgmPerturbation:
-    """Moves an embedding matrix along its gradient, and back exactly.
+    """Moves an embedding matrix along the gradient of the current batch, and back exactly.
+
+    Call `start` before the batch's clean backward pass: the step follows what that pass adds to the gradient, not
+    what earlier micro-batches of an accumulated step left there. Under DDP the clean pass of a syncing step has
+    already averaged the processes' gradients, so the step follows their mean.
 
     Args:
         embedding (`torch.nn.Embedding`): the word (or subword) embeddings, `model.get_input_embeddings()`.
@@ -24,14 +28,22 @@ class FgmPerturbation:
     def __init__(self, embedding: torch.nn.Embedding, epsilon: float):
         if epsilon <= 0:
             raise ValueError(f"FGM epsilon must be positive, got {epsilon!r}")
-        self.weight, self.epsilon, self._saved = embedding.weight, epsilon, None
+        self.weight, self.epsilon, self._saved, self._before = embedding.weight, epsilon, None, None
+
+    @torch.no_grad()
+    def start(self) -> None:
+        """Remember the gradient before the batch's clean backward pass (None: nothing accumulated)."""
+        self._before = None if self.weight.grad is None else self.weight.grad.detach().clone()
 
     @torch.no_grad()
     def perturb(self) -> bool:
-        """Add ``epsilon * g / ||g||``; False (and no change) where there is no gradient, or a zero or non-finite one."""
+        """Add ``epsilon * g / ||g||``, g the gradient the clean pass added since `start`; False (and no change) where
+        there is none, or a zero or non-finite one."""
         grad = self.weight.grad
         if grad is None:
             return False
+        if self._before is not None:
+            grad = grad - self._before  # (vocab, dim): this batch's own gradient
         norm = torch.linalg.vector_norm(grad.float())
         if not torch.isfinite(norm) or norm == 0:
             return False
@@ -56,8 +68,9 @@ def symmetric_kl(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
 
 
 def rdrop_loss(model, batch: dict, alpha: float) -> torch.Tensor:
-    """The R-Drop training loss of `batch`: two forward passes (two dropout masks), their mean loss plus `alpha`
-    times the symmetric KL divergence of their tag distributions at the words (labels other than -100)."""
+    """The R-Drop training loss of `batch`: two forward passes (two dropout masks), their mean loss (the CRF's
+    negative log-likelihood per tweet) plus `alpha` times the symmetric KL divergence of their tag distributions,
+    averaged over the words (labels other than -100). The paper sums the two losses: its alpha is twice this one."""
     first, second = model(**batch), model(**batch)
     words = batch["labels"] != IGNORE_INDEX  # (batch, seq_len)
     return (first.loss + second.loss) / 2 + alpha * symmetric_kl(first.logits[words], second.logits[words])

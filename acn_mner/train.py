@@ -200,8 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--num_warmup_steps", type=int, default=None, help="Optimiser steps over which the learning rates rise linearly from 0 (default: none for cnn-bilstm, 10%% of the steps for a pretrained encoder).")
     training.add_argument("--reinit_top_layers", type=int, default=0, help="Pretrained encoder: start its top N layers afresh (BERT's initialisation: normal(0, initializer_range) weights, zero biases, unit LayerNorms) instead of from the checkpoint; default 0.")
     training.add_argument("--mention_replacement", type=float, default=0.0, help="Augmentation: replace each training mention, with this probability per batch, by a mention of the same type drawn from the training split (Dai and Adel 2020); default 0.")
-    training.add_argument("--fgm_epsilon", type=float, default=0.0, help="Adversarial training (FGM): after each backward pass, move the word embeddings by this L2 norm along their gradient, add the gradient of a second pass there, and move them back; 0 (default): off.")
-    training.add_argument("--rdrop_alpha", type=float, default=0.0, help="R-Drop: run each batch twice (two dropout masks) and add this times the symmetric KL divergence between the two runs' tag distributions to their mean loss; 0 (default): off.")
+    training.add_argument("--fgm_epsilon", type=float, default=0.0, help="Adversarial training (FGM): after each backward pass, move the word embeddings by this L2 norm along the batch's gradient, add the gradient of a second pass there, and move them back (the logged loss is the clean pass's); 0 (default): off.")
+    training.add_argument("--rdrop_alpha", type=float, default=0.0, help="R-Drop: run each batch twice (two dropout masks) and add this times the symmetric KL divergence between the two runs' tag distributions (mean per word) to their mean loss, which is the loss logged; 0 (default): off.")
     training.add_argument("--weight_decay", type=float, default=0.0, help="L2 weight decay, on every parameter.")
     training.add_argument("--max_grad_norm", type=float, default=5.0, help="Gradient norm clipping; 0 disables it.")
     training.add_argument("--per_device_train_batch_size", type=int, default=None, help="Tweets per training batch and process (default 16).")
@@ -504,7 +504,7 @@ def build_model(args, processor, names, train_split) -> AcnForTokenClassificatio
     if config.uses_pretrained_text_encoder:
         logger.info(f"text encoder: {args.text_encoder}", main_process_only=True)
         model.load_text_encoder_weights()
-        reinitialise_top_layers(model, args.reinit_top_layers)
+        reinitialise_top_layers(model.acn.text_encoder.subword_encoder, args.reinit_top_layers)
     if args.embeddings:
         matrix, coverage = processor.tokenizer.load_embeddings(args.embeddings, seed=args.seed)
         if matrix.shape[1] != config.word_embedding_dim:
@@ -522,22 +522,29 @@ def build_model(args, processor, names, train_split) -> AcnForTokenClassificatio
     return model
 
 
-def reinitialise_top_layers(model, count: int) -> None:
-    """--reinit_top_layers: the top `count` layers of the pretrained encoder get BERT's initialisation again."""
+def reinitialise_top_layers(encoder, count: int) -> None:
+    """--reinit_top_layers: the top `count` layers of a pretrained encoder get BERT's initialisation again (linear
+    weights normal(0, initializer_range), biases 0, LayerNorms 1 and 0). An encoder whose layers are not one flat
+    numbered list, or hold parameters of other kinds, is refused, naming what was found."""
     if not count:
         return
-    encoder = model.acn.text_encoder.subword_encoder
-    layers = {int(found.group(1)): module for name, module in encoder.named_modules() if (found := LAYER_MODULE.fullmatch(name))}
+    found = [(int(match.group(1)), name, module) for name, module in encoder.named_modules() if (match := LAYER_MODULE.fullmatch(name))]
+    layers = {index: module for index, _, module in found}
+    if len(layers) != len(found) or sorted(layers) != list(range(len(layers))):
+        raise ValueError(f"--reinit_top_layers needs one numbered list of encoder layers, found {[name for _, name, _ in found][:8]}")
     if count > len(layers):
         raise ValueError(f"--reinit_top_layers {count}: the text encoder has {len(layers)} layers")
     std = getattr(encoder.config, "initializer_range", 0.02)
-    for index in sorted(layers)[-count:]:
+    for index in range(len(layers) - count, len(layers)):
         for module in layers[index].modules():
             if isinstance(module, torch.nn.Linear):
                 torch.nn.init.normal_(module.weight, mean=0.0, std=std)
-                torch.nn.init.zeros_(module.bias)
             elif isinstance(module, torch.nn.LayerNorm):
-                torch.nn.init.ones_(module.weight)
+                if module.weight is not None:
+                    torch.nn.init.ones_(module.weight)
+            elif next(module.parameters(recurse=False), None) is not None:
+                raise ValueError(f"--reinit_top_layers knows Linear and LayerNorm weights, not {type(module).__name__}'s (layer {index})")
+            if isinstance(module, (torch.nn.Linear, torch.nn.LayerNorm)) and module.bias is not None:
                 torch.nn.init.zeros_(module.bias)
     logger.info(f"text encoder: top {count} of {len(layers)} layers re-initialised", main_process_only=True)
 
@@ -738,6 +745,8 @@ def train_epoch(accelerator, model, loader, optimizer, scheduler, args, state, o
     fgm = FgmPerturbation(accelerator.unwrap_model(model).get_input_embeddings(), args.fgm_epsilon) if args.fgm_epsilon else None
     for batch in progress:
         with accelerator.accumulate(model):
+            if fgm is not None:
+                fgm.start()
             loss = rdrop_loss(model, batch, args.rdrop_alpha) if args.rdrop_alpha else model(**batch).loss
             accelerator.backward(loss)
             if fgm is not None and fgm.perturb():  # the adversarial pass adds its gradient, then the embeddings go back

@@ -104,8 +104,10 @@ class AcnMentionReplacement:
     """Training augmentation by mention replacement (Dai and Adel, COLING 2020): each entity mention of a tweet is,
     with probability `probability`, replaced by a mention of the same type drawn uniformly from the training split's
     mentions (so frequent mentions come back more often); its tags become `B-type` then `I-type` over the new
-    words. Other words, the image and the other columns are kept. Draws come from torch's global generator, which
-    `examples/train_acn.py` seeds per batch.
+    words; a mention of a type the training split lacks is kept. Other words, the image and the other columns are
+    kept. Draws come from torch's global generator, which `examples/train_acn.py` seeds per batch. `Trainer`
+    collates evaluation batches with its one `data_collator` too, so give it a collator without replacement there
+    (or subclass `Trainer.get_eval_dataloader`); `train_acn.py --mention_replacement` does this itself.
 
     Args:
         tokens (`list[list[str]]`), ner_tags (`list[list[int]]`): the training split's words and tag ids, whose
@@ -137,7 +139,7 @@ class AcnMentionReplacement:
     def __call__(self, row: Mapping) -> dict:
         words, tags, done = [], [], 0
         for kind, start, end in self.spans(row["ner_tags"]):
-            if torch.rand(()) >= self.probability:
+            if kind not in self.mentions or torch.rand(()) >= self.probability:
                 continue
             choices = self.mentions[kind]
             mention = choices[int(torch.randint(len(choices), ()))]

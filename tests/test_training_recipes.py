@@ -69,6 +69,9 @@ def test_each_mention_is_replaced_with_the_given_probability():
     # a replacement draws Obama's own mention with probability 0; each draw changes the row with 0.3
     assert 0.3 * 3000 - 4 * (3000 * 0.3 * 0.7) ** 0.5 < changed < 0.3 * 3000 + 4 * (3000 * 0.3 * 0.7) ** 0.5
     assert replacement(0.0)(source) is source
+    unseen = {"tokens": ["Acme"], "ner_tags": [ID["B-ORG"]]}
+    only_people = AcnMentionReplacement([["Obama"]], [[ID["B-PER"]]], dict(enumerate(NAMES)), 1.0)
+    assert only_people(unseen) is unseen  # no ORG mention to draw: kept
 
 
 def test_bad_settings_are_refused_with_the_value():
@@ -78,8 +81,25 @@ def test_bad_settings_are_refused_with_the_value():
         AcnMentionReplacement([["Paris"]], [[1]], {0: "O", 1: "B-LOC"}, 0.5)
 
 
-def test_a_run_with_every_recipe_flag_trains_and_names_them_on_the_card(tiny_bert, tmp_path, capsys):
+def test_a_run_with_every_recipe_flag_trains_and_names_them_on_the_card(tiny_bert, tmp_path, capsys, monkeypatch):
+    from acn_mner import regularization
     from acn_mner import train as train_acn
+
+    calls = Counter()
+
+    def spy(owner, name):
+        real = getattr(owner, name)
+
+        def counted(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted)
+
+    spy(train_acn, "reinitialise_top_layers")
+    spy(train_acn, "rdrop_loss")
+    spy(regularization.FgmPerturbation, "perturb")
+    spy(AcnMentionReplacement, "__call__")
 
     tweets = [(str(index), [("Obama", "B-PER"), ("visits", "O"), ("Paris", "B-LOC")]) for index in range(3)]
     tweets += [("9", [("Angela", "B-PER"), ("Merkel", "I-PER"), ("in", "O"), ("Berlin", "B-LOC")])]
@@ -89,6 +109,8 @@ def test_a_run_with_every_recipe_flag_trains_and_names_them_on_the_card(tiny_ber
                     "--num_train_epochs", "1", "--per_device_train_batch_size", "2", "--mention_replacement", "0.5",
                     "--reinit_top_layers", "1", "--fgm_epsilon", "1", "--rdrop_alpha", "2"])  # fmt: skip
     assert 0 <= json.loads((output / "all_results.json").read_text())["test_overall_f1"] <= 1
+    assert calls["reinitialise_top_layers"] == 1 and calls["rdrop_loss"] == calls["perturb"] == 2  # two batches
+    assert calls["__call__"] == 4  # each training row, once
     card = (output / "model_card.md").read_text()
     for setting in ("mention replacement 0.5", "top encoder layers re-initialised 1", "FGM epsilon 1.0", "R-Drop alpha 2.0"):
         assert setting in card
@@ -125,7 +147,7 @@ def test_reinit_changes_exactly_the_top_layers_to_bert_initialisation(tiny_bert)
             parameter.fill_(3.0)
     before = {name: parameter.clone() for name, parameter in model.named_parameters()}
     torch.manual_seed(0)
-    reinitialise_top_layers(model, 2)
+    reinitialise_top_layers(model.acn.text_encoder.subword_encoder, 2)
     std = model.config.text_config.initializer_range
     for name, parameter in model.named_parameters():
         top = ".subword_encoder.encoder.layer.1." in name or ".subword_encoder.encoder.layer.2." in name
@@ -139,7 +161,31 @@ def test_reinit_changes_exactly_the_top_layers_to_bert_initialisation(tiny_bert)
             assert parameter.mean().abs() < 4 * std / parameter.numel() ** 0.5 + 1e-3, name
             assert parameter.std().item() == pytest.approx(std, rel=0.35), name
     with pytest.raises(ValueError, match="--reinit_top_layers 4: the text encoder has 3 layers"):
-        reinitialise_top_layers(model, 4)
+        reinitialise_top_layers(model.acn.text_encoder.subword_encoder, 4)
+
+
+def test_reinit_refuses_layers_it_does_not_know_and_skips_missing_biases():
+    from types import SimpleNamespace
+
+    from acn_mner.train import reinitialise_top_layers
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, layers):
+            super().__init__()
+            self.config = SimpleNamespace(initializer_range=0.5)
+            self.layer = torch.nn.ModuleList(layers)
+
+    biasless = Encoder([torch.nn.Linear(3, 3, bias=False), torch.nn.Linear(3, 3, bias=False)])
+    torch.nn.init.constant_(biasless.layer[0].weight, 7.0)
+    reinitialise_top_layers(biasless, 1)
+    assert (biasless.layer[0].weight == 7.0).all() and (biasless.layer[1].weight.abs() < 7.0).all()
+    with pytest.raises(ValueError, match="not RMSNorm's \\(layer 1\\)"):
+        reinitialise_top_layers(Encoder([torch.nn.RMSNorm(3), torch.nn.RMSNorm(3)]), 1)
+    nested = Encoder([torch.nn.Module(), torch.nn.Module()])
+    for block in nested.layer:
+        block.layer = torch.nn.ModuleList([torch.nn.Linear(2, 2)])  # T5's block.N.layer.M
+    with pytest.raises(ValueError, match="one numbered list of encoder layers"):
+        reinitialise_top_layers(nested, 1)
 
 
 def test_reinit_is_refused_without_a_pretrained_encoder(tmp_path, capsys):
@@ -170,6 +216,26 @@ def test_fgm_moves_the_embeddings_along_their_gradient_and_back_bit_for_bit():
     assert not fgm.perturb()  # a zero gradient has no direction
     with pytest.raises(ValueError, match="positive, got 0"):
         FgmPerturbation(embedding, 0)
+
+
+def test_fgm_under_gradient_accumulation_steps_along_this_batchs_gradient_only():
+    from acn_mner.regularization import FgmPerturbation
+
+    embedding = torch.nn.Embedding(5, 3)
+    fgm = FgmPerturbation(embedding, epsilon=1.0)
+    fgm.start()
+    (embedding(torch.tensor([0, 1])) ** 2).sum().backward()  # micro-batch 1
+    assert fgm.perturb()
+    fgm.restore()
+    fgm.start()  # micro-batch 2: its gradient adds to what batch 1 left
+    original = embedding.weight.detach().clone()
+    before = embedding.weight.grad.clone()
+    (embedding(torch.tensor([3])) * 2).sum().backward()
+    own = embedding.weight.grad - before  # brute force: batch 2's gradient alone
+    assert fgm.perturb()
+    torch.testing.assert_close(embedding.weight.detach(), original + own / own.norm())
+    assert torch.equal(embedding.weight[[0, 1]], original[[0, 1]])  # batch 1's rows do not move
+    fgm.restore()
 
 
 def test_symmetric_kl_matches_the_formula():
