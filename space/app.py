@@ -227,7 +227,10 @@ def main(argv=None) -> None:
     pipe = load_pipeline(args.model, args.trust_remote_code, parse_device(args.device))
     app = build_app(pipe, demo_examples(), args.model)
     signal.signal(signal.SIGTERM, stop_serving)
-    app.launch(server_name=args.host, server_port=args.port, footer_links=[])
+    try:
+        app.launch(server_name=args.host, server_port=args.port, footer_links=[])
+    except KeyboardInterrupt:  # a stop while launch was still starting (e.g. checking its own URL) skips its close
+        app.close()
 
 
 def stop_serving(signum, frame):

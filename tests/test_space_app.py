@@ -377,6 +377,24 @@ def test_an_upload_that_is_no_picture_is_refused_with_its_reason(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.bad_input("Space app uploads, once the app stops", "deleted with the app (and an hour after they arrive)")
+def test_a_stop_while_launch_is_still_starting_closes_the_server(monkeypatch):
+    events = []
+
+    class Launching:
+        def launch(self, **kwargs):
+            events.append("launch")
+            app.stop_serving(None, None)  # SIGTERM before launch reaches its wait, which would close the server
+
+        def close(self):
+            events.append("close")
+
+    monkeypatch.setattr(app, "load_pipeline", lambda *args: None)
+    monkeypatch.setattr(app, "build_app", lambda *args: Launching())
+    monkeypatch.setattr(app.signal, "signal", lambda *args: None)
+    app.main(["--model", "unused", "--device", "cpu"])
+    assert events == ["launch", "close"]
+
+
 def test_uploads_are_deleted_when_the_app_stops(taught, tmp_path):
     pipe, photo = taught
     pipe.save_pretrained(tmp_path / "model")
