@@ -375,8 +375,6 @@ def test_an_upload_that_is_no_picture_is_refused_with_its_reason(tmp_path):
     assert not (ROOT / "space" / "app.pyi").exists()  # nothing written beside the app
 
 
-@pytest.mark.slow
-@pytest.mark.bad_input("Space app uploads, once the app stops", "deleted with the app (and an hour after they arrive)")
 def test_a_stop_while_launch_is_still_starting_closes_the_server(monkeypatch):
     events = []
 
@@ -395,6 +393,8 @@ def test_a_stop_while_launch_is_still_starting_closes_the_server(monkeypatch):
     assert events == ["launch", "close"]
 
 
+@pytest.mark.slow
+@pytest.mark.bad_input("Space app uploads, once the app stops", "deleted with the app (and an hour after they arrive)")
 def test_uploads_are_deleted_when_the_app_stops(taught, tmp_path):
     pipe, photo = taught
     pipe.save_pretrained(tmp_path / "model")
