@@ -400,20 +400,11 @@ class BatchIndex:
     def _write_parsed(self, out) -> int:
         if self.format == "csv":  # csv.reader skips an empty line; any other line may start a record
             lines = OffsetLines(self.path, lambda data: not data.rstrip(b"\r\n"))
-            records = csv_records(self.path, iter(lines))
-            starts = (start for start, _ in records)
         else:  # a tweet starts on a line that is not whitespace
             lines = OffsetLines(self.path, lambda data: not data.strip(b" \t\r\n\x0b\x0c"))
-            starts = (tweet.line for tweet in corpus_tweets(self.path, iter(lines)))
         rows, pending = 0, bytearray()
         end = (0, 1)  # (byte offset, line number) after the last whole row
-        try:
-            if self.format == "csv":
-                self.columns = csv_columns(self.path, next(records, None))
-            start = next(starts, None)
-        except ValueError as error:
-            self.error, start = str(error), None
-        while start is not None:
+        for start in self._row_starts(lines):
             offset = lines.offset(start)
             if rows % self.batch_size == 0:
                 pending += self.RECORD.pack(offset, start)
@@ -422,16 +413,24 @@ class BatchIndex:
             if len(pending) >= 1 << 16:
                 out.write(pending)
                 pending.clear()
-            try:
-                start = next(starts, None)
-            except ValueError as error:  # where reading the whole file would stop
-                self.error, start = str(error), None
         if self.error is not None:
             if rows % self.batch_size == 0:  # the bad row starts a batch: it ends the one before
                 pending += self.RECORD.pack(*end)
             rows = rows - rows % self.batch_size + self.batch_size
         out.write(pending)
         return -(-rows // self.batch_size)
+
+    def _row_starts(self, lines: OffsetLines) -> Iterator[int]:
+        """The first line of each row, as the sequential reader parses them; where it stops, `self.error` says why."""
+        try:
+            if self.format == "csv":
+                records = csv_records(self.path, iter(lines))
+                self.columns = csv_columns(self.path, next(records, None))
+                yield from (start for start, _ in records)
+            else:
+                yield from (tweet.line for tweet in corpus_tweets(self.path, iter(lines)))
+        except ValueError as error:  # where reading the whole file would stop
+            self.error = str(error)
 
     def __enter__(self) -> "BatchIndex":
         return self

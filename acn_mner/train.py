@@ -96,11 +96,10 @@ from .feature_cache import (
     read_vision_settings,
 )
 from .model_card import base_model, hub_dataset_id, write_model_card
-from .regularization import FgmPerturbation, rdrop_loss
+from .recipes import FgmPerturbation, rdrop_loss, reinitialise_top_layers
 
 logger = get_logger(__name__)
 
-LAYER_MODULE = re.compile(r"(?:\w+\.)*?layers?\.(\d+)")  # the module of one encoder layer: BERT's encoder.layer.3
 ENCODER_LAYER = re.compile(r"\.subword_encoder\.(?:\w+\.)*?layers?\.(\d+)\.")  # BERT's encoder.layer.3, others' layers.3
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
 # transformers' schedules that need nothing but warm-up and length (run_ner's choices), and the paper's per-epoch decay
@@ -521,33 +520,6 @@ def build_model(args, processor, names, train_split) -> AcnForTokenClassificatio
         logger.info(f"image backbone {config.vision_backbone}: {vision_weights}", main_process_only=True)
         model.load_vision_weights(None if vision_weights == "imagenet" else vision_weights)
     return model
-
-
-def reinitialise_top_layers(encoder, count: int) -> None:
-    """--reinit_top_layers: the top `count` layers of a pretrained encoder get BERT's initialisation again (linear
-    weights normal(0, initializer_range), biases 0, LayerNorms 1 and 0). An encoder whose layers are not one flat
-    numbered list, or hold parameters of other kinds, is refused, naming what was found."""
-    if not count:
-        return
-    found = [(int(match.group(1)), name, module) for name, module in encoder.named_modules() if (match := LAYER_MODULE.fullmatch(name))]
-    layers = {index: module for index, _, module in found}
-    if len(layers) != len(found) or sorted(layers) != list(range(len(layers))):
-        raise ValueError(f"--reinit_top_layers needs one numbered list of encoder layers, found {[name for _, name, _ in found][:8]}")
-    if count > len(layers):
-        raise ValueError(f"--reinit_top_layers {count}: the text encoder has {len(layers)} layers")
-    std = getattr(encoder.config, "initializer_range", 0.02)
-    for index in range(len(layers) - count, len(layers)):
-        for module in layers[index].modules():
-            if isinstance(module, torch.nn.Linear):
-                torch.nn.init.normal_(module.weight, mean=0.0, std=std)
-            elif isinstance(module, torch.nn.LayerNorm):
-                if module.weight is not None:
-                    torch.nn.init.ones_(module.weight)
-            elif next(module.parameters(recurse=False), None) is not None:
-                raise ValueError(f"--reinit_top_layers knows Linear and LayerNorm weights, not {type(module).__name__}'s (layer {index})")
-            if isinstance(module, (torch.nn.Linear, torch.nn.LayerNorm)) and module.bias is not None:
-                torch.nn.init.zeros_(module.bias)
-    logger.info(f"text encoder: top {count} of {len(layers)} layers re-initialised", main_process_only=True)
 
 
 def load_trained_model(args, names) -> AcnForTokenClassification:

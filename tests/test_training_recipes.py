@@ -82,7 +82,7 @@ def test_bad_settings_are_refused_with_the_value():
 
 
 def test_a_run_with_every_recipe_flag_trains_and_names_them_on_the_card(tiny_bert, tmp_path, capsys, monkeypatch):
-    from acn_mner import regularization
+    from acn_mner import recipes
     from acn_mner import train as train_acn
 
     calls = Counter()
@@ -98,7 +98,7 @@ def test_a_run_with_every_recipe_flag_trains_and_names_them_on_the_card(tiny_ber
 
     spy(train_acn, "reinitialise_top_layers")
     spy(train_acn, "rdrop_loss")
-    spy(regularization.FgmPerturbation, "perturb")
+    spy(recipes.FgmPerturbation, "perturb")
     spy(AcnMentionReplacement, "__call__")
 
     tweets = [(str(index), [("Obama", "B-PER"), ("visits", "O"), ("Paris", "B-LOC")]) for index in range(3)]
@@ -198,7 +198,7 @@ def test_reinit_is_refused_without_a_pretrained_encoder(tmp_path, capsys):
 
 
 def test_fgm_moves_the_embeddings_along_their_gradient_and_back_bit_for_bit():
-    from acn_mner.regularization import FgmPerturbation
+    from acn_mner.recipes import FgmPerturbation
 
     embedding = torch.nn.Embedding(5, 3)
     original = embedding.weight.detach().clone()
@@ -220,7 +220,7 @@ def test_fgm_moves_the_embeddings_along_their_gradient_and_back_bit_for_bit():
 
 
 def test_fgm_under_gradient_accumulation_steps_along_this_batchs_gradient_only():
-    from acn_mner.regularization import FgmPerturbation
+    from acn_mner.recipes import FgmPerturbation
 
     embedding = torch.nn.Embedding(5, 3)
     fgm = FgmPerturbation(embedding, epsilon=1.0)
@@ -240,7 +240,7 @@ def test_fgm_under_gradient_accumulation_steps_along_this_batchs_gradient_only()
 
 
 def test_symmetric_kl_matches_the_formula():
-    from acn_mner.regularization import symmetric_kl
+    from acn_mner.recipes import symmetric_kl
 
     generator = torch.Generator().manual_seed(0)
     first, second = torch.randn(6, 4, generator=generator), torch.randn(6, 4, generator=generator)
@@ -251,7 +251,7 @@ def test_symmetric_kl_matches_the_formula():
 
 
 def test_rdrop_without_dropout_is_the_plain_loss_and_with_it_adds_a_positive_term(tiny_bert):
-    from acn_mner.regularization import rdrop_loss
+    from acn_mner.recipes import rdrop_loss
 
     from .encoder_fixtures import make_processor
 

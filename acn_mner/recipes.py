@@ -1,4 +1,5 @@
-"""Training regularisers of `train_acn.py`'s recipe study: adversarial word embeddings (FGM) and R-Drop.
+"""Training options of `train_acn.py`'s recipe study: re-initialised top encoder layers, adversarial word embeddings
+(FGM) and R-Drop (mention replacement, a collator option, is `modeling_acn.AcnMentionReplacement`).
 
 FGM (Miyato, Dai and Goodfellow, ICLR 2017, in the form NER fine-tuning uses): after the clean backward pass, the
 word embedding matrix moves by ``epsilon * g / ||g||`` (g: its gradient), a second forward and backward pass on the
@@ -7,10 +8,44 @@ same batch adds the gradient of that adversarial loss, and the matrix moves back
 the symmetric KL divergence between the two runs' per-word tag distributions (the softmax of the CRF emissions).
 """
 
+import logging
+import re
+
 import torch
 import torch.nn.functional as F
 
 from modeling_acn.configuration_acn import IGNORE_INDEX
+
+logger = logging.getLogger(__name__)
+
+LAYER_MODULE = re.compile(r"(?:\w+\.)*?layers?\.(\d+)")  # the module of one encoder layer: BERT's encoder.layer.3
+
+
+def reinitialise_top_layers(encoder, count: int) -> None:
+    """--reinit_top_layers: the top `count` layers of a pretrained encoder get BERT's initialisation again (linear
+    weights normal(0, initializer_range), biases 0, LayerNorms 1 and 0). An encoder whose layers are not one flat
+    numbered list, or hold parameters of other kinds, is refused, naming what was found."""
+    if not count:
+        return
+    found = [(int(match.group(1)), name, module) for name, module in encoder.named_modules() if (match := LAYER_MODULE.fullmatch(name))]
+    layers = {index: module for index, _, module in found}
+    if len(layers) != len(found) or sorted(layers) != list(range(len(layers))):
+        raise ValueError(f"--reinit_top_layers needs one numbered list of encoder layers, found {[name for _, name, _ in found][:8]}")
+    if count > len(layers):
+        raise ValueError(f"--reinit_top_layers {count}: the text encoder has {len(layers)} layers")
+    std = getattr(encoder.config, "initializer_range", 0.02)
+    for index in range(len(layers) - count, len(layers)):
+        for module in layers[index].modules():
+            if isinstance(module, torch.nn.Linear):
+                torch.nn.init.normal_(module.weight, mean=0.0, std=std)
+            elif isinstance(module, torch.nn.LayerNorm):
+                if module.weight is not None:
+                    torch.nn.init.ones_(module.weight)
+            elif next(module.parameters(recurse=False), None) is not None:
+                raise ValueError(f"--reinit_top_layers knows Linear and LayerNorm weights, not {type(module).__name__}'s (layer {index})")
+            if isinstance(module, (torch.nn.Linear, torch.nn.LayerNorm)) and module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+    logger.info(f"text encoder: top {count} of {len(layers)} layers re-initialised")
 
 
 class FgmPerturbation:
