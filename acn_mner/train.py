@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--num_warmup_steps", type=int, default=None, help="Optimiser steps over which the learning rates rise linearly from 0 (default: none for cnn-bilstm, 10%% of the steps for a pretrained encoder).")
     training.add_argument("--reinit_top_layers", type=int, default=0, help="Pretrained encoder: start its top N layers afresh (BERT's initialisation: normal(0, initializer_range) weights, zero biases, unit LayerNorms) instead of from the checkpoint; default 0.")
     training.add_argument("--mention_replacement", type=float, default=None, help="Augmentation: replace each training mention, with this probability per batch, by a mention of the same type drawn from the training split (Dai and Adel 2020); default 0.3 for a pretrained encoder (docs/benchmarks.md), 0 (off) for cnn-bilstm.")
-    training.add_argument("--fgm_epsilon", type=float, default=0.0, help="Adversarial training (FGM): after each backward pass, move the word embeddings by this L2 norm along the batch's gradient, add the gradient of a second pass there, and move them back (the logged loss is the clean pass's); 0 (default): off.")
+    training.add_argument("--fgm_epsilon", type=float, default=None, help="Adversarial training (FGM, Miyato et al. 2017): after each backward pass, move the word embeddings by this L2 norm along the batch's gradient, add the gradient of a second pass there, and move them back (the logged loss is the clean pass's); default 1.0 for a pretrained encoder (docs/benchmarks.md), 0 (off) for cnn-bilstm.")
     training.add_argument("--rdrop_alpha", type=float, default=0.0, help="R-Drop: run each batch twice (two dropout masks) and add this times the symmetric KL divergence between the two runs' tag distributions (mean per word) to their mean loss, which is the loss logged; 0 (default): off.")
     training.add_argument("--weight_decay", type=float, default=0.0, help="L2 weight decay, on every parameter.")
     training.add_argument("--max_grad_norm", type=float, default=5.0, help="Gradient norm clipping; 0 disables it.")
@@ -363,6 +363,7 @@ def settle_training_args(parser, args) -> None:
     args.layerwise_lr_decay = (0.9 if pretrained else 1.0) if args.layerwise_lr_decay is None else args.layerwise_lr_decay
     if not 0.0 < args.layerwise_lr_decay <= 1.0:
         parser.error(f"--layerwise_lr_decay must be in (0, 1], got {args.layerwise_lr_decay}")
+    args.fgm_epsilon = (1.0 if pretrained else 0.0) if args.fgm_epsilon is None else args.fgm_epsilon
     for name in ("fgm_epsilon", "rdrop_alpha"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be 0 or more, got {getattr(args, name)}")

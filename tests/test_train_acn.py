@@ -134,16 +134,18 @@ def test_hashtag_vocabulary_flag(flag, expected, corpus, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "encoder, epochs, schedule, warmup, lstm",
+    "encoder, epochs, schedule, warmup, lstm, recipe",
     [
-        ([], 30, "inverse", 0.0, True),
-        (["--text_encoder", "some/checkpoint"], 8, "linear", 0.1, True),
-        (["--text_encoder", "x", "--num_train_epochs", "3", "--no-use_lstm"], 3, "linear", 0.1, False),
+        ([], 30, "inverse", 0.0, True, (1.0, 0.0, 0.0)),
+        (["--text_encoder", "some/checkpoint"], 8, "linear", 0.1, True, (0.9, 0.3, 1.0)),
+        (["--text_encoder", "x", "--num_train_epochs", "3", "--no-use_lstm", "--fgm_epsilon", "0", "--mention_replacement", "0"],
+         3, "linear", 0.1, False, (0.9, 0.0, 0.0)),
     ],
 )
-def test_training_defaults_follow_the_text_encoder(encoder, epochs, schedule, warmup, lstm, tmp_path):
+def test_training_defaults_follow_the_text_encoder(encoder, epochs, schedule, warmup, lstm, recipe, tmp_path):
     args = train_acn.parse_args(["--dataset_name", str(tmp_path), "--output_dir", str(tmp_path), *encoder])
     assert (args.num_train_epochs, args.lr_scheduler_type, args.warmup_ratio, args.use_lstm) == (epochs, schedule, warmup, lstm)
+    assert (args.layerwise_lr_decay, args.mention_replacement, args.fgm_epsilon) == recipe  # issue 26's study, chosen on dev
     assert args.num_warmup_steps is None  # the share becomes steps once the data loader gives the epoch's steps
 
 

@@ -117,8 +117,8 @@ def test_a_run_with_every_recipe_flag_trains_and_names_them_on_the_card(tiny_ber
     plain = tmp_path / "plain"
     train_acn.main(["--dataset", str(corpus), "--output_dir", str(plain), "--text_encoder", str(tiny_bert), "--num_train_epochs", "1"])
     plain_card = (plain / "model_card.md").read_text()
-    assert "mention replacement 0.3" in plain_card  # the default with a pretrained encoder
-    assert not [setting for setting in ("re-initialised", "FGM", "R-Drop") if setting in plain_card]  # off: unnamed
+    assert "mention replacement 0.3" in plain_card and "FGM epsilon 1.0" in plain_card  # the defaults with a pretrained encoder
+    assert not [setting for setting in ("re-initialised", "R-Drop") if setting in plain_card]  # off: unnamed
     capsys.readouterr()
     with pytest.raises(SystemExit):  # a trained encoder is not started afresh
         train_acn.main(["--dataset", str(corpus), "--output_dir", str(tmp_path / "again"), "--model_name_or_path", str(plain), "--reinit_top_layers", "1"])
