@@ -241,9 +241,11 @@ CALIBRATION_BATCH = 8  # images per calibration run of the trunk
 
 
 def quantize_vision_int8(fp32_path: Path, int8_path: Path, calibration_pixels: torch.Tensor) -> None:
-    """ONNX Runtime's static quantisation of the image trunk: QDQ, int8 weights with one scale per output channel,
-    uint8 activations whose ranges (min-max) come from running the float32 trunk on `calibration_pixels`
-    `(images, 3, 224, 224)`."""
+    """ONNX Runtime's static quantisation of the image trunk: QDQ, int8 weights with one scale per output channel on
+    a 7-bit grid (reduce_range), uint8 activations whose ranges (min-max) come from running the float32 trunk on
+    `calibration_pixels` `(images, 3, 224, 224)`. The 7-bit weights keep AVX2 CPUs without VNNI, which add pairs of
+    uint8 x int8 products in saturating 16-bit sums, from saturating (255 x 64 x 2 < 2^15): on an AMD EPYC with AVX2
+    and no VNNI, the test's trunk features deviate 5.8% from float32's with them, 10.1% with 8-bit weights."""
     import_onnxruntime()
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -261,7 +263,7 @@ def quantize_vision_int8(fp32_path: Path, int8_path: Path, calibration_pixels: t
 
     quantize_static(
         fp32_path, int8_path, Batches(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8, per_channel=True,
+        weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
     )  # fmt: skip
 
 
