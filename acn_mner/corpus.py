@@ -35,8 +35,8 @@ SPLIT_FILES = {"train": "train.txt", "validation": "valid.txt", "test": "test.tx
 IMAGE_ID_PREFIX = "IMGID:"
 IMAGE_SUFFIX = ".jpg"
 OUTSIDE_TAG = "O"
-TAG_PATTERN = re.compile(r"(?P<prefix>[BI])-(?P<type>\w+)")
-TYPE_PATTERN = re.compile(r"\w+")
+TYPE_PATTERN = re.compile(r"(?![BI]-)\w+(?:-\w+)*")  # PER, OTHER, WNUT-17's creative-work; not B-PER, a tag
+TAG_PATTERN = re.compile(rf"(?P<prefix>[BI])-(?P<type>{TYPE_PATTERN.pattern})")
 
 
 class CorpusFormatError(ValueError):

@@ -328,3 +328,57 @@ def test_fgm_adds_the_gradient_of_the_loss_at_the_moved_embeddings(tiny_bert, tm
     for name in expected:
         torch.testing.assert_close(captured[name], expected[name], rtol=1e-5, atol=1e-6)
     assert torch.equal(weight.detach(), original)  # the embeddings are back
+
+
+WNUT17_TWEETS = [  # WNUT-17's six types, none of them Twitter-2015's, in tweets the recipe has never seen
+    ("1", [("new", "O"), ("Taylor", "B-person"), ("Swift", "I-person"), ("album", "O"), ("on", "O"), ("Spotify", "B-product")]),
+    ("2", [("Nike", "B-corporation"), ("opens", "O"), ("in", "O"), ("Lagos", "B-location")]),
+    ("3", [("watching", "O"), ("Star", "B-creative-work"), ("Wars", "I-creative-work"), ("with", "O"), ("Arsenal", "B-group")]),
+    ("4", [("Drake", "B-person"), ("at", "O"), ("Madison", "B-location"), ("Square", "I-location"), ("Garden", "I-location")]),
+]
+
+
+def test_the_default_recipe_carries_to_a_corpus_with_other_entity_types_unchanged(tiny_bert, tmp_path, monkeypatch):
+    """The --text_encoder defaults (decay 0.9, mention replacement 0.3, FGM 1.0) with no setting changed on WNUT-17's types."""
+    from acn_mner import recipes
+    from acn_mner import train as train_acn
+
+    from modeling_acn import AcnForTokenClassification
+
+    replaced, perturbed = [], Counter()
+    real_call, real_perturb = AcnMentionReplacement.__call__, recipes.FgmPerturbation.perturb
+
+    def spy_call(self, row):
+        out = real_call(self, row)
+        replaced.append((self, row, out))
+        return out
+
+    def spy_perturb(self, *args, **kwargs):
+        perturbed["steps"] += 1
+        return real_perturb(self, *args, **kwargs)
+
+    monkeypatch.setattr(AcnMentionReplacement, "__call__", spy_call)
+    monkeypatch.setattr(recipes.FgmPerturbation, "perturb", spy_perturb)
+    corpus = write_corpus(tmp_path / "corpus", {"train": WNUT17_TWEETS, "validation": WNUT17_TWEETS, "test": WNUT17_TWEETS})
+    output = tmp_path / "out"
+    train_acn.main(["--dataset_name", str(corpus), "--output_dir", str(output), "--text_encoder", str(tiny_bert),
+                    "--num_train_epochs", "3", "--per_device_train_batch_size", "2", "--seed", "0"])  # fmt: skip
+
+    types = {"person", "product", "corporation", "location", "creative-work", "group"}
+    model = AcnForTokenClassification.from_pretrained(output)
+    assert set(model.config.id2label.values()) == {"O"} | {f"{prefix}-{kind}" for kind in types for prefix in "BI"}
+    assert perturbed["steps"] == 3 * 2  # FGM on every step: two batches an epoch
+    assert len(replaced) == 3 * len(WNUT17_TWEETS)  # every training row, every epoch
+    training_mentions = set()
+    for _, tagged in WNUT17_TWEETS:
+        words, tags = [word for word, _ in tagged], [tag for _, tag in tagged]
+        training_mentions |= {(kind, " ".join(words[start : end + 1])) for kind, start, end in get_entities(tags)}
+    assert set(replaced[0][0].mentions) == types
+    assert any(out["tokens"] != row["tokens"] for _, row, out in replaced)  # some mention was swapped
+    for augment, _, out in replaced:  # brute force: each mention after replacement is a training mention of its own type
+        for kind, start, end in augment.spans(out["ner_tags"]):
+            assert (kind, " ".join(out["tokens"][start : end + 1])) in training_mentions
+    results = json.loads((output / "all_results.json").read_text())
+    assert all("f1" in results[f"test_{kind}"] for kind in types)  # scored per type, whatever the types are
+    card = (output / "model_card.md").read_text()
+    assert "mention replacement 0.3" in card and "FGM epsilon 1.0" in card

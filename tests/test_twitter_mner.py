@@ -100,11 +100,23 @@ def test_label_map_syntax(pair):
 
 def test_parse_label_map():
     assert parse_label_map(["OTHER=MISC", "LOC=PLACE"]) == {"OTHER": "MISC", "LOC": "PLACE"}
+    assert parse_label_map(["OTHER=creative-work"]) == {"OTHER": "creative-work"}  # WNUT-17's hyphenated type
+
+
+def test_hyphenated_entity_types_are_read_whole(tmp_path):
+    """WNUT-17 tags 'B-creative-work': the type is everything after the first hyphen, as seqeval reads it."""
+    tweets = [("1", [("watching", "O"), ("Star", "B-creative-work"), ("Wars", "I-creative-work"), ("with", "O"), ("Ana", "B-person")])]
+    dataset = load_twitter_mner(write_corpus(tmp_path, {"train": tweets, "validation": tweets, "test": tweets}))
+    names = dataset["train"].features["ner_tags"].feature.names
+    assert names == ["O", "B-creative-work", "I-creative-work", "B-person", "I-person"]
+    assert [names[tag] for tag in dataset["test"][0]["ner_tags"]] == ["O", "B-creative-work", "I-creative-work", "O", "B-person"]
 
 
 BAD_TRAIN_FILES = [
     ("IMGID:1\nRT O\n", r"train\.txt:2: expected 'token<TAB>tag', got 'RT O' \(no tab\)"),
-    ("IMGID:1\nRT\tO\nObama\tB-PERSON-X\n", r"train\.txt:3: tag 'B-PERSON-X' is not 'O', 'B-TYPE' or 'I-TYPE'"),
+    ("IMGID:1\nRT\tO\nObama\tB-PERSON-\n", r"train\.txt:3: tag 'B-PERSON-' is not 'O', 'B-TYPE' or 'I-TYPE'"),
+    ("IMGID:1\nRT\tO\nObama\tB-PER SON\n", r"train\.txt:3: tag 'B-PER SON' is not 'O', 'B-TYPE' or 'I-TYPE'"),
+    ("IMGID:1\nRT\tO\nObama\tB-I-PER\n", r"train\.txt:3: tag 'B-I-PER' is not 'O', 'B-TYPE' or 'I-TYPE'"),  # a tag twice
     ("IMGID:1\nRT\tO\nObama\tS-PER\n", r"train\.txt:3: tag 'S-PER' is not 'O', 'B-TYPE' or 'I-TYPE'"),
     ("IMGID:1\nRT\tO\n\nObama\tB-PER\n", r"train\.txt:4: a tweet must start with an 'IMGID:<id>' line, got 'Obama\\tB-PER'"),
     ("IMGID:1\nRT\tO\n\nIMGID:2\n\n", r"train\.txt:4: tweet '2' has no tokens"),
