@@ -244,8 +244,8 @@ def quantize_vision_int8(fp32_path: Path, int8_path: Path, calibration_pixels: t
     """ONNX Runtime's static quantisation of the image trunk: QDQ, int8 weights with one scale per output channel on
     a 7-bit grid (reduce_range), uint8 activations whose ranges (min-max) come from running the float32 trunk on
     `calibration_pixels` `(images, 3, 224, 224)`. The 7-bit weights keep AVX2 CPUs without VNNI, which add pairs of
-    uint8 x int8 products in saturating 16-bit sums, from saturating (255 x 64 x 2 < 2^15): on an AMD EPYC with AVX2
-    and no VNNI, the test's trunk features deviate 5.8% from float32's with them, 10.1% with 8-bit weights."""
+    uint8 x int8 products in saturating 16-bit sums, from saturating (255 x 64 x 2 < 2^15); docs/serving.md
+    gives the error with either grid."""
     import_onnxruntime()
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 

@@ -81,25 +81,29 @@ def test_bad_settings_are_refused_with_the_value():
         AcnMentionReplacement([["Paris"]], [[1]], {0: "O", 1: "B-LOC"}, 0.5)
 
 
+def spy(monkeypatch, owner, name, calls: Counter, outputs: list | None = None):
+    """Counts the calls of `owner.name` in `calls[name]`; with `outputs`, also keeps each call's arguments and result."""
+    real = getattr(owner, name)
+
+    def counted(*args, **kwargs):
+        calls[name] += 1
+        result = real(*args, **kwargs)
+        if outputs is not None:
+            outputs.append((*args, result))
+        return result
+
+    monkeypatch.setattr(owner, name, counted)
+
+
 def test_a_run_with_every_recipe_flag_trains_and_names_them_on_the_card(tiny_bert, tmp_path, capsys, monkeypatch):
     from acn_mner import recipes
     from acn_mner import train as train_acn
 
     calls = Counter()
-
-    def spy(owner, name):
-        real = getattr(owner, name)
-
-        def counted(*args, **kwargs):
-            calls[name] += 1
-            return real(*args, **kwargs)
-
-        monkeypatch.setattr(owner, name, counted)
-
-    spy(train_acn, "reinitialise_top_layers")
-    spy(train_acn, "rdrop_loss")
-    spy(recipes.FgmPerturbation, "perturb")
-    spy(AcnMentionReplacement, "__call__")
+    spy(monkeypatch, train_acn, "reinitialise_top_layers", calls)
+    spy(monkeypatch, train_acn, "rdrop_loss", calls)
+    spy(monkeypatch, recipes.FgmPerturbation, "perturb", calls)
+    spy(monkeypatch, AcnMentionReplacement, "__call__", calls)
 
     tweets = [(str(index), [("Obama", "B-PER"), ("visits", "O"), ("Paris", "B-LOC")]) for index in range(3)]
     tweets += [("9", [("Angela", "B-PER"), ("Merkel", "I-PER"), ("in", "O"), ("Berlin", "B-LOC")])]
@@ -345,20 +349,9 @@ def test_the_default_recipe_carries_to_a_corpus_with_other_entity_types_unchange
 
     from modeling_acn import AcnForTokenClassification
 
-    replaced, perturbed = [], Counter()
-    real_call, real_perturb = AcnMentionReplacement.__call__, recipes.FgmPerturbation.perturb
-
-    def spy_call(self, row):
-        out = real_call(self, row)
-        replaced.append((self, row, out))
-        return out
-
-    def spy_perturb(self, *args, **kwargs):
-        perturbed["steps"] += 1
-        return real_perturb(self, *args, **kwargs)
-
-    monkeypatch.setattr(AcnMentionReplacement, "__call__", spy_call)
-    monkeypatch.setattr(recipes.FgmPerturbation, "perturb", spy_perturb)
+    calls, replaced = Counter(), []  # replaced: (augmentation, row, its output) per call
+    spy(monkeypatch, AcnMentionReplacement, "__call__", calls, outputs=replaced)
+    spy(monkeypatch, recipes.FgmPerturbation, "perturb", calls)
     corpus = write_corpus(tmp_path / "corpus", {"train": WNUT17_TWEETS, "validation": WNUT17_TWEETS, "test": WNUT17_TWEETS})
     output = tmp_path / "out"
     train_acn.main(["--dataset_name", str(corpus), "--output_dir", str(output), "--text_encoder", str(tiny_bert),
@@ -367,7 +360,7 @@ def test_the_default_recipe_carries_to_a_corpus_with_other_entity_types_unchange
     types = {"person", "product", "corporation", "location", "creative-work", "group"}
     model = AcnForTokenClassification.from_pretrained(output)
     assert set(model.config.id2label.values()) == {"O"} | {f"{prefix}-{kind}" for kind in types for prefix in "BI"}
-    assert perturbed["steps"] == 3 * 2  # FGM on every step: two batches an epoch
+    assert calls["perturb"] == 3 * 2  # FGM on every step: two batches an epoch
     assert len(replaced) == 3 * len(WNUT17_TWEETS)  # every training row, every epoch
     training_mentions = set()
     for _, tagged in WNUT17_TWEETS:
