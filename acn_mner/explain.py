@@ -21,8 +21,9 @@ from modeling_acn import AcnPipeline
 from modeling_acn.image_processing_acn import is_image_url
 from modeling_acn.pipeline_acn import entity_spans
 
-from .atomic import atomic_path, refuse_overwriting_inputs
+from .atomic import atomic_path
 from .command_line import one_line_errors
+from .output_check import refuse_overwriting_inputs
 from .predict import open_image, parse_device
 
 logger = logging.getLogger(__name__)
@@ -35,17 +36,20 @@ TEXT_WRAP = 110  # characters per line of the tagged tweet
 OUTSIDE_COLOR = "0.55"  # grey for words outside entities
 
 
-def explain_tweet(pipe: AcnPipeline, text, image, output, is_split_into_words: bool = False) -> dict:
+def explain_tweet(
+    pipe: AcnPipeline, text, image, output, is_split_into_words: bool = False, allow_private_urls: bool = False
+) -> dict:
     """Tag a tweet, draw its explanation picture to `output` (PNG) and return the pipeline's result.
 
     Args:
         pipe: an `AcnPipeline` whose model has images (`use_image=True`).
         text: the tweet, or a list of words with `is_split_into_words=True`.
         image: a file path or an http(s) URL, a PIL image or None.
+        allow_private_urls: fetch an image URL on a loopback, private or link-local address too.
         output: path of the PNG to write.
     """
     if isinstance(image, (str, Path)):
-        image = open_image(image if is_image_url(image) else Path(image), pipe.image_processor)
+        image = open_image(image if is_image_url(image) else Path(image), pipe.image_processor, allow_private_urls)
     result = pipe(text, image=image, output_attentions=True, is_split_into_words=is_split_into_words)
     figure = draw_explanation(result, image)
     with atomic_path(output) as temporary:
@@ -133,15 +137,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--image", help="The tweet's image, a file or an http(s) URL; without it only the tagged text and gates show.")
     parser.add_argument("--output", required=True, type=Path, help="PNG file to write.")
     parser.add_argument("--device", help="Torch device, e.g. cpu or cuda:0 (default: the first GPU if any).")
+    parser.add_argument(
+        "--allow_private_urls", action="store_true",
+        help="Fetch an --image URL on a loopback, private or link-local address too (your own network); by default "
+        "only public addresses are fetched.",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args = parse_args(argv)
-    refuse_overwriting_inputs(args.output, {"--image": args.image})
+    refuse_overwriting_inputs(args.output, {"--image file": args.image, "model folder": args.model}.items())
     pipe = AcnPipeline.from_pretrained(args.model, device=parse_device(args.device))
-    result = explain_tweet(pipe, args.text, args.image, args.output)
+    result = explain_tweet(pipe, args.text, args.image, args.output, allow_private_urls=args.allow_private_urls)
     logger.info("%s -> %s", tagged_text(result["words"], result["tags"]), args.output)
 
 

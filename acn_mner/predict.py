@@ -9,8 +9,10 @@ Output lines keep the input order: ``{"row", <input fields>, "entities", "words"
 or ``{"row", <input fields>, "error"}`` for a row that cannot be tagged (unreadable image, no words, bad JSON);
 the error names the input's file and line. Every field of an input row is kept (an input field named like an
 output field gets the prefix ``input_``). The output is written under a temporary name and renamed when
-complete, and may not be the input file. Files start with an optional UTF-8 byte-order mark; bytes that are not
-UTF-8, and a CSV with a quote left open, stop the run with the file and line.
+complete, and may not be an input of the run: the input file, a file of the model folder or feature cache, or
+(when the output exists already, found by one pass over the rows before any work) an image a row names.
+Files start with an optional UTF-8 byte-order mark; bytes that are not UTF-8, and a CSV with a quote left
+open, stop the run with the file and line.
 A feature cache (``acn-dataset cache-features`` output) replaces reading and encoding the images of the
 tweets it holds, matched by image id.
 
@@ -43,7 +45,7 @@ from urllib.parse import urlsplit
 
 import torch
 from accelerate import PartialState
-from accelerate.utils import parse_flag_from_env
+from accelerate.utils import gather_object, parse_flag_from_env
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
@@ -61,10 +63,11 @@ from modeling_acn.image_processing_acn import (
 )
 from modeling_acn.pipeline_acn import as_image_features
 
-from .atomic import atomic_path, create_exclusive, refuse_overwriting_inputs, temporary_name
+from .atomic import atomic_path, temporary_file
 from .command_line import one_line_errors
 from .corpus import CorpusFormatError, Tweet, image_path, numbered_blocks, parse_tweet
 from .feature_cache import FeatureCache
+from .output_check import refuse_overwriting_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +129,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--onnx_file", help="With --backend onnxruntime: the graph to run, e.g. model_int8.onnx (default model.onnx).")
     parser.add_argument("--vision_onnx_file", help="With --backend onnxruntime: the image trunk's graph, e.g. vision_int8.onnx (default vision.onnx).")
+    parser.add_argument(
+        "--allow_private_urls", action="store_true",
+        help="Fetch image URLs on loopback, private and link-local addresses too (your own network); by default "
+        "only public addresses are fetched.",
+    )
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch_size must be positive, got {args.batch_size}")
@@ -480,24 +488,29 @@ def image_stem(image: Path | str) -> str:
     return PurePosixPath(urlsplit(image).path).stem if is_image_url(image) else Path(image).stem
 
 
-def open_image(image: Path | str, image_processor=None) -> Image.Image:
+def open_image(image: Path | str, image_processor=None, allow_private_urls: bool = False) -> Image.Image:
     """The image (a file path, or an http(s) URL downloaded within the download timeout and byte limit of
-    `image_processor`, the pipeline's `AcnImageProcessor`, else the defaults) upright and in RGB, read by the one
-    image reader every path shares; `RowError` when it cannot be."""
+    `image_processor`, the pipeline's `AcnImageProcessor`, else the defaults, under the URL policy: public addresses
+    only unless `allow_private_urls`) upright and in RGB, read by the one image reader every path shares; `RowError`
+    when it cannot be."""
     try:
         if is_image_url(image):
             # getattr: the processor of an older model folder's own code has no download settings
             timeout = getattr(image_processor, "download_timeout", DOWNLOAD_TIMEOUT_SECONDS)
             max_bytes = getattr(image_processor, "max_download_bytes", MAX_DOWNLOAD_BYTES)
-            return upright_rgb(load_image_url(image, timeout=timeout, max_bytes=max_bytes)[0])
+            opened = load_image_url(image, timeout=timeout, max_bytes=max_bytes, allow_private_urls=allow_private_urls)
+            return upright_rgb(opened[0])
         return upright_rgb(load_image_file(image)[0])
     except AcnImageError as error:
         raise RowError(f"cannot read image {error}") from None
 
 
-def pipeline_input(row: Row, feature_cache: Mapping, split_text, image_processor=None) -> dict:
+def pipeline_input(
+    row: Row, feature_cache: Mapping, split_text, image_processor=None, allow_private_urls: bool = False
+) -> dict:
     """The `{"text", "image"}` input of a row; raises `RowError` (naming the row's file and line) for a row that
-    cannot be tagged. `image_processor` (the pipeline's) sets how an image URL is downloaded (`open_image`)."""
+    cannot be tagged. `image_processor` (the pipeline's) and `allow_private_urls` set how an image URL is
+    downloaded (`open_image`)."""
     if row.error is not None:
         raise RowError(row.error)
     words = row.text if isinstance(row.text, list) else split_text(row.text)[0]
@@ -507,7 +520,8 @@ def pipeline_input(row: Row, feature_cache: Mapping, split_text, image_processor
         if row.image_id in feature_cache:
             features = feature_cache[row.image_id]
             return {"text": row.text, "image": None if features is None else as_image_features(features)}
-        return {"text": row.text, "image": None if row.image is None else open_image(row.image, image_processor)}
+        image = None if row.image is None else open_image(row.image, image_processor, allow_private_urls)
+        return {"text": row.text, "image": image}
     except (RowError, ValueError) as error:
         raise RowError(f"{row.location}: {error}") from None
 
@@ -563,7 +577,10 @@ class RowTagger:
 
     def model_inputs(self, row: Row) -> dict:
         processor = self.pipe.processor
-        example = pipeline_input(row, self.feature_cache, processor.tokenizer.split_text, processor.image_processor)
+        example = pipeline_input(
+            row, self.feature_cache, processor.tokenizer.split_text, processor.image_processor,
+            self.preprocess_params.get("allow_private_urls", False),
+        )
         try:
             return self.pipe.preprocess(example, **self.preprocess_params)
         except ValueError as error:
@@ -655,8 +672,7 @@ def tagged_lines(tagger: RowTagger, dataset: PreparedBatches, num_workers: int) 
 def write_lines(lines: Iterable[dict], path: Path, show_progress: bool) -> dict:
     """Write one JSON line per output line to `path` as they come and return the counts."""
     summary = {"rows": 0, "tagged": 0, "errors": 0, "entities": 0}
-    # create_exclusive: a part file has a fixed name, and a link planted there is removed, never written through
-    with create_exclusive(path, encoding="utf-8") as out, tqdm(desc="tweets", unit="tweet", disable=not show_progress) as progress:
+    with open(path, "w", encoding="utf-8") as out, tqdm(desc="tweets", unit="tweet", disable=not show_progress) as progress:
         for line in lines:
             text, line = strict_json(line)
             out.write(text + "\n")
@@ -691,11 +707,6 @@ def read_lines(path: Path) -> Iterator[dict]:
             yield json.loads(line)
 
 
-def part_path(output: Path, rank: int) -> Path:
-    """The hidden file beside `output` that process `rank` writes its lines to before the merge."""
-    return temporary_name(output, f"rank{rank}.tmp")
-
-
 def predict_file(tagger: RowTagger, dataset: PreparedBatches, output: Path, num_workers: int) -> dict:
     """Write one line per row to `output` (under a temporary name, renamed when complete) and return the counts."""
     with atomic_path(output) as temporary:
@@ -705,20 +716,19 @@ def predict_file(tagger: RowTagger, dataset: PreparedBatches, output: Path, num_
 def predict_file_distributed(
     tagger: RowTagger, dataset: PreparedBatches, output: Path, num_workers: int, state: PartialState
 ) -> dict:
-    """Each process writes its batches to its part file; the main process merges the parts by row into `output`
-    (under a temporary name, renamed when complete). Returns the counts of the output on the main process, of
-    the process's own rows elsewhere."""
-    part = part_path(output, state.process_index)
-    try:
+    """Each process writes its batches to its part file (a temporary file beside `output`, named by the process and
+    at random: another run's never collides with it); the main process merges the parts by row into `output` (under
+    a temporary name, renamed when complete). Returns the counts of the output on the main process, of the process's
+    own rows elsewhere."""
+    with temporary_file(output) as part:
+        part_names = gather_object([str(part)])  # every process's part file, by rank
         summary = write_lines(tagged_lines(tagger, dataset, num_workers), part, state.is_main_process)
         state.wait_for_everyone()
         if state.is_main_process:
-            parts = [read_lines(part_path(output, rank)) for rank in range(state.num_processes)]
+            parts = [read_lines(Path(name)) for name in part_names]
             with atomic_path(output) as temporary:
                 summary = write_lines(heapq.merge(*parts, key=lambda line: line["row"]), temporary, False)
         state.wait_for_everyone()
-    finally:
-        part.unlink(missing_ok=True)
     return summary
 
 
@@ -732,10 +742,23 @@ def launched_state() -> PartialState:
     return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
 
 
+def run_inputs(args: argparse.Namespace) -> Iterator[tuple[str, Path | str | None]]:
+    """What the run reads, for the output check: the input, the model folder, the feature cache and, when the output
+    exists already (only an existing file can be destroyed), every local image a row names, found by one pass over
+    the rows (a read error stops it, as it would stop the tagging)."""
+    yield "--input file", args.input
+    yield "model folder", args.model
+    yield "feature cache", args.feature_cache
+    if args.output.exists():
+        for row in read_rows(args.input, args.image_dir):
+            if row.image is not None and not is_image_url(row.image):
+                yield f"image that {row.location} names", row.image
+
+
 def run(args: argparse.Namespace) -> dict:
     if args.output.is_dir():
         raise ValueError(f"--output {str(args.output)!r} is a folder; give a file path")
-    refuse_overwriting_inputs(args.output, {"--input": args.input})
+    refuse_overwriting_inputs(args.output, run_inputs(args))
     is_corpus = input_format(args.input) == "conll"
     state = launched_state()
     if state.num_processes > 1 and args.device is not None:
@@ -743,7 +766,10 @@ def run(args: argparse.Namespace) -> dict:
     device = state.device if state.num_processes > 1 else parse_device(args.device)
     feature_cache = {} if args.feature_cache is None else FeatureCache.load(args.feature_cache, args.feature_split)
     backend = {} if args.backend == "torch" else {"backend": args.backend, "onnx_file": args.onnx_file, "vision_onnx_file": args.vision_onnx_file}
-    pipe = AcnPipeline.from_pretrained(args.model, device=device, aggregation_strategy=args.aggregation_strategy, **backend)
+    pipe = AcnPipeline.from_pretrained(
+        args.model, device=device, aggregation_strategy=args.aggregation_strategy,
+        allow_private_urls=args.allow_private_urls, **backend,
+    )
     tagger = RowTagger(pipe, feature_cache, is_split_into_words=is_corpus)
     dataset = PreparedBatches(
         tagger, args.input, args.image_dir, args.batch_size, state.process_index, state.num_processes

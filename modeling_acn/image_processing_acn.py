@@ -6,14 +6,10 @@ below: one decoder, one pixel limit, one timeout and one set of modes, so that a
 whichever path reads it.
 """
 
-import http.client
 import io
 import os
 import stat
 import threading
-import time
-import urllib.error
-import urllib.request
 import warnings
 
 import numpy as np
@@ -27,6 +23,8 @@ from transformers.image_utils import (
     OPENAI_CLIP_STD,
     PILImageResampling,
 )
+
+from .url_policy_acn import UNAVAILABLE, FetchHandle, UrlFetchError, fetch_url
 
 
 WHITE = (255, 255, 255, 255)  # transparent pixels are shown on white, as a browser shows a tweet's image
@@ -48,7 +46,6 @@ URL_SCHEMES = ("http://", "https://")  # what transformers' load_image and the H
 DOWNLOAD_TIMEOUT_SECONDS = 20.0  # connecting, downloading and decoding one image URL, all together
 MAX_IMAGE_BYTES = 64 * 2**20  # an image file larger than this is refused before it is read (a sparse 2 GB file cost 2 GB)
 MAX_DOWNLOAD_BYTES = 20 * 2**20  # 20 MiB: four times Twitter's largest photo upload; max_pixels still applies
-DOWNLOAD_CHUNK_BYTES = 2**16
 
 
 class AcnImageError(ValueError):
@@ -62,7 +59,7 @@ class AcnImageError(ValueError):
 # why an image is refused; the corpus loader stores these in its `image_problem` column
 IMAGE_ERROR_REASONS = (
     "missing file", "not a regular file", "empty file", "corrupt", "too large", "unsupported mode", "timed out",
-    "download failed",  # an image URL: an HTTP error status, or no connection
+    "download failed",  # an image URL refused by the URL policy or that gave no image (one message for all)
 )  # fmt: skip
 
 
@@ -92,19 +89,30 @@ def load_image_url(
     max_pixels: int = MAX_IMAGE_PIXELS,
     timeout: float = DOWNLOAD_TIMEOUT_SECONDS,
     max_bytes: int = MAX_DOWNLOAD_BYTES,
+    allow_private_urls: bool = False,
 ) -> tuple[Image.Image, bytes]:
     """Download and fully decode an http(s) image: the decoded (not yet converted) image and the body's bytes.
 
-    Connecting, downloading and decoding together may take at most `timeout` seconds, and the body at most
-    `max_bytes` bytes (read in chunks, stopped past the limit); the decoding is `load_image_file`'s, with the same
-    pixel limit and modes. Raises `AcnImageError` naming the URL and the reason: an HTTP error status or no
-    connection ("download failed"), "timed out", "too large", an empty body, or not an image ("corrupt").
+    The download follows the project's URL policy (`url_policy_acn`): public addresses only, unless
+    `allow_private_urls=True` (for your own network; never for URLs a stranger sends). Connecting, downloading and
+    decoding together may take at most `timeout` seconds, after which the connection is closed, and the body at
+    most `max_bytes` bytes (read in chunks, stopped past the limit); the decoding is `load_image_file`'s, with the
+    same pixel limit and modes. Raises `AcnImageError` naming the URL and the reason: "timed out", "too large",
+    "empty file", or "download failed" with one message for every other refusal or failure (a private address, no
+    connection, an HTTP error status, a body that is not an image), so that the error does not tell what was there.
     """
     if not is_image_url(url):
         raise ValueError(f"url must start with http:// or https://, got {url!r}")
+    if not isinstance(allow_private_urls, bool):
+        raise ValueError(f"allow_private_urls must be True or False, got {allow_private_urls!r}")
     timeout, max_bytes = _download_limits(timeout, max_bytes)
+    handle = FetchHandle()
     return _within_timeout(
-        lambda: _download_and_decode(url, max_pixels, timeout, max_bytes), timeout, url, "downloading and decoding"
+        lambda: _download_and_decode(url, max_pixels, timeout, max_bytes, allow_private_urls, handle),
+        timeout,
+        url,
+        "downloading and decoding",
+        on_give_up=handle.close,
     )
 
 
@@ -202,52 +210,22 @@ def _read_and_decode(name: str, max_pixels: int, max_bytes: int) -> tuple[Image.
     return decode_image_bytes(data, max_pixels, name), data
 
 
-def _download_and_decode(url: str, max_pixels: int, timeout: float, max_bytes: int) -> tuple[Image.Image, bytes]:
-    data, content_type = _download(url, timeout, max_bytes)
+def _download_and_decode(
+    url: str, max_pixels: int, timeout: float, max_bytes: int, allow_private_urls: bool, handle: FetchHandle
+) -> tuple[Image.Image, bytes]:
+    try:
+        data, _ = fetch_url(url, timeout, max_bytes, allow_private_urls, handle)
+    except UrlFetchError as error:
+        if error.kind == "timed out":
+            raise AcnImageError("timed out", f"{url}: downloading and decoding took more than {timeout:g} s") from None
+        reason = {"too large": "too large", "empty": "empty file"}.get(error.kind, "download failed")
+        raise AcnImageError(reason, f"{url}: {error}") from None
     try:
         return decode_image_bytes(data, max_pixels, url), data
     except AcnImageError as error:
-        if error.reason == "corrupt" and content_type and not content_type.startswith("image/"):
-            raise AcnImageError("corrupt", f"{error}; the server sent {content_type}") from None
+        if error.reason == "corrupt":  # what the server sent instead of an image stays unsaid
+            raise AcnImageError("download failed", f"{url}: {UNAVAILABLE}") from None
         raise
-
-
-def _download(url: str, timeout: float, max_bytes: int) -> tuple[bytes, str | None]:
-    """The body of a GET of `url` and its Content-Type. No socket operation waits past `timeout` seconds from now,
-    and the read loop stops then too, so the thread ends soon after `load_image_url` has given up on it (whichever
-    notices first, the message is the same)."""
-    deadline = time.monotonic() + timeout
-    too_slow = AcnImageError("timed out", f"{url}: downloading and decoding took more than {timeout:g} s")
-    request = urllib.request.Request(url, headers={"User-Agent": "acn-mner", "Accept": "image/*"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
-                raise AcnImageError("too large", f"{url}: {declared} bytes exceed max_download_bytes={max_bytes}")
-            chunks, size = [], 0
-            while chunk := response.read(DOWNLOAD_CHUNK_BYTES):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise AcnImageError("too large", f"{url}: more than max_download_bytes={max_bytes} bytes")
-                if time.monotonic() > deadline:
-                    raise too_slow
-                chunks.append(chunk)
-            content_type = response.headers.get_content_type() if "Content-Type" in response.headers else None
-    except AcnImageError:
-        raise
-    except urllib.error.HTTPError as error:  # before URLError, its base class
-        error.close()
-        raise AcnImageError("download failed", f"{url}: HTTP {error.code} {error.reason}") from None
-    except (TimeoutError, urllib.error.URLError) as error:
-        reason = getattr(error, "reason", error)
-        if isinstance(reason, TimeoutError):
-            raise too_slow from None
-        raise AcnImageError("download failed", f"{url}: {reason}") from None
-    except (OSError, http.client.HTTPException, ValueError) as error:  # a reset connection, a bad response or URL
-        raise AcnImageError("download failed", f"{url}: {type(error).__name__}: {error}") from None
-    if not chunks:
-        raise AcnImageError("empty file", f"{url}: empty response body")
-    return b"".join(chunks), content_type
 
 
 def _download_limits(timeout: float, max_bytes: int) -> tuple[float, int]:
@@ -258,10 +236,11 @@ def _download_limits(timeout: float, max_bytes: int) -> tuple[float, int]:
     return float(timeout), max_bytes
 
 
-def _within_timeout(function, timeout: float, name: str, action: str = "reading and decoding"):
-    """`function()` in a daemon thread; an `AcnImageError` when it has not finished after `timeout` seconds.
+def _within_timeout(function, timeout: float, name: str, action: str = "reading and decoding", on_give_up=None):
+    """`function()` in a daemon thread; an `AcnImageError` when it has not finished after `timeout` seconds, after
+    calling `on_give_up()` (a download closes its connection there, so that its thread ends too).
 
-    The thread cannot be killed, so a hung read is left behind, but the caller goes on (and exits) without it.
+    A file read cannot be interrupted, so a hung read is left behind, but the caller goes on (and exits) without it.
     """
     outcome = {}
 
@@ -275,6 +254,8 @@ def _within_timeout(function, timeout: float, name: str, action: str = "reading 
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
+        if on_give_up is not None:
+            on_give_up()
         raise AcnImageError("timed out", f"{name}: {action} took more than {timeout:g} s")
     if "error" in outcome:
         raise outcome["error"]
@@ -335,6 +316,7 @@ class AcnImageProcessor(BaseImageProcessor):
         image_std: tuple[float, float, float] | None = None,
         download_timeout: float | None = None,
         max_download_bytes: int | None = None,
+        allow_private_urls: bool = False,
         return_tensors: str | None = "pt",
     ) -> BatchFeature:
         """Process one image or a list of images.
@@ -343,6 +325,8 @@ class AcnImageProcessor(BaseImageProcessor):
             images: a PIL image, a uint8 numpy array (H, W), (H, W, 3) or (H, W, 4), a file path, an http:// or
                 https:// URL (downloaded within `download_timeout` and `max_download_bytes`), or `None` for a
                 missing image; or a list of those. An image that cannot be read raises `AcnImageError`.
+            allow_private_urls: fetch URLs of loopback, private and link-local addresses too (your own network).
+                Only per call, never a saved setting: a model folder cannot turn it on for the URLs its users send.
             return_tensors: `"pt"` for torch tensors, `"np"` or `None` for numpy arrays.
 
         Returns:
@@ -363,7 +347,7 @@ class AcnImageProcessor(BaseImageProcessor):
         pixel_values = np.zeros((len(batch), 3, size["height"], size["width"]), dtype=np.float32)
         for index, image in enumerate(batch):
             if image is not None:
-                rgb = upright_rgb(_open(image, index, *limits)).resize((size["width"], size["height"]), resample=resample)
+                rgb = upright_rgb(_open(image, index, *limits, allow_private_urls)).resize((size["width"], size["height"]), resample=resample)
                 pixels = np.asarray(rgb, dtype=np.float32) * rescale_factor  # (height, width, 3)
                 pixel_values[index] = ((pixels - mean) / std).transpose(2, 0, 1)  # (3, height, width)
         image_mask = np.array([image is not None for image in batch])  # (batch,)
@@ -374,13 +358,17 @@ class AcnImageProcessor(BaseImageProcessor):
 AcnImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 
-def _open(image, index: int, download_timeout: float, max_download_bytes: int) -> Image.Image:
+def _open(
+    image, index: int, download_timeout: float, max_download_bytes: int, allow_private_urls: bool
+) -> Image.Image:
     """A checked PIL image (mode and pixel limit) from any accepted input; orientation is applied later."""
     if isinstance(image, Image.Image):
         check_image(image, name=f"image {index}")
         return image
     if is_image_url(image):
-        return load_image_url(image, timeout=download_timeout, max_bytes=max_download_bytes)[0]
+        return load_image_url(
+            image, timeout=download_timeout, max_bytes=max_download_bytes, allow_private_urls=allow_private_urls
+        )[0]
     if isinstance(image, (str, os.PathLike)):
         return load_image_file(image)[0]
     if isinstance(image, np.ndarray):

@@ -23,6 +23,9 @@ from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.utils import cached_file
 
+from .configuration_acn import AcnConfig
+from .processing_acn import AcnProcessor
+
 
 TASK = "multimodal-ner"
 STANDARD_TASK = "token-classification"  # transformers' task, whose default aggregation is "none"
@@ -36,7 +39,7 @@ class AcnPipeline(Pipeline):
     Call it with a tweet and an image, `pipe("Obama visits Paris", image="paris.jpg")`, or a list of inputs,
     each a tweet string, a `(text, image)` pair or a `{"text": ..., "image": ...}` dict. With
     `is_split_into_words=True` a list of words is one tweet (offsets then point into the words joined by single
-    spaces). An image is a file path, a PIL image, `None` (the model's text path for that tweet), or
+    spaces). An image is a file path, an http(s) URL, a PIL image, `None` (the model's text path for that tweet), or
     precomputed backbone features `(49, image_feature_dim)` (VGG-16 pool5: `(49, 512)`) as a float tensor or array
     (e.g. from the corpus feature cache). Text-only models ignore images.
 
@@ -61,6 +64,9 @@ class AcnPipeline(Pipeline):
             units: the visual share of the fused feature; None with `fusion="concat"`) and `filtration_gates`
             `(words,)`, as numpy float32 arrays. Needs a model with images (`use_image=True`).
         is_split_into_words (`bool`): the text is a list of words.
+        allow_private_urls (`bool`, defaults to `False`): image URLs may name loopback, private and link-local
+            addresses (your own network). Off, only public addresses are fetched (the URL policy of
+            `url_policy_acn`); leave it off wherever strangers choose the URLs.
     """
 
     _load_processor = True
@@ -144,10 +150,15 @@ class AcnPipeline(Pipeline):
         return_tags=None,
         output_attentions=None,
         is_split_into_words=None,
+        allow_private_urls=None,
     ):
         preprocess, forward, postprocess = {}, {}, {}
         if is_split_into_words is not None:
             preprocess["is_split_into_words"] = is_split_into_words
+        if allow_private_urls is not None:
+            if not isinstance(allow_private_urls, bool):
+                raise ValueError(f"allow_private_urls must be True or False, got {allow_private_urls!r}")
+            preprocess["allow_private_urls"] = allow_private_urls
         if output_attentions is not None:
             if output_attentions and not self.model.config.use_image:
                 raise ValueError("output_attentions=True needs a model with images; this one has use_image=False")
@@ -160,7 +171,7 @@ class AcnPipeline(Pipeline):
             postprocess["return_tags"] = return_tags
         return preprocess, forward, postprocess
 
-    def preprocess(self, example, is_split_into_words=False):
+    def preprocess(self, example, is_split_into_words=False, allow_private_urls=False):
         text = example["text"]
         encoding = self.processor(text, is_split_into_words=is_split_into_words, return_offsets_mapping=True)
         offsets = [tuple(pair) for pair in encoding.pop("offset_mapping")[0].tolist()]
@@ -173,7 +184,7 @@ class AcnPipeline(Pipeline):
                     f"the tweet has {len(offsets)} words and an image; co-attention reads at most max_image_words="
                     f"{limit} words (its memory grows with their square): tag it without its image"
                 )
-            model_inputs.update(self._image_inputs(example["image"]))
+            model_inputs.update(self._image_inputs(example["image"], allow_private_urls))
         model_inputs["text"] = " ".join(text) if is_split_into_words else text
         model_inputs["offsets"] = offsets
         return model_inputs
@@ -187,13 +198,15 @@ class AcnPipeline(Pipeline):
         width = max(tokenizer.max_word_length, tokenizer.min_char_width)
         return torch.nn.functional.pad(char_ids, (0, width - char_ids.shape[-1]), value=self.model.config.char_pad_id)
 
-    def _image_inputs(self, image):
+    def _image_inputs(self, image, allow_private_urls=False):
         """Pixels and features for one image, both always present so that any mix of inputs batches together."""
         config = self.model.config
         features = torch.zeros(1, config.num_image_regions, config.image_feature_dim)  # (1, regions, 512)
         given_features = as_image_features(image, features.shape[1:])
         if given_features is None:
-            inputs = dict(self.processor.image_processor([image], return_tensors="pt"))
+            inputs = dict(
+                self.processor.image_processor([image], return_tensors="pt", allow_private_urls=allow_private_urls)
+            )
         else:
             inputs = dict(self.processor.image_processor([None], return_tensors="pt"))
             features[0] = given_features
@@ -471,7 +484,9 @@ def load_model_and_processor(name, trust_remote_code: bool = False):
     with `trust_remote_code`, by the classes the folder's own code defines (its `auto_map`), which then runs.
     Loading is strict (see `AcnPreTrainedModel.from_pretrained`)."""
     if not trust_remote_code:
-        return AutoModelForTokenClassification.from_pretrained(name), AutoProcessor.from_pretrained(name)
+        _check_installed_classes(name)
+        model = AutoModelForTokenClassification.from_pretrained(name, trust_remote_code=False)
+        return model, AutoProcessor.from_pretrained(name, trust_remote_code=False)
     model_class = _folder_class(name, "AutoModelForTokenClassification", "config.json")
     return model_class.from_pretrained(name), load_processor(name, trust_remote_code)
 
@@ -479,8 +494,28 @@ def load_model_and_processor(name, trust_remote_code: bool = False):
 def load_processor(name, trust_remote_code: bool = False):
     """The processor of a folder or Hub id, by the installed class or (`trust_remote_code`) the folder's own."""
     if not trust_remote_code:
-        return AutoProcessor.from_pretrained(name)
-    return _folder_class(name, "AutoProcessor", "processor_config.json").from_pretrained(name)
+        _check_installed_classes(name)
+        return AutoProcessor.from_pretrained(name, trust_remote_code=False)
+    return _folder_class(name, "AutoProcessor", "processor_config.json").from_pretrained(name, trust_remote_code=True)
+
+
+def _check_installed_classes(name) -> None:
+    """Refuse, in one line, a folder or Hub id whose model or processor is not ACN's: the installed classes cannot
+    load it, and its own classes (its `auto_map`) would be its code running. `trust_remote_code=False` goes to every
+    Auto class as well, so that transformers never asks on stdin whether to run a folder's code."""
+    model_type = json.loads(Path(cached_file(name, "config.json")).read_text(encoding="utf-8")).get("model_type")
+    if model_type != AcnConfig.model_type:
+        raise ValueError(
+            f"{name} is not an ACN model (model_type {model_type!r}); a folder's own code runs only with "
+            "trust_remote_code=True"
+        )
+    processor_file = cached_file(name, "processor_config.json", _raise_exceptions_for_missing_entries=False)
+    processor_class = None if processor_file is None else json.loads(Path(processor_file).read_text(encoding="utf-8")).get("processor_class")
+    if processor_class not in (None, AcnProcessor.__name__):
+        raise ValueError(
+            f"{name}/processor_config.json names processor_class {processor_class!r}, not {AcnProcessor.__name__}; "
+            "a folder's own code runs only with trust_remote_code=True"
+        )
 
 
 def _folder_class(name, auto_class: str, config_file: str):

@@ -29,6 +29,7 @@ class Route(NamedTuple):
     delay: float = 0.0  # seconds before the answer starts
     declare_length: bool = True  # False: no Content-Length, the body ends when the connection closes
     drip_seconds: float = 0.0  # > 0: the body goes out a byte at a time, this long apart
+    location: str | None = None  # a Location header (with a 3xx status: a redirect)
 
 
 def png(image: Image.Image) -> bytes:
@@ -54,15 +55,18 @@ ROUTES = {
 
 
 @contextmanager
-def image_server(routes: dict[str, Route] = ROUTES) -> Iterator[str]:
+def image_server(routes: dict[str, Route] = ROUTES, hits: list[str] | None = None) -> Iterator[str]:
     """Serve `routes` (by path) on 127.0.0.1 at a free port from a thread; yields the base URL. Unknown paths get
-    404. Leaving the block wakes every delayed answer, stops the server and joins its thread."""
+    404; `hits`, if given, gets the path of every request. Leaving the block wakes every delayed answer, stops the
+    server and joins its thread."""
     stop = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
         timeout = REQUEST_SECONDS
 
         def do_GET(self):
+            if hits is not None:
+                hits.append(self.path)
             route = routes.get(urlsplit(self.path).path)
             if route is None:
                 self.send_error(404)
@@ -71,6 +75,8 @@ def image_server(routes: dict[str, Route] = ROUTES) -> Iterator[str]:
                 return  # the test is over
             self.send_response(route.status)
             self.send_header("Content-Type", route.content_type)
+            if route.location is not None:
+                self.send_header("Location", route.location)
             if route.declare_length:
                 self.send_header("Content-Length", str(len(route.body)))
             self.end_headers()
