@@ -1,14 +1,19 @@
 """Every file and folder the project writes: under a temporary name beside its place, renamed into it when complete.
 
 A command that is killed, or fails half way, leaves either the previous file (or folder) or the new one, never a
-truncated one; a rename within one folder is atomic on POSIX file systems. Temporary names start with a dot, end in
-``.tmp`` and hold random characters: they are created new (`tempfile.mkstemp` / `mkdtemp`, which open with
+truncated one; a rename within one folder is atomic on POSIX file systems. A temporary name is
+``.<name>.acn-<pid>-<8 random characters>.tmp``, created new (`tempfile.mkstemp` / `mkdtemp`, which open with
 ``O_CREAT | O_EXCL`` and never follow a link), so a link or file planted at a predictable name is never written
-through; once a write completes, the temporary names of earlier, killed writes of the same path are removed. The
-final name is replaced only when it is nothing yet or a regular file (a folder, for folders); a symbolic link,
-device, FIFO or socket there is refused with a message naming it.
+through, and two runs writing the same path (or a process's part of a distributed output) never share one. The
+creating process holds an `flock` on it for as long as it exists, and removes it when the write ends, whether it
+completed, failed, was interrupted (Ctrl-C) or terminated (SIGTERM: `acn_mner.command_line` turns it into an
+exception, so that this clean-up runs). Only a SIGKILL or a power cut leaves one behind: once a write of the same
+path completes, such a leftover is removed when it is provably dead, i.e. no process with its id runs on this machine
+and nobody holds its lock. Another run's live temporary file, and a user's own file (``.pred.jsonl.backup01.tmp``), never
+match and are never removed. The final name is replaced only when it is nothing yet or a regular file (a folder, for
+folders); a symbolic link, device, FIFO or socket there is refused with a message naming it.
 """
-
+import fcntl
 import os
 import re
 import shutil
@@ -26,12 +31,8 @@ def _umask() -> int:
 
 
 UMASK = _umask()  # new files get the permissions open() would give them, not mkstemp's 0600
-
-
-def temporary_name(path: Path, kind: str = "tmp") -> Path:
-    """A fixed hidden name beside `path`, for files that several processes must find by name (each process's part
-    of a distributed output). Open it with `create_exclusive`, which never follows what is there."""
-    return path.with_name(f".{path.name}.{kind}")
+TEMPORARY_TAG = "acn"  # temporary names are .<name>.acn-<pid>-<random>.tmp: no name a user would type
+FILES_FOLDER = "files"  # `atomic_files_into` writes into .files.acn-<pid>-<random>.tmp inside the folder
 
 
 def check_output_target(path: str | os.PathLike, kind: str = "file") -> None:
@@ -59,25 +60,42 @@ def _file_kind(mode: int) -> str:
     return "a special file"
 
 
-def create_exclusive(path: str | os.PathLike, mode: str = "w", **open_kwargs):
-    """Open a new file at the fixed name `path` for writing: whatever is there (a leftover of a killed run, or a
-    planted link) is removed first without being followed, and the file is created with ``O_CREAT | O_EXCL |
-    O_NOFOLLOW``, so it is never an existing file or a link's target."""
-    path = Path(path)
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
-    return os.fdopen(descriptor, mode, **open_kwargs)
+def _leftovers(path: Path) -> Iterator[Path]:
+    """Temporary names of `path` whose writer is provably dead (killed while writing it)."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.{TEMPORARY_TAG}-(\d+)-[a-z0-9_]{{8}}\.tmp")
+    for entry in path.parent.iterdir():
+        match = pattern.fullmatch(entry.name)
+        if match is not None and _abandoned(entry, int(match[1])):
+            yield entry
 
 
-def _leftovers(path: Path) -> list[Path]:
-    """Temporary names of `path` left by runs killed while writing it (`tempfile`'s 8 random characters)."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
-    return [entry for entry in path.parent.iterdir() if pattern.fullmatch(entry.name)]
+def _abandoned(entry: Path, pid: int) -> bool:
+    """Whether the temporary file or folder `entry`, named for process `pid`, is dead: no process `pid` runs here,
+    and its lock is free (the kernel drops a lock when its holder ends, however it ends; the lock also covers a writer
+    in another pid namespace sharing the folder). A link at such a name was planted: it is dead too."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # OverflowError: no process id is that large
+        pass
+    except PermissionError:  # another user's process has that id
+        return False
+    else:
+        return False
+    try:
+        descriptor = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # a link (ELOOP), or gone
+        return entry.is_symlink()
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(descriptor)
+    return True
 
 
 def _remove_leftovers(path: Path) -> None:
-    """Called once `path` is complete: earlier runs' leftovers go (a link is removed, never followed)."""
+    """Called once `path` is complete: dead writers' leftovers go (a link is removed, never followed)."""
     for entry in _leftovers(path):
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
@@ -85,38 +103,45 @@ def _remove_leftovers(path: Path) -> None:
             entry.unlink(missing_ok=True)
 
 
-def _new_temporary_file(path: Path) -> Path:
-    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+@contextmanager
+def temporary_file(path: str | os.PathLike, folder: bool = False) -> Iterator[Path]:
+    """Yield a new, empty file (`folder=True`: folder) beside `path`, named ``.<name>.acn-<pid>-<random>.tmp`` and
+    locked by this process, and remove it when the block ends, however it ends (unless the block renamed it away).
+    Each process's part of a distributed output is one; `atomic_path` and `atomic_folder` rename theirs into place."""
+    path = Path(path)
+    prefix, suffix = f".{path.name}.{TEMPORARY_TAG}-{os.getpid()}-", ".tmp"
+    if folder:
+        name = tempfile.mkdtemp(dir=path.parent, prefix=prefix, suffix=suffix)
+        descriptor = os.open(name, os.O_RDONLY | os.O_DIRECTORY)
+    else:
+        descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
+    temporary = Path(name)
     try:
-        os.fchmod(descriptor, 0o666 & ~UMASK)
+        os.fchmod(descriptor, (0o777 if folder else 0o666) & ~UMASK)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)  # held while the name exists: another run's clean-up leaves it
+        yield temporary
     finally:
+        if folder:
+            shutil.rmtree(temporary, ignore_errors=True)
+        else:
+            temporary.unlink(missing_ok=True)
         os.close(descriptor)
-    return Path(name)
-
-
-def _new_temporary_folder(path: Path) -> Path:
-    folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    folder.chmod(0o777 & ~UMASK)
-    return folder
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a new temporary file beside `path` (empty, under a random name); it replaces `path` when the block ends
+    """Yield a new temporary file beside `path` (empty, see `temporary_file`); it replaces `path` when the block ends
     without an error and is removed when the block fails. `path` must be nothing yet or a regular file."""
     path = Path(path)
     check_output_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _new_temporary_file(path)
-    try:
+    with temporary_file(path) as temporary:
         yield temporary
         fsync_file(temporary)
         check_output_target(path)  # again: the target may have changed while the block ran
         os.replace(temporary, path)
         fsync_folder(path.parent)
-        _remove_leftovers(path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    _remove_leftovers(path)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -138,13 +163,10 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     check_output_target(path, "folder")
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _new_temporary_folder(path)
-    try:
+    with temporary_file(path, folder=True) as temporary:
         yield temporary
         replace_folder(temporary, path)
-        _remove_leftovers(path)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+    _remove_leftovers(path)
 
 
 @contextmanager
@@ -154,12 +176,10 @@ def atomic_files_into(folder: str | os.PathLike) -> Iterator[Path]:
     folder = Path(folder)
     check_output_target(folder, "folder")
     folder.mkdir(parents=True, exist_ok=True)
-    temporary = _new_temporary_folder(folder / "files")
-    try:
+    with temporary_file(folder / FILES_FOLDER, folder=True) as temporary:
         yield temporary
         move_files_into(temporary, folder)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+    _remove_leftovers(folder / FILES_FOLDER)
 
 
 def replace_folder(source: Path, target: Path) -> None:
@@ -171,10 +191,9 @@ def replace_folder(source: Path, target: Path) -> None:
     fsync_folder(source)
     check_output_target(target, "folder")
     if target.exists():
-        old = _new_temporary_folder(target)  # empty: a folder may be renamed onto an empty one
-        os.rename(target, old)
-        os.rename(source, target)
-        shutil.rmtree(old)
+        with temporary_file(target, folder=True) as old:  # empty: a folder may be renamed onto an empty one
+            os.rename(target, old)
+            os.rename(source, target)
     else:
         os.rename(source, target)
     fsync_folder(target.parent)
@@ -194,14 +213,6 @@ def move_files_into(source: Path, target: Path) -> list[Path]:
             written.append(destination)
     fsync_folder(target)
     return written
-
-
-def refuse_overwriting_inputs(output: str | os.PathLike, inputs: dict[str, str | os.PathLike | None]) -> None:
-    """Raise `ValueError` when `output` is one of the command's input files (`{"--flag": path}`)."""
-    output = Path(output)
-    for flag, path in inputs.items():
-        if path is not None and output.exists() and Path(path).exists() and os.path.samefile(output, path):
-            raise ValueError(f"--output {str(output)!r} is the {flag} file; writing it would destroy the input")
 
 
 def fsync_file(path: Path) -> None:
@@ -226,11 +237,9 @@ __all__ = [
     "atomic_folder",
     "atomic_path",
     "check_output_target",
-    "create_exclusive",
     "move_files_into",
-    "refuse_overwriting_inputs",
     "replace_folder",
-    "temporary_name",
+    "temporary_file",
     "write_bytes",
     "write_text",
 ]

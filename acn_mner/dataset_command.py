@@ -31,6 +31,7 @@ from .corpus import load_twitter_mner, parse_label_map
 from .dataset_card import CORPORA, check_citation, check_license_id, image_problem_table
 from .export import export_parquet, push_folder_to_hub
 from .feature_cache import CALIBRATION_IMAGES, feature_extractor, save_feature_cache
+from .output_check import refuse_overwriting_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,8 @@ def parse_cache_args(argv: list[str]) -> argparse.Namespace:
 
 
 def run_export(args: argparse.Namespace) -> None:
+    inputs = {"--data_dir folder": args.data_dir, "--image_dir folder": args.image_dir}
+    refuse_overwriting_inputs(args.output_dir, inputs.items(), flag="--output_dir", folder=True)
     dataset = load_twitter_mner(
         args.data_dir,
         args.image_dir,
@@ -137,6 +140,8 @@ def run_export(args: argparse.Namespace) -> None:
 
 
 def run_cache_features(args: argparse.Namespace) -> None:
+    inputs = {"--dataset folder": args.dataset, "model folder": args.model, "--vision_weights file": args.vision_weights}
+    refuse_overwriting_inputs(args.output_dir, inputs.items(), flag="--output_dir", folder=True)
     model, image_processor = feature_extractor(
         args.model, args.vision_weights, args.vision_backbone, args.vision_precision, args.seed
     )

@@ -33,6 +33,7 @@ from modeling_acn.onnx_acn import (
     ONNX_FILE,
     ONNX_INT8_FILE,
     PIXEL_VALUES,
+    TRUNK_ID_KEY,
     VISION_ONNX_FILE,
     VISION_ONNX_INT8_FILE,
     import_onnxruntime,
@@ -42,6 +43,7 @@ from modeling_acn.vision_acn import BACKBONE_INPUT_SIZE, backbone_regions
 
 from .atomic import atomic_folder
 from .command_line import one_line_errors
+from .output_check import refuse_overwriting_inputs
 
 EXPORTER = "torch.onnx.export(dynamo=True)"
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"  # the module path of each node, as the dynamo exporter records it
@@ -206,13 +208,15 @@ def eager_attention(model):
 
 
 def export_vision_graph(model, path: Path) -> None:
-    """`vision.onnx`: pixels to region features (float32, any number of images), checked against eager."""
+    """`vision.onnx`: pixels to region features (float32, any number of images), checked against eager; its
+    metadata_props record the trunk's `vision_trunk_id()` (the int8 quantisation keeps them)."""
     trunk = AcnVisionTrunk(model).eval()
     pixel_values = torch.randn(2, 3, BACKBONE_INPUT_SIZE, BACKBONE_INPUT_SIZE, generator=torch.Generator().manual_seed(0))
     program = torch.onnx.export(
         trunk, (pixel_values,), dynamic_shapes=({0: torch.export.Dim("images", min=1)},), dynamo=True,
         input_names=[PIXEL_VALUES], output_names=[IMAGE_FEATURES], external_data=False, verbose=False,
     )  # fmt: skip
+    program.model.metadata_props[TRUNK_ID_KEY] = model.vision_trunk_id()
     program.save(str(path))
     with torch.no_grad():
         expected = trunk(pixel_values)
@@ -345,8 +349,7 @@ def _load(model_folder_or_model) -> AcnForTokenClassification:
 
 
 def _check_output_dir(output_dir: Path, source: Path | None) -> None:
-    if source is not None and output_dir.resolve() == source.resolve():
-        raise ValueError(f"--output_dir {output_dir} is the model folder: write the export to another folder")
+    refuse_overwriting_inputs(output_dir, [("model folder", source)], flag="--output_dir", folder=True)
     if output_dir.is_dir() and any(output_dir.iterdir()) and not (output_dir / ONNX_CONFIG_FILE).is_file():
         raise ValueError(f"--output_dir {output_dir} holds files that are not an ACN ONNX export: choose a new or empty folder")
 
@@ -369,6 +372,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if not Path(args.model).is_dir():
         raise ValueError(f"--model {args.model} is not a folder")
+    inputs = {"model folder": args.model, "--calibration_images folder": args.calibration_images}
+    refuse_overwriting_inputs(args.output_dir, inputs.items(), flag="--output_dir", folder=True)
     pixels = None
     if args.calibration_images is not None:
         if not args.calibration_images.is_dir():

@@ -96,6 +96,7 @@ from .feature_cache import (
     read_vision_settings,
 )
 from .model_card import base_model, hub_dataset_id, write_model_card
+from .output_check import refuse_overwriting_inputs
 from .recipes import FgmPerturbation, rdrop_loss, reinitialise_top_layers
 
 logger = get_logger(__name__)
@@ -931,10 +932,23 @@ def glob_escape(name: str) -> str:
     return "".join(f"[{char}]" if char in "*?[" else char for char in name)
 
 
+def training_inputs(args) -> dict:
+    """What a run reads, for the output check (a checkpoint it resumes from is its own: it may be in output_dir)."""
+    if args.train_file is None:
+        corpus = {"--dataset_name folder": args.dataset}
+    else:  # args.dataset is then the training file's folder, which output_dir may share
+        corpus = {f"--{flag} file": getattr(args, flag) for flag in FILE_FLAGS.values()}
+    return corpus | {
+        "--image_dir folder": args.image_dir, "--embeddings file": args.embeddings, "model folder": args.model_name_or_path,
+        "--text_encoder folder": args.text_encoder, "--vision_weights file": args.vision_weights,
+    }  # fmt: skip
+
+
 def main(argv=None):
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
+    refuse_overwriting_inputs(output_dir, training_inputs(args).items(), flag="--output_dir", folder=True)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,

@@ -55,6 +55,11 @@ LEGACY_SETTINGS = {"char_activation": "none"}  # the character CNN had no tanh b
 REMOVED_SETTINGS = ("max_word_length",)  # the tokenizer's setting, never read by the model
 
 
+# The most labels (tags) a model may have. NER tag sets have tens (Twitter-2015: 9, OntoNotes' BIO: 37); the CRF's
+# transitions and the BIO table are labels x labels, and a config.json with 20,000 labels took 3.5 GB before any
+# check (the BIO table as nested lists; the transitions add 1.6 GB).
+MAX_LABELS = 1000
+
 # What `AcnModel.calibrate_vision` writes: the int8 backbone is rebuilt from these and the weights.
 INT8_CALIBRATION_FIELDS = ("vision_int8_ranges", "vision_int8_channel_scales", "vision_int8_bias_corrections")
 
@@ -173,6 +178,7 @@ class AcnConfig(PretrainedConfig):
         **kwargs,
     ):
         _check_types(locals())
+        _check_label_count(id2label=id2label, label2id=label2id, num_labels=kwargs.get("num_labels"))
         if id2label is None and label2id is None and "num_labels" not in kwargs:
             id2label = dict(enumerate(TWITTER2015_LABELS))
         if label2id is None and id2label is not None:
@@ -314,6 +320,20 @@ def _check_types(settings: dict) -> None:
         raise ValueError(f"char_kernel_sizes must be a list of integers, got {settings['char_kernel_sizes']!r}")
 
 
+def _check_label_count(**given) -> None:
+    """At most MAX_LABELS labels, checked before anything is allocated per label (pairs of labels cost the square)."""
+    for name, value in given.items():
+        if value is None:
+            continue
+        if name == "num_labels" and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ValueError(f"num_labels must be an integer, got {_abridged(value)}")
+        if name != "num_labels" and not isinstance(value, dict):
+            raise ValueError(f"{name} must map label ids to names (a JSON object), got {_abridged(value)}")
+        count = value if name == "num_labels" else len(value)
+        if count > MAX_LABELS:
+            raise ValueError(f"{name} gives {count} labels; a model has at most MAX_LABELS={MAX_LABELS}")
+
+
 def _check_label_maps(id2label: dict, label2id: dict) -> None:
     """id2label numbers its labels 0..n-1 without gaps, with distinct names, and label2id is its inverse."""
     if sorted(id2label) != list(range(len(id2label))):
@@ -412,4 +432,4 @@ def _check_positive(**values):
 
 AcnConfig.register_for_auto_class()
 
-__all__ = ["AcnConfig", "IGNORE_INDEX", "PAPER_TEXT_ENCODER", "PAPER_VARIANTS", "VISION_BACKBONES", "VISION_PRECISIONS"]
+__all__ = ["AcnConfig", "IGNORE_INDEX", "MAX_LABELS", "PAPER_TEXT_ENCODER", "PAPER_VARIANTS", "VISION_BACKBONES", "VISION_PRECISIONS"]

@@ -10,6 +10,9 @@ model folder's config, tokenizer and processor files. Load it with
 The graphs compute the emissions (`logits`) from the same inputs as the model's `forward`, with dynamic batch and
 lengths. ONNX has no assertions, so `AcnOnnxModel` runs the eager model's own input checks before the graph, and they
 refuse the same inputs with the same messages. Decoding (Viterbi) and the marginals (forward-backward) run in numpy.
+Loading checks the folder's parts against config.json: the graphs' inputs and output sizes, the CRF's scores (finite,
+one per label), and the trunk that `vision.onnx` records against `onnx_config.json`'s; a malformed part is a
+`ValueError` of one line naming its file.
 onnxruntime is an optional dependency (`pip install onnxruntime`).
 """
 
@@ -23,10 +26,11 @@ from .configuration_acn import AcnConfig
 from .modeling_acn import (
     AcnModel,
     AcnTokenClassifierOutput,
+    _short_id,
     bio_transition_table,
     viterbi_decode,
 )
-from .vision_acn import check_pixel_values
+from .vision_acn import BACKBONE_INPUT_SIZE, check_pixel_values
 
 ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model_int8.onnx"
@@ -36,11 +40,15 @@ ONNX_CONFIG_FILE = "onnx_config.json"  # the CRF's scores and how the graphs wer
 LOGITS = "logits"  # the graphs' one output
 PIXEL_VALUES = "pixel_values"  # vision.onnx's input; its output is IMAGE_FEATURES
 IMAGE_FEATURES = "image_features"
+# The vision graphs' metadata_props entry naming the trunk they hold, its `vision_trunk_id()` (`acn-export` writes it;
+# folders exported before it have none, and are checked by their shapes only).
+TRUNK_ID_KEY = "acn.vision_trunk_id"
 # ONNX Runtime's fusion of the residual Add and LayerNormalization into its SkipLayerNormalization kernel made the
 # whole MiniLM-L6 graph 20% slower on the CPU (int8, batch 32; float32: 8%): that kernel took a fifth of the time
 # (`benchmarks/serve.py --profile`). The two operators stay apart.
 DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 ONNX_TYPES = {"tensor(int64)": np.int64, "tensor(bool)": np.bool_, "tensor(float)": np.float32}  # the graphs' input types
+CRF_SCORES = ("start_transitions", "end_transitions", "transitions")  # onnx_config.json's "crf": (tags,), (tags,), (tags, tags)
 
 
 def onnx_min_char_width(config: AcnConfig) -> int:
@@ -147,20 +155,16 @@ class AcnOnnxModel:
         if not (folder / onnx_file).is_file():
             raise ValueError(f"{folder} has no {onnx_file}: export the model with acn-export first")
         self.config = AcnConfig.from_pretrained(folder)
-        exported = json.loads((folder / ONNX_CONFIG_FILE).read_text(encoding="utf-8"))
-        providers = ["CPUExecutionProvider"]
-        self.session = onnxruntime.InferenceSession(
-            str(folder / onnx_file), session_options, providers=providers, disabled_optimizers=DISABLED_OPTIMIZERS
-        )
-        self.input_types = {graph_input.name: ONNX_TYPES[graph_input.type] for graph_input in self.session.get_inputs()}
+        self.crf, self._vision_trunk_id = read_onnx_config(folder / ONNX_CONFIG_FILE, self.config)
+        self.session = _session(onnxruntime, folder / onnx_file, session_options, disabled_optimizers=DISABLED_OPTIMIZERS)
+        self.input_types = check_logits_graph(folder / onnx_file, self.session, self.config)
         self.vision_session = None
         if vision_onnx_file != VISION_ONNX_FILE and not (folder / vision_onnx_file).is_file():
             raise ValueError(f"{folder} has no {vision_onnx_file}: export the model with acn-export --int8 --calibration_images")
         if self.config.use_image and (folder / vision_onnx_file).is_file():
-            self.vision_session = onnxruntime.InferenceSession(str(folder / vision_onnx_file), session_options, providers=providers)
+            self.vision_session = _session(onnxruntime, folder / vision_onnx_file, session_options)
+            check_vision_graph(folder / vision_onnx_file, self.vision_session, self.config, self._vision_trunk_id)
         self.vision_onnx_file = vision_onnx_file
-        self.crf = None if exported["crf"] is None else AcnNumpyCrf(**exported["crf"])
-        self._vision_trunk_id = exported["vision_trunk_id"]
         self.bio_allowed, self.bio_allowed_start = bio_transition_table(self.config.id2label)  # (tags, tags), (tags,)
         self.onnx_file = onnx_file
 
@@ -285,8 +289,135 @@ class AcnOnnxModel:
         return features
 
 
+# --- the folder's parts, checked against config.json as they load (each problem: one line naming the file) ---------
+
+
+def read_onnx_config(path: Path, config: AcnConfig) -> tuple[AcnNumpyCrf | None, str | None]:
+    """`onnx_config.json`'s CRF scores (finite, shaped for config.json's labels; None for a softmax decoder) and the
+    exported trunk's id (None without images)."""
+    try:
+        exported = json.loads(path.read_bytes())
+    except ValueError as error:  # invalid JSON or text that is not UTF-8
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(exported, dict) or not {"crf", "vision_trunk_id"} <= exported.keys():
+        raise ValueError(f"{path} must be a JSON object with 'crf' and 'vision_trunk_id': export the model again with acn-export")
+    crf = exported["crf"]
+    if (crf is None) != (config.decoder != "crf"):
+        scores = "no CRF scores" if crf is None else "CRF scores"
+        raise ValueError(f"{path} has {scores}, and config.json's decoder is {config.decoder!r}: export the model again with acn-export")
+    trunk_id = exported["vision_trunk_id"]
+    if not config.use_image and trunk_id is not None:
+        raise ValueError(f"{path} records the vision trunk {_abridged(trunk_id)}, and config.json's model has no images (use_image=False)")
+    if config.use_image and not (isinstance(trunk_id, str) and trunk_id.startswith(f"{config.vision_backbone}:")):
+        raise ValueError(f"{path}: vision_trunk_id must be config.json's vision_backbone {config.vision_backbone!r} and a digest ('{config.vision_backbone}:...'), got {_abridged(trunk_id)}")
+    return (None if crf is None else _crf_scores(path, crf, config.num_labels)), trunk_id
+
+
+def _crf_scores(path: Path, crf, num_labels: int) -> AcnNumpyCrf:
+    """The three score tables as float32, each a finite number per label (pair)."""
+    if not isinstance(crf, dict) or set(crf) != set(CRF_SCORES):
+        raise ValueError(f"{path}: crf must hold {', '.join(CRF_SCORES)}, got {_abridged(crf)}")
+    tables = {}
+    for name, shape in zip(CRF_SCORES, ((num_labels,), (num_labels,), (num_labels, num_labels))):
+        try:
+            table = np.asarray(crf[name])
+        except ValueError:  # ragged lists
+            table = np.asarray(None)
+        if table.dtype.kind not in "iuf":
+            raise ValueError(f"{path}: crf {name} must be numbers, got {_abridged(crf[name])}")
+        if table.shape != shape:
+            raise ValueError(f"{path}: crf {name} has shape {table.shape}, and config.json's {num_labels} labels need {shape}")
+        with np.errstate(over="ignore"):  # a number beyond float32's range becomes inf, refused below
+            tables[name] = table.astype(np.float32)
+        bad = int((~np.isfinite(tables[name])).sum())
+        if bad:
+            raise ValueError(f"{path}: crf {name} holds {bad} NaN or infinite scores (or beyond float32's range)")
+    return AcnNumpyCrf(**tables)
+
+
+def _session(onnxruntime, path: Path, session_options, **options):
+    """An ONNX Runtime session on `path`; a file that is not a loadable graph (truncated, corrupt) is a ValueError."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as errors
+
+    unloadable = (errors.Fail, errors.InvalidArgument, errors.InvalidGraph, errors.InvalidProtobuf, errors.NotImplemented)
+    try:
+        return onnxruntime.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"], **options)
+    except unloadable as error:
+        reason = " ".join(str(error).split())
+        raise ValueError(f"{path} is not a loadable ONNX graph (truncated or corrupt?): {reason}") from None
+
+
+def expected_inputs(config: AcnConfig) -> dict[str, str]:
+    """The inputs of the logits graph that `acn-export` writes for `config`, with their ONNX types."""
+    names = ["input_ids", "attention_mask"]
+    names += ["char_ids"] if config.use_char_cnn else []
+    names += ["subword_ids", "subword_attention_mask", "subword_to_word"] if config.uses_pretrained_text_encoder else []
+    types = {name: "tensor(int64)" for name in names}
+    if config.use_image:
+        types.update(image_features="tensor(float)", image_mask="tensor(bool)")
+    return types
+
+
+def check_logits_graph(path: Path, session, config: AcnConfig) -> dict[str, type]:
+    """Refuse a logits graph whose inputs are not config.json's model's (a text-only graph in an image model's folder,
+    or the reverse) or whose logits do not score config.json's labels; returns the numpy type of each input."""
+    got = {graph_input.name: graph_input.type for graph_input in session.get_inputs()}
+    expected = expected_inputs(config)
+    if got != expected:
+        retyped = [f"{name} ({got[name]})" for name in sorted(got.keys() & expected.keys()) if got[name] != expected[name]]
+        differences = (("missing", sorted(expected.keys() - got.keys())), ("unexpected", sorted(got.keys() - expected.keys())), ("of another type", retyped))
+        raise ValueError(
+            f"{path} was exported from another model: its inputs do not match config.json's (use_image={config.use_image}, "
+            f"use_char_cnn={config.use_char_cnn}, text_encoder={config.text_encoder!r}): "
+            + "; ".join(f"{what} {', '.join(names)}" for what, names in differences if names)
+        )
+    if config.use_image:
+        image_shape = next(graph_input.shape for graph_input in session.get_inputs() if graph_input.name == IMAGE_FEATURES)
+        _check_shape(path, IMAGE_FEATURES, image_shape, (None, config.num_image_regions, config.image_feature_dim))
+    _check_shape(path, LOGITS, _output_shape(path, session, LOGITS), (None, None, config.num_labels))
+    return {name: ONNX_TYPES[onnx_type] for name, onnx_type in expected.items()}
+
+
+def check_vision_graph(path: Path, session, config: AcnConfig, trunk_id: str) -> None:
+    """Refuse a vision graph that does not map 224 x 224 pixels to config.json's regions, or that records another
+    trunk than `onnx_config.json` (graphs exported before the record: the shapes only)."""
+    inputs = {graph_input.name: graph_input for graph_input in session.get_inputs()}
+    if set(inputs) != {PIXEL_VALUES}:
+        raise ValueError(f"{path} takes the inputs {sorted(inputs)}, and an image trunk takes {PIXEL_VALUES} alone")
+    _check_shape(path, PIXEL_VALUES, inputs[PIXEL_VALUES].shape, (None, 3, BACKBONE_INPUT_SIZE, BACKBONE_INPUT_SIZE))
+    _check_shape(path, IMAGE_FEATURES, _output_shape(path, session, IMAGE_FEATURES), (None, config.num_image_regions, config.image_feature_dim))
+    recorded = session.get_modelmeta().custom_metadata_map.get(TRUNK_ID_KEY)
+    if recorded is not None and recorded != trunk_id:
+        raise ValueError(
+            f"{path} holds the vision trunk {_short_id(recorded)}, and {ONNX_CONFIG_FILE} records {_short_id(trunk_id)}: "
+            "the graph comes from another model; export the model again with acn-export"
+        )
+
+
+def _output_shape(path: Path, session, name: str) -> list:
+    shapes = {graph_output.name: graph_output.shape for graph_output in session.get_outputs()}
+    if name not in shapes:
+        raise ValueError(f"{path} has no output {name!r} (its outputs: {sorted(shapes)})")
+    return shapes[name]
+
+
+def _check_shape(path: Path, name: str, shape: list, expected: tuple) -> None:
+    """`shape` as ONNX Runtime gives it (ints, or names for dynamic axes) against `expected` (None: any size)."""
+    if len(shape) != len(expected) or any(want is not None and size != want for size, want in zip(shape, expected)):
+        wanted = ["any" if want is None else want for want in expected]
+        raise ValueError(f"{path}: {name} has shape {shape}, and config.json's model needs {wanted}")
+
+
+def _abridged(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def _as_numpy(tensor: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(tensor.detach().cpu().numpy())
 
 
-__all__ = ["AcnNumpyCrf", "AcnOnnxModel", "import_onnxruntime", "onnx_min_char_width"]
+__all__ = [
+    "AcnNumpyCrf", "AcnOnnxModel", "check_logits_graph", "check_vision_graph", "expected_inputs", "import_onnxruntime",
+    "onnx_min_char_width", "read_onnx_config",
+]  # fmt: skip

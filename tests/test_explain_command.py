@@ -53,3 +53,25 @@ def test_tagged_text_brackets_entities():
 def test_explain_refuses_a_text_only_model(tmp_path):
     with pytest.raises(ValueError, match="output_attentions=True needs a model with images; this one has use_image=False"):
         explain_tweet(tiny_pipeline(use_image=False), "Obama", None, tmp_path / "x.png")
+
+
+@pytest.mark.bad_input(
+    "an acn-explain or Space app tweet of hundreds of words",
+    "the picture draws the first `MAX_DRAWN_WORDS` words (text and gate bars) and says `the first 40 of 300 words`",
+)
+def test_a_tweet_of_many_words_draws_at_most_the_word_limit_and_says_so(tmp_path):
+    from matplotlib.text import Text
+
+    from acn_mner import explain
+
+    limit = explain.MAX_DRAWN_WORDS
+    result = tiny_pipeline()(" ".join(["Obama"] * 300), image=striped_image(), output_attentions=True)
+    figure = draw_explanation(result, striped_image())
+    bars = [len(axes.patches) for axes in figure.axes if axes.get_ylabel() in ("fusion gate (visual share)", "filtration gate")]
+    assert bars == [limit, limit]
+    texts = " ".join(text.get_text() for text in figure.findobj(Text))
+    assert f"the first {limit} of 300 words" in texts
+    # the drawn words: in the tagged text, under the bars of both gates and over the attention panels
+    assert texts.count("Obama") <= 3 * limit + explain.MAX_ATTENTION_PANELS
+    figure.savefig(tmp_path / "many.png")
+    assert_drawn(tmp_path / "many.png")

@@ -4,13 +4,16 @@ or truncates what it finds. Each test is a row of docs/reliability.md's table.""
 
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from acn_mner import atomic, predict
-from acn_mner.atomic import atomic_folder, atomic_path, check_output_target, create_exclusive, write_text
+from acn_mner.atomic import atomic_folder, atomic_path, check_output_target, temporary_file, write_text
 
 
 OLD_TEMPORARY_NAMES = ("{name}.tmp", ".{name}.tmp", ".{name}.rank0.tmp", ".{name}.old")  # fixed names used before
@@ -120,15 +123,6 @@ def test_a_folder_output_replaces_only_a_real_folder(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["elsewhere", "features", "real"]  # nothing left over
 
 
-def test_create_exclusive_removes_a_planted_link_instead_of_following_it(tmp_path):
-    victim = victim_file(tmp_path)
-    part = tmp_path / ".pred.jsonl.rank0.tmp"
-    part.symlink_to(victim)
-    with create_exclusive(part, encoding="utf-8") as file:
-        file.write("line\n")
-    assert victim.read_text() == "the user's own file\n" and not part.is_symlink() and part.read_text() == "line\n"
-
-
 def test_check_output_target_accepts_nothing_and_regular_files(tmp_path):
     check_output_target(tmp_path / "new.txt")
     (tmp_path / "old.txt").write_text("x")
@@ -136,20 +130,40 @@ def test_check_output_target_accepts_nothing_and_regular_files(tmp_path):
     check_output_target(tmp_path, "folder")
 
 
+KILLED_WRITER = """
+import os, signal, sys
+from acn_mner.atomic import atomic_path
+with atomic_path(sys.argv[1]) as temporary:
+    temporary.write_text("half")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def killed_write(path: Path) -> Path:
+    """The temporary file a process killed (SIGKILL) while writing `path` leaves."""
+    before = set(path.parent.iterdir())
+    finished = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(path)], capture_output=True, timeout=120)
+    assert finished.returncode == -signal.SIGKILL, finished.stderr[-2000:]
+    (left,) = set(path.parent.iterdir()) - before
+    return left
+
+
 def test_a_completed_write_removes_what_killed_writes_of_the_same_path_left(tmp_path):
     victim = victim_file(tmp_path)
-    (tmp_path / ".a.json.k1ll3d_1.tmp").write_text("half")  # a run killed while writing a.json
-    (tmp_path / ".a.json.k1ll3d_2.tmp").symlink_to(victim)
-    (tmp_path / ".b.json.k1ll3d_3.tmp").write_text("another file's")
+    left = killed_write(tmp_path / "a.json")
+    dead_pid = left.name.split("-")[1]  # .a.json.acn-<pid>-<random>.tmp
+    (tmp_path / f".a.json.acn-{dead_pid}-pl4nt3d_.tmp").symlink_to(victim)  # a link at such a name: never followed
+    other = killed_write(tmp_path / "b.json")
     write_text(tmp_path / "a.json", "{}")
-    assert sorted(path.name for path in tmp_path.iterdir()) == [".b.json.k1ll3d_3.tmp", "a.json", "elsewhere"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([other.name, "a.json", "elsewhere"])
     assert victim.read_text() == "the user's own file\n"
 
 
 def test_a_distributed_part_file_never_writes_through_a_planted_link(tmp_path):
     victim = victim_file(tmp_path)
     output = tmp_path / "pred.jsonl"
-    predict.part_path(output, 0).symlink_to(victim)
-    predict.write_lines([{"row": 0, "entities": []}], predict.part_path(output, 0), show_progress=False)
-    assert victim.read_text() == "the user's own file\n"
-    assert json.loads(predict.part_path(output, 0).read_text()) == {"row": 0, "entities": []}
+    plant_links(tmp_path, output.name, victim)
+    with temporary_file(output) as part:
+        predict.write_lines([{"row": 0, "entities": []}], part, show_progress=False)
+        assert json.loads(part.read_text()) == {"row": 0, "entities": []}
+    assert victim.read_text() == "the user's own file\n" and not part.exists()

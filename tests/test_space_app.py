@@ -3,15 +3,19 @@ and the running app driven in headless Chromium."""
 
 import configparser
 import importlib.util
+import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -19,6 +23,8 @@ import torch
 from PIL import Image
 
 from acn_mner import demo_corpus
+from acn_mner.predict import open_image
+from tests.corpus_fixtures import IMAGE_BYTES
 from tests.pipeline_fixtures import striped_image, tiny_pipeline
 from tests.http_fixtures import Route, image_server, png
 from tests.training_fixtures import free_port
@@ -415,3 +421,180 @@ def test_uploads_are_deleted_when_the_app_stops(taught, tmp_path):
         server.terminate()
         server.wait(timeout=30)
     assert not stored.exists(), log.read_text()[-2000:]
+
+
+# --- uploads read by the project's image reader ------------------------------------------------------
+
+
+def sixteen_bit_png() -> bytes:
+    """A 16-bit grey PNG: left half 25700 (100 in 8 bits), right half 51400 (200)."""
+    values = np.full((32, 48), 25700, dtype=np.uint16)  # (height, width)
+    values[:, 24:] = 51400
+    return png(Image.fromarray(values))
+
+
+def grey_png_of_size(width: int, height: int) -> bytes:
+    """A valid 8-bit grey PNG of `width` x `height` black pixels, compressed row by row to a few kilobytes."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    compressor = zlib.compressobj(9)
+    row = bytes(1 + width)  # filter type 0, then one byte per pixel
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale, no interlace
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def uploaded(path: Path, name: str):
+    """What the app's photo input hands the page's function for an upload of the file at `path` named `name`."""
+    from gradio.data_classes import ImageData
+
+    with gr.Blocks():
+        photo = app.photo_input()
+    return photo.preprocess(ImageData(path=str(path), orig_name=name))
+
+
+@pytest.mark.bad_input(
+    "a Space app upload of a 16-bit PNG or of a transparent PNG",
+    "read by acn-predict's reader: the same pixels (16-bit values scaled, transparency on white) and tags, "
+    "not a white or a black photo",
+)
+@pytest.mark.parametrize(
+    "data, left, right",
+    [(sixteen_bit_png, (100, 100, 100), (200, 200, 200)), (IMAGE_BYTES["png_alpha"], (255, 255, 255), (0, 0, 255))],
+    ids=["16-bit", "transparent"],
+)  # fmt: skip
+def test_an_upload_is_read_as_acn_predict_reads_it(taught, tmp_path, data, left, right):
+    pipe, _ = taught
+    path = tmp_path / "photo.png"
+    path.write_bytes(data())
+    photo, expected = uploaded(path, "photo.png"), open_image(path)  # open_image: acn-predict's reader
+    assert np.array_equal(np.asarray(photo), np.asarray(expected))
+    pixels = np.asarray(photo)  # (height, width, 3)
+    assert tuple(pixels[0, 0]) == left and tuple(pixels[0, -1]) == right
+    *_, words, _ = app.tag_tweet(pipe, PAGE_TWEET, photo)
+    assert [row[1] for row in words] == pipe(PAGE_TWEET, image=expected, return_tags=True)["tags"]
+
+
+@pytest.mark.bad_input(
+    "a Space app upload of a small PNG of more pixels than the reader's limit (8192x4097)",
+    "refused by the reader's pixel check before a pixel is decoded: `cannot read image huge.png: 8192x4097 pixels "
+    "exceed max_pixels=...`",
+)
+def test_an_upload_of_too_many_pixels_is_refused_before_decoding(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    from modeling_acn.image_processing_acn import MAX_IMAGE_PIXELS
+
+    width, height = 8192, MAX_IMAGE_PIXELS // 8192 + 1
+    path = tmp_path / "huge.png"
+    path.write_bytes(grey_png_of_size(width, height))
+    assert path.stat().st_size < 100_000
+    decoded = []
+    load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda image: decoded.append(image.size) or load(image))
+    message = rf"cannot read image huge\.png: {width}x{height} pixels exceed max_pixels={MAX_IMAGE_PIXELS}$"
+    with pytest.raises(gr.Error, match=message):
+        uploaded(path, "huge.png")
+    assert decoded == []
+
+
+@pytest.mark.bad_input(
+    "a Space app tweet longer than the page's limit (10,000 characters)",
+    "refused at once, before the model: `The tweet has 10000 characters; this page tags tweets of up to 1000.`",
+)
+def test_a_tweet_over_the_length_limit_is_refused_before_the_model():
+    model = mock.Mock(side_effect=AssertionError("the model ran"))
+    limit = app.MAX_TWEET_CHARACTERS
+    with pytest.raises(gr.Error, match=rf"^The tweet has 10000 characters; this page tags tweets of up to {limit}\.$"):
+        app.tag_tweet(model, "word " * 2000, None)
+
+
+def test_a_tweet_at_the_length_limit_is_tagged_word_by_word():
+    text = ("Obama " * app.MAX_TWEET_CHARACTERS)[: app.MAX_TWEET_CHARACTERS]
+    *_, words, picture = app.tag_tweet(tiny_pipeline(), text, striped_image())
+    assert len(words) == len(text.split())  # every word has its row; the picture draws the first ones
+    assert picture.size[0] > 500
+
+
+# --- the app served in this process: its upload limit and its concurrency ---------------------------
+
+SLOW_PHOTO_SECONDS = 10.0  # how long the slow request's photo takes to arrive
+
+
+def post_upload(url: str, name: str, data: bytes) -> list[str]:
+    """POST one file to the app's upload route as the page does; the paths it stored."""
+    body = (
+        f'--b\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\nContent-Type: image/png\r\n\r\n'.encode()
+        + data + b"\r\n--b--\r\n"
+    )  # fmt: skip
+    request = urllib.request.Request(
+        f"{url}gradio_api/upload", data=body, headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def stored_files(folder: Path) -> set[Path]:
+    return {path for path in folder.rglob("*") if path.is_file()}
+
+
+@pytest.fixture
+def app_in_process(tmp_path, monkeypatch):
+    """The app with a tiny model, launched by its own `serve` in this process on a free port; its URL and its
+    upload folder."""
+    uploads = tmp_path / "gradio"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    blocks = app.build_app(tiny_pipeline(), [[PAGE_TWEET, striped_image()]], "tiny")
+    port = free_port()
+    app.serve(blocks, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/", uploads
+    finally:
+        blocks.close()
+
+
+@pytest.mark.slow
+@pytest.mark.bad_input(
+    "a Space app upload larger than the upload limit (20 MiB + 1 byte)",
+    "refused by gradio with HTTP 413 while it arrives (`max_file_size`); nothing of it is stored",
+)
+def test_an_upload_over_the_size_limit_is_refused(app_in_process):
+    url, uploads = app_in_process
+    (small,) = post_upload(url, "photo.png", png(striped_image()))
+    assert Path(small).is_file()
+    before = stored_files(uploads)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        post_upload(url, "big.png", png(striped_image()) + bytes(app.MAX_UPLOAD_BYTES))
+    assert refused.value.code == 413
+    assert stored_files(uploads) == before
+
+
+@pytest.mark.slow
+@pytest.mark.bad_input(
+    "a Space app request that takes long (a photo URL that answers slowly)",
+    "the other visitors' requests are served meanwhile (several at once; the model one call at a time)",
+)
+def test_a_slow_request_does_not_hold_up_a_text_only_one(app_in_process, monkeypatch):
+    from gradio_client import Client
+
+    def slow_photo(pipe, url):
+        time.sleep(SLOW_PHOTO_SECONDS)
+        return striped_image()
+
+    monkeypatch.setattr(app, "photo_from_url", slow_photo)
+    url, _ = app_in_process
+    client = Client(url, verbose=False)
+    client.predict(PAGE_TWEET, None, "", api_name="/show")  # the first request draws matplotlib's fonts
+    start = time.monotonic()
+    slow = client.submit(PAGE_TWEET, None, "https://photos.example/slow.png", api_name="/show")
+    time.sleep(0.5)  # the slow request is in first
+    fast = client.submit(PAGE_TWEET, None, "", api_name="/show")
+    fast.result(timeout=60)
+    fast_seconds = time.monotonic() - start
+    slow.result(timeout=60)
+    slow_seconds = time.monotonic() - start
+    assert slow_seconds >= SLOW_PHOTO_SECONDS
+    assert fast_seconds < SLOW_PHOTO_SECONDS / 2, f"the text-only request took {fast_seconds:.1f} s"
