@@ -101,6 +101,11 @@ class Row:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Tag tweets (and their images) with a saved ACN model.")
     parser.add_argument("--model", required=True, help="Folder or Hub id with the model and its processor.")
+    parser.add_argument(
+        "--trust_remote_code", action="store_true",
+        help="Load the model and processor with the classes of the folder's own code, which then runs (by default the "
+        "installed acn-mner classes load it and none of its code runs).",
+    )
     parser.add_argument("--input", required=True, type=Path, help="Rows to tag: .jsonl, .csv or .txt (corpus layout).")
     parser.add_argument("--output", required=True, type=Path, help="JSONL file to write, one line per input row.")
     parser.add_argument(
@@ -767,7 +772,7 @@ def run(args: argparse.Namespace) -> dict:
     feature_cache = {} if args.feature_cache is None else FeatureCache.load(args.feature_cache, args.feature_split)
     backend = {} if args.backend == "torch" else {"backend": args.backend, "onnx_file": args.onnx_file, "vision_onnx_file": args.vision_onnx_file}
     pipe = AcnPipeline.from_pretrained(
-        args.model, device=device, aggregation_strategy=args.aggregation_strategy,
+        args.model, device=device, trust_remote_code=args.trust_remote_code, aggregation_strategy=args.aggregation_strategy,
         allow_private_urls=args.allow_private_urls, **backend,
     )
     tagger = RowTagger(pipe, feature_cache, is_split_into_words=is_corpus)
