@@ -129,9 +129,9 @@ def train_token_classification(corpus, model_path, metric, seed=1, num_epochs=10
     """Fine-tune, select on dev, score test; returns the same keys as train_acn.py's all_results.json."""
     torch.manual_seed(seed)
     names = corpus["train"].features["ner_tags"].feature.names
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
     model = AutoModelForTokenClassification.from_pretrained(
-        model_path, num_labels=len(names), id2label=dict(enumerate(names)), label2id={name: i for i, name in enumerate(names)}
+        model_path, trust_remote_code=False, num_labels=len(names), id2label=dict(enumerate(names)), label2id={name: i for i, name in enumerate(names)}
     )
     pad_id = tokenizer.pad_token_id or 0
     rows = {split: encode_split(tokenizer, corpus[split], tokenizer.model_max_length) for split in ("train", "validation", "test")}

@@ -472,7 +472,7 @@ def build_processor(train_split, args) -> AcnProcessor:
     subword = {}
     if args.text_encoder != PAPER_TEXT_ENCODER:
         subword_tokenizer = AcnTokenizer.load_subword_tokenizer(args.text_encoder)
-        positions = AutoConfig.from_pretrained(args.text_encoder).max_position_embeddings
+        positions = AutoConfig.from_pretrained(args.text_encoder, trust_remote_code=False).max_position_embeddings
         subword = {"subword_tokenizer": subword_tokenizer, "subword_window": min(subword_tokenizer.model_max_length, positions)}
         if args.subword_word_forms is not None:
             subword["subword_word_forms"] = args.subword_word_forms

@@ -125,8 +125,8 @@ def onnx_pipelines(eager: AcnPipeline, folder: Path, label: str) -> dict:
 
 def transformers_pipeline(path):
     """transformers' own pipeline on plain MiniLM-L6 with a 9-label head: the baseline."""
-    model = AutoModelForTokenClassification.from_pretrained(path, num_labels=len(LABELS))
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForTokenClassification.from_pretrained(path, trust_remote_code=False, num_labels=len(LABELS))
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     return pipeline("token-classification", model=model.eval(), tokenizer=tokenizer, aggregation_strategy="simple", device="cpu")
 
 

@@ -357,7 +357,7 @@ def _text_encoder_config(text_encoder, text_config):
     if not isinstance(text_encoder, str) or not text_encoder:
         raise ValueError(f"text_encoder must be 'cnn-bilstm' or a checkpoint name or path, got {text_encoder!r}")
     if text_config is None:  # read once; a saved configuration carries it, so loading never reads it again
-        return AutoConfig.from_pretrained(text_encoder)
+        return AutoConfig.from_pretrained(text_encoder, trust_remote_code=False)
     if isinstance(text_config, dict):
         return AutoConfig.for_model(**text_config)
     return text_config

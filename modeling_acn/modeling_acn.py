@@ -653,7 +653,7 @@ class AcnModel(AcnPreTrainedModel):
         if self.text_encoder.subword_encoder is None:
             raise ValueError("this model has no pretrained text encoder (text_encoder='cnn-bilstm')")
         source = name_or_path or self.config.text_encoder
-        pretrained = AutoModel.from_pretrained(source, config=self.config.text_config, **kwargs)
+        pretrained = AutoModel.from_pretrained(source, config=self.config.text_config, **{"trust_remote_code": False, **kwargs})
         missing, _ = self.text_encoder.subword_encoder.load_state_dict(pretrained.state_dict(), strict=False)
         if missing:  # the unused sentence pooler may be in the checkpoint; every other weight must be
             raise ValueError(f"{source} lacks weights of the text encoder: {missing[:5]}")

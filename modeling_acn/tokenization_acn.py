@@ -191,7 +191,10 @@ class AcnTokenizer(PreTrainedTokenizer):
         if tokenizer.subword_window is not None:  # saved with a subword tokenizer
             subfolder = "/".join(part for part in (kwargs.get("subfolder"), SUBWORD_TOKENIZER_FOLDER) if part)
             hub = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
-            tokenizer.subword_tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **hub)
+            trust = bool(kwargs.get("trust_remote_code"))  # the folder's own code runs only when its loader was told so
+            tokenizer.subword_tokenizer = AutoTokenizer.from_pretrained(
+                pretrained_model_name_or_path, subfolder=subfolder, trust_remote_code=trust, **hub
+            )
         return tokenizer
 
     def save_pretrained(self, save_directory, *args, **kwargs) -> tuple[str, ...]:
@@ -203,7 +206,9 @@ class AcnTokenizer(PreTrainedTokenizer):
 
     @staticmethod
     def load_subword_tokenizer(name_or_path, **kwargs):
-        """A pretrained encoder's fast tokenizer, ready for words (byte-level BPE ones get `add_prefix_space`)."""
+        """A pretrained encoder's fast tokenizer, ready for words (byte-level BPE ones get `add_prefix_space`); the
+        folder's own code runs only with `trust_remote_code=True`."""
+        kwargs.setdefault("trust_remote_code", False)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
         if getattr(tokenizer, "add_prefix_space", True) is False:  # RoBERTa-style: words need their leading space
             tokenizer = AutoTokenizer.from_pretrained(name_or_path, add_prefix_space=True, **kwargs)
