@@ -309,7 +309,10 @@ def read_onnx_config(path: Path, config: AcnConfig) -> tuple[AcnNumpyCrf | None,
     if not config.use_image and trunk_id is not None:
         raise ValueError(f"{path} records the vision trunk {_abridged(trunk_id)}, and config.json's model has no images (use_image=False)")
     if config.use_image and not (isinstance(trunk_id, str) and trunk_id.startswith(f"{config.vision_backbone}:")):
-        raise ValueError(f"{path}: vision_trunk_id must be config.json's vision_backbone {config.vision_backbone!r} and a digest ('{config.vision_backbone}:...'), got {_abridged(trunk_id)}")
+        raise ValueError(
+            f"{path}: vision_trunk_id must be config.json's vision_backbone and a digest ('{config.vision_backbone}:...'), "
+            f"got {_abridged(trunk_id)}"
+        )
     return (None if crf is None else _crf_scores(path, crf, config.num_labels)), trunk_id
 
 
@@ -322,8 +325,8 @@ def _crf_scores(path: Path, crf, num_labels: int) -> AcnNumpyCrf:
         try:
             table = np.asarray(crf[name])
         except ValueError:  # ragged lists
-            table = np.asarray(None)
-        if table.dtype.kind not in "iuf":
+            table = None
+        if table is None or table.dtype.kind not in "iuf":
             raise ValueError(f"{path}: crf {name} must be numbers, got {_abridged(crf[name])}")
         if table.shape != shape:
             raise ValueError(f"{path}: crf {name} has shape {table.shape}, and config.json's {num_labels} labels need {shape}")
@@ -365,7 +368,8 @@ def check_logits_graph(path: Path, session, config: AcnConfig) -> dict[str, type
     expected = expected_inputs(config)
     if got != expected:
         retyped = [f"{name} ({got[name]})" for name in sorted(got.keys() & expected.keys()) if got[name] != expected[name]]
-        differences = (("missing", sorted(expected.keys() - got.keys())), ("unexpected", sorted(got.keys() - expected.keys())), ("of another type", retyped))
+        missing, unexpected = sorted(expected.keys() - got.keys()), sorted(got.keys() - expected.keys())
+        differences = (("missing", missing), ("unexpected", unexpected), ("of another type", retyped))
         raise ValueError(
             f"{path} was exported from another model: its inputs do not match config.json's (use_image={config.use_image}, "
             f"use_char_cnn={config.use_char_cnn}, text_encoder={config.text_encoder!r}): "
@@ -374,7 +378,7 @@ def check_logits_graph(path: Path, session, config: AcnConfig) -> dict[str, type
     if config.use_image:
         image_shape = next(graph_input.shape for graph_input in session.get_inputs() if graph_input.name == IMAGE_FEATURES)
         _check_shape(path, IMAGE_FEATURES, image_shape, (None, config.num_image_regions, config.image_feature_dim))
-    _check_shape(path, LOGITS, _output_shape(path, session, LOGITS), (None, None, config.num_labels))
+    _check_shape(path, LOGITS, _output_shape(path, session, LOGITS), (None, None, config.num_labels), " (a score per label)")
     return {name: ONNX_TYPES[onnx_type] for name, onnx_type in expected.items()}
 
 
@@ -401,11 +405,11 @@ def _output_shape(path: Path, session, name: str) -> list:
     return shapes[name]
 
 
-def _check_shape(path: Path, name: str, shape: list, expected: tuple) -> None:
+def _check_shape(path: Path, name: str, shape: list, expected: tuple, why: str = "") -> None:
     """`shape` as ONNX Runtime gives it (ints, or names for dynamic axes) against `expected` (None: any size)."""
     if len(shape) != len(expected) or any(want is not None and size != want for size, want in zip(shape, expected)):
         wanted = ["any" if want is None else want for want in expected]
-        raise ValueError(f"{path}: {name} has shape {shape}, and config.json's model needs {wanted}")
+        raise ValueError(f"{path}: {name} has shape {shape}, and config.json's model needs {wanted}{why}")
 
 
 def _abridged(value, limit: int = 80) -> str:
