@@ -3,7 +3,8 @@
 Top row: the image under the word-guided visual attention of each entity word (of every word when the tweet
 has no entity), the 7x7 map upsampled to the image. Then the tagged tweet, and one bar per word for the fusion
 gate (share of the visual feature in the fused feature, averaged over hidden units) and for the filtration
-gate (how much of the multimodal feature reaches the tagger). The paper's Figure 1, for any tweet.
+gate (how much of the multimodal feature reaches the tagger). The paper's Figure 1, for any tweet; of a long
+tweet, its first `MAX_DRAWN_WORDS` words, and the picture says so.
 """
 
 import argparse
@@ -29,6 +30,7 @@ from .predict import open_image, parse_device
 logger = logging.getLogger(__name__)
 
 MAX_ATTENTION_PANELS = 8  # more maps than this get too small to read
+MAX_DRAWN_WORDS = 40  # more bars than this get too narrow to label (and 10,000 took a minute to draw)
 PANEL_INCHES = 2.6
 DISPLAY_SIDE = 336  # pixels of the longest image side in the picture
 ATTENTION_ALPHA = 0.5
@@ -58,14 +60,20 @@ def explain_tweet(
 
 
 def draw_explanation(result: dict, image: Image.Image | None) -> Figure:
-    """The explanation figure of one pipeline result (`output_attentions=True`) and the tweet's image."""
-    words, tags = result["words"], result["tags"]
+    """The explanation figure of one pipeline result (`output_attentions=True`) and the tweet's image: of the first
+    `MAX_DRAWN_WORDS` words, with a title saying so when the tweet has more."""
+    shown = min(len(result["words"]), MAX_DRAWN_WORDS)
+    words, tags = result["words"][:shown], result["tags"][:shown]
+    fusion_gates = None if result["fusion_gates"] is None else result["fusion_gates"][:shown]
+    filtration_gates = result["filtration_gates"][:shown]
     panels = [index for index, tag in enumerate(tags) if tag != "O"] or list(range(len(words)))
     panels = panels[:MAX_ATTENTION_PANELS] if image is not None else []
     columns = max(len(panels), 1)
     figure = Figure(figsize=(max(10.0, PANEL_INCHES * columns), 9.0), layout="constrained")
     grid = figure.add_gridspec(4, columns, height_ratios=(3.0, 0.8, 1.4, 1.4))
     colors = entity_colors(tags)
+    if shown < len(result["words"]):
+        figure.suptitle(f"the first {shown} of {len(result['words'])} words are shown", fontsize=11)
     if image is None:
         draw_message(figure.add_subplot(grid[0, :]), "no image: the tweet is tagged from its text alone")
     else:
@@ -75,9 +83,9 @@ def draw_explanation(result: dict, image: Image.Image | None) -> Figure:
             axes = figure.add_subplot(grid[0, column])
             draw_attention(axes, display, result["visual_attentions"][index])
             axes.set_title(f"{words[index]}\n{tags[index]}", color=colors[index], fontsize=10)
-    draw_tagged_text(figure.add_subplot(grid[1, :]), result["words"], tags)
-    draw_gate_bars(figure.add_subplot(grid[2, :]), words, tags, colors, result["fusion_gates"], "fusion gate (visual share)")
-    draw_gate_bars(figure.add_subplot(grid[3, :]), words, tags, colors, result["filtration_gates"], "filtration gate")
+    draw_tagged_text(figure.add_subplot(grid[1, :]), words, tags)
+    draw_gate_bars(figure.add_subplot(grid[2, :]), words, tags, colors, fusion_gates, "fusion gate (visual share)")
+    draw_gate_bars(figure.add_subplot(grid[3, :]), words, tags, colors, filtration_gates, "filtration gate")
     return figure
 
 

@@ -10,6 +10,12 @@ first tweets of the demo corpus's test split, drawn again by `acn_mner/demo_corp
 
 On a Hugging Face Space the model comes from the Space variable `ACN_MODEL` (and `ACN_TRUST_REMOTE_CODE=1` to
 run the model folder's own code rather than this package's classes).
+
+What a visitor sends goes through the project's doors: an uploaded photo is read by acn-predict's image reader (the
+same pixels, limits and refusals; gradio's own decoder never sees it) and may have at most `MAX_UPLOAD_BYTES`, a
+photo URL is downloaded within the image processor's deadline, and a tweet has at most `MAX_TWEET_CHARACTERS`.
+`CONCURRENT_REQUESTS` visitors are served at once: a slow download does not hold up the others, while the model and
+the picture take one request at a time.
 """
 
 import argparse
@@ -18,18 +24,21 @@ import logging
 import os
 import signal
 import sys
+import threading
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 from matplotlib.colors import to_hex
-from PIL import Image, UnidentifiedImageError
+from gradio.data_classes import ImageData
+from PIL import Image
 
 from acn_mner import demo_corpus
 from acn_mner.explain import draw_explanation, entity_colors
 from acn_mner.predict import RowError, open_image, parse_device
 from modeling_acn import AcnPipeline
-from modeling_acn.image_processing_acn import is_image_url
+from modeling_acn.image_processing_acn import MAX_DOWNLOAD_BYTES, is_image_url
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +52,9 @@ ENTITY_HEADERS = ["entity", "type", "score"]
 WORD_HEADERS = ["word", "tag", "score", "fusion gate", "filtration gate"]
 SCORE_DIGITS = 3
 UPLOAD_CACHE = (3600, 3600)  # gradio's delete_cache: every hour, uploads older than an hour go; all at shutdown
+MAX_UPLOAD_BYTES = MAX_DOWNLOAD_BYTES  # an uploaded photo may be as large as one at a URL (20 MiB)
+MAX_TWEET_CHARACTERS = 1000  # a tweet has at most 280; room for a pasted thread, and a bound on a request's time
+CONCURRENT_REQUESTS = 4  # requests served at once; their downloads overlap, their model runs and pictures take turns
 
 
 def load_pipeline(model: str, trust_remote_code: bool = False, device=None) -> AcnPipeline:
@@ -86,25 +98,34 @@ def photo_from_url(pipe: AcnPipeline, url: str) -> Image.Image:
         raise gr.Error(str(error)) from None
 
 
-def tag_tweet(pipe: AcnPipeline, text: str, image: Image.Image | None, image_url: str | None = None) -> tuple:
+def tag_tweet(
+    pipe: AcnPipeline, text: str, image: Image.Image | None, image_url: str | None = None,
+    model_lock: AbstractContextManager | None = None,
+) -> tuple:  # fmt: skip
     """The page's outputs for one tweet and photo (uploaded, or at `image_url`): the highlighted tweet and its type
-    colours, the entity rows, the word rows and the explanation picture."""
+    colours, the entity rows, the word rows and the explanation picture. `model_lock`, shared by the app's requests,
+    is held while the model runs and the picture is drawn: matplotlib is not thread-safe, and the pipeline does not
+    say that it is."""
     if not text or not text.strip():
         raise gr.Error("Type a tweet first.")
+    if len(text) > MAX_TWEET_CHARACTERS:
+        raise gr.Error(f"The tweet has {len(text)} characters; this page tags tweets of up to {MAX_TWEET_CHARACTERS}.")
     if image_url and image_url.strip():
         if image is not None:
             raise gr.Error("Give the photo either as a file or as a URL, not both.")
         image = photo_from_url(pipe, image_url.strip())
-    try:
-        result = pipe(text, image=image, output_attentions=True)
-    except ValueError as error:
-        raise gr.Error(str(error)) from None
+    with model_lock or nullcontext():
+        try:
+            result = pipe(text, image=image, output_attentions=True)
+        except ValueError as error:
+            raise gr.Error(str(error)) from None
+        picture = explanation_picture(result, image)
     return (
         highlighted_tweet(text, result["entities"]),
         type_colors(result["tags"]),
         entity_rows(result["entities"]),
         word_rows(result),
-        explanation_picture(result, image),
+        picture,
     )
 
 
@@ -141,32 +162,30 @@ def explanation_picture(result: dict, image: Image.Image | None) -> Image.Image:
     return Image.open(buffer)
 
 
-def refuse_non_pictures(preprocess):
-    """A photo input's `preprocess` whose refusal of an upload that is no picture says so: gradio's own raises PIL's
-    `UnidentifiedImageError`, which the page shows as an empty "Error". (Wrapped on the instance: a subclass of a
-    gradio component makes gradio write a `.pyi` stub beside this file.)"""
-
-    def checked(payload):
-        try:
-            return preprocess(payload)
-        except gr.Error:
-            raise
-        except Exception as error:
-            name = getattr(payload, "orig_name", None) or "the upload"
-            reason = "not an image format this app can read" if isinstance(error, UnidentifiedImageError) else str(error)
-            raise gr.Error(f"{name}: {reason}. Upload a photo (JPEG, PNG, GIF, WebP, ...).") from None
-
-    return checked
+def read_upload(upload: ImageData | None) -> Image.Image | None:
+    """An uploaded photo read as acn-predict reads a file (`open_image`: the project's image reader, with its byte
+    and pixel limits checked before decoding, its modes, upright and in RGB); a `gr.Error` naming the upload and the
+    reason when it cannot be read."""
+    if upload is None:
+        return None
+    try:
+        return open_image(Path(upload.path))
+    except RowError as error:
+        raise gr.Error(str(error).replace(upload.path, upload.orig_name or "the upload")) from None
 
 
 def photo_input() -> gr.Image:
-    photo = gr.Image(label="Photo", type="pil", image_mode="RGB", sources=["upload"], format="png", elem_id="photo")
-    photo.preprocess = refuse_non_pictures(photo.preprocess)
+    """The photo's upload box. Its `preprocess` is `read_upload`, so gradio's own decoder never reads an upload (set
+    on the instance: a subclass of a gradio component makes gradio write a `.pyi` stub beside this file)."""
+    photo = gr.Image(label="Photo", type="pil", image_mode=None, sources=["upload"], format="png", elem_id="photo")
+    photo.preprocess = read_upload
     return photo
 
 
 def build_app(pipe: AcnPipeline, examples: list[list[str]], model_name: str) -> gr.Blocks:
-    # uploads are deleted an hour after they arrive, and all of them when the app stops
+    model_lock = threading.Lock()
+    # uploads are deleted an hour after they arrive, and all of them when the app stops (not right after use: pressing
+    # Tag again sends the same upload)
     with gr.Blocks(title="ACN multimodal NER", analytics_enabled=False, delete_cache=UPLOAD_CACHE) as app:
         gr.Markdown(
             "# ACN: named entities in a tweet, read with its photo\n"
@@ -175,7 +194,7 @@ def build_app(pipe: AcnPipeline, examples: list[list[str]], model_name: str) -> 
         )
         with gr.Row():
             with gr.Column():
-                tweet = gr.Textbox(label="Tweet", lines=2, elem_id="tweet")
+                tweet = gr.Textbox(label="Tweet", lines=2, max_length=MAX_TWEET_CHARACTERS, elem_id="tweet")
                 photo = photo_input()
                 photo_url = gr.Textbox(
                     label="Or the photo's URL (http:// or https://)", max_lines=1, elem_id="photo_url"
@@ -196,10 +215,11 @@ def build_app(pipe: AcnPipeline, examples: list[list[str]], model_name: str) -> 
         gr.Examples(examples=examples, inputs=[tweet, photo], label="Tweets from the demo corpus's test split")
 
         def show(text, image, image_url):
-            value, colors, *tables_and_picture = tag_tweet(pipe, text, image, image_url)
+            value, colors, *tables_and_picture = tag_tweet(pipe, text, image, image_url, model_lock)
             return gr.HighlightedText(value=value, color_map=colors), *tables_and_picture
 
-        button.click(show, [tweet, photo, photo_url], [highlighted, entities, words, picture])
+        outputs = [highlighted, entities, words, picture]
+        button.click(show, [tweet, photo, photo_url], outputs, concurrency_limit=CONCURRENT_REQUESTS)
     return app
 
 
@@ -228,9 +248,16 @@ def main(argv=None) -> None:
     app = build_app(pipe, demo_examples(), args.model)
     signal.signal(signal.SIGTERM, stop_serving)
     try:
-        app.launch(server_name=args.host, server_port=args.port, footer_links=[])
+        serve(app, args.host, args.port)
     except KeyboardInterrupt:  # a stop while launch was still starting (e.g. checking its own URL) skips its close
         app.close()
+
+
+def serve(app: gr.Blocks, host: str | None = None, port: int | None = None, **options) -> None:
+    """`app.launch` on `host` and `port` (None: gradio's defaults) with the app's upload limit: gradio refuses an
+    upload of more than `MAX_UPLOAD_BYTES` while it arrives (HTTP 413), before it is stored. `options`: more of
+    `launch`'s arguments."""
+    app.launch(server_name=host, server_port=port, footer_links=[], max_file_size=MAX_UPLOAD_BYTES, **options)
 
 
 def stop_serving(signum, frame):
