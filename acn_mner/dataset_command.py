@@ -27,7 +27,7 @@ from modeling_acn.configuration_acn import VISION_BACKBONES, VISION_PRECISIONS
 from modeling_acn.image_processing_acn import MAX_IMAGE_PIXELS
 
 from .command_line import one_line_errors
-from .corpus import load_twitter_mner, parse_label_map
+from .corpus import SPLIT_FILES, load_twitter_mner, parse_label_map
 from .dataset_card import CORPORA, check_citation, check_license_id, image_problem_table
 from .export import export_parquet, push_folder_to_hub
 from .feature_cache import CALIBRATION_IMAGES, feature_extractor, save_feature_cache
@@ -113,8 +113,9 @@ def parse_cache_args(argv: list[str]) -> argparse.Namespace:
 
 
 def run_export(args: argparse.Namespace) -> None:
-    inputs = {"--data_dir folder": args.data_dir, "--image_dir folder": args.image_dir}
-    refuse_overwriting_inputs(args.output_dir, inputs.items(), flag="--output_dir", folder=True)
+    # the corpus files; an image (<id>.jpg) has no name the export writes (README.md, data/*.parquet)
+    inputs = [("--data_dir file", Path(args.data_dir) / name) for name in SPLIT_FILES.values()]
+    refuse_overwriting_inputs(args.output_dir, inputs, flag="--output_dir", folder=True)
     dataset = load_twitter_mner(
         args.data_dir,
         args.image_dir,

@@ -933,14 +933,15 @@ def glob_escape(name: str) -> str:
 
 
 def training_inputs(args) -> dict:
-    """What a run reads, for the output check (a checkpoint it resumes from is its own: it may be in output_dir)."""
+    """What a run reads, for the output check (a checkpoint it resumes from is its own: it may be in output_dir; an
+    image, <id>.jpg in --image_dir, has no name the run writes)."""
     if args.train_file is None:
         corpus = {"--dataset_name folder": args.dataset}
     else:  # args.dataset is then the training file's folder, which output_dir may share
         corpus = {f"--{flag} file": getattr(args, flag) for flag in FILE_FLAGS.values()}
     return corpus | {
-        "--image_dir folder": args.image_dir, "--embeddings file": args.embeddings, "model folder": args.model_name_or_path,
-        "--text_encoder folder": args.text_encoder, "--vision_weights file": args.vision_weights,
+        "--embeddings file": args.embeddings, "model folder": args.model_name_or_path, "--text_encoder folder": args.text_encoder,
+        "--vision_weights file": args.vision_weights,
     }  # fmt: skip
 
 

@@ -143,15 +143,15 @@ def test_acn_export_refuses_an_output_folder_that_is_or_holds_an_input(model_cop
 
 
 @pytest.mark.bad_input(
-    "`acn-dataset --output_dir` that is its `--data_dir`; `acn-dataset cache-features --output_dir` inside its "
-    "`--dataset`",
+    "`acn-dataset --output_dir` that holds its `--data_dir`'s corpus files; `acn-dataset cache-features "
+    "--output_dir` inside its `--dataset`",
     "refused in one line before anything is read; the corpus and the dataset are unchanged",
 )
 def test_acn_dataset_refuses_an_output_folder_that_is_an_input(tmp_path, capsys):
     data_dir = write_corpus(tmp_path / "corpus")
     before = file_bytes(data_dir)
     line = refused(dataset_command.cli, ["--data_dir", data_dir, "--output_dir", data_dir, "--overwrite"], capsys)
-    assert f"error: --output_dir '{data_dir}' is the --data_dir folder" in line
+    assert f"error: --output_dir '{data_dir}' holds the --data_dir file '{data_dir / 'train.txt'}'" in line
     assert file_bytes(data_dir) == before and sorted(path.name for path in data_dir.iterdir()) == sorted(before)
     argv = ["cache-features", "--dataset", data_dir, "--vision_weights", "random", "--output_dir", data_dir / "features"]
     line = refused(dataset_command.cli, argv, capsys)
