@@ -4,15 +4,19 @@ A command that is killed, or fails half way, leaves either the previous file (or
 truncated one; a rename within one folder is atomic on POSIX file systems. A temporary name is
 ``.<name>.acn-<pid>-<8 random characters>.tmp``, created new (`tempfile.mkstemp` / `mkdtemp`, which open with
 ``O_CREAT | O_EXCL`` and never follow a link), so a link or file planted at a predictable name is never written
-through, and two runs writing the same path (or a process's part of a distributed output) never share one. The
-creating process holds an `flock` on it for as long as it exists, and removes it when the write ends, whether it
-completed, failed, was interrupted (Ctrl-C) or terminated (SIGTERM: `acn_mner.command_line` turns it into an
-exception, so that this clean-up runs). Only a SIGKILL or a power cut leaves one behind: once a write of the same
-path completes, such a leftover is removed when it is provably dead, i.e. no process with its id runs on this machine
-and nobody holds its lock. Another run's live temporary file, and a user's own file (``.pred.jsonl.backup01.tmp``), never
-match and are never removed. The final name is replaced only when it is nothing yet or a regular file (a folder, for
-folders); a symbolic link, device, FIFO or socket there is refused with a message naming it.
+through, and two runs writing the same path (or two processes' parts of a distributed output) never share one.
+
+The creating process holds an `flock` on its temporary file while it exists and removes it when the write ends:
+completed, failed, interrupted (Ctrl-C) or terminated (SIGTERM, which `acn_mner.command_line` raises as an exception
+so that this clean-up runs). A process that dies without unwinding (SIGKILL, a crash, a power cut) leaves it behind;
+once a write of the same path completes, such a leftover is removed if it is provably dead: no process with its id
+runs here, and nobody holds its lock. Another run's live temporary file, and a user's own file named like one
+(``.pred.jsonl.backup01.tmp``), are never removed.
+
+The final name is replaced only when it is nothing yet or a regular file (a folder, for folders); a symbolic link,
+device, FIFO or socket there is refused with a message naming it.
 """
+
 import fcntl
 import os
 import re
