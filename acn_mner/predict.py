@@ -11,28 +11,36 @@ the error names the input's file and line. Every field of an input row is kept (
 output field gets the prefix ``input_``). The output is written under a temporary name and renamed when
 complete, and may not be an input of the run: the input file, a file of the model folder or feature cache, or
 (when the output exists already, found by one pass over the rows before any work) an image a row names.
-Files start with an optional UTF-8 byte-order mark; bytes that are not UTF-8, and a CSV with a quote left
-open, stop the run with the file and line.
+The input must be a regular file: a FIFO, a device (``/dev/zero``, or a link to it) or a folder is refused before
+the model loads. Files start with an optional UTF-8 byte-order mark; bytes that are not UTF-8, and a CSV with a quote
+left open, stop the run with the file and line. A line longer than ``MAX_LINE_BYTES`` is read past without being
+held: the error of its JSONL or CSV row, a format error (which stops the run) in the corpus layout.
 A feature cache (``acn-dataset cache-features`` output) replaces reading and encoding the images of the
 tweets it holds, matched by image id.
 
 Streaming: rows are read lazily a batch at a time; images are decoded and preprocessed in ``--num_workers``
 worker processes (each prepares every n-th batch; by default 2 when the model runs on a GPU, none on a CPU, where
-the model needs the cores); the model runs in the main process; each tagged batch is written at once. Memory does
-not grow with the number of rows. With several readers (workers or processes) the input is first indexed in one
-pass (where each batch starts, 16 bytes per batch in a temporary file: for JSONL a scan of its lines without
-decoding or JSON, for CSV, whose quoted fields may span lines, and the corpus layout a parse), and each reader then
-reads only the byte ranges of its own batches. Under
-``accelerate launch --num_processes N`` each process tags every N-th batch on its own device into a part file,
-and the first process merges the parts, by row, into the output.
+the model needs the cores; on Linux the kernel ends them when the main process dies, even by ``kill -9``); the model
+runs in the main process; each tagged batch is written at once. Memory does not grow with the number of rows.
+With several readers (workers or processes) the input is first indexed in one pass (where each batch starts, 16
+bytes per batch in a temporary file: for JSONL a scan of its lines without decoding or JSON, for CSV, whose quoted
+fields may span lines, and the corpus layout a parse), and each reader then reads only the byte ranges of its own
+batches. Under ``accelerate launch --num_processes N`` each process tags every N-th batch on its own device into a
+part file, and the first process merges the parts, by row, into the output.
 """
 
 import argparse
 import csv
+import ctypes
+import functools
 import heapq
+import io
+import itertools
 import json
 import logging
 import os
+import signal
+import stat
 import struct
 import sys
 import tempfile
@@ -75,6 +83,10 @@ INPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".txt": "conll"}
 JSON_WHITESPACE = " \t\r\n"  # a JSONL line of only these is blank: not a row
 UTF8_BOM = "\ufeff".encode()
 GPU_NUM_WORKERS = 2  # default with the model on a GPU; on a CPU the model needs the cores (benchmarks/predict_scale.py)
+MAX_LINE_BYTES = 1 << 20  # a tweet's row takes hundreds of bytes; a longer line is read past in pieces, never held
+PR_SET_PDEATHSIG = 1  # Linux prctl(2): the signal a process gets when its parent dies
+SPECIAL_FILE_KINDS = ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+                      (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))  # fmt: skip
 
 PREDICTION_FIELDS = ("row", "entities", "words", "tags", "scores", "offsets", "error")
 INPUT_FIELD_PREFIX = "input_"  # an input field named like a prediction field is kept under this prefix
@@ -167,7 +179,7 @@ def read_rows(path: Path, image_dir: Path | None) -> Iterator[Row]:
     return rows_of_lines(input_format(path), path, text_lines(path), image_dir)
 
 
-def rows_of_lines(found: str, path: Path, lines: Iterator[tuple[int, str]], image_dir: Path | None,
+def rows_of_lines(found: str, path: Path, lines: Iterator[tuple[int, str | None]], image_dir: Path | None,
                   first_index: int = 0, columns: list[str] | None = None) -> Iterator[Row]:  # fmt: skip
     """Rows of `lines` (numbered, as `text_lines` gives them) of a file in format `found`: the whole file, or a run
     of whole rows starting at row `first_index`, whose CSV header (`columns`) was read elsewhere."""
@@ -179,13 +191,53 @@ def rows_of_lines(found: str, path: Path, lines: Iterator[tuple[int, str]], imag
     return read_csv_rows(path, base, lines, first_index, columns)
 
 
-def text_lines(path: Path) -> Iterator[tuple[int, str]]:
+def open_input(path: Path):
+    """The input file, opened for reading in binary; a `ValueError` naming it, before anything is read, when it is
+    not a regular file: a FIFO, a device such as ``/dev/zero`` (or a link to one), a socket or a folder, which may
+    never end or never answer. Opened without blocking, so that a FIFO is refused instead of waited on (the flag
+    changes nothing for a regular file's reads)."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        kind = next((name for is_kind, name in SPECIAL_FILE_KINDS if is_kind(mode)), "special file")
+        raise ValueError(f"--input {str(path)!r} is not a regular file but a {kind}")
+    return os.fdopen(descriptor, "rb")
+
+
+def raw_lines(file, first: int = 1) -> Iterator[tuple[int, bytes | None, int]]:
+    """`(line number, line, its size in bytes)` of a binary file from where it stands (line `first`) to its end.
+    Lines end at "\\n" and keep it; a line longer than `MAX_LINE_BYTES` comes as None, read past in pieces of that
+    size and never held."""
+    for number in itertools.count(first):
+        data = file.readline(MAX_LINE_BYTES + 1)
+        if not data:
+            return
+        size = len(data)
+        if size > MAX_LINE_BYTES and not data.endswith(b"\n"):
+            while data and not data.endswith(b"\n"):
+                data = file.readline(MAX_LINE_BYTES)
+                size += len(data)
+            data = None
+        yield number, data, size
+
+
+def text_lines(path: Path) -> Iterator[tuple[int, str | None]]:
     """`(line number, line)` of a UTF-8 file, read lazily. Lines end at "\\n" only (str.splitlines() would also
     break at U+2028 and other separators) and keep it; a leading byte-order mark is dropped; bytes that are not
-    UTF-8 raise `ValueError` naming ``file:line``."""
-    with open(path, "rb") as file:
-        for number, data in enumerate(file, start=1):
-            yield number, decode_line(path, number, data)
+    UTF-8 raise `ValueError` naming ``file:line``; a line longer than `MAX_LINE_BYTES` comes as None."""
+    with open_input(path) as file:
+        yield from decoded_lines(path, raw_lines(file))
+
+
+def decoded_lines(path: Path, lines: Iterator[tuple[int, bytes | None, int]]) -> Iterator[tuple[int, str | None]]:
+    """`text_lines` of `raw_lines` of `path`."""
+    for number, data, _ in lines:
+        yield number, None if data is None else decode_line(path, number, data)
+
+
+def long_line_error(location: str) -> str:
+    return f"{location}: a line longer than {MAX_LINE_BYTES} bytes (MAX_LINE_BYTES), not read"
 
 
 def decode_line(path: Path, number: int, data: bytes) -> str:
@@ -198,19 +250,13 @@ def decode_line(path: Path, number: int, data: bytes) -> str:
     return line.removeprefix("\ufeff") if number == 1 else line
 
 
-def range_lines(path: Path, data: bytes, first: int) -> Iterator[tuple[int, str]]:
-    """`text_lines` of a byte range of `path` that starts at line `first`: lines end at "\\n" and keep it."""
-    pieces = data.split(b"\n")
-    for number, piece in enumerate(pieces[:-1], start=first):
-        yield number, decode_line(path, number, piece + b"\n")
-    if pieces[-1]:  # the file's last line, without a newline
-        yield first + len(pieces) - 1, decode_line(path, first + len(pieces) - 1, pieces[-1])
-
-
-def read_jsonl_rows(path: Path, image_base: Path, lines: Iterator[tuple[int, str]], first_index: int = 0) -> Iterator[Row]:
+def read_jsonl_rows(path: Path, image_base: Path, lines: Iterator[tuple[int, str | None]], first_index: int = 0) -> Iterator[Row]:
     index = first_index
     for number, line in lines:
-        if line.strip(JSON_WHITESPACE):  # blank lines (JSON's whitespace only) are not rows
+        if line is None:
+            yield Row(index, f"{path}:{number}", {}, error=long_line_error(f"{path}:{number}"))
+            index += 1
+        elif line.strip(JSON_WHITESPACE):  # blank lines (JSON's whitespace only) are not rows
             yield jsonl_row(index, line, f"{path}:{number}", image_base)
             index += 1
 
@@ -234,15 +280,18 @@ def refuse_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
-def read_csv_rows(path: Path, image_base: Path, lines: Iterator[tuple[int, str]], first_index: int = 0,
+def read_csv_rows(path: Path, image_base: Path, lines: Iterator[tuple[int, str | None]], first_index: int = 0,
                   columns: list[str] | None = None) -> Iterator[Row]:  # fmt: skip
     """Rows of a CSV with a header (read from `lines` unless `columns` are given); strict quoting, so an
-    unterminated quote fails instead of swallowing rows."""
+    unterminated quote fails instead of swallowing rows. A record with a line longer than `MAX_LINE_BYTES` is
+    its row's error."""
     records = csv_records(path, lines)
     columns = csv_columns(path, next(records, None)) if columns is None else columns
     for index, (line, values) in enumerate(records, start=first_index):
         location = f"{path}:{line}"
-        if len(values) > len(columns):
+        if values is None:
+            yield Row(index, location, {}, error=long_line_error(location))
+        elif len(values) > len(columns):
             error = f"{location}: {len(values)} fields, but the header has {len(columns)} (an unquoted comma?)"
             yield Row(index, location, {}, error=error)
         else:
@@ -251,6 +300,8 @@ def read_csv_rows(path: Path, image_base: Path, lines: Iterator[tuple[int, str]]
 
 def csv_columns(path: Path, header: tuple[int, list[str]] | None) -> list[str]:
     """The column names of a CSV's first record, which must name a `text` column, each name once."""
+    if header is not None and header[1] is None:
+        raise ValueError(long_line_error(f"{path}:{header[0]}"))
     if header is None or "text" not in header[1]:
         raise ValueError(f"{path}:1: a CSV input needs a 'text' column, got columns {None if header is None else header[1]}")
     columns = header[1]
@@ -260,26 +311,31 @@ def csv_columns(path: Path, header: tuple[int, list[str]] | None) -> list[str]:
     return columns
 
 
-def csv_records(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, list[str]]]:
-    """Yield ``(first line, fields)`` per CSV record of `lines`, blank lines skipped; a `ValueError` naming the
-    record's first line when the quoting is broken."""
-    numbers = []  # of the lines the reader took for the record being read
+def csv_records(path: Path, lines: Iterator[tuple[int, str | None]]) -> Iterator[tuple[int, list[str] | None]]:
+    """Yield ``(first line, fields)`` per CSV record of `lines`, blank lines skipped, fields None for a record with
+    a line longer than `MAX_LINE_BYTES`; a `ValueError` naming the record's first line when the quoting is broken."""
+    numbers, long_lines = [], []  # of the lines the reader took for the record being read
 
     def texts():
         for number, line in lines:
             numbers.append(number)
-            yield line
+            if line is None:  # the reader gets an empty line in its place, and the record is marked
+                long_lines.append(number)
+            yield "\n" if line is None else line
 
     reader = csv.reader(texts(), strict=True)
     while True:
         numbers.clear()
+        long_lines.clear()
         try:
             values = next(reader)
         except StopIteration:
             return
         except csv.Error as error:
             raise ValueError(f"{path}:{numbers[0]}: malformed CSV record ({error}; an unterminated quote?)") from None
-        if values:
+        if long_lines:
+            yield numbers[0], None
+        elif values:
             yield numbers[0], values
 
 
@@ -300,7 +356,7 @@ def record_row(index: int, location: str, record: dict, image_base: Path) -> Row
     return Row(index, location, record, text=text, image=image, image_id=image_id)
 
 
-def read_corpus_rows(path: Path, image_dir: Path | None, lines: Iterator[tuple[int, str]], first_index: int = 0) -> Iterator[Row]:
+def read_corpus_rows(path: Path, image_dir: Path | None, lines: Iterator[tuple[int, str | None]], first_index: int = 0) -> Iterator[Row]:
     """Rows of a corpus file, a tweet block at a time; a format error stops the reading with its ``file:line``."""
     for index, tweet in enumerate(corpus_tweets(path, lines), start=first_index):
         location = f"{path}:{tweet.line}"
@@ -312,15 +368,24 @@ def read_corpus_rows(path: Path, image_dir: Path | None, lines: Iterator[tuple[i
         yield Row(index, location, source, text=tweet.tokens, image=image, image_id=tweet.image_id, error=error)
 
 
-def corpus_tweets(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[Tweet]:
+def corpus_tweets(path: Path, lines: Iterator[tuple[int, str | None]]) -> Iterator[Tweet]:
     """Tweets of `lines` in the corpus layout; a format error (or no tweet at all) raises `CorpusFormatError`
     naming ``file:line``."""
     empty = True
-    for start, block in numbered_blocks((number, line.removesuffix("\n").rstrip("\r")) for number, line in lines):
+    for start, block in numbered_blocks(corpus_lines(path, lines)):
         empty = False
         yield parse_tweet(path, start, block)
     if empty:
         raise CorpusFormatError(f"{path}:1: file is empty")
+
+
+def corpus_lines(path: Path, lines: Iterator[tuple[int, str | None]]) -> Iterator[tuple[int, str]]:
+    """The lines without their line ends; a line longer than `MAX_LINE_BYTES` (a token line, in this layout) is a
+    format error, `CorpusFormatError` naming it."""
+    for number, line in lines:
+        if line is None:
+            raise CorpusFormatError(long_line_error(f"{path}:{number}"))
+        yield number, line.removesuffix("\n").rstrip("\r")
 
 
 @dataclass
@@ -349,19 +414,20 @@ def row_batches(path: Path, image_dir: Path | None, batch_size: int) -> Iterator
 
 class OffsetLines:
     """`text_lines` of a file that remembers where its recent lines start, for an index pass: the lines since the
-    last `offset` call, except those `blank` says no row starts on (so a run of blank lines costs no memory)."""
+    last `offset` call, except those `blank` says no row starts on (so a run of blank lines costs no memory; a line
+    longer than `MAX_LINE_BYTES` is never blank)."""
 
     def __init__(self, path: Path, blank):
         self.path, self.blank, self._starts = path, blank, deque()
         self.end = self.read = 0  # bytes and lines read so far
 
-    def __iter__(self) -> Iterator[tuple[int, str]]:
-        with open(self.path, "rb") as file:
-            for self.read, data in enumerate(file, start=1):
-                if not self.blank(data):
+    def __iter__(self) -> Iterator[tuple[int, str | None]]:
+        with open_input(self.path) as file:
+            for self.read, data, size in raw_lines(file):
+                if data is None or not self.blank(data):
                     self._starts.append((self.read, self.end))
-                self.end += len(data)
-                yield self.read, decode_line(self.path, self.read, data)
+                self.end += size
+                yield self.read, None if data is None else decode_line(self.path, self.read, data)
 
     def offset(self, number: int) -> int:
         """Byte offset of line `number`, where a row starts; the lines before it are forgotten."""
@@ -396,14 +462,14 @@ class BatchIndex:
 
     def _write_jsonl(self, out) -> int:
         rows, offset, pending = 0, 0, bytearray()
-        with open(self.path, "rb") as file:
-            for number, data in enumerate(file, start=1):
-                content = data.removeprefix(UTF8_BOM) if number == 1 else data
-                if content.strip(JSON_WHITESPACE.encode()):
+        with open_input(self.path) as file:
+            for number, data, size in raw_lines(file):
+                content = data.removeprefix(UTF8_BOM) if number == 1 and data is not None else data
+                if content is None or content.strip(JSON_WHITESPACE.encode()):  # an over-long line is a row: its error
                     if rows % self.batch_size == 0:
                         pending += self.RECORD.pack(offset, number)
                     rows += 1
-                offset += len(data)
+                offset += size
                 if len(pending) >= 1 << 16:
                     out.write(pending)
                     pending.clear()
@@ -465,23 +531,39 @@ class BatchIndex:
 
     def batches(self, reader: int, readers: int, image_dir: Path | None) -> Iterator[list[Row] | InputError]:
         """Batches `reader`, `reader + readers`, ... of the file, each read as its own byte range (from its first
-        row to the next batch's, or to the end of the file); an `InputError` (and the end) where the rows of a batch
-        cannot be read, or where the index pass stopped."""
-        with open(self.path, "rb") as file:
-            size = os.fstat(file.fileno()).st_size
+        row to the next batch's, or to the end of the file) a line at a time; an `InputError` (and the end) where the
+        rows of a batch cannot be read, or where the index pass stopped."""
+        with open_input(self.path) as file:
             for batch in range(reader, self.num_batches, readers):
                 if self.error is not None and batch == self.num_batches - 1:
                     yield InputError(self.error)
                     return
                 offset, number = self.start(batch)
-                end = self.start(batch + 1)[0] if batch + 1 < self.num_batches else size
-                data = os.pread(file.fileno(), end - offset, offset)
+                end = self.start(batch + 1)[0] if batch + 1 < self.num_batches else None
+                lines = decoded_lines(self.path, raw_lines(io.BufferedReader(ByteRange(file.fileno(), offset, end)), number))
                 try:
-                    yield list(rows_of_lines(self.format, self.path, range_lines(self.path, data, number), image_dir,
-                                             batch * self.batch_size, self.columns))  # fmt: skip
+                    yield list(rows_of_lines(self.format, self.path, lines, image_dir, batch * self.batch_size, self.columns))
                 except ValueError as error:
                     yield InputError(str(error))
                     return
+
+
+class ByteRange(io.RawIOBase):
+    """Bytes `start` to `end` (None: to the end) of an open file, read with `os.pread`: not a byte outside them."""
+
+    def __init__(self, descriptor: int, start: int, end: int | None):
+        super().__init__()
+        self.descriptor, self.position, self.end = descriptor, start, end
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        size = len(buffer) if self.end is None else min(len(buffer), self.end - self.position)
+        data = os.pread(self.descriptor, size, self.position)
+        buffer[: len(data)] = data
+        self.position += len(data)
+        return len(data)
 
 
 # --- images ------------------------------------------------------------------------------------
@@ -667,11 +749,30 @@ def tagged_lines(tagger: RowTagger, dataset: PreparedBatches, num_workers: int) 
     """Output lines of the dataset's batches, in order; a `ValueError` naming ``file:line`` where the input
     cannot be read on."""
     with dataset.indexed(num_workers):
-        loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=as_is)
+        loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=as_is, **worker_settings(num_workers))
         for batch in loader:
             if isinstance(batch, InputError):
                 raise ValueError(batch.message)
             yield from tagger.tag(batch)
+
+
+def worker_settings(num_workers: int) -> dict:
+    """The `DataLoader`'s settings for its worker processes: on Linux, forked from this process (the parent
+    `end_with_parent` watches), and ended by the kernel when it dies."""
+    if num_workers == 0 or not sys.platform.startswith("linux"):
+        return {}
+    return {"multiprocessing_context": "fork", "worker_init_fn": functools.partial(end_with_parent, os.getpid())}
+
+
+def end_with_parent(parent: int, worker_id: int) -> None:
+    """A worker's initializer: the kernel sends it SIGKILL when its parent, the main process `parent`, dies, however
+    it dies (a SIGKILL runs no cleanup, and torch's own watchdog looks only between batches, which a worker stuck in
+    a read never reaches)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        raise OSError(ctypes.get_errno(), f"worker {worker_id}: prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # the parent died before the signal was set
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def write_lines(lines: Iterable[dict], path: Path, show_progress: bool) -> dict:
@@ -761,6 +862,7 @@ def run_inputs(args: argparse.Namespace) -> Iterator[tuple[str, Path | str | Non
 
 
 def run(args: argparse.Namespace) -> dict:
+    open_input(args.input).close()  # a FIFO, a device or a folder is refused before anything else
     if args.output.is_dir():
         raise ValueError(f"--output {str(args.output)!r} is a folder; give a file path")
     refuse_overwriting_inputs(args.output, run_inputs(args))

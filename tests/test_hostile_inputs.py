@@ -4,9 +4,12 @@ whose workers would live on, and words that render as nothing. Each test is a ro
 
 import json
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,12 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "Do you wish to run the custom code?"
 
 
-def run_python(arguments: list[str], tmp_path: Path, stdin: str = "", timeout: float = 300) -> subprocess.CompletedProcess:
+def run_python(arguments: list[str], tmp_path: Path, stdin: str = "", timeout: float = 300, preexec_fn=None) -> subprocess.CompletedProcess:
     """`python ARGUMENTS` in a fresh process, offline, with its own module cache and `stdin` as its input."""
     environment = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
                    "OMP_NUM_THREADS": "1"}  # fmt: skip
     return subprocess.run([sys.executable, *arguments], input=stdin, capture_output=True, text=True, timeout=timeout,
-                          env=environment, cwd=tmp_path)  # fmt: skip
+                          env=environment, cwd=tmp_path, preexec_fn=preexec_fn)  # fmt: skip
 
 
 # --- a folder whose code runs after a "y" ---------------------------------------------------------------
@@ -160,3 +163,164 @@ def test_a_text_encoders_own_code_is_never_offered(tmp_path, monkeypatch, loader
     with pytest.raises(ValueError, match="own-bert|OwnTokenizer|custom code"):
         TEXT_ENCODER_LOADERS[loader](folder)
     assert prompts == [] and not marker.exists()
+
+
+# --- inputs that never end ------------------------------------------------------------------------------
+
+
+def predict_arguments(model_folder: Path, rows: Path, output: Path, *flags: str) -> list[str]:
+    return ["--model", str(model_folder), "--input", str(rows), "--output", str(output), "--device", "cpu", *flags]
+
+
+def data_limit(limit_bytes: int):
+    """A `preexec_fn` that caps the child's data segment, so that a reader that holds what it reads fails fast
+    instead of filling the machine's memory."""
+    return lambda: resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, limit_bytes))
+
+
+@pytest.mark.slow
+@pytest.mark.bad_input(
+    "`acn-predict --input rows.jsonl` where rows.jsonl is a link to `/dev/zero`, or a FIFO (`--num_workers 2`)",
+    "refused before the model loads, in one line naming the file and its kind; nothing is read",
+)
+@pytest.mark.parametrize("kind", ["character device", "FIFO"])
+def test_an_input_that_is_not_a_regular_file_is_refused_in_one_line(model_folder, tmp_path, kind):
+    rows = tmp_path / "rows.jsonl"
+    if kind == "FIFO":
+        os.mkfifo(rows)
+    else:
+        rows.symlink_to("/dev/zero")
+    arguments = predict_arguments(model_folder, rows, tmp_path / "out.jsonl", "--num_workers", "2")
+    finished = run_python(["-m", "acn_mner.predict", *arguments], tmp_path, timeout=120, preexec_fn=data_limit(4 << 30))
+    assert finished.returncode == 2, finished.stderr[-2000:]
+    assert finished.stderr.strip().splitlines() == [f"predict.py: error: --input {str(rows)!r} is not a regular file but a {kind}"]
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+PEAK_MEMORY = """
+import resource, sys
+from acn_mner import predict
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # torch alone is most of a gigabyte
+predict.main(sys.argv[1:])
+peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+print(f"growth_kib={peak - before}")
+"""
+LONG_LINE_BYTES = 1 << 30
+
+
+@pytest.mark.slow
+@pytest.mark.bad_input(
+    "`acn-predict` on a JSONL whose second line is 1 GiB long (no newline for a gigabyte)",
+    "that row's error names the line and the limit, the rows around it are tagged; memory stays far below the line's size",
+)
+@pytest.mark.parametrize("num_workers", ["0", "2"])
+def test_a_line_of_a_gigabyte_is_its_rows_error_in_bounded_memory(model_folder, tmp_path, num_workers):
+    rows = tmp_path / "rows.jsonl"
+    good = json.dumps({"text": "Obama visits Paris"}) + "\n"
+    with open(rows, "wb") as file:
+        file.write(good.encode())
+        file.truncate(len(good) + LONG_LINE_BYTES)  # a sparse run of NUL bytes: costs no disk
+        file.seek(0, os.SEEK_END)
+        file.write(b"\n" + good.encode())
+    arguments = predict_arguments(model_folder, rows, tmp_path / "out.jsonl", "--num_workers", num_workers)
+    finished = run_python(["-c", PEAK_MEMORY, *arguments], tmp_path, timeout=300, preexec_fn=data_limit(4 << 30))
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    growth_bytes = int(finished.stdout.split("growth_kib=")[1]) * 1024  # peak RSS (workers too) over that at the start
+    assert growth_bytes < LONG_LINE_BYTES // 4, growth_bytes
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [line["row"] for line in lines] == [0, 1, 2]
+    assert "error" not in lines[0] and "error" not in lines[2] and lines[2]["entities"] == lines[0]["entities"]
+    assert lines[1]["error"] == f"{rows}:2: a line longer than {predict.MAX_LINE_BYTES} bytes (MAX_LINE_BYTES), not read"
+
+
+@pytest.mark.bad_input(
+    "a JSONL line, a CSV line (alone or inside a quoted field) or a corpus line longer than `MAX_LINE_BYTES`",
+    "a JSONL or CSV row's error naming its line, the rows around it tagged, with or without workers; in the corpus "
+    "layout, a format error naming `file:line`",
+)
+@pytest.mark.parametrize("num_workers", ["0", "1"])
+def test_a_line_over_the_limit_in_every_format(model_folder, tmp_path, monkeypatch, num_workers):
+    monkeypatch.setattr(predict, "MAX_LINE_BYTES", 64)
+    long = "x" * 200
+    good = json.dumps({"text": "Obama visits Paris"})
+    inputs = {
+        "rows.jsonl": f"{good}\n{long}\n\n{good}\n{long}",  # the last line over the limit has no newline
+        "rows.csv": f'text,note\nObama visits Paris,a\nObama,{long}\n"Obama\n{long}\nParis",c\n\nObama visits Paris,d\n',
+    }
+    errors = {"rows.jsonl": [None, 2, None, 5], "rows.csv": [None, 3, 4, None]}
+    for name, text in inputs.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        output = tmp_path / f"{name}.out.jsonl"
+        predict.main(predict_arguments(model_folder, tmp_path / name, output, "--num_workers", num_workers, "--batch_size", "1"))
+        lines = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+        expected = [None if line is None else f"{tmp_path / name}:{line}: a line longer than 64 bytes (MAX_LINE_BYTES), not read" for line in errors[name]]
+        assert [line.get("error") for line in lines] == expected, name
+        assert [line["row"] for line in lines] == [0, 1, 2, 3]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(f"IMGID:1\nObama\tB-PER\n\nIMGID:2\n{long}\tO\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"^{corpus}:5: a line longer than 64 bytes \(MAX_LINE_BYTES\), not read$"):
+        predict.main(predict_arguments(model_folder, corpus, tmp_path / "corpus.out.jsonl", "--num_workers", num_workers))
+
+
+STALLED_WORKERS = """
+import os, sys, time
+from pathlib import Path
+from acn_mner import predict
+
+probe = Path(sys.argv[1])
+
+def stalled_prepare(self, rows):
+    (probe / f"worker-{os.getpid()}").touch()
+    time.sleep(600)
+
+predict.RowTagger.prepare = stalled_prepare
+(probe / f"main-{os.getpid()}").touch()
+predict.main(sys.argv[2:])
+"""
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, dead but not yet reaped by its new parent, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def pids(probe: Path, role: str) -> list[int]:
+    return [int(path.name.split("-")[1]) for path in probe.glob(f"{role}-*")]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
+@pytest.mark.bad_input(
+    "`kill -9` of `acn-predict --num_workers 2`'s main process while its workers read",
+    "the workers end with it (within seconds), none is left behind",
+)
+def test_workers_end_when_the_main_process_is_killed(model_folder, tmp_path):
+    rows, probe = tmp_path / "rows.jsonl", tmp_path / "probe"
+    probe.mkdir()
+    rows.write_text("".join(json.dumps({"text": f"Obama visits Paris {n}"}) + "\n" for n in range(4)), encoding="utf-8")
+    arguments = predict_arguments(model_folder, rows, tmp_path / "out.jsonl", "--num_workers", "2", "--batch_size", "1")
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-c", STALLED_WORKERS, str(probe), *arguments], env=environment, cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    workers = []
+    try:
+        deadline = time.monotonic() + 180
+        while len(workers) < 2 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.2)
+            workers = pids(probe, "worker")
+        assert len(workers) == 2 and pids(probe, "main") == [process.pid]
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 5
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [pid for pid in workers if alive(pid)] == []
+    finally:
+        process.kill()
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
