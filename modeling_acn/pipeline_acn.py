@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+import regex
 import torch
 from transformers import AutoModelForTokenClassification, AutoProcessor, Pipeline
 from transformers.dynamic_module_utils import custom_object_save, get_class_from_dynamic_module
@@ -30,6 +31,13 @@ from .processing_acn import AcnProcessor
 TASK = "multimodal-ner"
 STANDARD_TASK = "token-classification"  # transformers' task, whose default aggregation is "none"
 AGGREGATION_STRATEGIES = ("none", "simple")
+# What renders as nothing: format characters (Cf: zero-width space and joiners, direction marks, embeddings and
+# isolates, U+FEFF, soft hyphen, tag characters), the other default-ignorable code points (variation selectors,
+# Hangul fillers) and whitespace. A word of only these is never part of an entity.
+INVISIBLE_WORD = regex.compile(r"[\p{Cf}\p{Default_Ignorable_Code_Point}\s]+")
+# The emission of an entity tag at such a word: finite, so that a row of them cannot give NaN, and far below what a
+# model emits, so that no path through it can win and its marginal is 0.
+INVISIBLE_ENTITY_SCORE = -1e4
 BACKENDS = ("torch", "onnxruntime")
 
 
@@ -46,7 +54,9 @@ class AcnPipeline(Pipeline):
     Tags come from constrained Viterbi decoding (no `I-X` without a preceding `B-X`/`I-X`). A word's `score` is
     the marginal probability of its tag, `p(y_t = tag | tweet, image)`, from the CRF's forward-backward
     (the unconstrained CRF; softmax-decoder models: the softmax of the emissions). An entity's score is the
-    mean over its words, as in the token-classification pipeline.
+    mean over its words, as in the token-classification pipeline. A word that renders as nothing (`INVISIBLE_WORD`:
+    zero-width characters, direction marks, variation selectors, fillers, whitespace) is never part of an entity:
+    its entity tags are ruled out before decoding and in the marginals, so it is tagged outside (score 1).
 
     Inputs may also come as any other iterable of them that is not a string, such as a torch `Dataset`
     (`KeyDataset(dataset, "text")`) or an iterator: the results then come as an iterator, as in transformers.
@@ -227,11 +237,12 @@ class AcnPipeline(Pipeline):
         else:
             outputs = self._logits_by_length(model_inputs)
         word_mask = model_inputs["attention_mask"].bool()  # (batch, seq_len)
-        paths = self.model.decode(outputs.logits, word_mask, constrain_bio=True)
+        logits = self._invisible_words_outside(outputs.logits, text, offsets)  # (batch, seq_len, num_labels)
+        paths = self.model.decode(logits, word_mask, constrain_bio=True)
         tags = torch.zeros_like(model_inputs["input_ids"])  # (batch, seq_len), 0 at padding
         for row, path in enumerate(paths):
             tags[row, : len(path)] = torch.tensor(path)
-        marginals = tag_marginals(self.model, outputs.logits, word_mask)  # (batch, seq_len, num_labels)
+        marginals = tag_marginals(self.model, logits, word_mask)  # (batch, seq_len, num_labels)
         result = {
             "tags": tags,
             "scores": marginals.gather(-1, tags[..., None]).squeeze(-1),  # (batch, seq_len)
@@ -244,6 +255,25 @@ class AcnPipeline(Pipeline):
             result["fusion_gates"] = None if gates is None else gates.mean(-1)  # (batch, seq_len)
             result["filtration_gates"] = outputs.filtration_gates  # (batch, seq_len)
         return result
+
+    def _invisible_words_outside(self, logits, text, offsets):
+        """`logits` `(batch, seq_len, num_labels)` with every entity tag forbidden at the words that render as nothing
+        (`INVISIBLE_WORD`), so that decoding gives them a tag outside entities (the best path under that constraint)
+        and their score is 1. `text` and `offsets` are a tweet's, or lists of them for a batch."""
+        texts, word_offsets = ([text], [offsets]) if isinstance(text, str) else (text, offsets)
+        rows = [
+            [INVISIBLE_WORD.fullmatch(tweet[start:end]) is not None for start, end in spans]
+            for tweet, spans in zip(texts, word_offsets)
+        ]
+        if not any(map(any, rows)):
+            return logits
+        invisible = torch.zeros(logits.shape[:2], dtype=torch.bool)  # (batch, seq_len)
+        for row, words in enumerate(rows):
+            invisible[row, : len(words)] = torch.tensor(words)
+        id2label = self.model.config.id2label
+        entity_tags = torch.tensor([bool(entity_spans([id2label[index]])) for index in range(len(id2label))])  # (num_labels,)
+        forbidden = invisible[..., None] & entity_tags  # (batch, seq_len, num_labels)
+        return logits.masked_fill(forbidden.to(logits.device), INVISIBLE_ENTITY_SCORE)
 
     def _logits_by_length(self, model_inputs) -> TokenClassifierOutput:
         """The batch's logits `(batch, seq_len, num_labels)`, computed group by group over tweets of similar lengths.

