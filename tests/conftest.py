@@ -131,7 +131,7 @@ def reliability_table(rows: dict) -> str:
     """One line per test function (its parametrised cases together); a case that did not pass is shown."""
     grouped = {}
     for nodeid, (bad_input, outcome, status) in rows.items():
-        name = nodeid.split("::")[-1].split("[")[0]
+        name = nodeid.split("[")[0].split("::")[-1]  # a case's id may hold "::" itself ("[fe80::1]")
         grouped.setdefault(name, (bad_input, outcome, []))[2].append(status)
     lines = ["| bad input | what it gets | test |", "|---|---|---|"]
     for name, (bad_input, outcome, statuses) in grouped.items():
