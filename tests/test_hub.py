@@ -24,7 +24,7 @@ from acn_mner import train as train_acn
 
 MODEL_CODE = {
     "configuration_acn.py", "modeling_acn.py", "pipeline_acn.py", "processing_acn.py", "image_processing_acn.py",
-    "tokenization_acn.py", "vision_acn.py", "quantization_acn.py", "export_acn.py",
+    "tokenization_acn.py", "vision_acn.py", "quantization_acn.py", "export_acn.py", "url_policy_acn.py",
 }  # fmt: skip
 MODEL_FILES = {"config.json", "model.safetensors", "processor_config.json", "preprocessor_config.json",
                "tokenizer_config.json", "vocab.json", "char_vocab.json"} | MODEL_CODE  # fmt: skip
