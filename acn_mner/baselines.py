@@ -69,7 +69,9 @@ def train_feature_crf(corpus) -> list[list[str]]:
     import sklearn_crfsuite  # a development dependency (setup.cfg's dev extra), like this benchmark
 
     names = corpus["train"].features["ner_tags"].feature.names
-    crf = sklearn_crfsuite.CRF(algorithm="lbfgs", c1=C1, c2=C2, max_iterations=MAX_ITERATIONS, all_possible_transitions=True)
+    crf = sklearn_crfsuite.CRF(
+        algorithm="lbfgs", c1=C1, c2=C2, max_iterations=MAX_ITERATIONS, all_possible_transitions=True
+    )
     crf.fit(
         [sentence_features(words) for words in corpus["train"]["tokens"]],
         [[names[tag] for tag in tags] for tags in corpus["train"]["ner_tags"]],
@@ -90,9 +92,15 @@ def encode_split(tokenizer, split, max_length):
         words = [word if tokenizer.tokenize(word) else tokenizer.unk_token for word in words]
         encoding = tokenizer(words, is_split_into_words=True, add_special_tokens=True)
         if len(encoding["input_ids"]) > max_length:
-            raise ValueError(f"tweet {index} has {len(encoding['input_ids'])} subwords, over the encoder's {max_length}")
+            raise ValueError(
+                f"tweet {index} has {len(encoding['input_ids'])} subwords, over the encoder's {max_length}"
+            )
         word_ids = encoding.word_ids()
-        firsts = [position for position, word in enumerate(word_ids) if word is not None and word != (word_ids[position - 1] if position else None)]
+        firsts = [
+            position
+            for position, word in enumerate(word_ids)
+            if word is not None and word != (word_ids[position - 1] if position else None)
+        ]
         if len(firsts) != len(words):
             raise ValueError(f"tweet {index}: {len(words) - len(firsts)} words have no subword")
         labels = [IGNORE] * len(word_ids)
@@ -124,17 +132,25 @@ def predict(model, rows, names, batch_size, pad_id):
     return predictions
 
 
-def train_token_classification(corpus, model_path, metric, seed=1, num_epochs=10, patience=3, batch_size=16,
-                               learning_rate=5e-5, warmup_ratio=0.1) -> dict:  # fmt: skip
+def train_token_classification(
+    corpus, model_path, metric, seed=1, num_epochs=10, patience=3, batch_size=16, learning_rate=5e-5, warmup_ratio=0.1
+) -> dict:
     """Fine-tune, select on dev, score test; returns the same keys as train_acn.py's all_results.json."""
     torch.manual_seed(seed)
     names = corpus["train"].features["ner_tags"].feature.names
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
     model = AutoModelForTokenClassification.from_pretrained(
-        model_path, trust_remote_code=False, num_labels=len(names), id2label=dict(enumerate(names)), label2id={name: i for i, name in enumerate(names)}
+        model_path,
+        trust_remote_code=False,
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={name: i for i, name in enumerate(names)},
     )
     pad_id = tokenizer.pad_token_id or 0
-    rows = {split: encode_split(tokenizer, corpus[split], tokenizer.model_max_length) for split in ("train", "validation", "test")}
+    rows = {
+        split: encode_split(tokenizer, corpus[split], tokenizer.model_max_length)
+        for split in ("train", "validation", "test")
+    }
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     steps = math.ceil(len(rows["train"]) / batch_size) * num_epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(warmup_ratio * steps), steps)
@@ -142,7 +158,9 @@ def train_token_classification(corpus, model_path, metric, seed=1, num_epochs=10
     best_f1, best_state, best_epoch, waited, started = -1.0, None, 0, 0, time.perf_counter()
     for epoch in range(num_epochs):
         model.train()
-        for ids, mask, labels, _ in batches(rows["train"], batch_size, pad_id, torch.randperm(len(rows["train"]), generator=generator).tolist()):
+        for ids, mask, labels, _ in batches(
+            rows["train"], batch_size, pad_id, torch.randperm(len(rows["train"]), generator=generator).tolist()
+        ):
             model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()

@@ -73,7 +73,9 @@ def run_identity(config, tokenizer) -> dict:
     return {"labels": labels, "vocabulary": hashlib.sha256(text.encode("utf-8")).hexdigest()}
 
 
-def save_checkpoint(accelerator, folder: Path, model, optimizer, scheduler, state, identity: dict | None = None) -> None:
+def save_checkpoint(
+    accelerator, folder: Path, model, optimizer, scheduler, state, identity: dict | None = None
+) -> None:
     """Write the full training state of every process to `folder`, atomically (see the module docstring), with the
     run's `identity` (`run_identity`) in its manifest."""
     temporary = folder.with_name(f".{folder.name}.tmp")  # one name for all processes: they share the folder
@@ -113,7 +115,9 @@ def rng_states() -> dict:
 
 
 def write_manifest(folder: Path, num_processes: int, identity: dict | None = None) -> None:
-    files = {path.name: {"bytes": path.stat().st_size, "sha256": file_digest(path)} for path in sorted(folder.iterdir())}
+    files = {
+        path.name: {"bytes": path.stat().st_size, "sha256": file_digest(path)} for path in sorted(folder.iterdir())
+    }
     manifest = {"format": CHECKPOINT_FORMAT, "num_processes": num_processes, "files": files}
     if identity is not None:
         manifest["identity"] = identity
@@ -144,11 +148,15 @@ def find_checkpoints(checkpoint_dir: Path) -> list[Path]:
         if match and path.is_dir():
             found[match.group(1)].append((int(match.group(2)), path))
         elif not path.name.startswith(".") and path.name != "best_model":
-            logger.warning(f"ignoring {path}: not a checkpoint folder (epoch_<number> or step_<number>)", main_process_only=True)
+            logger.warning(
+                f"ignoring {path}: not a checkpoint folder (epoch_<number> or step_<number>)", main_process_only=True
+            )
     kinds = [sorted(found[unit], reverse=True) for unit in CHECKPOINT_UNITS if found[unit]]
     if len(kinds) > 1:
         newest = " and ".join(str(kind[0][1]) for kind in kinds)
-        raise CheckpointError(f"{checkpoint_dir} holds both epoch_N and step_N checkpoints, which 'latest' cannot order: name one folder (newest: {newest})")
+        raise CheckpointError(
+            f"{checkpoint_dir} holds both epoch_N and step_N checkpoints, which 'latest' cannot order: name one folder (newest: {newest})"
+        )
     return [path for kind in kinds for _, path in kind]
 
 
@@ -182,8 +190,14 @@ def verify_checkpoint(folder: Path, num_processes: int) -> dict:
     for name, expected in files.items():
         if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
             raise CheckpointError(f"{manifest_path} names {name!r}, which is not a file inside its checkpoint folder")
-        if not (isinstance(expected, dict) and isinstance(expected.get("bytes"), int) and isinstance(expected.get("sha256"), str)):
-            raise CheckpointError(f"{manifest_path} is damaged: the entry of {name} needs 'bytes' and 'sha256', got {expected!r}")
+        if not (
+            isinstance(expected, dict)
+            and isinstance(expected.get("bytes"), int)
+            and isinstance(expected.get("sha256"), str)
+        ):
+            raise CheckpointError(
+                f"{manifest_path} is damaged: the entry of {name} needs 'bytes' and 'sha256', got {expected!r}"
+            )
         path = folder / name
         if path.is_symlink() or not path.is_file():
             raise CheckpointError(f"{path} is missing or not a regular file")
@@ -214,7 +228,9 @@ def check_identity(folder: Path, manifest: dict, identity: dict | None) -> None:
 # --- loading -----------------------------------------------------------------------------------
 
 
-def load_checkpoint(accelerator, folder: Path, model, optimizer, scheduler, state, identity: dict | None = None) -> None:
+def load_checkpoint(
+    accelerator, folder: Path, model, optimizer, scheduler, state, identity: dict | None = None
+) -> None:
     """Restore what `save_checkpoint` wrote; `CheckpointError` naming the file when a part cannot be read, or what
     differs when the checkpoint belongs to another corpus (`check_identity`)."""
     check_identity(folder, verify_checkpoint(folder, accelerator.num_processes), identity)
@@ -254,7 +270,9 @@ def reading(path: Path):
         raise CheckpointError(f"cannot restore from {path}: {error}") from error
 
 
-def resume(accelerator, spec: str, checkpoint_dir: Path, model, optimizer, scheduler, state, identity: dict | None = None) -> Path:
+def resume(
+    accelerator, spec: str, checkpoint_dir: Path, model, optimizer, scheduler, state, identity: dict | None = None
+) -> Path:
     """Continue from `spec`: ``latest`` (the newest checkpoint that verifies; damaged ones, malformed manifests
     included, are skipped with a warning naming the file) or a folder (which must verify). A checkpoint of other
     labels or another vocabulary than `identity` is refused. Returns the folder used."""
@@ -277,7 +295,9 @@ def resume(accelerator, spec: str, checkpoint_dir: Path, model, optimizer, sched
         load_checkpoint(accelerator, folder, model, optimizer, scheduler, state, identity)
         logger.info(f"resumed from {folder}", main_process_only=True)
         return folder
-    raise CheckpointError(f"--resume_from_checkpoint latest: no usable checkpoint in {checkpoint_dir}: " + "; ".join(problems))
+    raise CheckpointError(
+        f"--resume_from_checkpoint latest: no usable checkpoint in {checkpoint_dir}: " + "; ".join(problems)
+    )
 
 
 __all__ = [

@@ -38,7 +38,11 @@ def one_line_errors(main):
         try:
             return main(argv)
         except USER_ERRORS as error:
-            message = str(error) if not isinstance(error, OSError) or not error.filename else f"{error.filename}: {error.strerror}"
+            message = (
+                str(error)
+                if not isinstance(error, OSError) or not error.filename
+                else f"{error.filename}: {error.strerror}"
+            )
             print(f"{program}: error: {message}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt as interrupt:

@@ -19,9 +19,12 @@ def cpu_capabilities() -> dict:
                 flags = set(line.split(":", 1)[1].split())
                 break
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
-    return {"flags": [flag for flag in wanted if flag in flags], "torch_capability": torch.backends.cpu.get_cpu_capability(),
-            "bf16_kernels": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-            "isa_limits": {name: os.environ[name] for name in ISA_LIMITS if name in os.environ}}  # fmt: skip
+    return {
+        "flags": [flag for flag in wanted if flag in flags],
+        "torch_capability": torch.backends.cpu.get_cpu_capability(),
+        "bf16_kernels": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "isa_limits": {name: os.environ[name] for name in ISA_LIMITS if name in os.environ},
+    }
 
 
 def isa_limit_warning(capabilities) -> str | None:

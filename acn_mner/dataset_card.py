@@ -212,9 +212,9 @@ def entities_section(dataset: DatasetDict) -> str:
     return (
         "## Entities\n\n"
         "*Lenient* is conlleval chunking (seqeval's default): an `I-X` that follows `O` or another type starts "
-        "an entity. *Strict* is IOB2 (seqeval `mode=\"strict\"`): only `B-X` starts one.\n\n"
+        'an entity. *Strict* is IOB2 (seqeval `mode="strict"`): only `B-X` starts one.\n\n'
         f"{entity_count_table(dataset)}\n\n"
-        "`I-X` tags that continue no `X` entity are kept as annotated (\"after O\" includes a tweet's first tag):\n\n"
+        '`I-X` tags that continue no `X` entity are kept as annotated ("after O" includes a tweet\'s first tag):\n\n'
         f"{orphan_tag_table(dataset)}"
     )
 
@@ -306,5 +306,3 @@ def dataset_card(dataset: DatasetDict, shards: dict[str, list[Path]], source: st
     data_files = [{"split": split, "path": f"data/{split}-*"} for split in dataset]  # push_to_hub's globs
     MetadataConfigs({"default": {"data_files": data_files}}).to_dataset_card_data(card_data)
     return DatasetCard(f"---\n{card_data.to_yaml()}\n---\n\n{card_body(dataset, source, corpus)}")
-
-

@@ -72,18 +72,36 @@ def parse_export_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--image_dir", help="Folder with <IMGID>.jpg; without it the dataset is text only.")
     parser.add_argument("--output_dir", required=True, help="Folder for data/*.parquet and README.md.")
     parser.add_argument(
-        "--corpus", choices=sorted(CORPORA),
+        "--corpus",
+        choices=sorted(CORPORA),
         help="A known corpus, whose name, license and citation the card takes (the flags below replace them); "
         "without it, a corpus of your own: the card claims no license or citation that the flags below do not give.",
-    )  # fmt: skip
-    parser.add_argument("--dataset_name", help="The card's title and pretty_name (default: the corpus's, else the data_dir's name).")
-    parser.add_argument("--license", type=hub_license, help="The corpus's license, a Hub license id such as cc-by-4.0 (default: the corpus's, else none stated).")
-    parser.add_argument("--citation_file", type=citation_file, metavar="BIB", help="A BibTeX file whose entries the card cites (default: the corpus's citation, else none).")
+    )
+    parser.add_argument(
+        "--dataset_name", help="The card's title and pretty_name (default: the corpus's, else the data_dir's name)."
+    )
+    parser.add_argument(
+        "--license",
+        type=hub_license,
+        help="The corpus's license, a Hub license id such as cc-by-4.0 (default: the corpus's, else none stated).",
+    )
+    parser.add_argument(
+        "--citation_file",
+        type=citation_file,
+        metavar="BIB",
+        help="A BibTeX file whose entries the card cites (default: the corpus's citation, else none).",
+    )
     parser.add_argument("--label_map", nargs="+", default=[], metavar="OLD=NEW", help="Rename entity types.")
     parser.add_argument("--max_image_pixels", type=int, default=MAX_IMAGE_PIXELS, help="Refuse larger images.")
     parser.add_argument("--overwrite", action="store_true", help="Replace the data of a non-empty output_dir.")
-    parser.add_argument("--push_to_hub", metavar="REPO", help="Upload the export (card and shards) to this Hub dataset repository.")
-    parser.add_argument("--hub_private_repo", action="store_true", help="Create that repository private (an existing one keeps its visibility).")
+    parser.add_argument(
+        "--push_to_hub", metavar="REPO", help="Upload the export (card and shards) to this Hub dataset repository."
+    )
+    parser.add_argument(
+        "--hub_private_repo",
+        action="store_true",
+        help="Create that repository private (an existing one keeps its visibility).",
+    )
     return parser.parse_args(argv)
 
 
@@ -101,10 +119,24 @@ def parse_cache_args(argv: list[str]) -> argparse.Namespace:
         "transformers; cached or downloaded), a local .pth/.safetensors file, or 'random' (seeded by --seed; only for "
         "offline demos and tests).",
     )
-    parser.add_argument("--vision_backbone", default="vgg16", choices=sorted(VISION_BACKBONES), help="Backbone with --vision_weights (a --model brings its own).")
+    parser.add_argument(
+        "--vision_backbone",
+        default="vgg16",
+        choices=sorted(VISION_BACKBONES),
+        help="Backbone with --vision_weights (a --model brings its own).",
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed of the 'random' trunk.")
-    parser.add_argument("--vision_precision", choices=VISION_PRECISIONS, help="Precision of the backbone (AcnConfig.vision_precision); default: the checkpoint's, or auto.")
-    parser.add_argument("--calibration_images", type=int, default=CALIBRATION_IMAGES, help="Training images that calibrate an int8 backbone (the first ones with a picture).")
+    parser.add_argument(
+        "--vision_precision",
+        choices=VISION_PRECISIONS,
+        help="Precision of the backbone (AcnConfig.vision_precision); default: the checkpoint's, or auto.",
+    )
+    parser.add_argument(
+        "--calibration_images",
+        type=int,
+        default=CALIBRATION_IMAGES,
+        help="Training images that calibrate an int8 backbone (the first ones with a picture).",
+    )
     parser.add_argument("--output_dir", required=True, help="Where save_to_disk writes the dataset with features.")
     parser.add_argument("--batch_size", type=int, default=32, help="Images per forward pass.")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="Torch device.")
@@ -141,7 +173,11 @@ def run_export(args: argparse.Namespace) -> None:
 
 
 def run_cache_features(args: argparse.Namespace) -> None:
-    inputs = {"--dataset folder": args.dataset, "model folder": args.model, "--vision_weights file": args.vision_weights}
+    inputs = {
+        "--dataset folder": args.dataset,
+        "model folder": args.model,
+        "--vision_weights file": args.vision_weights,
+    }
     refuse_overwriting_inputs(args.output_dir, inputs.items(), flag="--output_dir", folder=True)
     model, image_processor = feature_extractor(
         args.model, args.vision_weights, args.vision_backbone, args.vision_precision, args.seed

@@ -43,18 +43,62 @@ IMAGE_DECIDED_FRACTION = 0.5
 
 # invented names, one list per type: the name alone tells the type of a text-decided entity
 TYPED_NAMES = {
-    "PER": ("Marlo Quenby", "Tessa Vandrell", "Oskar Lindqvane", "Priya Halloway", "Jonah Merrit", "Ines Calvero",
-            "Dario Finch", "Lotte Brakeman"),
-    "LOC": ("Port Caddis", "Vellmoor", "Lake Ombra", "Ashby Heights", "Kestrel Bay", "Drummore", "Saltmarsh",
-            "Fenwick Valley"),
-    "ORG": ("Trelix Corp", "Norvane Labs", "Banfield United", "Copperline Bank", "Quorra Media", "Halvex",
-            "Stonegate FC", "Brightwell Airways"),
-    "OTHER": ("Starfall Cup", "Hexbound", "Moonrise Fest", "Iron Tide", "Galewatch 3", "Emberfall", "Night Harbor",
-              "Crownsong"),
+    "PER": (
+        "Marlo Quenby",
+        "Tessa Vandrell",
+        "Oskar Lindqvane",
+        "Priya Halloway",
+        "Jonah Merrit",
+        "Ines Calvero",
+        "Dario Finch",
+        "Lotte Brakeman",
+    ),
+    "LOC": (
+        "Port Caddis",
+        "Vellmoor",
+        "Lake Ombra",
+        "Ashby Heights",
+        "Kestrel Bay",
+        "Drummore",
+        "Saltmarsh",
+        "Fenwick Valley",
+    ),
+    "ORG": (
+        "Trelix Corp",
+        "Norvane Labs",
+        "Banfield United",
+        "Copperline Bank",
+        "Quorra Media",
+        "Halvex",
+        "Stonegate FC",
+        "Brightwell Airways",
+    ),
+    "OTHER": (
+        "Starfall Cup",
+        "Hexbound",
+        "Moonrise Fest",
+        "Iron Tide",
+        "Galewatch 3",
+        "Emberfall",
+        "Night Harbor",
+        "Crownsong",
+    ),
 }
 # invented names that are each drawn with every type: only the image tells which
-AMBIGUOUS_NAMES = ("Kolbi", "Verran", "Zephine", "Ardley", "Tamsk", "Quillon", "Dovra", "Isket", "Brannoch", "Solvey",
-                   "Corrow", "Mirelle")
+AMBIGUOUS_NAMES = (
+    "Kolbi",
+    "Verran",
+    "Zephine",
+    "Ardley",
+    "Tamsk",
+    "Quillon",
+    "Dovra",
+    "Isket",
+    "Brannoch",
+    "Solvey",
+    "Corrow",
+    "Mirelle",
+)
 
 # templates are space-separated tokens; {TYPE} is a slot for a name of that type
 TEXT_TEMPLATES = (
@@ -242,7 +286,9 @@ def generate_split(rng: np.random.Generator, split: str, count: int) -> list[Dem
 
 def corpus_text(tweets: list[DemoTweet]) -> str:
     blocks = [
-        "\n".join([IMAGE_ID_PREFIX + tweet.image_id] + [f"{token}\t{tag}" for token, tag in zip(tweet.tokens, tweet.tags)])
+        "\n".join(
+            [IMAGE_ID_PREFIX + tweet.image_id] + [f"{token}\t{tag}" for token, tag in zip(tweet.tokens, tweet.tags)]
+        )
         for tweet in tweets
     ]
     return "\n\n".join(blocks) + "\n"
@@ -267,9 +313,7 @@ def image_decided_scores(predictions: list[list[str]], entries: list[dict]) -> d
             tweet, so every entity predicted in these tweets is scored against it (conlleval chunking).
     """
     gold = {(entry["index"], entry["type"], entry["start"], entry["end"] - 1) for entry in entries}
-    predicted = {
-        (entry["index"], *entity) for entry in entries for entity in get_entities(predictions[entry["index"]])
-    }
+    predicted = {(entry["index"], *entity) for entry in entries for entity in get_entities(predictions[entry["index"]])}
     correct = len(gold & predicted)
     precision = correct / len(predicted) if predicted else 0.0
     recall = correct / len(gold) if gold else 0.0

@@ -142,16 +142,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Draw ACN's visual attention and gates for one tweet and image.")
     parser.add_argument("--model", required=True, help="Folder or Hub id with the model and its processor.")
     parser.add_argument(
-        "--trust_remote_code", action="store_true",
+        "--trust_remote_code",
+        action="store_true",
         help="Load the model and processor with the classes of the folder's own code, which then runs (by default the "
         "installed acn-mner classes load it and none of its code runs).",
     )
     parser.add_argument("--text", required=True, help="The tweet.")
-    parser.add_argument("--image", help="The tweet's image, a file or an http(s) URL; without it only the tagged text and gates show.")
+    parser.add_argument(
+        "--image", help="The tweet's image, a file or an http(s) URL; without it only the tagged text and gates show."
+    )
     parser.add_argument("--output", required=True, type=Path, help="PNG file to write.")
     parser.add_argument("--device", help="Torch device, e.g. cpu or cuda:0 (default: the first GPU if any).")
     parser.add_argument(
-        "--allow_private_urls", action="store_true",
+        "--allow_private_urls",
+        action="store_true",
         help="Fetch an --image URL on a loopback, private or link-local address too (your own network); by default "
         "only public addresses are fetched.",
     )
@@ -162,7 +166,9 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args = parse_args(argv)
     refuse_overwriting_inputs(args.output, {"--image file": args.image, "model folder": args.model}.items())
-    pipe = AcnPipeline.from_pretrained(args.model, device=parse_device(args.device), trust_remote_code=args.trust_remote_code)
+    pipe = AcnPipeline.from_pretrained(
+        args.model, device=parse_device(args.device), trust_remote_code=args.trust_remote_code
+    )
     result = explain_tweet(pipe, args.text, args.image, args.output, allow_private_urls=args.allow_private_urls)
     logger.info("%s -> %s", tagged_text(result["words"], result["tags"]), args.output)
 

@@ -103,5 +103,3 @@ def push_folder_to_hub(output_dir: Path, repo_id: str, splits, private: bool = F
         delete_patterns=["data/*"],
         commit_message="Export with dataset_script/twitter_mner.py",
     )
-
-

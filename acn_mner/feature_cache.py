@@ -78,9 +78,10 @@ def read_vision_settings(path: Path) -> dict:
 def image_features_fingerprint(dataset: Dataset, model: torch.nn.Module, image_processor) -> str:
     """Same dataset, backbone weights, effective precision and calibration, and processor settings -> same
     fingerprint -> datasets reuses the cache file. A model trained on top of a backbone keeps that backbone's cache."""
-    weights = trunk_id(model) or trunk_digest(vision_trunk(model))  # an ACN model's id holds the same digest, computed once
-    parts = [FEATURE_CACHE_VERSION, dataset._fingerprint, weights, vision_settings(model),
-             image_processor.to_dict()]  # fmt: skip
+    weights = trunk_id(model) or trunk_digest(
+        vision_trunk(model)
+    )  # an ACN model's id holds the same digest, computed once
+    parts = [FEATURE_CACHE_VERSION, dataset._fingerprint, weights, vision_settings(model), image_processor.to_dict()]
     return Hasher.hash(parts)
 
 
@@ -172,8 +173,12 @@ def cache_image_features(
     if cache_hit:
         logger.info("image features: cache hit %s (%.1f s)", cache_file, seconds)
     else:
-        logger.info("image features: %d images in %.1f s (%.1f images/s)", extract.num_images, seconds,
-                    extract.num_images / seconds)
+        logger.info(
+            "image features: %d images in %.1f s (%.1f images/s)",
+            extract.num_images,
+            seconds,
+            extract.num_images / seconds,
+        )
     return cached
 
 
@@ -190,13 +195,17 @@ class FeatureCache(Mapping):
         cached = datasets.load_from_disk(str(path))
         if isinstance(cached, datasets.DatasetDict):
             if split is None and len(cached) != 1:
-                raise ValueError(f"feature cache {str(path)!r} holds splits {sorted(cached)}; choose one with --feature_split")
+                raise ValueError(
+                    f"feature cache {str(path)!r} holds splits {sorted(cached)}; choose one with --feature_split"
+                )
             if split is not None and split not in cached:
                 raise ValueError(f"feature cache {str(path)!r} has no split {split!r}, only {sorted(cached)}")
             cached = cached[split or next(iter(cached))]
         missing = [column for column in CACHE_COLUMNS if column not in cached.column_names]
         if missing:
-            raise ValueError(f"feature cache {str(path)!r} lacks columns {missing}; build it with `acn-dataset cache-features`")
+            raise ValueError(
+                f"feature cache {str(path)!r} lacks columns {missing}; build it with `acn-dataset cache-features`"
+            )
         return cls(cached)
 
     def __getitem__(self, image_id: str) -> torch.Tensor | None:
@@ -253,10 +262,14 @@ def calibrate_if_needed(model, image_processor, train_split: Dataset, count: int
             break
     if not images:
         raise ValueError("the int8 backbone needs training images to calibrate on; pass --vision_precision fp32")
-    pixel_values = image_processor(images=images, return_tensors="pt")["pixel_values"].to(device)  # (count, 3, 224, 224)
+    pixel_values = image_processor(images=images, return_tensors="pt")["pixel_values"].to(
+        device
+    )  # (count, 3, 224, 224)
     started = time.perf_counter()
     model.calibrate_vision(pixel_values)
-    logger.info("int8 backbone calibrated on %d training images (%.1f s)", len(pixel_values), time.perf_counter() - started)
+    logger.info(
+        "int8 backbone calibrated on %d training images (%.1f s)", len(pixel_values), time.perf_counter() - started
+    )
 
 
 def check_features_output_dir(output_dir: Path, splits) -> None:
@@ -304,9 +317,17 @@ def save_feature_cache(
         # the backbone beside the features: a model trained on them must see images through the same weights,
         # precision and calibration
         trunk = vision_trunk(model).state_dict()
-        metadata = {key: json.dumps(value) if key in INT8_CALIBRATION_FIELDS else value for key, value in vision_settings(model).items() if value is not None}
+        metadata = {
+            key: json.dumps(value) if key in INT8_CALIBRATION_FIELDS else value
+            for key, value in vision_settings(model).items()
+            if value is not None
+        }
         metadata[TRUNK_KEY] = trunk_id(model)
-        save_file({key: value.contiguous() for key, value in trunk.items()}, temporary / VISION_WEIGHTS_FILE, metadata=metadata)
+        save_file(
+            {key: value.contiguous() for key, value in trunk.items()},
+            temporary / VISION_WEIGHTS_FILE,
+            metadata=metadata,
+        )
     logger.info("wrote %s", output_dir)
 
 

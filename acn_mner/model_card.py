@@ -167,10 +167,12 @@ def recipe(args, kept: str | None = None) -> str:
     """The training settings in effect (defaults included), and which weights were kept."""
     pretrained = args.text_encoder != PAPER_TEXT_ENCODER
     parts = [
-        f"{label} {getattr(args, name)}" for name, label in RECIPE_SETTINGS
-        if hasattr(args, name) and (pretrained or name not in ("encoder_learning_rate", "layerwise_lr_decay"))
+        f"{label} {getattr(args, name)}"
+        for name, label in RECIPE_SETTINGS
+        if hasattr(args, name)
+        and (pretrained or name not in ("encoder_learning_rate", "layerwise_lr_decay"))
         and (getattr(args, name) or name not in OPTIONAL_SETTINGS)
-    ]  # fmt: skip
+    ]
     return ", ".join(parts) + (f"; kept: {kept}" if kept else "")
 
 
@@ -182,7 +184,9 @@ def write_model_card(output_dir: Path, args, results: dict, kept: str | None = N
     text = CARD_TEMPLATE.format(
         card_data=card_data(args, results).to_yaml(),
         variant=args.variant,
-        dataset=f"[{dataset_id}](https://huggingface.co/datasets/{dataset_id})" if dataset_id else f"`{Path(args.dataset).name}`",
+        dataset=f"[{dataset_id}](https://huggingface.co/datasets/{dataset_id})"
+        if dataset_id
+        else f"`{Path(args.dataset).name}`",
         seed=args.seed,
         encoder=f", on the pretrained text encoder `{encoder}`" if encoder else "",
         folder=args.hub_model_id or output_dir,

@@ -74,7 +74,9 @@ def export_onnx(model_folder_or_model, output_dir, int8: bool = False, processor
     _check_output_dir(output_dir, source)
     model = _load(model_folder_or_model)
     if model.config.word_pooling == "lstm":
-        raise ValueError("word_pooling='lstm' cannot be exported (each word's subword count sets its LSTM's length): export a model with 'first' or 'mean' pooling")
+        raise ValueError(
+            "word_pooling='lstm' cannot be exported (each word's subword count sets its LSTM's length): export a model with 'first' or 'mean' pooling"
+        )
     inputs = example_inputs(model.config)
     with atomic_folder(output_dir) as folder:
         export_logits_graph(model, inputs, folder / ONNX_FILE)
@@ -101,7 +103,9 @@ def example_inputs(config) -> dict[str, torch.Tensor]:
     """A batch of two random tweets with every input the graph takes, at sizes export can generalise from."""
     generator = torch.Generator().manual_seed(0)
     batch, seq_len = len(EXAMPLE_LENGTHS), max(EXAMPLE_LENGTHS)
-    attention_mask = (torch.arange(seq_len)[None, :] < torch.tensor(EXAMPLE_LENGTHS)[:, None]).long()  # (batch, seq_len)
+    attention_mask = (
+        torch.arange(seq_len)[None, :] < torch.tensor(EXAMPLE_LENGTHS)[:, None]
+    ).long()  # (batch, seq_len)
     inputs = {
         "input_ids": torch.randint(1, config.vocab_size, (batch, seq_len), generator=generator) * attention_mask,
         "attention_mask": attention_mask,
@@ -117,7 +121,9 @@ def example_inputs(config) -> dict[str, torch.Tensor]:
         inputs["subword_ids"] = ids * inputs["subword_attention_mask"]
         inputs["subword_to_word"] = subword_to_word
     if config.use_image:
-        inputs["image_features"] = torch.rand(batch, config.num_image_regions, config.image_feature_dim, generator=generator)
+        inputs["image_features"] = torch.rand(
+            batch, config.num_image_regions, config.image_feature_dim, generator=generator
+        )
         inputs["image_mask"] = torch.tensor([True, False])  # both paths: co-attention and text only
     return inputs
 
@@ -153,12 +159,24 @@ class AcnLogits(nn.Module):
         self.model = model
 
     def forward(
-        self, input_ids, attention_mask, char_ids=None, subword_ids=None, subword_attention_mask=None,
-        subword_to_word=None, image_features=None, image_mask=None,
-    ):  # fmt: skip
+        self,
+        input_ids,
+        attention_mask,
+        char_ids=None,
+        subword_ids=None,
+        subword_attention_mask=None,
+        subword_to_word=None,
+        image_features=None,
+        image_mask=None,
+    ):
         return self.model(
-            input_ids, char_ids=char_ids, attention_mask=attention_mask, image_features=image_features,
-            image_mask=image_mask, subword_ids=subword_ids, subword_attention_mask=subword_attention_mask,
+            input_ids,
+            char_ids=char_ids,
+            attention_mask=attention_mask,
+            image_features=image_features,
+            image_mask=image_mask,
+            subword_ids=subword_ids,
+            subword_attention_mask=subword_attention_mask,
             subword_to_word=subword_to_word,
         ).logits  # (batch, seq_len, num_labels)
 
@@ -181,9 +199,15 @@ def export_logits_graph(model, inputs, path: Path) -> None:
         # torch.onnx warns that an axis name "will not be used" for every axis named by one Dim shared by several inputs
         warnings.filterwarnings("ignore", message="# The axis name: .* will not be used")
         program = torch.onnx.export(
-            AcnLogits(model).eval(), args=(), kwargs=inputs, dynamic_shapes=dynamic_shapes(model.config, inputs),
-            dynamo=True, output_names=[LOGITS], external_data=False, verbose=False,
-        )  # fmt: skip
+            AcnLogits(model).eval(),
+            args=(),
+            kwargs=inputs,
+            dynamic_shapes=dynamic_shapes(model.config, inputs),
+            dynamo=True,
+            output_names=[LOGITS],
+            external_data=False,
+            verbose=False,
+        )
     program.save(str(path))
     with torch.no_grad():
         expected = model(**inputs).logits
@@ -211,11 +235,19 @@ def export_vision_graph(model, path: Path) -> None:
     """`vision.onnx`: pixels to region features (float32, any number of images), checked against eager; its
     metadata_props record the trunk's `vision_trunk_id()` (the int8 quantisation keeps them)."""
     trunk = AcnVisionTrunk(model).eval()
-    pixel_values = torch.randn(2, 3, BACKBONE_INPUT_SIZE, BACKBONE_INPUT_SIZE, generator=torch.Generator().manual_seed(0))
+    pixel_values = torch.randn(
+        2, 3, BACKBONE_INPUT_SIZE, BACKBONE_INPUT_SIZE, generator=torch.Generator().manual_seed(0)
+    )
     program = torch.onnx.export(
-        trunk, (pixel_values,), dynamic_shapes=({0: torch.export.Dim("images", min=1)},), dynamo=True,
-        input_names=[PIXEL_VALUES], output_names=[IMAGE_FEATURES], external_data=False, verbose=False,
-    )  # fmt: skip
+        trunk,
+        (pixel_values,),
+        dynamic_shapes=({0: torch.export.Dim("images", min=1)},),
+        dynamo=True,
+        input_names=[PIXEL_VALUES],
+        output_names=[IMAGE_FEATURES],
+        external_data=False,
+        verbose=False,
+    )
     program.model.metadata_props[TRUNK_ID_KEY] = model.vision_trunk_id()
     program.save(str(path))
     with torch.no_grad():
@@ -236,9 +268,13 @@ def quantize_int8(fp32_path: Path, int8_path: Path, float32_nodes=None, per_chan
     if float32_nodes is None:
         float32_nodes = float32_products(onnx.load(str(fp32_path), load_external_data=False).graph)
     quantize_dynamic(
-        fp32_path, int8_path, op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8,
-        nodes_to_exclude=list(float32_nodes), per_channel=per_channel,
-    )  # fmt: skip
+        fp32_path,
+        int8_path,
+        op_types_to_quantize=["MatMul", "Gemm"],
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=list(float32_nodes),
+        per_channel=per_channel,
+    )
 
 
 CALIBRATION_BATCH = 8  # images per calibration run of the trunk
@@ -254,8 +290,14 @@ def quantize_vision_int8(fp32_path: Path, int8_path: Path, calibration_pixels: t
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     pixels = torch.as_tensor(calibration_pixels, dtype=torch.float32)
-    if pixels.ndim != 4 or pixels.shape[0] == 0 or tuple(pixels.shape[1:]) != (3, BACKBONE_INPUT_SIZE, BACKBONE_INPUT_SIZE):
-        raise ValueError(f"calibration pixels must be (images >= 1, 3, {BACKBONE_INPUT_SIZE}, {BACKBONE_INPUT_SIZE}), got {tuple(pixels.shape)}")
+    if (
+        pixels.ndim != 4
+        or pixels.shape[0] == 0
+        or tuple(pixels.shape[1:]) != (3, BACKBONE_INPUT_SIZE, BACKBONE_INPUT_SIZE)
+    ):
+        raise ValueError(
+            f"calibration pixels must be (images >= 1, 3, {BACKBONE_INPUT_SIZE}, {BACKBONE_INPUT_SIZE}), got {tuple(pixels.shape)}"
+        )
 
     class Batches(CalibrationDataReader):
         def __init__(self):
@@ -266,9 +308,15 @@ def quantize_vision_int8(fp32_path: Path, int8_path: Path, calibration_pixels: t
             return None if batch is None else {PIXEL_VALUES: batch.numpy()}
 
     quantize_static(
-        fp32_path, int8_path, Batches(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
-    )  # fmt: skip
+        fp32_path,
+        int8_path,
+        Batches(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        reduce_range=True,
+    )
 
 
 def calibration_pixels(model_folder: Path, image_dir: Path) -> torch.Tensor:
@@ -309,18 +357,25 @@ def check_graph(path: Path, inputs: dict, expected: torch.Tensor, output: str) -
     (got,) = session.run([output], {name: tensor.numpy() for name, tensor in inputs.items()})
     difference = float(np.abs(got - expected.numpy()).max())
     if not difference <= CHECK_TOLERANCE:
-        raise RuntimeError(f"{path.name} gives {output} up to {difference:.2e} away from the eager model's (tolerance {CHECK_TOLERANCE})")
+        raise RuntimeError(
+            f"{path.name} gives {output} up to {difference:.2e} away from the eager model's (tolerance {CHECK_TOLERANCE})"
+        )
 
 
 def onnx_config(model, int8: bool) -> dict:
     """`onnx_config.json`: what `AcnOnnxModel` needs beside the graphs (the CRF's scores) and how they were made."""
     crf = None
     if model.crf is not None:
-        crf = {name: getattr(model.crf, name).detach().float().tolist() for name in ("start_transitions", "end_transitions", "transitions")}
+        crf = {
+            name: getattr(model.crf, name).detach().float().tolist()
+            for name in ("start_transitions", "end_transitions", "transitions")
+        }
     return {
         "exporter": EXPORTER,
         "torch_version": torch.__version__,
-        "graphs": [ONNX_FILE] + ([ONNX_INT8_FILE] if int8 else []) + ([VISION_ONNX_FILE] if model.config.use_image else []),
+        "graphs": [ONNX_FILE]
+        + ([ONNX_INT8_FILE] if int8 else [])
+        + ([VISION_ONNX_FILE] if model.config.use_image else []),
         "vision_trunk_id": model.vision_trunk_id() if model.config.use_image else None,
         "crf": crf,
     }
@@ -351,7 +406,9 @@ def _load(model_folder_or_model) -> AcnForTokenClassification:
 def _check_output_dir(output_dir: Path, source: Path | None) -> None:
     refuse_overwriting_inputs(output_dir, [("model folder", source)], flag="--output_dir", folder=True)
     if output_dir.is_dir() and any(output_dir.iterdir()) and not (output_dir / ONNX_CONFIG_FILE).is_file():
-        raise ValueError(f"--output_dir {output_dir} holds files that are not an ACN ONNX export: choose a new or empty folder")
+        raise ValueError(
+            f"--output_dir {output_dir} holds files that are not an ACN ONNX export: choose a new or empty folder"
+        )
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -360,7 +417,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", required=True, help="Where to write the graphs and the model's other files.")
     parser.add_argument("--format", default="onnx", choices=FORMATS, help="The export format (ONNX only).")
     parser.add_argument("--int8", action="store_true", help="Also write model_int8.onnx (dynamic int8 quantisation).")
-    parser.add_argument("--calibration_images", type=Path, help="With --int8, a model with images: a folder of images (e.g. some training images) that calibrate vision_int8.onnx, the image trunk in static int8.")
+    parser.add_argument(
+        "--calibration_images",
+        type=Path,
+        help="With --int8, a model with images: a folder of images (e.g. some training images) that calibrate vision_int8.onnx, the image trunk in static int8.",
+    )
     args = parser.parse_args(argv)
     if args.calibration_images is not None and not args.int8:
         parser.error("--calibration_images calibrates the int8 image trunk: give --int8 too")

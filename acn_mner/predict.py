@@ -85,8 +85,13 @@ UTF8_BOM = "\ufeff".encode()
 GPU_NUM_WORKERS = 2  # default with the model on a GPU; on a CPU the model needs the cores (benchmarks/predict_scale.py)
 MAX_LINE_BYTES = 1 << 20  # a tweet's row takes hundreds of bytes; a longer line is read past in pieces, never held
 PR_SET_PDEATHSIG = 1  # Linux prctl(2): the signal a process gets when its parent dies
-SPECIAL_FILE_KINDS = ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
-                      (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))  # fmt: skip
+SPECIAL_FILE_KINDS = (
+    (stat.S_ISDIR, "folder"),
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISSOCK, "socket"),
+)
 
 PREDICTION_FIELDS = ("row", "entities", "words", "tags", "scores", "offsets", "error")
 INPUT_FIELD_PREFIX = "input_"  # an input field named like a prediction field is kept under this prefix
@@ -114,40 +119,55 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Tag tweets (and their images) with a saved ACN model.")
     parser.add_argument("--model", required=True, help="Folder or Hub id with the model and its processor.")
     parser.add_argument(
-        "--trust_remote_code", action="store_true",
+        "--trust_remote_code",
+        action="store_true",
         help="Load the model and processor with the classes of the folder's own code, which then runs (by default the "
         "installed acn-mner classes load it and none of its code runs).",
     )
     parser.add_argument("--input", required=True, type=Path, help="Rows to tag: .jsonl, .csv or .txt (corpus layout).")
     parser.add_argument("--output", required=True, type=Path, help="JSONL file to write, one line per input row.")
     parser.add_argument(
-        "--image_dir", type=Path, help="Base folder of relative image paths (default: the input's folder); "
-        "for the corpus layout, the folder of <IMGID>.jpg (without it the corpus is tagged from text alone)."
+        "--image_dir",
+        type=Path,
+        help="Base folder of relative image paths (default: the input's folder); "
+        "for the corpus layout, the folder of <IMGID>.jpg (without it the corpus is tagged from text alone).",
     )
     parser.add_argument("--feature_cache", type=Path, help="Dataset folder with cached image_features, by image_id.")
     parser.add_argument("--feature_split", help="Split of the feature cache to use when it holds several.")
     parser.add_argument("--batch_size", type=int, default=8, help="Tweets per forward pass.")
     parser.add_argument(
-        "--num_workers", type=int,
+        "--num_workers",
+        type=int,
         help=f"Worker processes that read rows and decode and preprocess images (0: all in the main process; "
         f"default: {GPU_NUM_WORKERS} with the model on a GPU, 0 on a CPU). The output does not depend on it.",
     )
     parser.add_argument(
-        "--device", help="Torch device, e.g. cpu or cuda:0 (default: the first GPU if any; under accelerate launch, "
-        "each process's own device)."
+        "--device",
+        help="Torch device, e.g. cpu or cuda:0 (default: the first GPU if any; under accelerate launch, "
+        "each process's own device).",
     )
     parser.add_argument(
-        "--aggregation_strategy", default="simple", choices=("simple", "none"),
+        "--aggregation_strategy",
+        default="simple",
+        choices=("simple", "none"),
         help="simple: one entry per entity; none: one entry per tagged word.",
     )
     parser.add_argument(
-        "--backend", default="torch", choices=("torch", "onnxruntime"),
+        "--backend",
+        default="torch",
+        choices=("torch", "onnxruntime"),
         help="torch, or ONNX Runtime on a folder written by `acn-export` (CPU only; needs the onnx extra).",
     )
-    parser.add_argument("--onnx_file", help="With --backend onnxruntime: the graph to run, e.g. model_int8.onnx (default model.onnx).")
-    parser.add_argument("--vision_onnx_file", help="With --backend onnxruntime: the image trunk's graph, e.g. vision_int8.onnx (default vision.onnx).")
     parser.add_argument(
-        "--allow_private_urls", action="store_true",
+        "--onnx_file", help="With --backend onnxruntime: the graph to run, e.g. model_int8.onnx (default model.onnx)."
+    )
+    parser.add_argument(
+        "--vision_onnx_file",
+        help="With --backend onnxruntime: the image trunk's graph, e.g. vision_int8.onnx (default vision.onnx).",
+    )
+    parser.add_argument(
+        "--allow_private_urls",
+        action="store_true",
         help="Fetch image URLs on loopback, private and link-local addresses too (your own network); by default "
         "only public addresses are fetched.",
     )
@@ -179,8 +199,14 @@ def read_rows(path: Path, image_dir: Path | None) -> Iterator[Row]:
     return rows_of_lines(input_format(path), path, text_lines(path), image_dir)
 
 
-def rows_of_lines(found: str, path: Path, lines: Iterator[tuple[int, str | None]], image_dir: Path | None,
-                  first_index: int = 0, columns: list[str] | None = None) -> Iterator[Row]:  # fmt: skip
+def rows_of_lines(
+    found: str,
+    path: Path,
+    lines: Iterator[tuple[int, str | None]],
+    image_dir: Path | None,
+    first_index: int = 0,
+    columns: list[str] | None = None,
+) -> Iterator[Row]:
     """Rows of `lines` (numbered, as `text_lines` gives them) of a file in format `found`: the whole file, or a run
     of whole rows starting at row `first_index`, whose CSV header (`columns`) was read elsewhere."""
     if found == "conll":
@@ -250,7 +276,9 @@ def decode_line(path: Path, number: int, data: bytes) -> str:
     return line.removeprefix("\ufeff") if number == 1 else line
 
 
-def read_jsonl_rows(path: Path, image_base: Path, lines: Iterator[tuple[int, str | None]], first_index: int = 0) -> Iterator[Row]:
+def read_jsonl_rows(
+    path: Path, image_base: Path, lines: Iterator[tuple[int, str | None]], first_index: int = 0
+) -> Iterator[Row]:
     index = first_index
     for number, line in lines:
         if line is None:
@@ -280,8 +308,13 @@ def refuse_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
-def read_csv_rows(path: Path, image_base: Path, lines: Iterator[tuple[int, str | None]], first_index: int = 0,
-                  columns: list[str] | None = None) -> Iterator[Row]:  # fmt: skip
+def read_csv_rows(
+    path: Path,
+    image_base: Path,
+    lines: Iterator[tuple[int, str | None]],
+    first_index: int = 0,
+    columns: list[str] | None = None,
+) -> Iterator[Row]:
     """Rows of a CSV with a header (read from `lines` unless `columns` are given); strict quoting, so an
     unterminated quote fails instead of swallowing rows. A record with a line longer than `MAX_LINE_BYTES` is
     its row's error."""
@@ -303,7 +336,9 @@ def csv_columns(path: Path, header: tuple[int, list[str]] | None) -> list[str]:
     if header is not None and header[1] is None:
         raise ValueError(long_line_error(f"{path}:{header[0]}"))
     if header is None or "text" not in header[1]:
-        raise ValueError(f"{path}:1: a CSV input needs a 'text' column, got columns {None if header is None else header[1]}")
+        raise ValueError(
+            f"{path}:1: a CSV input needs a 'text' column, got columns {None if header is None else header[1]}"
+        )
     columns = header[1]
     duplicates = sorted({name for name in columns if columns.count(name) > 1})
     if duplicates:
@@ -356,7 +391,9 @@ def record_row(index: int, location: str, record: dict, image_base: Path) -> Row
     return Row(index, location, record, text=text, image=image, image_id=image_id)
 
 
-def read_corpus_rows(path: Path, image_dir: Path | None, lines: Iterator[tuple[int, str | None]], first_index: int = 0) -> Iterator[Row]:
+def read_corpus_rows(
+    path: Path, image_dir: Path | None, lines: Iterator[tuple[int, str | None]], first_index: int = 0
+) -> Iterator[Row]:
     """Rows of a corpus file, a tweet block at a time; a format error stops the reading with its ``file:line``."""
     for index, tweet in enumerate(corpus_tweets(path, lines), start=first_index):
         location = f"{path}:{tweet.line}"
@@ -518,7 +555,9 @@ class BatchIndex:
         self._file.close()
 
     def __getstate__(self) -> dict:  # a worker started by spawn reopens the index by name
-        state = {name: getattr(self, name) for name in ("path", "batch_size", "format", "columns", "error", "num_batches")}
+        state = {
+            name: getattr(self, name) for name in ("path", "batch_size", "format", "columns", "error", "num_batches")
+        }
         return {**state, "index_name": self._file.name}
 
     def __setstate__(self, state: dict) -> None:
@@ -540,9 +579,13 @@ class BatchIndex:
                     return
                 offset, number = self.start(batch)
                 end = self.start(batch + 1)[0] if batch + 1 < self.num_batches else None
-                lines = decoded_lines(self.path, raw_lines(io.BufferedReader(ByteRange(file.fileno(), offset, end)), number))
+                lines = decoded_lines(
+                    self.path, raw_lines(io.BufferedReader(ByteRange(file.fileno(), offset, end)), number)
+                )
                 try:
-                    yield list(rows_of_lines(self.format, self.path, lines, image_dir, batch * self.batch_size, self.columns))
+                    yield list(
+                        rows_of_lines(self.format, self.path, lines, image_dir, batch * self.batch_size, self.columns)
+                    )
                 except ValueError as error:
                     yield InputError(str(error))
                     return
@@ -665,7 +708,10 @@ class RowTagger:
     def model_inputs(self, row: Row) -> dict:
         processor = self.pipe.processor
         example = pipeline_input(
-            row, self.feature_cache, processor.tokenizer.split_text, processor.image_processor,
+            row,
+            self.feature_cache,
+            processor.tokenizer.split_text,
+            processor.image_processor,
             self.preprocess_params.get("allow_private_urls", False),
         )
         try:
@@ -691,7 +737,11 @@ def split_batch(outputs: dict, size: int) -> list[dict]:
     keep a batch axis of one, lists give their item."""
     return [
         {
-            key: None if value is None else value[index : index + 1] if isinstance(value, torch.Tensor) else value[index]
+            key: None
+            if value is None
+            else value[index : index + 1]
+            if isinstance(value, torch.Tensor)
+            else value[index]
             for key, value in outputs.items()
         }
         for index in range(size)
@@ -732,7 +782,9 @@ class PreparedBatches(IterableDataset):
             batches = self.index.batches(reader, readers, self.image_dir)
         else:
             everyone = enumerate(row_batches(self.path, self.image_dir, self.batch_size))
-            batches = (batch for number, batch in everyone if isinstance(batch, InputError) or number % readers == reader)
+            batches = (
+                batch for number, batch in everyone if isinstance(batch, InputError) or number % readers == reader
+            )
         for batch in batches:
             if isinstance(batch, InputError):
                 yield batch
@@ -749,7 +801,9 @@ def tagged_lines(tagger: RowTagger, dataset: PreparedBatches, num_workers: int) 
     """Output lines of the dataset's batches, in order; a `ValueError` naming ``file:line`` where the input
     cannot be read on."""
     with dataset.indexed(num_workers):
-        loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=as_is, **worker_settings(num_workers))
+        loader = DataLoader(
+            dataset, batch_size=None, num_workers=num_workers, collate_fn=as_is, **worker_settings(num_workers)
+        )
         for batch in loader:
             if isinstance(batch, InputError):
                 raise ValueError(batch.message)
@@ -778,7 +832,10 @@ def end_with_parent(parent: int, worker_id: int) -> None:
 def write_lines(lines: Iterable[dict], path: Path, show_progress: bool) -> dict:
     """Write one JSON line per output line to `path` as they come and return the counts."""
     summary = {"rows": 0, "tagged": 0, "errors": 0, "entities": 0}
-    with open(path, "w", encoding="utf-8") as out, tqdm(desc="tweets", unit="tweet", disable=not show_progress) as progress:
+    with (
+        open(path, "w", encoding="utf-8") as out,
+        tqdm(desc="tweets", unit="tweet", disable=not show_progress) as progress,
+    ):
         for line in lines:
             text, line = strict_json(line)
             out.write(text + "\n")
@@ -869,13 +926,23 @@ def run(args: argparse.Namespace) -> dict:
     is_corpus = input_format(args.input) == "conll"
     state = launched_state()
     if state.num_processes > 1 and args.device is not None:
-        raise ValueError(f"--device {args.device!r} does not go with {state.num_processes} processes: each uses its own")
+        raise ValueError(
+            f"--device {args.device!r} does not go with {state.num_processes} processes: each uses its own"
+        )
     device = state.device if state.num_processes > 1 else parse_device(args.device)
     feature_cache = {} if args.feature_cache is None else FeatureCache.load(args.feature_cache, args.feature_split)
-    backend = {} if args.backend == "torch" else {"backend": args.backend, "onnx_file": args.onnx_file, "vision_onnx_file": args.vision_onnx_file}
+    backend = (
+        {}
+        if args.backend == "torch"
+        else {"backend": args.backend, "onnx_file": args.onnx_file, "vision_onnx_file": args.vision_onnx_file}
+    )
     pipe = AcnPipeline.from_pretrained(
-        args.model, device=device, trust_remote_code=args.trust_remote_code, aggregation_strategy=args.aggregation_strategy,
-        allow_private_urls=args.allow_private_urls, **backend,
+        args.model,
+        device=device,
+        trust_remote_code=args.trust_remote_code,
+        aggregation_strategy=args.aggregation_strategy,
+        allow_private_urls=args.allow_private_urls,
+        **backend,
     )
     tagger = RowTagger(pipe, feature_cache, is_split_into_words=is_corpus)
     dataset = PreparedBatches(
@@ -891,7 +958,11 @@ def run(args: argparse.Namespace) -> dict:
     if state.is_main_process:
         logger.info(
             "%d rows: %d tagged (%d entities), %d errors -> %s",
-            summary["rows"], summary["tagged"], summary["entities"], summary["errors"], args.output,
+            summary["rows"],
+            summary["tagged"],
+            summary["entities"],
+            summary["errors"],
+            args.output,
         )
     return summary
 

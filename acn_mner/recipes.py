@@ -27,10 +27,16 @@ def reinitialise_top_layers(encoder, count: int) -> None:
     numbered list, or hold parameters of other kinds, is refused, naming what was found."""
     if not count:
         return
-    found = [(int(match.group(1)), name, module) for name, module in encoder.named_modules() if (match := LAYER_MODULE.fullmatch(name))]
+    found = [
+        (int(match.group(1)), name, module)
+        for name, module in encoder.named_modules()
+        if (match := LAYER_MODULE.fullmatch(name))
+    ]
     layers = {index: module for index, _, module in found}
     if len(layers) != len(found) or sorted(layers) != list(range(len(layers))):
-        raise ValueError(f"--reinit_top_layers needs one numbered list of encoder layers, found {[name for _, name, _ in found][:8]}")
+        raise ValueError(
+            f"--reinit_top_layers needs one numbered list of encoder layers, found {[name for _, name, _ in found][:8]}"
+        )
     if count > len(layers):
         raise ValueError(f"--reinit_top_layers {count}: the text encoder has {len(layers)} layers")
     std = getattr(encoder.config, "initializer_range", 0.02)
@@ -42,7 +48,9 @@ def reinitialise_top_layers(encoder, count: int) -> None:
                 if module.weight is not None:
                     torch.nn.init.ones_(module.weight)
             elif next(module.parameters(recurse=False), None) is not None:
-                raise ValueError(f"--reinit_top_layers knows Linear and LayerNorm weights, not {type(module).__name__}'s (layer {index})")
+                raise ValueError(
+                    f"--reinit_top_layers knows Linear and LayerNorm weights, not {type(module).__name__}'s (layer {index})"
+                )
             if isinstance(module, (torch.nn.Linear, torch.nn.LayerNorm)) and module.bias is not None:
                 torch.nn.init.zeros_(module.bias)
     logger.info(f"text encoder: top {count} of {len(layers)} layers re-initialised")
@@ -96,7 +104,10 @@ class FgmPerturbation:
 
 def symmetric_kl(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """Mean over rows of ``(KL(p || q) + KL(q || p)) / 2`` for the softmaxes p, q of two `(rows, labels)` logits."""
-    first_log, second_log = F.log_softmax(first.float(), dim=-1), F.log_softmax(second.float(), dim=-1)  # (rows, labels)
+    first_log, second_log = (
+        F.log_softmax(first.float(), dim=-1),
+        F.log_softmax(second.float(), dim=-1),
+    )  # (rows, labels)
     forward = F.kl_div(second_log, first_log, log_target=True, reduction="none").sum(-1)  # KL(p || q), (rows,)
     backward = F.kl_div(first_log, second_log, log_target=True, reduction="none").sum(-1)  # KL(q || p), (rows,)
     return ((forward + backward) / 2).mean()

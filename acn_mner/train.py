@@ -101,13 +101,30 @@ from .recipes import FgmPerturbation, rdrop_loss, reinitialise_top_layers
 
 logger = get_logger(__name__)
 
-ENCODER_LAYER = re.compile(r"\.subword_encoder\.(?:\w+\.)*?layers?\.(\d+)\.")  # BERT's encoder.layer.3, others' layers.3
+ENCODER_LAYER = re.compile(
+    r"\.subword_encoder\.(?:\w+\.)*?layers?\.(\d+)\."
+)  # BERT's encoder.layer.3, others' layers.3
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
 # transformers' schedules that need nothing but warm-up and length (run_ner's choices), and the paper's per-epoch decay
-LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse")
+LR_SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse",
+)
 CHECKPOINT_DIR = "checkpoints"
 # What final_evaluation writes beside the model; with the model's own files, what --push_to_hub uploads.
-RESULT_FILES = ("README.md", "model_card.md", "all_results.json", "results.md", "validation_predictions.txt", "test_predictions.txt")
+RESULT_FILES = (
+    "README.md",
+    "model_card.md",
+    "all_results.json",
+    "results.md",
+    "validation_predictions.txt",
+    "test_predictions.txt",
+)
 BEST_MODEL_DIR = f"{CHECKPOINT_DIR}/best_model"  # kept after training: a resumed run may end on these weights
 PERFECT_F1 = 1.0
 FILE_FLAGS = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
@@ -124,7 +141,16 @@ NEW_MODEL_DEFAULTS = {
     "min_word_freq": 1,
 }
 # Flags that shape the weights: with --model_name_or_path, given ones must agree with the loaded config.
-ARCHITECTURE_FLAGS = ("text_encoder", "word_pooling", "use_lstm", "word_embedding_dim", "hidden_size", "attention_size", "char_activation", "vision_backbone")
+ARCHITECTURE_FLAGS = (
+    "text_encoder",
+    "word_pooling",
+    "use_lstm",
+    "word_embedding_dim",
+    "hidden_size",
+    "attention_size",
+    "char_activation",
+    "vision_backbone",
+)
 # Flags that build a new vocabulary: a loaded model keeps the processor saved with it.
 VOCABULARY_FLAGS = ("embeddings", "min_word_freq", "hashtags_as_words", "subword_word_forms")
 # Old flag -> (the run_ner-style flag that replaces it, the attribute both set). The old names work, with a warning,
@@ -160,79 +186,372 @@ def parse_args(argv=None):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    data = parser.add_argument_group("data (a corpus: --dataset_name, or --train_file with --validation_file and --test_file)")
-    data.add_argument("--dataset_name", dest="dataset", metavar="DATASET_NAME", default=None, help="Raw corpus folder (train/valid/test.txt), a save_to_disk folder (e.g. with cached image features), an exported Parquet folder or a Hub dataset id; the last two go through datasets.load_dataset.")
-    data.add_argument("--dataset_config_name", default=None, help="Configuration of the --dataset_name Hub dataset or Parquet folder (datasets.load_dataset's second argument).")
-    data.add_argument("--train_file", default=None, help=f"Training split as one file: Twitter format (.txt: IMGID lines, token<TAB>tag lines) or {', '.join(suffix for suffix in CORPUS_FILE_SUFFIXES if suffix != TWITTER_SUFFIX)} with a column of words and one of tags per tweet (tags as strings such as B-PER, or label ids that a --model_name_or_path names; CSV cells hold lists).")
-    data.add_argument("--validation_file", default=None, help="Dev split, in the format of --train_file: selects the epoch kept.")
+    data = parser.add_argument_group(
+        "data (a corpus: --dataset_name, or --train_file with --validation_file and --test_file)"
+    )
+    data.add_argument(
+        "--dataset_name",
+        dest="dataset",
+        metavar="DATASET_NAME",
+        default=None,
+        help="Raw corpus folder (train/valid/test.txt), a save_to_disk folder (e.g. with cached image features), an exported Parquet folder or a Hub dataset id; the last two go through datasets.load_dataset.",
+    )
+    data.add_argument(
+        "--dataset_config_name",
+        default=None,
+        help="Configuration of the --dataset_name Hub dataset or Parquet folder (datasets.load_dataset's second argument).",
+    )
+    data.add_argument(
+        "--train_file",
+        default=None,
+        help=f"Training split as one file: Twitter format (.txt: IMGID lines, token<TAB>tag lines) or {', '.join(suffix for suffix in CORPUS_FILE_SUFFIXES if suffix != TWITTER_SUFFIX)} with a column of words and one of tags per tweet (tags as strings such as B-PER, or label ids that a --model_name_or_path names; CSV cells hold lists).",
+    )
+    data.add_argument(
+        "--validation_file", default=None, help="Dev split, in the format of --train_file: selects the epoch kept."
+    )
     data.add_argument("--test_file", default=None, help="Test split, in the format of --train_file: scored at the end.")
-    data.add_argument("--text_column_name", default=TEXT_COLUMN, help="Column of a table corpus (files or --dataset_name) holding each tweet's words.")
-    data.add_argument("--label_column_name", default=LABEL_COLUMN, help="Column of a table corpus holding each tweet's tags.")
-    data.add_argument("--image_dir", default=None, help="Images <id>.jpg of a raw corpus folder or Twitter-format files; omit to train without images.")
+    data.add_argument(
+        "--text_column_name",
+        default=TEXT_COLUMN,
+        help="Column of a table corpus (files or --dataset_name) holding each tweet's words.",
+    )
+    data.add_argument(
+        "--label_column_name", default=LABEL_COLUMN, help="Column of a table corpus holding each tweet's tags."
+    )
+    data.add_argument(
+        "--image_dir",
+        default=None,
+        help="Images <id>.jpg of a raw corpus folder or Twitter-format files; omit to train without images.",
+    )
     data.add_argument("--output_dir", required=True, help="Where the model, results and checkpoints go.")
-    model = parser.add_argument_group("model (with --model_name_or_path the loaded model fixes these: a flag that contradicts it is refused)")
-    model.add_argument("--model_name_or_path", default=None, help="An ACN folder written by this script, or its Hub id, to train further (e.g. Twitter-2015 weights on another corpus) instead of a new model: its weights, config and processor (vocabulary) are loaded; flags that would change its architecture or vocabulary are refused, naming them, while --dropout and --vision_precision may change. Labels of the new corpus that the model knows keep their classifier rows and CRF transition scores; new ones start fresh, and labels the corpus lacks are dropped (both logged). For a pretrained text encoder such as bert-base-cased, use --text_encoder.")
-    model.add_argument("--variant", default=None, choices=sorted(PAPER_VARIANTS), help="Which model of the paper's Table 2 to train (default full).")
-    model.add_argument("--text_encoder", default=None, help="'cnn-bilstm' (default: the paper's word embeddings, character CNN and BiLSTM) or a transformers checkpoint (name or path) whose subword states, pooled per word, replace the word embeddings.")
-    model.add_argument("--word_pooling", default=None, choices=["first", "mean", "lstm"], help="Pretrained encoder: a word's vector is its first subword's state (default), the mean of its subwords', or a small BiLSTM's over them.")
-    model.add_argument("--use_lstm", action=argparse.BooleanOptionalAction, default=None, help="Run a BiLSTM (--hidden_size) over the word features (default): the paper's encoder always has it; for a pretrained encoder it was chosen on Twitter-2015 dev with MiniLM-L6 (72.09 against 71.27 without), and --no-use_lstm feeds the pooled subword states and characters straight to the co-attention.")
-    model.add_argument("--subword_word_forms", action=argparse.BooleanOptionalAction, default=None, help="Pretrained encoder: read URLs as 'url' and hashtags without '#' (41%% fewer subwords on Twitter-2015; off by default: 0.34 lower dev F1 with MiniLM-L6).")
-    model.add_argument("--embeddings", default=None, help="GloVe/word2vec text file of pretrained word vectors; their words extend the vocabulary.")
-    model.add_argument("--vision_weights", default=None, help="Image backbone weights: 'imagenet' (the published ones: torchvision's, or CLIP's through transformers), a local .pth/.safetensors file, or 'random' (seeded; offline demos); defaults to the backbone saved beside cached features (a --model_name_or_path keeps its own otherwise).")
-    model.add_argument("--vision_backbone", default=None, choices=sorted(VISION_BACKBONES), help="Image backbone: vgg16 (the paper's), resnet152 or clip-vit-b32; defaults to the one that computed cached features, else vgg16.")
-    model.add_argument("--vision_precision", default=None, choices=VISION_PRECISIONS, help="Precision of the image backbone (AcnConfig.vision_precision); defaults to the one cached features were computed in, else that of --model_name_or_path, else auto. The saved config records the effective one.")
-    model.add_argument("--calibration_images", type=int, default=16, help="Training images that calibrate an int8 backbone reading pixels (the first ones with a picture).")
-    model.add_argument("--word_embedding_dim", type=int, default=None, help="Word vector size (default 200; the embedding file's, when given).")
-    model.add_argument("--hidden_size", type=int, default=None, help="BiLSTM output size, both directions together, and the co-attention size d (default 200; without a BiLSTM, the word features' width).")
-    model.add_argument("--attention_size", type=int, default=None, help="Size k of the attention energies; defaults to --hidden_size, as in the paper.")
-    model.add_argument("--char_activation", default=None, choices=["tanh", "none"], help="tanh on the character CNN's feature maps (default: the paper's), or none.")
-    model.add_argument("--dropout", type=float, default=None, help="Dropout on word representations and BiLSTM outputs (default 0.5; a --model_name_or_path's own otherwise).")
-    model.add_argument("--word_dropout", type=float, default=None, help="Probability of replacing a training word by [UNK] (characters stay); default 0.4 for cnn-bilstm (chosen on Twitter-2015 dev), 0 for a pretrained encoder, which does not read word ids.")
-    model.add_argument("--hashtags_as_words", action=argparse.BooleanOptionalAction, default=None, help="Look '#word' up under 'word' (default; chosen on Twitter-2015 dev); --no-hashtags_as_words keeps the '#' in the vocabulary.")
-    model.add_argument("--min_word_freq", type=int, default=None, help="Training-split count a word needs to enter the vocabulary (default 1).")
+    model = parser.add_argument_group(
+        "model (with --model_name_or_path the loaded model fixes these: a flag that contradicts it is refused)"
+    )
+    model.add_argument(
+        "--model_name_or_path",
+        default=None,
+        help="An ACN folder written by this script, or its Hub id, to train further (e.g. Twitter-2015 weights on another corpus) instead of a new model: its weights, config and processor (vocabulary) are loaded; flags that would change its architecture or vocabulary are refused, naming them, while --dropout and --vision_precision may change. Labels of the new corpus that the model knows keep their classifier rows and CRF transition scores; new ones start fresh, and labels the corpus lacks are dropped (both logged). For a pretrained text encoder such as bert-base-cased, use --text_encoder.",
+    )
+    model.add_argument(
+        "--variant",
+        default=None,
+        choices=sorted(PAPER_VARIANTS),
+        help="Which model of the paper's Table 2 to train (default full).",
+    )
+    model.add_argument(
+        "--text_encoder",
+        default=None,
+        help="'cnn-bilstm' (default: the paper's word embeddings, character CNN and BiLSTM) or a transformers checkpoint (name or path) whose subword states, pooled per word, replace the word embeddings.",
+    )
+    model.add_argument(
+        "--word_pooling",
+        default=None,
+        choices=["first", "mean", "lstm"],
+        help="Pretrained encoder: a word's vector is its first subword's state (default), the mean of its subwords', or a small BiLSTM's over them.",
+    )
+    model.add_argument(
+        "--use_lstm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Run a BiLSTM (--hidden_size) over the word features (default): the paper's encoder always has it; for a pretrained encoder it was chosen on Twitter-2015 dev with MiniLM-L6 (72.09 against 71.27 without), and --no-use_lstm feeds the pooled subword states and characters straight to the co-attention.",
+    )
+    model.add_argument(
+        "--subword_word_forms",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Pretrained encoder: read URLs as 'url' and hashtags without '#' (41%% fewer subwords on Twitter-2015; off by default: 0.34 lower dev F1 with MiniLM-L6).",
+    )
+    model.add_argument(
+        "--embeddings",
+        default=None,
+        help="GloVe/word2vec text file of pretrained word vectors; their words extend the vocabulary.",
+    )
+    model.add_argument(
+        "--vision_weights",
+        default=None,
+        help="Image backbone weights: 'imagenet' (the published ones: torchvision's, or CLIP's through transformers), a local .pth/.safetensors file, or 'random' (seeded; offline demos); defaults to the backbone saved beside cached features (a --model_name_or_path keeps its own otherwise).",
+    )
+    model.add_argument(
+        "--vision_backbone",
+        default=None,
+        choices=sorted(VISION_BACKBONES),
+        help="Image backbone: vgg16 (the paper's), resnet152 or clip-vit-b32; defaults to the one that computed cached features, else vgg16.",
+    )
+    model.add_argument(
+        "--vision_precision",
+        default=None,
+        choices=VISION_PRECISIONS,
+        help="Precision of the image backbone (AcnConfig.vision_precision); defaults to the one cached features were computed in, else that of --model_name_or_path, else auto. The saved config records the effective one.",
+    )
+    model.add_argument(
+        "--calibration_images",
+        type=int,
+        default=16,
+        help="Training images that calibrate an int8 backbone reading pixels (the first ones with a picture).",
+    )
+    model.add_argument(
+        "--word_embedding_dim",
+        type=int,
+        default=None,
+        help="Word vector size (default 200; the embedding file's, when given).",
+    )
+    model.add_argument(
+        "--hidden_size",
+        type=int,
+        default=None,
+        help="BiLSTM output size, both directions together, and the co-attention size d (default 200; without a BiLSTM, the word features' width).",
+    )
+    model.add_argument(
+        "--attention_size",
+        type=int,
+        default=None,
+        help="Size k of the attention energies; defaults to --hidden_size, as in the paper.",
+    )
+    model.add_argument(
+        "--char_activation",
+        default=None,
+        choices=["tanh", "none"],
+        help="tanh on the character CNN's feature maps (default: the paper's), or none.",
+    )
+    model.add_argument(
+        "--dropout",
+        type=float,
+        default=None,
+        help="Dropout on word representations and BiLSTM outputs (default 0.5; a --model_name_or_path's own otherwise).",
+    )
+    model.add_argument(
+        "--word_dropout",
+        type=float,
+        default=None,
+        help="Probability of replacing a training word by [UNK] (characters stay); default 0.4 for cnn-bilstm (chosen on Twitter-2015 dev), 0 for a pretrained encoder, which does not read word ids.",
+    )
+    model.add_argument(
+        "--hashtags_as_words",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Look '#word' up under 'word' (default; chosen on Twitter-2015 dev); --no-hashtags_as_words keeps the '#' in the vocabulary.",
+    )
+    model.add_argument(
+        "--min_word_freq",
+        type=int,
+        default=None,
+        help="Training-split count a word needs to enter the vocabulary (default 1).",
+    )
     training = parser.add_argument_group("training")
-    training.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS), help="Optimiser (the paper used RMSprop).")
-    training.add_argument("--learning_rate", type=float, default=1e-3, help="Initial learning rate (of the head, with a pretrained encoder).")
-    training.add_argument("--encoder_learning_rate", type=float, default=5e-5, help="Initial learning rate of a pretrained text encoder.")
-    training.add_argument("--layerwise_lr_decay", type=float, default=None, help="Pretrained encoder: each layer's learning rate is this times the one above it (the top layer has --encoder_learning_rate, the embeddings the lowest); default 0.9 (docs/benchmarks.md), 1: one rate.")
-    training.add_argument("--lr_scheduler_type", default=None, choices=LR_SCHEDULERS, help="Learning-rate schedule per optimiser step after the warm-up: transformers' get_scheduler ones over --max_train_steps (linear: the default for a pretrained encoder), or 'inverse': lr / (1 + lr_decay * epoch) (the default for cnn-bilstm).")
-    training.add_argument("--lr_decay", type=float, default=0.0, help="Per-epoch decay of the 'inverse' schedule: lr / (1 + decay * epoch).")
-    training.add_argument("--num_warmup_steps", type=int, default=None, help="Optimiser steps over which the learning rates rise linearly from 0 (default: none for cnn-bilstm, 10%% of the steps for a pretrained encoder).")
-    training.add_argument("--reinit_top_layers", type=int, default=0, help="Pretrained encoder: start its top N layers afresh (BERT's initialisation: normal(0, initializer_range) weights, zero biases, unit LayerNorms) instead of from the checkpoint; default 0.")
-    training.add_argument("--mention_replacement", type=float, default=None, help="Augmentation: replace each training mention, with this probability per batch, by a mention of the same type drawn from the training split (Dai and Adel 2020); default 0.3 for a pretrained encoder (docs/benchmarks.md), 0 (off) for cnn-bilstm.")
-    training.add_argument("--fgm_epsilon", type=float, default=None, help="Adversarial training (FGM, Miyato et al. 2017): after each backward pass, move the word embeddings by this L2 norm along the batch's gradient, add the gradient of a second pass there, and move them back (the logged loss is the clean pass's); default 1.0 for a pretrained encoder (docs/benchmarks.md), 0 (off) for cnn-bilstm.")
-    training.add_argument("--rdrop_alpha", type=float, default=0.0, help="R-Drop: run each batch twice (two dropout masks) and add this times the symmetric KL divergence between the two runs' tag distributions (mean per word) to their mean loss, which is the loss logged; 0 (default): off.")
+    training.add_argument(
+        "--optimizer", default="adam", choices=sorted(OPTIMIZERS), help="Optimiser (the paper used RMSprop)."
+    )
+    training.add_argument(
+        "--learning_rate",
+        type=float,
+        default=1e-3,
+        help="Initial learning rate (of the head, with a pretrained encoder).",
+    )
+    training.add_argument(
+        "--encoder_learning_rate", type=float, default=5e-5, help="Initial learning rate of a pretrained text encoder."
+    )
+    training.add_argument(
+        "--layerwise_lr_decay",
+        type=float,
+        default=None,
+        help="Pretrained encoder: each layer's learning rate is this times the one above it (the top layer has --encoder_learning_rate, the embeddings the lowest); default 0.9 (docs/benchmarks.md), 1: one rate.",
+    )
+    training.add_argument(
+        "--lr_scheduler_type",
+        default=None,
+        choices=LR_SCHEDULERS,
+        help="Learning-rate schedule per optimiser step after the warm-up: transformers' get_scheduler ones over --max_train_steps (linear: the default for a pretrained encoder), or 'inverse': lr / (1 + lr_decay * epoch) (the default for cnn-bilstm).",
+    )
+    training.add_argument(
+        "--lr_decay",
+        type=float,
+        default=0.0,
+        help="Per-epoch decay of the 'inverse' schedule: lr / (1 + decay * epoch).",
+    )
+    training.add_argument(
+        "--num_warmup_steps",
+        type=int,
+        default=None,
+        help="Optimiser steps over which the learning rates rise linearly from 0 (default: none for cnn-bilstm, 10%% of the steps for a pretrained encoder).",
+    )
+    training.add_argument(
+        "--reinit_top_layers",
+        type=int,
+        default=0,
+        help="Pretrained encoder: start its top N layers afresh (BERT's initialisation: normal(0, initializer_range) weights, zero biases, unit LayerNorms) instead of from the checkpoint; default 0.",
+    )
+    training.add_argument(
+        "--mention_replacement",
+        type=float,
+        default=None,
+        help="Augmentation: replace each training mention, with this probability per batch, by a mention of the same type drawn from the training split (Dai and Adel 2020); default 0.3 for a pretrained encoder (docs/benchmarks.md), 0 (off) for cnn-bilstm.",
+    )
+    training.add_argument(
+        "--fgm_epsilon",
+        type=float,
+        default=None,
+        help="Adversarial training (FGM, Miyato et al. 2017): after each backward pass, move the word embeddings by this L2 norm along the batch's gradient, add the gradient of a second pass there, and move them back (the logged loss is the clean pass's); default 1.0 for a pretrained encoder (docs/benchmarks.md), 0 (off) for cnn-bilstm.",
+    )
+    training.add_argument(
+        "--rdrop_alpha",
+        type=float,
+        default=0.0,
+        help="R-Drop: run each batch twice (two dropout masks) and add this times the symmetric KL divergence between the two runs' tag distributions (mean per word) to their mean loss, which is the loss logged; 0 (default): off.",
+    )
     training.add_argument("--weight_decay", type=float, default=0.0, help="L2 weight decay, on every parameter.")
     training.add_argument("--max_grad_norm", type=float, default=5.0, help="Gradient norm clipping; 0 disables it.")
-    training.add_argument("--per_device_train_batch_size", type=int, default=None, help="Tweets per training batch and process (default 16).")
-    training.add_argument("--per_device_eval_batch_size", type=int, default=None, help="Tweets per evaluation batch and process (default 64).")
-    training.add_argument("--num_train_epochs", type=int, default=None, help="Most epochs to train: 30 for cnn-bilstm; 8 for a pretrained encoder, whose linear schedule ends there (chosen on Twitter-2015 dev with MiniLM-L6: 71.27 against 69.98 with 4).")
-    training.add_argument("--max_train_steps", type=int, default=None, help="Most optimiser steps to train; overrides --num_train_epochs (the last epoch may stop part-way, and is scored on dev like any other), and the schedule ends there.")
-    training.add_argument("--patience", type=int, default=5, help="Stop after this many epochs without a better dev F1.")
-    training.add_argument("--average_last_epochs", type=int, default=1, help="Keep the weights of the last N epochs and, at the end, also score the averages of the last 2 ... N on dev; the model kept is whichever (an average or the best single epoch) scores best on dev. 1 (default): no averaging.")
-    training.add_argument("--stop_at_perfect_dev", action="store_true", help="Stop once dev F1 reaches 100: no later epoch can replace the kept model (it must score strictly higher), so only time is saved.")
-    training.add_argument("--max_train_length", type=int, default=None, help="Truncate training tweets to this many words. The paper truncated every tweet to 35 words; by default nothing is cut, and evaluation always scores every word.")
+    training.add_argument(
+        "--per_device_train_batch_size",
+        type=int,
+        default=None,
+        help="Tweets per training batch and process (default 16).",
+    )
+    training.add_argument(
+        "--per_device_eval_batch_size",
+        type=int,
+        default=None,
+        help="Tweets per evaluation batch and process (default 64).",
+    )
+    training.add_argument(
+        "--num_train_epochs",
+        type=int,
+        default=None,
+        help="Most epochs to train: 30 for cnn-bilstm; 8 for a pretrained encoder, whose linear schedule ends there (chosen on Twitter-2015 dev with MiniLM-L6: 71.27 against 69.98 with 4).",
+    )
+    training.add_argument(
+        "--max_train_steps",
+        type=int,
+        default=None,
+        help="Most optimiser steps to train; overrides --num_train_epochs (the last epoch may stop part-way, and is scored on dev like any other), and the schedule ends there.",
+    )
+    training.add_argument(
+        "--patience", type=int, default=5, help="Stop after this many epochs without a better dev F1."
+    )
+    training.add_argument(
+        "--average_last_epochs",
+        type=int,
+        default=1,
+        help="Keep the weights of the last N epochs and, at the end, also score the averages of the last 2 ... N on dev; the model kept is whichever (an average or the best single epoch) scores best on dev. 1 (default): no averaging.",
+    )
+    training.add_argument(
+        "--stop_at_perfect_dev",
+        action="store_true",
+        help="Stop once dev F1 reaches 100: no later epoch can replace the kept model (it must score strictly higher), so only time is saved.",
+    )
+    training.add_argument(
+        "--max_train_length",
+        type=int,
+        default=None,
+        help="Truncate training tweets to this many words. The paper truncated every tweet to 35 words; by default nothing is cut, and evaluation always scores every word.",
+    )
     training.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Batches per optimiser step.")
-    training.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"], help="Accelerate mixed precision (GPUs).")
+    training.add_argument(
+        "--mixed_precision", default="no", choices=["no", "fp16", "bf16"], help="Accelerate mixed precision (GPUs)."
+    )
     training.add_argument("--seed", type=int, default=42, help="Seed for weights, shuffling and dropout.")
-    training.add_argument("--checkpointing_steps", type=checkpointing_steps, default=None, help="When to save the training state (needed to resume): 'epoch' (default: after each epoch's dev scoring, as checkpoints/epoch_N), a number N (every N optimiser steps, as checkpoints/step_N), or 'none'.")
-    training.add_argument("--resume_from_checkpoint", default=None, help="'latest' (the newest checkpoint that verifies; damaged ones are skipped with a warning) or a checkpoint folder (epoch_N or step_N) to continue from, exactly.")
-    training.add_argument("--with_tracking", action="store_true", help="Log the training loss and dev F1 of each epoch to the --report_to trackers (TensorBoard in output_dir/runs by default).")
-    training.add_argument("--report_to", default=None, help=f"With --with_tracking: the trackers, separated by commas (of {', '.join(sorted(LoggerType.list()))}; 'all': every installed one); default tensorboard.")
+    training.add_argument(
+        "--checkpointing_steps",
+        type=checkpointing_steps,
+        default=None,
+        help="When to save the training state (needed to resume): 'epoch' (default: after each epoch's dev scoring, as checkpoints/epoch_N), a number N (every N optimiser steps, as checkpoints/step_N), or 'none'.",
+    )
+    training.add_argument(
+        "--resume_from_checkpoint",
+        default=None,
+        help="'latest' (the newest checkpoint that verifies; damaged ones are skipped with a warning) or a checkpoint folder (epoch_N or step_N) to continue from, exactly.",
+    )
+    training.add_argument(
+        "--with_tracking",
+        action="store_true",
+        help="Log the training loss and dev F1 of each epoch to the --report_to trackers (TensorBoard in output_dir/runs by default).",
+    )
+    training.add_argument(
+        "--report_to",
+        default=None,
+        help=f"With --with_tracking: the trackers, separated by commas (of {', '.join(sorted(LoggerType.list()))}; 'all': every installed one); default tensorboard.",
+    )
     hub = parser.add_argument_group("hub")
-    hub.add_argument("--push_to_hub", action="store_true", help="Upload the final model folder (weights, config, processor, code, card, results; never checkpoints/ or runs/) to --hub_model_id.")
-    hub.add_argument("--hub_model_id", default=None, help="Hub model repository (user/name) that --push_to_hub creates or updates; the card's usage snippet names it.")
-    hub.add_argument("--hub_private_repo", action="store_true", help="Create the repository private (an existing one keeps its visibility).")
-    hub.add_argument("--hub_dataset_id", default=None, help="Hub id of the training corpus, for the card's datasets and model-index; defaults to --dataset_name when that is a Hub id. Needed with --push_to_hub for a local corpus.")
-    hub.add_argument("--hub_base_model", default=None, help="Hub id of a local --text_encoder folder, for the card's base_model. Needed with --push_to_hub for a local encoder.")
-    deprecated = parser.add_argument_group("deprecated (removed in the next release; each logs a warning naming its replacement)")
-    deprecated.add_argument("--dataset", dest="deprecated_dataset", metavar="DATASET", default=None, help="Use --dataset_name (same meaning).")
-    deprecated.add_argument("--batch_size", dest="deprecated_batch_size", metavar="BATCH_SIZE", type=int, default=None, help="Use --per_device_train_batch_size (same meaning).")
-    deprecated.add_argument("--eval_batch_size", dest="deprecated_eval_batch_size", metavar="EVAL_BATCH_SIZE", type=int, default=None, help="Use --per_device_eval_batch_size (same meaning).")
-    deprecated.add_argument("--num_epochs", dest="deprecated_num_epochs", metavar="NUM_EPOCHS", type=int, default=None, help="Use --num_train_epochs (same meaning).")
-    deprecated.add_argument("--checkpointing", dest="deprecated_checkpointing", default=None, choices=["epoch", "none"], help="Use --checkpointing_steps (same values, and N steps).")
-    deprecated.add_argument("--lr_schedule", dest="deprecated_lr_schedule", default=None, choices=["inverse", "linear"], help="Use --lr_scheduler_type (same values, and transformers' other schedules).")
-    deprecated.add_argument("--warmup_ratio", dest="deprecated_warmup_ratio", metavar="WARMUP_RATIO", type=float, default=None, help="Use --num_warmup_steps: this share of the optimiser steps, rounded up.")
+    hub.add_argument(
+        "--push_to_hub",
+        action="store_true",
+        help="Upload the final model folder (weights, config, processor, code, card, results; never checkpoints/ or runs/) to --hub_model_id.",
+    )
+    hub.add_argument(
+        "--hub_model_id",
+        default=None,
+        help="Hub model repository (user/name) that --push_to_hub creates or updates; the card's usage snippet names it.",
+    )
+    hub.add_argument(
+        "--hub_private_repo",
+        action="store_true",
+        help="Create the repository private (an existing one keeps its visibility).",
+    )
+    hub.add_argument(
+        "--hub_dataset_id",
+        default=None,
+        help="Hub id of the training corpus, for the card's datasets and model-index; defaults to --dataset_name when that is a Hub id. Needed with --push_to_hub for a local corpus.",
+    )
+    hub.add_argument(
+        "--hub_base_model",
+        default=None,
+        help="Hub id of a local --text_encoder folder, for the card's base_model. Needed with --push_to_hub for a local encoder.",
+    )
+    deprecated = parser.add_argument_group(
+        "deprecated (removed in the next release; each logs a warning naming its replacement)"
+    )
+    deprecated.add_argument(
+        "--dataset",
+        dest="deprecated_dataset",
+        metavar="DATASET",
+        default=None,
+        help="Use --dataset_name (same meaning).",
+    )
+    deprecated.add_argument(
+        "--batch_size",
+        dest="deprecated_batch_size",
+        metavar="BATCH_SIZE",
+        type=int,
+        default=None,
+        help="Use --per_device_train_batch_size (same meaning).",
+    )
+    deprecated.add_argument(
+        "--eval_batch_size",
+        dest="deprecated_eval_batch_size",
+        metavar="EVAL_BATCH_SIZE",
+        type=int,
+        default=None,
+        help="Use --per_device_eval_batch_size (same meaning).",
+    )
+    deprecated.add_argument(
+        "--num_epochs",
+        dest="deprecated_num_epochs",
+        metavar="NUM_EPOCHS",
+        type=int,
+        default=None,
+        help="Use --num_train_epochs (same meaning).",
+    )
+    deprecated.add_argument(
+        "--checkpointing",
+        dest="deprecated_checkpointing",
+        default=None,
+        choices=["epoch", "none"],
+        help="Use --checkpointing_steps (same values, and N steps).",
+    )
+    deprecated.add_argument(
+        "--lr_schedule",
+        dest="deprecated_lr_schedule",
+        default=None,
+        choices=["inverse", "linear"],
+        help="Use --lr_scheduler_type (same values, and transformers' other schedules).",
+    )
+    deprecated.add_argument(
+        "--warmup_ratio",
+        dest="deprecated_warmup_ratio",
+        metavar="WARMUP_RATIO",
+        type=float,
+        default=None,
+        help="Use --num_warmup_steps: this share of the optimiser steps, rounded up.",
+    )
     return parser
 
 
@@ -252,7 +571,9 @@ def adopt_deprecated_flags(parser, args) -> None:
         if value is None:
             continue
         # before Accelerate's state exists, hence the standard logger (the same one, under Accelerate's adapter)
-        logging.getLogger(__name__).warning(f"--{old} is deprecated and will be removed in the next release: use --{new}")
+        logging.getLogger(__name__).warning(
+            f"--{old} is deprecated and will be removed in the next release: use --{new}"
+        )
         current = getattr(args, new if old == "warmup_ratio" else attribute, None)
         if current is not None and (current != value or old == "warmup_ratio"):
             parser.error(f"--{old} {value} and --{new} {current} both set {new}: give --{new} alone")
@@ -271,20 +592,28 @@ def check_corpus_args(parser, args) -> None:
     if args.dataset is not None:
         return
     if not given:
-        parser.error("no corpus: give --dataset_name (a folder or Hub id), or --train_file, --validation_file and --test_file")
+        parser.error(
+            "no corpus: give --dataset_name (a folder or Hub id), or --train_file, --validation_file and --test_file"
+        )
     missing = [f"--{FILE_FLAGS[split]}" for split, path in files.items() if path is None]
     if missing:
-        parser.error(f"{given[0]} needs {' and '.join(missing)} too: training selects on the validation split and scores the test split")
+        parser.error(
+            f"{given[0]} needs {' and '.join(missing)} too: training selects on the validation split and scores the test split"
+        )
     for split, path in files.items():
         suffix = Path(path).suffix.lower()
         if suffix not in CORPUS_FILE_SUFFIXES:
             parser.error(f"--{FILE_FLAGS[split]} {path}: expected a file ending in {', '.join(CORPUS_FILE_SUFFIXES)}")
         if suffix != Path(args.train_file).suffix.lower():
-            parser.error(f"--{FILE_FLAGS[split]} {path} and --train_file {args.train_file} differ in format: give the splits in one")
+            parser.error(
+                f"--{FILE_FLAGS[split]} {path} and --train_file {args.train_file} differ in format: give the splits in one"
+            )
         if not Path(path).is_file():
             parser.error(f"--{FILE_FLAGS[split]} {path} does not exist")
     if args.image_dir is not None and Path(args.train_file).suffix.lower() != TWITTER_SUFFIX:
-        parser.error(f"--image_dir reads <id>.jpg for Twitter-format (.txt) files, not for --train_file {args.train_file}")
+        parser.error(
+            f"--image_dir reads <id>.jpg for Twitter-format (.txt) files, not for --train_file {args.train_file}"
+        )
     args.dataset = str(Path(args.train_file).parent)
 
 
@@ -301,12 +630,18 @@ def adopt_trained_model_settings(parser, args) -> None:
         if getattr(args, name) is not None and getattr(args, name) != value
     ]
     if contradicting:
-        parser.error(f"--model_name_or_path {args.model_name_or_path} fixes the architecture, and these flags contradict it: {'; '.join(contradicting)}")
+        parser.error(
+            f"--model_name_or_path {args.model_name_or_path} fixes the architecture, and these flags contradict it: {'; '.join(contradicting)}"
+        )
     rebuilding = [f"--{name}" for name in VOCABULARY_FLAGS if getattr(args, name) is not None]
     if rebuilding:
-        parser.error(f"--model_name_or_path {args.model_name_or_path} keeps the vocabulary saved with it; {', '.join(rebuilding)} would build a new one: drop them")
+        parser.error(
+            f"--model_name_or_path {args.model_name_or_path} keeps the vocabulary saved with it; {', '.join(rebuilding)} would build a new one: drop them"
+        )
     if args.vision_weights == "random" and config.use_image:
-        parser.error(f"--vision_weights random initialises a new model's image backbone; --model_name_or_path {args.model_name_or_path} has its own")
+        parser.error(
+            f"--vision_weights random initialises a new model's image backbone; --model_name_or_path {args.model_name_or_path} has its own"
+        )
     cached = read_vision_settings(Path(args.dataset) / VISION_WEIGHTS_FILE)
     if config.use_image and cached.get("vision_backbone", config.vision_backbone) != config.vision_backbone:
         parser.error(
@@ -327,7 +662,9 @@ def trained_config(parser, name_or_path: str) -> AcnConfig:
     except OSError as error:
         parser.error(f"--model_name_or_path {name_or_path}: {error}")
     if model_type != AcnConfig.model_type:
-        parser.error(f"--model_name_or_path {name_or_path} is not an ACN model (model_type {model_type!r}); a pretrained text encoder goes in --text_encoder")
+        parser.error(
+            f"--model_name_or_path {name_or_path} is not an ACN model (model_type {model_type!r}); a pretrained text encoder goes in --text_encoder"
+        )
     return AcnConfig.from_pretrained(name_or_path)
 
 
@@ -351,9 +688,19 @@ def settle_training_args(parser, args) -> None:
     """Defaults that follow the text encoder, and limits on the training flags."""
     pretrained = args.text_encoder != PAPER_TEXT_ENCODER
     args.num_train_epochs = (8 if pretrained else 30) if args.num_train_epochs is None else args.num_train_epochs
-    args.per_device_train_batch_size = 16 if args.per_device_train_batch_size is None else args.per_device_train_batch_size
+    args.per_device_train_batch_size = (
+        16 if args.per_device_train_batch_size is None else args.per_device_train_batch_size
+    )
     args.per_device_eval_batch_size = 64 if args.per_device_eval_batch_size is None else args.per_device_eval_batch_size
-    for name in ("num_train_epochs", "patience", "average_last_epochs", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "max_train_steps"):
+    for name in (
+        "num_train_epochs",
+        "patience",
+        "average_last_epochs",
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "gradient_accumulation_steps",
+        "max_train_steps",
+    ):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be positive, got {getattr(args, name)}")
     if pretrained and args.embeddings:
@@ -361,14 +708,18 @@ def settle_training_args(parser, args) -> None:
     args.word_dropout = (0.0 if pretrained else 0.4) if args.word_dropout is None else args.word_dropout
     args.lr_scheduler_type = args.lr_scheduler_type or ("linear" if pretrained else "inverse")
     args.checkpointing_steps = args.checkpointing_steps or "epoch"
-    args.layerwise_lr_decay = (0.9 if pretrained else 1.0) if args.layerwise_lr_decay is None else args.layerwise_lr_decay
+    args.layerwise_lr_decay = (
+        (0.9 if pretrained else 1.0) if args.layerwise_lr_decay is None else args.layerwise_lr_decay
+    )
     if not 0.0 < args.layerwise_lr_decay <= 1.0:
         parser.error(f"--layerwise_lr_decay must be in (0, 1], got {args.layerwise_lr_decay}")
     args.fgm_epsilon = (1.0 if pretrained else 0.0) if args.fgm_epsilon is None else args.fgm_epsilon
     for name in ("fgm_epsilon", "rdrop_alpha"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be 0 or more, got {getattr(args, name)}")
-    args.mention_replacement = (0.3 if pretrained else 0.0) if args.mention_replacement is None else args.mention_replacement
+    args.mention_replacement = (
+        (0.3 if pretrained else 0.0) if args.mention_replacement is None else args.mention_replacement
+    )
     if not 0.0 <= args.mention_replacement <= 1.0:
         parser.error(f"--mention_replacement must be in [0, 1], got {args.mention_replacement}")
     if args.reinit_top_layers < 0:
@@ -376,7 +727,9 @@ def settle_training_args(parser, args) -> None:
     if args.reinit_top_layers and not pretrained:
         parser.error("--reinit_top_layers re-initialises a pretrained --text_encoder's layers; cnn-bilstm has none")
     if args.reinit_top_layers and args.model_name_or_path:
-        parser.error("--reinit_top_layers starts a new model's encoder layers afresh; --model_name_or_path trains a trained one further")
+        parser.error(
+            "--reinit_top_layers starts a new model's encoder layers afresh; --model_name_or_path trains a trained one further"
+        )
     if args.num_warmup_steps is not None and args.num_warmup_steps < 0:
         parser.error(f"--num_warmup_steps must be 0 or more, got {args.num_warmup_steps}")
     if args.num_warmup_steps is None:  # a share of the steps, which are known once the data loader is
@@ -410,10 +763,16 @@ def check_hub_args(parser, args):
     if not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id (user/name)")
     if hub_dataset_id(args) is None:
-        corpus = f"--train_file {args.train_file} is a local file" if args.train_file else f"--dataset {args.dataset} is a local folder"
+        corpus = (
+            f"--train_file {args.train_file} is a local file"
+            if args.train_file
+            else f"--dataset {args.dataset} is a local folder"
+        )
         parser.error(f"{corpus}: give its Hub id with --hub_dataset_id for the model card")
     if args.text_encoder != PAPER_TEXT_ENCODER and base_model(args) is None:
-        parser.error(f"--text_encoder {args.text_encoder} is a local folder: give its Hub id with --hub_base_model for the model card")
+        parser.error(
+            f"--text_encoder {args.text_encoder} is a local folder: give its Hub id with --hub_base_model for the model card"
+        )
 
 
 @dataclass
@@ -473,11 +832,18 @@ def build_processor(train_split, args) -> AcnProcessor:
     if args.text_encoder != PAPER_TEXT_ENCODER:
         subword_tokenizer = AcnTokenizer.load_subword_tokenizer(args.text_encoder)
         positions = AutoConfig.from_pretrained(args.text_encoder, trust_remote_code=False).max_position_embeddings
-        subword = {"subword_tokenizer": subword_tokenizer, "subword_window": min(subword_tokenizer.model_max_length, positions)}
+        subword = {
+            "subword_tokenizer": subword_tokenizer,
+            "subword_window": min(subword_tokenizer.model_max_length, positions),
+        }
         if args.subword_word_forms is not None:
             subword["subword_word_forms"] = args.subword_word_forms
     tokenizer = AcnTokenizer.from_corpus(
-        train_split["tokens"], min_freq=args.min_word_freq, extra_words=extra_words, hashtags_as_words=args.hashtags_as_words, **subword
+        train_split["tokens"],
+        min_freq=args.min_word_freq,
+        extra_words=extra_words,
+        hashtags_as_words=args.hashtags_as_words,
+        **subword,
     )
     return AcnProcessor(image_processor=AcnImageProcessor.for_backbone(args.vision_backbone), tokenizer=tokenizer)
 
@@ -510,12 +876,19 @@ def build_model(args, processor, names, train_split) -> AcnForTokenClassificatio
     if args.embeddings:
         matrix, coverage = processor.tokenizer.load_embeddings(args.embeddings, seed=args.seed)
         if matrix.shape[1] != config.word_embedding_dim:
-            raise ValueError(f"--embeddings vectors have {matrix.shape[1]} dimensions, --word_embedding_dim is {config.word_embedding_dim}")
+            raise ValueError(
+                f"--embeddings vectors have {matrix.shape[1]} dimensions, --word_embedding_dim is {config.word_embedding_dim}"
+            )
         model.get_input_embeddings().weight.data.copy_(matrix)
-        logger.info(f"embeddings: {coverage.found}/{coverage.total} vocabulary words found ({coverage.ratio:.1%})", main_process_only=True)
+        logger.info(
+            f"embeddings: {coverage.found}/{coverage.total} vocabulary words found ({coverage.ratio:.1%})",
+            main_process_only=True,
+        )
     vision_weights = args.vision_weights or cached_features_trunk(args.dataset)
     if config.use_image and image_source(train_split, True) == "pixels" and vision_weights is None:
-        raise ValueError("images are read as pixels but no VGG-16 weights were given: pass --vision_weights imagenet, a file, or random")
+        raise ValueError(
+            "images are read as pixels but no VGG-16 weights were given: pass --vision_weights imagenet, a file, or random"
+        )
     if vision_weights == "random":
         vision_weights = None  # the seeded initialisation; for offline demos and tests
     if vision_weights and config.use_image:
@@ -529,7 +902,11 @@ def load_trained_model(args, names) -> AcnForTokenClassification:
     images through the trunk of cached features (or --vision_weights) when there is one, else through its own."""
     config = AcnConfig.from_pretrained(args.model_name_or_path)
     config.dropout, config.vision_precision = args.dropout, args.vision_precision
-    model = relabel(AcnForTokenClassification.from_pretrained(args.model_name_or_path, config=config), names, args.model_name_or_path)
+    model = relabel(
+        AcnForTokenClassification.from_pretrained(args.model_name_or_path, config=config),
+        names,
+        args.model_name_or_path,
+    )
     trunk = args.vision_weights or cached_features_trunk(args.dataset)
     if trunk and model.config.use_image:
         logger.info(f"image backbone {model.config.vision_backbone}: {trunk}", main_process_only=True)
@@ -544,9 +921,19 @@ def relabel(model: AcnForTokenClassification, names: list[str], source: str) -> 
     old = [model.config.id2label[index] for index in range(model.config.num_labels)]
     if old == names:
         return model
-    relabelled = AcnForTokenClassification(AcnConfig.from_dict({**model.config.to_dict(), "id2label": dict(enumerate(names)), "label2id": {name: index for index, name in enumerate(names)}}))
+    relabelled = AcnForTokenClassification(
+        AcnConfig.from_dict(
+            {
+                **model.config.to_dict(),
+                "id2label": dict(enumerate(names)),
+                "label2id": {name: index for index, name in enumerate(names)},
+            }
+        )
+    )
     head = ("classifier.", "crf.")
-    missing, unexpected = relabelled.load_state_dict({key: value for key, value in model.state_dict().items() if not key.startswith(head)}, strict=False)
+    missing, unexpected = relabelled.load_state_dict(
+        {key: value for key, value in model.state_dict().items() if not key.startswith(head)}, strict=False
+    )
     assert not unexpected and all(key.startswith(head) for key in missing), (missing, unexpected)
     shared = [name for name in names if name in old]
     new_rows = torch.tensor([names.index(name) for name in shared], dtype=torch.long)  # (shared,)
@@ -558,7 +945,9 @@ def relabel(model: AcnForTokenClassification, names: list[str], source: str) -> 
             for name in ("start_transitions", "end_transitions"):
                 getattr(relabelled.crf, name)[new_rows] = getattr(model.crf, name)[old_rows]
             # transitions[from, to]: the block between shared labels
-            relabelled.crf.transitions[new_rows[:, None], new_rows[None, :]] = model.crf.transitions[old_rows[:, None], old_rows[None, :]]
+            relabelled.crf.transitions[new_rows[:, None], new_rows[None, :]] = model.crf.transitions[
+                old_rows[:, None], old_rows[None, :]
+            ]
     added, dropped = [name for name in names if name not in old], [name for name in old if name not in names]
     logger.warning(
         f"labels: {len(shared)} of {source} kept with their weights; new, initialised: {', '.join(added) or 'none'}; "
@@ -577,7 +966,9 @@ def settle_vision_precision(model, processor, train_split, device, args) -> None
     if image_source(train_split, True) == "pixels":
         calibrate_if_needed(model, processor.image_processor, train_split, args.calibration_images, device)
         model.config.vision_precision = model.effective_vision_precision(device)
-    logger.info(f"image backbone: {model.config.vision_backbone} in {model.config.vision_precision}", main_process_only=True)
+    logger.info(
+        f"image backbone: {model.config.vision_backbone} in {model.config.vision_precision}", main_process_only=True
+    )
 
 
 def resolve_vision_arguments(args) -> None:
@@ -602,7 +993,9 @@ def build_dataloaders(corpus, processor, config, args, process_index: int = 0):
     replacement = None
     if args.mention_replacement:
         train_split = corpus["train"]
-        replacement = AcnMentionReplacement(train_split["tokens"], train_split["ner_tags"], config.id2label, args.mention_replacement)
+        replacement = AcnMentionReplacement(
+            train_split["tokens"], train_split["ner_tags"], config.id2label, args.mention_replacement
+        )
     collator = AcnDataCollator(processor, source, args.max_train_length, args.word_dropout, replacement)
     train = DataLoader(
         model_rows(corpus["train"], source),
@@ -611,7 +1004,11 @@ def build_dataloaders(corpus, processor, config, args, process_index: int = 0):
         collate_fn=BatchSeededCollator(collator, args.seed, process_index),
     )
     evaluation = {
-        split: DataLoader(model_rows(corpus[split], source), batch_size=args.per_device_eval_batch_size, collate_fn=AcnDataCollator(processor, source))
+        split: DataLoader(
+            model_rows(corpus[split], source),
+            batch_size=args.per_device_eval_batch_size,
+            collate_fn=AcnDataCollator(processor, source),
+        )
         for split in ("validation", "test")
     }
     return train, evaluation
@@ -632,7 +1029,11 @@ class BatchSeededCollator:
 
     def __call__(self, rows):
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(np.random.SeedSequence([self.seed, self.process_index, self.epoch, self.batch]).generate_state(1)[0]))
+            torch.manual_seed(
+                int(
+                    np.random.SeedSequence([self.seed, self.process_index, self.epoch, self.batch]).generate_state(1)[0]
+                )
+            )
             batch = self.collator(rows)
         self.batch += 1
         return batch
@@ -653,7 +1054,9 @@ def build_optimizer(model, args):
     groups = [{"params": head, "lr": args.learning_rate}]
     top = max(encoder, default=0)
     for depth in sorted(encoder):
-        groups.append({"params": encoder[depth], "lr": args.encoder_learning_rate * args.layerwise_lr_decay ** (top - depth)})
+        groups.append(
+            {"params": encoder[depth], "lr": args.encoder_learning_rate * args.layerwise_lr_decay ** (top - depth)}
+        )
     return OPTIMIZERS[args.optimizer](groups, lr=args.learning_rate, weight_decay=args.weight_decay)
 
 
@@ -678,7 +1081,9 @@ def steps_per_epoch(loader, args) -> int:
 
 def completed_steps(state: TrainingState, loader, args) -> int:
     """Optimiser steps done: whole epochs, then the batches of the current one (its last step may be short)."""
-    return state.epoch * steps_per_epoch(loader, args) + math.ceil(state.epoch_batches / args.gradient_accumulation_steps)
+    return state.epoch * steps_per_epoch(loader, args) + math.ceil(
+        state.epoch_batches / args.gradient_accumulation_steps
+    )
 
 
 def settle_training_length(args, steps: int) -> None:
@@ -696,7 +1101,12 @@ def build_scheduler(optimizer, steps: int, args):
     """Learning-rate factor per optimiser step: transformers' schedule of that name over --max_train_steps, or
     'inverse': linear warm-up, then lr / (1 + lr_decay * epoch)."""
     if args.lr_scheduler_type != "inverse":
-        return get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.num_warmup_steps, num_training_steps=args.max_train_steps)
+        return get_scheduler(
+            args.lr_scheduler_type,
+            optimizer,
+            num_warmup_steps=args.num_warmup_steps,
+            num_training_steps=args.max_train_steps,
+        )
     warmup = args.num_warmup_steps
 
     def factor(step):
@@ -714,10 +1124,20 @@ def train_epoch(accelerator, model, loader, optimizer, scheduler, args, state, o
     loader.set_epoch(state.epoch)
     loader.collate_fn.start(state.epoch, state.epoch_batches)
     batches = remaining_batches(accelerator, loader, state.epoch_batches)
-    progress = tqdm(batches, desc=f"epoch {state.epoch + 1}", initial=state.epoch_batches, total=len(loader),
-                    disable=not accelerator.is_local_main_process, leave=False)  # fmt: skip
+    progress = tqdm(
+        batches,
+        desc=f"epoch {state.epoch + 1}",
+        initial=state.epoch_batches,
+        total=len(loader),
+        disable=not accelerator.is_local_main_process,
+        leave=False,
+    )
     total, count = 0.0, 0
-    fgm = FgmPerturbation(accelerator.unwrap_model(model).get_input_embeddings(), args.fgm_epsilon) if args.fgm_epsilon else None
+    fgm = (
+        FgmPerturbation(accelerator.unwrap_model(model).get_input_embeddings(), args.fgm_epsilon)
+        if args.fgm_epsilon
+        else None
+    )
     for batch in progress:
         with accelerator.accumulate(model):
             if fgm is not None:
@@ -740,8 +1160,15 @@ def train_epoch(accelerator, model, loader, optimizer, scheduler, args, state, o
         if stepped:
             steps = completed_steps(state, loader, args)
             if isinstance(args.checkpointing_steps, int) and steps % args.checkpointing_steps == 0:
-                save_checkpoint(accelerator, checkpoint_folder(output_dir / CHECKPOINT_DIR, steps, "step"), model, optimizer,
-                                scheduler, state, args.run_identity)  # fmt: skip
+                save_checkpoint(
+                    accelerator,
+                    checkpoint_folder(output_dir / CHECKPOINT_DIR, steps, "step"),
+                    model,
+                    optimizer,
+                    scheduler,
+                    state,
+                    args.run_identity,
+                )
             if steps >= args.max_train_steps:
                 break
     return total / max(count, 1)
@@ -798,8 +1225,15 @@ def run_training(accelerator, model, train_loader, dev_loader, optimizer, schedu
         if args.with_tracking:
             accelerator.log({"train_loss": loss, "dev_f1": dev_scores["overall_f1"]}, step=epoch)
         if args.checkpointing_steps == "epoch":
-            save_checkpoint(accelerator, checkpoint_folder(output_dir / CHECKPOINT_DIR, epoch + 1), model, optimizer, scheduler,
-                            state, args.run_identity)  # fmt: skip
+            save_checkpoint(
+                accelerator,
+                checkpoint_folder(output_dir / CHECKPOINT_DIR, epoch + 1),
+                model,
+                optimizer,
+                scheduler,
+                state,
+                args.run_identity,
+            )
 
 
 def keep_epoch_weights(accelerator, model, checkpoint_dir: Path, epoch: int, keep: int) -> None:
@@ -819,13 +1253,17 @@ def select_average(accelerator, model, dev_loader, metric, output_dir: Path, sta
     epochs = [epoch for epoch in kept_epochs(checkpoint_dir) if epoch <= state.epoch]
     epochs = [epoch for epoch in epochs if epoch > state.epoch - args.average_last_epochs]
     dev_f1 = {1: state.best_f1}
-    states = [AcnForTokenClassification.from_pretrained(epoch_folder(checkpoint_dir, epoch)).state_dict() for epoch in epochs]
+    states = [
+        AcnForTokenClassification.from_pretrained(epoch_folder(checkpoint_dir, epoch)).state_dict() for epoch in epochs
+    ]
     unwrapped = accelerator.unwrap_model(model)
     for count in range(2, len(states) + 1):
         unwrapped.load_state_dict(average_state_dicts(states[-count:]))
         scores, _ = evaluate_split(accelerator, model, dev_loader, dev_loader.dataset, metric)
         dev_f1[count] = scores["overall_f1"]
-        logger.info(f"mean of the last {count} epochs' weights: dev F1 {100 * dev_f1[count]:.2f}", main_process_only=True)
+        logger.info(
+            f"mean of the last {count} epochs' weights: dev F1 {100 * dev_f1[count]:.2f}", main_process_only=True
+        )
         if dev_f1[count] > max(value for key, value in dev_f1.items() if key != count):
             save_model(accelerator, model, None, output_dir / BEST_MODEL_DIR)
             state.averaged_epochs = count
@@ -889,7 +1327,12 @@ def final_evaluation(accelerator, model, loaders, corpus, metric, output_dir, ar
     if not accelerator.is_main_process:
         return results
     for split in ("validation", "test"):
-        write_predictions(output_dir / f"{split}_predictions.txt", corpus[split]["tokens"], gold_tags(corpus[split]), predictions[split])
+        write_predictions(
+            output_dir / f"{split}_predictions.txt",
+            corpus[split]["tokens"],
+            gold_tags(corpus[split]),
+            predictions[split],
+        )
     summary = {
         "variant": args.variant,
         "text_encoder": args.text_encoder,
@@ -906,8 +1349,14 @@ def final_evaluation(accelerator, model, loaders, corpus, metric, output_dir, ar
     table = table2({f"{args.variant} (test)": results["test"], f"{args.variant} (dev)": results["validation"]})
     write_text(output_dir / "results.md", table + "\n")
     print(table)
-    print(f"test: {results['test']['num_gold_entities']} gold entities (lenient), {results['test']['strict_num_gold_entities']} (strict)")
-    kept = f"epoch {state.best_epoch + 1} of {state.epoch}" if state.averaged_epochs == 1 else f"the mean of the last {state.averaged_epochs} epochs' weights"
+    print(
+        f"test: {results['test']['num_gold_entities']} gold entities (lenient), {results['test']['strict_num_gold_entities']} (strict)"
+    )
+    kept = (
+        f"epoch {state.best_epoch + 1} of {state.epoch}"
+        if state.averaged_epochs == 1
+        else f"the mean of the last {state.averaged_epochs} epochs' weights"
+    )
     write_model_card(output_dir, args, results, kept)
     if args.push_to_hub:
         push_model_folder(output_dir, model_files + list(RESULT_FILES), args)
@@ -940,9 +1389,11 @@ def training_inputs(args) -> dict:
     else:  # args.dataset is then the training file's folder, which output_dir may share
         corpus = {f"--{flag} file": getattr(args, flag) for flag in FILE_FLAGS.values()}
     return corpus | {
-        "--embeddings file": args.embeddings, "model folder": args.model_name_or_path, "--text_encoder folder": args.text_encoder,
+        "--embeddings file": args.embeddings,
+        "model folder": args.model_name_or_path,
+        "--text_encoder folder": args.text_encoder,
         "--vision_weights file": args.vision_weights,
-    }  # fmt: skip
+    }
 
 
 def main(argv=None):
@@ -957,7 +1408,11 @@ def main(argv=None):
         project_dir=str(output_dir / "runs"),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         # a batch whose tweets all lack an image leaves the co-attention without gradients, which DDP must allow
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=PAPER_VARIANTS.get(args.variant, {}).get("use_image", True))],
+        kwargs_handlers=[
+            DistributedDataParallelKwargs(
+                find_unused_parameters=PAPER_VARIANTS.get(args.variant, {}).get("use_image", True)
+            )
+        ],
     )
     set_seed(args.seed)
     corpus = load_training_corpus(args)
@@ -977,8 +1432,16 @@ def main(argv=None):
         accelerator.init_trackers("acn", config={key: str(value) for key, value in vars(args).items()})
     if args.resume_from_checkpoint is not None:
         # checkpoints carry the schedule, which stays outside prepare() (that would step it once per process)
-        resumed = resume(accelerator, args.resume_from_checkpoint, output_dir / CHECKPOINT_DIR, model, optimizer, scheduler,
-                         state, args.run_identity)  # fmt: skip
+        resumed = resume(
+            accelerator,
+            args.resume_from_checkpoint,
+            output_dir / CHECKPOINT_DIR,
+            model,
+            optimizer,
+            scheduler,
+            state,
+            args.run_identity,
+        )
         carry_best_model(accelerator, resumed, output_dir, state)
     metric = load_metric()
     started = time.perf_counter()
@@ -986,7 +1449,15 @@ def main(argv=None):
     if args.average_last_epochs > 1:
         select_average(accelerator, model, dev_loader, metric, output_dir, state, args)
     final_evaluation(
-        accelerator, model, {"validation": dev_loader, "test": test_loader}, corpus, metric, output_dir, args, processor, state,
+        accelerator,
+        model,
+        {"validation": dev_loader, "test": test_loader},
+        corpus,
+        metric,
+        output_dir,
+        args,
+        processor,
+        state,
         time.perf_counter() - started,
     )
     accelerator.end_training()

@@ -53,8 +53,13 @@ def parse_args(argv=None):
 
 
 def tag_in_fresh_process(characters: int) -> dict:
-    finished = subprocess.run([sys.executable, "-c", PROBE, str(characters), " ".join(WORDS)], capture_output=True,
-                              text=True, timeout=1800, check=True)  # fmt: skip
+    finished = subprocess.run(
+        [sys.executable, "-c", PROBE, str(characters), " ".join(WORDS)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=True,
+    )
     return json.loads(finished.stdout.strip().splitlines()[-1])
 
 
@@ -72,16 +77,28 @@ def tokenizer_seconds(characters: int) -> float:
 
 def main(argv=None):
     args = parse_args(argv)
-    results = {"machine": {"cpu": cpu_capabilities(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
-                           "torch": torch.__version__, "python": platform.python_version()}, "rows": []}  # fmt: skip
+    results = {
+        "machine": {
+            "cpu": cpu_capabilities(),
+            "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "rows": [],
+    }
     print(f"CPU: {results['machine']['cpu']}, torch threads {results['machine']['threads']}")
-    print(f"{'characters':>10} {'words':>7} {'tag s':>8} {'peak MiB':>9} {'growth MiB':>11} {'tokenizer s (pathological)':>27}")
+    print(
+        f"{'characters':>10} {'words':>7} {'tag s':>8} {'peak MiB':>9} {'growth MiB':>11} {'tokenizer s (pathological)':>27}"
+    )
     for characters in SIZES:
         row = tag_in_fresh_process(characters)
         row["pathological_tokenizer_seconds"] = tokenizer_seconds(characters)
         results["rows"].append(row)
-        print(f"{row['characters']:>10} {row['words']:>7} {row['seconds']:>8.2f} {row['peak_rss_mib']:>9.0f} "
-              f"{row['growth_mib']:>11.0f} {row['pathological_tokenizer_seconds']:>27.4f}")  # fmt: skip
+        print(
+            f"{row['characters']:>10} {row['words']:>7} {row['seconds']:>8.2f} {row['peak_rss_mib']:>9.0f} "
+            f"{row['growth_mib']:>11.0f} {row['pathological_tokenizer_seconds']:>27.4f}"
+        )
     output = Path(args.output)
     write_text(output, json.dumps(results, indent=2) + "\n")
     print(f"wrote {output}")

@@ -38,8 +38,12 @@ EAGER = "eager torch (float32)"
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="A trained model folder (train_acn.py's output_dir).")
-    parser.add_argument("--dataset", required=True, help="Corpus folder (the raw Twitter-2015 layout or any load_corpus source).")
-    parser.add_argument("--int8_variants", action="store_true", help="Also score int8 graphs quantised other ways than acn-export's.")
+    parser.add_argument(
+        "--dataset", required=True, help="Corpus folder (the raw Twitter-2015 layout or any load_corpus source)."
+    )
+    parser.add_argument(
+        "--int8_variants", action="store_true", help="Also score int8 graphs quantised other ways than acn-export's."
+    )
     parser.add_argument("--output", default="outputs/benchmarks/onnx_quality.json", help="JSON file for every figure.")
     return parser.parse_args(argv)
 
@@ -50,7 +54,9 @@ def int8_variants(graph) -> dict[str, dict]:
     scopes = product_scopes(graph)
     feed_forward_output = [name for name, scope in scopes.items() if FEED_FORWARD_OUTPUT.search(scope)]
     head = [name for name, scope in scopes.items() if "subword_encoder" not in scope]
-    attention_output = [name for name, scope in scopes.items() if "subword_encoder" in scope and ".attention.output.dense'" in scope]
+    attention_output = [
+        name for name, scope in scopes.items() if "subword_encoder" in scope and ".attention.output.dense'" in scope
+    ]
     vectors = [name for name in head if name in _vector_products(graph)]  # per-channel needs a weight matrix
     return {
         "every product int8": {"float32_nodes": []},
@@ -63,7 +69,11 @@ def int8_variants(graph) -> dict[str, dict]:
 
 def _vector_products(graph) -> set[str]:
     vectors = {tensor.name for tensor in graph.initializer if len(tensor.dims) < 2}
-    return {node.name for node in graph.node if node.op_type in ("MatMul", "Gemm") and any(name in vectors for name in node.input)}
+    return {
+        node.name
+        for node in graph.node
+        if node.op_type in ("MatMul", "Gemm") and any(name in vectors for name in node.input)
+    }
 
 
 def tag(pipe: AcnPipeline, tokens: list[list[str]]) -> tuple[list[list[str]], float]:
@@ -91,19 +101,26 @@ def main(argv=None):
         processor = load_processor(onnx_folder)
         graphs = {"ONNX Runtime float32": ONNX_FILE, "ONNX Runtime int8 (acn-export --int8)": ONNX_INT8_FILE}
         if args.int8_variants:
-            for number, (name, arguments) in enumerate(int8_variants(onnx.load(str(onnx_folder / ONNX_FILE)).graph).items()):
+            for number, (name, arguments) in enumerate(
+                int8_variants(onnx.load(str(onnx_folder / ONNX_FILE)).graph).items()
+            ):
                 quantize_int8(onnx_folder / ONNX_FILE, onnx_folder / f"variant_{number}.onnx", **arguments)
                 graphs[f"ONNX Runtime int8, {name}"] = f"variant_{number}.onnx"
         pipelines = {EAGER: lambda: AcnPipeline.from_pretrained(args.model, device="cpu")}
         for name, graph in graphs.items():
-            pipelines[name] = lambda graph=graph: AcnPipeline(model=AcnOnnxModel(onnx_folder, graph), processor=processor, device="cpu")
+            pipelines[name] = lambda graph=graph: AcnPipeline(
+                model=AcnOnnxModel(onnx_folder, graph), processor=processor, device="cpu"
+            )
         for name, load in pipelines.items():
             pipe, results[name], tags[name] = load(), {}, {}
             for split in SPLITS:
                 tags[name][split], seconds = tag(pipe, tokens[split])
                 results[name][split] = {**score(metric, tags[name][split], gold[split]), "seconds": seconds}
                 results[name][split]["tags_as_eager"] = agreement(tags[name][split], tags[EAGER][split])
-            print(f"{name}: dev F1 {100 * results[name]['validation']['overall_f1']:.2f}, test F1 {100 * results[name]['test']['overall_f1']:.2f}", flush=True)
+            print(
+                f"{name}: dev F1 {100 * results[name]['validation']['overall_f1']:.2f}, test F1 {100 * results[name]['test']['overall_f1']:.2f}",
+                flush=True,
+            )
     print_table(results)
     machine = {"threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": cpu_capabilities()}
     output = {"model": str(args.model), "dataset": str(args.dataset), "machine": machine, "results": results}
@@ -113,12 +130,23 @@ def main(argv=None):
 
 def print_table(results):
     types = entity_types(results[EAGER]["test"])
-    print("\n| pipeline | dev F1 | test F1 | test F1 - eager | " + " | ".join(f"test {kind}" for kind in types) + " | test tags as eager | test s |")
+    print(
+        "\n| pipeline | dev F1 | test F1 | test F1 - eager | "
+        + " | ".join(f"test {kind}" for kind in types)
+        + " | test tags as eager | test s |"
+    )
     print("|" + "---|" * (6 + len(types)))
     for name, result in results.items():
         dev, test = result["validation"], result["test"]
-        cells = [f"{100 * dev['overall_f1']:.2f}", f"{100 * test['overall_f1']:.2f}", f"{100 * (test['overall_f1'] - results[EAGER]['test']['overall_f1']):+.2f}"]
-        cells += [f"{100 * test[kind]['f1']:.2f}" for kind in types] + [f"{test['tags_as_eager']:.2%}", f"{test['seconds']:.1f}"]
+        cells = [
+            f"{100 * dev['overall_f1']:.2f}",
+            f"{100 * test['overall_f1']:.2f}",
+            f"{100 * (test['overall_f1'] - results[EAGER]['test']['overall_f1']):+.2f}",
+        ]
+        cells += [f"{100 * test[kind]['f1']:.2f}" for kind in types] + [
+            f"{test['tags_as_eager']:.2%}",
+            f"{test['seconds']:.1f}",
+        ]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 

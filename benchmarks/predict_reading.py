@@ -40,12 +40,22 @@ SCHEMES = ("whole", "ranges")
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes_mb", type=int, nargs="+", default=[256, 512, 1024], help="Input sizes in MiB.")
-    parser.add_argument("--formats", nargs="+", choices=["jsonl", "csv"], default=["jsonl"], help="Input formats to measure.")
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (acn-predict --num_workers).")
+    parser.add_argument(
+        "--formats", nargs="+", choices=["jsonl", "csv"], default=["jsonl"], help="Input formats to measure."
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="DataLoader worker processes (acn-predict --num_workers)."
+    )
     parser.add_argument("--batch_size", type=int, default=8, help="Rows per batch (acn-predict's default).")
-    parser.add_argument("--data_dir", default=str(ROOT.parent / "shared" / "data" / "twitter2015"), help="Tweets to repeat.")
-    parser.add_argument("--output", default="outputs/benchmarks/predict_reading.json", help="JSON file for every figure.")
-    parser.add_argument("--run", nargs=2, metavar=("SCHEME", "INPUT"), help=argparse.SUPPRESS)  # one configuration, in a fresh process
+    parser.add_argument(
+        "--data_dir", default=str(ROOT.parent / "shared" / "data" / "twitter2015"), help="Tweets to repeat."
+    )
+    parser.add_argument(
+        "--output", default="outputs/benchmarks/predict_reading.json", help="JSON file for every figure."
+    )
+    parser.add_argument(
+        "--run", nargs=2, metavar=("SCHEME", "INPUT"), help=argparse.SUPPRESS
+    )  # one configuration, in a fresh process
     return parser.parse_args(argv)
 
 
@@ -72,8 +82,13 @@ class RowCounter:
 
     def prepare(self, rows):
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        return {"pid": os.getpid(), "rows": len(rows), "bytes": read_bytes() - RowCounter.started_bytes, "rss": peak_rss_mib(),
-                "cpu": usage.ru_utime + usage.ru_stime - RowCounter.started_cpu}  # fmt: skip
+        return {
+            "pid": os.getpid(),
+            "rows": len(rows),
+            "bytes": read_bytes() - RowCounter.started_bytes,
+            "rss": peak_rss_mib(),
+            "cpu": usage.ru_utime + usage.ru_stime - RowCounter.started_cpu,
+        }
 
 
 def start_worker(worker_id):
@@ -88,7 +103,9 @@ def run_one(scheme: str, path: Path, workers: int, batch_size: int) -> dict:
     workers_seen = {}
     with dataset.indexed(workers) if scheme == "ranges" else nullcontext():
         index_seconds = time.perf_counter() - started
-        loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=lambda item: item, worker_init_fn=start_worker)
+        loader = DataLoader(
+            dataset, batch_size=None, num_workers=workers, collate_fn=lambda item: item, worker_init_fn=start_worker
+        )
         rows = 0
         for batch in loader:
             rows += batch["rows"]
@@ -97,14 +114,25 @@ def run_one(scheme: str, path: Path, workers: int, batch_size: int) -> dict:
     seconds = time.perf_counter() - started
     size = path.stat().st_size
     return {
-        "format": path.suffix[1:], "scheme": scheme, "file_mib": size / 2**20, "rows": rows, "workers": workers, "seconds": seconds,
-        "index_seconds": index_seconds, "main_peak_rss_mib": peak_rss_mib(),
+        "format": path.suffix[1:],
+        "scheme": scheme,
+        "file_mib": size / 2**20,
+        "rows": rows,
+        "workers": workers,
+        "seconds": seconds,
+        "index_seconds": index_seconds,
+        "main_peak_rss_mib": peak_rss_mib(),
         "per_worker": [
-            {"rows": seen["rows"], "rows_per_second": seen["rows"] / seconds, "bytes_read_share": seen["bytes"] / size,
-             "cpu_seconds": seen["cpu"], "peak_rss_mib": seen["rss"]}
+            {
+                "rows": seen["rows"],
+                "rows_per_second": seen["rows"] / seconds,
+                "bytes_read_share": seen["bytes"] / size,
+                "cpu_seconds": seen["cpu"],
+                "peak_rss_mib": seen["rss"],
+            }
             for seen in workers_seen.values()
         ],
-    }  # fmt: skip
+    }
 
 
 # --- inputs and the table ------------------------------------------------------------------------------------
@@ -127,7 +155,9 @@ def tweet_texts(data_dir: Path) -> list[str]:
                 words = []
     if texts:
         return texts
-    vocabulary = "Obama visits Paris with Merkel and the @nba fans of Chicago Bulls at #Berlin http://t.co/x today".split()
+    vocabulary = (
+        "Obama visits Paris with Merkel and the @nba fans of Chicago Bulls at #Berlin http://t.co/x today".split()
+    )
     return [" ".join(vocabulary[number % 7 : number % 7 + 5 + number % 9]) for number in range(1000)]
 
 
@@ -180,13 +210,28 @@ def main(argv=None):
         write_input(path, mib, texts)
         try:
             for scheme in SCHEMES:
-                command = [sys.executable, __file__, "--run", scheme, str(path), "--workers", str(args.workers), "--batch_size", str(args.batch_size)]
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--run",
+                    scheme,
+                    str(path),
+                    "--workers",
+                    str(args.workers),
+                    "--batch_size",
+                    str(args.batch_size),
+                ]
                 result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
                 results.append(result)
                 print(table([result]).splitlines()[-1], flush=True)
         finally:
             path.unlink()
-    report = {"cpu": platform.processor() or platform.machine(), "capabilities": cpu_capabilities(), "texts": len(texts), "results": results}
+    report = {
+        "cpu": platform.processor() or platform.machine(),
+        "capabilities": cpu_capabilities(),
+        "texts": len(texts),
+        "results": results,
+    }
     write_text(output, json.dumps(report, indent=2) + "\n")
     print(f"CPU flags: {cpu_capabilities()}")
     print(table(results))

@@ -30,8 +30,15 @@ from torch.utils.data import DataLoader
 
 from acn_mner.atomic import write_text
 from acn_mner.cpu import cpu_capabilities, isa_limit_warning
-from modeling_acn import IGNORE_INDEX, VISION_BACKBONES, AcnConfig, AcnCrf, AcnForTokenClassification, AcnImageProcessor
-from modeling_acn import modeling_acn
+from modeling_acn import (
+    IGNORE_INDEX,
+    VISION_BACKBONES,
+    AcnConfig,
+    AcnCrf,
+    AcnForTokenClassification,
+    AcnImageProcessor,
+    modeling_acn,
+)
 from modeling_acn.configuration_acn import INT8_CALIBRATION_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,8 +57,16 @@ def parse_args(argv=None):
     parser.add_argument("--output", default="outputs/benchmarks/speed.json", help="JSON file for every figure.")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="Torch device.")
     parser.add_argument("--quick", action="store_true", help="Fewer repetitions (a smoke run, not for reporting).")
-    parser.add_argument("--with_compile", action="store_true", help="Add torch.compile of the VGG trunk (minutes to compile on 2 cores).")
-    parser.add_argument("--only", choices=["vision", "text_encoders"], help="Run one part alone (its JSON goes to --output): the VGG-16 paths and the backbones, or the text encoders.")
+    parser.add_argument(
+        "--with_compile",
+        action="store_true",
+        help="Add torch.compile of the VGG trunk (minutes to compile on 2 cores).",
+    )
+    parser.add_argument(
+        "--only",
+        choices=["vision", "text_encoders"],
+        help="Run one part alone (its JSON goes to --output): the VGG-16 paths and the backbones, or the text encoders.",
+    )
     parser.add_argument("--memory_probe", choices=["train", "infer"], help=argparse.SUPPRESS)  # child process mode
     return parser.parse_args(argv)
 
@@ -76,7 +91,10 @@ def _synchronize(device):
 
 
 def matmul_gflops(device, dtype, size=2048, repeats=10):
-    left, right = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
+    left, right = (
+        torch.randn(size, size, device=device, dtype=dtype),
+        torch.randn(size, size, device=device, dtype=dtype),
+    )
     seconds = timed(lambda: left @ right, repeats, device=device)
     return 2 * size**3 / seconds / 1e9
 
@@ -109,7 +127,9 @@ def build_processor(tweets):
 
 def paper_model(processor, device, **overrides):
     torch.manual_seed(0)
-    config = AcnConfig(vocab_size=len(processor.tokenizer), char_vocab_size=processor.tokenizer.char_vocab_size, **overrides)
+    config = AcnConfig(
+        vocab_size=len(processor.tokenizer), char_vocab_size=processor.tokenizer.char_vocab_size, **overrides
+    )
     return AcnForTokenClassification(config).to(device)
 
 
@@ -168,7 +188,9 @@ def vgg_paths(device, with_compile):
     }
     if vision_model("vgg16", device, "bf16").effective_vision_precision(device) == "bf16":
         # autocast casts the weights on every call; the frozen default casts them once (a bf16 copy)
-        paths["bf16 autocast + channels-last"] = lambda pixels: _autocast(trunk, pixels.contiguous(memory_format=torch.channels_last), device)
+        paths["bf16 autocast + channels-last"] = lambda pixels: _autocast(
+            trunk, pixels.contiguous(memory_format=torch.channels_last), device
+        )
     int8 = vision_model("vgg16", device, "int8")
     if int8.needs_vision_calibration(device):
         calibrated(int8, device)
@@ -207,11 +229,15 @@ def bench_vgg(device, args, peak_gflops):
                 "images_per_s": images_per_second,
                 "speedup_vs_fp32_eager": None,
                 "fraction_of_fp32_matmul_peak": images_per_second * VGG16_GFLOP_PER_IMAGE / peak_gflops["fp32"],
-                "fraction_of_bf16_matmul_peak": images_per_second * VGG16_GFLOP_PER_IMAGE / peak_gflops["bf16"] if peak_gflops["bf16"] else None,
+                "fraction_of_bf16_matmul_peak": images_per_second * VGG16_GFLOP_PER_IMAGE / peak_gflops["bf16"]
+                if peak_gflops["bf16"]
+                else None,
                 **deviation(features, reference),
             }
         default = next(name for name in paths if name.startswith("default"))
-        rows[default]["max_deviation_other_batches"] = deviation_on_other_batches(paths[default], paths["fp32 eager"], batch, device)
+        rows[default]["max_deviation_other_batches"] = deviation_on_other_batches(
+            paths[default], paths["fp32 eager"], batch, device
+        )
     for row in rows.values():
         if "images_per_s" in row:
             row["speedup_vs_fp32_eager"] = row["images_per_s"] / rows["fp32 eager"]["images_per_s"]
@@ -293,8 +319,14 @@ def bench_training(processor, tweets, device, args):
     features = torch.rand(batch_size, 49, 512, device=device) * 3  # pool5 magnitudes
     setups = {
         "ACN, cached features": (paper_model(processor, device), {**text, "image_features": features}),
-        "ACN, cached features, plain autograd attention scores": (paper_model(processor, device), {**text, "image_features": features}),
-        "ACN, cached features, attention_size=100": (paper_model(processor, device, attention_size=100), {**text, "image_features": features}),
+        "ACN, cached features, plain autograd attention scores": (
+            paper_model(processor, device),
+            {**text, "image_features": features},
+        ),
+        "ACN, cached features, attention_size=100": (
+            paper_model(processor, device, attention_size=100),
+            {**text, "image_features": features},
+        ),
         "ACN, every image missing": (paper_model(processor, device), text),
         "text-only CNN-BiLSTM-CRF": (paper_model(processor, device, use_image=False), text),
     }
@@ -314,7 +346,9 @@ def bench_training(processor, tweets, device, args):
         autocast = "autocast" in name
         scores = plain_attention_scores if "plain" in name else modeling_acn.additive_attention_scores
         with mock.patch.object(modeling_acn, "additive_attention_scores", scores):
-            seconds = timed(lambda: training_step(model, batch, optimizer, autocast), repeats, warmup=warmup, device=device)
+            seconds = timed(
+                lambda: training_step(model, batch, optimizer, autocast), repeats, warmup=warmup, device=device
+            )
         tweets_per_second = batch["input_ids"].shape[0] / seconds
         rows[name] = {"tweets_per_s": tweets_per_second, "epoch_seconds_4000_tweets": EPOCH_TWEETS / tweets_per_second}
     return rows
@@ -327,13 +361,18 @@ def bench_feature_reading(processor, tweets, args):
         from datasets import Array2D, Dataset, Features, List, Value, load_from_disk
 
         from acn_mner.data import model_rows
-
         from modeling_acn import AcnDataCollator
     except ImportError as error:
         return {"skipped": f"needs the training stack ({error})"}
     count, batch_size = (64 if args.quick else 320), 32
-    features = Features({"tokens": List(Value("string")), "ner_tags": List(Value("int64")),
-                         "image_features": Array2D(shape=(49, 512), dtype="float16"), "image_mask": Value("bool")})  # fmt: skip
+    features = Features(
+        {
+            "tokens": List(Value("string")),
+            "ner_tags": List(Value("int64")),
+            "image_features": Array2D(shape=(49, 512), dtype="float16"),
+            "image_mask": Value("bool"),
+        }
+    )
     rows = {
         "tokens": tweets[:count],
         "ner_tags": [[0] * len(words) for words in tweets[:count]],
@@ -377,10 +416,20 @@ def bench_crf(device, args):
             ll_theirs = timed(lambda: theirs(emissions, tags, mask, reduction="none"), repeats, device=device)
             decode_ours = timed(lambda: ours.decode(emissions, mask).tolist(), repeats, device=device)
             decode_theirs = timed(lambda: theirs.decode(emissions, mask), repeats, device=device)
-            same = [row[row != IGNORE_INDEX].tolist() for row in ours.decode(emissions, mask)] == theirs.decode(emissions, mask)
+            same = [row[row != IGNORE_INDEX].tolist() for row in ours.decode(emissions, mask)] == theirs.decode(
+                emissions, mask
+            )
         rows[f"batch {batch}"] = {
-            "log_likelihood_ms": {"ours": 1e3 * ll_ours, "pytorch_crf": 1e3 * ll_theirs, "speedup": ll_theirs / ll_ours},
-            "decode_ms": {"ours": 1e3 * decode_ours, "pytorch_crf": 1e3 * decode_theirs, "speedup": decode_theirs / decode_ours},
+            "log_likelihood_ms": {
+                "ours": 1e3 * ll_ours,
+                "pytorch_crf": 1e3 * ll_theirs,
+                "speedup": ll_theirs / ll_ours,
+            },
+            "decode_ms": {
+                "ours": 1e3 * decode_ours,
+                "pytorch_crf": 1e3 * decode_theirs,
+                "speedup": decode_theirs / decode_ours,
+            },
             "same_paths": same,
         }
     return rows
@@ -429,7 +478,8 @@ def encoder_setups(tweets, device):
     subword = AcnTokenizer.load_subword_tokenizer(path)
     tokenizer = AcnTokenizer.from_corpus(tweets, subword_tokenizer=subword, subword_window=subword.model_max_length)
     setups["MiniLM-L6 (first-subword pooling, characters, no BiLSTM)"] = (
-        AcnProcessor(AcnImageProcessor(), tokenizer), {"text_encoder": path, "text_encoder_window": tokenizer.subword_window}
+        AcnProcessor(AcnImageProcessor(), tokenizer),
+        {"text_encoder": path, "text_encoder_window": tokenizer.subword_window},
     )
     return setups, None
 
@@ -495,7 +545,10 @@ def peak_resident_mib():
 
 def peak_memory(device):
     rows = {}
-    for kind, name in (("train", "training, batch 32, cached features"), ("infer", f"inference, batch {INFERENCE_PROBE_BATCH} with images")):
+    for kind, name in (
+        ("train", "training, batch 32, cached features"),
+        ("infer", f"inference, batch {INFERENCE_PROBE_BATCH} with images"),
+    ):
         command = [sys.executable, __file__, "--memory_probe", kind, "--device", device]
         finished = subprocess.run(command, check=True, cwd=ROOT, capture_output=True, text=True)
         rows[name] = float(finished.stdout.split()[-1])
@@ -508,7 +561,11 @@ def peak_memory(device):
 def print_table(title, rows):
     print(f"\n## {title}")
     for name, values in rows.items():
-        rendered = values if not isinstance(values, dict) else ", ".join(f"{key}={_fmt(value)}" for key, value in values.items())
+        rendered = (
+            values
+            if not isinstance(values, dict)
+            else ", ".join(f"{key}={_fmt(value)}" for key, value in values.items())
+        )
         print(f"- {name}: {_fmt(rendered)}")
 
 
@@ -533,10 +590,21 @@ def main(argv=None):
     warning = isa_limit_warning(capabilities)
     if warning:
         print(f"warning: {warning}", flush=True)
-    measure("machine", lambda: {"device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                                "processor": platform.processor() or platform.machine(), "cpu": capabilities,
-                                "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None})  # fmt: skip
-    measure("matmul_gflops", lambda: {"fp32": matmul_gflops(args.device, torch.float32), "bf16": bf16_matmul_gflops(args.device)})
+    measure(
+        "machine",
+        lambda: {
+            "device": args.device,
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "processor": platform.processor() or platform.machine(),
+            "cpu": capabilities,
+            "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+        },
+    )
+    measure(
+        "matmul_gflops",
+        lambda: {"fp32": matmul_gflops(args.device, torch.float32), "bf16": bf16_matmul_gflops(args.device)},
+    )
     if args.only != "text_encoders":
         measure("vgg16_features", lambda: bench_vgg(args.device, args, results["matmul_gflops"]))
         measure("vision_backbones", lambda: bench_backbones(args.device, args))
@@ -546,7 +614,9 @@ def main(argv=None):
         reading = results["reading cached features (Arrow -> collator)"]
         if "skipped" not in reading:
             model_epoch = results["training"]["ACN, cached features"]["epoch_seconds_4000_tweets"]
-            results["training"]["ACN, cached features, model + reading"] = {"epoch_seconds_4000_tweets": model_epoch + reading["epoch_seconds_4000_tweets"]}
+            results["training"]["ACN, cached features, model + reading"] = {
+                "epoch_seconds_4000_tweets": model_epoch + reading["epoch_seconds_4000_tweets"]
+            }
         measure("crf_vs_pytorch_crf", lambda: bench_crf(args.device, args))
         measure("inference", lambda: bench_inference(processor, tweets, args.device, args))
     if args.only != "vision":

@@ -130,7 +130,11 @@ class AcnConfig(PretrainedConfig):
     model_type = "acn"
     # Left out of Trainer's predictions, so that `EvalPrediction.predictions` holds the logits alone.
     keys_to_ignore_at_inference = [
-        "last_hidden_state", "visual_attentions", "textual_attentions", "fusion_gates", "filtration_gates"
+        "last_hidden_state",
+        "visual_attentions",
+        "textual_attentions",
+        "fusion_gates",
+        "filtration_gates",
     ]
 
     @classmethod
@@ -197,7 +201,9 @@ class AcnConfig(PretrainedConfig):
             raise ValueError(f"word_pooling must be 'first', 'mean' or 'lstm', got {word_pooling!r}")
         if text_config is not None:
             if word_pooling == "lstm" and text_config.hidden_size % 2:
-                raise ValueError(f"word_pooling='lstm' splits the encoder's hidden size over two directions: it must be even, got {text_config.hidden_size}")
+                raise ValueError(
+                    f"word_pooling='lstm' splits the encoder's hidden size over two directions: it must be even, got {text_config.hidden_size}"
+                )
             text_encoder_window = text_encoder_window or text_config.max_position_embeddings
             _check_positive(text_encoder_window=text_encoder_window)
         _check_positive(
@@ -218,7 +224,9 @@ class AcnConfig(PretrainedConfig):
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be 'crf' or 'softmax', got {decoder!r}")
         if vision_precision not in VISION_PRECISIONS:
-            raise ValueError(f"vision_precision must be one of {', '.join(VISION_PRECISIONS)}, got {vision_precision!r}")
+            raise ValueError(
+                f"vision_precision must be one of {', '.join(VISION_PRECISIONS)}, got {vision_precision!r}"
+            )
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be 'gate' or 'concat', got {fusion!r}")
         if char_activation not in CHAR_ACTIVATIONS:
@@ -231,7 +239,9 @@ class AcnConfig(PretrainedConfig):
         if not 0 <= pad_token_id < vocab_size:
             raise ValueError(f"pad_token_id must be a word id below vocab_size={vocab_size}, got {pad_token_id!r}")
         if not 0 <= char_pad_id < char_vocab_size:
-            raise ValueError(f"char_pad_id must be a char id below char_vocab_size={char_vocab_size}, got {char_pad_id!r}")
+            raise ValueError(
+                f"char_pad_id must be a char id below char_vocab_size={char_vocab_size}, got {char_pad_id!r}"
+            )
 
         self.vocab_size = vocab_size
         self.char_vocab_size = char_vocab_size
@@ -260,8 +270,12 @@ class AcnConfig(PretrainedConfig):
         self.freeze_vision = freeze_vision
         self.vision_precision = vision_precision
         self.vision_int8_ranges = _int8_ranges(vision_int8_ranges)
-        self.vision_int8_channel_scales = _per_channel("vision_int8_channel_scales", vision_int8_channel_scales, positive=True)
-        self.vision_int8_bias_corrections = _per_channel("vision_int8_bias_corrections", vision_int8_bias_corrections, positive=False)
+        self.vision_int8_channel_scales = _per_channel(
+            "vision_int8_channel_scales", vision_int8_channel_scales, positive=True
+        )
+        self.vision_int8_bias_corrections = _per_channel(
+            "vision_int8_bias_corrections", vision_int8_bias_corrections, positive=False
+        )
         _check_vgg16_calibration(vision_backbone, self.vision_int8_channel_scales, self.vision_int8_bias_corrections)
         self.max_image_words = max_image_words
         kwargs.setdefault("auto_map", dict(AUTO_MAP))
@@ -292,9 +306,23 @@ class AcnConfig(PretrainedConfig):
 
 
 # The type of every setting that a config.json could give wrongly ("100" for 100 reads as a string, "false" as True).
-INTEGER_SETTINGS = ("vocab_size", "char_vocab_size", "pad_token_id", "char_pad_id", "word_embedding_dim",
-                    "char_embedding_dim", "char_num_filters", "max_image_words")  # fmt: skip
-OPTIONAL_INTEGER_SETTINGS = ("text_encoder_window", "hidden_size", "attention_size", "image_feature_dim", "num_image_regions")
+INTEGER_SETTINGS = (
+    "vocab_size",
+    "char_vocab_size",
+    "pad_token_id",
+    "char_pad_id",
+    "word_embedding_dim",
+    "char_embedding_dim",
+    "char_num_filters",
+    "max_image_words",
+)
+OPTIONAL_INTEGER_SETTINGS = (
+    "text_encoder_window",
+    "hidden_size",
+    "attention_size",
+    "image_feature_dim",
+    "num_image_regions",
+)
 BOOLEAN_SETTINGS = ("use_image", "use_char_cnn", "use_filtration_gate", "freeze_vision")
 OPTIONAL_BOOLEAN_SETTINGS = ("use_lstm",)
 STRING_SETTINGS = ("char_activation", "word_pooling", "vision_backbone", "decoder", "fusion", "vision_precision")
@@ -302,13 +330,19 @@ STRING_SETTINGS = ("char_activation", "word_pooling", "vision_backbone", "decode
 
 def _check_types(settings: dict) -> None:
     """Refuse a setting of the wrong type, naming the key (bool is not accepted as an int, nor an int as a bool)."""
+
     def is_integer(value):
         return isinstance(value, int) and not isinstance(value, bool)
 
-    checks = [(INTEGER_SETTINGS, is_integer, "an integer"), (BOOLEAN_SETTINGS, lambda value: isinstance(value, bool), "true or false"),
-              (STRING_SETTINGS, lambda value: isinstance(value, str), "a string")]  # fmt: skip
-    checks += [(OPTIONAL_INTEGER_SETTINGS, lambda value: value is None or is_integer(value), "an integer or null"),
-               (OPTIONAL_BOOLEAN_SETTINGS, lambda value: value is None or isinstance(value, bool), "true, false or null")]  # fmt: skip
+    checks = [
+        (INTEGER_SETTINGS, is_integer, "an integer"),
+        (BOOLEAN_SETTINGS, lambda value: isinstance(value, bool), "true or false"),
+        (STRING_SETTINGS, lambda value: isinstance(value, str), "a string"),
+    ]
+    checks += [
+        (OPTIONAL_INTEGER_SETTINGS, lambda value: value is None or is_integer(value), "an integer or null"),
+        (OPTIONAL_BOOLEAN_SETTINGS, lambda value: value is None or isinstance(value, bool), "true, false or null"),
+    ]
     for keys, valid, expected in checks:
         for key in keys:
             if not valid(settings[key]):
@@ -316,7 +350,9 @@ def _check_types(settings: dict) -> None:
     dropout = settings["dropout"]
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
         raise ValueError(f"dropout must be a number, got {dropout!r}")
-    if not isinstance(settings["char_kernel_sizes"], (list, tuple)) or not all(map(is_integer, settings["char_kernel_sizes"])):
+    if not isinstance(settings["char_kernel_sizes"], (list, tuple)) or not all(
+        map(is_integer, settings["char_kernel_sizes"])
+    ):
         raise ValueError(f"char_kernel_sizes must be a list of integers, got {settings['char_kernel_sizes']!r}")
 
 
@@ -338,7 +374,9 @@ def _check_label_maps(id2label: dict, label2id: dict) -> None:
     """id2label numbers its labels 0..n-1 without gaps, with distinct names, and label2id is its inverse."""
     if sorted(id2label) != list(range(len(id2label))):
         missing = sorted(set(range(max(id2label, default=-1) + 1)) - set(id2label))
-        raise ValueError(f"id2label must number its labels 0..{len(id2label) - 1} without gaps, got ids {sorted(id2label)} (missing {missing})")
+        raise ValueError(
+            f"id2label must number its labels 0..{len(id2label) - 1} without gaps, got ids {sorted(id2label)} (missing {missing})"
+        )
     names = list(id2label.values())
     if not all(isinstance(name, str) and name for name in names) or len(set(names)) != len(names):
         raise ValueError(f"id2label must give distinct non-empty label names, got {names}")
@@ -381,7 +419,10 @@ def _backbone_sizes(vision_backbone, image_feature_dim, num_image_regions):
     if vision_backbone not in VISION_BACKBONES:
         raise ValueError(f"vision_backbone must be one of {', '.join(VISION_BACKBONES)}, got {vision_backbone!r}")
     channels, regions = VISION_BACKBONES[vision_backbone]
-    for name, given, expected in (("image_feature_dim", image_feature_dim, channels), ("num_image_regions", num_image_regions, regions)):
+    for name, given, expected in (
+        ("image_feature_dim", image_feature_dim, channels),
+        ("num_image_regions", num_image_regions, regions),
+    ):
         if given not in (None, expected):
             raise ValueError(f"vision_backbone={vision_backbone!r} gives {name}={expected}, got {given!r}")
     return channels, regions
@@ -407,16 +448,23 @@ def _per_channel(name, values, positive):
         return number and math.isfinite(value) and (value > 0 or not positive)
 
     layers_ok = isinstance(values, (list, tuple)) and values
-    if not layers_ok or any(not isinstance(layer, (list, tuple)) or not layer or not all(map(allowed, layer)) for layer in values):
+    if not layers_ok or any(
+        not isinstance(layer, (list, tuple)) or not layer or not all(map(allowed, layer)) for layer in values
+    ):
         kind = "finite positive numbers" if positive else "finite numbers"
         raise ValueError(f"{name} must be lists of {kind}, one list per conv, got {_abridged(values)}")
     return [[float(value) for value in layer] for layer in values]
 
 
 def _check_vgg16_calibration(vision_backbone, channel_scales, bias_corrections):
-    for name, value in (("vision_int8_channel_scales", channel_scales), ("vision_int8_bias_corrections", bias_corrections)):
+    for name, value in (
+        ("vision_int8_channel_scales", channel_scales),
+        ("vision_int8_bias_corrections", bias_corrections),
+    ):
         if value is not None and vision_backbone != "vgg16":
-            raise ValueError(f"{name} belongs to the VGG-16 int8 calibration; vision_backbone={vision_backbone!r} has none")
+            raise ValueError(
+                f"{name} belongs to the VGG-16 int8 calibration; vision_backbone={vision_backbone!r} has none"
+            )
 
 
 def _abridged(value, limit=200):
@@ -432,4 +480,12 @@ def _check_positive(**values):
 
 AcnConfig.register_for_auto_class()
 
-__all__ = ["AcnConfig", "IGNORE_INDEX", "MAX_LABELS", "PAPER_TEXT_ENCODER", "PAPER_VARIANTS", "VISION_BACKBONES", "VISION_PRECISIONS"]
+__all__ = [
+    "AcnConfig",
+    "IGNORE_INDEX",
+    "MAX_LABELS",
+    "PAPER_TEXT_ENCODER",
+    "PAPER_VARIANTS",
+    "VISION_BACKBONES",
+    "VISION_PRECISIONS",
+]

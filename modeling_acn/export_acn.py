@@ -45,7 +45,10 @@ def bilstm_for_export(lstm: nn.LSTM, words, lengths):
         bias = getattr(lstm, f"bias_ih_l0{suffix}") + getattr(lstm, f"bias_hh_l0{suffix}")  # (4 * hidden,)
         input_gates = nn.functional.linear(inputs.transpose(0, 1), getattr(lstm, f"weight_ih_l0{suffix}"), bias)
         # two tensors: an exported scan whose initial carries alias one another computes wrong values (torch 2.14)
-        initial = (inputs.new_zeros(batch, lstm.hidden_size), inputs.new_zeros(batch, lstm.hidden_size))  # (batch, hidden) x 2
+        initial = (
+            inputs.new_zeros(batch, lstm.hidden_size),
+            inputs.new_zeros(batch, lstm.hidden_size),
+        )  # (batch, hidden) x 2
 
         def step(carry, step_gates):  # step_gates: (batch, 4 * hidden)
             hidden, cell = carry

@@ -26,7 +26,6 @@ from transformers.image_utils import (
 
 from .url_policy_acn import UNAVAILABLE, FetchHandle, UrlFetchError, fetch_url
 
-
 WHITE = (255, 255, 255, 255)  # transparent pixels are shown on white, as a browser shows a tweet's image
 # PIL clips these to 255 instead of scaling them; "I" is how older Pillow versions load 16-bit PNGs.
 SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
@@ -37,14 +36,28 @@ MAX_IMAGE_PIXELS = 2 * 4096 * 4096  # twice Twitter's largest upload; PIL's own 
 # Each backbone's resize filter and normalisation, those of its training. The resize keeps the whole picture (no
 # centre crop, unlike CLIP's own processor): a tweet's figure may sit at the border.
 BACKBONE_PREPROCESSING = {
-    "vgg16": {"resample": PILImageResampling.BILINEAR, "image_mean": IMAGENET_DEFAULT_MEAN, "image_std": IMAGENET_DEFAULT_STD},
-    "resnet152": {"resample": PILImageResampling.BILINEAR, "image_mean": IMAGENET_DEFAULT_MEAN, "image_std": IMAGENET_DEFAULT_STD},
-    "clip-vit-b32": {"resample": PILImageResampling.BICUBIC, "image_mean": OPENAI_CLIP_MEAN, "image_std": OPENAI_CLIP_STD},
+    "vgg16": {
+        "resample": PILImageResampling.BILINEAR,
+        "image_mean": IMAGENET_DEFAULT_MEAN,
+        "image_std": IMAGENET_DEFAULT_STD,
+    },
+    "resnet152": {
+        "resample": PILImageResampling.BILINEAR,
+        "image_mean": IMAGENET_DEFAULT_MEAN,
+        "image_std": IMAGENET_DEFAULT_STD,
+    },
+    "clip-vit-b32": {
+        "resample": PILImageResampling.BICUBIC,
+        "image_mean": OPENAI_CLIP_MEAN,
+        "image_std": OPENAI_CLIP_STD,
+    },
 }
 IMAGE_TIMEOUT_SECONDS = 30.0  # reading and decoding one image; a hung mount or a pathological file fails that image
 URL_SCHEMES = ("http://", "https://")  # what transformers' load_image and the Hub's widgets pass
 DOWNLOAD_TIMEOUT_SECONDS = 20.0  # connecting, downloading and decoding one image URL, all together
-MAX_IMAGE_BYTES = 64 * 2**20  # an image file larger than this is refused before it is read (a sparse 2 GB file cost 2 GB)
+MAX_IMAGE_BYTES = (
+    64 * 2**20
+)  # an image file larger than this is refused before it is read (a sparse 2 GB file cost 2 GB)
 MAX_DOWNLOAD_BYTES = 20 * 2**20  # 20 MiB: four times Twitter's largest photo upload; max_pixels still applies
 
 
@@ -58,9 +71,15 @@ class AcnImageError(ValueError):
 
 # why an image is refused; the corpus loader stores these in its `image_problem` column
 IMAGE_ERROR_REASONS = (
-    "missing file", "not a regular file", "empty file", "corrupt", "too large", "unsupported mode", "timed out",
+    "missing file",
+    "not a regular file",
+    "empty file",
+    "corrupt",
+    "too large",
+    "unsupported mode",
+    "timed out",
     "download failed",  # an image URL refused by the URL policy or that gave no image (one message for all)
-)  # fmt: skip
+)
 
 
 def load_image_file(
@@ -146,7 +165,9 @@ def check_image(image: Image.Image, max_pixels: int = MAX_IMAGE_PIXELS, name: st
     if width * height > max_pixels:
         raise AcnImageError("too large", f"{name}: {width}x{height} pixels exceed max_pixels={max_pixels}")
     if image.mode not in SUPPORTED_MODES:
-        raise AcnImageError("unsupported mode", f"{name}: image mode {image.mode!r} is not one of {', '.join(SUPPORTED_MODES)}")
+        raise AcnImageError(
+            "unsupported mode", f"{name}: image mode {image.mode!r} is not one of {', '.join(SUPPORTED_MODES)}"
+        )
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -303,7 +324,9 @@ class AcnImageProcessor(BaseImageProcessor):
     def for_backbone(cls, vision_backbone: str, **kwargs) -> "AcnImageProcessor":
         """The processor whose resizing and normalisation follow `vision_backbone` (an `AcnConfig` backbone)."""
         if vision_backbone not in BACKBONE_PREPROCESSING:
-            raise ValueError(f"vision_backbone must be one of {', '.join(BACKBONE_PREPROCESSING)}, got {vision_backbone!r}")
+            raise ValueError(
+                f"vision_backbone must be one of {', '.join(BACKBONE_PREPROCESSING)}, got {vision_backbone!r}"
+            )
         return cls(**{**BACKBONE_PREPROCESSING[vision_backbone], **kwargs})
 
     def preprocess(
@@ -347,7 +370,9 @@ class AcnImageProcessor(BaseImageProcessor):
         pixel_values = np.zeros((len(batch), 3, size["height"], size["width"]), dtype=np.float32)
         for index, image in enumerate(batch):
             if image is not None:
-                rgb = upright_rgb(_open(image, index, *limits, allow_private_urls)).resize((size["width"], size["height"]), resample=resample)
+                rgb = upright_rgb(_open(image, index, *limits, allow_private_urls)).resize(
+                    (size["width"], size["height"]), resample=resample
+                )
                 pixels = np.asarray(rgb, dtype=np.float32) * rescale_factor  # (height, width, 3)
                 pixel_values[index] = ((pixels - mean) / std).transpose(2, 0, 1)  # (3, height, width)
         image_mask = np.array([image is not None for image in batch])  # (batch,)
@@ -358,9 +383,7 @@ class AcnImageProcessor(BaseImageProcessor):
 AcnImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 
-def _open(
-    image, index: int, download_timeout: float, max_download_bytes: int, allow_private_urls: bool
-) -> Image.Image:
+def _open(image, index: int, download_timeout: float, max_download_bytes: int, allow_private_urls: bool) -> Image.Image:
     """A checked PIL image (mode and pixel limit) from any accepted input; orientation is applied later."""
     if isinstance(image, Image.Image):
         check_image(image, name=f"image {index}")
@@ -380,7 +403,9 @@ def _open(
         opened = Image.fromarray(image)
         check_image(opened, name=f"image {index}")
         return opened
-    raise ValueError(f"image {index}: expected a PIL image, a numpy array, a path, a URL or None, got {type(image).__name__}")
+    raise ValueError(
+        f"image {index}: expected a PIL image, a numpy array, a path, a URL or None, got {type(image).__name__}"
+    )
 
 
 def _size_dict(size: int | dict[str, int]) -> dict[str, int]:

@@ -137,7 +137,10 @@ class AcnCharCNN(nn.Module):
         words = char_ids.reshape(batch * seq_len, -1)  # (words, word_len)
         word_lengths = (words != self.pad_id).sum(-1)  # (words,)
         chars = self.embedding(words).transpose(1, 2)  # (words, char_dim, word_len)
-        pooled = [self._max_over_valid_windows(conv(chars), width, word_lengths) for conv, width in zip(self.convs, self.kernel_sizes)]
+        pooled = [
+            self._max_over_valid_windows(conv(chars), width, word_lengths)
+            for conv, width in zip(self.convs, self.kernel_sizes)
+        ]
         # tanh is increasing, so tanh after the max equals the paper's max over tanh'd windows
         features = self.activation(torch.cat(pooled, dim=-1))  # (words, filters * num_widths)
         return features.reshape(batch, seq_len, -1)  # (batch, seq_len, filters * num_widths)
@@ -168,7 +171,9 @@ class AcnTextEncoder(nn.Module):
                 self.subword_encoder.pooler = None
             word_size = config.text_config.hidden_size
         else:
-            self.word_embeddings = nn.Embedding(config.vocab_size, config.word_embedding_dim, padding_idx=config.pad_token_id)
+            self.word_embeddings = nn.Embedding(
+                config.vocab_size, config.word_embedding_dim, padding_idx=config.pad_token_id
+            )
             self.subword_encoder = None
             word_size = config.word_embedding_dim
         self.word_pooling = config.word_pooling
@@ -206,8 +211,12 @@ class AcnTextEncoder(nn.Module):
     def _pooled_subword_states(self, subword_ids, subword_attention_mask, subword_to_word, num_words):
         states = self._subword_states(subword_ids, subword_attention_mask)  # (batch, subwords, encoder_hidden)
         if self.subword_lstm is not None:
-            return lstm_pool_subwords(self.subword_lstm, states, subword_to_word, num_words)  # (batch, num_words, encoder_hidden)
-        return pool_subwords(states, subword_to_word, num_words, self.word_pooling)  # (batch, num_words, encoder_hidden)
+            return lstm_pool_subwords(
+                self.subword_lstm, states, subword_to_word, num_words
+            )  # (batch, num_words, encoder_hidden)
+        return pool_subwords(
+            states, subword_to_word, num_words, self.word_pooling
+        )  # (batch, num_words, encoder_hidden)
 
     def _subword_states(self, subword_ids, subword_attention_mask):
         """The encoder's last hidden states; a tweet longer than one window arrives as whole-word pieces, each
@@ -217,9 +226,13 @@ class AcnTextEncoder(nn.Module):
             return self.subword_encoder(input_ids=subword_ids, attention_mask=subword_attention_mask).last_hidden_state
         shortfall = -length % self.window
         ids = nn.functional.pad(subword_ids, (0, shortfall)).view(-1, self.window)  # (batch * pieces, window)
-        mask = nn.functional.pad(subword_attention_mask, (0, shortfall)).view(-1, self.window)  # (batch * pieces, window)
+        mask = nn.functional.pad(subword_attention_mask, (0, shortfall)).view(
+            -1, self.window
+        )  # (batch * pieces, window)
         used = mask[:, 0].bool()  # (batch * pieces,): a piece starts with its special token
-        aligned = (ids[:, 0] == subword_ids[:, :1].repeat_interleave(ids.shape[0] // batch)) | ~used  # (batch * pieces,)
+        aligned = (
+            ids[:, 0] == subword_ids[:, :1].repeat_interleave(ids.shape[0] // batch)
+        ) | ~used  # (batch * pieces,)
         if not aligned.all():
             raise ValueError(
                 f"subword_ids of length {length} must come in pieces of text_encoder_window={self.window} subwords, "
@@ -267,9 +280,13 @@ def lstm_pool_subwords(lstm: nn.LSTM, states, subword_to_word, num_words):
         `torch.FloatTensor` of shape `(batch, num_words, hidden)`; words without subwords (padding) are 0.
     """
     if is_exporting():
-        raise NotImplementedError("word_pooling='lstm' cannot be exported (its words have data-dependent lengths): use 'first' or 'mean'")
+        raise NotImplementedError(
+            "word_pooling='lstm' cannot be exported (its words have data-dependent lengths): use 'first' or 'mean'"
+        )
     batch, _, hidden = states.shape
-    counts = subword_to_word.new_zeros(batch, num_words + 1).scatter_add(1, subword_to_word, torch.ones_like(subword_to_word))
+    counts = subword_to_word.new_zeros(batch, num_words + 1).scatter_add(
+        1, subword_to_word, torch.ones_like(subword_to_word)
+    )
     counts = counts[:, 1:]  # (batch, num_words): subwords per word
     present = counts > 0  # (batch, num_words)
     pieces = states[subword_to_word > 0]  # (subwords of all words, hidden), word after word
@@ -341,7 +358,9 @@ class AcnCoAttention(nn.Module):
         visual_attention = self._visual_attention(words, example_of_word, regions)  # (words, regions)
         visual_attention = _unpack(visual_attention, word_position, word_mask.shape)  # (batch, seq_len, regions)
         attended_image = visual_attention @ regions  # (batch, seq_len, hidden): v̂_t
-        textual_attention = self._textual_attention(hidden, word_mask, _pack(attended_image, word_position), example_of_word)
+        textual_attention = self._textual_attention(
+            hidden, word_mask, _pack(attended_image, word_position), example_of_word
+        )
         textual_attention = _unpack(textual_attention, word_position, word_mask.shape)  # (batch, seq_len, seq_len)
         attended_text = textual_attention @ hidden  # (batch, seq_len, hidden): ĥ_t
 
@@ -449,7 +468,11 @@ def _scatter_rows(rows, row_mask, fill):
     # autocast may have computed the rows in bf16. On CUDA, autocast's type promotion for index_put raised "Unexpected
     # floating ScalarType in at::autocast::prioritize" under bf16 (torch 2.11, H200): the dtypes already agree here.
     device_type = fill.device.type
-    no_autocast = torch.autocast(device_type, enabled=False) if torch.amp.is_autocast_available(device_type) else contextlib.nullcontext()
+    no_autocast = (
+        torch.autocast(device_type, enabled=False)
+        if torch.amp.is_autocast_available(device_type)
+        else contextlib.nullcontext()
+    )
     with no_autocast:  # devices without autocast (meta) have nothing to turn off
         return fill.index_put((row_mask,), rows.to(fill.dtype))
 
@@ -653,7 +676,9 @@ class AcnModel(AcnPreTrainedModel):
         if self.text_encoder.subword_encoder is None:
             raise ValueError("this model has no pretrained text encoder (text_encoder='cnn-bilstm')")
         source = name_or_path or self.config.text_encoder
-        pretrained = AutoModel.from_pretrained(source, config=self.config.text_config, **{"trust_remote_code": False, **kwargs})
+        pretrained = AutoModel.from_pretrained(
+            source, config=self.config.text_config, **{"trust_remote_code": False, **kwargs}
+        )
         missing, _ = self.text_encoder.subword_encoder.load_state_dict(pretrained.state_dict(), strict=False)
         if missing:  # the unused sentence pooler may be in the checkpoint; every other weight must be
             raise ValueError(f"{source} lacks weights of the text encoder: {missing[:5]}")
@@ -673,7 +698,9 @@ class AcnModel(AcnPreTrainedModel):
         state, metadata = load_vision_state(self.config.vision_backbone, path)
         backbone = metadata.get("vision_backbone", self.config.vision_backbone)
         if backbone != self.config.vision_backbone:
-            raise ValueError(f"{path} holds a {backbone!r} backbone, this model has vision_backbone={self.config.vision_backbone!r}")
+            raise ValueError(
+                f"{path} holds a {backbone!r} backbone, this model has vision_backbone={self.config.vision_backbone!r}"
+            )
         self.vision.load_state_dict(state)
         for name in INT8_CALIBRATION_FIELDS:
             setattr(self.config, name, json.loads(metadata[name]) if name in metadata else None)
@@ -690,7 +717,9 @@ class AcnModel(AcnPreTrainedModel):
 
     def needs_vision_calibration(self, device: torch.device | str | None = None) -> bool:
         """True when the int8 backbone would run on `device` but has no activation ranges yet (`calibrate_vision`)."""
-        return runnable_vision_precision(self.config, self._device(device)) == "int8" and not is_int8_calibrated(self.config)
+        return runnable_vision_precision(self.config, self._device(device)) == "int8" and not is_int8_calibrated(
+            self.config
+        )
 
     @torch.no_grad()
     def calibrate_vision(self, pixel_values: torch.FloatTensor, batch_size: int = 8) -> None:
@@ -726,9 +755,13 @@ class AcnModel(AcnPreTrainedModel):
         check_pixel_values(pixel_values)
         backbone = self.config.vision_backbone
         precision = self.effective_vision_precision(pixel_values.device)
-        trunk_dtype = next(self.vision.parameters()).dtype  # a model loaded with dtype=torch.bfloat16 has a bf16 backbone
+        trunk_dtype = next(
+            self.vision.parameters()
+        ).dtype  # a model loaded with dtype=torch.bfloat16 has a bf16 backbone
         if backbone != "clip-vit-b32":
-            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)  # oneDNN's fast convolution layout
+            pixel_values = pixel_values.contiguous(
+                memory_format=torch.channels_last
+            )  # oneDNN's fast convolution layout
         if trunk_dtype == torch.float32 and precision != "fp32" and self.config.freeze_vision:
             trunk = self._derived_vision.get(self.vision, self.config, precision, pixel_values)
             inputs = pixel_values.to(torch.bfloat16) if precision == "bf16" else pixel_values
@@ -737,7 +770,11 @@ class AcnModel(AcnPreTrainedModel):
         pixel_values = pixel_values.to(trunk_dtype)  # image processors give float32; a 16-bit backbone runs as it is
         with (
             torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_vision),
-            torch.autocast(pixel_values.device.type, dtype=torch.bfloat16, enabled=precision == "bf16" and trunk_dtype == torch.float32),
+            torch.autocast(
+                pixel_values.device.type,
+                dtype=torch.bfloat16,
+                enabled=precision == "bf16" and trunk_dtype == torch.float32,
+            ),
         ):
             regions = backbone_regions(self.vision, backbone, pixel_values)  # (batch, 49, channels)
         return regions.float()
@@ -818,7 +855,9 @@ class AcnModel(AcnPreTrainedModel):
                 "(or compute the features with this model's trunk)"
             )
 
-    def _features(self, input_ids, char_ids, attention_mask, subwords, pixel_values, image_features, image_mask, output_attentions):
+    def _features(
+        self, input_ids, char_ids, attention_mask, subwords, pixel_values, image_features, image_mask, output_attentions
+    ):
         word_mask = self._check_text_inputs(input_ids, char_ids, attention_mask)  # (batch, seq_len)
         hidden = self.text_encoder(input_ids, char_ids, word_mask.sum(-1), subwords)  # (batch, seq_len, hidden)
         if self.co_attention is None:
@@ -828,7 +867,10 @@ class AcnModel(AcnPreTrainedModel):
         exporting = is_exporting()
         if exporting:
             too_long = (word_mask.sum(-1) > self.config.max_image_words) & image_mask  # (batch,)
-            check_in_graph(~too_long.any(), f"a tweet with an image has more than max_image_words={self.config.max_image_words} words")
+            check_in_graph(
+                ~too_long.any(),
+                f"a tweet with an image has more than max_image_words={self.config.max_image_words} words",
+            )
         else:
             self._check_image_tweet_lengths(word_mask.sum(-1), image_mask)
         images = self._image_features(pixel_values, image_features, image_mask)  # (images, regions, 512)
@@ -838,7 +880,10 @@ class AcnModel(AcnPreTrainedModel):
         if exporting or image_mask.any():  # an exported graph runs it on any number of images, none included
             computed = self.co_attention(hidden[image_mask], word_mask[image_mask], images)
             co_attended = AcnCoAttentionOutput(
-                *(_scatter_rows(rows, image_mask, zeros) if zeros is not None else None for rows, zeros in zip(computed, co_attended))
+                *(
+                    _scatter_rows(rows, image_mask, zeros) if zeros is not None else None
+                    for rows, zeros in zip(computed, co_attended)
+                )
             )  # both are AcnCoAttentionOutput, so the fields pair up by name
         features = torch.cat([hidden, co_attended.multimodal], dim=-1)  # (batch, seq_len, hidden + output_size)
         if not wanted:
@@ -918,7 +963,11 @@ class AcnModel(AcnPreTrainedModel):
                 f"text_encoder={self.config.text_encoder!r} needs subword_ids and subword_to_word (from AcnTokenizer "
                 "with a subword_tokenizer)"
             )
-        if subword_ids.dim() != 2 or subword_ids.shape[0] != input_ids.shape[0] or subword_to_word.shape != subword_ids.shape:
+        if (
+            subword_ids.dim() != 2
+            or subword_ids.shape[0] != input_ids.shape[0]
+            or subword_to_word.shape != subword_ids.shape
+        ):
             raise ValueError(
                 f"subword_ids and subword_to_word must be (batch={input_ids.shape[0]}, subwords), got shapes "
                 f"{tuple(subword_ids.shape)} and {tuple(subword_to_word.shape)}"
@@ -928,7 +977,9 @@ class AcnModel(AcnPreTrainedModel):
         if is_exporting():
             check_in_graph(subword_to_word.max() <= input_ids.shape[1], "subword_to_word points past the last word")
         elif subword_to_word.max() > input_ids.shape[1]:
-            raise ValueError(f"subword_to_word points past the last of {input_ids.shape[1]} words: {subword_to_word.max().item()}")
+            raise ValueError(
+                f"subword_to_word points past the last of {input_ids.shape[1]} words: {subword_to_word.max().item()}"
+            )
         return subword_ids, subword_attention_mask, subword_to_word
 
     def _image_mask(self, image_mask, pixel_values, image_features, input_ids):
@@ -1081,7 +1132,9 @@ class AcnForTokenClassification(AcnPreTrainedModel):
         elif constrain_bio:  # best valid path under independent per-word probabilities
             no_transitions = logits.new_zeros(self.config.num_labels, self.config.num_labels)
             no_boundary = logits.new_zeros(self.config.num_labels)
-            paths = viterbi_decode(logits.log_softmax(-1), word_mask, no_transitions, no_boundary, no_boundary, *allowed)
+            paths = viterbi_decode(
+                logits.log_softmax(-1), word_mask, no_transitions, no_boundary, no_boundary, *allowed
+            )
         else:
             paths = logits.argmax(-1)  # (batch, seq_len)
         return [path[:length].tolist() for path, length in zip(paths, word_mask.sum(-1).tolist())]
@@ -1111,11 +1164,18 @@ def _check_loaded_weights(model, info: dict, source) -> None:
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
         names = sorted(str(key[0] if isinstance(key, tuple) else key) for key in info.get(kind) or ())
         if names:
-            problems.append(f"{len(names)} {kind.replace('_', ' ')} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
-    non_finite = [name for name, tensor in model.state_dict().items()
-                  if tensor.is_floating_point() and not tensor.is_meta and not torch.isfinite(tensor).all()]  # fmt: skip
+            problems.append(
+                f"{len(names)} {kind.replace('_', ' ')} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
+            )
+    non_finite = [
+        name
+        for name, tensor in model.state_dict().items()
+        if tensor.is_floating_point() and not tensor.is_meta and not torch.isfinite(tensor).all()
+    ]
     if non_finite:
-        problems.append(f"NaN or infinite values in {', '.join(non_finite[:5])}{', ...' if len(non_finite) > 5 else ''}")
+        problems.append(
+            f"NaN or infinite values in {', '.join(non_finite[:5])}{', ...' if len(non_finite) > 5 else ''}"
+        )
     if problems:
         raise ValueError(f"{source}: the checkpoint does not match the model: {'; '.join(problems)}")
 

@@ -35,7 +35,9 @@ from .vision_acn import BACKBONE_INPUT_SIZE, check_pixel_values
 ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model_int8.onnx"
 VISION_ONNX_FILE = "vision.onnx"
-VISION_ONNX_INT8_FILE = "vision_int8.onnx"  # static int8 (QDQ), calibrated on images: `acn-export --int8 --calibration_images`
+VISION_ONNX_INT8_FILE = (
+    "vision_int8.onnx"  # static int8 (QDQ), calibrated on images: `acn-export --int8 --calibration_images`
+)
 ONNX_CONFIG_FILE = "onnx_config.json"  # the CRF's scores and how the graphs were made
 LOGITS = "logits"  # the graphs' one output
 PIXEL_VALUES = "pixel_values"  # vision.onnx's input; its output is IMAGE_FEATURES
@@ -47,8 +49,16 @@ TRUNK_ID_KEY = "acn.vision_trunk_id"
 # whole MiniLM-L6 graph 20% slower on the CPU (int8, batch 32; float32: 8%): that kernel took a fifth of the time
 # (`benchmarks/serve.py --profile`). The two operators stay apart.
 DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
-ONNX_TYPES = {"tensor(int64)": np.int64, "tensor(bool)": np.bool_, "tensor(float)": np.float32}  # the graphs' input types
-CRF_SCORES = ("start_transitions", "end_transitions", "transitions")  # onnx_config.json's "crf": (tags,), (tags,), (tags, tags)
+ONNX_TYPES = {
+    "tensor(int64)": np.int64,
+    "tensor(bool)": np.bool_,
+    "tensor(float)": np.float32,
+}  # the graphs' input types
+CRF_SCORES = (
+    "start_transitions",
+    "end_transitions",
+    "transitions",
+)  # onnx_config.json's "crf": (tags,), (tags,), (tags, tags)
 
 
 def onnx_min_char_width(config: AcnConfig) -> int:
@@ -86,7 +96,9 @@ class AcnNumpyCrf:
 
     def log_partition(self, emissions, mask):
         """log Z per sequence, `(batch,)`: the forward algorithm, as `AcnCrf.log_partition`."""
-        alphas, _ = self._forward_backward(np.asarray(emissions, dtype=np.float64), np.asarray(mask, dtype=bool), backward=False)
+        alphas, _ = self._forward_backward(
+            np.asarray(emissions, dtype=np.float64), np.asarray(mask, dtype=bool), backward=False
+        )
         return _logsumexp(alphas[:, -1] + self.end_transitions, axis=-1).astype(np.float32)  # (batch,)
 
     def marginals(self, emissions, mask):
@@ -149,18 +161,24 @@ class AcnOnnxModel:
 
     main_input_name = "input_ids"
 
-    def __init__(self, folder, onnx_file: str = ONNX_FILE, session_options=None, vision_onnx_file: str = VISION_ONNX_FILE):
+    def __init__(
+        self, folder, onnx_file: str = ONNX_FILE, session_options=None, vision_onnx_file: str = VISION_ONNX_FILE
+    ):
         onnxruntime = import_onnxruntime()
         folder = Path(folder)
         if not (folder / onnx_file).is_file():
             raise ValueError(f"{folder} has no {onnx_file}: export the model with acn-export first")
         self.config = AcnConfig.from_pretrained(folder)
         self.crf, self._vision_trunk_id = read_onnx_config(folder / ONNX_CONFIG_FILE, self.config)
-        self.session = _session(onnxruntime, folder / onnx_file, session_options, disabled_optimizers=DISABLED_OPTIMIZERS)
+        self.session = _session(
+            onnxruntime, folder / onnx_file, session_options, disabled_optimizers=DISABLED_OPTIMIZERS
+        )
         self.input_types = check_logits_graph(folder / onnx_file, self.session, self.config)
         self.vision_session = None
         if vision_onnx_file != VISION_ONNX_FILE and not (folder / vision_onnx_file).is_file():
-            raise ValueError(f"{folder} has no {vision_onnx_file}: export the model with acn-export --int8 --calibration_images")
+            raise ValueError(
+                f"{folder} has no {vision_onnx_file}: export the model with acn-export --int8 --calibration_images"
+            )
         if self.config.use_image and (folder / vision_onnx_file).is_file():
             self.vision_session = _session(onnxruntime, folder / vision_onnx_file, session_options)
             check_vision_graph(folder / vision_onnx_file, self.vision_session, self.config, self._vision_trunk_id)
@@ -251,7 +269,9 @@ class AcnOnnxModel:
         elif constrain_bio:  # best valid path under independent per-word probabilities
             no_boundary = torch.zeros(self.config.num_labels)
             no_transitions = torch.zeros(self.config.num_labels, self.config.num_labels)
-            paths = viterbi_decode(logits.float().log_softmax(-1), word_mask, no_transitions, no_boundary, no_boundary, *allowed)
+            paths = viterbi_decode(
+                logits.float().log_softmax(-1), word_mask, no_transitions, no_boundary, no_boundary, *allowed
+            )
         else:
             paths = logits.argmax(-1)  # (batch, seq_len)
         return [path[:length].tolist() for path, length in zip(paths, word_mask.sum(-1).tolist())]
@@ -300,14 +320,20 @@ def read_onnx_config(path: Path, config: AcnConfig) -> tuple[AcnNumpyCrf | None,
     except ValueError as error:  # invalid JSON or text that is not UTF-8
         raise ValueError(f"{path} is not valid JSON: {error}") from None
     if not isinstance(exported, dict) or not {"crf", "vision_trunk_id"} <= exported.keys():
-        raise ValueError(f"{path} must be a JSON object with 'crf' and 'vision_trunk_id': export the model again with acn-export")
+        raise ValueError(
+            f"{path} must be a JSON object with 'crf' and 'vision_trunk_id': export the model again with acn-export"
+        )
     crf = exported["crf"]
     if (crf is None) != (config.decoder != "crf"):
         scores = "no CRF scores" if crf is None else "CRF scores"
-        raise ValueError(f"{path} has {scores}, and config.json's decoder is {config.decoder!r}: export the model again with acn-export")
+        raise ValueError(
+            f"{path} has {scores}, and config.json's decoder is {config.decoder!r}: export the model again with acn-export"
+        )
     trunk_id = exported["vision_trunk_id"]
     if not config.use_image and trunk_id is not None:
-        raise ValueError(f"{path} records the vision trunk {_abridged(trunk_id)}, and config.json's model has no images (use_image=False)")
+        raise ValueError(
+            f"{path} records the vision trunk {_abridged(trunk_id)}, and config.json's model has no images (use_image=False)"
+        )
     if config.use_image and not (isinstance(trunk_id, str) and trunk_id.startswith(f"{config.vision_backbone}:")):
         raise ValueError(
             f"{path}: vision_trunk_id must be config.json's vision_backbone and a digest ('{config.vision_backbone}:...'), "
@@ -329,7 +355,9 @@ def _crf_scores(path: Path, crf, num_labels: int) -> AcnNumpyCrf:
         if table is None or table.dtype.kind not in "iuf":
             raise ValueError(f"{path}: crf {name} must be numbers, got {_abridged(crf[name])}")
         if table.shape != shape:
-            raise ValueError(f"{path}: crf {name} has shape {table.shape}, and config.json's {num_labels} labels need {shape}")
+            raise ValueError(
+                f"{path}: crf {name} has shape {table.shape}, and config.json's {num_labels} labels need {shape}"
+            )
         with np.errstate(over="ignore"):  # a number beyond float32's range becomes inf, refused below
             tables[name] = table.astype(np.float32)
         bad = int((~np.isfinite(tables[name])).sum())
@@ -342,7 +370,13 @@ def _session(onnxruntime, path: Path, session_options, **options):
     """An ONNX Runtime session on `path`; a file that is not a loadable graph (truncated, corrupt) is a ValueError."""
     from onnxruntime.capi import onnxruntime_pybind11_state as errors
 
-    unloadable = (errors.Fail, errors.InvalidArgument, errors.InvalidGraph, errors.InvalidProtobuf, errors.NotImplemented)
+    unloadable = (
+        errors.Fail,
+        errors.InvalidArgument,
+        errors.InvalidGraph,
+        errors.InvalidProtobuf,
+        errors.NotImplemented,
+    )
     try:
         return onnxruntime.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"], **options)
     except unloadable as error:
@@ -367,7 +401,9 @@ def check_logits_graph(path: Path, session, config: AcnConfig) -> dict[str, type
     got = {graph_input.name: graph_input.type for graph_input in session.get_inputs()}
     expected = expected_inputs(config)
     if got != expected:
-        retyped = [f"{name} ({got[name]})" for name in sorted(got.keys() & expected.keys()) if got[name] != expected[name]]
+        retyped = [
+            f"{name} ({got[name]})" for name in sorted(got.keys() & expected.keys()) if got[name] != expected[name]
+        ]
         missing, unexpected = sorted(expected.keys() - got.keys()), sorted(got.keys() - expected.keys())
         differences = (("missing", missing), ("unexpected", unexpected), ("of another type", retyped))
         raise ValueError(
@@ -376,9 +412,13 @@ def check_logits_graph(path: Path, session, config: AcnConfig) -> dict[str, type
             + "; ".join(f"{what} {', '.join(names)}" for what, names in differences if names)
         )
     if config.use_image:
-        image_shape = next(graph_input.shape for graph_input in session.get_inputs() if graph_input.name == IMAGE_FEATURES)
+        image_shape = next(
+            graph_input.shape for graph_input in session.get_inputs() if graph_input.name == IMAGE_FEATURES
+        )
         _check_shape(path, IMAGE_FEATURES, image_shape, (None, config.num_image_regions, config.image_feature_dim))
-    _check_shape(path, LOGITS, _output_shape(path, session, LOGITS), (None, None, config.num_labels), " (a score per label)")
+    _check_shape(
+        path, LOGITS, _output_shape(path, session, LOGITS), (None, None, config.num_labels), " (a score per label)"
+    )
     return {name: ONNX_TYPES[onnx_type] for name, onnx_type in expected.items()}
 
 
@@ -389,7 +429,12 @@ def check_vision_graph(path: Path, session, config: AcnConfig, trunk_id: str) ->
     if set(inputs) != {PIXEL_VALUES}:
         raise ValueError(f"{path} takes the inputs {sorted(inputs)}, and an image trunk takes {PIXEL_VALUES} alone")
     _check_shape(path, PIXEL_VALUES, inputs[PIXEL_VALUES].shape, (None, 3, BACKBONE_INPUT_SIZE, BACKBONE_INPUT_SIZE))
-    _check_shape(path, IMAGE_FEATURES, _output_shape(path, session, IMAGE_FEATURES), (None, config.num_image_regions, config.image_feature_dim))
+    _check_shape(
+        path,
+        IMAGE_FEATURES,
+        _output_shape(path, session, IMAGE_FEATURES),
+        (None, config.num_image_regions, config.image_feature_dim),
+    )
     recorded = session.get_modelmeta().custom_metadata_map.get(TRUNK_ID_KEY)
     if recorded is not None and recorded != trunk_id:
         raise ValueError(
@@ -422,6 +467,12 @@ def _as_numpy(tensor: torch.Tensor) -> np.ndarray:
 
 
 __all__ = [
-    "AcnNumpyCrf", "AcnOnnxModel", "check_logits_graph", "check_vision_graph", "expected_inputs", "import_onnxruntime",
-    "onnx_min_char_width", "read_onnx_config",
-]  # fmt: skip
+    "AcnNumpyCrf",
+    "AcnOnnxModel",
+    "check_logits_graph",
+    "check_vision_graph",
+    "expected_inputs",
+    "import_onnxruntime",
+    "onnx_min_char_width",
+    "read_onnx_config",
+]

@@ -27,7 +27,6 @@ from transformers.utils import cached_file
 from .configuration_acn import AcnConfig
 from .processing_acn import AcnProcessor
 
-
 TASK = "multimodal-ner"
 STANDARD_TASK = "token-classification"  # transformers' task, whose default aggregation is "none"
 AGGREGATION_STRATEGIES = ("none", "simple")
@@ -87,12 +86,20 @@ class AcnPipeline(Pipeline):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.processor is None:
-            raise ValueError("AcnPipeline needs processor=AcnProcessor(...) (it holds the tokenizer and image processor)")
+            raise ValueError(
+                "AcnPipeline needs processor=AcnProcessor(...) (it holds the tokenizer and image processor)"
+            )
 
     @classmethod
     def from_pretrained(
-        cls, model_name_or_path, device=None, trust_remote_code=False, backend="torch", onnx_file=None,
-        vision_onnx_file=None, **kwargs
+        cls,
+        model_name_or_path,
+        device=None,
+        trust_remote_code=False,
+        backend="torch",
+        onnx_file=None,
+        vision_onnx_file=None,
+        **kwargs,
     ) -> "AcnPipeline":
         """Load the model and processor saved in a folder or Hub repository.
 
@@ -121,7 +128,9 @@ class AcnPipeline(Pipeline):
         # Imported by name: a `from .onnx_acn import` line would make save_pretrained copy the file into every folder.
         onnx_acn = importlib.import_module(f"{__package__}.onnx_acn")
         model = onnx_acn.AcnOnnxModel.from_pretrained(
-            model_name_or_path, onnx_file or onnx_acn.ONNX_FILE, vision_onnx_file=vision_onnx_file or onnx_acn.VISION_ONNX_FILE
+            model_name_or_path,
+            onnx_file or onnx_acn.ONNX_FILE,
+            vision_onnx_file=vision_onnx_file or onnx_acn.VISION_ONNX_FILE,
         )
         if device not in (None, -1) and torch.device(device).type != "cpu":
             raise ValueError(f"backend='onnxruntime' runs on the CPU, got device={device!r}")
@@ -140,7 +149,9 @@ class AcnPipeline(Pipeline):
         if _is_single_input(inputs, split):
             return super().__call__(_as_example(inputs, image), **kwargs)
         if image is not None and not _is_many_inputs(inputs):
-            raise ValueError(f"image= goes with a tweet (a string, or a list of words with is_split_into_words=True), got {inputs!r}")
+            raise ValueError(
+                f"image= goes with a tweet (a string, or a list of words with is_split_into_words=True), got {inputs!r}"
+            )
         if image is not None:
             raise ValueError("image= goes with a single tweet; pass several tweets as (text, image) pairs")
         if isinstance(inputs, list) and inputs:
@@ -229,7 +240,9 @@ class AcnPipeline(Pipeline):
         text, offsets = model_inputs.pop("text"), model_inputs.pop("offsets")
         if self.model.config.use_image:
             model_inputs["image_features"] = self._image_features(
-                model_inputs.pop("pixel_values"), model_inputs.pop("image_features"), model_inputs.pop("has_features"),
+                model_inputs.pop("pixel_values"),
+                model_inputs.pop("image_features"),
+                model_inputs.pop("has_features"),
                 model_inputs["image_mask"],
             )  # (batch, regions, 512)
         if output_attentions:
@@ -271,7 +284,9 @@ class AcnPipeline(Pipeline):
         for row, words in enumerate(rows):
             invisible[row, : len(words)] = torch.tensor(words)
         id2label = self.model.config.id2label
-        entity_tags = torch.tensor([bool(entity_spans([id2label[index]])) for index in range(len(id2label))])  # (num_labels,)
+        entity_tags = torch.tensor(
+            [bool(entity_spans([id2label[index]])) for index in range(len(id2label))]
+        )  # (num_labels,)
         forbidden = invisible[..., None] & entity_tags  # (batch, seq_len, num_labels)
         return logits.masked_fill(forbidden.to(logits.device), INVISIBLE_ENTITY_SCORE)
 
@@ -289,7 +304,9 @@ class AcnPipeline(Pipeline):
         word_mask = model_inputs["attention_mask"].bool()  # (batch, seq_len)
         subword_mask = model_inputs.get("subword_attention_mask")  # (batch, subwords) or None
         char_ids = model_inputs["char_ids"]  # (batch, seq_len, char_width)
-        char_extents = _extents((char_ids != self.model.config.char_pad_id).any(1))  # (batch,): longest word's characters
+        char_extents = _extents(
+            (char_ids != self.model.config.char_pad_id).any(1)
+        )  # (batch,): longest word's characters
         word_extents = _extents(word_mask)  # (batch,)
         subword_extents = None if subword_mask is None else _extents(subword_mask)  # (batch,)
         groups = length_groups((word_extents if subword_extents is None else subword_extents).tolist(), GROUP_COST)
@@ -301,11 +318,15 @@ class AcnPipeline(Pipeline):
             words = int(word_extents[rows].max())
             subwords = None if subword_extents is None else int(subword_extents[rows].max())
             chars = max(int(char_extents[rows].max()), self.processor.tokenizer.min_char_width)
-            group_inputs = {name: _group_rows(name, value, rows, words, subwords) for name, value in model_inputs.items()}
+            group_inputs = {
+                name: _group_rows(name, value, rows, words, subwords) for name, value in model_inputs.items()
+            }
             group_inputs["char_ids"] = group_inputs["char_ids"][..., :chars]  # (group, words, chars)
             group_logits = self.model(**group_inputs).logits  # (group, words, num_labels)
             if logits is None:
-                logits = group_logits.new_zeros(*word_mask.shape, group_logits.shape[-1])  # (batch, seq_len, num_labels)
+                logits = group_logits.new_zeros(
+                    *word_mask.shape, group_logits.shape[-1]
+                )  # (batch, seq_len, num_labels)
             logits[rows, :words] = group_logits
         return TokenClassifierOutput(logits=logits)
 
@@ -429,7 +450,9 @@ def grouped_entities(text, tags, scores, offsets, ignore_labels):
             continue
         start, end = offsets[first][0], offsets[last][1]
         score = sum(scores[first : last + 1]) / (last + 1 - first)
-        entities.append({"entity_group": entity_type, "score": score, "word": text[start:end], "start": start, "end": end})
+        entities.append(
+            {"entity_group": entity_type, "score": score, "word": text[start:end], "start": start, "end": end}
+        )
     return entities
 
 
@@ -540,7 +563,11 @@ def _check_installed_classes(name) -> None:
             "trust_remote_code=True"
         )
     processor_file = cached_file(name, "processor_config.json", _raise_exceptions_for_missing_entries=False)
-    processor_class = None if processor_file is None else json.loads(Path(processor_file).read_text(encoding="utf-8")).get("processor_class")
+    processor_class = (
+        None
+        if processor_file is None
+        else json.loads(Path(processor_file).read_text(encoding="utf-8")).get("processor_class")
+    )
     if processor_class not in (None, AcnProcessor.__name__):
         raise ValueError(
             f"{name}/processor_config.json names processor_class {processor_class!r}, not {AcnProcessor.__name__}; "
@@ -583,6 +610,12 @@ if TASK not in PIPELINE_REGISTRY.get_supported_tasks():
     )
 
 __all__ = [
-    "AcnPipeline", "as_image_features", "custom_pipelines_entry", "entity_spans", "load_model_and_processor", "load_processor",
-    "save_pipeline_code", "tag_marginals",
-]  # fmt: skip
+    "AcnPipeline",
+    "as_image_features",
+    "custom_pipelines_entry",
+    "entity_spans",
+    "load_model_and_processor",
+    "load_processor",
+    "save_pipeline_code",
+    "tag_marginals",
+]

@@ -8,7 +8,6 @@ from transformers.processing_utils import ProcessorMixin
 
 from .configuration_acn import IGNORE_INDEX
 
-
 RETURN_TENSORS = ("pt", "np", None)
 
 

@@ -95,7 +95,9 @@ def _prepare_int8(backbone, example, activation_observer):
     torch.backends.quantized.engine = INT8_ENGINE
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao marks FX quantisation deprecated in favour of the torchao package
-        return prepare_fx(copy.deepcopy(backbone).eval(), _int8_qconfig_mapping(activation_observer), example_inputs=(example,))
+        return prepare_fx(
+            copy.deepcopy(backbone).eval(), _int8_qconfig_mapping(activation_observer), example_inputs=(example,)
+        )
 
 
 def _observers(prepared):
@@ -128,7 +130,11 @@ def _vgg16_calibration(trunk, chunks) -> dict:
         prepared(chunk)
     ranges = [_range_with_largest_on_level(observer) for observer in _observers(prepared)]
     corrections = _bias_corrections(equalised, _convert_int8(equalised, chunks[0][:1], ranges), input_means, scales)
-    return {"vision_int8_ranges": ranges, "vision_int8_channel_scales": scales, "vision_int8_bias_corrections": corrections}
+    return {
+        "vision_int8_ranges": ranges,
+        "vision_int8_channel_scales": scales,
+        "vision_int8_bias_corrections": corrections,
+    }
 
 
 def _range_with_largest_on_level(observer) -> list[float]:
@@ -161,7 +167,9 @@ def _vgg16_channel_statistics(trunk, chunks):
                 positions[index] += hidden.shape[0] * hidden.shape[2] * hidden.shape[3]
             hidden = layer(hidden)
             if isinstance(layer, nn.ReLU):
-                output_maxima[index] = torch.maximum(output_maxima[index], hidden.amax(dim=(0, 2, 3)))  # (out_channels,)
+                output_maxima[index] = torch.maximum(
+                    output_maxima[index], hidden.amax(dim=(0, 2, 3))
+                )  # (out_channels,)
                 index += 1
     return [sums / count for sums, count in zip(input_sums, positions)], output_maxima
 
@@ -170,8 +178,12 @@ def _equalisation_scales(output_maxima) -> list[list[float]]:
     """Per VGG-16 conv but the last, per output channel c: `(m_c / max m) ** INT8_EQUALISATION_EXPONENT`, with m_c
     the channel's largest value after ReLU on the calibration images (4 significant digits)."""
     tiny = torch.finfo(torch.float32).tiny
-    ratios = [(largest / largest.max().clamp(min=tiny)).clamp(min=INT8_SMALLEST_RATIO) for largest in output_maxima[:-1]]
-    return [_rounded(ratio**INT8_EQUALISATION_EXPONENT) for ratio in ratios]  # the last conv's channels are the features
+    ratios = [
+        (largest / largest.max().clamp(min=tiny)).clamp(min=INT8_SMALLEST_RATIO) for largest in output_maxima[:-1]
+    ]
+    return [
+        _rounded(ratio**INT8_EQUALISATION_EXPONENT) for ratio in ratios
+    ]  # the last conv's channels are the features
 
 
 def _bias_corrections(equalised, int8_trunk, input_means, scales) -> list[list[float]]:
@@ -180,7 +192,9 @@ def _bias_corrections(equalised, int8_trunk, input_means, scales) -> list[list[f
     calibration images (divided by the previous conv's scales, as the equalised trunk sees them)."""
     float_convs = [layer for layer in equalised if isinstance(layer, nn.Conv2d)]
     int8_convs = [module for module in int8_trunk.modules() if isinstance(module, torch.ao.nn.quantized.Conv2d)]
-    divisors = [torch.ones_like(input_means[0])] + [torch.tensor(scale) for scale in scales]  # the input is not rescaled
+    divisors = [torch.ones_like(input_means[0])] + [
+        torch.tensor(scale) for scale in scales
+    ]  # the input is not rescaled
     corrections = []
     for float_conv, int8_conv, mean, divisor in zip(float_convs, int8_convs, input_means, divisors, strict=True):
         rounding = int8_conv.weight().dequantize() - float_conv.weight  # (out_channels, in_channels, 3, 3): ΔW
@@ -199,8 +213,15 @@ def _int8_float_trunk(trunk, scales, bias_corrections):
     if scales is None and bias_corrections is None:
         return trunk
     convs = [layer for layer in trunk if isinstance(layer, nn.Conv2d)]
-    _check_per_channel("vision_int8_channel_scales", scales, [conv.out_channels for conv in convs[:-1]], "each VGG-16 conv but the last")
-    _check_per_channel("vision_int8_bias_corrections", bias_corrections, [conv.out_channels for conv in convs], "each VGG-16 conv")
+    _check_per_channel(
+        "vision_int8_channel_scales",
+        scales,
+        [conv.out_channels for conv in convs[:-1]],
+        "each VGG-16 conv but the last",
+    )
+    _check_per_channel(
+        "vision_int8_bias_corrections", bias_corrections, [conv.out_channels for conv in convs], "each VGG-16 conv"
+    )
     trunk = copy.deepcopy(trunk)
     convs = [layer for layer in trunk if isinstance(layer, nn.Conv2d)]
     with torch.no_grad():
@@ -216,7 +237,9 @@ def _int8_float_trunk(trunk, scales, bias_corrections):
 
 def _check_per_channel(name, values, channels, which):
     if values is not None and [len(layer) for layer in values] != channels:
-        raise ValueError(f"{name} must give one value per output channel of {which}, got lengths {[len(layer) for layer in values]}")
+        raise ValueError(
+            f"{name} must give one value per output channel of {which}, got lengths {[len(layer) for layer in values]}"
+        )
 
 
 def _convert_int8(backbone, example, ranges):
@@ -226,7 +249,9 @@ def _convert_int8(backbone, example, ranges):
     prepared = _prepare_int8(backbone, example, MinMaxObserver)
     observers = _observers(prepared)
     if len(observers) != len(ranges):
-        raise ValueError(f"vision_int8_ranges has {len(ranges)} ranges, the backbone has {len(observers)} quantisation points")
+        raise ValueError(
+            f"vision_int8_ranges has {len(ranges)} ranges, the backbone has {len(observers)} quantisation points"
+        )
     for observer, (low, high) in zip(observers, ranges):
         observer(torch.tensor([low, high]))
     with warnings.catch_warnings():

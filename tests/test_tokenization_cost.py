@@ -7,8 +7,7 @@ import time
 import pytest
 import regex
 
-from modeling_acn import AcnTokenizer
-from modeling_acn import tokenization_acn
+from modeling_acn import AcnTokenizer, tokenization_acn
 
 # The URL alternative before it was made linear: a lazy run, then a lookahead for punctuation up to a space.
 BACKTRACKING_URL = r"(?:https?:|www\.)\S+?(?=[.,;:!?)\]\"']*(?:\s|$))"
@@ -45,7 +44,7 @@ def best_of_three(function) -> float:
 
 
 @pytest.mark.bad_input(
-    "a tweet built to make the tokenizer backtrack (`\"see http:\" + \".\" * 100000 + \"x now\"`, and 9 other shapes)",
+    'a tweet built to make the tokenizer backtrack (`"see http:" + "." * 100000 + "x now"`, and 9 other shapes)',
     "split in time linear in its length (the URL rule took minutes on it)",
 )
 @pytest.mark.parametrize("shape", sorted(PATHOLOGICAL))
@@ -57,14 +56,38 @@ def test_splitting_time_grows_linearly_on_pathological_tweets(tokenizer, shape):
         length *= 2
         small = best_of_three(lambda: tokenizer.split_text(make(length)))
     large = best_of_three(lambda: tokenizer.split_text(make(4 * length)))
-    assert large < 10 * small, f"{shape}: 4x the input ({4 * length}) took {large / small:.1f}x the time"  # quadratic: 16x
+    assert large < 10 * small, (
+        f"{shape}: 4x the input ({4 * length}) took {large / small:.1f}x the time"
+    )  # quadratic: 16x
 
 
 def test_the_linear_url_rule_splits_as_the_backtracking_one_did():
     """Brute force over random short tweets from an alphabet of URL schemes, punctuation, letters and spaces."""
     old_pattern = tokenization_acn._TWEET_WORD.pattern.replace(tokenization_acn._URL_WORD, BACKTRACKING_URL, 1)
     old = regex.compile(old_pattern)
-    pieces = ["http:", "https:", "www.", "h", "t", "x", ".", ",", ";", ":", "!", "?", ")", "]", '"', "'", " ", "/", "…", "#", "-"]
+    pieces = [
+        "http:",
+        "https:",
+        "www.",
+        "h",
+        "t",
+        "x",
+        ".",
+        ",",
+        ";",
+        ":",
+        "!",
+        "?",
+        ")",
+        "]",
+        '"',
+        "'",
+        " ",
+        "/",
+        "…",
+        "#",
+        "-",
+    ]
     rng = random.Random(0)
     for _ in range(20_000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))

@@ -8,14 +8,15 @@ from unittest import mock
 
 import datasets
 import numpy as np
-from accelerate import PartialState
 import pytest
 import torch
 import torchvision
+from accelerate import PartialState
 from safetensors.torch import save_file
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from acn_mner import demo_corpus
+from acn_mner import train as train_acn
 from acn_mner.corpus import load_twitter_mner
 from acn_mner.dataset_command import main
 from acn_mner.export import export_parquet
@@ -23,8 +24,6 @@ from acn_mner.feature_cache import VISION_WEIGHTS_FILE, image_features_fingerpri
 from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnModel, quantization_acn
 from modeling_acn.image_processing_acn import BACKBONE_PREPROCESSING
 from tests.corpus_fixtures import write_corpus, write_images
-
-from acn_mner import train as train_acn
 
 NO_BF16 = mock.patch("modeling_acn.vision_acn.supports_bf16", return_value=False)
 HAS_BF16 = mock.patch("modeling_acn.vision_acn.supports_bf16", return_value=True)
@@ -95,7 +94,9 @@ def test_resnet152_regions_are_torchvision_layer4_and_its_weights_load(tmp_path)
                 module.running_mean.uniform_(-0.1, 0.1)
                 module.running_var.uniform_(0.5, 1.5)
             if isinstance(module, torchvision.models.resnet.Bottleneck):
-                module.bn3.weight.uniform_(0.0, 0.2)  # small residual branches: activations stay in range over 50 blocks
+                module.bn3.weight.uniform_(
+                    0.0, 0.2
+                )  # small residual branches: activations stay in range over 50 blocks
     save_file(reference.state_dict(), tmp_path / "resnet152.safetensors")  # torchvision's keys, classifier included
     model = backbone_model("resnet152", vision_precision="fp32")
     model.load_vision_weights(tmp_path / "resnet152.safetensors")
@@ -160,7 +161,12 @@ def test_auto_precision_on_a_bf16_cpu_is_int8_once_calibrated_else_bf16():
         assert model.needs_vision_calibration("cpu")
         model.config.vision_int8_ranges = [[0.0, 1.0]]
         assert model.effective_vision_precision("cpu") == "int8"
-        assert backbone_model("vgg16", vision_precision="bf16", vision_int8_ranges=[[0.0, 1.0]]).effective_vision_precision("cpu") == "bf16"
+        assert (
+            backbone_model(
+                "vgg16", vision_precision="bf16", vision_int8_ranges=[[0.0, 1.0]]
+            ).effective_vision_precision("cpu")
+            == "bf16"
+        )
 
 
 @pytest.mark.skipif(not X86_INT8, reason="torch has no x86 quantised engine on this CPU")
@@ -173,20 +179,32 @@ def test_auto_precision_without_bf16_is_int8_once_calibrated_else_fp32():
         assert model.effective_vision_precision("cpu") == "int8"
         assert not model.needs_vision_calibration("cpu")
         assert backbone_model("clip-vit-b32").effective_vision_precision("cpu") == "int8"  # dynamic: no calibration
-        assert backbone_model("vgg16", freeze_vision=False, vision_int8_ranges=[[0.0, 1.0]]).effective_vision_precision("cpu") == "fp32"
+        assert (
+            backbone_model("vgg16", freeze_vision=False, vision_int8_ranges=[[0.0, 1.0]]).effective_vision_precision(
+                "cpu"
+            )
+            == "fp32"
+        )
 
 
 def test_forced_precisions_fall_back_where_the_device_cannot_run_them():
     with NO_BF16:
         assert backbone_model("vgg16", vision_precision="bf16").effective_vision_precision("cpu") == "fp32"
-        assert backbone_model("vgg16", vision_precision="int8", vision_int8_ranges=[[0.0, 1.0]]).effective_vision_precision("cuda") == "fp32"
+        assert (
+            backbone_model(
+                "vgg16", vision_precision="int8", vision_int8_ranges=[[0.0, 1.0]]
+            ).effective_vision_precision("cuda")
+            == "fp32"
+        )
         assert backbone_model("vgg16", vision_precision="fp32").effective_vision_precision("cpu") == "fp32"
 
 
 @pytest.mark.skipif(not X86_INT8, reason="torch has no x86 quantised engine on this CPU")
 def test_forced_int8_without_calibration_says_what_to_do():
     model = backbone_model("vgg16", vision_precision="int8")
-    with pytest.raises(ValueError, match=r"vision_precision='int8' needs the backbone's activation ranges: call calibrate_vision"):
+    with pytest.raises(
+        ValueError, match=r"vision_precision='int8' needs the backbone's activation ranges: call calibrate_vision"
+    ):
         model.get_image_features(torch.zeros(1, 3, 224, 224))
 
 
@@ -232,7 +250,9 @@ def test_calibration_equalises_the_channels_puts_each_largest_value_on_its_level
     pixels = demo_pixels("vgg16", 3, seed=1)
     model.calibrate_vision(pixels, batch_size=2)
     _, maxima = vgg16_channel_statistics(model.vision, pixels)
-    ratios = [(channel_max / channel_max.max()).clamp(min=quantization_acn.INT8_SMALLEST_RATIO) for channel_max in maxima[:-1]]
+    ratios = [
+        (channel_max / channel_max.max()).clamp(min=quantization_acn.INT8_SMALLEST_RATIO) for channel_max in maxima[:-1]
+    ]
     scales = [ratio**quantization_acn.INT8_EQUALISATION_EXPONENT for ratio in ratios]
     stored = model.config.vision_int8_channel_scales
     assert [len(layer) for layer in stored] == [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512]
@@ -245,9 +265,13 @@ def test_calibration_equalises_the_channels_puts_each_largest_value_on_its_level
     # ranges: the input's observed [min, max]; each conv's largest equalised value (m_c / s_c) on level 224 of 255
     equalised_maxima = [channel_max / torch.tensor(scale) for channel_max, scale in zip(maxima, stored)] + maxima[-1:]
     expected = [[pixels.min().item(), pixels.max().item()]]
-    expected += [[0.0, channel_max.max().item() * 127 / quantization_acn.INT8_LARGEST_LEVEL] for channel_max in equalised_maxima]
+    expected += [
+        [0.0, channel_max.max().item() * 127 / quantization_acn.INT8_LARGEST_LEVEL] for channel_max in equalised_maxima
+    ]
     assert len(model.config.vision_int8_ranges) == VGG16_INT8_POINTS
-    torch.testing.assert_close(torch.tensor(model.config.vision_int8_ranges), torch.tensor(expected), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        torch.tensor(model.config.vision_int8_ranges), torch.tensor(expected), rtol=1e-4, atol=1e-6
+    )
     # bias corrections: sum(ΔW) · E[x] per output channel, on the equalised trunk
     means, _ = vgg16_channel_statistics(equalised, pixels)
     convs = [layer for layer in equalised if isinstance(layer, torch.nn.Conv2d)]
@@ -273,7 +297,9 @@ def test_resnet152_calibration_stores_the_ranges_a_histogram_observer_chooses():
     values = {}
     for name, module in prepared.named_modules():
         if isinstance(module, HistogramObserver):
-            module.register_forward_hook(lambda module, inputs, output, name=name: values.setdefault(name, []).append(inputs[0]))
+            module.register_forward_hook(
+                lambda module, inputs, output, name=name: values.setdefault(name, []).append(inputs[0])
+            )
     with torch.no_grad():
         for chunk in pixels.split(1):
             prepared(chunk)
@@ -294,11 +320,15 @@ def test_the_int8_vgg16_trunk_is_built_equalised_by_the_stored_scales():
     model.calibrate_vision(pixels)
     config = model.config
     # the float trunk that int8 quantises: biases b / s - correction, brute force
-    trunk = quantization_acn._int8_float_trunk(model.vision, config.vision_int8_channel_scales, config.vision_int8_bias_corrections)
+    trunk = quantization_acn._int8_float_trunk(
+        model.vision, config.vision_int8_channel_scales, config.vision_int8_bias_corrections
+    )
     original = [layer for layer in model.vision if isinstance(layer, torch.nn.Conv2d)]
     built = [layer for layer in trunk if isinstance(layer, torch.nn.Conv2d)]
     for index, (before, after) in enumerate(zip(original, built, strict=True)):
-        scale = torch.tensor(config.vision_int8_channel_scales[index]) if index < 12 else torch.ones(before.out_channels)
+        scale = (
+            torch.tensor(config.vision_int8_channel_scales[index]) if index < 12 else torch.ones(before.out_channels)
+        )
         expected = before.bias.detach() / scale - torch.tensor(config.vision_int8_bias_corrections[index])
         torch.testing.assert_close(after.bias.detach(), expected)
     with torch.no_grad():
@@ -307,7 +337,10 @@ def test_the_int8_vgg16_trunk_is_built_equalised_by_the_stored_scales():
         unequalised = model.get_image_features(pixels)
     assert not torch.equal(calibrated, unequalised)
     config.vision_int8_channel_scales = [[1.0]] * 12
-    with pytest.raises(ValueError, match=r"vision_int8_channel_scales must give one value per output channel of each VGG-16 conv but the last, got lengths \[1, 1,"):
+    with pytest.raises(
+        ValueError,
+        match=r"vision_int8_channel_scales must give one value per output channel of each VGG-16 conv but the last, got lengths \[1, 1,",
+    ):
         model.get_image_features(pixels)
 
 
@@ -320,7 +353,10 @@ def test_the_bias_correction_brings_int8_features_closer_to_fp32():
     largest_error = {}
     with torch.no_grad():
         exact = model.vision(pixels).flatten(2).transpose(1, 2)  # (4, 49, 512)
-        for name, applied in (("as calibrated", corrections), ("sign flipped", [[-value for value in layer] for layer in corrections])):
+        for name, applied in (
+            ("as calibrated", corrections),
+            ("sign flipped", [[-value for value in layer] for layer in corrections]),
+        ):
             model.config.vision_int8_bias_corrections = applied
             largest_error[name] = ((model.get_image_features(pixels) - exact).abs().max() / exact.abs().max()).item()
     # measured 2.3% (VNNI kernels) and 2.7% (AVX2) against 4.3% on both
@@ -328,16 +364,25 @@ def test_the_bias_correction_brings_int8_features_closer_to_fp32():
 
 
 def test_bad_equalisation_scales_are_refused():
-    with pytest.raises(ValueError, match=r"vision_int8_channel_scales must be lists of finite positive numbers, one list per conv, got \[\[1.0, 0.0\]\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"vision_int8_channel_scales must be lists of finite positive numbers, one list per conv, got \[\[1.0, 0.0\]\]",
+    ):
         AcnConfig(vision_int8_channel_scales=[[1.0, 0.0]])
-    with pytest.raises(ValueError, match=r"vision_int8_bias_corrections must be lists of finite numbers, one list per conv, got \[\[\]\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"vision_int8_bias_corrections must be lists of finite numbers, one list per conv, got \[\[\]\]",
+    ):
         AcnConfig(vision_int8_bias_corrections=[[]])
     with pytest.raises(ValueError, match=r"got \[\[1.0, 1.0, .*\.\.\. \(\d+ characters\)"):
         AcnConfig(vision_int8_channel_scales=[[1.0] * 300 + [float("nan")]])
     for flat_or_not_numbers in ([1.0, 2.0], [["1.5"]], [[True]]):
         with pytest.raises(ValueError, match=r"vision_int8_bias_corrections must be lists of finite numbers"):
             AcnConfig(vision_int8_bias_corrections=flat_or_not_numbers)
-    with pytest.raises(ValueError, match=r"vision_int8_channel_scales belongs to the VGG-16 int8 calibration; vision_backbone='resnet152' has none"):
+    with pytest.raises(
+        ValueError,
+        match=r"vision_int8_channel_scales belongs to the VGG-16 int8 calibration; vision_backbone='resnet152' has none",
+    ):
         AcnConfig(vision_backbone="resnet152", vision_int8_channel_scales=[[1.0]])
 
 
@@ -364,9 +409,13 @@ def test_feature_cache_key_follows_the_effective_precision_not_the_configured_on
     processor = AcnImageProcessor()
     auto, fp32 = backbone_model("vgg16"), backbone_model("vgg16", vision_precision="fp32")
     with NO_BF16:  # auto without calibration runs in fp32: the same features, the same key
-        assert image_features_fingerprint(dataset, auto, processor) == image_features_fingerprint(dataset, fp32, processor)
+        assert image_features_fingerprint(dataset, auto, processor) == image_features_fingerprint(
+            dataset, fp32, processor
+        )
     with HAS_BF16:
-        assert image_features_fingerprint(dataset, auto, processor) != image_features_fingerprint(dataset, fp32, processor)
+        assert image_features_fingerprint(dataset, auto, processor) != image_features_fingerprint(
+            dataset, fp32, processor
+        )
 
 
 def test_feature_cache_key_follows_the_backbone(tmp_path):
@@ -379,14 +428,36 @@ def test_feature_cache_key_follows_the_backbone(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not X86_INT8, reason="torch has no x86 quantised engine on this CPU")
 def test_cache_features_calibrates_int8_on_training_images_and_records_it(tmp_path, caplog):
-    export_parquet(load_twitter_mner(write_corpus(tmp_path / "text"), write_images(tmp_path / "images")), tmp_path / "export", source="fixture", corpus="twitter-2015")
-    argv = ["cache-features", "--dataset", str(tmp_path / "export"), "--vision_weights", "random", "--seed", "3",
-            "--output_dir", str(tmp_path / "features"), "--cache_dir", str(tmp_path / "cache"), "--device", "cpu"]  # fmt: skip
+    export_parquet(
+        load_twitter_mner(write_corpus(tmp_path / "text"), write_images(tmp_path / "images")),
+        tmp_path / "export",
+        source="fixture",
+        corpus="twitter-2015",
+    )
+    argv = [
+        "cache-features",
+        "--dataset",
+        str(tmp_path / "export"),
+        "--vision_weights",
+        "random",
+        "--seed",
+        "3",
+        "--output_dir",
+        str(tmp_path / "features"),
+        "--cache_dir",
+        str(tmp_path / "cache"),
+        "--device",
+        "cpu",
+    ]
     with NO_BF16, caplog.at_level(logging.INFO):
         main(argv)
     assert "int8 backbone calibrated on" in caplog.text
     settings = read_vision_settings(tmp_path / "features" / VISION_WEIGHTS_FILE)
-    assert (settings["vision_backbone"], settings["vision_precision"], len(settings["vision_int8_ranges"])) == ("vgg16", "int8", VGG16_INT8_POINTS)
+    assert (settings["vision_backbone"], settings["vision_precision"], len(settings["vision_int8_ranges"])) == (
+        "vgg16",
+        "int8",
+        VGG16_INT8_POINTS,
+    )
     assert len(settings["vision_int8_channel_scales"]) == 12 and len(settings["vision_int8_bias_corrections"]) == 13
     saved = datasets.load_from_disk(str(tmp_path / "features"))
     model = backbone_model("vgg16", vision_precision="int8")
@@ -399,10 +470,31 @@ def test_cache_features_calibrates_int8_on_training_images_and_records_it(tmp_pa
 
 @pytest.mark.slow
 def test_cache_features_with_the_clip_backbone(tmp_path):
-    export_parquet(load_twitter_mner(write_corpus(tmp_path / "text"), write_images(tmp_path / "images")), tmp_path / "export", source="fixture", corpus="twitter-2015")
-    main(["cache-features", "--dataset", str(tmp_path / "export"), "--vision_weights", "random", "--vision_backbone",
-          "clip-vit-b32", "--vision_precision", "fp32", "--output_dir", str(tmp_path / "features"), "--cache_dir",
-          str(tmp_path / "cache"), "--device", "cpu"])  # fmt: skip
+    export_parquet(
+        load_twitter_mner(write_corpus(tmp_path / "text"), write_images(tmp_path / "images")),
+        tmp_path / "export",
+        source="fixture",
+        corpus="twitter-2015",
+    )
+    main(
+        [
+            "cache-features",
+            "--dataset",
+            str(tmp_path / "export"),
+            "--vision_weights",
+            "random",
+            "--vision_backbone",
+            "clip-vit-b32",
+            "--vision_precision",
+            "fp32",
+            "--output_dir",
+            str(tmp_path / "features"),
+            "--cache_dir",
+            str(tmp_path / "cache"),
+            "--device",
+            "cpu",
+        ]
+    )
     saved = datasets.load_from_disk(str(tmp_path / "features"))
     assert saved["train"].features["image_features"].shape == (49, 768)
     assert read_vision_settings(tmp_path / "features" / VISION_WEIGHTS_FILE)["vision_backbone"] == "clip-vit-b32"
@@ -415,11 +507,17 @@ def test_cache_features_with_the_clip_backbone(tmp_path):
 
 def test_training_takes_backbone_and_precision_from_the_cached_features(tmp_path):
     weights = {key: value.contiguous() for key, value in backbone_model("vgg16").vision.state_dict().items()}
-    save_file(weights, tmp_path / VISION_WEIGHTS_FILE, metadata={"vision_backbone": "vgg16", "vision_precision": "bf16"})
+    save_file(
+        weights, tmp_path / VISION_WEIGHTS_FILE, metadata={"vision_backbone": "vgg16", "vision_precision": "bf16"}
+    )
     args = train_acn.parse_args(["--dataset", str(tmp_path), "--output_dir", str(tmp_path / "out")])
     assert (args.vision_backbone, args.vision_precision) == ("vgg16", "bf16")
-    with pytest.raises(ValueError, match=r"--vision_backbone resnet152 contradicts the cached features, computed with 'vgg16'"):
-        train_acn.parse_args(["--dataset", str(tmp_path), "--output_dir", str(tmp_path / "out"), "--vision_backbone", "resnet152"])
+    with pytest.raises(
+        ValueError, match=r"--vision_backbone resnet152 contradicts the cached features, computed with 'vgg16'"
+    ):
+        train_acn.parse_args(
+            ["--dataset", str(tmp_path), "--output_dir", str(tmp_path / "out"), "--vision_backbone", "resnet152"]
+        )
     defaults = train_acn.parse_args(["--dataset", str(tmp_path / "raw"), "--output_dir", str(tmp_path / "out")])
     assert (defaults.vision_backbone, defaults.vision_precision) == ("vgg16", "auto")
 
@@ -434,7 +532,9 @@ def test_training_from_pixels_calibrates_and_records_the_effective_precision():
     processor = argparse.Namespace(image_processor=AcnImageProcessor())
     PartialState()  # the script logs through Accelerate
     with NO_BF16:
-        train_acn.settle_vision_precision(model, processor, split, torch.device("cpu"), argparse.Namespace(calibration_images=2))
+        train_acn.settle_vision_precision(
+            model, processor, split, torch.device("cpu"), argparse.Namespace(calibration_images=2)
+        )
     assert model.config.vision_precision == "int8" and len(model.config.vision_int8_ranges) == VGG16_INT8_POINTS
 
 
@@ -442,4 +542,6 @@ def test_training_stops_at_a_perfect_dev_score_only_when_asked():
     state = train_acn.TrainingState(best_f1=train_acn.PERFECT_F1)
     assert train_acn.perfect_dev(state, argparse.Namespace(stop_at_perfect_dev=True))
     assert not train_acn.perfect_dev(state, argparse.Namespace(stop_at_perfect_dev=False))
-    assert not train_acn.perfect_dev(train_acn.TrainingState(best_f1=0.99), argparse.Namespace(stop_at_perfect_dev=True))
+    assert not train_acn.perfect_dev(
+        train_acn.TrainingState(best_f1=0.99), argparse.Namespace(stop_at_perfect_dev=True)
+    )
