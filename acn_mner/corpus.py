@@ -5,7 +5,7 @@ The corpora ship in the layout every multimodal NER repository uses::
     <data_dir>/{train,valid,test}.txt   an ``IMGID:<id>`` line, ``token<TAB>tag`` lines, a blank line between tweets
     <image_dir>/<id>.jpg
 
-`datasets` 4+ runs no loading scripts, so `load_twitter_mner` reads the raw files itself; `acn_mner.export` writes the
+`datasets` 4+ runs no loading scripts, so `load_twitter_mner` reads the raw files itself; `acn_mner.parquet_export` writes the
 result as a Hub-ready Parquet folder and `acn_mner.feature_cache` adds the model's image features.
 """
 

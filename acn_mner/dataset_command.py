@@ -29,9 +29,9 @@ from modeling_acn.image_processing_acn import MAX_IMAGE_PIXELS
 from .command_line import one_line_errors
 from .corpus import SPLIT_FILES, load_twitter_mner, parse_label_map
 from .dataset_card import CORPORA, check_citation, check_license_id, image_problem_table
-from .export import export_parquet, push_folder_to_hub
 from .feature_cache import CALIBRATION_IMAGES, feature_extractor, save_feature_cache
 from .output_check import refuse_overwriting_inputs
+from .parquet_export import export_parquet, push_folder_to_hub
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from modeling_acn import AcnForTokenClassification
-from modeling_acn.onnx_acn import (
+from modeling_acn.onnx_runtime_acn import (
     IMAGE_FEATURES,
     LOGITS,
     ONNX_CONFIG_FILE,
@@ -428,7 +428,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-@one_line_errors
 def main(argv=None) -> None:
     args = parse_args(argv)
     if not Path(args.model).is_dir():
@@ -444,8 +443,10 @@ def main(argv=None) -> None:
     print(f"wrote {', '.join(json.loads((output_dir / ONNX_CONFIG_FILE).read_text())['graphs'])} to {output_dir}")
 
 
-__all__ = ["dynamic_shapes", "example_inputs", "export_onnx", "main"]
+cli = one_line_errors(main)  # the console command
+
+__all__ = ["cli", "dynamic_shapes", "example_inputs", "export_onnx", "main"]
 
 
 if __name__ == "__main__":
-    main()
+    cli()

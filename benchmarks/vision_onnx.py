@@ -32,7 +32,7 @@ from modeling_acn import (
     AcnProcessor,
     AcnTokenizer,
 )
-from modeling_acn.onnx_acn import VISION_ONNX_INT8_FILE, AcnOnnxModel, import_onnxruntime
+from modeling_acn.onnx_runtime_acn import VISION_ONNX_INT8_FILE, AcnOnnxModel, import_onnxruntime
 
 LABELS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-OTHER", "I-OTHER")
 

@@ -23,8 +23,8 @@ from acn_mner import demo_corpus
 from acn_mner import train as train_acn
 from acn_mner.atomic import write_bytes, write_text
 from acn_mner.corpus import load_twitter_mner
-from acn_mner.export import export_parquet
 from acn_mner.feature_cache import feature_extractor, save_feature_cache
+from acn_mner.parquet_export import export_parquet
 from modeling_acn import VISION_BACKBONES, VISION_PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[1]

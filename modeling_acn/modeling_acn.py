@@ -5,7 +5,7 @@ transformer, then the BiLSTM), co-attention (word-guided visual attention, image
 multimodal fusion, filtration gate), CRF, the pre-trained base and the heads. The image trunks that give the regions
 (VGG-16, ResNet-152, CLIP ViT-B/32) and the precision they run in are in `vision_acn.py`; int8 quantisation of a
 trunk is in `quantization_acn.py`; what `torch.export` traces instead of the eager input checks and BiLSTM is in
-`export_acn.py`.
+`torch_export_acn.py`.
 
 How this file reads the paper where its text is ambiguous or garbled, each choice stated once here:
 - The attention energies are written `tanh(W_v v_I ⊕ (W_h h_t + b))` with `W_α ∈ R^{1×2k}`, i.e. concatenation.
@@ -45,9 +45,9 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_acn import IGNORE_INDEX, INT8_CALIBRATION_FIELDS, AcnConfig
-from .export_acn import bilstm_for_export, check_in_graph, is_exporting
 from .pipeline_acn import custom_pipelines_entry, save_pipeline_code
 from .quantization_acn import int8_calibration, is_int8_calibrated
+from .torch_export_acn import bilstm_for_export, check_in_graph, is_exporting
 from .vision_acn import (
     AcnDerivedTrunks,
     backbone_regions,

@@ -125,12 +125,12 @@ class AcnPipeline(Pipeline):
                 raise ValueError(f"{name} goes with backend='onnxruntime', got backend={backend!r}")
             model, processor = load_model_and_processor(model_name_or_path, trust_remote_code)
             return cls(model=model, processor=processor, device=device, task=TASK, **kwargs)
-        # Imported by name: a `from .onnx_acn import` line would make save_pretrained copy the file into every folder.
-        onnx_acn = importlib.import_module(f"{__package__}.onnx_acn")
-        model = onnx_acn.AcnOnnxModel.from_pretrained(
+        # Imported by name: a `from .onnx_runtime_acn import` line would make save_pretrained copy the file into every folder.
+        onnx_runtime_acn = importlib.import_module(f"{__package__}.onnx_runtime_acn")
+        model = onnx_runtime_acn.AcnOnnxModel.from_pretrained(
             model_name_or_path,
-            onnx_file or onnx_acn.ONNX_FILE,
-            vision_onnx_file=vision_onnx_file or onnx_acn.VISION_ONNX_FILE,
+            onnx_file or onnx_runtime_acn.ONNX_FILE,
+            vision_onnx_file=vision_onnx_file or onnx_runtime_acn.VISION_ONNX_FILE,
         )
         if device not in (None, -1) and torch.device(device).type != "cpu":
             raise ValueError(f"backend='onnxruntime' runs on the CPU, got device={device!r}")

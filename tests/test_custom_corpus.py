@@ -10,7 +10,7 @@ import yaml
 from acn_mner.corpus import load_twitter_mner
 from acn_mner.dataset_card import NO_LICENSE_TEXT, TWITTER_TERMS
 from acn_mner.dataset_command import main
-from acn_mner.export import export_parquet
+from acn_mner.parquet_export import export_parquet
 from tests.corpus_fixtures import write_corpus
 
 OWN_CITATION = """\

@@ -16,7 +16,7 @@ import torch
 from acn_mner.onnx_export import export_vision_graph
 from modeling_acn import AcnConfig
 from modeling_acn.configuration_acn import MAX_LABELS
-from modeling_acn.onnx_acn import ONNX_CONFIG_FILE, TRUNK_ID_KEY, AcnOnnxModel
+from modeling_acn.onnx_runtime_acn import ONNX_CONFIG_FILE, TRUNK_ID_KEY, AcnOnnxModel
 
 from .conftest import BIO_LABELS, TINY_SIZES
 from .pipeline_fixtures import striped_image

@@ -136,7 +136,7 @@ def test_acn_explain_refuses_an_output_in_the_model_folder(model_copy, capsys, n
     "refused in one line before any work; the model and the images are unchanged",
 )
 def test_acn_export_refuses_an_output_folder_that_is_or_holds_an_input(model_copy, tmp_path, capsys):
-    line = refused(onnx_export.main, ["--model", model_copy, "--output_dir", model_copy / "onnx"], capsys)
+    line = refused(onnx_export.cli, ["--model", model_copy, "--output_dir", model_copy / "onnx"], capsys)
     assert f"error: --output_dir '{model_copy / 'onnx'}' is inside the model folder" in line
     assert not (model_copy / "onnx").exists()
     earlier = tmp_path / "export"  # an earlier export, which a new one replaces as a whole, with images put inside
@@ -144,7 +144,7 @@ def test_acn_export_refuses_an_output_folder_that_is_or_holds_an_input(model_cop
     (earlier / "onnx_config.json").write_text("{}")
     striped_image().save(earlier / "calibration" / "photo.jpg")
     argv = ["--model", model_copy, "--output_dir", earlier, "--int8", "--calibration_images", earlier / "calibration"]
-    line = refused(onnx_export.main, argv, capsys)
+    line = refused(onnx_export.cli, argv, capsys)
     assert f"error: --output_dir '{earlier}' holds the --calibration_images folder" in line
     assert (earlier / "calibration" / "photo.jpg").is_file()
 

@@ -14,7 +14,7 @@ from fsspec.implementations.local import LocalFileSystem
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, hf_api
 from huggingface_hub.errors import EntryNotFoundError
 
-from acn_mner import dataset_card, dataset_command, export
+from acn_mner import dataset_card, dataset_command, parquet_export
 from acn_mner import train as train_acn
 from acn_mner.corpus import load_twitter_mner
 from tests.pipeline_fixtures import tiny_pipeline
@@ -29,7 +29,7 @@ MODEL_CODE = {
     "tokenization_acn.py",
     "vision_acn.py",
     "quantization_acn.py",
-    "export_acn.py",
+    "torch_export_acn.py",
 }
 MODEL_FILES = {
     "config.json",
@@ -286,7 +286,7 @@ def test_exporter_push_sends_the_card_and_shards_and_deletes_stale_remote_shards
 def test_demo_card_cites_itself_and_twitter_cards_cite_their_papers(demo_export, tmp_path):
     dataset = load_twitter_mner(demo_export, demo_export / "images")
     cards = {
-        corpus: export.export_parquet(dataset, tmp_path / corpus, source="corpus", corpus=corpus).read_text()
+        corpus: parquet_export.export_parquet(dataset, tmp_path / corpus, source="corpus", corpus=corpus).read_text()
         for corpus in ("demo", "twitter-2015", "twitter-2017")
     }
     demo = card_yaml(cards["demo"])
@@ -300,7 +300,7 @@ def test_demo_card_cites_itself_and_twitter_cards_cite_their_papers(demo_export,
     with pytest.raises(
         ValueError, match="corpus must be one of \\['demo', 'twitter-2015', 'twitter-2017'\\], got 'twitter'"
     ):
-        export.export_parquet(dataset, tmp_path / "x", source="corpus", corpus="twitter")
+        parquet_export.export_parquet(dataset, tmp_path / "x", source="corpus", corpus="twitter")
 
 
 @pytest.mark.parametrize(
@@ -314,7 +314,7 @@ def test_size_category_bounds(num_examples, category):
 def test_export_card_metadata_is_what_push_to_hub_writes(demo_export, tmp_path):
     """The card's configs and dataset_info equal those DatasetDict.push_to_hub computes for the same splits."""
     dataset = load_twitter_mner(demo_export, demo_export / "images")
-    ours = card_yaml(export.export_parquet(dataset, tmp_path / "ours", source="c", corpus="demo").read_text())
+    ours = card_yaml(parquet_export.export_parquet(dataset, tmp_path / "ours", source="c", corpus="demo").read_text())
     empty_repo = tmp_path / "empty_repo"
     empty_repo.mkdir()
     splits = [

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from acn_mner.onnx_export import export_onnx, main
+from acn_mner.onnx_export import cli, export_onnx, main
 from modeling_acn import AcnCrf, AcnPipeline
-from modeling_acn.onnx_acn import (
+from modeling_acn.onnx_runtime_acn import (
     ONNX_CONFIG_FILE,
     ONNX_INT8_FILE,
     AcnNumpyCrf,
@@ -215,12 +215,12 @@ def test_acn_export_refuses_to_write_over_the_model_or_other_files(text_export, 
     folder = tmp_path / "model"
     eager.save_pretrained(folder)
     with pytest.raises(SystemExit):
-        main(["--model", str(folder), "--output_dir", str(folder)])
+        cli(["--model", str(folder), "--output_dir", str(folder)])
     assert "is the model folder" in capsys.readouterr().err
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(SystemExit):
-        main(["--model", str(folder), "--output_dir", str(tmp_path / "other")])
+        cli(["--model", str(folder), "--output_dir", str(tmp_path / "other")])
     assert "not an ACN ONNX export" in capsys.readouterr().err
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
 

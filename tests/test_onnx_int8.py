@@ -8,7 +8,7 @@ import pytest
 
 from acn_mner.onnx_export import export_onnx, float32_products
 from modeling_acn import AcnPipeline
-from modeling_acn.onnx_acn import ONNX_FILE, ONNX_INT8_FILE
+from modeling_acn.onnx_runtime_acn import ONNX_FILE, ONNX_INT8_FILE
 
 from .encoder_fixtures import make_model, make_processor
 

@@ -98,7 +98,7 @@ def test_wheel_installs_exactly_the_model_and_library_packages(tmp_path):
         "acn-explain": "acn_mner.explain:cli",
         "acn-dataset": "acn_mner.dataset_command:cli",
         "acn-train": "acn_mner.train:cli",
-        "acn-export": "acn_mner.onnx_export:main",
+        "acn-export": "acn_mner.onnx_export:cli",
     }
 
 

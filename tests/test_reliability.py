@@ -18,8 +18,8 @@ from PIL import Image
 
 from acn_mner import explain, predict
 from acn_mner.corpus import load_twitter_mner, read_image
-from acn_mner.export import export_parquet
 from acn_mner.feature_cache import check_features_output_dir
+from acn_mner.parquet_export import export_parquet
 from modeling_acn import AcnImageProcessor, image_processing_acn
 from tests.corpus_fixtures import corpus_text, encode, write_corpus
 from tests.pipeline_fixtures import striped_image, tiny_pipeline

@@ -14,8 +14,8 @@ from seqeval.scheme import IOB2, Entities
 from acn_mner.corpus import CorpusFormatError, ImageProblem, load_twitter_mner, parse_label_map, read_image
 from acn_mner.dataset_card import count_lenient_entities, count_orphan_inside_tags, count_strict_entities, tag_sequences
 from acn_mner.dataset_command import main
-from acn_mner.export import export_parquet
 from acn_mner.feature_cache import VISION_WEIGHTS_FILE, cache_image_features, read_vision_settings
+from acn_mner.parquet_export import export_parquet
 from modeling_acn import AcnConfig, AcnImageProcessor, AcnModel
 from tests.corpus_fixtures import (
     BLUE,

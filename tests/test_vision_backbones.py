@@ -19,8 +19,8 @@ from acn_mner import demo_corpus
 from acn_mner import train as train_acn
 from acn_mner.corpus import load_twitter_mner
 from acn_mner.dataset_command import main
-from acn_mner.export import export_parquet
 from acn_mner.feature_cache import VISION_WEIGHTS_FILE, image_features_fingerprint, read_vision_settings
+from acn_mner.parquet_export import export_parquet
 from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnModel, quantization_acn
 from modeling_acn.image_processing_acn import BACKBONE_PREPROCESSING
 from tests.corpus_fixtures import write_corpus, write_images

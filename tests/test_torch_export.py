@@ -9,7 +9,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from acn_mner.onnx_export import dynamic_shapes, example_inputs
 from modeling_acn import AcnConfig, AcnForTokenClassification
-from modeling_acn.export_acn import bilstm_for_export
+from modeling_acn.torch_export_acn import bilstm_for_export
 
 from .conftest import BIO_LABELS, TINY_SIZES, make_batch
 from .encoder_fixtures import make_model, make_processor
