@@ -62,7 +62,8 @@ def main(argv=None):
     if accelerator.is_main_process:
         print(table2({f"{Path(args.model).name} ({args.split})": results}))
         print(
-            f"{args.split}: {results['num_gold_entities']} gold entities (lenient), {results['strict_num_gold_entities']} (strict)"
+            f"{args.split}: {results['num_gold_entities']} gold entities (lenient), "
+            f"{results['strict_num_gold_entities']} (strict)"
         )
         if args.output_dir:
             output_dir = Path(args.output_dir)

@@ -55,7 +55,10 @@ from transformers import AutoModelForTokenClassification, AutoProcessor, pipelin
 folder, image, picture = sys.argv[1:4]
 model = AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=True)
 processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
-print(f"reloaded {type(model).__module__}.{type(model).__name__} and {type(processor).__module__}.{type(processor).__name__}")
+print(
+    f"reloaded {type(model).__module__}.{type(model).__name__} "
+    f"and {type(processor).__module__}.{type(processor).__name__}"
+)
 tagger = pipeline("multimodal-ner", model=folder, trust_remote_code=True)
 from acn_mner.explain import explain_tweet  # the project's drawing code; the model above came from the folder
 
@@ -79,7 +82,9 @@ def parse_args(argv=None):
         "--vision_precision",
         default="auto",
         choices=VISION_PRECISIONS,
-        help="Precision of the backbone (AcnConfig.vision_precision); auto picks the fastest accurate one for this CPU.",
+        help=(
+            "Precision of the backbone (AcnConfig.vision_precision); auto picks the fastest accurate one for this CPU."
+        ),
     )
     parser.add_argument(
         "--mixed_precision",

@@ -142,7 +142,9 @@ def highlighted_tweet(text: str, entities: list[dict]) -> dict:
 
 def type_colors(tags: list[str]) -> dict[str, str]:
     """Each entity type's colour in the explanation picture, as a hex string."""
-    return {tag.partition("-")[2]: to_hex(color) for tag, color in zip(tags, entity_colors(tags)) if tag != "O"}
+    return {
+        tag.partition("-")[2]: to_hex(color) for tag, color in zip(tags, entity_colors(tags), strict=True) if tag != "O"
+    }
 
 
 def entity_rows(entities: list[dict]) -> list[list]:
@@ -160,7 +162,7 @@ def word_rows(result: dict) -> list[list]:
             None if fusion is None else round(float(fusion[index]), SCORE_DIGITS),
             round(float(result["filtration_gates"][index]), SCORE_DIGITS),
         ]
-        for index, (word, tag, score) in enumerate(zip(result["words"], result["tags"], result["scores"]))
+        for index, (word, tag, score) in enumerate(zip(result["words"], result["tags"], result["scores"], strict=True))
     ]
 
 
@@ -243,13 +245,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--model",
         default=os.environ.get(MODEL_VARIABLE) or DEFAULT_MODEL,
-        help=f"Folder or Hub id of the model (default: ${MODEL_VARIABLE}, else {DEFAULT_MODEL}, written by `make demo`).",
+        help=(
+            f"Folder or Hub id of the model (default: ${MODEL_VARIABLE}, else {DEFAULT_MODEL}, written by `make demo`)."
+        ),
     )
     parser.add_argument(
         "--trust_remote_code",
         action="store_true",
         default=os.environ.get(TRUST_REMOTE_CODE_VARIABLE) == "1",
-        help=f"Run the model folder's own code instead of the installed classes (default: ${TRUST_REMOTE_CODE_VARIABLE}=1).",
+        help=(
+            "Run the model folder's own code instead of the installed classes "
+            f"(default: ${TRUST_REMOTE_CODE_VARIABLE}=1)."
+        ),
     )
     parser.add_argument(
         "--host", help="Address to serve on (default: $GRADIO_SERVER_NAME, which a Space sets, else 127.0.0.1)."
