@@ -22,6 +22,7 @@ TINY_SIZES = dict(
     dropout=0.0,
 )
 BIO_LABELS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
+NUM_BIO_LABELS = len(BIO_LABELS)
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def tiny_bert(tmp_path_factory):
     return folder
 
 
-def make_batch(lengths, seq_len=None, word_len=5, num_labels=len(BIO_LABELS), seed=0):
+def make_batch(lengths, seq_len=None, word_len=5, num_labels=NUM_BIO_LABELS, seed=0):
     """Random word/char ids, labels and image features; padding positions hold padding ids."""
     generator = torch.Generator().manual_seed(seed)
     seq_len = seq_len or max(lengths)

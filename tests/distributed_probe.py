@@ -24,7 +24,7 @@ def record(probe_dir: Path) -> dict:
     )
 
     def recording_forward(self, input_ids, *args, attention_mask=None, **kwargs):
-        tweets = [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask)]
+        tweets = [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask, strict=True)]
         (seen["train"][-1] if self.training else seen["evaluation"][-1]).append(tweets)
         return forward(self, input_ids, *args, attention_mask=attention_mask, **kwargs)
 

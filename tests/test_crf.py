@@ -69,7 +69,7 @@ def test_constrained_viterbi_equals_enumeration_of_allowed_paths(crf, batch):
         valid = [
             path
             for path in all_paths(length)
-            if allowed_start[path[0]] and all(allowed[a, b] for a, b in zip(path, path[1:]))
+            if allowed_start[path[0]] and all(allowed[a, b] for a, b in itertools.pairwise(path))
         ]
         best = max(valid, key=lambda path: path_score(crf, emissions[index], path).item())
         assert decoded[index, :length].tolist() == best

@@ -2,6 +2,7 @@
 run after a "y" on stdin, inputs that never end (`/dev/zero`, a FIFO, a line of a gigabyte), a killed main process
 whose workers would live on, and words that render as nothing. Each test is a row of docs/reliability.md's table."""
 
+import itertools
 import json
 import os
 import resource
@@ -462,8 +463,9 @@ def test_words_that_render_as_nothing_are_never_entities(monkeypatch, invisible)
     result = pipe(text, return_tags=True)
     assert [entity["word"] for entity in result["entities"]] == ["Obama", "visits"]
     assert all(text[entity["start"] : entity["end"]] == entity["word"] for entity in result["entities"])
-    assert [tag for word, tag in zip(result["words"], result["tags"]) if word.strip(invisible)] == ["B-PER", "B-PER"]
-    assert {tag for word, tag in zip(result["words"], result["tags"]) if not word.strip(invisible)} == {"O"}
+    tagged = list(zip(result["words"], result["tags"], strict=True))
+    assert [tag for word, tag in tagged if word.strip(invisible)] == ["B-PER", "B-PER"]
+    assert {tag for word, tag in tagged if not word.strip(invisible)} == {"O"}
     assert [entity["word"] for entity in pipe(text, aggregation_strategy="none")] == ["Obama", "visits"]
     batched = pipe([text, "Obama visits", text], batch_size=3)  # a padded batch of tweets
     assert [[entity["word"] for entity in entities] for entities in batched] == [
@@ -493,10 +495,11 @@ def test_decoding_keeps_invisible_words_out_of_entities_exactly(monkeypatch):
             path
             for path in all_paths(5, len(labels))
             if allowed_start[path[0]]
-            and all(allowed[a, b] for a, b in zip(path, path[1:]))
+            and all(allowed[a, b] for a, b in itertools.pairwise(path))
             and all(labels[path[word]] == "O" for word in invisible_words)
         ]
         best = max(valid, key=lambda path: path_score(pipe.model.crf, emissions[-1][0], path).item())
         assert result["tags"] == [labels[tag] for tag in best]
         assert all(result["scores"][word] == pytest.approx(1.0) for word in invisible_words)
-        assert all(text[start:end] == word for word, (start, end) in zip(result["words"], result["offsets"]))
+        spans = zip(result["words"], result["offsets"], strict=True)
+        assert all(text[start:end] == word for word, (start, end) in spans)

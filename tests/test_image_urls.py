@@ -273,7 +273,7 @@ def test_predict_tags_url_rows_and_fails_only_the_failing_ones(server, tmp_path)
     expected = loaded(
         [(TWEET, decoded(GOOD_PNG)), ("Merkel meets Obama", striped_image()), ("Paris", None)], return_tags=True
     )
-    for line, result in zip([lines[0], lines[2], lines[5]], expected):
+    for line, result in zip([lines[0], lines[2], lines[5]], expected, strict=True):
         assert line["tags"] == result["tags"] and line["scores"] == pytest.approx(result["scores"], abs=1e-6)
     assert summary["tagged"] == 3 and summary["errors"] == 3
 

@@ -95,6 +95,7 @@ def test_fused_attention_scores_match_autograd_of_the_plain_formula():
     for ours, reference in zip(
         torch.autograd.grad(fused, (queries, keys, weight), upstream),
         torch.autograd.grad(plain, (queries, keys, weight), upstream),
+        strict=True,
     ):
         torch.testing.assert_close(ours, reference)
 
@@ -416,7 +417,7 @@ def test_char_cnn_is_the_papers_max_over_tanh_windows_word_by_word(activation, t
             chars = chars[chars != tiny_config.char_pad_id]  # the word's own characters
             embedded = cnn.embedding(chars)  # (length, char_dim)
             expected = []
-            for conv, width in zip(cnn.convs, tiny_config.char_kernel_sizes):
+            for conv, width in zip(cnn.convs, tiny_config.char_kernel_sizes, strict=True):
                 starts = range(max(len(chars) - width, 0) + 1)  # a short word keeps its first, padded window
                 windows = [nn_window(embedded, start, width) for start in starts]
                 responses = [squash((conv.weight * window.T).sum((1, 2)) + conv.bias) for window in windows]
@@ -495,7 +496,7 @@ def test_return_dict_false_gives_the_fields_as_a_tuple(tiny_config, text_batch):
         as_dict = model(**text_batch)
         as_tuple = model(**text_batch, return_dict=False)
     assert isinstance(as_tuple, tuple) and len(as_tuple) == len(as_dict.to_tuple())
-    for ours, reference in zip(as_tuple, as_dict.to_tuple()):
+    for ours, reference in zip(as_tuple, as_dict.to_tuple(), strict=True):
         torch.testing.assert_close(ours, reference)
 
 

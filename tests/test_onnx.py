@@ -170,7 +170,7 @@ def test_int8_onnx_runs_and_mostly_agrees(text_export):
     onnx = AcnPipeline.from_pretrained(exported, backend="onnxruntime", onnx_file=ONNX_INT8_FILE)
     expected = [tag for item in eager(TWEETS, return_tags=True) for tag in item["tags"]]
     got = [tag for item in onnx(TWEETS, return_tags=True, batch_size=4) for tag in item["tags"]]
-    agreement = np.mean([a == b for a, b in zip(got, expected)])
+    agreement = np.mean([a == b for a, b in zip(got, expected, strict=True)])
     print(f"int8 tags equal to float32's: {agreement:.1%} of {len(expected)} words")
     assert len(got) == len(expected) and agreement >= INT8_MIN_AGREEMENT
 

@@ -189,13 +189,13 @@ def test_datasets_and_other_iterables_give_the_results_of_single_calls(pipe, tmp
     texts = [TWEET, "Merkel meets Obama", "Paris  in the rain", "Berlin"]
     images = [str(image_path), None, str(image_path), None]
     rows = Dataset.from_dict({"text": texts, "image": images})  # iterating it gives {"text", "image"} dicts
-    single = [comparable(pipe(text, image=image, return_tags=True)) for text, image in zip(texts, images)]
+    single = [comparable(pipe(text, image=image, return_tags=True)) for text, image in zip(texts, images, strict=True)]
     text_only = [comparable(pipe(text, return_tags=True)) for text in texts]
     sources = {
         "KeyDataset": (lambda: KeyDataset(rows, "text"), text_only),  # a torch Dataset, as transformers' docs use
         "datasets.Dataset": (lambda: rows, single),
         "iterator": (lambda: iter(texts), text_only),
-        "zip of pairs": (lambda: zip(texts, images), single),
+        "zip of pairs": (lambda: zip(texts, images, strict=True), single),
     }
     for name, (make_inputs, expected) in sources.items():
         for batch_size in (1, 3):
@@ -365,6 +365,6 @@ def test_the_pipeline_factory_takes_a_dtype(pipe, saved_folder, dtype):
     assert loaded.model.dtype == dtype
     inputs = [(TWEET, striped_image()), ("Merkel meets Obama", None)]
     ours, reference = loaded(inputs, return_tags=True), pipe(inputs, return_tags=True)
-    for result, expected in zip(ours, reference):
+    for result, expected in zip(ours, reference, strict=True):
         assert result["tags"] == expected["tags"]
         assert result["scores"] == pytest.approx(expected["scores"], abs=0.02)

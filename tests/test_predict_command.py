@@ -59,7 +59,7 @@ def test_jsonl_rows_in_order_with_bad_rows_reported(model_folder, loaded, tmp_pa
     assert lines[4]["error"].startswith(f"{tmp_path / 'rows.jsonl'}:5: not JSON")
     assert "cannot read image" in lines[5]["error"] and "broken.jpg" in lines[5]["error"]
     expected = loaded([(TWEET, striped_image()), ("Merkel meets Obama", None), ("Paris", None)], return_tags=True)
-    for line, result in zip([lines[0], lines[1], lines[6]], expected):
+    for line, result in zip([lines[0], lines[1], lines[6]], expected, strict=True):
         assert line["tags"] == result["tags"] and line["scores"] == pytest.approx(result["scores"], abs=1e-6)
         assert [entity["word"] for entity in line["entities"]] == [entity["word"] for entity in result["entities"]]
     assert lines[0]["text"] == TWEET and lines[0]["image"] == "good.png"
@@ -119,7 +119,7 @@ def test_corpus_layout_with_images_and_the_feature_cache(model_folder, loaded, t
         is_split_into_words=True,
         return_tags=True,
     )
-    for line, result in zip([cached[0], cached[2]], expected):
+    for line, result in zip([cached[0], cached[2]], expected, strict=True):
         assert line["tags"] == result["tags"] and line["scores"] == pytest.approx(result["scores"], abs=1e-6)
     assert cached[1]["scores"] == pytest.approx(plain[1]["scores"], abs=1e-6)  # not cached: read from its file
 

@@ -48,7 +48,7 @@ def test_corpus_round_trip(tmp_path, tweets, bom, newline):
     path = tmp_path / "split.txt"
     path.write_bytes(("\ufeff" if bom else "").encode() + newline.join(lines).encode("utf-8"))
     parsed = read_split_file(path)
-    assert [(t.image_id, list(zip(t.tokens, t.tags))) for t in parsed] == [(i, pairs) for i, pairs in tweets]
+    assert [(t.image_id, list(zip(t.tokens, t.tags, strict=True))) for t in parsed] == tweets
     starts = [
         index + 1
         for index, line in enumerate(lines)
@@ -72,7 +72,7 @@ def test_corpus_parser_on_arbitrary_bytes(tmp_path, data):
     lines = data.decode("utf-8").removeprefix("\ufeff").split("\n")
     for t in parsed:  # every tweet is what its lines say, at the lines it names
         assert lines[t.line - 1].rstrip("\r").startswith("IMGID:")
-        for index, (word, label) in enumerate(zip(t.tokens, t.tags)):
+        for index, (word, label) in enumerate(zip(t.tokens, t.tags, strict=True)):
             written, _, written_tag = lines[t.line + index].rstrip("\r").partition("\t")
             assert (word, label) == (written, written_tag.strip())
 
@@ -109,7 +109,7 @@ cell = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x0
 )
 def test_csv_round_trip(tmp_path, columns, cells, bom):
     header = ["text"] + columns
-    records = [dict(zip(header, values)) for values in cells]
+    records = [dict(zip(header, values[: len(header)], strict=True)) for values in cells]
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
     writer.writerow(header)

@@ -113,7 +113,7 @@ def test_tag_tweet_outputs_match_the_pipeline(taught):
     assert entities == [[e["word"], e["entity_group"], round(e["score"], 3)] for e in result["entities"]]
     assert [row[:2] for row in entities] == [list(pair) for pair in PAGE_ENTITIES]
     assert [row[:3] for row in words] == [
-        [w, t, round(s, 3)] for w, t, s in zip(result["words"], result["tags"], result["scores"])
+        [w, t, round(s, 3)] for w, t, s in zip(result["words"], result["tags"], result["scores"], strict=True)
     ]
     assert [row[3] for row in words] == pytest.approx(result["fusion_gates"].tolist(), abs=5e-4)
     assert [row[4] for row in words] == pytest.approx(result["filtration_gates"].tolist(), abs=5e-4)
@@ -236,7 +236,7 @@ def test_examples_are_the_demo_corpus_test_tweets(tmp_path):
     blocks = (corpus / "test.txt").read_text(encoding="utf-8").strip().split("\n\n")
     examples = app.demo_examples()
     assert len(examples) == app.NUM_EXAMPLES
-    for (text, image), block in zip(examples, blocks):
+    for (text, image), block in zip(examples, blocks[: app.NUM_EXAMPLES], strict=True):
         image_id, *lines = block.splitlines()
         assert text == " ".join(line.split("\t")[0] for line in lines)
         with Image.open(corpus / "images" / f"{image_id.removeprefix('IMGID:')}.jpg") as expected:

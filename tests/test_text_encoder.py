@@ -4,6 +4,7 @@ A tiny random BERT stands in for the encoder; its tokenizer is MiniLM-L6's (the 
 installed by `make setup`), so the subword splits are a real checkpoint's.
 """
 
+import itertools
 import json
 import os
 import shutil
@@ -107,7 +108,7 @@ def test_every_word_gets_subwords_aligned_to_it(tiny_bert):
     ids = encoding["subword_ids"][0]
     assert set(positions) - {0} == set(range(1, len(words) + 1))  # every word, the zero-width joiner included
     for position, word in enumerate(words, start=1):
-        pieces = [token for token, at in zip(ids, positions) if at == position]
+        pieces = [token for token, at in zip(ids, positions, strict=True) if at == position]
         expected = subword(word, add_special_tokens=False)["input_ids"] or [subword.unk_token_id]
         assert pieces == expected, word
     assert ids[0] == subword.cls_token_id and encoding["subword_attention_mask"][1] == [1, 1, 1] + [0] * (len(ids) - 3)
@@ -150,7 +151,7 @@ def test_a_tweet_longer_than_the_window_comes_in_whole_word_pieces(tiny_bert):
     assert all(piece[0] == subword.cls_token_id for piece in pieces)
     assert set(positions) - {0} == set(range(1, len(LONG_TWEET.split()) + 1))  # every word is in some piece
     piece_words = [set(positions[start : start + WINDOW]) - {0} for start in range(0, len(ids), WINDOW)]
-    assert all(not (a & b) for a, b in zip(piece_words, piece_words[1:]))  # no word is cut between pieces
+    assert all(not (a & b) for a, b in itertools.pairwise(piece_words))  # no word is cut between pieces
 
 
 def test_long_tweets_are_encoded_piece_by_piece(tiny_bert):

@@ -121,13 +121,13 @@ def test_characters_keep_case(tokenizer):
 def test_split_text_keeps_tweet_tokens_and_exact_offsets(text, words):
     split_words, offsets = AcnTokenizer.split_text(text)
     assert split_words == words
-    assert all(text[start:end] == word for word, (start, end) in zip(split_words, offsets))
+    assert all(text[start:end] == word for word, (start, end) in zip(split_words, offsets, strict=True))
 
 
 def test_offset_mapping_points_into_each_tweet(tokenizer):
     texts = ["@user  😀😀 Obama in Paris http://t.co/x", "Merkel"]
     encoding = tokenizer(texts, return_offsets_mapping=True, return_words=True)
-    for text, words, offsets in zip(texts, encoding["words"], encoding["offset_mapping"]):
+    for text, words, offsets in zip(texts, encoding["words"], encoding["offset_mapping"], strict=True):
         assert [text[start:end] for start, end in offsets[: len(words)]] == words
         assert offsets[len(words) :] == [(0, 0)] * (len(offsets) - len(words))
     assert encoding["words"][0] == ["@user", "😀", "😀", "Obama", "in", "Paris", "http://t.co/x"]

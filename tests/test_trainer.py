@@ -127,7 +127,7 @@ def test_viterbi_tags_keep_padding_and_match_decode():
         logits = model(**batch).logits  # (6, seq_len, 9)
     tags = AcnViterbiTags(model)(logits, batch["labels"])
     paths = model.decode(logits, batch["attention_mask"])
-    for row, path in zip(tags.tolist(), paths):
+    for row, path in zip(tags.tolist(), paths, strict=True):
         assert row[: len(path)] == path and set(row[len(path) :]) <= {-100}
 
 

@@ -348,6 +348,7 @@ def test_exported_folder_loads_the_same_rows(image_dataset, tmp_path):
         for original, reloaded in zip(
             part.cast_column("image", datasets.Image(decode=False)),
             loaded[split].cast_column("image", datasets.Image(decode=False)),
+            strict=True,
         ):
             assert reloaded == original
 

@@ -256,14 +256,17 @@ def test_calibration_equalises_the_channels_puts_each_largest_value_on_its_level
     scales = [ratio**quantization_acn.INT8_EQUALISATION_EXPONENT for ratio in ratios]
     stored = model.config.vision_int8_channel_scales
     assert [len(layer) for layer in stored] == [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512]
-    for layer, expected in zip(stored, scales):
+    for layer, expected in zip(stored, scales, strict=True):
         torch.testing.assert_close(torch.tensor(layer), expected, rtol=1e-3, atol=1e-6)  # 4 significant digits
     # the equalised trunk computes the same function
     equalised = quantization_acn._int8_float_trunk(model.vision, stored, None)
     with torch.no_grad():
         torch.testing.assert_close(equalised(pixels), model.vision(pixels), rtol=1e-4, atol=1e-5)
     # ranges: the input's observed [min, max]; each conv's largest equalised value (m_c / s_c) on level 224 of 255
-    equalised_maxima = [channel_max / torch.tensor(scale) for channel_max, scale in zip(maxima, stored)] + maxima[-1:]
+    equalised_maxima = [
+        channel_max / torch.tensor(scale) for channel_max, scale in zip(maxima[:-1], stored, strict=True)
+    ]
+    equalised_maxima += maxima[-1:]  # the last conv's output is not equalised
     expected = [[pixels.min().item(), pixels.max().item()]]
     expected += [
         [0.0, channel_max.max().item() * 127 / quantization_acn.INT8_LARGEST_LEVEL] for channel_max in equalised_maxima
@@ -277,7 +280,7 @@ def test_calibration_equalises_the_channels_puts_each_largest_value_on_its_level
     convs = [layer for layer in equalised if isinstance(layer, torch.nn.Conv2d)]
     corrections = model.config.vision_int8_bias_corrections
     assert [len(layer) for layer in corrections] == [conv.out_channels for conv in convs]
-    for layer, conv, mean in zip(corrections, convs, means):
+    for layer, conv, mean in zip(corrections, convs, means, strict=True):
         weight = conv.weight.detach()
         expected = int8_weight_rounding(weight).sum(dim=(2, 3)) @ mean
         one_step = weight.abs().max() / 127.5 * mean.max()  # a weight rounded the other way at a near tie
@@ -304,7 +307,7 @@ def test_resnet152_calibration_stores_the_ranges_a_histogram_observer_chooses():
         for chunk in pixels.split(1):
             prepared(chunk)
     assert len(values) == len(model.config.vision_int8_ranges) > 100
-    for (low, high), batches in zip(model.config.vision_int8_ranges, values.values()):
+    for (low, high), batches in zip(model.config.vision_int8_ranges, values.values(), strict=True):
         observer = HistogramObserver(dtype=torch.quint8, reduce_range=True)
         for batch in batches:
             observer(batch)
