@@ -139,7 +139,7 @@ class AcnCharCNN(nn.Module):
         chars = self.embedding(words).transpose(1, 2)  # (words, char_dim, word_len)
         pooled = [
             self._max_over_valid_windows(conv(chars), width, word_lengths)
-            for conv, width in zip(self.convs, self.kernel_sizes)
+            for conv, width in zip(self.convs, self.kernel_sizes, strict=True)
         ]
         # tanh is increasing, so tanh after the max equals the paper's max over tanh'd windows
         features = self.activation(torch.cat(pooled, dim=-1))  # (words, filters * num_widths)
@@ -520,7 +520,7 @@ class AcnCrf(nn.Module):
         # `emissions[:, step]` would give each step a gradient of the whole tensor (quadratic in the length).
         steps, step_masks = emissions.unbind(1), mask.unbind(1)  # seq_len x (batch, tags), seq_len x (batch,)
         alpha = self.start_transitions + steps[0]  # (batch, tags)
-        for step_emissions, step_mask in zip(steps[1:], step_masks[1:]):
+        for step_emissions, step_mask in zip(steps[1:], step_masks[1:], strict=True):
             shift = alpha.max(dim=-1, keepdim=True).values.detach()  # (batch, 1)
             summed = ((alpha - shift).exp() @ exp_transitions).log() + shift + transition_shift  # (batch, to)
             alpha = torch.where(step_mask[:, None], summed + step_emissions, alpha)  # (batch, tags)
@@ -851,7 +851,8 @@ class AcnModel(AcnPreTrainedModel):
             raise ValueError(
                 f"image_features were computed by the vision trunk {_short_id(image_features_trunk)}, and this model's "
                 f"trunk is {_short_id(own)}: load the trunk that computed them, written beside the cached features by "
-                "`acn-dataset cache-features`, with model.load_vision_weights('FEATURES_FOLDER/vgg16_trunk.safetensors') "
+                "`acn-dataset cache-features`, with "
+                "model.load_vision_weights('FEATURES_FOLDER/vgg16_trunk.safetensors') "
                 "(or compute the features with this model's trunk)"
             )
 
@@ -882,7 +883,7 @@ class AcnModel(AcnPreTrainedModel):
             co_attended = AcnCoAttentionOutput(
                 *(
                     _scatter_rows(rows, image_mask, zeros) if zeros is not None else None
-                    for rows, zeros in zip(computed, co_attended)
+                    for rows, zeros in zip(computed, co_attended, strict=True)
                 )
             )  # both are AcnCoAttentionOutput, so the fields pair up by name
         features = torch.cat([hidden, co_attended.multimodal], dim=-1)  # (batch, seq_len, hidden + output_size)
@@ -1137,7 +1138,7 @@ class AcnForTokenClassification(AcnPreTrainedModel):
             )
         else:
             paths = logits.argmax(-1)  # (batch, seq_len)
-        return [path[:length].tolist() for path, length in zip(paths, word_mask.sum(-1).tolist())]
+        return [path[:length].tolist() for path, length in zip(paths, word_mask.sum(-1).tolist(), strict=True)]
 
     def _loss(self, logits, labels, word_mask):
         logits = logits.float()  # the forward algorithm sums many terms: float32 even under bf16 autocast

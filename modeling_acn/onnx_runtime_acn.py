@@ -244,10 +244,10 @@ class AcnOnnxModel:
         if subwords is not None:
             if subwords[0].shape[1] > self.config.text_encoder_window:
                 raise ValueError(
-                    f"the ONNX graph encodes at most text_encoder_window={self.config.text_encoder_window} subwords per "
-                    f"tweet, got {subwords[0].shape[1]}: tag longer tweets with the torch backend"
+                    f"the ONNX graph encodes at most text_encoder_window={self.config.text_encoder_window} "
+                    f"subwords per tweet, got {subwords[0].shape[1]}: tag longer tweets with the torch backend"
                 )
-            feed.update(zip(("subword_ids", "subword_attention_mask", "subword_to_word"), subwords))
+            feed.update(zip(("subword_ids", "subword_attention_mask", "subword_to_word"), subwords, strict=True))
         if self.config.use_image:
             if image_features is not None and image_features_trunk is not None:
                 AcnModel._check_features_trunk(self, image_features_trunk)
@@ -274,7 +274,7 @@ class AcnOnnxModel:
             )
         else:
             paths = logits.argmax(-1)  # (batch, seq_len)
-        return [path[:length].tolist() for path, length in zip(paths, word_mask.sum(-1).tolist())]
+        return [path[:length].tolist() for path, length in zip(paths, word_mask.sum(-1).tolist(), strict=True)]
 
     def vision_trunk_id(self) -> str:
         """The exported model's `vision_trunk_id()`, as `onnx_config.json` records it."""
@@ -327,17 +327,19 @@ def read_onnx_config(path: Path, config: AcnConfig) -> tuple[AcnNumpyCrf | None,
     if (crf is None) != (config.decoder != "crf"):
         scores = "no CRF scores" if crf is None else "CRF scores"
         raise ValueError(
-            f"{path} has {scores}, and config.json's decoder is {config.decoder!r}: export the model again with acn-export"
+            f"{path} has {scores}, and config.json's decoder is {config.decoder!r}: "
+            "export the model again with acn-export"
         )
     trunk_id = exported["vision_trunk_id"]
     if not config.use_image and trunk_id is not None:
         raise ValueError(
-            f"{path} records the vision trunk {_abridged(trunk_id)}, and config.json's model has no images (use_image=False)"
+            f"{path} records the vision trunk {_abridged(trunk_id)}, "
+            "and config.json's model has no images (use_image=False)"
         )
     if config.use_image and not (isinstance(trunk_id, str) and trunk_id.startswith(f"{config.vision_backbone}:")):
         raise ValueError(
-            f"{path}: vision_trunk_id must be config.json's vision_backbone and a digest ('{config.vision_backbone}:...'), "
-            f"got {_abridged(trunk_id)}"
+            f"{path}: vision_trunk_id must be config.json's vision_backbone and a digest "
+            f"('{config.vision_backbone}:...'), got {_abridged(trunk_id)}"
         )
     return (None if crf is None else _crf_scores(path, crf, config.num_labels)), trunk_id
 
@@ -347,7 +349,7 @@ def _crf_scores(path: Path, crf, num_labels: int) -> AcnNumpyCrf:
     if not isinstance(crf, dict) or set(crf) != set(CRF_SCORES):
         raise ValueError(f"{path}: crf must hold {', '.join(CRF_SCORES)}, got {_abridged(crf)}")
     tables = {}
-    for name, shape in zip(CRF_SCORES, ((num_labels,), (num_labels,), (num_labels, num_labels))):
+    for name, shape in zip(CRF_SCORES, ((num_labels,), (num_labels,), (num_labels, num_labels)), strict=True):
         try:
             table = np.asarray(crf[name])
         except ValueError:  # ragged lists
@@ -407,8 +409,9 @@ def check_logits_graph(path: Path, session, config: AcnConfig) -> dict[str, type
         missing, unexpected = sorted(expected.keys() - got.keys()), sorted(got.keys() - expected.keys())
         differences = (("missing", missing), ("unexpected", unexpected), ("of another type", retyped))
         raise ValueError(
-            f"{path} was exported from another model: its inputs do not match config.json's (use_image={config.use_image}, "
-            f"use_char_cnn={config.use_char_cnn}, text_encoder={config.text_encoder!r}): "
+            f"{path} was exported from another model: its inputs do not match config.json's "
+            f"(use_image={config.use_image}, use_char_cnn={config.use_char_cnn}, "
+            f"text_encoder={config.text_encoder!r}): "
             + "; ".join(f"{what} {', '.join(names)}" for what, names in differences if names)
         )
     if config.use_image:
@@ -438,7 +441,8 @@ def check_vision_graph(path: Path, session, config: AcnConfig, trunk_id: str) ->
     recorded = session.get_modelmeta().custom_metadata_map.get(TRUNK_ID_KEY)
     if recorded is not None and recorded != trunk_id:
         raise ValueError(
-            f"{path} holds the vision trunk {_short_id(recorded)}, and {ONNX_CONFIG_FILE} records {_short_id(trunk_id)}: "
+            f"{path} holds the vision trunk {_short_id(recorded)}, "
+            f"and {ONNX_CONFIG_FILE} records {_short_id(trunk_id)}: "
             "the graph comes from another model; export the model again with acn-export"
         )
 
@@ -452,7 +456,9 @@ def _output_shape(path: Path, session, name: str) -> list:
 
 def _check_shape(path: Path, name: str, shape: list, expected: tuple, why: str = "") -> None:
     """`shape` as ONNX Runtime gives it (ints, or names for dynamic axes) against `expected` (None: any size)."""
-    if len(shape) != len(expected) or any(want is not None and size != want for size, want in zip(shape, expected)):
+    if len(shape) != len(expected) or any(
+        want is not None and size != want for size, want in zip(shape, expected, strict=True)
+    ):
         wanted = ["any" if want is None else want for want in expected]
         raise ValueError(f"{path}: {name} has shape {shape}, and config.json's model needs {wanted}{why}")
 

@@ -125,7 +125,8 @@ class AcnPipeline(Pipeline):
                 raise ValueError(f"{name} goes with backend='onnxruntime', got backend={backend!r}")
             model, processor = load_model_and_processor(model_name_or_path, trust_remote_code)
             return cls(model=model, processor=processor, device=device, task=TASK, **kwargs)
-        # Imported by name: a `from .onnx_runtime_acn import` line would make save_pretrained copy the file into every folder.
+        # Imported by name: a `from .onnx_runtime_acn import` line would make save_pretrained copy the file into
+        # every folder.
         onnx_runtime_acn = importlib.import_module(f"{__package__}.onnx_runtime_acn")
         model = onnx_runtime_acn.AcnOnnxModel.from_pretrained(
             model_name_or_path,
@@ -276,7 +277,7 @@ class AcnPipeline(Pipeline):
         texts, word_offsets = ([text], [offsets]) if isinstance(text, str) else (text, offsets)
         rows = [
             [INVISIBLE_WORD.fullmatch(tweet[start:end]) is not None for start, end in spans]
-            for tweet, spans in zip(texts, word_offsets)
+            for tweet, spans in zip(texts, word_offsets, strict=True)
         ]
         if not any(map(any, rows)):
             return logits
@@ -437,7 +438,7 @@ def word_entities(words, tags, scores, offsets, ignore_labels):
     """One entry per word whose tag is not ignored (aggregation "none")."""
     return [
         {"entity": tag, "score": score, "index": index, "word": word, "start": start, "end": end}
-        for index, (word, tag, score, (start, end)) in enumerate(zip(words, tags, scores, offsets))
+        for index, (word, tag, score, (start, end)) in enumerate(zip(words, tags, scores, offsets, strict=True))
         if tag not in ignore_labels
     ]
 

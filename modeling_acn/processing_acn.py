@@ -97,7 +97,7 @@ def _align_labels(
     if len(labels) != len(word_counts):
         raise ValueError(f"got {len(labels)} label sequences for {len(word_counts)} texts")
     aligned = np.full((len(word_counts), seq_len), IGNORE_INDEX, dtype=np.int64)  # (batch, seq_len)
-    for index, (example_labels, count) in enumerate(zip(labels, word_counts)):
+    for index, (example_labels, count) in enumerate(zip(labels, word_counts, strict=True)):
         was_truncated = truncated_at is not None and count == truncated_at and len(example_labels) > count
         if len(example_labels) != count and not was_truncated:
             raise ValueError(f"example {index} has {count} words but {len(example_labels)} labels")

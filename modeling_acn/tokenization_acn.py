@@ -112,8 +112,8 @@ class AcnTokenizer(PreTrainedTokenizer):
         replace_users: map @mentions to `<user>`.
         replace_digits: map every digit to `0`.
         hashtags_as_words: look a hashtag up under its word (`#NBA` shares `NBA`'s vector; a quarter of Twitter-2015's
-            training hashtags are entities). `from_corpus` turns it on (chosen on Twitter-2015 dev; see docs/benchmarks.md);
-            off here, so that a tokenizer saved before the option existed reloads unchanged.
+            training hashtags are entities). `from_corpus` turns it on (chosen on Twitter-2015 dev; see
+            docs/benchmarks.md); off here, so that a tokenizer saved before the option existed reloads unchanged.
         max_word_length: characters kept per word; the rest are cut.
         min_char_width: smallest width of the character axis, so the widest char-CNN kernel always fits.
         subword_tokenizer: the fast tokenizer of a pretrained text encoder (`AcnConfig.text_encoder`); each call
@@ -412,7 +412,7 @@ class AcnTokenizer(PreTrainedTokenizer):
         batch_chars = [[self.char_ids_of(word) for word in words] for words in batch_words]
         char_len = max([self.min_char_width] + [len(chars) for example in batch_chars for chars in example])
         input_ids, char_ids, attention_mask = [], [], []
-        for words, chars in zip(batch_words, batch_chars):
+        for words, chars in zip(batch_words, batch_chars, strict=True):
             pad = seq_len - len(words)
             input_ids.append(self.word_ids_of(words) + [PAD_ID] * pad)  # (seq_len,)
             rows = [c + [PAD_ID] * (char_len - len(c)) for c in chars] + [[PAD_ID] * char_len] * pad

@@ -29,8 +29,9 @@ class AcnDataCollator:
 
     Rows are those of the corpus loader (`acn_mner.corpus`): `tokens`, `ner_tags`, and `image` or cached
     `image_features`/`image_mask` (with `image_features_trunk`, the id of the trunk that computed them, which goes
-    into the batch: the model refuses features from a trunk other than its own). With `Trainer`, set `TrainingArguments(remove_unused_columns=False)`, or
-    it drops these columns (they are not arguments of the model's forward).
+    into the batch: the model refuses features from a trunk other than its own). With `Trainer`, set
+    `TrainingArguments(remove_unused_columns=False)`, or it drops these columns (they are not arguments of the model's
+    forward).
 
     Args:
         processor: an `AcnProcessor`.
@@ -215,7 +216,8 @@ class AcnEntityMetrics:
         predictions, label_ids = eval_prediction.predictions, eval_prediction.label_ids
         if isinstance(predictions, tuple) or np.ndim(predictions) != 2:
             raise ValueError(
-                "predictions must be tag ids (examples, seq_len): pass preprocess_logits_for_metrics=AcnViterbiTags(model) "
+                "predictions must be tag ids (examples, seq_len): "
+                "pass preprocess_logits_for_metrics=AcnViterbiTags(model) "
                 f"to Trainer, got {type(predictions).__name__} of shape {np.shape(predictions)}"
             )
         predicted, gold = self.tag_names(predictions, label_ids)

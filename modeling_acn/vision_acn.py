@@ -75,7 +75,8 @@ def load_vision_state(vision_backbone: str, path) -> tuple[dict, dict]:
 
 
 def _resnet_trunk_key(key):
-    """torchvision ResNet key -> its name in the trunk's `nn.Sequential` (`layer1.0.conv1.weight` -> `4.0.conv1.weight`)."""
+    """torchvision ResNet key -> its name in the trunk's `nn.Sequential`
+    (`layer1.0.conv1.weight` -> `4.0.conv1.weight`)."""
     child, rest = key.split(".", 1)
     return f"{RESNET_TRUNK_CHILDREN.index(child)}.{rest}"
 
