@@ -91,6 +91,7 @@ def test_wheel_installs_exactly_the_model_and_library_packages(tmp_path):
         "acn_mner",
     }
     assert "acn_mner/metrics/seqeval_mner/seqeval_mner.py" in names
+    assert {"modeling_acn/py.typed", "acn_mner/py.typed"} <= set(names)  # PEP 561: type checkers read the annotations
     assert {"modeling_acn/vision_acn.py", "modeling_acn/quantization_acn.py", "acn_mner/feature_cache.py"} <= set(names)
     commands = dict(line.split(" = ") for line in entry_points.splitlines() if " = " in line)
     assert commands == {
