@@ -95,6 +95,34 @@ def corpus(tmp_path_factory):
     return write_corpus(tmp_path_factory.mktemp("corpus"), {"train": TWEETS, "validation": TWEETS, "test": TWEETS})
 
 
+@pytest.fixture(scope="module")
+def text_export(tmp_path_factory):
+    """The tiny text-only pipeline, saved and exported to ONNX in float32 and int8 by `acn-export`."""
+    from acn_mner.onnx_export import main
+
+    from .pipeline_fixtures import tiny_pipeline
+
+    pipe = tiny_pipeline(use_image=False)
+    folder = tmp_path_factory.mktemp("text-model")
+    pipe.save_pretrained(folder)
+    exported = folder.parent / "text-onnx"
+    assert main(["--model", str(folder), "--output_dir", str(exported), "--format", "onnx", "--int8"]) is None
+    return pipe, exported
+
+
+@pytest.fixture(scope="module")
+def image_export(tmp_path_factory):
+    """The tiny pipeline with images (float32 trunk, which vision.onnx holds), saved and exported to ONNX."""
+    from acn_mner.onnx_export import export_onnx
+
+    from .pipeline_fixtures import tiny_pipeline
+
+    pipe = tiny_pipeline(vision_precision="fp32")
+    folder = tmp_path_factory.mktemp("image-model")
+    pipe.save_pretrained(folder)
+    return pipe, export_onnx(folder, folder.parent / "image-onnx")
+
+
 # --- docs/reliability.md's table of bad inputs ------------------------------------------------------------
 # Tests marked `bad_input(input, outcome)` each show one hostile input and what it gets. With
 # `--reliability-table FILE`, the rows of the tests that ran are written to FILE (between its

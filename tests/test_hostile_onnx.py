@@ -20,7 +20,7 @@ from modeling_acn.onnx_runtime_acn import ONNX_CONFIG_FILE, TRUNK_ID_KEY, AcnOnn
 
 from .conftest import BIO_LABELS, TINY_SIZES
 from .pipeline_fixtures import striped_image
-from .test_onnx import TWEETS, image_export, needs_onnxruntime, text_export  # noqa: F401 (fixtures, found by name)
+from .test_onnx import TWEETS, needs_onnxruntime
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,7 +103,8 @@ def test_label_counts_that_disagree_are_refused_naming_the_file(text_export, tmp
         rewrite_onnx_config(folder, lambda exported: exported.update(crf=crf_scores(6)))
         assert_refused(
             folder,
-            r"model.onnx: logits has shape \['batch', 'words', 5\], and config.json's model needs \['any', 'any', 6\] \(a score per label\)$",
+            r"model.onnx: logits has shape \['batch', 'words', 5\], "
+            r"and config.json's model needs \['any', 'any', 6\] \(a score per label\)$",
         )
 
 
@@ -180,7 +181,8 @@ def test_a_graph_of_another_model_is_refused_naming_its_inputs(text_export, imag
     shutil.copy(image_export[1] / "model.onnx", text_folder / "model.onnx")
     assert_refused(
         text_folder,
-        r"model.onnx was exported from another model: .*\(use_image=False, .*\): unexpected image_features, image_mask$",
+        r"model.onnx was exported from another model: .*\(use_image=False, .*\): "
+        r"unexpected image_features, image_mask$",
     )
 
 
@@ -210,7 +212,8 @@ class ResNetShapedTrunk(torch.nn.Module):
 @needs_onnxruntime
 @pytest.mark.bad_input(
     "an ONNX folder whose `vision.onnx` holds another trunk than `onnx_config.json` records",
-    "`ValueError` naming the file and both trunk ids, or the shapes where the graph predates the record (it loaded, and computed features its model never saw)",
+    "`ValueError` naming the file and both trunk ids, or the shapes where the graph predates the record "
+    "(it loaded, and computed features its model never saw)",
 )
 def test_a_vision_graph_of_another_trunk_is_refused(image_export, other_trunk_graph, tmp_path):
     eager, exported = image_export
@@ -232,12 +235,14 @@ def test_a_vision_graph_of_another_trunk_is_refused(image_export, other_trunk_gr
     )
     assert_refused(
         folder,
-        r"vision.onnx: image_features has shape \['images', 49, 2048\], and config.json's model needs \['any', 49, 512\]$",
+        r"vision.onnx: image_features has shape \['images', 49, 2048\], "
+        r"and config.json's model needs \['any', 49, 512\]$",
     )
     rewrite_onnx_config(folder, lambda exported: exported.update(vision_trunk_id="resnet152:" + own.split(":")[1]))
     assert_refused(
         folder,
-        r"onnx_config.json: vision_trunk_id must be config.json's vision_backbone and a digest \('vgg16:...'\), got 'resnet152:",
+        r"onnx_config.json: vision_trunk_id must be config.json's vision_backbone and a digest \('vgg16:...'\), "
+        r"got 'resnet152:",
     )
 
 
@@ -265,7 +270,8 @@ def test_the_vision_graph_records_its_trunk_and_older_exports_without_the_record
 
 @pytest.mark.bad_input(
     "a config.json with 20,000 labels (or `num_labels` of a billion)",
-    f"`ValueError` naming the count and MAX_LABELS={MAX_LABELS}, before anything is allocated per label (3.5 GB went to the BIO table and the CRF)",
+    f"`ValueError` naming the count and MAX_LABELS={MAX_LABELS}, before anything is allocated per label "
+    "(3.5 GB went to the BIO table and the CRF)",
 )
 def test_more_labels_than_max_labels_are_refused_naming_the_count(tmp_path):
     config = AcnConfig(**TINY_SIZES, id2label=dict(enumerate(BIO_LABELS))).to_dict()

@@ -21,7 +21,7 @@ from modeling_acn.onnx_runtime_acn import (
 from modeling_acn.pipeline_acn import tag_marginals
 
 from .encoder_fixtures import make_model, make_processor
-from .pipeline_fixtures import TWEET, striped_image, tiny_pipeline
+from .pipeline_fixtures import TWEET, striped_image
 
 needs_onnxruntime = pytest.mark.skipif(
     find_spec("onnxruntime") is None or find_spec("onnxscript") is None,
@@ -102,26 +102,7 @@ def test_a_missing_onnxruntime_says_how_to_install_it(monkeypatch):
 
 
 # --- export and the ONNX Runtime backend ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def text_export(tmp_path_factory):
-    """The tiny text-only pipeline, saved and exported in float32 and int8."""
-    pipe = tiny_pipeline(use_image=False)
-    folder = tmp_path_factory.mktemp("text-model")
-    pipe.save_pretrained(folder)
-    exported = folder.parent / "text-onnx"
-    assert main(["--model", str(folder), "--output_dir", str(exported), "--format", "onnx", "--int8"]) is None
-    return pipe, exported
-
-
-@pytest.fixture(scope="module")
-def image_export(tmp_path_factory):
-    """The tiny pipeline with images (float32 trunk, which vision.onnx holds), saved and exported."""
-    pipe = tiny_pipeline(vision_precision="fp32")
-    folder = tmp_path_factory.mktemp("image-model")
-    pipe.save_pretrained(folder)
-    return pipe, export_onnx(folder, folder.parent / "image-onnx")
+# the fixtures `text_export` and `image_export` (conftest.py) are tiny pipelines, saved and exported
 
 
 def assert_same_results(eager, onnx, inputs, **call):
