@@ -88,7 +88,7 @@ def encode_split(tokenizer, split, max_length):
     """Subword ids per tweet, the label of each word on its first subword, and the first-subword positions. A word
     the tokenizer would drop (a lone zero-width joiner) is read as its unknown token, as AcnTokenizer does."""
     rows = []
-    for index, (words, tags) in enumerate(zip(split["tokens"], split["ner_tags"])):
+    for index, (words, tags) in enumerate(zip(split["tokens"], split["ner_tags"], strict=True)):
         words = [word if tokenizer.tokenize(word) else tokenizer.unk_token for word in words]
         encoding = tokenizer(words, is_split_into_words=True, add_special_tokens=True)
         if len(encoding["input_ids"]) > max_length:
@@ -104,7 +104,7 @@ def encode_split(tokenizer, split, max_length):
         if len(firsts) != len(words):
             raise ValueError(f"tweet {index}: {len(words) - len(firsts)} words have no subword")
         labels = [IGNORE] * len(word_ids)
-        for position, tag in zip(firsts, tags):
+        for position, tag in zip(firsts, tags, strict=True):
             labels[position] = tag
         rows.append((encoding["input_ids"], labels, firsts))
     return rows
@@ -128,7 +128,9 @@ def predict(model, rows, names, batch_size, pad_id):
     with torch.no_grad():
         for ids, mask, _, firsts in batches(rows, batch_size, pad_id):
             best = model(input_ids=ids, attention_mask=mask).logits.argmax(-1)  # (batch, length)
-            predictions += [[names[tag] for tag in row[positions].tolist()] for row, positions in zip(best, firsts)]
+            predictions += [
+                [names[tag] for tag in row[positions].tolist()] for row, positions in zip(best, firsts, strict=True)
+            ]
     return predictions
 
 

@@ -5,15 +5,16 @@ possibly inside an epoch: the training state counts the epoch's batches) holding
 
     model.safetensors        the model's weights
     optimizer.pt             the optimiser's state: tensors, numbers and lists only, read with `weights_only=True`
-    training_state.json      epoch counter, batches into the epoch, dev selection, learning-rate schedule, gradient scaler
+    training_state.json      epoch counter, batches into the epoch, dev selection, learning-rate schedule,
+                             gradient scaler
     rng_state_<rank>.pt      Python's, numpy's and torch's generators of each process (`weights_only=True`)
     checkpoint.json          written last: format, number of processes, and the size and SHA-256 of every file
 
 Nothing in it is unpickled with code execution: safetensors and JSON are data, and `torch.load(weights_only=True)`
 refuses any pickle that names a class or function. The processes write into ``.epoch_N.tmp`` and the main process
 renames it to ``epoch_N`` (``step_N`` likewise) once ``checkpoint.json`` is on disk, so a kill at any moment leaves
-either a complete, verifiable checkpoint or a hidden temporary folder that resuming ignores. Files an attacker adds to a checkpoint
-(Accelerate's ``custom_checkpoint_0.pkl``, say) are never read.
+either a complete, verifiable checkpoint or a hidden temporary folder that resuming ignores. Files an attacker adds
+to a checkpoint (Accelerate's ``custom_checkpoint_0.pkl``, say) are never read.
 """
 
 import hashlib
@@ -155,7 +156,8 @@ def find_checkpoints(checkpoint_dir: Path) -> list[Path]:
     if len(kinds) > 1:
         newest = " and ".join(str(kind[0][1]) for kind in kinds)
         raise CheckpointError(
-            f"{checkpoint_dir} holds both epoch_N and step_N checkpoints, which 'latest' cannot order: name one folder (newest: {newest})"
+            f"{checkpoint_dir} holds both epoch_N and step_N checkpoints, which 'latest' cannot order: name one folder "
+            f"(newest: {newest})"
         )
     return [path for kind in kinds for _, path in kind]
 

@@ -49,7 +49,8 @@ def load_corpus(source: str, image_dir: str | None = None, config_name: str | No
     )
     if layout and config_name is not None:
         raise ValueError(
-            f"dataset_config_name {config_name!r} selects a configuration of a Hub dataset or Parquet folder; {source} is a {layout} folder"
+            f"dataset_config_name {config_name!r} selects a configuration of a Hub dataset or Parquet folder; {source} "
+            f"is a {layout} folder"
         )
     if layout == "raw corpus":
         return load_twitter_mner(path, image_dir)
@@ -68,7 +69,8 @@ def load_corpus_files(
     suffixes = {path.suffix.lower() for path in paths.values()}
     if len(suffixes) != 1 or suffixes.pop() not in CORPUS_FILE_SUFFIXES:
         raise ValueError(
-            f"corpus files must share one format of {', '.join(CORPUS_FILE_SUFFIXES)}, got {', '.join(map(str, paths.values()))}"
+            f"corpus files must share one format of {', '.join(CORPUS_FILE_SUFFIXES)}, got "
+            f"{', '.join(map(str, paths.values()))}"
         )
     for path in paths.values():
         if not path.is_file():
@@ -142,7 +144,8 @@ def standard_corpus(
     missing = [split for split in SPLITS if split not in corpus]
     if missing:
         raise ValueError(
-            f"{origins[missing[0]]} does not exist: the corpus has the splits {sorted(corpus)}; training needs train, validation and test"
+            f"{origins[missing[0]]} does not exist: the corpus has the splits {sorted(corpus)}; training needs train, "
+            "validation and test"
         )
     corpus = DatasetDict({split: corpus[split] for split in SPLITS})
     for split in SPLITS:
@@ -188,12 +191,13 @@ def tag_names(corpus: DatasetDict, origins: dict[str, str], known_labels: list[s
         names = list(known_labels)
     elif dtype.startswith(("int", "uint")):
         raise ValueError(
-            f"{origins['train']}: {LABEL_COLUMN} holds label ids without names (no ClassLabel feature); give the tags as "
-            "strings, or continue a trained model, whose id2label names them"
+            f"{origins['train']}: {LABEL_COLUMN} holds label ids without names (no ClassLabel feature); give the tags "
+            "as strings, or continue a trained model, whose id2label names them"
         )
     else:
         raise ValueError(
-            f"{origins['train']}: {LABEL_COLUMN} must hold a list of tags (strings or label ids) per tweet, got {feature}"
+            f"{origins['train']}: {LABEL_COLUMN} must hold a list of tags (strings or label ids) per tweet, got "
+            f"{feature}"
         )
     check_bio(names, origins["train"])
     return names
@@ -208,7 +212,7 @@ def check_bio(tags, origin: str) -> None:
 def check_rows(split: datasets.Dataset, names: list[str], origin: str) -> None:
     """Every tweet has words, one tag per word, and only tags of `names` (strings) or ids below `len(names)`."""
     known = set(names) | set(range(len(names)))  # tags as names, or as ids
-    for row, (words, tags) in enumerate(zip(split[TEXT_COLUMN], split[LABEL_COLUMN])):
+    for row, (words, tags) in enumerate(zip(split[TEXT_COLUMN], split[LABEL_COLUMN], strict=True)):
         if not words:
             raise ValueError(f"{origin}: row {row + 1} has no words")
         if len(words) != len(tags):

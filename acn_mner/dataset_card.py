@@ -4,6 +4,7 @@ and citation: those of a known corpus (`CORPORA`), or those given for a corpus o
 import re
 from collections import Counter
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, DatasetInfo, SplitDict, SplitInfo
@@ -168,7 +169,7 @@ def count_orphan_inside_tags(sequences: list[list[str]]) -> Counter:
     """``I-X`` tags that continue no ``X`` entity: after ``O`` (or first in a tweet), or after another type."""
     counts = Counter()
     for tags in sequences:
-        for previous, tag in zip([OUTSIDE_TAG] + tags, tags):
+        for previous, tag in pairwise([OUTSIDE_TAG, *tags]):
             if not tag.startswith("I-") or entity_type(previous) == entity_type(tag):
                 continue
             counts["after O" if previous == OUTSIDE_TAG else "after another type"] += 1
@@ -233,9 +234,9 @@ def images_section(dataset: DatasetDict) -> str:
     return (
         "## Images\n\n"
         "Images are stored upright (EXIF orientation applied) and in RGB; RGB JPEGs keep their original bytes, "
-        "anything else (alpha over white, CMYK, grayscale, 16-bit scaled to 8 bits, palette, the first frame of an animation) is "
-        "re-encoded as PNG. A tweet without an image keeps its text, has `image = None` and the reason in "
-        "`image_problem`; the model masks its image out. No substitute picture is used.\n\n"
+        "anything else (alpha over white, CMYK, grayscale, 16-bit scaled to 8 bits, palette, the first frame of an "
+        "animation) is re-encoded as PNG. A tweet without an image keeps its text, has `image = None` and the reason "
+        "in `image_problem`; the model masks its image out. No substitute picture is used.\n\n"
         f"{image_problem_table(dataset)}"
     )
 

@@ -3,7 +3,8 @@ format as a Parquet dataset folder, or cache a model's image features for an exp
 
 Export (``--push_to_hub`` is the only step that needs the network)::
 
-    acn-dataset --data_dir D [--image_dir I] --output_dir O --corpus twitter-2015 [--label_map OTHER=MISC] [--push_to_hub REPO]
+    acn-dataset --data_dir D [--image_dir I] --output_dir O --corpus twitter-2015 \\
+        [--label_map OTHER=MISC] [--push_to_hub REPO]
 
 A corpus of one's own in the same format: no ``--corpus``, and the card's name, license and citation from
 ``--dataset_name``, ``--license`` and ``--citation_file`` (which also replace a ``--corpus`` preset's); the card claims
@@ -108,7 +109,9 @@ def parse_export_args(argv: list[str]) -> argparse.Namespace:
 def parse_cache_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=f"{Path(sys.argv[0]).name} {CACHE_COMMAND}",
-        description="Store the model's image features as a dataset column (float16, 49 regions x the backbone's channels).",
+        description=(
+            "Store the model's image features as a dataset column (float16, 49 regions x the backbone's channels)."
+        ),
     )
     parser.add_argument("--dataset", required=True, help="Exported folder or Hub id that load_dataset reads.")
     trunk = parser.add_mutually_exclusive_group(required=True)

@@ -287,7 +287,8 @@ def generate_split(rng: np.random.Generator, split: str, count: int) -> list[Dem
 def corpus_text(tweets: list[DemoTweet]) -> str:
     blocks = [
         "\n".join(
-            [IMAGE_ID_PREFIX + tweet.image_id] + [f"{token}\t{tag}" for token, tag in zip(tweet.tokens, tweet.tags)]
+            [IMAGE_ID_PREFIX + tweet.image_id]
+            + [f"{token}\t{tag}" for token, tag in zip(tweet.tokens, tweet.tags, strict=True)]
         )
         for tweet in tweets
     ]

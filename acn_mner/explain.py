@@ -130,7 +130,7 @@ def draw_gate_bars(axes, words, tags, colors, gates, title: str) -> None:
     axes.bar(positions, gates, color=colors)
     axes.set_ylim(0.0, 1.0)
     axes.set_ylabel(title, fontsize=9)
-    axes.set_xticks(positions, [f"{word}\n{tag}" for word, tag in zip(words, tags)], fontsize=8)
+    axes.set_xticks(positions, [f"{word}\n{tag}" for word, tag in zip(words, tags, strict=True)], fontsize=8)
 
 
 def draw_message(axes, message: str) -> None:

@@ -125,7 +125,8 @@ def eval_results(dataset_id: str, results: dict) -> list[EvalResult]:
 
 
 def card_data(args, results: dict) -> ModelCardData:
-    """The card's YAML; model-index and `datasets` only with a Hub dataset id (a local path means nothing on the Hub)."""
+    """The card's YAML; model-index and `datasets` only with a Hub dataset id (a local path means nothing on the
+    Hub)."""
     dataset_id = hub_dataset_id(args)
     return ModelCardData(
         language=["en"],

@@ -75,7 +75,8 @@ def export_onnx(model_folder_or_model, output_dir, int8: bool = False, processor
     model = _load(model_folder_or_model)
     if model.config.word_pooling == "lstm":
         raise ValueError(
-            "word_pooling='lstm' cannot be exported (each word's subword count sets its LSTM's length): export a model with 'first' or 'mean' pooling"
+            "word_pooling='lstm' cannot be exported (each word's subword count sets its LSTM's length): export a model "
+            "with 'first' or 'mean' pooling"
         )
     inputs = example_inputs(model.config)
     with atomic_folder(output_dir) as folder:
@@ -296,7 +297,8 @@ def quantize_vision_int8(fp32_path: Path, int8_path: Path, calibration_pixels: t
         or tuple(pixels.shape[1:]) != (3, BACKBONE_INPUT_SIZE, BACKBONE_INPUT_SIZE)
     ):
         raise ValueError(
-            f"calibration pixels must be (images >= 1, 3, {BACKBONE_INPUT_SIZE}, {BACKBONE_INPUT_SIZE}), got {tuple(pixels.shape)}"
+            f"calibration pixels must be (images >= 1, 3, {BACKBONE_INPUT_SIZE}, {BACKBONE_INPUT_SIZE}), got "
+            f"{tuple(pixels.shape)}"
         )
 
     class Batches(CalibrationDataReader):
@@ -358,7 +360,8 @@ def check_graph(path: Path, inputs: dict, expected: torch.Tensor, output: str) -
     difference = float(np.abs(got - expected.numpy()).max())
     if not difference <= CHECK_TOLERANCE:
         raise RuntimeError(
-            f"{path.name} gives {output} up to {difference:.2e} away from the eager model's (tolerance {CHECK_TOLERANCE})"
+            f"{path.name} gives {output} up to {difference:.2e} away from the eager model's (tolerance "
+            f"{CHECK_TOLERANCE})"
         )
 
 
@@ -420,7 +423,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--calibration_images",
         type=Path,
-        help="With --int8, a model with images: a folder of images (e.g. some training images) that calibrate vision_int8.onnx, the image trunk in static int8.",
+        help=(
+            "With --int8, a model with images: a folder of images (e.g. some training images) that calibrate "
+            "vision_int8.onnx, the image trunk in static int8."
+        ),
     )
     args = parser.parse_args(argv)
     if args.calibration_images is not None and not args.int8:

@@ -1,7 +1,8 @@
 """acn-predict: tag every row of a JSONL, CSV or CoNLL file with a saved ACN model, one JSONL line per row.
 
 Input rows, by file extension:
-    .jsonl  one object per line: ``{"text": "...", "image": "path.jpg", an http(s) URL or null}`` (optional ``"image_id"``)
+    .jsonl  one object per line: ``{"text": "...", "image": "path.jpg", an http(s) URL or null}``
+            (optional ``"image_id"``)
     .csv    a header with a ``text`` column and optionally ``image`` (path or URL) and ``image_id`` columns
     .txt    the corpus layout: ``IMGID:<id>`` then ``token<TAB>tag`` lines; images are ``<image_dir>/<id>.jpg``
 
@@ -328,7 +329,8 @@ def read_csv_rows(
             error = f"{location}: {len(values)} fields, but the header has {len(columns)} (an unquoted comma?)"
             yield Row(index, location, {}, error=error)
         else:
-            yield record_row(index, location, dict(zip(columns, values)), image_base)
+            # a short row leaves its last columns out of the record (missing fields), hence not strict
+            yield record_row(index, location, dict(zip(columns, values, strict=False)), image_base)
 
 
 def csv_columns(path: Path, header: tuple[int, list[str]] | None) -> list[str]:

@@ -49,7 +49,8 @@ def reinitialise_top_layers(encoder, count: int) -> None:
                     torch.nn.init.ones_(module.weight)
             elif next(module.parameters(recurse=False), None) is not None:
                 raise ValueError(
-                    f"--reinit_top_layers knows Linear and LayerNorm weights, not {type(module).__name__}'s (layer {index})"
+                    f"--reinit_top_layers knows Linear and LayerNorm weights, not {type(module).__name__}'s (layer "
+                    f"{index})"
                 )
             if isinstance(module, (torch.nn.Linear, torch.nn.LayerNorm)) and module.bias is not None:
                 torch.nn.init.zeros_(module.bias)

@@ -194,17 +194,28 @@ def build_parser() -> argparse.ArgumentParser:
         dest="dataset",
         metavar="DATASET_NAME",
         default=None,
-        help="Raw corpus folder (train/valid/test.txt), a save_to_disk folder (e.g. with cached image features), an exported Parquet folder or a Hub dataset id; the last two go through datasets.load_dataset.",
+        help=(
+            "Raw corpus folder (train/valid/test.txt), a save_to_disk folder (e.g. with cached image features), an "
+            "exported Parquet folder or a Hub dataset id; the last two go through datasets.load_dataset."
+        ),
     )
     data.add_argument(
         "--dataset_config_name",
         default=None,
-        help="Configuration of the --dataset_name Hub dataset or Parquet folder (datasets.load_dataset's second argument).",
+        help=(
+            "Configuration of the --dataset_name Hub dataset or Parquet folder (datasets.load_dataset's second "
+            "argument)."
+        ),
     )
     data.add_argument(
         "--train_file",
         default=None,
-        help=f"Training split as one file: Twitter format (.txt: IMGID lines, token<TAB>tag lines) or {', '.join(suffix for suffix in CORPUS_FILE_SUFFIXES if suffix != TWITTER_SUFFIX)} with a column of words and one of tags per tweet (tags as strings such as B-PER, or label ids that a --model_name_or_path names; CSV cells hold lists).",
+        help=(
+            "Training split as one file: Twitter format (.txt: IMGID lines, token<TAB>tag lines) or "
+            f"{', '.join(suffix for suffix in CORPUS_FILE_SUFFIXES if suffix != TWITTER_SUFFIX)} with a column of "
+            "words and one of tags per tweet (tags as strings such as B-PER, or label ids that a "
+            "--model_name_or_path names; CSV cells hold lists)."
+        ),
     )
     data.add_argument(
         "--validation_file", default=None, help="Dev split, in the format of --train_file: selects the epoch kept."
@@ -230,7 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--model_name_or_path",
         default=None,
-        help="An ACN folder written by this script, or its Hub id, to train further (e.g. Twitter-2015 weights on another corpus) instead of a new model: its weights, config and processor (vocabulary) are loaded; flags that would change its architecture or vocabulary are refused, naming them, while --dropout and --vision_precision may change. Labels of the new corpus that the model knows keep their classifier rows and CRF transition scores; new ones start fresh, and labels the corpus lacks are dropped (both logged). For a pretrained text encoder such as bert-base-cased, use --text_encoder.",
+        help=(
+            "An ACN folder written by this script, or its Hub id, to train further (e.g. Twitter-2015 weights on "
+            "another corpus) instead of a new model: its weights, config and processor (vocabulary) are loaded; flags "
+            "that would change its architecture or vocabulary are refused, naming them, while --dropout and "
+            "--vision_precision may change. Labels of the new corpus that the model knows keep their classifier rows "
+            "and CRF transition scores; new ones start fresh, and labels the corpus lacks are dropped (both logged). "
+            "For a pretrained text encoder such as bert-base-cased, use --text_encoder."
+        ),
     )
     model.add_argument(
         "--variant",
@@ -241,25 +259,38 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--text_encoder",
         default=None,
-        help="'cnn-bilstm' (default: the paper's word embeddings, character CNN and BiLSTM) or a transformers checkpoint (name or path) whose subword states, pooled per word, replace the word embeddings.",
+        help=(
+            "'cnn-bilstm' (default: the paper's word embeddings, character CNN and BiLSTM) or a transformers "
+            "checkpoint (name or path) whose subword states, pooled per word, replace the word embeddings."
+        ),
     )
     model.add_argument(
         "--word_pooling",
         default=None,
         choices=["first", "mean", "lstm"],
-        help="Pretrained encoder: a word's vector is its first subword's state (default), the mean of its subwords', or a small BiLSTM's over them.",
+        help=(
+            "Pretrained encoder: a word's vector is its first subword's state (default), the mean of its subwords', "
+            "or a small BiLSTM's over them."
+        ),
     )
     model.add_argument(
         "--use_lstm",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="Run a BiLSTM (--hidden_size) over the word features (default): the paper's encoder always has it; for a pretrained encoder it was chosen on Twitter-2015 dev with MiniLM-L6 (72.09 against 71.27 without), and --no-use_lstm feeds the pooled subword states and characters straight to the co-attention.",
+        help=(
+            "Run a BiLSTM (--hidden_size) over the word features (default): the paper's encoder always has it; for a "
+            "pretrained encoder it was chosen on Twitter-2015 dev with MiniLM-L6 (72.09 against 71.27 without), and "
+            "--no-use_lstm feeds the pooled subword states and characters straight to the co-attention."
+        ),
     )
     model.add_argument(
         "--subword_word_forms",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="Pretrained encoder: read URLs as 'url' and hashtags without '#' (41%% fewer subwords on Twitter-2015; off by default: 0.34 lower dev F1 with MiniLM-L6).",
+        help=(
+            "Pretrained encoder: read URLs as 'url' and hashtags without '#' (41%% fewer subwords on Twitter-2015; "
+            "off by default: 0.34 lower dev F1 with MiniLM-L6)."
+        ),
     )
     model.add_argument(
         "--embeddings",
@@ -269,19 +300,29 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--vision_weights",
         default=None,
-        help="Image backbone weights: 'imagenet' (the published ones: torchvision's, or CLIP's through transformers), a local .pth/.safetensors file, or 'random' (seeded; offline demos); defaults to the backbone saved beside cached features (a --model_name_or_path keeps its own otherwise).",
+        help=(
+            "Image backbone weights: 'imagenet' (the published ones: torchvision's, or CLIP's through transformers), "
+            "a local .pth/.safetensors file, or 'random' (seeded; offline demos); defaults to the backbone saved "
+            "beside cached features (a --model_name_or_path keeps its own otherwise)."
+        ),
     )
     model.add_argument(
         "--vision_backbone",
         default=None,
         choices=sorted(VISION_BACKBONES),
-        help="Image backbone: vgg16 (the paper's), resnet152 or clip-vit-b32; defaults to the one that computed cached features, else vgg16.",
+        help=(
+            "Image backbone: vgg16 (the paper's), resnet152 or clip-vit-b32; defaults to the one that computed cached "
+            "features, else vgg16."
+        ),
     )
     model.add_argument(
         "--vision_precision",
         default=None,
         choices=VISION_PRECISIONS,
-        help="Precision of the image backbone (AcnConfig.vision_precision); defaults to the one cached features were computed in, else that of --model_name_or_path, else auto. The saved config records the effective one.",
+        help=(
+            "Precision of the image backbone (AcnConfig.vision_precision); defaults to the one cached features were "
+            "computed in, else that of --model_name_or_path, else auto. The saved config records the effective one."
+        ),
     )
     model.add_argument(
         "--calibration_images",
@@ -299,7 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--hidden_size",
         type=int,
         default=None,
-        help="BiLSTM output size, both directions together, and the co-attention size d (default 200; without a BiLSTM, the word features' width).",
+        help=(
+            "BiLSTM output size, both directions together, and the co-attention size d (default 200; without a "
+            "BiLSTM, the word features' width)."
+        ),
     )
     model.add_argument(
         "--attention_size",
@@ -317,19 +361,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--dropout",
         type=float,
         default=None,
-        help="Dropout on word representations and BiLSTM outputs (default 0.5; a --model_name_or_path's own otherwise).",
+        help=(
+            "Dropout on word representations and BiLSTM outputs (default 0.5; a --model_name_or_path's own otherwise)."
+        ),
     )
     model.add_argument(
         "--word_dropout",
         type=float,
         default=None,
-        help="Probability of replacing a training word by [UNK] (characters stay); default 0.4 for cnn-bilstm (chosen on Twitter-2015 dev), 0 for a pretrained encoder, which does not read word ids.",
+        help=(
+            "Probability of replacing a training word by [UNK] (characters stay); default 0.4 for cnn-bilstm (chosen "
+            "on Twitter-2015 dev), 0 for a pretrained encoder, which does not read word ids."
+        ),
     )
     model.add_argument(
         "--hashtags_as_words",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="Look '#word' up under 'word' (default; chosen on Twitter-2015 dev); --no-hashtags_as_words keeps the '#' in the vocabulary.",
+        help=(
+            "Look '#word' up under 'word' (default; chosen on Twitter-2015 dev); --no-hashtags_as_words keeps the '#' "
+            "in the vocabulary."
+        ),
     )
     model.add_argument(
         "--min_word_freq",
@@ -354,13 +406,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--layerwise_lr_decay",
         type=float,
         default=None,
-        help="Pretrained encoder: each layer's learning rate is this times the one above it (the top layer has --encoder_learning_rate, the embeddings the lowest); default 0.9 (docs/benchmarks.md), 1: one rate.",
+        help=(
+            "Pretrained encoder: each layer's learning rate is this times the one above it (the top layer has "
+            "--encoder_learning_rate, the embeddings the lowest); default 0.9 (docs/benchmarks.md), 1: one rate."
+        ),
     )
     training.add_argument(
         "--lr_scheduler_type",
         default=None,
         choices=LR_SCHEDULERS,
-        help="Learning-rate schedule per optimiser step after the warm-up: transformers' get_scheduler ones over --max_train_steps (linear: the default for a pretrained encoder), or 'inverse': lr / (1 + lr_decay * epoch) (the default for cnn-bilstm).",
+        help=(
+            "Learning-rate schedule per optimiser step after the warm-up: transformers' get_scheduler ones over "
+            "--max_train_steps (linear: the default for a pretrained encoder), or 'inverse': lr / (1 + lr_decay * "
+            "epoch) (the default for cnn-bilstm)."
+        ),
     )
     training.add_argument(
         "--lr_decay",
@@ -372,31 +431,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--num_warmup_steps",
         type=int,
         default=None,
-        help="Optimiser steps over which the learning rates rise linearly from 0 (default: none for cnn-bilstm, 10%% of the steps for a pretrained encoder).",
+        help=(
+            "Optimiser steps over which the learning rates rise linearly from 0 (default: none for cnn-bilstm, 10%% "
+            "of the steps for a pretrained encoder)."
+        ),
     )
     training.add_argument(
         "--reinit_top_layers",
         type=int,
         default=0,
-        help="Pretrained encoder: start its top N layers afresh (BERT's initialisation: normal(0, initializer_range) weights, zero biases, unit LayerNorms) instead of from the checkpoint; default 0.",
+        help=(
+            "Pretrained encoder: start its top N layers afresh (BERT's initialisation: normal(0, initializer_range) "
+            "weights, zero biases, unit LayerNorms) instead of from the checkpoint; default 0."
+        ),
     )
     training.add_argument(
         "--mention_replacement",
         type=float,
         default=None,
-        help="Augmentation: replace each training mention, with this probability per batch, by a mention of the same type drawn from the training split (Dai and Adel 2020); default 0.3 for a pretrained encoder (docs/benchmarks.md), 0 (off) for cnn-bilstm.",
+        help=(
+            "Augmentation: replace each training mention, with this probability per batch, by a mention of the same "
+            "type drawn from the training split (Dai and Adel 2020); default 0.3 for a pretrained encoder "
+            "(docs/benchmarks.md), 0 (off) for cnn-bilstm."
+        ),
     )
     training.add_argument(
         "--fgm_epsilon",
         type=float,
         default=None,
-        help="Adversarial training (FGM, Miyato et al. 2017): after each backward pass, move the word embeddings by this L2 norm along the batch's gradient, add the gradient of a second pass there, and move them back (the logged loss is the clean pass's); default 1.0 for a pretrained encoder (docs/benchmarks.md), 0 (off) for cnn-bilstm.",
+        help=(
+            "Adversarial training (FGM, Miyato et al. 2017): after each backward pass, move the word embeddings by "
+            "this L2 norm along the batch's gradient, add the gradient of a second pass there, and move them back "
+            "(the logged loss is the clean pass's); default 1.0 for a pretrained encoder (docs/benchmarks.md), 0 "
+            "(off) for cnn-bilstm."
+        ),
     )
     training.add_argument(
         "--rdrop_alpha",
         type=float,
         default=0.0,
-        help="R-Drop: run each batch twice (two dropout masks) and add this times the symmetric KL divergence between the two runs' tag distributions (mean per word) to their mean loss, which is the loss logged; 0 (default): off.",
+        help=(
+            "R-Drop: run each batch twice (two dropout masks) and add this times the symmetric KL divergence between "
+            "the two runs' tag distributions (mean per word) to their mean loss, which is the loss logged; 0 "
+            "(default): off."
+        ),
     )
     training.add_argument("--weight_decay", type=float, default=0.0, help="L2 weight decay, on every parameter.")
     training.add_argument("--max_grad_norm", type=float, default=5.0, help="Gradient norm clipping; 0 disables it.")
@@ -416,13 +494,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--num_train_epochs",
         type=int,
         default=None,
-        help="Most epochs to train: 30 for cnn-bilstm; 8 for a pretrained encoder, whose linear schedule ends there (chosen on Twitter-2015 dev with MiniLM-L6: 71.27 against 69.98 with 4).",
+        help=(
+            "Most epochs to train: 30 for cnn-bilstm; 8 for a pretrained encoder, whose linear schedule ends there "
+            "(chosen on Twitter-2015 dev with MiniLM-L6: 71.27 against 69.98 with 4)."
+        ),
     )
     training.add_argument(
         "--max_train_steps",
         type=int,
         default=None,
-        help="Most optimiser steps to train; overrides --num_train_epochs (the last epoch may stop part-way, and is scored on dev like any other), and the schedule ends there.",
+        help=(
+            "Most optimiser steps to train; overrides --num_train_epochs (the last epoch may stop part-way, and is "
+            "scored on dev like any other), and the schedule ends there."
+        ),
     )
     training.add_argument(
         "--patience", type=int, default=5, help="Stop after this many epochs without a better dev F1."
@@ -431,18 +515,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--average_last_epochs",
         type=int,
         default=1,
-        help="Keep the weights of the last N epochs and, at the end, also score the averages of the last 2 ... N on dev; the model kept is whichever (an average or the best single epoch) scores best on dev. 1 (default): no averaging.",
+        help=(
+            "Keep the weights of the last N epochs and, at the end, also score the averages of the last 2 ... N on "
+            "dev; the model kept is whichever (an average or the best single epoch) scores best on dev. 1 (default): "
+            "no averaging."
+        ),
     )
     training.add_argument(
         "--stop_at_perfect_dev",
         action="store_true",
-        help="Stop once dev F1 reaches 100: no later epoch can replace the kept model (it must score strictly higher), so only time is saved.",
+        help=(
+            "Stop once dev F1 reaches 100: no later epoch can replace the kept model (it must score strictly higher), "
+            "so only time is saved."
+        ),
     )
     training.add_argument(
         "--max_train_length",
         type=int,
         default=None,
-        help="Truncate training tweets to this many words. The paper truncated every tweet to 35 words; by default nothing is cut, and evaluation always scores every word.",
+        help=(
+            "Truncate training tweets to this many words. The paper truncated every tweet to 35 words; by default "
+            "nothing is cut, and evaluation always scores every word."
+        ),
     )
     training.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Batches per optimiser step.")
     training.add_argument(
@@ -453,33 +547,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpointing_steps",
         type=checkpointing_steps,
         default=None,
-        help="When to save the training state (needed to resume): 'epoch' (default: after each epoch's dev scoring, as checkpoints/epoch_N), a number N (every N optimiser steps, as checkpoints/step_N), or 'none'.",
+        help=(
+            "When to save the training state (needed to resume): 'epoch' (default: after each epoch's dev scoring, as "
+            "checkpoints/epoch_N), a number N (every N optimiser steps, as checkpoints/step_N), or 'none'."
+        ),
     )
     training.add_argument(
         "--resume_from_checkpoint",
         default=None,
-        help="'latest' (the newest checkpoint that verifies; damaged ones are skipped with a warning) or a checkpoint folder (epoch_N or step_N) to continue from, exactly.",
+        help=(
+            "'latest' (the newest checkpoint that verifies; damaged ones are skipped with a warning) or a checkpoint "
+            "folder (epoch_N or step_N) to continue from, exactly."
+        ),
     )
     training.add_argument(
         "--with_tracking",
         action="store_true",
-        help="Log the training loss and dev F1 of each epoch to the --report_to trackers (TensorBoard in output_dir/runs by default).",
+        help=(
+            "Log the training loss and dev F1 of each epoch to the --report_to trackers (TensorBoard in "
+            "output_dir/runs by default)."
+        ),
     )
     training.add_argument(
         "--report_to",
         default=None,
-        help=f"With --with_tracking: the trackers, separated by commas (of {', '.join(sorted(LoggerType.list()))}; 'all': every installed one); default tensorboard.",
+        help=(
+            f"With --with_tracking: the trackers, separated by commas (of {', '.join(sorted(LoggerType.list()))}; "
+            "'all': every installed one); default tensorboard."
+        ),
     )
     hub = parser.add_argument_group("hub")
     hub.add_argument(
         "--push_to_hub",
         action="store_true",
-        help="Upload the final model folder (weights, config, processor, code, card, results; never checkpoints/ or runs/) to --hub_model_id.",
+        help=(
+            "Upload the final model folder (weights, config, processor, code, card, results; never checkpoints/ or "
+            "runs/) to --hub_model_id."
+        ),
     )
     hub.add_argument(
         "--hub_model_id",
         default=None,
-        help="Hub model repository (user/name) that --push_to_hub creates or updates; the card's usage snippet names it.",
+        help=(
+            "Hub model repository (user/name) that --push_to_hub creates or updates; the card's usage snippet names it."
+        ),
     )
     hub.add_argument(
         "--hub_private_repo",
@@ -489,12 +600,18 @@ def build_parser() -> argparse.ArgumentParser:
     hub.add_argument(
         "--hub_dataset_id",
         default=None,
-        help="Hub id of the training corpus, for the card's datasets and model-index; defaults to --dataset_name when that is a Hub id. Needed with --push_to_hub for a local corpus.",
+        help=(
+            "Hub id of the training corpus, for the card's datasets and model-index; defaults to --dataset_name when "
+            "that is a Hub id. Needed with --push_to_hub for a local corpus."
+        ),
     )
     hub.add_argument(
         "--hub_base_model",
         default=None,
-        help="Hub id of a local --text_encoder folder, for the card's base_model. Needed with --push_to_hub for a local encoder.",
+        help=(
+            "Hub id of a local --text_encoder folder, for the card's base_model. Needed with --push_to_hub for a "
+            "local encoder."
+        ),
     )
     deprecated = parser.add_argument_group(
         "deprecated (removed in the next release; each logs a warning naming its replacement)"
@@ -598,7 +715,8 @@ def check_corpus_args(parser, args) -> None:
     missing = [f"--{FILE_FLAGS[split]}" for split, path in files.items() if path is None]
     if missing:
         parser.error(
-            f"{given[0]} needs {' and '.join(missing)} too: training selects on the validation split and scores the test split"
+            f"{given[0]} needs {' and '.join(missing)} too: "
+            "training selects on the validation split and scores the test split"
         )
     for split, path in files.items():
         suffix = Path(path).suffix.lower()
@@ -606,7 +724,8 @@ def check_corpus_args(parser, args) -> None:
             parser.error(f"--{FILE_FLAGS[split]} {path}: expected a file ending in {', '.join(CORPUS_FILE_SUFFIXES)}")
         if suffix != Path(args.train_file).suffix.lower():
             parser.error(
-                f"--{FILE_FLAGS[split]} {path} and --train_file {args.train_file} differ in format: give the splits in one"
+                f"--{FILE_FLAGS[split]} {path} and --train_file {args.train_file} differ in format: "
+                "give the splits in one"
             )
         if not Path(path).is_file():
             parser.error(f"--{FILE_FLAGS[split]} {path} does not exist")
@@ -631,22 +750,26 @@ def adopt_trained_model_settings(parser, args) -> None:
     ]
     if contradicting:
         parser.error(
-            f"--model_name_or_path {args.model_name_or_path} fixes the architecture, and these flags contradict it: {'; '.join(contradicting)}"
+            f"--model_name_or_path {args.model_name_or_path} fixes the architecture, and these flags contradict it: "
+            f"{'; '.join(contradicting)}"
         )
     rebuilding = [f"--{name}" for name in VOCABULARY_FLAGS if getattr(args, name) is not None]
     if rebuilding:
         parser.error(
-            f"--model_name_or_path {args.model_name_or_path} keeps the vocabulary saved with it; {', '.join(rebuilding)} would build a new one: drop them"
+            f"--model_name_or_path {args.model_name_or_path} keeps the vocabulary saved with it; "
+            f"{', '.join(rebuilding)} would build a new one: drop them"
         )
     if args.vision_weights == "random" and config.use_image:
         parser.error(
-            f"--vision_weights random initialises a new model's image backbone; --model_name_or_path {args.model_name_or_path} has its own"
+            "--vision_weights random initialises a new model's image backbone; --model_name_or_path "
+            f"{args.model_name_or_path} has its own"
         )
     cached = read_vision_settings(Path(args.dataset) / VISION_WEIGHTS_FILE)
     if config.use_image and cached.get("vision_backbone", config.vision_backbone) != config.vision_backbone:
         parser.error(
-            f"--model_name_or_path {args.model_name_or_path} sees images through {config.vision_backbone}, and the cached "
-            f"features of {args.dataset} were computed by {cached['vision_backbone']}: train on features of its backbone, or on pixels"
+            f"--model_name_or_path {args.model_name_or_path} sees images through {config.vision_backbone}, and the "
+            f"cached features of {args.dataset} were computed by {cached['vision_backbone']}: train on features of "
+            "its backbone, or on pixels"
         )
     for name, value in loaded.items():
         setattr(args, name, value)
@@ -663,7 +786,8 @@ def trained_config(parser, name_or_path: str) -> AcnConfig:
         parser.error(f"--model_name_or_path {name_or_path}: {error}")
     if model_type != AcnConfig.model_type:
         parser.error(
-            f"--model_name_or_path {name_or_path} is not an ACN model (model_type {model_type!r}); a pretrained text encoder goes in --text_encoder"
+            f"--model_name_or_path {name_or_path} is not an ACN model (model_type {model_type!r}); a pretrained text "
+            "encoder goes in --text_encoder"
         )
     return AcnConfig.from_pretrained(name_or_path)
 
@@ -728,7 +852,8 @@ def settle_training_args(parser, args) -> None:
         parser.error("--reinit_top_layers re-initialises a pretrained --text_encoder's layers; cnn-bilstm has none")
     if args.reinit_top_layers and args.model_name_or_path:
         parser.error(
-            "--reinit_top_layers starts a new model's encoder layers afresh; --model_name_or_path trains a trained one further"
+            "--reinit_top_layers starts a new model's encoder layers afresh; "
+            "--model_name_or_path trains a trained one further"
         )
     if args.num_warmup_steps is not None and args.num_warmup_steps < 0:
         parser.error(f"--num_warmup_steps must be 0 or more, got {args.num_warmup_steps}")
@@ -771,7 +896,8 @@ def check_hub_args(parser, args):
         parser.error(f"{corpus}: give its Hub id with --hub_dataset_id for the model card")
     if args.text_encoder != PAPER_TEXT_ENCODER and base_model(args) is None:
         parser.error(
-            f"--text_encoder {args.text_encoder} is a local folder: give its Hub id with --hub_base_model for the model card"
+            f"--text_encoder {args.text_encoder} is a local folder: "
+            "give its Hub id with --hub_base_model for the model card"
         )
 
 
@@ -877,7 +1003,8 @@ def build_model(args, processor, names, train_split) -> AcnForTokenClassificatio
         matrix, coverage = processor.tokenizer.load_embeddings(args.embeddings, seed=args.seed)
         if matrix.shape[1] != config.word_embedding_dim:
             raise ValueError(
-                f"--embeddings vectors have {matrix.shape[1]} dimensions, --word_embedding_dim is {config.word_embedding_dim}"
+                f"--embeddings vectors have {matrix.shape[1]} dimensions, --word_embedding_dim is "
+                f"{config.word_embedding_dim}"
             )
         model.get_input_embeddings().weight.data.copy_(matrix)
         logger.info(
@@ -887,7 +1014,8 @@ def build_model(args, processor, names, train_split) -> AcnForTokenClassificatio
     vision_weights = args.vision_weights or cached_features_trunk(args.dataset)
     if config.use_image and image_source(train_split, True) == "pixels" and vision_weights is None:
         raise ValueError(
-            "images are read as pixels but no VGG-16 weights were given: pass --vision_weights imagenet, a file, or random"
+            "images are read as pixels but no VGG-16 weights were given: "
+            "pass --vision_weights imagenet, a file, or random"
         )
     if vision_weights == "random":
         vision_weights = None  # the seeded initialisation; for offline demos and tests
@@ -1279,7 +1407,8 @@ def carry_best_model(accelerator, resumed: Path, output_dir: Path, state: Traini
     source = resumed.parent / "best_model"
     if not source.is_dir():
         raise CheckpointError(
-            f"{resumed} records a best epoch ({state.best_epoch + 1}) whose weights are not beside it ({source} is missing)"
+            f"{resumed} records a best epoch ({state.best_epoch + 1}) whose weights are not beside it "
+            f"({source} is missing)"
         )
     if accelerator.is_main_process:
         with atomic_folder(target) as temporary:
@@ -1350,7 +1479,8 @@ def final_evaluation(accelerator, model, loaders, corpus, metric, output_dir, ar
     write_text(output_dir / "results.md", table + "\n")
     print(table)
     print(
-        f"test: {results['test']['num_gold_entities']} gold entities (lenient), {results['test']['strict_num_gold_entities']} (strict)"
+        f"test: {results['test']['num_gold_entities']} gold entities (lenient), "
+        f"{results['test']['strict_num_gold_entities']} (strict)"
     )
     kept = (
         f"epoch {state.best_epoch + 1} of {state.epoch}"

@@ -62,7 +62,7 @@ class SeqevalMner(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        for index, (predicted, gold) in enumerate(zip(predictions, references)):
+        for index, (predicted, gold) in enumerate(zip(predictions, references, strict=True)):
             if len(predicted) != len(gold):
                 raise ValueError(f"sentence {index}: {len(predicted)} predicted tags for {len(gold)} gold tags")
         results = {}
