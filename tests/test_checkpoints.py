@@ -1,5 +1,6 @@
 """Resuming training: exact continuation after kill -9 at several points and from a step checkpoint inside an epoch,
-damaged checkpoints skipped or named, no pickled code run, and evaluate_acn.py running a folder's code only when asked."""
+damaged checkpoints skipped or named, no pickled code run, and evaluate_acn.py running a folder's code only when
+asked."""
 
 import json
 import logging

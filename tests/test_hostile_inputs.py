@@ -279,7 +279,8 @@ LONG_LINE_BYTES = 1 << 30
 @pytest.mark.slow
 @pytest.mark.bad_input(
     "`acn-predict` on a JSONL whose second line is 1 GiB long (no newline for a gigabyte)",
-    "that row's error names the line and the limit, the rows around it are tagged; memory stays far below the line's size",
+    "that row's error names the line and the limit, the rows around it are tagged; "
+    "memory stays far below the line's size",
 )
 @pytest.mark.parametrize("num_workers", ["0", "2"])
 def test_a_line_of_a_gigabyte_is_its_rows_error_in_bounded_memory(model_folder, tmp_path, num_workers):
@@ -315,7 +316,8 @@ def test_a_line_over_the_limit_in_every_format(model_folder, tmp_path, monkeypat
     good = json.dumps({"text": "Obama visits Paris"})
     inputs = {
         "rows.jsonl": f"{good}\n{long}\n\n{good}\n{long}",  # the last line over the limit has no newline
-        "rows.csv": f'text,note\nObama visits Paris,a\nObama,{long}\n"Obama\n{long}\nParis",c\n\nObama visits Paris,d\n',
+        "rows.csv": f'text,note\nObama visits Paris,a\nObama,{long}\n"Obama\n{long}\nParis",c\n'
+        "\nObama visits Paris,d\n",
     }
     errors = {"rows.jsonl": [None, 2, None, 5], "rows.csv": [None, 3, 4, None]}
     for name, text in inputs.items():

@@ -29,7 +29,8 @@ def renamed_corpus(folder, renames: dict):
 
 
 @pytest.mark.bad_input(
-    "`--resume_from_checkpoint` with a corpus whose labels have other names or order (same count), or another vocabulary",
+    "`--resume_from_checkpoint` with a corpus whose labels have other names or order (same count), "
+    "or another vocabulary",
     "refused before training, naming both label lists (or the two vocabulary digests)",
 )
 def test_resume_refuses_a_checkpoint_of_other_labels(trained, tmp_path):

@@ -1,5 +1,6 @@
 """AcnPipeline (the multimodal-ner pipeline): output schema and offsets, entity grouping, batching, features or
-pixels or no image, logits computed in groups of tweets of similar lengths, CRF marginals against enumeration, errors, and loading saved folders in this and a fresh process."""
+pixels or no image, logits computed in groups of tweets of similar lengths, CRF marginals against enumeration,
+errors, and loading saved folders in this and a fresh process."""
 
 import itertools
 import json

@@ -138,7 +138,8 @@ def test_trainer_recipe_without_the_features_trunk_is_refused(demo_folder):
     line = next(line for line in recipe.splitlines() if "load_vision_weights" in line)
     with pytest.raises(
         ValueError,
-        match=r"computed by the vision trunk vgg16:\w{12}, and this model's trunk is vgg16:\w{12}: load .*vgg16_trunk\.safetensors",
+        match=r"computed by the vision trunk vgg16:\w{12}, and this model's trunk is vgg16:\w{12}: "
+        r"load .*vgg16_trunk\.safetensors",
     ):
         run_in(demo_folder, recipe.replace(line, ""))
 

@@ -201,8 +201,8 @@ def test_label_ids_need_the_names_of_a_continued_model(trained, tmp_path):
 
 
 @pytest.mark.bad_input(
-    "corpus files that are wrong inside: a CSV cell that is not a list, a tag outside BIO, a dev tag the training split "
-    "lacks, a missing column, a tweet with more words than tags, `--dataset_config_name` for a raw folder",
+    "corpus files that are wrong inside: a CSV cell that is not a list, a tag outside BIO, a dev tag the training "
+    "split lacks, a missing column, a tweet with more words than tags, `--dataset_config_name` for a raw folder",
     "`ValueError` naming the file (or split), the row and the value",
 )
 def test_corpus_contents_that_cannot_train_are_named(corpus, tmp_path):
@@ -493,8 +493,8 @@ def test_continuing_refuses_flags_that_contradict_the_loaded_model(trained, corp
         ["--model_name_or_path", str(bert), "--dataset_name", str(corpus), "--output_dir", str(tmp_path)], capsys
     )
     assert (
-        f"--model_name_or_path {bert} is not an ACN model (model_type 'bert'); a pretrained text encoder goes in --text_encoder"
-        in error
+        f"--model_name_or_path {bert} is not an ACN model (model_type 'bert'); "
+        "a pretrained text encoder goes in --text_encoder" in error
     )
     overridden = train_acn.parse_args([*base, "--dropout", "0.2"])
     assert overridden.dropout == 0.2 and overridden.hidden_size == 16

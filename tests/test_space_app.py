@@ -489,9 +489,8 @@ def test_uploads_are_deleted_when_the_app_stops(taught, tmp_path):
         url = f"http://127.0.0.1:{port}/"
         wait_until_serving(server, url, log)
         body = (
-            b'--b\r\nContent-Disposition: form-data; name="files"; filename="photo.png"\r\nContent-Type: image/png\r\n\r\n'
-            + png(photo)
-            + b"\r\n--b--\r\n"
+            b'--b\r\nContent-Disposition: form-data; name="files"; filename="photo.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + png(photo) + b"\r\n--b--\r\n"
         )
         request = urllib.request.Request(
             f"{url}gradio_api/upload", data=body, headers={"Content-Type": "multipart/form-data; boundary=b"}

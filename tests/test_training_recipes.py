@@ -92,7 +92,8 @@ def test_bad_settings_are_refused_with_the_value():
 
 
 def spy(monkeypatch, owner, name, calls: Counter, outputs: list | None = None):
-    """Counts the calls of `owner.name` in `calls[name]`; with `outputs`, also keeps each call's arguments and result."""
+    """Counts the calls of `owner.name` in `calls[name]`; with `outputs`, also keeps each call's arguments and
+    result."""
     real = getattr(owner, name)
 
     def counted(*args, **kwargs):
@@ -450,7 +451,8 @@ WNUT17_TWEETS = [  # WNUT-17's six types, none of them Twitter-2015's, in tweets
 
 
 def test_the_default_recipe_carries_to_a_corpus_with_other_entity_types_unchanged(tiny_bert, tmp_path, monkeypatch):
-    """The --text_encoder defaults (decay 0.9, mention replacement 0.3, FGM 1.0) with no setting changed on WNUT-17's types."""
+    """The --text_encoder defaults (decay 0.9, mention replacement 0.3, FGM 1.0), no setting changed, on WNUT-17's
+    types."""
     from acn_mner import recipes
     from acn_mner import train as train_acn
     from modeling_acn import AcnForTokenClassification

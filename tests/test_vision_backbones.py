@@ -239,7 +239,8 @@ def vgg16_channel_statistics(trunk, pixels):
 
 
 def int8_weight_rounding(weight):
-    """ΔW of per-output-channel symmetric int8 weights (torch's qint8: scale = largest |w| / 127.5, levels -128..127)."""
+    """ΔW of per-output-channel symmetric int8 weights (torch's qint8: scale = largest |w| / 127.5, levels -128 to
+    127)."""
     scale = weight.abs().amax(dim=(1, 2, 3), keepdim=True) / 127.5
     return (weight / scale).round().clamp(-128, 127) * scale - weight
 
@@ -342,7 +343,8 @@ def test_the_int8_vgg16_trunk_is_built_equalised_by_the_stored_scales():
     config.vision_int8_channel_scales = [[1.0]] * 12
     with pytest.raises(
         ValueError,
-        match=r"vision_int8_channel_scales must give one value per output channel of each VGG-16 conv but the last, got lengths \[1, 1,",
+        match=r"vision_int8_channel_scales must give one value per output channel of each VGG-16 conv but the last, "
+        r"got lengths \[1, 1,",
     ):
         model.get_image_features(pixels)
 
@@ -369,7 +371,8 @@ def test_the_bias_correction_brings_int8_features_closer_to_fp32():
 def test_bad_equalisation_scales_are_refused():
     with pytest.raises(
         ValueError,
-        match=r"vision_int8_channel_scales must be lists of finite positive numbers, one list per conv, got \[\[1.0, 0.0\]\]",
+        match=r"vision_int8_channel_scales must be lists of finite positive numbers, one list per conv, "
+        r"got \[\[1.0, 0.0\]\]",
     ):
         AcnConfig(vision_int8_channel_scales=[[1.0, 0.0]])
     with pytest.raises(
@@ -384,7 +387,8 @@ def test_bad_equalisation_scales_are_refused():
             AcnConfig(vision_int8_bias_corrections=flat_or_not_numbers)
     with pytest.raises(
         ValueError,
-        match=r"vision_int8_channel_scales belongs to the VGG-16 int8 calibration; vision_backbone='resnet152' has none",
+        match=r"vision_int8_channel_scales belongs to the VGG-16 int8 calibration; "
+        r"vision_backbone='resnet152' has none",
     ):
         AcnConfig(vision_backbone="resnet152", vision_int8_channel_scales=[[1.0]])
 
