@@ -1,6 +1,6 @@
 """ACN (Adaptive Co-attention Network) for multimodal named-entity recognition in tweets."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from transformers import (
     AutoConfig,
