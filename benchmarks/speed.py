@@ -14,13 +14,13 @@ precision the CPU lacks (bf16 without bf16 kernels runs about 7x slower than fp3
 """
 
 import argparse
-import json
 import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from unittest import mock
 
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from acn_mner.atomic import write_text
+from acn_mner.benchmarking import matmul_gflops, print_table, timed, write_json
 from acn_mner.cpu import cpu_capabilities, isa_limit_warning
 from modeling_acn import (
     IGNORE_INDEX,
@@ -65,38 +65,11 @@ def parse_args(argv=None):
     parser.add_argument(
         "--only",
         choices=["vision", "text_encoders"],
-        help="Run one part alone (its JSON goes to --output): the VGG-16 paths and the backbones, or the text encoders.",
+        help="Run one part alone (its JSON goes to --output): the VGG-16 paths and the backbones, or the text "
+        "encoders.",
     )
     parser.add_argument("--memory_probe", choices=["train", "infer"], help=argparse.SUPPRESS)  # child process mode
     return parser.parse_args(argv)
-
-
-def timed(function, repeats, warmup=1, device="cpu"):
-    """Median seconds of `function()` over `repeats` runs after `warmup` runs."""
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(repeats):
-        _synchronize(device)
-        started = time.perf_counter()
-        function()
-        _synchronize(device)
-        times.append(time.perf_counter() - started)
-    return sorted(times)[len(times) // 2]
-
-
-def _synchronize(device):
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def matmul_gflops(device, dtype, size=2048, repeats=10):
-    left, right = (
-        torch.randn(size, size, device=device, dtype=dtype),
-        torch.randn(size, size, device=device, dtype=dtype),
-    )
-    seconds = timed(lambda: left @ right, repeats, device=device)
-    return 2 * size**3 / seconds / 1e9
 
 
 def bf16_matmul_gflops(device):
@@ -183,7 +156,8 @@ def vgg_paths(device, with_compile):
     paths = {
         "fp32 eager": lambda pixels: trunk(pixels).flatten(2).transpose(1, 2),
         "fp32 channels-last": fp32.get_image_features,
-        "bf16 autocast + channels-last": "skipped: no bf16 kernels here, so it would only be emulated (about 7x slower than fp32)",
+        "bf16 autocast + channels-last": "skipped: no bf16 kernels here, so it would only be emulated "
+        "(about 7x slower than fp32)",
         "int8 (torch.ao, x86)": "skipped: int8 runs on x86 CPUs only",
     }
     if vision_model("vgg16", device, "bf16").effective_vision_precision(device) == "bf16":
@@ -224,7 +198,7 @@ def bench_vgg(device, args, peak_gflops):
                 rows[name] = {"skipped": path}
                 continue
             features = path(pixels)  # also the warm-up
-            images_per_second = batch / timed(lambda: path(pixels), repeats, warmup=0, device=device)
+            images_per_second = batch / timed(path, pixels, repeats=repeats, warmup=0, device=device)
             rows[name] = {
                 "images_per_s": images_per_second,
                 "speedup_vs_fp32_eager": None,
@@ -279,9 +253,9 @@ def bench_backbones(device, args):
         calibration = calibrated(default, device)
         with torch.inference_mode():
             reference = fp32.get_image_features(pixels)  # also the warm-up
-            fp32_rate = batch / timed(lambda: fp32.get_image_features(pixels), repeats, warmup=0, device=device)
+            fp32_rate = batch / timed(fp32.get_image_features, pixels, repeats=repeats, warmup=0, device=device)
             features = default.get_image_features(pixels)  # also the warm-up (builds the bf16 or int8 copy)
-            default_rate = batch / timed(lambda: default.get_image_features(pixels), repeats, warmup=0, device=device)
+            default_rate = batch / timed(default.get_image_features, pixels, repeats=repeats, warmup=0, device=device)
         rows[backbone] = {
             "gflop_per_image": gflop_per_image(fp32, device),
             "regions_x_channels": f"{default.config.num_image_regions}x{default.config.image_feature_dim}",
@@ -347,7 +321,7 @@ def bench_training(processor, tweets, device, args):
         scores = plain_attention_scores if "plain" in name else modeling_acn.additive_attention_scores
         with mock.patch.object(modeling_acn, "additive_attention_scores", scores):
             seconds = timed(
-                lambda: training_step(model, batch, optimizer, autocast), repeats, warmup=warmup, device=device
+                training_step, model, batch, optimizer, autocast, repeats=repeats, warmup=warmup, device=device
             )
         tweets_per_second = batch["input_ids"].shape[0] / seconds
         rows[name] = {"tweets_per_s": tweets_per_second, "epoch_seconds_4000_tweets": EPOCH_TWEETS / tweets_per_second}
@@ -412,10 +386,10 @@ def bench_crf(device, args):
         mask = torch.arange(CRF_LENGTH, device=device)[None, :] < lengths[:, None]  # (batch, seq_len)
         repeats = 5 if args.quick else 30
         with torch.no_grad():
-            ll_ours = timed(lambda: ours.log_likelihood(emissions, tags, mask), repeats, device=device)
-            ll_theirs = timed(lambda: theirs(emissions, tags, mask, reduction="none"), repeats, device=device)
-            decode_ours = timed(lambda: ours.decode(emissions, mask).tolist(), repeats, device=device)
-            decode_theirs = timed(lambda: theirs.decode(emissions, mask), repeats, device=device)
+            ll_ours = timed(ours.log_likelihood, emissions, tags, mask, repeats=repeats, device=device)
+            ll_theirs = timed(partial(theirs, reduction="none"), emissions, tags, mask, repeats=repeats, device=device)
+            decode_ours = timed(decode_to_lists, ours, emissions, mask, repeats=repeats, device=device)
+            decode_theirs = timed(theirs.decode, emissions, mask, repeats=repeats, device=device)
             same = [row[row != IGNORE_INDEX].tolist() for row in ours.decode(emissions, mask)] == theirs.decode(
                 emissions, mask
             )
@@ -435,7 +409,17 @@ def bench_crf(device, args):
     return rows
 
 
+def decode_to_lists(crf, emissions, mask):
+    """Our CRF's best paths as Python lists, the form pytorch-crf's `decode` returns."""
+    return crf.decode(emissions, mask).tolist()
+
+
 # --- inference ------------------------------------------------------------------------------------
+
+
+def tag(model, inputs):
+    """The forward pass and the CRF's best paths: what tagging a batch costs."""
+    return model.decode(model(**inputs).logits)
 
 
 def bench_inference(processor, tweets, device, args):
@@ -449,10 +433,10 @@ def bench_inference(processor, tweets, device, args):
     many_pixels = torch.randn(batch_size, 3, 224, 224, device=device)
     repeats = 3 if args.quick else 5
     with torch.inference_mode():
-        with_image = timed(lambda: model.decode(model(**one, pixel_values=pixels).logits), repeats, device=device)
-        vgg_only = timed(lambda: model.get_image_features(pixels), repeats, device=device)
-        text_only = timed(lambda: model.decode(model(**one).logits), repeats, device=device)
-        batch_seconds = timed(lambda: model.decode(model(**many, pixel_values=many_pixels).logits), 2, device=device)
+        with_image = timed(tag, model, {**one, "pixel_values": pixels}, repeats=repeats, device=device)
+        vgg_only = timed(model.get_image_features, pixels, repeats=repeats, device=device)
+        text_only = timed(tag, model, one, repeats=repeats, device=device)
+        batch_seconds = timed(tag, model, {**many, "pixel_values": many_pixels}, repeats=2, device=device)
     return {
         "latency_ms_with_image": 1e3 * with_image,
         "latency_ms_without_image": 1e3 * text_only,
@@ -493,13 +477,13 @@ def bench_text_encoders(tweets, device, args):
         batch = text_batch(processor, tweets[:16], device)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
         model.train()
-        step = timed(lambda: training_step(model, batch, optimizer), 2 if args.quick else 5, warmup=1, device=device)
+        step = timed(training_step, model, batch, optimizer, repeats=2 if args.quick else 5, device=device)
         model.eval()
         one = {key: value for key, value in text_batch(processor, tweets[1:2], device).items() if key != "labels"}
         many = {key: value for key, value in text_batch(processor, tweets[:32], device).items() if key != "labels"}
         with torch.inference_mode():
-            latency = timed(lambda: model.decode(model(**one).logits), 3 if args.quick else 10, device=device)
-            batch_seconds = timed(lambda: model.decode(model(**many).logits), 2 if args.quick else 5, device=device)
+            latency = timed(tag, model, one, repeats=3 if args.quick else 10, device=device)
+            batch_seconds = timed(tag, model, many, repeats=2 if args.quick else 5, device=device)
         rows[name] = {
             "train_epoch_seconds_4000_tweets": EPOCH_TWEETS / 16 * step,
             "latency_ms_per_tweet": 1e3 * latency,
@@ -556,25 +540,6 @@ def peak_memory(device):
 
 
 # --- report ---------------------------------------------------------------------------------------
-
-
-def print_table(title, rows):
-    print(f"\n## {title}")
-    for name, values in rows.items():
-        rendered = (
-            values
-            if not isinstance(values, dict)
-            else ", ".join(f"{key}={_fmt(value)}" for key, value in values.items())
-        )
-        print(f"- {name}: {_fmt(rendered)}")
-
-
-def _fmt(value):
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{key}={_fmt(item)}" for key, item in value.items()) + "}"
-    return str(value)
 
 
 def main(argv=None):
@@ -635,15 +600,12 @@ def measured_into(results):
         results[title] = section()
         elapsed = time.perf_counter() - section_started
         print_table(f"{title} ({elapsed:.0f} s; {time.perf_counter() - started:.0f} s so far)", results[title])
-        sys.stdout.flush()
 
     return measure
 
 
 def report(results, output):
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_text(output, json.dumps(results, indent=2) + "\n")
+    write_json(output, results)
     print(f"\nwrote {output}")
 
 
