@@ -13,7 +13,6 @@ writes every figure to `--output`. A corpus without images is tagged text only.
 """
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from acn_mner.atomic import write_text
+from acn_mner.benchmarking import agreement, print_table, write_json
 from acn_mner.cpu import cpu_capabilities
 from acn_mner.data import load_corpus
 from acn_mner.evaluation import entity_types, gold_tags, load_metric, score
@@ -83,11 +82,6 @@ def tag(pipe: AcnPipeline, tokens: list[list[str]]) -> tuple[list[list[str]], fl
     return [result["tags"] for result in results], time.perf_counter() - started
 
 
-def agreement(tags, reference) -> float:
-    pairs = [(a, b) for tweet, expected in zip(tags, reference) for a, b in zip(tweet, expected, strict=True)]
-    return sum(a == b for a, b in pairs) / len(pairs)
-
-
 def main(argv=None):
     args = parse_args(argv)
     corpus = load_corpus(args.dataset)
@@ -117,37 +111,31 @@ def main(argv=None):
                 tags[name][split], seconds = tag(pipe, tokens[split])
                 results[name][split] = {**score(metric, tags[name][split], gold[split]), "seconds": seconds}
                 results[name][split]["tags_as_eager"] = agreement(tags[name][split], tags[EAGER][split])
-            print(
-                f"{name}: dev F1 {100 * results[name]['validation']['overall_f1']:.2f}, test F1 {100 * results[name]['test']['overall_f1']:.2f}",
-                flush=True,
-            )
-    print_table(results)
+            dev_f1, test_f1 = (100 * results[name][split]["overall_f1"] for split in SPLITS)
+            print(f"{name}: dev F1 {dev_f1:.2f}, test F1 {test_f1:.2f}", flush=True)
+    print_table("Lenient entity F1 in percent", table_rows(results), name_header="pipeline")
     machine = {"threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": cpu_capabilities()}
     output = {"model": str(args.model), "dataset": str(args.dataset), "machine": machine, "results": results}
-    write_text(args.output, json.dumps(output, indent=2, default=float) + "\n")
+    write_json(args.output, output)
     print(f"wrote {args.output}")
 
 
-def print_table(results):
+def table_rows(results) -> dict[str, dict[str, str]]:
+    """Each pipeline's cells: dev and test F1, test F1 against eager's, test F1 per type, agreement, seconds."""
     types = entity_types(results[EAGER]["test"])
-    print(
-        "\n| pipeline | dev F1 | test F1 | test F1 - eager | "
-        + " | ".join(f"test {kind}" for kind in types)
-        + " | test tags as eager | test s |"
-    )
-    print("|" + "---|" * (6 + len(types)))
+    eager_f1 = results[EAGER]["test"]["overall_f1"]
+    rows = {}
     for name, result in results.items():
         dev, test = result["validation"], result["test"]
-        cells = [
-            f"{100 * dev['overall_f1']:.2f}",
-            f"{100 * test['overall_f1']:.2f}",
-            f"{100 * (test['overall_f1'] - results[EAGER]['test']['overall_f1']):+.2f}",
-        ]
-        cells += [f"{100 * test[kind]['f1']:.2f}" for kind in types] + [
-            f"{test['tags_as_eager']:.2%}",
-            f"{test['seconds']:.1f}",
-        ]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        rows[name] = {
+            "dev F1": f"{100 * dev['overall_f1']:.2f}",
+            "test F1": f"{100 * test['overall_f1']:.2f}",
+            "test F1 - eager": f"{100 * (test['overall_f1'] - eager_f1):+.2f}",
+            **{f"test {kind}": f"{100 * test[kind]['f1']:.2f}" for kind in types},
+            "test tags as eager": f"{test['tags_as_eager']:.2%}",
+            "test s": f"{test['seconds']:.1f}",
+        }
+    return rows
 
 
 if __name__ == "__main__":
