@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from acn_mner.atomic import write_text
+from acn_mner.benchmarking import print_table, write_json
 from acn_mner.cpu import cpu_capabilities
 from modeling_acn import (
     AcnConfig,
@@ -54,12 +54,34 @@ import json, resource, runpy, sys, time
 script, report = sys.argv[1], sys.argv[2]
 sys.argv = [script, *sys.argv[3:]]
 start = time.perf_counter()
-runpy.run_path(script, run_name="__main__") if script.endswith(".py") else runpy.run_module(script, run_name="__main__", alter_sys=True)
+if script.endswith(".py"):
+    runpy.run_path(script, run_name="__main__")
+else:
+    runpy.run_module(script, run_name="__main__", alter_sys=True)
 seconds = time.perf_counter() - start
-kib = {"self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}
-open(report, "w").write(json.dumps({"seconds": seconds, "main_peak_rss_mib": kib["self"] / 1024, "largest_worker_peak_rss_mib": kib["children"] / 1024}))
+kib = {
+    "self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+}
+figures = {
+    "seconds": seconds,
+    "main_peak_rss_mib": kib["self"] / 1024,
+    "largest_worker_peak_rss_mib": kib["children"] / 1024,
+}
+with open(report, "w") as out:
+    out.write(json.dumps(figures))
 """  # runs one acn-predict (a script file, or a module name) in a fresh process and reports its time and peak memory
 AFTER = "acn_mner.predict"  # this tree's acn-predict, run as a module (it imports its package relatively)
+COLUMNS = (
+    "output_lines",
+    "seconds",
+    "tweets_per_second",
+    "speed_vs_first_run",
+    "main_peak_rss_mib",
+    "largest_worker_peak_rss_mib",
+    "tree_peak_pss_mib",
+    "main_rss_vs_first_run",
+)
 
 
 def parse_args(argv=None):
@@ -231,26 +253,6 @@ def same_predictions(work: Path, label: str, names) -> bool | None:
     return len(set(texts.values())) == 1 if len(texts) > 1 else None
 
 
-def print_table(title: str, results: dict) -> None:
-    columns = (
-        "output_lines",
-        "seconds",
-        "tweets_per_second",
-        "speed_vs_first_run",
-        "main_peak_rss_mib",
-        "largest_worker_peak_rss_mib",
-        "tree_peak_pss_mib",
-        "main_rss_vs_first_run",
-    )
-    print(f"\n## {title} (ratios to the first run)\n| run | " + " | ".join(columns) + " |")
-    print("|---" * (len(columns) + 1) + "|")
-    for name, result in results.items():
-        cells = [
-            f"{result[column]:.3g}" if isinstance(result[column], float) else str(result[column]) for column in columns
-        ]
-        print(f"| {name} | " + " | ".join(cells) + " |")
-
-
 def main(argv=None):
     args = parse_args(argv)
     results = {
@@ -299,14 +301,11 @@ def main(argv=None):
             results[label]["same_predictions"] = same_predictions(work, f"rows{count}", memory_runs)
     for title, section in results.items():
         if title not in ("machine", "settings"):
-            print_table(
-                title,
-                {name: value for name, value in section.items() if isinstance(value, dict) and "seconds" in value},
-            )
+            runs = {name: value for name, value in section.items() if isinstance(value, dict) and "seconds" in value}
+            print_table(f"{title} (ratios to the first run)", runs, name_header="run", columns=COLUMNS)
             print(f"same predictions: {section['same_predictions']}")
-    output = Path(args.output)
-    write_text(output, json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {output}")
+    write_json(args.output, results)
+    print(f"\nwrote {args.output}")
 
 
 if __name__ == "__main__":
