@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from acn_mner.atomic import write_text
+from acn_mner.benchmarking import print_table, write_json
 from acn_mner.cpu import cpu_capabilities
 from acn_mner.train import main as train_acn
 
@@ -93,11 +93,10 @@ def main(argv=None):
     base = statistics.median(seconds[BASELINE])
     machine = {"threads": torch.get_num_threads(), "cpu": cpu_capabilities()}
     print(
-        f"CPU flags: {', '.join(machine['cpu']['flags'])}; torch dispatches {machine['cpu']['torch_capability']}; {machine['threads']} thread(s)"
+        f"CPU flags: {', '.join(machine['cpu']['flags'])}; torch dispatches {machine['cpu']['torch_capability']}; "
+        f"{machine['threads']} thread(s)"
     )
-    print("| recipe | s per step | against without FGM |")
-    print("|---|---|---|")
-    rows = {}
+    rows, cells = {}, {}
     for name in RECIPES:
         median = statistics.median(seconds[name])
         rows[name] = {
@@ -106,7 +105,8 @@ def main(argv=None):
             "seconds_per_step": median / steps,
             "ratio": median / base,
         }
-        print(f"| {name} | {median / steps:.2f} | {median / base:.2f}x |")
+        cells[name] = {"s per step": f"{median / steps:.2f}", "against without FGM": f"{median / base:.2f}x"}
+    print_table("Training time per optimiser step (median over repeats)", cells, name_header="recipe")
     output = {
         "dataset": args.dataset,
         "train_tweets": args.train_tweets,
@@ -114,7 +114,7 @@ def main(argv=None):
         "machine": machine,
         "recipes": rows,
     }
-    write_text(args.output, json.dumps(output, indent=2) + "\n")
+    write_json(args.output, output)
     print(f"wrote {args.output}")
 
 

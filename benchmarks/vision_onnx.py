@@ -12,7 +12,6 @@ relative error against eager float32's region features, ||got - fp32|| / ||fp32|
 """
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from acn_mner.atomic import write_text
+from acn_mner.benchmarking import print_table, write_json
 from acn_mner.cpu import cpu_capabilities
 from acn_mner.onnx_export import export_onnx
 from modeling_acn import (
@@ -114,16 +113,18 @@ def main(argv=None):
         "batch_size": args.batch_size,
         "results": results,
     }
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_text(output, json.dumps(report, indent=2) + "\n")
+    write_json(args.output, report)
     base = results["eager float32"]["images_per_second"]
     print(f"CPU flags: {cpu_capabilities()}")
-    print("| trunk | images/s | vs eager float32 | relative error of the features |\n|---|---|---|---|")
-    for name, result in results.items():
-        print(
-            f"| {name} | {result['images_per_second']:.2f} | {result['images_per_second'] / base:.2f}x | {result['relative_error']:.4f} |"
-        )
+    rows = {
+        name: {
+            "images/s": f"{result['images_per_second']:.2f}",
+            "vs eager float32": f"{result['images_per_second'] / base:.2f}x",
+            "relative error of the features": f"{result['relative_error']:.4f}",
+        }
+        for name, result in results.items()
+    }
+    print_table(f"Image trunks, {args.images} pictures in batches of {args.batch_size}", rows, name_header="trunk")
 
 
 if __name__ == "__main__":
