@@ -22,6 +22,7 @@ from pathlib import Path
 from acn_mner import train as train_acn
 from acn_mner.atomic import write_text
 from acn_mner.baselines import train_feature_crf, train_token_classification
+from acn_mner.benchmarking import markdown_table, write_json
 from acn_mner.data import load_corpus
 from acn_mner.evaluation import entity_types, gold_tags, load_metric, score
 
@@ -107,7 +108,8 @@ def parse_args(argv=None):
         type=int,
         metavar="D",
         default=None,
-        help="Run the paper's Table 4 instead: ACN with hidden and attention size D, for each D (default: the paper's 100 150 200 250 300 400), with the first of --seeds.",
+        help="Run the paper's Table 4 instead: ACN with hidden and attention size D, for each D (default: the "
+        "paper's 100 150 200 250 300 400), with the first of --seeds.",
     )
     return parser.parse_args(argv)
 
@@ -159,20 +161,22 @@ def run_table4(args, output_dir: Path):
         }
         for size, run in runs.items()
     }
-    lines = ["| d | test F1 | dev F1 | train s | paper test F1 (with images) |", "|---|---|---|---|---|"]
-    for size, row in rows.items():
-        paper = PAPER_TABLE4.get(size)
-        lines.append(
-            f"| {size} | {row['test F1']:.2f} | {row['dev F1']:.2f} | {row['train s']:.1f} | {'' if paper is None else f'{paper:.2f}'} |"
-        )
-    lines.append(
-        f"\nACN with hidden and attention size d, seed {seed}, selected on dev; train_args: {args.train_args!r}."
+    cells = {
+        size: {
+            "test F1": f"{row['test F1']:.2f}",
+            "dev F1": f"{row['dev F1']:.2f}",
+            "train s": f"{row['train s']:.1f}",
+            "paper test F1 (with images)": None if size not in PAPER_TABLE4 else f"{PAPER_TABLE4[size]:.2f}",
+        }
+        for size, row in rows.items()
+    }
+    table = markdown_table(cells, name_header="d") + (
+        f"\n\nACN with hidden and attention size d, seed {seed}, selected on dev; train_args: {args.train_args!r}."
     )
-    table = "\n".join(lines)
     print(table)
-    (output_dir / "table4.md").write_text(table + "\n", encoding="utf-8")
-    (output_dir / "table4.json").write_text(
-        json.dumps({"seed": seed, "train_args": args.train_args, "rows": rows, "paper": PAPER_TABLE4}, indent=2) + "\n"
+    write_text(output_dir / "table4.md", table + "\n")
+    write_json(
+        output_dir / "table4.json", {"seed": seed, "train_args": args.train_args, "rows": rows, "paper": PAPER_TABLE4}
     )
 
 
@@ -183,8 +187,7 @@ def run_peer(seed, args, output_dir: Path) -> dict:
         results = train_token_classification(
             load_corpus(args.data_dir), minilm_path(), load_metric(), seed=seed, num_epochs=args.pretrained_epochs
         )
-        run_dir.mkdir(parents=True, exist_ok=True)
-        results_file.write_text(json.dumps(results, indent=2) + "\n")
+        write_json(results_file, results)
     return json.loads(results_file.read_text())
 
 
@@ -218,12 +221,10 @@ def markdown(rows: dict, types: list[str], seeds: list[int]) -> str:
         ("dev F1", "dev F1"),
         ("train s / run", "train s"),
     ]
-    lines = ["| Model | " + " | ".join(title for title, _ in columns) + " |", "|---|" + "---|" * len(columns)]
-    for name, summary in rows.items():
-        lines.append(f"| {name} | " + " | ".join(_cell(summary.get(key)) for _, key in columns) + " |")
-    lines.append("")
-    lines.append(f"Mean ± standard deviation over seeds {seeds}; test split, lenient entity scores in percent.")
-    return "\n".join(lines)
+    cells = {name: {title: _cell(summary.get(key)) for title, key in columns} for name, summary in rows.items()}
+    return markdown_table(cells, name_header="Model", columns=[title for title, _ in columns]) + (
+        f"\n\nMean ± standard deviation over seeds {seeds}; test split, lenient entity scores in percent."
+    )
 
 
 def _cell(value):
@@ -276,9 +277,8 @@ def main(argv=None):
     table = markdown({**rows, **PAPER}, types, args.seeds)
     print(table)
     write_text(output_dir / "quality.md", table + "\n")
-    write_text(
-        output_dir / "quality.json",
-        json.dumps({"seeds": args.seeds, "train_args": args.train_args, "rows": rows, "paper": PAPER}, indent=2) + "\n",
+    write_json(
+        output_dir / "quality.json", {"seeds": args.seeds, "train_args": args.train_args, "rows": rows, "paper": PAPER}
     )
 
 
