@@ -10,7 +10,8 @@ The flags follow transformers' run_ner_no_trainer.py where it has one (--dataset
 ...); the older names (--dataset, --batch_size, --num_epochs, ...) still work until the next release, with a warning.
 Selects the epoch with the best dev (validation) entity F1, with early stopping, then scores the test split.
 Writes to --output_dir: the model and processor with their remote code, all_results.json, results.md (the paper's
-Table 2 layout), {validation,test}_predictions.txt (`token gold pred`), model_card.md/README.md, checkpoints/.
+Table 2 layout), {validation,test}_predictions.txt (`token gold pred`), model_card.md/README.md, and checkpoints/
+(the training states, and the best weights a resumed run may end on) unless --checkpointing_steps none.
 With --push_to_hub --hub_model_id ID, the model, its code, card and results (not checkpoints/) go to the Hub.
 """
 
@@ -21,6 +22,8 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,6 +37,7 @@ from accelerate.utils import (
     DataLoaderConfiguration,
     DistributedDataParallelKwargs,
     LoggerType,
+    broadcast_object_list,
     set_seed,
 )
 from huggingface_hub import HfApi
@@ -56,7 +60,14 @@ from modeling_acn import (
     AcnTokenizer,
 )
 
-from .atomic import atomic_files_into, atomic_folder, write_text
+from .atomic import (
+    atomic_files_into,
+    atomic_folder,
+    check_output_target,
+    remove_leftovers,
+    temporary_file,
+    write_text,
+)
 from .averaging import average_state_dicts, epoch_folder, kept_epochs
 from .checkpoint import (
     CheckpointError,
@@ -125,7 +136,7 @@ RESULT_FILES = (
     "validation_predictions.txt",
     "test_predictions.txt",
 )
-BEST_MODEL_DIR = f"{CHECKPOINT_DIR}/best_model"  # kept after training: a resumed run may end on these weights
+BEST_MODEL_DIR = "best_model"  # in the run's checkpoint folder (`working_checkpoint_dir`)
 PERFECT_F1 = 1.0
 FILE_FLAGS = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
 # A new model's settings when their flags are not given; with --model_name_or_path the loaded config gives them.
@@ -549,7 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=(
             "When to save the training state (needed to resume): 'epoch' (default: after each epoch's dev scoring, as "
-            "checkpoints/epoch_N), a number N (every N optimiser steps, as checkpoints/step_N), or 'none'."
+            "checkpoints/epoch_N), a number N (every N optimiser steps, as checkpoints/step_N), or 'none' (no "
+            "checkpoints/ folder: the best weights are kept aside until the final model is written)."
         ),
     )
     training.add_argument(
@@ -1245,7 +1257,7 @@ def build_scheduler(optimizer, steps: int, args):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train_epoch(accelerator, model, loader, optimizer, scheduler, args, state, output_dir) -> float:
+def train_epoch(accelerator, model, loader, optimizer, scheduler, args, state, checkpoint_dir) -> float:
     """Train epoch `state.epoch`, or its rest after a step checkpoint; save a step checkpoint every
     --checkpointing_steps optimiser steps; stop at --max_train_steps. Returns the mean loss of the batches run."""
     model.train()
@@ -1290,7 +1302,7 @@ def train_epoch(accelerator, model, loader, optimizer, scheduler, args, state, o
             if isinstance(args.checkpointing_steps, int) and steps % args.checkpointing_steps == 0:
                 save_checkpoint(
                     accelerator,
-                    checkpoint_folder(output_dir / CHECKPOINT_DIR, steps, "step"),
+                    checkpoint_folder(checkpoint_dir, steps, "step"),
                     model,
                     optimizer,
                     scheduler,
@@ -1329,8 +1341,11 @@ def evaluate_split(accelerator, model, loader, split, metric):
     return score(metric, predictions, gold_tags(split)), predictions
 
 
-def run_training(accelerator, model, train_loader, dev_loader, optimizer, scheduler, state, metric, args, output_dir):
-    """Epochs with dev selection; the best weights are saved under output_dir/best_model."""
+def run_training(
+    accelerator, model, train_loader, dev_loader, optimizer, scheduler, state, metric, args, checkpoint_dir
+):
+    """Epochs with dev selection; the best weights are saved as checkpoint_dir/best_model, the checkpoints that
+    --checkpointing_steps asks for beside them."""
     while (
         state.epoch < args.num_train_epochs
         and completed_steps(state, train_loader, args) < args.max_train_steps
@@ -1338,13 +1353,13 @@ def run_training(accelerator, model, train_loader, dev_loader, optimizer, schedu
         and not perfect_dev(state, args)
     ):
         started = time.perf_counter()
-        loss = train_epoch(accelerator, model, train_loader, optimizer, scheduler, args, state, output_dir)
+        loss = train_epoch(accelerator, model, train_loader, optimizer, scheduler, args, state, checkpoint_dir)
         dev_scores, _ = evaluate_split(accelerator, model, dev_loader, dev_loader.dataset, metric)
         epoch = state.epoch
         if state.record(dev_scores["overall_f1"]):
-            save_model(accelerator, model, None, output_dir / BEST_MODEL_DIR)
+            save_model(accelerator, model, None, checkpoint_dir / BEST_MODEL_DIR)
         if args.average_last_epochs > 1:
-            keep_epoch_weights(accelerator, model, output_dir / CHECKPOINT_DIR, state.epoch, args.average_last_epochs)
+            keep_epoch_weights(accelerator, model, checkpoint_dir, state.epoch, args.average_last_epochs)
         logger.info(
             f"epoch {epoch + 1}: loss {loss:.4f}, dev F1 {100 * dev_scores['overall_f1']:.2f} "
             f"(best {100 * state.best_f1:.2f} at epoch {state.best_epoch + 1}), {time.perf_counter() - started:.1f} s",
@@ -1355,7 +1370,7 @@ def run_training(accelerator, model, train_loader, dev_loader, optimizer, schedu
         if args.checkpointing_steps == "epoch":
             save_checkpoint(
                 accelerator,
-                checkpoint_folder(output_dir / CHECKPOINT_DIR, epoch + 1),
+                checkpoint_folder(checkpoint_dir, epoch + 1),
                 model,
                 optimizer,
                 scheduler,
@@ -1373,11 +1388,10 @@ def keep_epoch_weights(accelerator, model, checkpoint_dir: Path, epoch: int, kee
                 shutil.rmtree(epoch_folder(checkpoint_dir, old))
 
 
-def select_average(accelerator, model, dev_loader, metric, output_dir: Path, state: TrainingState, args) -> None:
+def select_average(accelerator, model, dev_loader, metric, checkpoint_dir: Path, state: TrainingState, args) -> None:
     """Score on dev the averages of the last 2 ... --average_last_epochs kept epochs (consecutive, ending at the
     last epoch trained); the best of them replaces the best single epoch's weights when it scores higher on dev.
     Records dev F1 per number of epochs averaged (1: the best single epoch) in `state`."""
-    checkpoint_dir = output_dir / CHECKPOINT_DIR
     epochs = [epoch for epoch in kept_epochs(checkpoint_dir) if epoch <= state.epoch]
     epochs = [epoch for epoch in epochs if epoch > state.epoch - args.average_last_epochs]
     dev_f1 = {1: state.best_f1}
@@ -1393,18 +1407,19 @@ def select_average(accelerator, model, dev_loader, metric, output_dir: Path, sta
             f"mean of the last {count} epochs' weights: dev F1 {100 * dev_f1[count]:.2f}", main_process_only=True
         )
         if dev_f1[count] > max(value for key, value in dev_f1.items() if key != count):
-            save_model(accelerator, model, None, output_dir / BEST_MODEL_DIR)
+            save_model(accelerator, model, None, checkpoint_dir / BEST_MODEL_DIR)
             state.averaged_epochs = count
     state.average_dev_f1 = {str(count): value for count, value in dev_f1.items()}
 
 
-def carry_best_model(accelerator, resumed: Path, output_dir: Path, state: TrainingState) -> None:
-    """A run resumed from another output_dir's checkpoint takes that run's best weights too: the final evaluation
-    reloads them when no later epoch improves on them."""
-    target = output_dir / BEST_MODEL_DIR
+def carry_best_model(accelerator, resumed: Path, checkpoint_dir: Path, state: TrainingState) -> None:
+    """A run resumed from a checkpoint whose best weights are not in its own `checkpoint_dir` (another output_dir's
+    checkpoint, or any under --checkpointing_steps none) takes them too: the final evaluation reloads them when no
+    later epoch improves on them."""
+    target = checkpoint_dir / BEST_MODEL_DIR
     if state.best_epoch < 0 or target.is_dir():
         return
-    source = resumed.parent / "best_model"
+    source = resumed.parent / BEST_MODEL_DIR
     if not source.is_dir():
         raise CheckpointError(
             f"{resumed} records a best epoch ({state.best_epoch + 1}) whose weights are not beside it "
@@ -1416,6 +1431,28 @@ def carry_best_model(accelerator, resumed: Path, output_dir: Path, state: Traini
                 if path.is_file() and not path.is_symlink():
                     shutil.copy2(path, temporary / path.name)
     accelerator.wait_for_everyone()
+
+
+@contextmanager
+def working_checkpoint_dir(accelerator, output_dir: Path, checkpointing: str | int) -> Iterator[Path]:
+    """The folder of the run's checkpoints, best weights and --average_last_epochs' kept epochs. With checkpoints it
+    is output_dir/checkpoints, and stays: a resumed run may end on the best weights kept there. With
+    --checkpointing_steps none it is a temporary folder beside it, one for all processes, removed when the run ends:
+    a finished run then holds its weights once, in model.safetensors."""
+    checkpoint_dir = output_dir / CHECKPOINT_DIR
+    if checkpointing != "none":
+        yield checkpoint_dir
+        return
+    check_output_target(output_dir, "folder")
+    with ExitStack() as stack:
+        name = None
+        if accelerator.is_main_process:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            name = str(stack.enter_context(temporary_file(checkpoint_dir, folder=True)))
+        yield Path(broadcast_object_list([name])[0])
+        accelerator.wait_for_everyone()  # every process is done with it before it goes
+    if accelerator.is_main_process:
+        remove_leftovers(checkpoint_dir)  # those of runs killed before their end
 
 
 def perfect_dev(state: TrainingState, args) -> bool:
@@ -1445,9 +1482,11 @@ def relative_files(folder: Path) -> list[str]:
     return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
 
 
-def final_evaluation(accelerator, model, loaders, corpus, metric, output_dir, args, processor, state, elapsed):
-    """Reload the best weights, score dev and test, write every result file."""
-    best = AcnForTokenClassification.from_pretrained(output_dir / BEST_MODEL_DIR)
+def final_evaluation(
+    accelerator, model, loaders, corpus, metric, output_dir, checkpoint_dir, args, processor, state, elapsed
+):
+    """Reload the best weights from `checkpoint_dir`, score dev and test, write every result file to `output_dir`."""
+    best = AcnForTokenClassification.from_pretrained(checkpoint_dir / BEST_MODEL_DIR)
     accelerator.unwrap_model(model).load_state_dict(best.state_dict())
     results, predictions = {}, {}
     for split in ("validation", "test"):
@@ -1560,36 +1599,40 @@ def main(argv=None):
     state = TrainingState()
     if args.with_tracking:
         accelerator.init_trackers("acn", config={key: str(value) for key, value in vars(args).items()})
-    if args.resume_from_checkpoint is not None:
-        # checkpoints carry the schedule, which stays outside prepare() (that would step it once per process)
-        resumed = resume(
-            accelerator,
-            args.resume_from_checkpoint,
-            output_dir / CHECKPOINT_DIR,
-            model,
-            optimizer,
-            scheduler,
-            state,
-            args.run_identity,
+    with working_checkpoint_dir(accelerator, output_dir, args.checkpointing_steps) as checkpoint_dir:
+        if args.resume_from_checkpoint is not None:
+            # checkpoints carry the schedule, which stays outside prepare() (that would step it once per process)
+            resumed = resume(
+                accelerator,
+                args.resume_from_checkpoint,
+                output_dir / CHECKPOINT_DIR,
+                model,
+                optimizer,
+                scheduler,
+                state,
+                args.run_identity,
+            )
+            carry_best_model(accelerator, resumed, checkpoint_dir, state)
+        metric = load_metric()
+        started = time.perf_counter()
+        run_training(
+            accelerator, model, train_loader, dev_loader, optimizer, scheduler, state, metric, args, checkpoint_dir
         )
-        carry_best_model(accelerator, resumed, output_dir, state)
-    metric = load_metric()
-    started = time.perf_counter()
-    run_training(accelerator, model, train_loader, dev_loader, optimizer, scheduler, state, metric, args, output_dir)
-    if args.average_last_epochs > 1:
-        select_average(accelerator, model, dev_loader, metric, output_dir, state, args)
-    final_evaluation(
-        accelerator,
-        model,
-        {"validation": dev_loader, "test": test_loader},
-        corpus,
-        metric,
-        output_dir,
-        args,
-        processor,
-        state,
-        time.perf_counter() - started,
-    )
+        if args.average_last_epochs > 1:
+            select_average(accelerator, model, dev_loader, metric, checkpoint_dir, state, args)
+        final_evaluation(
+            accelerator,
+            model,
+            {"validation": dev_loader, "test": test_loader},
+            corpus,
+            metric,
+            output_dir,
+            checkpoint_dir,
+            args,
+            processor,
+            state,
+            time.perf_counter() - started,
+        )
     accelerator.end_training()
 
 

@@ -99,6 +99,24 @@ def test_resumed_run_ends_like_an_uninterrupted_one(corpus, tmp_path):
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
 
 
+def test_a_run_without_checkpoints_holds_its_weights_once(corpus, tmp_path):
+    """--checkpointing_steps none: the best and the kept epochs' weights live in a temporary folder that goes once
+    the final model is written (with a killed run's leftover of it); a run with checkpoints keeps checkpoints/ and
+    the best weights in it, which a resumed run may end on."""
+    flags = ["--num_train_epochs", "2", "--average_last_epochs", "2"]
+    leftover = tmp_path / "none" / ".checkpoints.acn-4194305-abcdefgh.tmp"  # above any pid_max: its writer is dead
+    (leftover / "best_model").mkdir(parents=True)
+    run_training(corpus, tmp_path / "none", *flags, "--checkpointing_steps", "none")
+    weights = [path.relative_to(tmp_path / "none").as_posix() for path in (tmp_path / "none").rglob("*.safetensors")]
+    assert weights == ["model.safetensors"] and not (tmp_path / "none" / "checkpoints").exists()
+    assert not [path.name for path in (tmp_path / "none").iterdir() if path.name.startswith(".")]
+
+    run_training(corpus, tmp_path / "epoch", *flags)
+    checkpoints = tmp_path / "epoch" / "checkpoints"
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["best_model", "epoch_1", "epoch_2", "epoch_weights"]
+    assert (checkpoints / "best_model" / "model.safetensors").is_file()
+
+
 @pytest.mark.slow
 def test_two_process_accelerate_launch(corpus, tmp_path):
     """The README's CPU launch command starts two processes that split every epoch and every evaluation."""
