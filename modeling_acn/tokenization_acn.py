@@ -46,13 +46,13 @@ _TRUNCATED_URL = r"h(?:tt?(?:ps?)?)?:?/*…"
 # are disjoint, so the match is found in one pass: a lazy `\S+?` with a lookahead for "punctuation then space" took
 # time quadratic in the length of a punctuation run ("http:" + 100,000 dots: minutes).
 _URL_PUNCTUATION = r"[.,;:!?)\]\"']"
-_URL_WORD = rf"(?:https?:|www\.)(?:(?:{_URL_PUNCTUATION}*[^\s.,;:!?)\]\"'])+|\S)"
+URL_WORD = rf"(?:https?:|www\.)(?:(?:{_URL_PUNCTUATION}*[^\s.,;:!?)\]\"'])+|\S)"
 # One alternative per kind of tweet token, tried in order at each position; the last one takes any single
 # non-space character, so every character outside whitespace lands in exactly one word.
-_TWEET_WORD = regex.compile(
+TWEET_WORD = regex.compile(
     "|".join(
         [
-            _URL_WORD,
+            URL_WORD,
             _TRUNCATED_URL,
             r"[@#]\w+",  # @mention, #hashtag
             r"&\w+",  # HTML entity, kept as the corpora keep it ("&amp" then ";")
@@ -291,7 +291,7 @@ class AcnTokenizer(PreTrainedTokenizer):
         Returns:
             The words and their `(start, end)` character offsets, with `text[start:end] == word`.
         """
-        matches = list(_TWEET_WORD.finditer(text))
+        matches = list(TWEET_WORD.finditer(text))
         return [m.group() for m in matches], [m.span() for m in matches]
 
     # ------------------------------------------------------------------------------------------ vocabulary
@@ -646,4 +646,4 @@ def _parse_vector(values: list[str], location: str) -> list[float]:
         raise ValueError(f"{location}: values must be numbers, got {' '.join(values)[:40]!r}") from None
 
 
-__all__ = ["AcnEmbeddingCoverage", "AcnTokenizer"]
+__all__ = ["TWEET_WORD", "URL_WORD", "AcnEmbeddingCoverage", "AcnTokenizer"]

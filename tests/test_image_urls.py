@@ -199,14 +199,15 @@ def test_bad_download_settings_are_named(call, message):
 
 def test_the_pipeline_tags_a_url_as_the_image_it_serves(server):
     pipe = tiny_pipeline()
-    pipe._preprocess_params["allow_private_urls"] = (
-        True  # what AcnPipeline.from_pretrained(..., allow_private_urls=True) sets
-    )
     photo = decoded(GOOD_PNG)
-    by_url = pipe(TWEET, image=f"{server}/good.png", return_tags=True)
+    by_url = pipe(TWEET, image=f"{server}/good.png", return_tags=True, allow_private_urls=True)  # a loopback server
     by_image = pipe(TWEET, image=photo, return_tags=True)
     assert by_url["tags"] == by_image["tags"] and by_url["scores"] == pytest.approx(by_image["scores"], abs=1e-6)
-    batch = pipe([(TWEET, f"{server}/good.png"), {"text": "Obama in Paris", "image": None}], return_tags=True)
+    batch = pipe(
+        [(TWEET, f"{server}/good.png"), {"text": "Obama in Paris", "image": None}],
+        return_tags=True,
+        allow_private_urls=True,
+    )
     assert batch[0]["tags"] == by_image["tags"] and batch[1]["tags"] == pipe("Obama in Paris", return_tags=True)["tags"]
 
 

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from modeling_acn import AcnConfig, AcnForTokenClassification, AcnModel
 from modeling_acn.configuration_acn import PAPER_VARIANTS as VARIANTS
-from modeling_acn.modeling_acn import _scatter_rows, additive_attention_scores
+from modeling_acn.modeling_acn import additive_attention_scores
 
 from .conftest import TINY_SIZES, make_batch
 
@@ -399,10 +399,21 @@ def test_bf16_autocast_trains_and_decodes(device, tiny_config, text_batch):
     assert [len(tweet) for tweet in tags] == [5, 3, 1, 4]
 
 
-def test_rows_are_placed_back_on_devices_without_autocast():
-    fill = torch.zeros(3, 2, device="meta")  # meta tensors (shape-only runs) have no autocast to turn off
-    placed = _scatter_rows(torch.ones(2, 2, device="meta"), torch.tensor([True, False, True], device="meta"), fill)
-    assert placed.shape == (3, 2) and placed.device.type == "meta"
+def test_co_attention_rows_are_placed_back_on_devices_without_autocast(tiny_config, text_batch, monkeypatch):
+    model = build(tiny_config).eval()
+    inputs = {name: value for name, value in text_batch.items() if name != "labels"}
+    inputs["image_mask"] = torch.tensor([True, False, True, False])  # co-attention runs on some tweets only
+    with torch.no_grad():
+        expected = model(**inputs).logits
+
+    def no_autocast(device_type, *args, **kwargs):
+        raise RuntimeError(f"{device_type} has no autocast")
+
+    # a device without autocast (meta, for one): asking it to turn autocast off would raise
+    monkeypatch.setattr(torch.amp, "is_autocast_available", lambda device_type: False)
+    monkeypatch.setattr(torch, "autocast", no_autocast)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).logits, expected)
 
 
 @pytest.mark.parametrize("activation", ["tanh", "none"])

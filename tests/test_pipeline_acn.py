@@ -12,10 +12,9 @@ import sys
 import pytest
 import torch
 from transformers import AutoModelForTokenClassification, pipeline
-from transformers.pipelines.base import pad_collate_fn
 
 from modeling_acn import AcnPipeline, AcnTokenizer, pipeline_acn
-from modeling_acn.pipeline_acn import _as_example, entity_spans, grouped_entities, length_groups, tag_marginals
+from modeling_acn.pipeline_acn import entity_spans, grouped_entities, length_groups, tag_marginals
 from tests.encoder_fixtures import make_model, make_processor
 from tests.pipeline_fixtures import TWEET, striped_image, tiny_pipeline
 
@@ -132,32 +131,34 @@ def test_length_groups_find_the_cheapest_split_of_the_sorted_batch(seed):
         assert len(groups) == 1
 
 
-def grouped_and_whole_logits(pipe, inputs, monkeypatch):
-    """The pipeline's logits computed in length groups (a group per length) and in one call, and the shapes
-    `(tweets, words, characters)` of the calls made."""
-    batch = pad_collate_fn(pipe.tokenizer, pipe.image_processor)(
-        [pipe.preprocess(_as_example(*item)) for item in inputs]
-    )
-    batch.pop("text"), batch.pop("offsets")
-    if pipe.model.config.use_image:
-        batch["image_features"] = pipe._image_features(
-            batch.pop("pixel_values"), batch.pop("image_features"), batch.pop("has_features"), batch["image_mask"]
-        )
+def grouped_and_whole_results(pipe, inputs, monkeypatch):
+    """The pipeline's results for `inputs` as one batch whose logits are computed in length groups (a group per
+    length), the same with the logits of the whole batch in one call, and the shapes `(tweets, words, characters)`
+    of the grouped model calls."""
     calls = []
     forward = pipe.model.forward
     monkeypatch.setattr(
         pipe.model, "forward", lambda **inputs: calls.append(inputs["char_ids"].shape) or forward(**inputs)
     )
     monkeypatch.setattr(pipeline_acn, "GROUP_COST", 0)
-    with torch.no_grad():
-        grouped = pipe._logits_by_length(dict(batch)).logits
-        whole = forward(**batch).logits
-    assert min(shape[2] for shape in calls) < batch["char_ids"].shape[2]  # a group of short words: fewer characters
-    return grouped, whole, calls
+    grouped = pipe(inputs, batch_size=len(inputs), return_tags=True)
+    grouped_calls = calls[:]
+    monkeypatch.setattr(pipeline_acn, "GROUP_COST", 10**9)  # more than any padding costs: one group
+    calls.clear()
+    whole = pipe(inputs, batch_size=len(inputs), return_tags=True)
+    (whole_call,) = calls
+    assert min(shape[2] for shape in grouped_calls) < whole_call[2]  # a group of short words: fewer characters
+    return grouped, whole, grouped_calls
+
+
+def assert_same_tags_and_scores(results, expected):
+    assert [item["tags"] for item in results] == [item["tags"] for item in expected]
+    scores, expected_scores = (torch.tensor([s for item in run for s in item["scores"]]) for run in (results, expected))
+    torch.testing.assert_close(scores, expected_scores, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("use_image", [False, True])
-def test_logits_by_length_groups_equal_the_whole_batchs(use_image, monkeypatch):
+def test_logits_in_length_groups_give_the_whole_batchs_results(use_image, monkeypatch):
     pipe = tiny_pipeline(use_image=use_image)
     inputs = [
         ("Obama visits Paris", None),
@@ -165,18 +166,18 @@ def test_logits_by_length_groups_equal_the_whole_batchs(use_image, monkeypatch):
         ("Berlin", None),
         ("Merkel meets Obama in Paris today", striped_image()),
     ]
-    grouped, whole, calls = grouped_and_whole_logits(pipe, inputs, monkeypatch)
+    grouped, whole, calls = grouped_and_whole_results(pipe, inputs, monkeypatch)
     assert len(calls) == 4 and sorted(shape[1] for shape in calls) == [1, 3, 6, len(AcnTokenizer.split_text(TWEET)[0])]
-    torch.testing.assert_close(grouped, whole, atol=1e-5, rtol=0)
+    assert_same_tags_and_scores(grouped, whole)
 
 
-def test_logits_by_length_groups_trim_the_subword_axis(tiny_bert, monkeypatch):
+def test_length_groups_trim_the_subword_axis(tiny_bert, monkeypatch):
     processor = make_processor(tiny_bert)
     pipe = AcnPipeline(model=make_model(tiny_bert, processor, use_image=False), processor=processor, device="cpu")
     inputs = [("Obama visits Paris",), ("Berlin",), ("Merkel meets Obama in Paris http://t.co/x #news",)]
-    grouped, whole, calls = grouped_and_whole_logits(pipe, [(*item, None) for item in inputs], monkeypatch)
+    grouped, whole, calls = grouped_and_whole_results(pipe, [(*item, None) for item in inputs], monkeypatch)
     assert len(calls) == 3
-    torch.testing.assert_close(grouped, whole, atol=1e-5, rtol=0)
+    assert_same_tags_and_scores(grouped, whole)
     batch = pipe([text for (text,) in inputs], batch_size=3, return_tags=True)
     assert [comparable(result) for result in batch] == [comparable(pipe(text, return_tags=True)) for (text,) in inputs]
 

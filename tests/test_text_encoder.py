@@ -156,13 +156,15 @@ def test_a_tweet_longer_than_the_window_comes_in_whole_word_pieces(tiny_bert):
 
 def test_long_tweets_are_encoded_piece_by_piece(tiny_bert):
     processor = make_processor(tiny_bert)
-    model = make_model(tiny_bert, processor, use_image=False)
+    # no character CNN and no BiLSTM: the text encoder gives the pooled subword states as they are
+    model = make_model(tiny_bert, processor, use_image=False, use_char_cnn=False)
     batch = processor([LONG_TWEET, "Obama visits Paris"])
     encoder = model.acn.text_encoder.subword_encoder
+    outputs = []
+    model.acn.text_encoder.register_forward_hook(lambda module, inputs, output: outputs.append(output))
     with torch.no_grad():
-        words = model.acn.text_encoder._pooled_subword_states(
-            batch["subword_ids"], batch["subword_attention_mask"], batch["subword_to_word"], batch["input_ids"].shape[1]
-        )  # (2, words, 16)
+        logits = model(**batch).logits
+        (words,) = outputs  # (2, words, 16)
         ids, positions = batch["subword_ids"][0], batch["subword_to_word"][0]
         for start in range(0, len(ids), WINDOW):  # each piece alone through the encoder
             piece = slice(start, start + WINDOW)
@@ -171,7 +173,6 @@ def test_long_tweets_are_encoded_piece_by_piece(tiny_bert):
             for position in set(positions[piece][real].tolist()) - {0}:
                 first = (positions[piece][real] == position).nonzero()[0, 0]
                 torch.testing.assert_close(words[0, position - 1], states[first], rtol=1e-5, atol=1e-5)
-    logits = model(**batch).logits
     assert logits.shape[:2] == batch["input_ids"].shape and torch.isfinite(logits).all()
 
 
