@@ -88,14 +88,16 @@ def markdown_table(
     the column `VALUE_COLUMN`). `columns` default to every column of the rows in the order they first appear, and
     `headers` (one per column) to the column names; cells go through `format_value`, so a script formats a number
     its own way by passing a string, and a column a row lacks is left empty."""
-    rows = {name: row if isinstance(row, Mapping) else {VALUE_COLUMN: row} for name, row in rows.items()}
+    table: dict[Any, Mapping[Any, object]] = {
+        name: row if isinstance(row, Mapping) else {VALUE_COLUMN: row} for name, row in rows.items()
+    }
     if columns is None:
-        columns = list(dict.fromkeys(column for row in rows.values() for column in row))
+        columns = list(dict.fromkeys(column for row in table.values() for column in row))
     headers = columns if headers is None else headers
     if len(headers) != len(columns):
         raise ValueError(f"{len(headers)} headers for {len(columns)} columns")
     lines = [_markdown_row([name_header, *headers]), "|" + "---|" * (len(columns) + 1)]
-    for name, row in rows.items():
+    for name, row in table.items():
         lines.append(_markdown_row([str(name), *(format_value(row.get(column)) for column in columns)]))
     return "\n".join(lines)
 
