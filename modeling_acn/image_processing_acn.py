@@ -11,6 +11,8 @@ import os
 import stat
 import threading
 import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeGuard, TypeVar
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -59,6 +61,10 @@ MAX_IMAGE_BYTES = (
     64 * 2**20
 )  # an image file larger than this is refused before it is read (a sparse 2 GB file cost 2 GB)
 MAX_DOWNLOAD_BYTES = 20 * 2**20  # 20 MiB: four times Twitter's largest photo upload; max_pixels still applies
+# what `AcnImageProcessor.preprocess` takes per image: None is a missing image
+_ImageInput = Image.Image | np.ndarray | str | os.PathLike | None
+_ImageInputs = _ImageInput | list[_ImageInput] | tuple[_ImageInput, ...]  # one image, or a batch as a list or tuple
+_T = TypeVar("_T")
 
 
 class AcnImageError(ValueError):
@@ -98,7 +104,7 @@ def load_image_file(
     return _within_timeout(lambda: _read_and_decode(name, max_pixels, max_bytes), timeout, name)
 
 
-def is_image_url(image) -> bool:
+def is_image_url(image: object) -> TypeGuard[str]:
     """Whether `image` is a string naming an http:// or https:// URL (any other string is a file path)."""
     return isinstance(image, str) and image[:8].lower().startswith(URL_SCHEMES)
 
@@ -203,6 +209,7 @@ def upright_rgb(image: Image.Image) -> Image.Image:
 
 
 def _read_and_decode(name: str, max_pixels: int, max_bytes: int) -> tuple[Image.Image, bytes]:
+    descriptor: int | None
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; regular files ignore the flag
         descriptor = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -257,15 +264,21 @@ def _download_limits(timeout: float, max_bytes: int) -> tuple[float, int]:
     return float(timeout), max_bytes
 
 
-def _within_timeout(function, timeout: float, name: str, action: str = "reading and decoding", on_give_up=None):
+def _within_timeout(
+    function: Callable[[], _T],
+    timeout: float,
+    name: str,
+    action: str = "reading and decoding",
+    on_give_up: Callable[[], None] | None = None,
+) -> _T:
     """`function()` in a daemon thread; an `AcnImageError` when it has not finished after `timeout` seconds, after
     calling `on_give_up()` (a download closes its connection there, so that its thread ends too).
 
     A file read cannot be interrupted, so a hung read is left behind, but the caller goes on (and exits) without it.
     """
-    outcome = {}
+    outcome: dict[str, Any] = {}
 
-    def target():
+    def target() -> None:
         try:
             outcome["value"] = function()
         except BaseException as error:  # re-raised in the caller's thread
@@ -306,12 +319,12 @@ class AcnImageProcessor(BaseImageProcessor):
         size: int | dict[str, int] | None = None,
         resample: int = PILImageResampling.BILINEAR,
         rescale_factor: float = 1 / 255,
-        image_mean: tuple[float, float, float] = IMAGENET_DEFAULT_MEAN,
-        image_std: tuple[float, float, float] = IMAGENET_DEFAULT_STD,
+        image_mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
+        image_std: Sequence[float] = IMAGENET_DEFAULT_STD,
         download_timeout: float = DOWNLOAD_TIMEOUT_SECONDS,
         max_download_bytes: int = MAX_DOWNLOAD_BYTES,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.size = _size_dict(224 if size is None else size)
         self.resample = int(resample)
@@ -321,7 +334,7 @@ class AcnImageProcessor(BaseImageProcessor):
         self.download_timeout, self.max_download_bytes = _download_limits(download_timeout, max_download_bytes)
 
     @classmethod
-    def for_backbone(cls, vision_backbone: str, **kwargs) -> "AcnImageProcessor":
+    def for_backbone(cls, vision_backbone: str, **kwargs: Any) -> "AcnImageProcessor":
         """The processor whose resizing and normalisation follow `vision_backbone` (an `AcnConfig` backbone)."""
         if vision_backbone not in BACKBONE_PREPROCESSING:
             raise ValueError(
@@ -331,12 +344,12 @@ class AcnImageProcessor(BaseImageProcessor):
 
     def preprocess(
         self,
-        images,
+        images: _ImageInputs,
         size: int | dict[str, int] | None = None,
         resample: int | None = None,
         rescale_factor: float | None = None,
-        image_mean: tuple[float, float, float] | None = None,
-        image_std: tuple[float, float, float] | None = None,
+        image_mean: Sequence[float] | None = None,
+        image_std: Sequence[float] | None = None,
         download_timeout: float | None = None,
         max_download_bytes: int | None = None,
         allow_private_urls: bool = False,
@@ -383,7 +396,9 @@ class AcnImageProcessor(BaseImageProcessor):
 AcnImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 
-def _open(image, index: int, download_timeout: float, max_download_bytes: int, allow_private_urls: bool) -> Image.Image:
+def _open(
+    image: _ImageInput, index: int, download_timeout: float, max_download_bytes: int, allow_private_urls: bool
+) -> Image.Image:
     """A checked PIL image (mode and pixel limit) from any accepted input; orientation is applied later."""
     if isinstance(image, Image.Image):
         check_image(image, name=f"image {index}")
@@ -416,11 +431,11 @@ def _size_dict(size: int | dict[str, int]) -> dict[str, int]:
     return {"height": int(size["height"]), "width": int(size["width"])}
 
 
-def _channel_values(values, name: str) -> tuple[float, float, float]:
-    values = tuple(float(v) for v in values)
-    if len(values) != 3:
-        raise ValueError(f"{name} needs one value per RGB channel, got {values!r}")
-    return values
+def _channel_values(values: Iterable[float], name: str) -> tuple[float, float, float]:
+    channels = tuple(float(v) for v in values)
+    if len(channels) != 3:
+        raise ValueError(f"{name} needs one value per RGB channel, got {channels!r}")
+    return channels[0], channels[1], channels[2]
 
 
 __all__ = [

@@ -11,10 +11,11 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import regex
 import torch
-from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizer
+from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizer, PreTrainedTokenizerBase
 
 VOCAB_FILES_NAMES = {"vocab_file": "vocab.json", "char_vocab_file": "char_vocab.json"}
 
@@ -143,13 +144,13 @@ class AcnTokenizer(PreTrainedTokenizer):
         hashtags_as_words: bool = False,
         max_word_length: int = 30,  # paper: words are cut to 30 characters
         min_char_width: int = 4,  # the widest char-CNN kernel
-        subword_tokenizer=None,
+        subword_tokenizer: PreTrainedTokenizerBase | None = None,
         subword_window: int | None = None,
         subword_word_forms: bool = False,
         pad_token: str = "[PAD]",
         unk_token: str = "[UNK]",
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         if max_word_length < 1:
             raise ValueError(f"max_word_length must be at least 1, got {max_word_length}")
         if min_char_width < 1:
@@ -184,7 +185,9 @@ class AcnTokenizer(PreTrainedTokenizer):
         )
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any
+    ) -> "AcnTokenizer":
         """As `PreTrainedTokenizer.from_pretrained`, with the subword tokenizer saved beside the vocabularies."""
         tokenizer = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         if tokenizer.subword_window is not None:  # saved with a subword tokenizer
@@ -196,7 +199,7 @@ class AcnTokenizer(PreTrainedTokenizer):
             )
         return tokenizer
 
-    def save_pretrained(self, save_directory, *args, **kwargs) -> tuple[str, ...]:
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> tuple[str, ...]:
         """As `PreTrainedTokenizer.save_pretrained`; a subword tokenizer goes to the `subword_tokenizer/` subfolder."""
         files = super().save_pretrained(save_directory, *args, **kwargs)
         if self.subword_tokenizer is None:
@@ -204,7 +207,7 @@ class AcnTokenizer(PreTrainedTokenizer):
         return (*files, *self.subword_tokenizer.save_pretrained(os.path.join(save_directory, SUBWORD_TOKENIZER_FOLDER)))
 
     @staticmethod
-    def load_subword_tokenizer(name_or_path, **kwargs):
+    def load_subword_tokenizer(name_or_path: str | os.PathLike, **kwargs: Any) -> PreTrainedTokenizerBase:
         """A pretrained encoder's fast tokenizer, ready for words (byte-level BPE ones get `add_prefix_space`); the
         folder's own code runs only with `trust_remote_code=True`."""
         kwargs.setdefault("trust_remote_code", False)
@@ -219,7 +222,7 @@ class AcnTokenizer(PreTrainedTokenizer):
         sentences: Iterable[list[str]],
         min_freq: int = 1,
         extra_words: Iterable[str] | None = None,
-        **options,
+        **options: Any,
     ) -> "AcnTokenizer":
         """Build the word and character vocabularies from tokenised training sentences.
 
@@ -247,8 +250,9 @@ class AcnTokenizer(PreTrainedTokenizer):
         chars = [char for char, _ in _by_frequency(char_counts)]
         return cls(words=words, chars=chars, **options)
 
-    def _count(self, sentences: Iterable[list[str]]) -> tuple[Counter, Counter]:
-        word_counts, char_counts = Counter(), Counter()
+    def _count(self, sentences: Iterable[list[str]]) -> tuple[Counter[str], Counter[str]]:
+        word_counts: Counter[str] = Counter()
+        char_counts: Counter[str] = Counter()
         for index, sentence in enumerate(sentences):
             if isinstance(sentence, str):
                 raise ValueError(f"sentences must be lists of words, got the str {sentence[:40]!r} at index {index}")
@@ -310,7 +314,7 @@ class AcnTokenizer(PreTrainedTokenizer):
     def get_char_vocab(self) -> dict[str, int]:
         return dict(self._char_vocab)
 
-    def _tokenize(self, text: str, **kwargs) -> list[str]:
+    def _tokenize(self, text: str, **kwargs: Any) -> list[str]:
         return [self.normalize(word) for word in self.split_text(text)[0]]
 
     def _convert_token_to_id(self, token: str) -> int:
@@ -327,7 +331,7 @@ class AcnTokenizer(PreTrainedTokenizer):
         """Character ids of one raw word, cut to `max_word_length`; unknown characters get 1."""
         return [self._char_vocab.get(char, UNK_ID) for char in self.char_form(word)[: self.max_word_length]]
 
-    def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str, str]:
+    def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str, ...]:
         prefix = f"{filename_prefix}-" if filename_prefix else ""
         paths = []
         for file_id, vocab in (("vocab_file", self._vocab), ("char_vocab_file", self._char_vocab)):
@@ -395,7 +399,9 @@ class AcnTokenizer(PreTrainedTokenizer):
             encoding["words"] = batch_words
         return encoding
 
-    def _split_batch(self, text, is_split_into_words: bool) -> tuple[list[list[str]], list[list[tuple[int, int]]]]:
+    def _split_batch(
+        self, text: str | list[str] | list[list[str]], is_split_into_words: bool
+    ) -> tuple[list[list[str]], list[list[tuple[int, int]]]]:
         examples = _as_batch(text, is_split_into_words)
         batch_words, batch_offsets = [], []
         for index, example in enumerate(examples):
@@ -436,6 +442,8 @@ class AcnTokenizer(PreTrainedTokenizer):
     def _subword_pieces(self, words: list[str]) -> tuple[list[int], list[int]]:
         """One tweet's subword ids and, per subword, its 1-based word position (0: special token, -1: padding
         inside a long tweet's pieces). A tweet over the window is split between words into pieces."""
+        # _subword_batch runs only with a subword tokenizer, and __init__ then set the window
+        assert self.subword_tokenizer is not None and self.subword_window is not None
         ids, positions = self._encode_piece(words, 0)
         counts = Counter(positions)
         if any(counts[position] == 0 for position in range(1, len(words) + 1)):  # a word without subwords
@@ -464,6 +472,7 @@ class AcnTokenizer(PreTrainedTokenizer):
     def _encode_piece(self, words: list[str], first_position: int) -> tuple[list[int], list[int]]:
         """Words with the encoder's special tokens, and each subword's 1-based word position counted from
         `first_position`; a single word too long for the window keeps its first subwords (it is tagged from them)."""
+        assert self.subword_tokenizer is not None and self.subword_window is not None  # as in _subword_pieces
         encoding = self.subword_tokenizer(words, is_split_into_words=True, add_special_tokens=True)
         ids = list(encoding["input_ids"])
         positions = [0 if word is None else first_position + word + 1 for word in encoding.word_ids()]
@@ -474,6 +483,7 @@ class AcnTokenizer(PreTrainedTokenizer):
 
     @property
     def _subword_pad_id(self) -> int:
+        assert self.subword_tokenizer is not None  # read only when encoding subwords
         return self.subword_tokenizer.pad_token_id or 0
 
     # ----------------------------------------------------------------------------------- pre-trained vectors
@@ -523,6 +533,7 @@ AcnTokenizer.register_for_auto_class("AutoTokenizer")
 def _load_or_build_vocab(path: str | None, entries: Iterable[str] | None, pad: str, unk: str) -> dict[str, int]:
     if path is not None and entries is not None:
         raise ValueError(f"give a vocabulary file or a list of entries, not both (file {path!r})")
+    vocab: dict[str, int]
     if path is None:
         vocab = {}
         for entry in [pad, unk, *(entries or ())]:
@@ -539,7 +550,7 @@ def _load_or_build_vocab(path: str | None, entries: Iterable[str] | None, pad: s
     return dict(sorted(vocab.items(), key=lambda item: item[1]))
 
 
-def _subword_window(subword_tokenizer, subword_window: int | None) -> int | None:
+def _subword_window(subword_tokenizer: PreTrainedTokenizerBase | None, subword_window: int | None) -> int | None:
     if subword_tokenizer is not None and not subword_tokenizer.is_fast:
         raise ValueError(
             f"subword_tokenizer must be a fast tokenizer (word alignment), got {type(subword_tokenizer).__name__}"
@@ -553,12 +564,12 @@ def _subword_window(subword_tokenizer, subword_window: int | None) -> int | None
     return subword_window
 
 
-def _by_frequency(counts: Counter) -> list[tuple[str, int]]:
+def _by_frequency(counts: Counter[str]) -> list[tuple[str, int]]:
     """Most frequent first, ties in alphabetical order, so vocabularies do not depend on corpus order."""
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
 
-def _as_batch(text, is_split_into_words: bool) -> list:
+def _as_batch(text: object, is_split_into_words: bool) -> list:
     if is_split_into_words:
         if not isinstance(text, (list, tuple)) or not text:
             raise ValueError(f"is_split_into_words=True needs a non-empty list of words, got {text!r}")

@@ -152,3 +152,6 @@ def test_metrics_and_collator_errors_name_the_fix():
         AcnEntityMetrics({0: "O", 1: "B-PER", 2: "I-PER"})(
             EvalPrediction(predictions=logits, label_ids=np.zeros((2, 4)))
         )
+    tags = np.zeros((2, 4), dtype=np.int64)
+    with pytest.raises(ValueError, match=r"label_ids must be one array of tag ids.*got tuple of shape \(2, 2, 4\)"):
+        AcnEntityMetrics({0: "O", 1: "B-PER", 2: "I-PER"})(EvalPrediction(predictions=tags, label_ids=(tags, tags)))
