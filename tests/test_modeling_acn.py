@@ -10,10 +10,11 @@ from safetensors.torch import save_file
 from modeling_acn import AcnConfig, AcnForTokenClassification, AcnModel
 from modeling_acn.configuration_acn import PAPER_VARIANTS as VARIANTS
 from modeling_acn.modeling_acn import additive_attention_scores
+from modeling_acn.vision_acn import supports_bf16
 
 from .conftest import TINY_SIZES, make_batch
 
-BF16_CPU = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+BF16_CPU = supports_bf16(torch.device("cpu"))
 
 CO_ATTENTION_LAYERS = {
     "image_projection",

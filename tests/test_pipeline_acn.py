@@ -15,6 +15,7 @@ from transformers import AutoModelForTokenClassification, pipeline
 
 from modeling_acn import AcnPipeline, AcnTokenizer, pipeline_acn
 from modeling_acn.pipeline_acn import entity_spans, grouped_entities, length_groups, tag_marginals
+from modeling_acn.vision_acn import supports_bf16
 from tests.encoder_fixtures import make_model, make_processor
 from tests.pipeline_fixtures import TWEET, striped_image, tiny_pipeline
 
@@ -338,7 +339,7 @@ def test_fresh_process_loads_the_folder_with_the_pipeline_factory(pipe, saved_by
 
 
 def cpu_lacks_bf16(dtype) -> bool:
-    return dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return dtype == torch.bfloat16 and not supports_bf16(torch.device("cpu"))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
