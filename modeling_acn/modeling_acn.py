@@ -32,9 +32,11 @@ become NaN.
 """
 
 import contextlib
+import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Concatenate, NamedTuple, ParamSpec, TypeVar
 
 import numpy as np
 import torch
@@ -1015,6 +1017,23 @@ class AcnModel(AcnPreTrainedModel):
         return self.get_image_features(pixel_values[image_mask]).to(dtype)  # (images, regions, 512)
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _base_model_method(
+    method: Callable[Concatenate[AcnModel, _P], _R],
+) -> Callable[Concatenate[AcnPreTrainedModel, _P], _R]:
+    """`AcnModel`'s `method` for a head: the same signature and docstring, run on the head's `base_model` (the
+    `AcnModel` at `base_model_prefix`), the way transformers' `get_input_embeddings` reaches it."""
+
+    @functools.wraps(method)
+    def on_base_model(self: AcnPreTrainedModel, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return getattr(self.base_model, method.__name__)(*args, **kwargs)
+
+    return on_base_model
+
+
 class AcnForTokenClassification(AcnPreTrainedModel):
     """ACN with its tag decoder: a CRF (paper) or independent softmax decisions (`decoder="softmax"`)."""
 
@@ -1039,39 +1058,15 @@ class AcnForTokenClassification(AcnPreTrainedModel):
         if is_main_process:
             save_pipeline_code(save_directory)
 
-    def get_input_embeddings(self):
-        return self.acn.get_input_embeddings()
-
-    def set_input_embeddings(self, embeddings):
-        self.acn.set_input_embeddings(embeddings)
-
-    def load_text_encoder_weights(self, name_or_path=None, **kwargs):
-        """See `AcnModel.load_text_encoder_weights`."""
-        self.acn.load_text_encoder_weights(name_or_path, **kwargs)
-
-    def load_vision_weights(self, path=None):
-        """See `AcnModel.load_vision_weights`."""
-        self.acn.load_vision_weights(path)
-
-    def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
-        """See `AcnModel.get_image_features`."""
-        return self.acn.get_image_features(pixel_values)
-
-    def vision_trunk_id(self) -> str:
-        """See `AcnModel.vision_trunk_id`."""
-        return self.acn.vision_trunk_id()
-
-    def effective_vision_precision(self, device: torch.device | str | None = None) -> str:
-        """See `AcnModel.effective_vision_precision`."""
-        return self.acn.effective_vision_precision(device)
-
-    def needs_vision_calibration(self, device: torch.device | str | None = None) -> bool:
-        """See `AcnModel.needs_vision_calibration`."""
-        return self.acn.needs_vision_calibration(device)
-
-    def calibrate_vision(self, pixel_values: torch.FloatTensor, batch_size: int = 8) -> None:
-        """See `AcnModel.calibrate_vision`."""
-        self.acn.calibrate_vision(pixel_values, batch_size)
+    # AcnModel's public methods, run on `self.acn`. get_input_embeddings and set_input_embeddings need no line:
+    # transformers' own reach `self.acn` through `base_model` (`base_model_prefix = "acn"`).
+    load_text_encoder_weights = _base_model_method(AcnModel.load_text_encoder_weights)
+    load_vision_weights = _base_model_method(AcnModel.load_vision_weights)
+    calibrate_vision = _base_model_method(AcnModel.calibrate_vision)
+    effective_vision_precision = _base_model_method(AcnModel.effective_vision_precision)
+    needs_vision_calibration = _base_model_method(AcnModel.needs_vision_calibration)
+    get_image_features = _base_model_method(AcnModel.get_image_features)
+    vision_trunk_id = _base_model_method(AcnModel.vision_trunk_id)
 
     def forward(
         self,
