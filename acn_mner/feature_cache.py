@@ -59,8 +59,10 @@ def vision_settings(model: torch.nn.Module) -> dict:
     if config is None or not hasattr(model, "effective_vision_precision"):
         return {}
     precision = model.effective_vision_precision(next(model.parameters()).device)
-    calibration = {name: getattr(config, name) if precision == "int8" else None for name in INT8_CALIBRATION_FIELDS}
-    return {"vision_backbone": config.vision_backbone, "vision_precision": precision, **calibration}
+    # AcnModel.vision_int8 (None for CLIP, quantised per batch); the head's AcnModel is its base_model
+    calibration = getattr(model.base_model, "vision_int8", None) if precision == "int8" else None
+    arrays = dict.fromkeys(INT8_CALIBRATION_FIELDS) if calibration is None else calibration.arrays()
+    return {"vision_backbone": config.vision_backbone, "vision_precision": precision, **arrays}
 
 
 def read_vision_settings(path: Path) -> dict:

@@ -39,7 +39,6 @@ from modeling_acn import (
     AcnImageProcessor,
     modeling_acn,
 )
-from modeling_acn.configuration_acn import INT8_CALIBRATION_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -171,8 +170,7 @@ def vgg_paths(device, with_compile):
         paths["int8 (torch.ao, x86)"] = int8.get_image_features
     default = vision_model("vgg16", device, "auto")
     if default.needs_vision_calibration(device):
-        for name in INT8_CALIBRATION_FIELDS:  # the same seeded weights, the same calibration
-            setattr(default.config, name, getattr(int8.config, name))
+        default.acn.set_vision_calibration(int8.acn.vision_int8.arrays())  # the same seeded weights and calibration
     paths[f"default: auto -> {default.effective_vision_precision(device)}"] = default.get_image_features
     if with_compile:
         compiled = torch.compile(trunk)

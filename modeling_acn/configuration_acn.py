@@ -2,6 +2,8 @@
 
 import math
 import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from transformers import AutoConfig, PretrainedConfig
 from transformers.utils import logging
@@ -29,7 +31,7 @@ AUTO_MAP = {
     "AutoModelForTokenClassification": "modeling_acn.AcnForTokenClassification",
 }
 # The paper's Table 2 models as switch settings (names follow our training script's --variant).
-PAPER_VARIANTS = {
+PAPER_VARIANTS: dict[str, dict[str, Any]] = {
     "full": {},  # ACN
     "no-crf": {"decoder": "softmax"},  # CBCFuFi
     "no-fusion-gate": {"fusion": "concat"},  # CBCFiC
@@ -60,7 +62,10 @@ REMOVED_SETTINGS = ("max_word_length",)  # the tokenizer's setting, never read b
 # check (the BIO table as nested lists; the transitions add 1.6 GB).
 MAX_LABELS = 1000
 
-# What `AcnModel.calibrate_vision` writes: the int8 backbone is rebuilt from these and the weights.
+# The arrays of an int8 calibration (`quantization_acn.AcnInt8Calibration`, saved with the weights): per quantisation
+# point [min, max]; VGG-16's equalisation scales and bias corrections, per conv, per output channel. Keys of a feature
+# cache's trunk file, and of config.json before the arrays moved into the weights: a config that holds them loads, the
+# model moving them into its weights.
 INT8_CALIBRATION_FIELDS = ("vision_int8_ranges", "vision_int8_channel_scales", "vision_int8_bias_corrections")
 
 
@@ -112,19 +117,18 @@ class AcnConfig(PretrainedConfig):
             copy with channels-last where the hardware has bf16 (GPUs), else float32. `"bf16"` and `"int8"` force one
             (each falls back to float32 where the device cannot run it), `"fp32"` always runs in float32.
             Training scripts save the effective precision here, so a reloaded model sees images as in training.
-        vision_int8_ranges (`list`): activation ranges `[min, max]` of the int8 backbone, one per quantisation
-            point, written by `AcnModel.calibrate_vision`; the int8 backbone is rebuilt from them and the weights.
-        vision_int8_channel_scales (`list`): VGG-16's activation equalisation for int8, written by
-            `AcnModel.calibrate_vision`: per conv but the last, one positive scale per output channel, by which that
-            channel is divided and the next conv's input channel multiplied before quantisation (the same float
-            function). None (older calibrations, other backbones): no equalisation.
+        vision_int8_points (`int`): the quantisation points of the int8 backbone, set by
+            `AcnModel.calibrate_vision`: the weights hold an activation range `[min, max]` for each (and, for VGG-16,
+            the equalisation scales and bias corrections), `acn.vision_int8.*` in model.safetensors, from which and
+            the backbone's weights the int8 backbone is rebuilt. None: not calibrated. A 0.1.0 config.json, which holds
+            the calibration's arrays (`vision_int8_ranges`, `vision_int8_channel_scales`,
+            `vision_int8_bias_corrections`), loads: the model moves them into its weights.
+        vision_int8_calibration_images (`int`): how many images the int8 calibration was computed on, as a record
+            (None where unknown: a calibration read from a feature cache's trunk file or from a 0.1.0 config.json).
         max_image_words (`int`): the most words a tweet with an image may have. The image-guided textual attention
             compares every word with every other (`words x words x attention_size` energies: 52 MB at 256 words,
             20 GB at 50,000), so a longer tweet with an image is refused, naming its length; without an image, any
             length takes the text path, whose memory grows linearly.
-        vision_int8_bias_corrections (`list`): VGG-16's bias correction for int8, written by
-            `AcnModel.calibrate_vision`: per conv, per output channel, the mean shift that rounding the conv's weights
-            to int8 causes on the calibration images, taken off its bias before quantisation. None: no correction.
     """
 
     model_type = "acn"
@@ -136,6 +140,10 @@ class AcnConfig(PretrainedConfig):
         "fusion_gates",
         "filtration_gates",
     ]
+    if TYPE_CHECKING:  # what __init__ guarantees, narrower than PretrainedConfig's types (no effect at run time)
+        id2label: dict[int, str]
+        label2id: dict[str, int]
+        num_labels: int
 
     @classmethod
     def from_variant(cls, variant: str, **kwargs) -> "AcnConfig":
@@ -173,9 +181,8 @@ class AcnConfig(PretrainedConfig):
         use_filtration_gate=True,
         freeze_vision=True,
         vision_precision="auto",  # the fastest accurate path measured for the device (benchmarks/speed.py)
-        vision_int8_ranges=None,
-        vision_int8_channel_scales=None,
-        vision_int8_bias_corrections=None,
+        vision_int8_points=None,  # the calibration's arrays are in the weights (`AcnModel.vision_int8`)
+        vision_int8_calibration_images=None,
         max_image_words=256,  # co-attention's memory grows with words squared; Twitter-2015's longest tweet has 41
         id2label=None,
         label2id=None,
@@ -197,12 +204,18 @@ class AcnConfig(PretrainedConfig):
         hidden_size = _hidden_size(hidden_size, text_config, use_lstm, char_size)
         attention_size = hidden_size if attention_size is None else attention_size
         image_feature_dim, num_image_regions = _backbone_sizes(vision_backbone, image_feature_dim, num_image_regions)
+        # a 0.1.0 config.json holds the calibration's arrays (since 0.2.0 they are in the weights)
+        arrays = check_int8_calibration(
+            vision_backbone, {name: kwargs.pop(name) for name in INT8_CALIBRATION_FIELDS if name in kwargs}
+        )
+        vision_int8_points = _int8_points(vision_backbone, vision_int8_points, arrays["vision_int8_ranges"])
         if word_pooling not in WORD_POOLINGS:
             raise ValueError(f"word_pooling must be 'first', 'mean' or 'lstm', got {word_pooling!r}")
         if text_config is not None:
             if word_pooling == "lstm" and text_config.hidden_size % 2:
                 raise ValueError(
-                    f"word_pooling='lstm' splits the encoder's hidden size over two directions: it must be even, got {text_config.hidden_size}"
+                    "word_pooling='lstm' splits the encoder's hidden size over two directions: it must be even, "
+                    f"got {text_config.hidden_size}"
                 )
             text_encoder_window = text_encoder_window or text_config.max_position_embeddings
             _check_positive(text_encoder_window=text_encoder_window)
@@ -215,6 +228,8 @@ class AcnConfig(PretrainedConfig):
             attention_size=attention_size,
             max_image_words=max_image_words,
         )
+        if vision_int8_calibration_images is not None:
+            _check_positive(vision_int8_calibration_images=vision_int8_calibration_images)
         if use_lstm and (hidden_size <= 0 or hidden_size % 2):
             raise ValueError(f"hidden_size must be a positive even number (two LSTM directions), got {hidden_size!r}")
         if not char_kernel_sizes or any(width <= 0 for width in char_kernel_sizes):
@@ -233,8 +248,8 @@ class AcnConfig(PretrainedConfig):
             raise ValueError(f"char_activation must be 'tanh' or 'none', got {char_activation!r}")
         if not use_image and (fusion != "gate" or not use_filtration_gate):
             logger.warning(
-                f"use_image=False has no co-attention, so fusion={fusion!r} and use_filtration_gate={use_filtration_gate!r} "
-                "are ignored"
+                f"use_image=False has no co-attention, so fusion={fusion!r} and "
+                f"use_filtration_gate={use_filtration_gate!r} are ignored"
             )
         if not 0 <= pad_token_id < vocab_size:
             raise ValueError(f"pad_token_id must be a word id below vocab_size={vocab_size}, got {pad_token_id!r}")
@@ -269,18 +284,15 @@ class AcnConfig(PretrainedConfig):
         self.use_filtration_gate = use_filtration_gate
         self.freeze_vision = freeze_vision
         self.vision_precision = vision_precision
-        self.vision_int8_ranges = _int8_ranges(vision_int8_ranges)
-        self.vision_int8_channel_scales = _per_channel(
-            "vision_int8_channel_scales", vision_int8_channel_scales, positive=True
-        )
-        self.vision_int8_bias_corrections = _per_channel(
-            "vision_int8_bias_corrections", vision_int8_bias_corrections, positive=False
-        )
-        _check_vgg16_calibration(vision_backbone, self.vision_int8_channel_scales, self.vision_int8_bias_corrections)
+        self.vision_int8_points = vision_int8_points
+        self.vision_int8_calibration_images = vision_int8_calibration_images
         self.max_image_words = max_image_words
         kwargs.setdefault("auto_map", dict(AUTO_MAP))
-        super().__init__(pad_token_id=pad_token_id, id2label=id2label, label2id=label2id, **kwargs)
+        kwargs["pad_token_id"] = pad_token_id  # PretrainedConfig keeps it, though no typed field of its names it
+        super().__init__(id2label=id2label, label2id=label2id, **kwargs)
         _check_label_maps(self.id2label, self.label2id)
+        # The arrays of a 0.1.0 config.json, until the model moves them into its weights; never saved (`to_dict`).
+        self.int8_calibration_arrays = arrays if arrays["vision_int8_ranges"] is not None else None
 
     @property
     def uses_pretrained_text_encoder(self) -> bool:
@@ -304,6 +316,13 @@ class AcnConfig(PretrainedConfig):
             config_dict.pop(key, None)
         return super().from_dict(config_dict, **kwargs)
 
+    def to_dict(self) -> dict[str, Any]:
+        """As `PretrainedConfig.to_dict`, without the int8 calibration's arrays read from a 0.1.0 config.json: the
+        model keeps them with its weights."""
+        output = super().to_dict()
+        output.pop("int8_calibration_arrays", None)
+        return output
+
 
 # The type of every setting that a config.json could give wrongly ("100" for 100 reads as a string, "false" as True).
 INTEGER_SETTINGS = (
@@ -322,6 +341,8 @@ OPTIONAL_INTEGER_SETTINGS = (
     "attention_size",
     "image_feature_dim",
     "num_image_regions",
+    "vision_int8_points",
+    "vision_int8_calibration_images",
 )
 BOOLEAN_SETTINGS = ("use_image", "use_char_cnn", "use_filtration_gate", "freeze_vision")
 OPTIONAL_BOOLEAN_SETTINGS = ("use_lstm",)
@@ -375,7 +396,8 @@ def _check_label_maps(id2label: dict, label2id: dict) -> None:
     if sorted(id2label) != list(range(len(id2label))):
         missing = sorted(set(range(max(id2label, default=-1) + 1)) - set(id2label))
         raise ValueError(
-            f"id2label must number its labels 0..{len(id2label) - 1} without gaps, got ids {sorted(id2label)} (missing {missing})"
+            f"id2label must number its labels 0..{len(id2label) - 1} without gaps, got ids {sorted(id2label)} "
+            f"(missing {missing})"
         )
     names = list(id2label.values())
     if not all(isinstance(name, str) and name for name in names) or len(set(names)) != len(names):
@@ -426,6 +448,41 @@ def _backbone_sizes(vision_backbone, image_feature_dim, num_image_regions):
         if given not in (None, expected):
             raise ValueError(f"vision_backbone={vision_backbone!r} gives {name}={expected}, got {given!r}")
     return channels, regions
+
+
+def check_int8_calibration(vision_backbone: str, arrays: Mapping[str, Any]) -> dict[str, list | None]:
+    """The int8 calibration's arrays (`INT8_CALIBRATION_FIELDS`; a missing one is None) as lists of floats, checked:
+    finite `[min, max]` ranges with min <= max; VGG-16's lists (one per conv) of finite positive scales and of finite
+    bias corrections. No arrays for CLIP ViT-B/32, which int8 quantises per batch."""
+    unknown = sorted(set(arrays) - set(INT8_CALIBRATION_FIELDS))
+    if unknown:
+        raise ValueError(f"an int8 calibration has the arrays {', '.join(INT8_CALIBRATION_FIELDS)}, got {unknown}")
+    checked = {
+        "vision_int8_ranges": _int8_ranges(arrays.get("vision_int8_ranges")),
+        "vision_int8_channel_scales": _per_channel(
+            "vision_int8_channel_scales", arrays.get("vision_int8_channel_scales"), positive=True
+        ),
+        "vision_int8_bias_corrections": _per_channel(
+            "vision_int8_bias_corrections", arrays.get("vision_int8_bias_corrections"), positive=False
+        ),
+    }
+    _check_vgg16_calibration(
+        vision_backbone, checked["vision_int8_channel_scales"], checked["vision_int8_bias_corrections"]
+    )
+    if vision_backbone == "clip-vit-b32" and checked["vision_int8_ranges"] is not None:
+        raise ValueError("vision_backbone='clip-vit-b32' is quantised per batch: it has no vision_int8_ranges")
+    return checked
+
+
+def _int8_points(vision_backbone, points, ranges):
+    """The quantisation points of a calibrated backbone: given, or those of an older config's ranges."""
+    if points is not None:
+        _check_positive(vision_int8_points=points)
+        if vision_backbone == "clip-vit-b32":
+            raise ValueError("vision_backbone='clip-vit-b32' is quantised per batch: it has no vision_int8_points")
+    if ranges is not None and points not in (None, len(ranges)):
+        raise ValueError(f"vision_int8_points is {points}, but vision_int8_ranges gives {len(ranges)} ranges")
+    return len(ranges) if ranges is not None else points
 
 
 def _int8_ranges(ranges):
@@ -483,9 +540,11 @@ AcnConfig.register_for_auto_class()
 __all__ = [
     "AcnConfig",
     "IGNORE_INDEX",
+    "INT8_CALIBRATION_FIELDS",
     "MAX_LABELS",
     "PAPER_TEXT_ENCODER",
     "PAPER_VARIANTS",
     "VISION_BACKBONES",
     "VISION_PRECISIONS",
+    "check_int8_calibration",
 ]

@@ -46,9 +46,9 @@ from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration_acn import IGNORE_INDEX, INT8_CALIBRATION_FIELDS, AcnConfig
+from .configuration_acn import IGNORE_INDEX, INT8_CALIBRATION_FIELDS, AcnConfig, check_int8_calibration
 from .pipeline_acn import custom_pipelines_entry, save_pipeline_code
-from .quantization_acn import int8_calibration, is_int8_calibrated
+from .quantization_acn import AcnInt8Calibration, int8_calibration, is_int8_calibrated
 from .torch_export_acn import bilstm_for_export, check_in_graph, is_exporting
 from .vision_acn import (
     AcnDerivedTrunks,
@@ -633,6 +633,9 @@ class AcnPreTrainedModel(PreTrainedModel):
         elif isinstance(module, AcnCrf):
             for parameter in (module.start_transitions, module.end_transitions, module.transitions):
                 init.uniform_(parameter, -CRF_INIT_RANGE, CRF_INIT_RANGE)
+        elif isinstance(module, AcnInt8Calibration):  # the arrays of a 0.1.0 config.json, else placeholders
+            for name, value in module.values(self.config.int8_calibration_arrays).items():
+                init.copy_(getattr(module, name), value)
         elif isinstance(module, AcnForTokenClassification):  # non-persistent buffers are not in the checkpoint
             allowed, allowed_start = bio_transition_table(module.config.id2label)
             init.copy_(module.bio_allowed, allowed)
@@ -652,6 +655,14 @@ class AcnModel(AcnPreTrainedModel):
         else:
             self.vision = None
             self.co_attention = None
+        self.vision_int8 = None  # the trunk's int8 calibration (`calibrate_vision`), saved with the weights
+        if self.vision is not None and config.vision_int8_points is not None:
+            self.vision_int8 = AcnInt8Calibration.for_trunk(
+                self.vision, config.vision_backbone, config.vision_int8_points
+            )
+            if config.int8_calibration_arrays is not None:  # a config.json that holds the arrays: not in the weights
+                self.vision_int8.values(config.int8_calibration_arrays)  # they fit this trunk (raises otherwise)
+                self._keys_to_ignore_on_load_missing = [r"vision_int8\."]  # _init_weights moves them in
         self._derived_vision = AcnDerivedTrunks()  # the frozen trunk's bf16 or int8 copy
         self._trunk_id = (None, None)  # (parameter versions, id) of the last vision_trunk_id() call
         self.post_init()
@@ -704,9 +715,8 @@ class AcnModel(AcnPreTrainedModel):
                 f"{path} holds a {backbone!r} backbone, this model has vision_backbone={self.config.vision_backbone!r}"
             )
         self.vision.load_state_dict(state)
-        for name in INT8_CALIBRATION_FIELDS:
-            setattr(self.config, name, json.loads(metadata[name]) if name in metadata else None)
-        self._derived_vision.clear()
+        arrays = {name: json.loads(metadata[name]) for name in INT8_CALIBRATION_FIELDS if name in metadata}
+        self.set_vision_calibration(arrays or None)
 
     def effective_vision_precision(self, device: torch.device | str | None = None) -> str:
         """The precision `get_image_features` runs in on `device` (default: the model's device).
@@ -726,7 +736,7 @@ class AcnModel(AcnPreTrainedModel):
     @torch.no_grad()
     def calibrate_vision(self, pixel_values: torch.FloatTensor, batch_size: int = 8) -> None:
         """Calibrate the int8 backbone on these images (e.g. the first training images, so the result is
-        deterministic), and store the calibration in the config (`INT8_CALIBRATION_FIELDS`, see
+        deterministic) and keep the calibration with the weights (`set_vision_calibration`; see
         `quantization_acn.int8_calibration` and docs/int8.md). The CLIP tower needs none.
 
         Args:
@@ -738,8 +748,31 @@ class AcnModel(AcnPreTrainedModel):
         check_pixel_values(pixel_values)
         chunks = pixel_values.cpu().contiguous(memory_format=torch.channels_last).split(batch_size)
         calibration = int8_calibration(self.vision, self.config.vision_backbone, chunks)
-        for name, value in (calibration or {}).items():
-            setattr(self.config, name, value)
+        if calibration is not None:  # CLIP's tower is quantised per batch
+            self.set_vision_calibration(calibration, images=len(pixel_values))
+
+    def set_vision_calibration(self, arrays: dict[str, list | None] | None, images: int | None = None) -> None:
+        """Give the int8 backbone this calibration (None: none), kept in `vision_int8` and saved with the weights
+        (`acn.vision_int8.*`); the config records its number of quantisation points (`vision_int8_points`) and of
+        images.
+
+        Args:
+            arrays (`dict`): the lists that `INT8_CALIBRATION_FIELDS` names: `[min, max]` per quantisation point;
+                for VGG-16, per conv, per output channel, the equalisation scales (each conv but the last; None: 1)
+                and the bias corrections (None: 0). What `calibrate_vision` computes, `vision_int8.arrays()` gives,
+                or a feature cache's trunk file records.
+            images (`int`): how many images the calibration was computed on (`vision_int8_calibration_images`).
+        """
+        if self.vision is None:
+            raise ValueError("this model has no vision trunk (use_image=False)")
+        calibration = None
+        if arrays is not None:
+            checked = check_int8_calibration(self.config.vision_backbone, arrays)
+            calibration = AcnInt8Calibration.from_arrays(self.vision, self.config.vision_backbone, checked)
+        self.vision_int8 = None if calibration is None else calibration.to(self.device)
+        self.config.vision_int8_points = None if calibration is None else len(calibration.ranges)
+        self.config.vision_int8_calibration_images = None if calibration is None else images
+        self.config.int8_calibration_arrays = None
         self._derived_vision.clear()
 
     def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
@@ -765,7 +798,7 @@ class AcnModel(AcnPreTrainedModel):
                 memory_format=torch.channels_last
             )  # oneDNN's fast convolution layout
         if trunk_dtype == torch.float32 and precision != "fp32" and self.config.freeze_vision:
-            trunk = self._derived_vision.get(self.vision, self.config, precision, pixel_values)
+            trunk = self._derived_vision.get(self.vision, self.config, precision, pixel_values, self.vision_int8)
             inputs = pixel_values.to(torch.bfloat16) if precision == "bf16" else pixel_values
             with torch.no_grad():
                 return backbone_regions(trunk, backbone, inputs).float()  # (batch, 49, channels)
@@ -1063,6 +1096,7 @@ class AcnForTokenClassification(AcnPreTrainedModel):
     load_text_encoder_weights = _base_model_method(AcnModel.load_text_encoder_weights)
     load_vision_weights = _base_model_method(AcnModel.load_vision_weights)
     calibrate_vision = _base_model_method(AcnModel.calibrate_vision)
+    set_vision_calibration = _base_model_method(AcnModel.set_vision_calibration)
     effective_vision_precision = _base_model_method(AcnModel.effective_vision_precision)
     needs_vision_calibration = _base_model_method(AcnModel.needs_vision_calibration)
     get_image_features = _base_model_method(AcnModel.get_image_features)

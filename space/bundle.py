@@ -36,8 +36,13 @@ def requirements_text() -> str:
 
 
 def package_sources(root: Path = ROOT) -> list[Path]:
-    """The package's Python files, relative to `root`."""
-    return sorted(path.relative_to(root) for package in PACKAGES for path in (root / package).rglob("*.py"))
+    """The package's Python files and `py.typed` markers, relative to `root`."""
+    return sorted(
+        path.relative_to(root)
+        for package in PACKAGES
+        for path in (root / package).rglob("*")
+        if path.suffix == ".py" or path.name == "py.typed"
+    )
 
 
 def bundle_sources() -> list[tuple[Path, Path]]:

@@ -30,6 +30,7 @@ MODEL_CODE = {
     "vision_acn.py",
     "quantization_acn.py",
     "torch_export_acn.py",
+    "url_policy_acn.py",
 }
 MODEL_FILES = {
     "config.json",

@@ -3,6 +3,7 @@ classes, the Auto classes, the pipeline, acn-predict); and `trust_remote_code=Tr
 Each test is a row of docs/reliability.md's table."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -57,6 +58,23 @@ def test_a_damaged_checkpoint_is_refused_naming_the_tensors(folder, loader, dama
         rewrite_weights(folder, lambda weights: weights["classifier.weight"].__setitem__((0, 0), float("nan")))
     with pytest.raises(ValueError, match=rf"the checkpoint does not match the model: .*{message}"):
         LOADERS[loader](folder)
+
+
+@pytest.mark.bad_input(
+    "a `model.safetensors` without the int8 calibration (`acn.vision_int8.*`) that its `config.json` says the trunk "
+    "has (`vision_int8_points`)",
+    "refused on load, naming the tensors (`strict=False`: transformers' warning, and placeholders)",
+)
+def test_a_checkpoint_without_its_int8_calibration_is_refused(tmp_path):
+    pipeline = tiny_pipeline()
+    pipeline.model.acn.set_vision_calibration({"vision_int8_ranges": [[0.0, 1.0]] * 14})
+    pipeline.save_pretrained(tmp_path / "model")
+    calibration = ["acn.vision_int8.bias_corrections", "acn.vision_int8.channel_scales", "acn.vision_int8.ranges"]
+    rewrite_weights(tmp_path / "model", lambda weights: [weights.pop(name) for name in calibration])
+    with pytest.raises(ValueError, match=rf"3 missing keys \({re.escape(', '.join(calibration))}\)"):
+        AcnForTokenClassification.from_pretrained(tmp_path / "model")
+    _, info = AcnForTokenClassification.from_pretrained(tmp_path / "model", strict=False, output_loading_info=True)
+    assert sorted(info["missing_keys"]) == calibration
 
 
 def test_acn_predict_refuses_a_damaged_model_before_tagging(folder, tmp_path):

@@ -2,6 +2,7 @@
 seeded weights: nothing here downloads."""
 
 import argparse
+import copy
 import json
 import logging
 from unittest import mock
@@ -12,6 +13,7 @@ import pytest
 import torch
 import torchvision
 from accelerate import PartialState
+from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
@@ -22,6 +24,7 @@ from acn_mner.dataset_command import main
 from acn_mner.feature_cache import VISION_WEIGHTS_FILE, image_features_fingerprint, read_vision_settings
 from acn_mner.parquet_export import export_parquet
 from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnModel, quantization_acn
+from modeling_acn.configuration_acn import INT8_CALIBRATION_FIELDS
 from modeling_acn.image_processing_acn import BACKBONE_PREPROCESSING
 from tests.corpus_fixtures import write_corpus, write_images
 
@@ -66,7 +69,7 @@ def test_bad_backbone_settings_are_refused():
 
 def test_a_config_saved_before_backbones_loads_unchanged():
     saved = AcnConfig().to_dict()
-    for key in ("vision_backbone", *quantization_acn.INT8_CALIBRATION_FIELDS):
+    for key in ("vision_backbone", "vision_int8_points", "vision_int8_calibration_images"):
         saved.pop(key)
     saved["vision_precision"] = "bf16"  # the old default, written into every old config.json
     config = AcnConfig.from_dict(saved)
@@ -159,12 +162,10 @@ def test_auto_precision_on_a_bf16_cpu_is_int8_once_calibrated_else_bf16():
     with HAS_BF16:
         assert model.effective_vision_precision("cpu") == "bf16"
         assert model.needs_vision_calibration("cpu")
-        model.config.vision_int8_ranges = [[0.0, 1.0]]
+        model.set_vision_calibration({"vision_int8_ranges": [[0.0, 1.0]]})
         assert model.effective_vision_precision("cpu") == "int8"
         assert (
-            backbone_model(
-                "vgg16", vision_precision="bf16", vision_int8_ranges=[[0.0, 1.0]]
-            ).effective_vision_precision("cpu")
+            backbone_model("vgg16", vision_precision="bf16", vision_int8_points=1).effective_vision_precision("cpu")
             == "bf16"
         )
 
@@ -175,14 +176,12 @@ def test_auto_precision_without_bf16_is_int8_once_calibrated_else_fp32():
     with NO_BF16:
         assert model.effective_vision_precision("cpu") == "fp32"
         assert model.needs_vision_calibration("cpu")
-        model.config.vision_int8_ranges = [[0.0, 1.0]]
+        model.set_vision_calibration({"vision_int8_ranges": [[0.0, 1.0]]})
         assert model.effective_vision_precision("cpu") == "int8"
         assert not model.needs_vision_calibration("cpu")
         assert backbone_model("clip-vit-b32").effective_vision_precision("cpu") == "int8"  # dynamic: no calibration
         assert (
-            backbone_model("vgg16", freeze_vision=False, vision_int8_ranges=[[0.0, 1.0]]).effective_vision_precision(
-                "cpu"
-            )
+            backbone_model("vgg16", freeze_vision=False, vision_int8_points=1).effective_vision_precision("cpu")
             == "fp32"
         )
 
@@ -191,9 +190,7 @@ def test_forced_precisions_fall_back_where_the_device_cannot_run_them():
     with NO_BF16:
         assert backbone_model("vgg16", vision_precision="bf16").effective_vision_precision("cpu") == "fp32"
         assert (
-            backbone_model(
-                "vgg16", vision_precision="int8", vision_int8_ranges=[[0.0, 1.0]]
-            ).effective_vision_precision("cuda")
+            backbone_model("vgg16", vision_precision="int8", vision_int8_points=1).effective_vision_precision("cuda")
             == "fp32"
         )
         assert backbone_model("vgg16", vision_precision="fp32").effective_vision_precision("cpu") == "fp32"
@@ -255,12 +252,15 @@ def test_calibration_equalises_the_channels_puts_each_largest_value_on_its_level
         (channel_max / channel_max.max()).clamp(min=quantization_acn.INT8_SMALLEST_RATIO) for channel_max in maxima[:-1]
     ]
     scales = [ratio**quantization_acn.INT8_EQUALISATION_EXPONENT for ratio in ratios]
-    stored = model.config.vision_int8_channel_scales
+    arrays = model.vision_int8.arrays()
+    stored = arrays["vision_int8_channel_scales"]
     assert [len(layer) for layer in stored] == [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512]
     for layer, expected in zip(stored, scales, strict=True):
-        torch.testing.assert_close(torch.tensor(layer), expected, rtol=1e-3, atol=1e-6)  # 4 significant digits
+        torch.testing.assert_close(torch.tensor(layer), expected, rtol=1e-3, atol=1e-6)  # batches of two vs one
     # the equalised trunk computes the same function
-    equalised = quantization_acn._int8_float_trunk(model.vision, stored, None)
+    equalisation_alone = copy.deepcopy(model.vision_int8)
+    equalisation_alone.bias_corrections.zero_()
+    equalised = equalisation_alone.float_trunk(model.vision)
     with torch.no_grad():
         torch.testing.assert_close(equalised(pixels), model.vision(pixels), rtol=1e-4, atol=1e-5)
     # ranges: the input's observed [min, max]; each conv's largest equalised value (m_c / s_c) on level 224 of 255
@@ -272,14 +272,13 @@ def test_calibration_equalises_the_channels_puts_each_largest_value_on_its_level
     expected += [
         [0.0, channel_max.max().item() * 127 / quantization_acn.INT8_LARGEST_LEVEL] for channel_max in equalised_maxima
     ]
-    assert len(model.config.vision_int8_ranges) == VGG16_INT8_POINTS
-    torch.testing.assert_close(
-        torch.tensor(model.config.vision_int8_ranges), torch.tensor(expected), rtol=1e-4, atol=1e-6
-    )
+    assert model.config.vision_int8_points == len(model.vision_int8.ranges) == VGG16_INT8_POINTS
+    assert model.config.vision_int8_calibration_images == 3
+    torch.testing.assert_close(model.vision_int8.ranges, torch.tensor(expected), rtol=1e-4, atol=1e-6)
     # bias corrections: sum(ΔW) · E[x] per output channel, on the equalised trunk
     means, _ = vgg16_channel_statistics(equalised, pixels)
     convs = [layer for layer in equalised if isinstance(layer, torch.nn.Conv2d)]
-    corrections = model.config.vision_int8_bias_corrections
+    corrections = arrays["vision_int8_bias_corrections"]
     assert [len(layer) for layer in corrections] == [conv.out_channels for conv in convs]
     for layer, conv, mean in zip(corrections, convs, means, strict=True):
         weight = conv.weight.detach()
@@ -295,7 +294,7 @@ def test_resnet152_calibration_stores_the_ranges_a_histogram_observer_chooses():
     model = backbone_model("resnet152", vision_precision="int8")
     pixels = demo_pixels("resnet152", 2, seed=1)
     model.calibrate_vision(pixels, batch_size=1)
-    assert model.config.vision_int8_channel_scales is None  # equalisation is VGG-16's alone
+    assert model.vision_int8.arrays()["vision_int8_channel_scales"] is None  # equalisation is VGG-16's alone
     # brute force: one histogram observer per quantisation point, fed that point's float values batch by batch
     prepared = quantization_acn._prepare_int8(model.vision, pixels[:1], HistogramObserver)
     values = {}
@@ -307,8 +306,8 @@ def test_resnet152_calibration_stores_the_ranges_a_histogram_observer_chooses():
     with torch.no_grad():
         for chunk in pixels.split(1):
             prepared(chunk)
-    assert len(values) == len(model.config.vision_int8_ranges) > 100
-    for (low, high), batches in zip(model.config.vision_int8_ranges, values.values(), strict=True):
+    assert len(values) == model.config.vision_int8_points == len(model.vision_int8.ranges) > 100
+    for (low, high), batches in zip(model.vision_int8.ranges.tolist(), values.values(), strict=True):
         observer = HistogramObserver(dtype=torch.quint8, reduce_range=True)
         for batch in batches:
             observer(batch)
@@ -322,31 +321,27 @@ def test_the_int8_vgg16_trunk_is_built_equalised_by_the_stored_scales():
     model = backbone_model("vgg16", vision_precision="int8")
     pixels = demo_pixels("vgg16", 2, seed=1)
     model.calibrate_vision(pixels)
-    config = model.config
+    arrays = model.vision_int8.arrays()
+    scales, corrections = arrays["vision_int8_channel_scales"], arrays["vision_int8_bias_corrections"]
     # the float trunk that int8 quantises: biases b / s - correction, brute force
-    trunk = quantization_acn._int8_float_trunk(
-        model.vision, config.vision_int8_channel_scales, config.vision_int8_bias_corrections
-    )
+    trunk = model.vision_int8.float_trunk(model.vision)
     original = [layer for layer in model.vision if isinstance(layer, torch.nn.Conv2d)]
     built = [layer for layer in trunk if isinstance(layer, torch.nn.Conv2d)]
     for index, (before, after) in enumerate(zip(original, built, strict=True)):
-        scale = (
-            torch.tensor(config.vision_int8_channel_scales[index]) if index < 12 else torch.ones(before.out_channels)
-        )
-        expected = before.bias.detach() / scale - torch.tensor(config.vision_int8_bias_corrections[index])
+        scale = torch.tensor(scales[index]) if index < 12 else torch.ones(before.out_channels)
+        expected = before.bias.detach() / scale - torch.tensor(corrections[index])
         torch.testing.assert_close(after.bias.detach(), expected)
     with torch.no_grad():
         calibrated = model.get_image_features(pixels)
-        config.vision_int8_channel_scales = None  # the same ranges and corrections on the trunk as it is
+        model.set_vision_calibration({**arrays, "vision_int8_channel_scales": None})  # ranges, corrections alone
         unequalised = model.get_image_features(pixels)
     assert not torch.equal(calibrated, unequalised)
-    config.vision_int8_channel_scales = [[1.0]] * 12
     with pytest.raises(
         ValueError,
         match=r"vision_int8_channel_scales must give one value per output channel of each VGG-16 conv but the last, "
         r"got lengths \[1, 1,",
     ):
-        model.get_image_features(pixels)
+        model.set_vision_calibration({**arrays, "vision_int8_channel_scales": [[1.0]] * 12})
 
 
 @pytest.mark.skipif(not X86_INT8, reason="torch has no x86 quantised engine on this CPU")
@@ -354,7 +349,8 @@ def test_the_bias_correction_brings_int8_features_closer_to_fp32():
     model = backbone_model("vgg16", vision_precision="int8")
     model.calibrate_vision(demo_pixels("vgg16", 8, seed=1))
     pixels = demo_pixels("vgg16", 4, seed=2)  # pictures the calibration did not see
-    corrections = model.config.vision_int8_bias_corrections
+    arrays = model.vision_int8.arrays()
+    corrections = arrays["vision_int8_bias_corrections"]
     largest_error = {}
     with torch.no_grad():
         exact = model.vision(pixels).flatten(2).transpose(1, 2)  # (4, 49, 512)
@@ -362,7 +358,7 @@ def test_the_bias_correction_brings_int8_features_closer_to_fp32():
             ("as calibrated", corrections),
             ("sign flipped", [[-value for value in layer] for layer in corrections]),
         ):
-            model.config.vision_int8_bias_corrections = applied
+            model.set_vision_calibration({**arrays, "vision_int8_bias_corrections": applied})
             largest_error[name] = ((model.get_image_features(pixels) - exact).abs().max() / exact.abs().max()).item()
     # measured 2.3% (VNNI kernels) and 2.7% (AVX2) against 4.3% on both
     assert largest_error["as calibrated"] < min(0.04, 0.75 * largest_error["sign flipped"])
@@ -394,18 +390,53 @@ def test_bad_equalisation_scales_are_refused():
 
 
 @pytest.mark.skipif(not X86_INT8, reason="torch has no x86 quantised engine on this CPU")
-def test_a_reloaded_int8_model_rebuilds_the_same_backbone(tmp_path):
+def test_a_reloaded_int8_model_rebuilds_the_same_backbone_from_the_calibration_in_its_weights(tmp_path):
     torch.manual_seed(0)
     model = AcnForTokenClassification(AcnConfig(**SMALL, vision_precision="int8")).eval()
     model.calibrate_vision(demo_pixels("vgg16", 4, seed=1))
     model.save_pretrained(tmp_path)
+    # config.json holds the calibration's size and provenance; its arrays (125 KB of JSON) are in model.safetensors
+    assert (tmp_path / "config.json").stat().st_size < 10_000
     saved = json.loads((tmp_path / "config.json").read_text())
-    assert len(saved["vision_int8_ranges"]) == VGG16_INT8_POINTS and len(saved["vision_int8_channel_scales"]) == 12
-    assert len(saved["vision_int8_bias_corrections"]) == 13
+    assert not set(saved) & set(INT8_CALIBRATION_FIELDS)
+    assert (saved["vision_int8_points"], saved["vision_int8_calibration_images"]) == (VGG16_INT8_POINTS, 4)
+    with safe_open(tmp_path / "model.safetensors", framework="pt") as weights:
+        shapes = {key: weights.get_slice(key).get_shape() for key in weights.keys() if "vision_int8" in key}
+    assert shapes == {
+        "acn.vision_int8.ranges": [VGG16_INT8_POINTS, 2],
+        "acn.vision_int8.channel_scales": [64 + 64 + 128 + 128 + 256 * 3 + 512 * 5],  # each conv but the last
+        "acn.vision_int8.bias_corrections": [64 + 64 + 128 + 128 + 256 * 3 + 512 * 6],
+    }
     reloaded = AcnForTokenClassification.from_pretrained(tmp_path).eval()
     pixels = demo_pixels("vgg16", 2, seed=2)
+    inputs = {
+        "input_ids": torch.tensor([[1, 2, 3], [4, 2, 0]]),
+        "char_ids": torch.tensor([[[1, 2], [3, 0], [4, 4]], [[2, 0], [1, 3], [0, 0]]]),
+        "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]]),
+        "pixel_values": pixels,
+    }
     with torch.no_grad():
         assert torch.equal(reloaded.get_image_features(pixels), model.get_image_features(pixels))
+        logits, reloaded_logits = model(**inputs).logits, reloaded(**inputs).logits
+    assert torch.equal(reloaded_logits, logits)
+    assert reloaded.decode(reloaded_logits, inputs["attention_mask"]) == model.decode(logits, inputs["attention_mask"])
+
+
+def test_a_calibration_is_refused_naming_what_does_not_fit():
+    model = backbone_model("vgg16")
+    with pytest.raises(ValueError, match=r"vision_int8_ranges must be finite \[min, max\] pairs"):
+        model.set_vision_calibration({"vision_int8_ranges": [[0.0, float("nan")]]})
+    with pytest.raises(ValueError, match=r"an int8 calibration needs its vision_int8_ranges"):
+        model.set_vision_calibration({"vision_int8_channel_scales": [[1.0] * 64]})
+    with pytest.raises(ValueError, match=r"an int8 calibration has the arrays .*, got \['vision_int8_scales'\]"):
+        model.set_vision_calibration({"vision_int8_ranges": [[0.0, 1.0]], "vision_int8_scales": [[1.0]]})
+    with pytest.raises(ValueError, match=r"vision_backbone='clip-vit-b32' is quantised per batch: it has no"):
+        AcnConfig(vision_backbone="clip-vit-b32", vision_int8_points=3)
+    with pytest.raises(ValueError, match=r"vision_int8_points must be a positive integer, got 0"):
+        AcnConfig(vision_int8_points=0)
+    with pytest.raises(ValueError, match=r"vision_int8_points is 3, but vision_int8_ranges gives 1 ranges"):
+        AcnConfig(vision_int8_points=3, vision_int8_ranges=[[0.0, 1.0]])
+    assert model.vision_int8 is None and model.config.vision_int8_points is None  # nothing half set
 
 
 # --- the feature cache ----------------------------------------------------------------------------------------------
@@ -542,7 +573,7 @@ def test_training_from_pixels_calibrates_and_records_the_effective_precision():
         train_acn.settle_vision_precision(
             model, processor, split, torch.device("cpu"), argparse.Namespace(calibration_images=2)
         )
-    assert model.config.vision_precision == "int8" and len(model.config.vision_int8_ranges) == VGG16_INT8_POINTS
+    assert model.config.vision_precision == "int8" and model.config.vision_int8_points == VGG16_INT8_POINTS
 
 
 def test_training_stops_at_a_perfect_dev_score_only_when_asked():
