@@ -14,11 +14,16 @@ import copy
 import math
 import re
 import time
+from collections.abc import Iterable, Iterator
+from typing import Any
 
+import evaluate
 import torch
+from datasets import Dataset, DatasetDict
 from transformers import (
     AutoModelForTokenClassification,
     AutoTokenizer,
+    PreTrainedTokenizerBase,
     get_linear_schedule_with_warmup,
 )
 
@@ -37,7 +42,7 @@ def word_shape(word: str) -> str:
     return re.sub(r"(.)\1+", r"\1", shape)
 
 
-def word_features(word: str, prefix: str) -> dict:
+def word_features(word: str, prefix: str) -> dict[str, Any]:
     lower = word.lower()
     return {
         f"{prefix}lower": lower,
@@ -49,7 +54,7 @@ def word_features(word: str, prefix: str) -> dict:
     }
 
 
-def token_features(words: list[str], index: int) -> dict:
+def token_features(words: list[str], index: int) -> dict[str, Any]:
     word = words[index]
     features = {"bias": 1.0, **word_features(word, ""), "suffix3": word[-3:].lower(), "prefix3": word[:3].lower()}
     features.update({"first": index == 0, "last": index == len(words) - 1})
@@ -60,11 +65,11 @@ def token_features(words: list[str], index: int) -> dict:
     return features
 
 
-def sentence_features(words: list[str]) -> list[dict]:
+def sentence_features(words: list[str]) -> list[dict[str, Any]]:
     return [token_features(words, index) for index in range(len(words))]
 
 
-def train_feature_crf(corpus) -> list[list[str]]:
+def train_feature_crf(corpus: DatasetDict) -> list[list[str]]:
     """Train on the training split and tag the test split; returns predicted tag sequences."""
     import sklearn_crfsuite  # a development dependency (setup.cfg's dev extra), like this benchmark
 
@@ -82,9 +87,11 @@ def train_feature_crf(corpus) -> list[list[str]]:
 # --- plain token classification --------------------------------------------------------------------------------------
 
 IGNORE = -100
+# a tweet encoded: its subword ids, the label of each subword (-100 but on first subwords), its words' first subwords
+EncodedTweet = tuple[list[int], list[int], list[int]]
 
 
-def encode_split(tokenizer, split, max_length):
+def encode_split(tokenizer: PreTrainedTokenizerBase, split: Dataset, max_length: int) -> list[EncodedTweet]:
     """Subword ids per tweet, the label of each word on its first subword, and the first-subword positions. A word
     the tokenizer would drop (a lone zero-width joiner) is read as its unknown token, as AcnTokenizer does."""
     rows = []
@@ -110,9 +117,10 @@ def encode_split(tokenizer, split, max_length):
     return rows
 
 
-def batches(rows, batch_size, pad_id, order=None):
-    order = range(len(rows)) if order is None else order
-    order = list(order)
+def batches(
+    rows: list[EncodedTweet], batch_size: int, pad_id: int, order: Iterable[int] | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[int]]]]:
+    order = list(range(len(rows)) if order is None else order)
     for start in range(0, len(order), batch_size):
         chunk = [rows[index] for index in order[start : start + batch_size]]
         length = max(len(ids) for ids, _, _ in chunk)
@@ -122,7 +130,9 @@ def batches(rows, batch_size, pad_id, order=None):
         yield ids, mask, labels, [firsts for _, _, firsts in chunk]
 
 
-def predict(model, rows, names, batch_size, pad_id):
+def predict(
+    model: torch.nn.Module, rows: list[EncodedTweet], names: list[str], batch_size: int, pad_id: int
+) -> list[list[str]]:
     model.eval()
     predictions = []
     with torch.no_grad():
@@ -135,9 +145,19 @@ def predict(model, rows, names, batch_size, pad_id):
 
 
 def train_token_classification(
-    corpus, model_path, metric, seed=1, num_epochs=10, patience=3, batch_size=16, learning_rate=5e-5, warmup_ratio=0.1
-) -> dict:
+    corpus: DatasetDict,
+    model_path: str,
+    metric: evaluate.EvaluationModule,
+    seed: int = 1,
+    num_epochs: int = 10,
+    patience: int = 3,
+    batch_size: int = 16,
+    learning_rate: float = 5e-5,
+    warmup_ratio: float = 0.1,
+) -> dict[str, Any]:
     """Fine-tune, select on dev, score test; returns the same keys as train_acn.py's all_results.json."""
+    if num_epochs < 1:
+        raise ValueError(f"num_epochs must be at least 1, got {num_epochs}")
     torch.manual_seed(seed)
     names = corpus["train"].features["ner_tags"].feature.names
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
@@ -177,6 +197,7 @@ def train_token_classification(
             if waited >= patience:
                 break
     elapsed = time.perf_counter() - started
+    assert best_state is not None  # the first epoch's dev F1 beats -1
     model.load_state_dict(best_state)
     results = {"best_epoch": best_epoch, "epochs_trained": epoch + 1, "train_seconds": round(elapsed, 1)}
     for split in ("validation", "test"):

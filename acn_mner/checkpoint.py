@@ -22,15 +22,21 @@ import json
 import random
 import re
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 from accelerate.logging import get_logger
 from safetensors.torch import load_model, save_model
 
 from .atomic import replace_folder
+
+if TYPE_CHECKING:  # the model package loads transformers, which a checkpoint does not otherwise need
+    from modeling_acn import AcnConfig, AcnTokenizer
 
 logger = get_logger(__name__)
 
@@ -48,6 +54,14 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed from; the message names the folder or file and what is wrong."""
 
 
+class Stateful(Protocol):
+    """What a checkpoint saves and restores of the learning-rate scheduler and of `train.TrainingState`."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
+
+
 def checkpoint_folder(checkpoint_dir: Path, done: int, unit: str = "epoch") -> Path:
     """``epoch_<done>`` after `done` epochs, ``step_<done>`` after `done` optimiser steps."""
     if unit not in CHECKPOINT_UNITS:
@@ -62,12 +76,12 @@ def rng_file(rank: int) -> str:
 # --- saving ------------------------------------------------------------------------------------
 
 
-def run_identity(config, tokenizer) -> dict:
+def run_identity(config: "AcnConfig", tokenizer: "AcnTokenizer") -> dict[str, Any]:
     """What a checkpoint must share with the run that resumes it, beyond the weights' shapes: the label names in id
     order and a digest of the vocabularies (words, characters, and a pretrained encoder's subwords). Another corpus
     with as many labels, or another vocabulary of the same size, would load and learn garbage."""
     vocabularies = {"words": tokenizer.get_vocab(), "characters": tokenizer.get_char_vocab()}
-    if getattr(tokenizer, "subword_tokenizer", None) is not None:
+    if tokenizer.subword_tokenizer is not None:
         vocabularies["subwords"] = tokenizer.subword_tokenizer.get_vocab()
     text = json.dumps(vocabularies, sort_keys=True, ensure_ascii=False)
     labels = [config.id2label[index] for index in range(len(config.id2label))]
@@ -75,7 +89,13 @@ def run_identity(config, tokenizer) -> dict:
 
 
 def save_checkpoint(
-    accelerator, folder: Path, model, optimizer, scheduler, state, identity: dict | None = None
+    accelerator: Accelerator,
+    folder: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Stateful,
+    state: Stateful,
+    identity: dict[str, Any] | None = None,
 ) -> None:
     """Write the full training state of every process to `folder`, atomically (see the module docstring), with the
     run's `identity` (`run_identity`) in its manifest."""
@@ -103,7 +123,7 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
 
 
-def rng_states() -> dict:
+def rng_states() -> dict[str, Any]:
     """This process's generators as plain data (tuples, lists, tensors) that `weights_only=True` loads."""
     numpy_state = np.random.get_state(legacy=False)
     numpy_state["state"]["key"] = numpy_state["state"]["key"].tolist()
@@ -115,7 +135,7 @@ def rng_states() -> dict:
     }
 
 
-def write_manifest(folder: Path, num_processes: int, identity: dict | None = None) -> None:
+def write_manifest(folder: Path, num_processes: int, identity: dict[str, Any] | None = None) -> None:
     files = {
         path.name: {"bytes": path.stat().st_size, "sha256": file_digest(path)} for path in sorted(folder.iterdir())
     }
@@ -143,7 +163,7 @@ def find_checkpoints(checkpoint_dir: Path) -> list[Path]:
     of each."""
     if not checkpoint_dir.is_dir():
         return []
-    found = {unit: [] for unit in CHECKPOINT_UNITS}
+    found: dict[str, list[tuple[int, Path]]] = {unit: [] for unit in CHECKPOINT_UNITS}
     for path in checkpoint_dir.iterdir():
         match = CHECKPOINT_NAME.fullmatch(path.name)
         if match and path.is_dir():
@@ -162,7 +182,7 @@ def find_checkpoints(checkpoint_dir: Path) -> list[Path]:
     return [path for kind in kinds for _, path in kind]
 
 
-def verify_checkpoint(folder: Path, num_processes: int) -> dict:
+def verify_checkpoint(folder: Path, num_processes: int) -> dict[str, Any]:
     """The manifest of a complete, undamaged checkpoint written by `num_processes` processes; `CheckpointError`
     naming the file otherwise."""
     manifest_path = folder / MANIFEST_FILE
@@ -208,7 +228,7 @@ def verify_checkpoint(folder: Path, num_processes: int) -> dict:
     return manifest
 
 
-def check_identity(folder: Path, manifest: dict, identity: dict | None) -> None:
+def check_identity(folder: Path, manifest: dict[str, Any], identity: dict[str, Any] | None) -> None:
     """Refuse a checkpoint written for other labels or another vocabulary than this run's, saying what differs.
     Checkpoints written before identities were recorded carry none, and are not checked."""
     saved = manifest.get("identity")
@@ -231,7 +251,13 @@ def check_identity(folder: Path, manifest: dict, identity: dict | None) -> None:
 
 
 def load_checkpoint(
-    accelerator, folder: Path, model, optimizer, scheduler, state, identity: dict | None = None
+    accelerator: Accelerator,
+    folder: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Stateful,
+    state: Stateful,
+    identity: dict[str, Any] | None = None,
 ) -> None:
     """Restore what `save_checkpoint` wrote; `CheckpointError` naming the file when a part cannot be read, or what
     differs when the checkpoint belongs to another corpus (`check_identity`)."""
@@ -251,7 +277,7 @@ def load_checkpoint(
         set_rng_states(torch.load(path, weights_only=True))
 
 
-def set_rng_states(states: dict) -> None:
+def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
     numpy_state = states["numpy"]
     numpy_state["state"]["key"] = np.asarray(numpy_state["state"]["key"], dtype=np.uint32)
@@ -262,7 +288,7 @@ def set_rng_states(states: dict) -> None:
 
 
 @contextmanager
-def reading(path: Path):
+def reading(path: Path) -> Iterator[None]:
     """Turn any error while restoring from `path` into a `CheckpointError` that names it."""
     try:
         yield
@@ -273,7 +299,14 @@ def reading(path: Path):
 
 
 def resume(
-    accelerator, spec: str, checkpoint_dir: Path, model, optimizer, scheduler, state, identity: dict | None = None
+    accelerator: Accelerator,
+    spec: str,
+    checkpoint_dir: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Stateful,
+    state: Stateful,
+    identity: dict[str, Any] | None = None,
 ) -> Path:
     """Continue from `spec`: ``latest`` (the newest checkpoint that verifies; damaged ones, malformed manifests
     included, are skipped with a warning naming the file) or a folder (which must verify). A checkpoint of other
@@ -304,6 +337,7 @@ def resume(
 
 __all__ = [
     "CheckpointError",
+    "Stateful",
     "check_identity",
     "checkpoint_folder",
     "find_checkpoints",

@@ -12,6 +12,7 @@ writes the result as a Hub-ready Parquet folder and `acn_mner.feature_cache` add
 import io
 import logging
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
@@ -104,14 +105,15 @@ def decode_lines(path: Path) -> list[str]:
     return [line.rstrip("\r") for line in text.split("\n")]
 
 
-def split_blocks(lines: list[str]):
+def split_blocks(lines: list[str]) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(first_line_number, lines)`` for each run of non-blank lines (one tweet each)."""
     return numbered_blocks(enumerate(lines, start=1))
 
 
-def numbered_blocks(lines):
+def numbered_blocks(lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, list[str]]]:
     """`split_blocks` of ``(line number, line)`` pairs."""
-    block, start = [], 0
+    block: list[str] = []
+    start = 0
     for number, line in lines:
         if line.strip():
             start = start if block else number

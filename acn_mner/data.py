@@ -6,6 +6,7 @@ them). `standard_corpus` then gives every source one shape: `tokens`, and `ner_t
 """
 
 import ast
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import datasets
@@ -60,7 +61,7 @@ def load_corpus(source: str, image_dir: str | None = None, config_name: str | No
 
 
 def load_corpus_files(
-    files: dict[str, str], image_dir: str | None = None, columns=(TEXT_COLUMN, LABEL_COLUMN)
+    files: dict[str, str], image_dir: str | None = None, columns: Sequence[str] = (TEXT_COLUMN, LABEL_COLUMN)
 ) -> DatasetDict:
     """One file per split (`{"train": ..., "validation": ..., "test": ...}`), all in one format: the Twitter format
     (`.txt`; images `<id>.jpg` from `image_dir`), or JSON/JSON Lines/CSV/Parquet read by `datasets.load_dataset`.
@@ -109,10 +110,10 @@ def load_twitter_files(paths: dict[str, Path], image_dir: str | None) -> Dataset
     )
 
 
-def parse_list_cells(split: datasets.Dataset, columns, path: Path) -> datasets.Dataset:
+def parse_list_cells(split: datasets.Dataset, columns: Sequence[str], path: Path) -> datasets.Dataset:
     """CSV has no lists: each cell of `columns` is a JSON or Python list literal (`["Obama", "visits"]`)."""
 
-    def parse(column: str, row: int, cell):
+    def parse(column: str, row: int, cell: object) -> list:
         try:
             value = ast.literal_eval(cell) if isinstance(cell, str) else None
         except (ValueError, SyntaxError):
@@ -203,7 +204,7 @@ def tag_names(corpus: DatasetDict, origins: dict[str, str], known_labels: list[s
     return names
 
 
-def check_bio(tags, origin: str) -> None:
+def check_bio(tags: Iterable[str], origin: str) -> None:
     bad = sorted(tag for tag in tags if tag != OUTSIDE_TAG and not TAG_PATTERN.fullmatch(tag))
     if bad:
         raise ValueError(f"{origin}: tags must be 'O', 'B-TYPE' or 'I-TYPE' (BIO), got {', '.join(map(repr, bad[:5]))}")

@@ -167,7 +167,7 @@ def count_strict_entities(sequences: list[list[str]]) -> Counter:
 
 def count_orphan_inside_tags(sequences: list[list[str]]) -> Counter:
     """``I-X`` tags that continue no ``X`` entity: after ``O`` (or first in a tweet), or after another type."""
-    counts = Counter()
+    counts: Counter[str] = Counter()
     for tags in sequences:
         for previous, tag in pairwise([OUTSIDE_TAG, *tags]):
             if not tag.startswith("I-") or entity_type(previous) == entity_type(tag):

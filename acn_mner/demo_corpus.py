@@ -194,7 +194,7 @@ def fill_template(template: str, names: dict[str, tuple[str, str]]) -> tuple[lis
 
 def text_decided_tweet(rng: np.random.Generator, image_id: str) -> DemoTweet:
     template = TEXT_TEMPLATES[rng.integers(len(TEXT_TEMPLATES))]
-    slots = [slot_name(token) for token in template.split() if slot_name(token)]
+    slots = [slot for token in template.split() if (slot := slot_name(token))]
     names = {kind: (TYPED_NAMES[kind][rng.integers(len(TYPED_NAMES[kind]))], kind) for kind in slots}
     tokens, tags, _ = fill_template(template, names)
     figure_type = ENTITY_TYPES[rng.integers(len(ENTITY_TYPES))]  # unrelated to the text
@@ -230,7 +230,9 @@ def shape_points(shape: str, left: int, top: int, side: int) -> list[tuple[int, 
     raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
 
 
-def draw_shape(draw: ImageDraw.ImageDraw, shape: str, left: int, top: int, side: int, colour: tuple[int, int, int]):
+def draw_shape(
+    draw: ImageDraw.ImageDraw, shape: str, left: int, top: int, side: int, colour: tuple[int, int, int]
+) -> None:
     if shape == "circle":
         draw.ellipse((left, top, left + side, top + side), fill=colour)
     else:

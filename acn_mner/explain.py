@@ -12,9 +12,11 @@ import logging
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -39,8 +41,13 @@ OUTSIDE_COLOR = "0.55"  # grey for words outside entities
 
 
 def explain_tweet(
-    pipe: AcnPipeline, text, image, output, is_split_into_words: bool = False, allow_private_urls: bool = False
-) -> dict:
+    pipe: AcnPipeline,
+    text: str | list[str],
+    image: str | Path | Image.Image | None,
+    output: Path,
+    is_split_into_words: bool = False,
+    allow_private_urls: bool = False,
+) -> dict[str, Any]:
     """Tag a tweet, draw its explanation picture to `output` (PNG) and return the pipeline's result.
 
     Args:
@@ -91,10 +98,10 @@ def draw_explanation(result: dict, image: Image.Image | None) -> Figure:
 
 def upsampled_attention(attention: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A (side, side) attention map bilinearly resized to the image's `(width, height)`, as (height, width)."""
-    return np.asarray(Image.fromarray(attention.astype(np.float32)).resize(size, Image.BILINEAR))
+    return np.asarray(Image.fromarray(attention.astype(np.float32)).resize(size, Image.Resampling.BILINEAR))
 
 
-def draw_attention(axes, image: Image.Image, attention: np.ndarray) -> None:
+def draw_attention(axes: Axes, image: Image.Image, attention: np.ndarray) -> None:
     heat = upsampled_attention(attention, image.size)  # (height, width)
     axes.imshow(image)
     axes.imshow(heat, cmap="jet", alpha=ATTENTION_ALPHA, vmin=0.0, vmax=max(float(heat.max()), 1e-12))
@@ -117,12 +124,14 @@ def tagged_text(words: list[str], tags: list[str]) -> str:
     return " ".join(pieces)
 
 
-def draw_tagged_text(axes, words: list[str], tags: list[str]) -> None:
+def draw_tagged_text(axes: Axes, words: list[str], tags: list[str]) -> None:
     axes.text(0.0, 0.5, textwrap.fill(tagged_text(words, tags), TEXT_WRAP), va="center", fontsize=11, wrap=True)
     axes.set_axis_off()
 
 
-def draw_gate_bars(axes, words, tags, colors, gates, title: str) -> None:
+def draw_gate_bars(
+    axes: Axes, words: list[str], tags: list[str], colors: list, gates: np.ndarray | None, title: str
+) -> None:
     if gates is None:
         draw_message(axes, f"{title}: not in this model (fusion='concat')")
         return
@@ -133,12 +142,12 @@ def draw_gate_bars(axes, words, tags, colors, gates, title: str) -> None:
     axes.set_xticks(positions, [f"{word}\n{tag}" for word, tag in zip(words, tags, strict=True)], fontsize=8)
 
 
-def draw_message(axes, message: str) -> None:
+def draw_message(axes: Axes, message: str) -> None:
     axes.text(0.5, 0.5, message, ha="center", va="center", fontsize=11)
     axes.set_axis_off()
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Draw ACN's visual attention and gates for one tweet and image.")
     parser.add_argument("--model", required=True, help="Folder or Hub id with the model and its processor.")
     parser.add_argument(
@@ -162,7 +171,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args = parse_args(argv)
     refuse_overwriting_inputs(args.output, {"--image file": args.image, "model folder": args.model}.items())

@@ -46,10 +46,11 @@ import struct
 import sys
 import tempfile
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO, Any, BinaryIO, NoReturn, TypeVar, cast
 from urllib.parse import urlsplit
 
 import torch
@@ -58,6 +59,7 @@ from accelerate.utils import gather_object, parse_flag_from_env
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
+from transformers.image_processing_utils import BaseImageProcessor
 from transformers.pipelines.base import pad_collate_fn
 
 from modeling_acn import AcnPipeline
@@ -81,6 +83,7 @@ from .output_check import refuse_overwriting_inputs
 logger = logging.getLogger(__name__)
 
 INPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".txt": "conll"}
+_T = TypeVar("_T")
 JSON_WHITESPACE = " \t\r\n"  # a JSONL line of only these is blank: not a row
 UTF8_BOM = "\ufeff".encode()
 GPU_NUM_WORKERS = 2  # default with the model on a GPU; on a CPU the model needs the cores (benchmarks/predict_scale.py)
@@ -116,7 +119,7 @@ class Row:
     error: str | None = None
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Tag tweets (and their images) with a saved ACN model.")
     parser.add_argument("--model", required=True, help="Folder or Hub id with the model and its processor.")
     parser.add_argument(
@@ -218,7 +221,7 @@ def rows_of_lines(
     return read_csv_rows(path, base, lines, first_index, columns)
 
 
-def open_input(path: Path):
+def open_input(path: Path) -> BinaryIO:
     """The input file, opened for reading in binary; a `ValueError` naming it, before anything is read, when it is
     not a regular file: a FIFO, a device such as ``/dev/zero`` (or a link to one), a socket or a folder, which may
     never end or never answer. Opened without blocking, so that a FIFO is refused instead of waited on (the flag
@@ -232,12 +235,12 @@ def open_input(path: Path):
     return os.fdopen(descriptor, "rb")
 
 
-def raw_lines(file, first: int = 1) -> Iterator[tuple[int, bytes | None, int]]:
+def raw_lines(file: IO[bytes], first: int = 1) -> Iterator[tuple[int, bytes | None, int]]:
     """`(line number, line, its size in bytes)` of a binary file from where it stands (line `first`) to its end.
     Lines end at "\\n" and keep it; a line longer than `MAX_LINE_BYTES` comes as None, read past in pieces of that
     size and never held."""
     for number in itertools.count(first):
-        data = file.readline(MAX_LINE_BYTES + 1)
+        data: bytes | None = file.readline(MAX_LINE_BYTES + 1)
         if not data:
             return
         size = len(data)
@@ -304,7 +307,7 @@ def jsonl_row(index: int, line: str, location: str, image_base: Path) -> Row:
     return record_row(index, location, record, image_base)
 
 
-def refuse_constant(name: str):
+def refuse_constant(name: str) -> NoReturn:
     """`json.loads`' hook for NaN, Infinity and -Infinity, which Python accepts and JSON does not."""
     raise ValueError(f"{name} is not a JSON number")
 
@@ -333,27 +336,26 @@ def read_csv_rows(
             yield record_row(index, location, dict(zip(columns, values, strict=False)), image_base)
 
 
-def csv_columns(path: Path, header: tuple[int, list[str]] | None) -> list[str]:
+def csv_columns(path: Path, header: tuple[int, list[str] | None] | None) -> list[str]:
     """The column names of a CSV's first record, which must name a `text` column, each name once."""
-    if header is not None and header[1] is None:
-        raise ValueError(long_line_error(f"{path}:{header[0]}"))
-    if header is None or "text" not in header[1]:
-        raise ValueError(
-            f"{path}:1: a CSV input needs a 'text' column, got columns {None if header is None else header[1]}"
-        )
-    columns = header[1]
+    line, columns = (1, None) if header is None else header
+    if header is not None and columns is None:
+        raise ValueError(long_line_error(f"{path}:{line}"))
+    if columns is None or "text" not in columns:
+        raise ValueError(f"{path}:1: a CSV input needs a 'text' column, got columns {columns}")
     duplicates = sorted({name for name in columns if columns.count(name) > 1})
     if duplicates:
-        raise ValueError(f"{path}:{header[0]}: duplicate columns {duplicates}")
+        raise ValueError(f"{path}:{line}: duplicate columns {duplicates}")
     return columns
 
 
 def csv_records(path: Path, lines: Iterator[tuple[int, str | None]]) -> Iterator[tuple[int, list[str] | None]]:
     """Yield ``(first line, fields)`` per CSV record of `lines`, blank lines skipped, fields None for a record with
     a line longer than `MAX_LINE_BYTES`; a `ValueError` naming the record's first line when the quoting is broken."""
-    numbers, long_lines = [], []  # of the lines the reader took for the record being read
+    numbers: list[int] = []  # of the lines the reader took for the record being read
+    long_lines: list[int] = []
 
-    def texts():
+    def texts() -> Iterator[str]:
         for number, line in lines:
             numbers.append(number)
             if line is None:  # the reader gets an empty line in its place, and the record is marked
@@ -456,8 +458,9 @@ class OffsetLines:
     last `offset` call, except those `blank` says no row starts on (so a run of blank lines costs no memory; a line
     longer than `MAX_LINE_BYTES` is never blank)."""
 
-    def __init__(self, path: Path, blank):
-        self.path, self.blank, self._starts = path, blank, deque()
+    def __init__(self, path: Path, blank: Callable[[bytes], bool]) -> None:
+        self.path, self.blank = path, blank
+        self._starts: deque[tuple[int, int]] = deque()
         self.end = self.read = 0  # bytes and lines read so far
 
     def __iter__(self) -> Iterator[tuple[int, str | None]]:
@@ -495,11 +498,11 @@ class BatchIndex:
         self.path, self.batch_size, self.format = path, batch_size, input_format(path)
         self.columns: list[str] | None = None  # a CSV's header
         self.error: str | None = None  # where the index pass stopped: the last batch is this error
-        self._file = tempfile.NamedTemporaryFile(prefix="acn-predict-index-", suffix=".bin")
+        self._file: IO[bytes] = tempfile.NamedTemporaryFile(prefix="acn-predict-index-", suffix=".bin")
         self.num_batches = self._write_jsonl(self._file) if self.format == "jsonl" else self._write_parsed(self._file)
         self._file.flush()
 
-    def _write_jsonl(self, out) -> int:
+    def _write_jsonl(self, out: IO[bytes]) -> int:
         rows, offset, pending = 0, 0, bytearray()
         with open_input(self.path) as file:
             for number, data, size in raw_lines(file):
@@ -515,7 +518,7 @@ class BatchIndex:
         out.write(pending)
         return -(-rows // self.batch_size)
 
-    def _write_parsed(self, out) -> int:
+    def _write_parsed(self, out: IO[bytes]) -> int:
         if self.format == "csv":  # csv.reader skips an empty line; any other line may start a record
             lines = OffsetLines(self.path, lambda data: not data.rstrip(b"\r\n"))
         else:  # a tweet starts on a line that is not whitespace
@@ -553,7 +556,7 @@ class BatchIndex:
     def __enter__(self) -> "BatchIndex":
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._file.close()
 
     def __getstate__(self) -> dict:  # a worker started by spawn reopens the index by name
@@ -603,7 +606,7 @@ class ByteRange(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: Any) -> int:  # a writable buffer (memoryview, bytearray)
         size = len(buffer) if self.end is None else min(len(buffer), self.end - self.position)
         data = os.pread(self.descriptor, size, self.position)
         buffer[: len(data)] = data
@@ -620,7 +623,9 @@ def image_stem(image: Path | str) -> str:
     return PurePosixPath(urlsplit(image).path).stem if is_image_url(image) else Path(image).stem
 
 
-def open_image(image: Path | str, image_processor=None, allow_private_urls: bool = False) -> Image.Image:
+def open_image(
+    image: Path | str, image_processor: BaseImageProcessor | None = None, allow_private_urls: bool = False
+) -> Image.Image:
     """The image (a file path, or an http(s) URL downloaded within the download timeout and byte limit of
     `image_processor`, the pipeline's `AcnImageProcessor`, else the defaults, under the URL policy: public addresses
     only unless `allow_private_urls`) upright and in RGB, read by the one image reader every path shares; `RowError`
@@ -638,18 +643,23 @@ def open_image(image: Path | str, image_processor=None, allow_private_urls: bool
 
 
 def pipeline_input(
-    row: Row, feature_cache: Mapping, split_text, image_processor=None, allow_private_urls: bool = False
-) -> dict:
+    row: Row,
+    feature_cache: Mapping[str, Any],
+    split_text: Callable[[str], tuple[list[str], list[tuple[int, int]]]],
+    image_processor: BaseImageProcessor | None = None,
+    allow_private_urls: bool = False,
+) -> dict[str, Any]:
     """The `{"text", "image"}` input of a row; raises `RowError` (naming the row's file and line) for a row that
     cannot be tagged. `image_processor` (the pipeline's) and `allow_private_urls` set how an image URL is
     downloaded (`open_image`)."""
     if row.error is not None:
         raise RowError(row.error)
+    assert row.text is not None  # every reader gives a row without an error its text
     words = row.text if isinstance(row.text, list) else split_text(row.text)[0]
     if not words:
         raise RowError(f"{row.location}: text has no words: {row.text!r}")
     try:
-        if row.image_id in feature_cache:
+        if row.image_id is not None and row.image_id in feature_cache:
             features = feature_cache[row.image_id]
             return {"text": row.text, "image": None if features is None else as_image_features(features)}
         image = None if row.image is None else open_image(row.image, image_processor, allow_private_urls)
@@ -723,11 +733,13 @@ class RowTagger:
 
     def tag(self, batch: PreparedBatch) -> list[dict]:
         """Output lines of the batch's rows, in order; rows that cannot be tagged get an `error` field."""
-        results = iter(())
+        results: Iterator[dict[str, Any]] = iter(())
         if batch.model_inputs is not None:
             outputs = self.pipe.forward(batch.model_inputs, **self.forward_params)
             tweets = split_batch(outputs, len(batch.rows) - len(batch.errors))
-            results = (self.pipe.postprocess(tweet, **self.postprocess_params) for tweet in tweets)
+            results = (  # return_tags=True: postprocess gives a dict
+                cast(dict[str, Any], self.pipe.postprocess(tweet, **self.postprocess_params)) for tweet in tweets
+            )
         return [
             output_line(row, {"error": batch.errors[place]} if place in batch.errors else next(results))
             for place, row in enumerate(batch.rows)
@@ -759,7 +771,15 @@ class PreparedBatches(IterableDataset):
     batches' bytes (`BatchIndex`); otherwise each reader reads the whole file.
     """
 
-    def __init__(self, tagger: RowTagger, path: Path, image_dir: Path | None, batch_size: int, rank=0, num_processes=1):
+    def __init__(
+        self,
+        tagger: RowTagger,
+        path: Path,
+        image_dir: Path | None,
+        batch_size: int,
+        rank: int = 0,
+        num_processes: int = 1,
+    ) -> None:
         self.tagger, self.path, self.image_dir, self.batch_size = tagger, path, image_dir, batch_size
         self.rank, self.num_processes = rank, num_processes
         self.index: BatchIndex | None = None
@@ -794,7 +814,7 @@ class PreparedBatches(IterableDataset):
             yield self.tagger.prepare(batch)
 
 
-def as_is(item):
+def as_is(item: _T) -> _T:
     """The `DataLoader`'s collate function: each item is already a batch."""
     return item
 
@@ -897,7 +917,7 @@ def predict_file_distributed(
     return summary
 
 
-def parse_device(device: str | None):
+def parse_device(device: str | None) -> int | str | None:
     return int(device) if device is not None and device.lstrip("-").isdigit() else device
 
 
@@ -969,7 +989,7 @@ def run(args: argparse.Namespace) -> dict:
     return summary
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     run(parse_args(argv))
 

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 LAYER_MODULE = re.compile(r"(?:\w+\.)*?layers?\.(\d+)")  # the module of one encoder layer: BERT's encoder.layer.3
 
 
-def reinitialise_top_layers(encoder, count: int) -> None:
+def reinitialise_top_layers(encoder: torch.nn.Module, count: int) -> None:
     """--reinit_top_layers: the top `count` layers of a pretrained encoder get BERT's initialisation again (linear
     weights normal(0, initializer_range), biases 0, LayerNorms 1 and 0). An encoder whose layers are not one flat
     numbered list, or hold parameters of other kinds, is refused, naming what was found."""
@@ -69,10 +69,12 @@ class FgmPerturbation:
         epsilon (`float`): the size of the move, as an L2 norm over the whole matrix.
     """
 
-    def __init__(self, embedding: torch.nn.Embedding, epsilon: float):
+    def __init__(self, embedding: torch.nn.Embedding, epsilon: float) -> None:
         if epsilon <= 0:
             raise ValueError(f"FGM epsilon must be positive, got {epsilon!r}")
-        self.weight, self.epsilon, self._saved, self._before = embedding.weight, epsilon, None, None
+        self.weight, self.epsilon = embedding.weight, epsilon
+        self._saved: torch.Tensor | None = None
+        self._before: torch.Tensor | None = None
 
     @torch.no_grad()
     def start(self) -> None:
@@ -114,7 +116,7 @@ def symmetric_kl(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     return ((forward + backward) / 2).mean()
 
 
-def rdrop_loss(model, batch: dict, alpha: float) -> torch.Tensor:
+def rdrop_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], alpha: float) -> torch.Tensor:
     """The R-Drop training loss of `batch`: two forward passes (two dropout masks), their mean loss (the CRF's
     negative log-likelihood per tweet) plus `alpha` times the symmetric KL divergence of their tag distributions,
     averaged over the words (labels other than -100). The paper sums the two losses: its alpha is twice this one."""

@@ -22,16 +22,20 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import datasets
+import evaluate
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.data_loader import DataLoaderShard
 from accelerate.logging import get_logger
+from accelerate.scheduler import AcceleratedScheduler
 from accelerate.tracking import get_available_trackers
 from accelerate.utils import (
     DataLoaderConfiguration,
@@ -177,7 +181,7 @@ DEPRECATED_FLAGS = {
 }
 
 
-def parse_args(argv=None):
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given, for the model card
@@ -693,7 +697,7 @@ def checkpointing_steps(value: str) -> str | int:
     raise argparse.ArgumentTypeError(f"expected 'epoch', 'none' or a positive number of optimiser steps, got {value!r}")
 
 
-def adopt_deprecated_flags(parser, args) -> None:
+def adopt_deprecated_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Move each old flag's value to its replacement, with a warning; refuse an old and a new flag that disagree."""
     for old, (new, attribute) in DEPRECATED_FLAGS.items():
         value = vars(args).pop(f"deprecated_{old}")
@@ -709,7 +713,7 @@ def adopt_deprecated_flags(parser, args) -> None:
         setattr(args, attribute, value)
 
 
-def check_corpus_args(parser, args) -> None:
+def check_corpus_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """One corpus: --dataset_name, or the three split files in one format that exist. For files, `args.dataset`
     becomes the training file's folder: it names the corpus in the model card and may hold cached features' trunk."""
     files = {split: getattr(args, flag) for split, flag in FILE_FLAGS.items()}
@@ -748,7 +752,7 @@ def check_corpus_args(parser, args) -> None:
     args.dataset = str(Path(args.train_file).parent)
 
 
-def adopt_trained_model_settings(parser, args) -> None:
+def adopt_trained_model_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """--model_name_or_path: refuse flags that contradict the loaded model (architecture) or would rebuild its
     vocabulary, naming them; take the model's architecture settings, so that defaults, the card and the results
     describe it."""
@@ -790,7 +794,7 @@ def adopt_trained_model_settings(parser, args) -> None:
         args.vision_precision = cached.get("vision_precision", config.vision_precision)
 
 
-def trained_config(parser, name_or_path: str) -> AcnConfig:
+def trained_config(parser: argparse.ArgumentParser, name_or_path: str) -> AcnConfig:
     """The config of an ACN folder or Hub id; refuses anything else (a plain BERT belongs in --text_encoder)."""
     try:
         model_type = PretrainedConfig.get_config_dict(name_or_path)[0].get("model_type")
@@ -814,13 +818,13 @@ def paper_variant(config: AcnConfig) -> str | None:
     return None
 
 
-def shown_flag(name: str, value) -> str:
+def shown_flag(name: str, value: object) -> str:
     if isinstance(value, bool):
         return f"--{name}" if value else f"--no-{name}"
     return f"--{name} {value}"
 
 
-def settle_training_args(parser, args) -> None:
+def settle_training_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Defaults that follow the text encoder, and limits on the training flags."""
     pretrained = args.text_encoder != PAPER_TEXT_ENCODER
     args.num_train_epochs = (8 if pretrained else 30) if args.num_train_epochs is None else args.num_train_epochs
@@ -877,7 +881,7 @@ def settle_training_args(parser, args) -> None:
     check_trackers(parser, args)
 
 
-def check_trackers(parser, args) -> None:
+def check_trackers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """--report_to names trackers that Accelerate knows and that are installed, and needs --with_tracking."""
     if not args.with_tracking:
         if args.report_to is not None:
@@ -893,7 +897,7 @@ def check_trackers(parser, args) -> None:
     args.report_to = ",".join(names)
 
 
-def check_hub_args(parser, args):
+def check_hub_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse, before training, a push whose card could not name the Hub dataset or base model."""
     if not args.push_to_hub:
         return
@@ -923,12 +927,13 @@ class TrainingState:
     epochs_without_improvement: int = 0
     epoch_batches: int = 0  # batches of epoch `epoch` trained: a step checkpoint falls inside an epoch
     averaged_epochs: int = 1  # the kept model is the mean of this many last epochs' weights (1: the best epoch's)
-    average_dev_f1: dict = field(default_factory=dict)  # dev F1 per number of last epochs averaged ("1": best epoch)
+    # dev F1 per number of last epochs averaged ("1": best epoch)
+    average_dev_f1: dict[str, float] = field(default_factory=dict)
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, value in state.items():
             setattr(self, key, value)
 
@@ -942,7 +947,7 @@ class TrainingState:
         return improved
 
 
-def load_training_corpus(args) -> datasets.DatasetDict:
+def load_training_corpus(args: argparse.Namespace) -> datasets.DatasetDict:
     """The corpus of --dataset_name or of the three split files, as `standard_corpus` shapes it; label ids without
     names take those of --model_name_or_path."""
     if args.train_file:
@@ -959,14 +964,14 @@ def load_training_corpus(args) -> datasets.DatasetDict:
     return standard_corpus(corpus, origins, args.text_column_name, args.label_column_name, known)
 
 
-def build_processor(train_split, args) -> AcnProcessor:
+def build_processor(train_split: datasets.Dataset, args: argparse.Namespace) -> AcnProcessor:
     """Vocabularies from the training split only, extended by the embedding file's words when given; with a
     pretrained encoder, its tokenizer too, with a window that its position embeddings allow. A --model_name_or_path
     brings its own processor: words it never saw are [UNK] to the word embeddings, their characters still count."""
     if args.model_name_or_path:
         return AcnProcessor.from_pretrained(args.model_name_or_path)
     extra_words = AcnTokenizer.embedding_file_words(args.embeddings) if args.embeddings else None
-    subword = {}
+    subword: dict[str, Any] = {}
     if args.text_encoder != PAPER_TEXT_ENCODER:
         subword_tokenizer = AcnTokenizer.load_subword_tokenizer(args.text_encoder)
         positions = AutoConfig.from_pretrained(args.text_encoder, trust_remote_code=False).max_position_embeddings
@@ -986,7 +991,9 @@ def build_processor(train_split, args) -> AcnProcessor:
     return AcnProcessor(image_processor=AcnImageProcessor.for_backbone(args.vision_backbone), tokenizer=tokenizer)
 
 
-def build_model(args, processor, names, train_split) -> AcnForTokenClassification:
+def build_model(
+    args: argparse.Namespace, processor: AcnProcessor, names: list[str], train_split: datasets.Dataset
+) -> AcnForTokenClassification:
     if args.model_name_or_path:
         return load_trained_model(args, names)
     config = AcnConfig.from_variant(
@@ -1010,7 +1017,9 @@ def build_model(args, processor, names, train_split) -> AcnForTokenClassificatio
     if config.uses_pretrained_text_encoder:
         logger.info(f"text encoder: {args.text_encoder}", main_process_only=True)
         model.load_text_encoder_weights()
-        reinitialise_top_layers(model.acn.text_encoder.subword_encoder, args.reinit_top_layers)
+        encoder = model.acn.text_encoder.subword_encoder
+        assert encoder is not None  # a pretrained text encoder's model has one
+        reinitialise_top_layers(encoder, args.reinit_top_layers)
     if args.embeddings:
         matrix, coverage = processor.tokenizer.load_embeddings(args.embeddings, seed=args.seed)
         if matrix.shape[1] != config.word_embedding_dim:
@@ -1018,7 +1027,9 @@ def build_model(args, processor, names, train_split) -> AcnForTokenClassificatio
                 f"--embeddings vectors have {matrix.shape[1]} dimensions, --word_embedding_dim is "
                 f"{config.word_embedding_dim}"
             )
-        model.get_input_embeddings().weight.data.copy_(matrix)
+        embeddings = model.get_input_embeddings()
+        assert isinstance(embeddings, torch.nn.Embedding)  # the paper's word embeddings (parse_args checked)
+        embeddings.weight.data.copy_(matrix)
         logger.info(
             f"embeddings: {coverage.found}/{coverage.total} vocabulary words found ({coverage.ratio:.1%})",
             main_process_only=True,
@@ -1037,7 +1048,7 @@ def build_model(args, processor, names, train_split) -> AcnForTokenClassificatio
     return model
 
 
-def load_trained_model(args, names) -> AcnForTokenClassification:
+def load_trained_model(args: argparse.Namespace, names: list[str]) -> AcnForTokenClassification:
     """--model_name_or_path with this run's --dropout and image precision, relabelled to the corpus's `names`, seeing
     images through the trunk of cached features (or --vision_weights) when there is one, else through its own."""
     config = AcnConfig.from_pretrained(args.model_name_or_path)
@@ -1081,7 +1092,7 @@ def relabel(model: AcnForTokenClassification, names: list[str], source: str) -> 
     with torch.no_grad():
         relabelled.classifier.weight[new_rows] = model.classifier.weight[old_rows]  # (shared, decoder_input)
         relabelled.classifier.bias[new_rows] = model.classifier.bias[old_rows]
-        if relabelled.crf is not None:
+        if relabelled.crf is not None and model.crf is not None:  # one config's decoder: both have a CRF or neither
             for name in ("start_transitions", "end_transitions"):
                 getattr(relabelled.crf, name)[new_rows] = getattr(model.crf, name)[old_rows]
             # transitions[from, to]: the block between shared labels
@@ -1097,7 +1108,13 @@ def relabel(model: AcnForTokenClassification, names: list[str], source: str) -> 
     return relabelled
 
 
-def settle_vision_precision(model, processor, train_split, device, args) -> None:
+def settle_vision_precision(
+    model: AcnForTokenClassification,
+    processor: AcnProcessor,
+    train_split: datasets.Dataset,
+    device: torch.device,
+    args: argparse.Namespace,
+) -> None:
     """Calibrate an int8 backbone that reads pixels, then record the precision the backbone really runs in, so the
     saved config makes a reloaded model see images as in training (cached features keep the precision they were
     computed in)."""
@@ -1111,7 +1128,7 @@ def settle_vision_precision(model, processor, train_split, device, args) -> None
     )
 
 
-def resolve_vision_arguments(args) -> None:
+def resolve_vision_arguments(args: argparse.Namespace) -> None:
     """Backbone and precision default to those of the cached features; a contradicting flag is an error."""
     cached = read_vision_settings(Path(args.dataset) / VISION_WEIGHTS_FILE)
     for name, default in (("vision_backbone", "vgg16"), ("vision_precision", "auto")):
@@ -1127,7 +1144,13 @@ def cached_features_trunk(dataset: str) -> str | None:
     return str(trunk) if trunk.is_file() else None
 
 
-def build_dataloaders(corpus, processor, config, args, process_index: int = 0):
+def build_dataloaders(
+    corpus: datasets.DatasetDict,
+    processor: AcnProcessor,
+    config: AcnConfig,
+    args: argparse.Namespace,
+    process_index: int = 0,
+) -> tuple[DataLoader, dict[str, DataLoader]]:
     source = image_source(corpus["train"], config.use_image)
     logger.info(f"images: {source}", main_process_only=True)
     replacement = None
@@ -1159,7 +1182,7 @@ class BatchSeededCollator:
     epoch and batch, and the global generators left alone. A data loader collates a batch ahead of the one being
     trained, so masks drawn from the global generator would depend on where a run was resumed; these do not."""
 
-    def __init__(self, collator, seed: int, process_index: int):
+    def __init__(self, collator: AcnDataCollator, seed: int, process_index: int) -> None:
         self.collator, self.seed, self.process_index = collator, seed, process_index
         self.epoch, self.batch = 0, 0
 
@@ -1167,7 +1190,7 @@ class BatchSeededCollator:
         """The next call collates batch `batch` (0-based) of epoch `epoch`."""
         self.epoch, self.batch = epoch, batch
 
-    def __call__(self, rows):
+    def __call__(self, rows: list[Mapping[str, Any]]) -> dict[str, Any]:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(
                 int(
@@ -1179,10 +1202,11 @@ class BatchSeededCollator:
         return batch
 
 
-def build_optimizer(model, args):
+def build_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
     """One parameter group for everything but a pretrained text encoder; the encoder's at --encoder_learning_rate,
     one group per depth under --layerwise_lr_decay (the top layer at the full rate, the embeddings at the lowest)."""
-    head, encoder = [], {}
+    head: list[torch.nn.Parameter] = []
+    encoder: dict[int, list[torch.nn.Parameter]] = {}
     depths = encoder_depths(model)
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
@@ -1200,7 +1224,7 @@ def build_optimizer(model, args):
     return OPTIMIZERS[args.optimizer](groups, lr=args.learning_rate, weight_decay=args.weight_decay)
 
 
-def encoder_depths(model):
+def encoder_depths(model: torch.nn.Module) -> Callable[[str], int]:
     """name -> depth of a pretrained encoder's parameter: 0 for the embeddings, i + 1 for layer i, the number of
     layers + 1 for anything above them. Without --layerwise_lr_decay every depth gets the same rate."""
     layers = getattr(getattr(model.config, "text_config", None), "num_hidden_layers", 0) or 0
@@ -1214,19 +1238,19 @@ def encoder_depths(model):
     return depth
 
 
-def steps_per_epoch(loader, args) -> int:
+def steps_per_epoch(loader: DataLoader, args: argparse.Namespace) -> int:
     """Optimiser steps in an epoch of the (prepared, per-process) training loader."""
     return math.ceil(len(loader) / args.gradient_accumulation_steps)
 
 
-def completed_steps(state: TrainingState, loader, args) -> int:
+def completed_steps(state: TrainingState, loader: DataLoader, args: argparse.Namespace) -> int:
     """Optimiser steps done: whole epochs, then the batches of the current one (its last step may be short)."""
     return state.epoch * steps_per_epoch(loader, args) + math.ceil(
         state.epoch_batches / args.gradient_accumulation_steps
     )
 
 
-def settle_training_length(args, steps: int) -> None:
+def settle_training_length(args: argparse.Namespace, steps: int) -> None:
     """run_ner's arithmetic once the steps per epoch are known: --max_train_steps overrides --num_train_epochs, and
     a warm-up given as a share of the steps (--warmup_ratio, or the encoder's default) becomes steps."""
     if args.max_train_steps is None:
@@ -1237,7 +1261,9 @@ def settle_training_length(args, steps: int) -> None:
         args.num_warmup_steps = math.ceil(vars(args).pop("warmup_ratio") * args.max_train_steps)
 
 
-def build_scheduler(optimizer, steps: int, args):
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, steps: int, args: argparse.Namespace
+) -> torch.optim.lr_scheduler.LRScheduler:
     """Learning-rate factor per optimiser step: transformers' schedule of that name over --max_train_steps, or
     'inverse': linear warm-up, then lr / (1 + lr_decay * epoch)."""
     if args.lr_scheduler_type != "inverse":
@@ -1249,7 +1275,7 @@ def build_scheduler(optimizer, steps: int, args):
         )
     warmup = args.num_warmup_steps
 
-    def factor(step):
+    def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
         return 1.0 / (1.0 + args.lr_decay * (step // steps))
@@ -1257,12 +1283,23 @@ def build_scheduler(optimizer, steps: int, args):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train_epoch(accelerator, model, loader, optimizer, scheduler, args, state, checkpoint_dir) -> float:
+def train_epoch(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    loader: DataLoaderShard,
+    optimizer: torch.optim.Optimizer,
+    scheduler: AcceleratedScheduler,
+    args: argparse.Namespace,
+    state: TrainingState,
+    checkpoint_dir: Path,
+) -> float:
     """Train epoch `state.epoch`, or its rest after a step checkpoint; save a step checkpoint every
     --checkpointing_steps optimiser steps; stop at --max_train_steps. Returns the mean loss of the batches run."""
     model.train()
     loader.set_epoch(state.epoch)
-    loader.collate_fn.start(state.epoch, state.epoch_batches)
+    collator = loader.collate_fn
+    assert isinstance(collator, BatchSeededCollator)  # build_dataloaders' training collator
+    collator.start(state.epoch, state.epoch_batches)
     batches = remaining_batches(accelerator, loader, state.epoch_batches)
     progress = tqdm(
         batches,
@@ -1314,7 +1351,7 @@ def train_epoch(accelerator, model, loader, optimizer, scheduler, args, state, c
     return total / max(count, 1)
 
 
-def remaining_batches(accelerator, loader, done: int):
+def remaining_batches(accelerator: Accelerator, loader: DataLoader, done: int) -> Iterable[dict[str, Any]]:
     """The epoch's batches after the first `done`, which a step checkpoint already trained: the same batches in the
     same order (the sampler is seeded per epoch), with the global generators as the checkpoint left them."""
     if not done:
@@ -1324,7 +1361,7 @@ def remaining_batches(accelerator, loader, done: int):
     return batches_from_checkpoint_state(accelerator.skip_first_batches(loader, done))
 
 
-def batches_from_checkpoint_state(loader):
+def batches_from_checkpoint_state(loader: DataLoader) -> Iterator[dict[str, Any]]:
     """`loader`'s batches, drawn as if the epoch had never stopped: starting an iteration draws a seed from the global
     generator, which the checkpointed run drew at the epoch's start, before its saved state; so it is undone."""
     states = rng_states()
@@ -1336,14 +1373,29 @@ def batches_from_checkpoint_state(loader):
         yield from batches
 
 
-def evaluate_split(accelerator, model, loader, split, metric):
+def evaluate_split(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    loader: DataLoader,
+    split: datasets.Dataset,
+    metric: evaluate.EvaluationModule,
+) -> tuple[dict[str, Any], list[list[str]]]:
     predictions = predict_split(accelerator, model, loader)
     return score(metric, predictions, gold_tags(split)), predictions
 
 
 def run_training(
-    accelerator, model, train_loader, dev_loader, optimizer, scheduler, state, metric, args, checkpoint_dir
-):
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    train_loader: DataLoaderShard,
+    dev_loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: AcceleratedScheduler,
+    state: TrainingState,
+    metric: evaluate.EvaluationModule,
+    args: argparse.Namespace,
+    checkpoint_dir: Path,
+) -> None:
     """Epochs with dev selection; the best weights are saved as checkpoint_dir/best_model, the checkpoints that
     --checkpointing_steps asks for beside them."""
     while (
@@ -1379,7 +1431,9 @@ def run_training(
             )
 
 
-def keep_epoch_weights(accelerator, model, checkpoint_dir: Path, epoch: int, keep: int) -> None:
+def keep_epoch_weights(
+    accelerator: Accelerator, model: torch.nn.Module, checkpoint_dir: Path, epoch: int, keep: int
+) -> None:
     """Save the weights after `epoch` (from 1) for averaging; drop the kept epochs older than the last `keep`."""
     save_model(accelerator, model, None, epoch_folder(checkpoint_dir, epoch))
     if accelerator.is_main_process:
@@ -1388,7 +1442,15 @@ def keep_epoch_weights(accelerator, model, checkpoint_dir: Path, epoch: int, kee
                 shutil.rmtree(epoch_folder(checkpoint_dir, old))
 
 
-def select_average(accelerator, model, dev_loader, metric, checkpoint_dir: Path, state: TrainingState, args) -> None:
+def select_average(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    dev_loader: DataLoader,
+    metric: evaluate.EvaluationModule,
+    checkpoint_dir: Path,
+    state: TrainingState,
+    args: argparse.Namespace,
+) -> None:
     """Score on dev the averages of the last 2 ... --average_last_epochs kept epochs (consecutive, ending at the
     last epoch trained); the best of them replaces the best single epoch's weights when it scores higher on dev.
     Records dev F1 per number of epochs averaged (1: the best single epoch) in `state`."""
@@ -1412,7 +1474,7 @@ def select_average(accelerator, model, dev_loader, metric, checkpoint_dir: Path,
     state.average_dev_f1 = {str(count): value for count, value in dev_f1.items()}
 
 
-def carry_best_model(accelerator, resumed: Path, checkpoint_dir: Path, state: TrainingState) -> None:
+def carry_best_model(accelerator: Accelerator, resumed: Path, checkpoint_dir: Path, state: TrainingState) -> None:
     """A run resumed from a checkpoint whose best weights are not in its own `checkpoint_dir` (another output_dir's
     checkpoint, or any under --checkpointing_steps none) takes them too: the final evaluation reloads them when no
     later epoch improves on them."""
@@ -1434,7 +1496,7 @@ def carry_best_model(accelerator, resumed: Path, checkpoint_dir: Path, state: Tr
 
 
 @contextmanager
-def working_checkpoint_dir(accelerator, output_dir: Path, checkpointing: str | int) -> Iterator[Path]:
+def working_checkpoint_dir(accelerator: Accelerator, output_dir: Path, checkpointing: str | int) -> Iterator[Path]:
     """The folder of the run's checkpoints, best weights and --average_last_epochs' kept epochs. With checkpoints it
     is output_dir/checkpoints, and stays: a resumed run may end on the best weights kept there. With
     --checkpointing_steps none it is a temporary folder beside it, one for all processes, removed when the run ends:
@@ -1455,11 +1517,13 @@ def working_checkpoint_dir(accelerator, output_dir: Path, checkpointing: str | i
         remove_leftovers(checkpoint_dir)  # those of runs killed before their end
 
 
-def perfect_dev(state: TrainingState, args) -> bool:
+def perfect_dev(state: TrainingState, args: argparse.Namespace) -> bool:
     return args.stop_at_perfect_dev and state.best_f1 >= PERFECT_F1
 
 
-def save_model(accelerator, model, processor, folder: Path) -> list[str]:
+def save_model(
+    accelerator: Accelerator, model: torch.nn.Module, processor: AcnProcessor | None, folder: Path
+) -> list[str]:
     """Save the weights (with the processor and the pipeline's code when given); returns the files written, as
     paths relative to `folder` (none on the other processes)."""
     accelerator.wait_for_everyone()
@@ -1483,8 +1547,18 @@ def relative_files(folder: Path) -> list[str]:
 
 
 def final_evaluation(
-    accelerator, model, loaders, corpus, metric, output_dir, checkpoint_dir, args, processor, state, elapsed
-):
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    loaders: dict[str, DataLoader],
+    corpus: datasets.DatasetDict,
+    metric: evaluate.EvaluationModule,
+    output_dir: Path,
+    checkpoint_dir: Path,
+    args: argparse.Namespace,
+    processor: AcnProcessor,
+    state: TrainingState,
+    elapsed: float,
+) -> dict[str, dict[str, Any]]:
     """Reload the best weights from `checkpoint_dir`, score dev and test, write every result file to `output_dir`."""
     best = AcnForTokenClassification.from_pretrained(checkpoint_dir / BEST_MODEL_DIR)
     accelerator.unwrap_model(model).load_state_dict(best.state_dict())
@@ -1532,7 +1606,7 @@ def final_evaluation(
     return results
 
 
-def push_model_folder(output_dir: Path, files: list[str], args):
+def push_model_folder(output_dir: Path, files: list[str], args: argparse.Namespace) -> None:
     """Upload exactly `files` of output_dir (the final model and the run's results), in one commit."""
     api = HfApi()
     repo_id = api.create_repo(args.hub_model_id, private=args.hub_private_repo or None, exist_ok=True).repo_id
@@ -1550,7 +1624,7 @@ def glob_escape(name: str) -> str:
     return "".join(f"[{char}]" if char in "*?[" else char for char in name)
 
 
-def training_inputs(args) -> dict:
+def training_inputs(args: argparse.Namespace) -> dict[str, str | None]:
     """What a run reads, for the output check (a checkpoint it resumes from is its own: it may be in output_dir; an
     image, <id>.jpg in --image_dir, has no name the run writes)."""
     if args.train_file is None:
@@ -1565,7 +1639,7 @@ def training_inputs(args) -> dict:
     }
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
