@@ -319,7 +319,7 @@ def save_feature_cache(
 
     output_dir = Path(output_dir)
     check_features_output_dir(output_dir, dataset.keys())
-    model = model.to(device).eval()
+    model = model.to(device).eval()  # type: ignore[arg-type]  # transformers' @wraps-ed `to` loses its self binding
     calibrate_if_needed(model, image_processor, dataset["train"], calibration_images, device)
     logger.info("image backbone: %s in %s", model.config.vision_backbone, model.effective_vision_precision(device))
     cached = DatasetDict(

@@ -126,7 +126,7 @@ def example_inputs(config: AcnConfig) -> dict[str, torch.Tensor]:
     if config.use_char_cnn:
         width = onnx_min_char_width(config) + 1
         inputs["char_ids"] = torch.randint(1, config.char_vocab_size, (batch, seq_len, width), generator=generator)
-    if config.uses_pretrained_text_encoder:  # [start] one subword per word [end], then padding
+    if config.text_config is not None:  # a pretrained encoder: [start] one subword per word [end], then padding
         subword_to_word = torch.tensor([[0, 1, 2, 3, 0], [0, 1, 2, 0, 0]])  # (batch, subwords)
         special = torch.tensor([[1, 0, 0, 0, 1], [1, 0, 0, 1, 0]])  # (batch, subwords)
         inputs["subword_attention_mask"] = ((subword_to_word > 0) | (special > 0)).long()

@@ -2,7 +2,7 @@
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from transformers import AutoConfig, PretrainedConfig
@@ -146,7 +146,7 @@ class AcnConfig(PretrainedConfig):
         num_labels: int
 
     @classmethod
-    def from_variant(cls, variant: str, **kwargs) -> "AcnConfig":
+    def from_variant(cls, variant: str, **kwargs: Any) -> "AcnConfig":
         """A configuration of one of the paper's models, e.g. `AcnConfig.from_variant("text-only", vocab_size=...)`."""
         if variant not in PAPER_VARIANTS:
             raise ValueError(f"variant must be one of {sorted(PAPER_VARIANTS)}, got {variant!r}")
@@ -154,40 +154,40 @@ class AcnConfig(PretrainedConfig):
 
     def __init__(
         self,
-        vocab_size=2,
-        char_vocab_size=2,
-        pad_token_id=0,
-        char_pad_id=0,
-        word_embedding_dim=200,  # paper: 200-d embeddings pretrained on 30M tweets
-        char_embedding_dim=30,
-        char_num_filters=32,  # paper: three groups of 32 filters
-        char_kernel_sizes=(2, 3, 4),
-        char_activation="tanh",
-        text_encoder=PAPER_TEXT_ENCODER,
-        text_config=None,
-        word_pooling="first",
-        use_lstm=None,
-        text_encoder_window=None,
-        hidden_size=None,  # paper: BiLSTM output 200, i.e. 100 per direction
-        attention_size=None,
-        vision_backbone="vgg16",
-        image_feature_dim=None,
-        num_image_regions=None,
-        dropout=0.5,  # paper gives no rate; 0.5 is Ma & Hovy's, whose CNN-BiLSTM-CRF ACN builds on
-        use_image=True,
-        use_char_cnn=True,
-        decoder="crf",
-        fusion="gate",
-        use_filtration_gate=True,
-        freeze_vision=True,
-        vision_precision="auto",  # the fastest accurate path measured for the device (benchmarks/speed.py)
-        vision_int8_points=None,  # the calibration's arrays are in the weights (`AcnModel.vision_int8`)
-        vision_int8_calibration_images=None,
-        max_image_words=256,  # co-attention's memory grows with words squared; Twitter-2015's longest tweet has 41
-        id2label=None,
-        label2id=None,
-        **kwargs,
-    ):
+        vocab_size: int = 2,
+        char_vocab_size: int = 2,
+        pad_token_id: int = 0,
+        char_pad_id: int = 0,
+        word_embedding_dim: int = 200,  # paper: 200-d embeddings pretrained on 30M tweets
+        char_embedding_dim: int = 30,
+        char_num_filters: int = 32,  # paper: three groups of 32 filters
+        char_kernel_sizes: Sequence[int] = (2, 3, 4),
+        char_activation: str = "tanh",
+        text_encoder: str | os.PathLike = PAPER_TEXT_ENCODER,
+        text_config: PretrainedConfig | dict[str, Any] | None = None,
+        word_pooling: str = "first",
+        use_lstm: bool | None = None,
+        text_encoder_window: int | None = None,
+        hidden_size: int | None = None,  # paper: BiLSTM output 200, i.e. 100 per direction
+        attention_size: int | None = None,
+        vision_backbone: str = "vgg16",
+        image_feature_dim: int | None = None,
+        num_image_regions: int | None = None,
+        dropout: float = 0.5,  # paper gives no rate; 0.5 is Ma & Hovy's, whose CNN-BiLSTM-CRF ACN builds on
+        use_image: bool = True,
+        use_char_cnn: bool = True,
+        decoder: str = "crf",
+        fusion: str = "gate",
+        use_filtration_gate: bool = True,
+        freeze_vision: bool = True,
+        vision_precision: str = "auto",  # the fastest accurate path measured for the device (benchmarks/speed.py)
+        vision_int8_points: int | None = None,  # the calibration's arrays are in the weights (`AcnModel.vision_int8`)
+        vision_int8_calibration_images: int | None = None,
+        max_image_words: int = 256,  # co-attention's memory grows with words squared; Twitter-2015's longest: 41
+        id2label: dict[int, str] | dict[str, str] | None = None,  # str ids: as config.json gives them
+        label2id: dict[str, int] | None = None,
+        **kwargs: Any,
+    ) -> None:
         _check_types(locals())
         _check_label_count(id2label=id2label, label2id=label2id, num_labels=kwargs.get("num_labels"))
         if id2label is None and label2id is None and "num_labels" not in kwargs:
@@ -298,13 +298,13 @@ class AcnConfig(PretrainedConfig):
     def uses_pretrained_text_encoder(self) -> bool:
         return self.text_config is not None
 
-    def get_text_config(self, decoder=None, encoder=None):
+    def get_text_config(self, decoder: bool | None = None, encoder: bool | None = None) -> PretrainedConfig:
         """The pretrained text encoder's configuration, else this one (`decoder` and `text_encoder` are settings
         here, not the sub-configurations transformers would otherwise look for under those names)."""
         return self.text_config if self.text_config is not None else self
 
     @classmethod
-    def from_dict(cls, config_dict, **kwargs):
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> "AcnConfig":
         """As `PretrainedConfig.from_dict`; a saved configuration that predates a setting keeps its old behaviour."""
         if "id2label" not in config_dict and "num_labels" not in config_dict:
             raise ValueError(
@@ -349,10 +349,10 @@ OPTIONAL_BOOLEAN_SETTINGS = ("use_lstm",)
 STRING_SETTINGS = ("char_activation", "word_pooling", "vision_backbone", "decoder", "fusion", "vision_precision")
 
 
-def _check_types(settings: dict) -> None:
+def _check_types(settings: dict[str, Any]) -> None:
     """Refuse a setting of the wrong type, naming the key (bool is not accepted as an int, nor an int as a bool)."""
 
-    def is_integer(value):
+    def is_integer(value: object) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
     checks = [
@@ -377,7 +377,7 @@ def _check_types(settings: dict) -> None:
         raise ValueError(f"char_kernel_sizes must be a list of integers, got {settings['char_kernel_sizes']!r}")
 
 
-def _check_label_count(**given) -> None:
+def _check_label_count(**given: Any) -> None:
     """At most MAX_LABELS labels, checked before anything is allocated per label (pairs of labels cost the square)."""
     for name, value in given.items():
         if value is None:
@@ -391,7 +391,7 @@ def _check_label_count(**given) -> None:
             raise ValueError(f"{name} gives {count} labels; a model has at most MAX_LABELS={MAX_LABELS}")
 
 
-def _check_label_maps(id2label: dict, label2id: dict) -> None:
+def _check_label_maps(id2label: dict[int, str], label2id: dict[str, int]) -> None:
     """id2label numbers its labels 0..n-1 without gaps, with distinct names, and label2id is its inverse."""
     if sorted(id2label) != list(range(len(id2label))):
         missing = sorted(set(range(max(id2label, default=-1) + 1)) - set(id2label))
@@ -408,7 +408,9 @@ def _check_label_maps(id2label: dict, label2id: dict) -> None:
         raise ValueError(f"label2id must be the inverse of id2label; they differ on {wrong[:6]}")
 
 
-def _text_encoder_config(text_encoder, text_config):
+def _text_encoder_config(
+    text_encoder: str, text_config: PretrainedConfig | dict[str, Any] | None
+) -> PretrainedConfig | None:
     """The pretrained encoder's configuration: None for the paper's encoder, else a `PretrainedConfig`."""
     if text_encoder == PAPER_TEXT_ENCODER:
         if text_config is not None:
@@ -423,10 +425,11 @@ def _text_encoder_config(text_encoder, text_config):
     return text_config
 
 
-def _hidden_size(hidden_size, text_config, use_lstm, char_size):
+def _hidden_size(hidden_size: int | None, text_config: PretrainedConfig | None, use_lstm: bool, char_size: int) -> int:
     """Size of h_t: given, or the paper's 200; without a BiLSTM, the word features' own width."""
     if use_lstm:
         return 200 if hidden_size is None else hidden_size
+    assert text_config is not None  # __init__ refuses the paper's encoder without its BiLSTM
     width = text_config.hidden_size + char_size  # pooled subword states ⊕ character features
     if hidden_size not in (None, width):
         raise ValueError(
@@ -436,7 +439,9 @@ def _hidden_size(hidden_size, text_config, use_lstm, char_size):
     return width
 
 
-def _backbone_sizes(vision_backbone, image_feature_dim, num_image_regions):
+def _backbone_sizes(
+    vision_backbone: str, image_feature_dim: int | None, num_image_regions: int | None
+) -> tuple[int, int]:
     """(channels, regions) of the backbone's features; given sizes must be the backbone's."""
     if vision_backbone not in VISION_BACKBONES:
         raise ValueError(f"vision_backbone must be one of {', '.join(VISION_BACKBONES)}, got {vision_backbone!r}")
@@ -474,7 +479,7 @@ def check_int8_calibration(vision_backbone: str, arrays: Mapping[str, Any]) -> d
     return checked
 
 
-def _int8_points(vision_backbone, points, ranges):
+def _int8_points(vision_backbone: str, points: int | None, ranges: list | None) -> int | None:
     """The quantisation points of a calibrated backbone: given, or those of an older config's ranges."""
     if points is not None:
         _check_positive(vision_int8_points=points)
@@ -485,7 +490,7 @@ def _int8_points(vision_backbone, points, ranges):
     return len(ranges) if ranges is not None else points
 
 
-def _int8_ranges(ranges):
+def _int8_ranges(ranges: Any) -> list[list[float]] | None:  # unchecked JSON
     """None, or a list of finite `[min, max]` pairs with min <= max."""
     if ranges is None:
         return None
@@ -495,14 +500,15 @@ def _int8_ranges(ranges):
     return pairs
 
 
-def _per_channel(name, values, positive):
+def _per_channel(name: str, values: Any, positive: bool) -> list[list[float]] | None:  # values: unchecked JSON
     """None, or a non-empty list (one per conv) of non-empty lists of finite (and, if asked, positive) numbers."""
     if values is None:
         return None
 
-    def allowed(value):
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return number and math.isfinite(value) and (value > 0 or not positive)
+    def allowed(value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return math.isfinite(value) and (value > 0 or not positive)
 
     layers_ok = isinstance(values, (list, tuple)) and values
     if not layers_ok or any(
@@ -513,7 +519,7 @@ def _per_channel(name, values, positive):
     return [[float(value) for value in layer] for layer in values]
 
 
-def _check_vgg16_calibration(vision_backbone, channel_scales, bias_corrections):
+def _check_vgg16_calibration(vision_backbone: str, channel_scales: list | None, bias_corrections: list | None) -> None:
     for name, value in (
         ("vision_int8_channel_scales", channel_scales),
         ("vision_int8_bias_corrections", bias_corrections),
@@ -524,12 +530,12 @@ def _check_vgg16_calibration(vision_backbone, channel_scales, bias_corrections):
             )
 
 
-def _abridged(value, limit=200):
+def _abridged(value: object, limit: int = 200) -> str:
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
-def _check_positive(**values):
+def _check_positive(**values: object) -> None:
     for name, value in values.items():
         if not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")

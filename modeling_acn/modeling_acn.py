@@ -169,7 +169,7 @@ class AcnTextEncoder(nn.Module):
         super().__init__()
         self.word_embeddings: nn.Module | None
         self.subword_encoder: PreTrainedModel | None
-        if config.uses_pretrained_text_encoder:
+        if config.text_config is not None:  # a pretrained text encoder
             self.word_embeddings = None
             self.subword_encoder = AutoModel.from_config(config.text_config)
             if getattr(self.subword_encoder, "pooler", None) is not None:  # the sentence pooler is never read
@@ -244,7 +244,8 @@ class AcnTextEncoder(nn.Module):
     def _subword_states(self, subword_ids: torch.Tensor, subword_attention_mask: torch.Tensor) -> torch.Tensor:
         """The encoder's last hidden states; a tweet longer than one window arrives as whole-word pieces, each
         `[CLS] ... [SEP]` padded to the window, and every piece is encoded on its own."""
-        assert self.subword_encoder is not None  # called only with a pretrained encoder
+        # called only with a pretrained encoder, for which AcnConfig sets the window
+        assert self.subword_encoder is not None and self.window is not None
         batch, length = subword_ids.shape
         if length <= self.window:
             return self.subword_encoder(input_ids=subword_ids, attention_mask=subword_attention_mask).last_hidden_state
@@ -779,7 +780,7 @@ class AcnModel(AcnPreTrainedModel):
         else:
             self.text_encoder.subword_encoder.set_input_embeddings(embeddings)
 
-    def load_text_encoder_weights(self, name_or_path: str | os.PathLike | None = None, **kwargs: Any) -> None:
+    def load_text_encoder_weights(self, /, name_or_path: str | os.PathLike | None = None, **kwargs: Any) -> None:
         """Load the pretrained text encoder's weights, from `config.text_encoder` or another checkpoint of the same
         architecture (a folder or Hub id, through `AutoModel.from_pretrained`; `kwargs` go to it)."""
         if self.text_encoder.subword_encoder is None:

@@ -270,6 +270,7 @@ class AcnOnnxModel:
             shortfall = max(width - char_ids.shape[-1], 0)
             feed["char_ids"] = torch.nn.functional.pad(char_ids, (0, shortfall), value=self.config.char_pad_id)
         if subwords is not None:
+            assert self.config.text_encoder_window is not None  # AcnConfig sets it with a pretrained encoder
             if subwords[0].shape[1] > self.config.text_encoder_window:
                 raise ValueError(
                     f"the ONNX graph encodes at most text_encoder_window={self.config.text_encoder_window} "

@@ -103,11 +103,10 @@ class AcnPipeline(Pipeline):
             `url_policy_acn`); leave it off wherever strangers choose the URLs.
     """
 
-    # transformers leaves these unannotated with None defaults, so its types allow only None
-    _load_processor = True  # type: ignore[assignment]
-    _load_tokenizer = False  # type: ignore[assignment]
-    _load_image_processor = False  # type: ignore[assignment]
-    _load_feature_extractor = False  # type: ignore[assignment]
+    _load_processor = True  # type: ignore[assignment]  # Pipeline's unannotated None default types it None
+    _load_tokenizer = False  # type: ignore[assignment]  # likewise
+    _load_image_processor = False  # type: ignore[assignment]  # likewise
+    _load_feature_extractor = False  # type: ignore[assignment]  # likewise
     processor: AcnProcessor  # __init__ refuses a pipeline without one
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -175,8 +174,9 @@ class AcnPipeline(Pipeline):
         super().save_pretrained(save_directory, **kwargs)
         self.processor.save_pretrained(save_directory)
 
-    # transformers' Pipeline.__call__ takes extra positional arguments; this one's second is the image
-    def __call__(self, inputs: Any, image: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
+    def __call__(  # type: ignore[override]  # the image comes second, where Pipeline's takes *args
+        self, inputs: Any, image: Any = None, **kwargs: Any
+    ) -> Any:
         """Tag one tweet (`inputs` a string, `image` its image), a list of inputs (a list of results), or any other
         iterable of inputs, e.g. a generator or a torch `Dataset` (an iterator of results)."""
         split = kwargs.get("is_split_into_words", self._preprocess_params.get("is_split_into_words", False))
@@ -198,8 +198,7 @@ class AcnPipeline(Pipeline):
             f"other iterable (generator, Dataset) of those, got {inputs!r}"
         )
 
-    # transformers' Pipeline types its hooks with **parameters; a pipeline names the ones it takes
-    def _sanitize_parameters(  # type: ignore[override]
+    def _sanitize_parameters(  # type: ignore[override]  # Pipeline types the hooks' parameters as **dict
         self,
         aggregation_strategy: str | None = None,
         ignore_labels: Iterable[str] | None = None,

@@ -75,6 +75,16 @@ def test_constrained_viterbi_equals_enumeration_of_allowed_paths(crf, batch):
         assert decoded[index, :length].tolist() == best
 
 
+def test_constrained_viterbi_needs_both_tables(crf, batch):
+    emissions, mask, _, _ = batch
+    allowed = torch.ones(NUM_TAGS, NUM_TAGS, dtype=torch.bool)
+    allowed_start = torch.ones(NUM_TAGS, dtype=torch.bool)
+    with pytest.raises(ValueError, match="allowed and allowed_start constrain decoding together: give both or neither"):
+        crf.decode(emissions, mask, allowed)
+    with pytest.raises(ValueError, match="allowed and allowed_start constrain decoding together"):
+        crf.decode(emissions, mask, allowed_start=allowed_start)
+
+
 def test_log_likelihood_matches_pytorch_crf(crf, batch):
     emissions, mask, tags, _ = batch
     reference = torchcrf.CRF(NUM_TAGS, batch_first=True)
