@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast demo app space clean reliability-table
+.PHONY: setup lint format test test-fast demo app space clean reliability-table
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,18 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml constraints.txt
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# what CI checks before the tests: the formatter leaves the tree unchanged, the linter and the type checker pass
+# (their settings: pyproject.toml)
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+# formats the tree and applies the linter's safe fixes
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -35,7 +47,7 @@ space: $(STAMP)
 	$(BIN)/python space/bundle.py --output_dir outputs/space
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) outputs .pytest_cache .mypy_cache .ruff_cache
 
 # docs/reliability.md's table of bad inputs, rebuilt from the tests marked bad_input (they run; a failing one says so)
 reliability-table: $(STAMP)

@@ -56,9 +56,15 @@ def check_output_target(path: str | os.PathLike, kind: str = "file") -> None:
 
 
 def _file_kind(mode: int) -> str:
-    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"), (stat.S_ISREG, "a regular file"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):  # fmt: skip
+    for test, name in (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return name
     return "a special file"
@@ -98,8 +104,9 @@ def _abandoned(entry: Path, pid: int) -> bool:
     return True
 
 
-def _remove_leftovers(path: Path) -> None:
-    """Called once `path` is complete: dead writers' leftovers go (a link is removed, never followed)."""
+def remove_leftovers(path: Path) -> None:
+    """Called once `path` is complete (or, for a temporary working folder, no longer needed): dead writers' leftovers
+    go (a link is removed, never followed)."""
     for entry in _leftovers(path):
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
@@ -145,7 +152,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         check_output_target(path)  # again: the target may have changed while the block ran
         os.replace(temporary, path)
         fsync_folder(path.parent)
-    _remove_leftovers(path)
+    remove_leftovers(path)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -170,7 +177,7 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     with temporary_file(path, folder=True) as temporary:
         yield temporary
         replace_folder(temporary, path)
-    _remove_leftovers(path)
+    remove_leftovers(path)
 
 
 @contextmanager
@@ -183,7 +190,7 @@ def atomic_files_into(folder: str | os.PathLike) -> Iterator[Path]:
     with temporary_file(folder / FILES_FOLDER, folder=True) as temporary:
         yield temporary
         move_files_into(temporary, folder)
-    _remove_leftovers(folder / FILES_FOLDER)
+    remove_leftovers(folder / FILES_FOLDER)
 
 
 def replace_folder(source: Path, target: Path) -> None:
@@ -242,6 +249,7 @@ __all__ = [
     "atomic_path",
     "check_output_target",
     "move_files_into",
+    "remove_leftovers",
     "replace_folder",
     "temporary_file",
     "write_bytes",

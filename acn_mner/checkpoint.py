@@ -5,15 +5,16 @@ possibly inside an epoch: the training state counts the epoch's batches) holding
 
     model.safetensors        the model's weights
     optimizer.pt             the optimiser's state: tensors, numbers and lists only, read with `weights_only=True`
-    training_state.json      epoch counter, batches into the epoch, dev selection, learning-rate schedule, gradient scaler
+    training_state.json      epoch counter, batches into the epoch, dev selection, learning-rate schedule,
+                             gradient scaler
     rng_state_<rank>.pt      Python's, numpy's and torch's generators of each process (`weights_only=True`)
     checkpoint.json          written last: format, number of processes, and the size and SHA-256 of every file
 
 Nothing in it is unpickled with code execution: safetensors and JSON are data, and `torch.load(weights_only=True)`
 refuses any pickle that names a class or function. The processes write into ``.epoch_N.tmp`` and the main process
 renames it to ``epoch_N`` (``step_N`` likewise) once ``checkpoint.json`` is on disk, so a kill at any moment leaves
-either a complete, verifiable checkpoint or a hidden temporary folder that resuming ignores. Files an attacker adds to a checkpoint
-(Accelerate's ``custom_checkpoint_0.pkl``, say) are never read.
+either a complete, verifiable checkpoint or a hidden temporary folder that resuming ignores. Files an attacker adds
+to a checkpoint (Accelerate's ``custom_checkpoint_0.pkl``, say) are never read.
 """
 
 import hashlib
@@ -21,15 +22,21 @@ import json
 import random
 import re
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 from accelerate.logging import get_logger
 from safetensors.torch import load_model, save_model
 
 from .atomic import replace_folder
+
+if TYPE_CHECKING:  # the model package loads transformers, which a checkpoint does not otherwise need
+    from modeling_acn import AcnConfig, AcnTokenizer
 
 logger = get_logger(__name__)
 
@@ -47,6 +54,14 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed from; the message names the folder or file and what is wrong."""
 
 
+class Stateful(Protocol):
+    """What a checkpoint saves and restores of the learning-rate scheduler and of `train.TrainingState`."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
+
+
 def checkpoint_folder(checkpoint_dir: Path, done: int, unit: str = "epoch") -> Path:
     """``epoch_<done>`` after `done` epochs, ``step_<done>`` after `done` optimiser steps."""
     if unit not in CHECKPOINT_UNITS:
@@ -61,19 +76,27 @@ def rng_file(rank: int) -> str:
 # --- saving ------------------------------------------------------------------------------------
 
 
-def run_identity(config, tokenizer) -> dict:
+def run_identity(config: "AcnConfig", tokenizer: "AcnTokenizer") -> dict[str, Any]:
     """What a checkpoint must share with the run that resumes it, beyond the weights' shapes: the label names in id
     order and a digest of the vocabularies (words, characters, and a pretrained encoder's subwords). Another corpus
     with as many labels, or another vocabulary of the same size, would load and learn garbage."""
     vocabularies = {"words": tokenizer.get_vocab(), "characters": tokenizer.get_char_vocab()}
-    if getattr(tokenizer, "subword_tokenizer", None) is not None:
+    if tokenizer.subword_tokenizer is not None:
         vocabularies["subwords"] = tokenizer.subword_tokenizer.get_vocab()
     text = json.dumps(vocabularies, sort_keys=True, ensure_ascii=False)
     labels = [config.id2label[index] for index in range(len(config.id2label))]
     return {"labels": labels, "vocabulary": hashlib.sha256(text.encode("utf-8")).hexdigest()}
 
 
-def save_checkpoint(accelerator, folder: Path, model, optimizer, scheduler, state, identity: dict | None = None) -> None:
+def save_checkpoint(
+    accelerator: Accelerator,
+    folder: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Stateful,
+    state: Stateful,
+    identity: dict[str, Any] | None = None,
+) -> None:
     """Write the full training state of every process to `folder`, atomically (see the module docstring), with the
     run's `identity` (`run_identity`) in its manifest."""
     temporary = folder.with_name(f".{folder.name}.tmp")  # one name for all processes: they share the folder
@@ -100,7 +123,7 @@ def save_checkpoint(accelerator, folder: Path, model, optimizer, scheduler, stat
     accelerator.wait_for_everyone()
 
 
-def rng_states() -> dict:
+def rng_states() -> dict[str, Any]:
     """This process's generators as plain data (tuples, lists, tensors) that `weights_only=True` loads."""
     numpy_state = np.random.get_state(legacy=False)
     numpy_state["state"]["key"] = numpy_state["state"]["key"].tolist()
@@ -112,8 +135,10 @@ def rng_states() -> dict:
     }
 
 
-def write_manifest(folder: Path, num_processes: int, identity: dict | None = None) -> None:
-    files = {path.name: {"bytes": path.stat().st_size, "sha256": file_digest(path)} for path in sorted(folder.iterdir())}
+def write_manifest(folder: Path, num_processes: int, identity: dict[str, Any] | None = None) -> None:
+    files = {
+        path.name: {"bytes": path.stat().st_size, "sha256": file_digest(path)} for path in sorted(folder.iterdir())
+    }
     manifest = {"format": CHECKPOINT_FORMAT, "num_processes": num_processes, "files": files}
     if identity is not None:
         manifest["identity"] = identity
@@ -138,21 +163,26 @@ def find_checkpoints(checkpoint_dir: Path) -> list[Path]:
     of each."""
     if not checkpoint_dir.is_dir():
         return []
-    found = {unit: [] for unit in CHECKPOINT_UNITS}
+    found: dict[str, list[tuple[int, Path]]] = {unit: [] for unit in CHECKPOINT_UNITS}
     for path in checkpoint_dir.iterdir():
         match = CHECKPOINT_NAME.fullmatch(path.name)
         if match and path.is_dir():
             found[match.group(1)].append((int(match.group(2)), path))
         elif not path.name.startswith(".") and path.name != "best_model":
-            logger.warning(f"ignoring {path}: not a checkpoint folder (epoch_<number> or step_<number>)", main_process_only=True)
+            logger.warning(
+                f"ignoring {path}: not a checkpoint folder (epoch_<number> or step_<number>)", main_process_only=True
+            )
     kinds = [sorted(found[unit], reverse=True) for unit in CHECKPOINT_UNITS if found[unit]]
     if len(kinds) > 1:
         newest = " and ".join(str(kind[0][1]) for kind in kinds)
-        raise CheckpointError(f"{checkpoint_dir} holds both epoch_N and step_N checkpoints, which 'latest' cannot order: name one folder (newest: {newest})")
+        raise CheckpointError(
+            f"{checkpoint_dir} holds both epoch_N and step_N checkpoints, which 'latest' cannot order: name one folder "
+            f"(newest: {newest})"
+        )
     return [path for kind in kinds for _, path in kind]
 
 
-def verify_checkpoint(folder: Path, num_processes: int) -> dict:
+def verify_checkpoint(folder: Path, num_processes: int) -> dict[str, Any]:
     """The manifest of a complete, undamaged checkpoint written by `num_processes` processes; `CheckpointError`
     naming the file otherwise."""
     manifest_path = folder / MANIFEST_FILE
@@ -182,8 +212,14 @@ def verify_checkpoint(folder: Path, num_processes: int) -> dict:
     for name, expected in files.items():
         if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
             raise CheckpointError(f"{manifest_path} names {name!r}, which is not a file inside its checkpoint folder")
-        if not (isinstance(expected, dict) and isinstance(expected.get("bytes"), int) and isinstance(expected.get("sha256"), str)):
-            raise CheckpointError(f"{manifest_path} is damaged: the entry of {name} needs 'bytes' and 'sha256', got {expected!r}")
+        if not (
+            isinstance(expected, dict)
+            and isinstance(expected.get("bytes"), int)
+            and isinstance(expected.get("sha256"), str)
+        ):
+            raise CheckpointError(
+                f"{manifest_path} is damaged: the entry of {name} needs 'bytes' and 'sha256', got {expected!r}"
+            )
         path = folder / name
         if path.is_symlink() or not path.is_file():
             raise CheckpointError(f"{path} is missing or not a regular file")
@@ -192,7 +228,7 @@ def verify_checkpoint(folder: Path, num_processes: int) -> dict:
     return manifest
 
 
-def check_identity(folder: Path, manifest: dict, identity: dict | None) -> None:
+def check_identity(folder: Path, manifest: dict[str, Any], identity: dict[str, Any] | None) -> None:
     """Refuse a checkpoint written for other labels or another vocabulary than this run's, saying what differs.
     Checkpoints written before identities were recorded carry none, and are not checked."""
     saved = manifest.get("identity")
@@ -214,7 +250,15 @@ def check_identity(folder: Path, manifest: dict, identity: dict | None) -> None:
 # --- loading -----------------------------------------------------------------------------------
 
 
-def load_checkpoint(accelerator, folder: Path, model, optimizer, scheduler, state, identity: dict | None = None) -> None:
+def load_checkpoint(
+    accelerator: Accelerator,
+    folder: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Stateful,
+    state: Stateful,
+    identity: dict[str, Any] | None = None,
+) -> None:
     """Restore what `save_checkpoint` wrote; `CheckpointError` naming the file when a part cannot be read, or what
     differs when the checkpoint belongs to another corpus (`check_identity`)."""
     check_identity(folder, verify_checkpoint(folder, accelerator.num_processes), identity)
@@ -233,7 +277,7 @@ def load_checkpoint(accelerator, folder: Path, model, optimizer, scheduler, stat
         set_rng_states(torch.load(path, weights_only=True))
 
 
-def set_rng_states(states: dict) -> None:
+def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
     numpy_state = states["numpy"]
     numpy_state["state"]["key"] = np.asarray(numpy_state["state"]["key"], dtype=np.uint32)
@@ -244,7 +288,7 @@ def set_rng_states(states: dict) -> None:
 
 
 @contextmanager
-def reading(path: Path):
+def reading(path: Path) -> Iterator[None]:
     """Turn any error while restoring from `path` into a `CheckpointError` that names it."""
     try:
         yield
@@ -254,7 +298,16 @@ def reading(path: Path):
         raise CheckpointError(f"cannot restore from {path}: {error}") from error
 
 
-def resume(accelerator, spec: str, checkpoint_dir: Path, model, optimizer, scheduler, state, identity: dict | None = None) -> Path:
+def resume(
+    accelerator: Accelerator,
+    spec: str,
+    checkpoint_dir: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Stateful,
+    state: Stateful,
+    identity: dict[str, Any] | None = None,
+) -> Path:
     """Continue from `spec`: ``latest`` (the newest checkpoint that verifies; damaged ones, malformed manifests
     included, are skipped with a warning naming the file) or a folder (which must verify). A checkpoint of other
     labels or another vocabulary than `identity` is refused. Returns the folder used."""
@@ -277,11 +330,14 @@ def resume(accelerator, spec: str, checkpoint_dir: Path, model, optimizer, sched
         load_checkpoint(accelerator, folder, model, optimizer, scheduler, state, identity)
         logger.info(f"resumed from {folder}", main_process_only=True)
         return folder
-    raise CheckpointError(f"--resume_from_checkpoint latest: no usable checkpoint in {checkpoint_dir}: " + "; ".join(problems))
+    raise CheckpointError(
+        f"--resume_from_checkpoint latest: no usable checkpoint in {checkpoint_dir}: " + "; ".join(problems)
+    )
 
 
 __all__ = [
     "CheckpointError",
+    "Stateful",
     "check_identity",
     "checkpoint_folder",
     "find_checkpoints",

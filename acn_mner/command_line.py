@@ -11,34 +11,43 @@ import functools
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import ParamSpec, TypeVar
 
 USER_ERRORS = (ValueError, OSError)  # AcnImageError, CorpusFormatError and CheckpointError are ValueErrors
 INTERRUPTED_STATUS = 128 + signal.SIGINT
 TERMINATED_STATUS = 128 + signal.SIGTERM
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread like Ctrl-C's `KeyboardInterrupt` (which `except Exception` lets pass)."""
 
 
-def raise_terminated(signum, frame):
+def raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated
 
 
-def one_line_errors(main):
+def one_line_errors(main: Callable[_P, _R]) -> Callable[_P, _R]:
     """`main(argv)` as a console command: user errors printed as one line on stderr, exit status 2; Ctrl-C and
     SIGTERM end it with one line too, after the clean-up of whatever it was writing (see the module docstring)."""
 
     @functools.wraps(main)
-    def command(argv=None):
+    def command(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         program = Path(sys.argv[0]).name
         in_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers may be set
         previous = signal.signal(signal.SIGTERM, raise_terminated) if in_main_thread else None
         try:
-            return main(argv)
+            return main(*args, **kwargs)
         except USER_ERRORS as error:
-            message = str(error) if not isinstance(error, OSError) or not error.filename else f"{error.filename}: {error.strerror}"
+            message = (
+                str(error)
+                if not isinstance(error, OSError) or not error.filename
+                else f"{error.filename}: {error.strerror}"
+            )
             print(f"{program}: error: {message}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt as interrupt:

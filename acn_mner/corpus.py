@@ -5,13 +5,14 @@ The corpora ship in the layout every multimodal NER repository uses::
     <data_dir>/{train,valid,test}.txt   an ``IMGID:<id>`` line, ``token<TAB>tag`` lines, a blank line between tweets
     <image_dir>/<id>.jpg
 
-`datasets` 4+ runs no loading scripts, so `load_twitter_mner` reads the raw files itself; `acn_mner.export` writes the
-result as a Hub-ready Parquet folder and `acn_mner.feature_cache` adds the model's image features.
+`datasets` 4+ runs no loading scripts, so `load_twitter_mner` reads the raw files itself; `acn_mner.parquet_export`
+writes the result as a Hub-ready Parquet folder and `acn_mner.feature_cache` adds the model's image features.
 """
 
 import io
 import logging
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
@@ -40,7 +41,8 @@ TAG_PATTERN = re.compile(rf"(?P<prefix>[BI])-(?P<type>{TYPE_PATTERN.pattern})")
 
 
 class CorpusFormatError(ValueError):
-    """A corpus file that does not follow the ``IMGID`` / ``token<TAB>tag`` format; the message starts with ``file:line``."""
+    """A corpus file that does not follow the ``IMGID`` / ``token<TAB>tag`` format; the message starts with
+    ``file:line``."""
 
 
 class ImageProblem(str, Enum):
@@ -103,14 +105,15 @@ def decode_lines(path: Path) -> list[str]:
     return [line.rstrip("\r") for line in text.split("\n")]
 
 
-def split_blocks(lines: list[str]):
+def split_blocks(lines: list[str]) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(first_line_number, lines)`` for each run of non-blank lines (one tweet each)."""
     return numbered_blocks(enumerate(lines, start=1))
 
 
-def numbered_blocks(lines):
+def numbered_blocks(lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, list[str]]]:
     """`split_blocks` of ``(line number, line)`` pairs."""
-    block, start = [], 0
+    block: list[str] = []
+    start = 0
     for number, line in lines:
         if line.strip():
             start = start if block else number
@@ -148,7 +151,7 @@ def parse_tweet(path: Path, start: int, block: list[str]) -> Tweet:
     if len(block) == 1:
         raise CorpusFormatError(f"{path}:{start}: tweet {image_id!r} has no tokens")
     pairs = [parse_token_line(f"{path}:{start + 1 + i}", line) for i, line in enumerate(block[1:])]
-    tokens, tags = (list(column) for column in zip(*pairs))
+    tokens, tags = (list(column) for column in zip(*pairs, strict=True))
     return Tweet(image_id=image_id, tokens=tokens, tags=tags, path=path, line=start)
 
 
@@ -200,7 +203,8 @@ def rename_types(corpus: dict[str, list[Tweet]], label_map: dict[str, str]) -> d
     for old in label_map:
         if old not in train_types:
             raise ValueError(
-                f"label_map renames {old!r}, which is not a type of the training split ({', '.join(sorted(train_types))})"
+                f"label_map renames {old!r}, which is not a type of the training split "
+                f"({', '.join(sorted(train_types))})"
             )
     return {
         split: [replace(tweet, tags=[rename_tag(tag, label_map) for tag in tweet.tags]) for tweet in tweets]

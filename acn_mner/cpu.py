@@ -3,6 +3,7 @@ kernel reports, the ISA torch dispatches to, and the variables that limit the ke
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -10,7 +11,7 @@ import torch
 ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "FBGEMM_ENABLE_INSTRUCTIONS")
 
 
-def cpu_capabilities() -> dict:
+def cpu_capabilities() -> dict[str, Any]:
     """What decides CPU speed here: the vector flags the kernel reports and the ISA torch dispatches to."""
     flags = set()
     if Path("/proc/cpuinfo").is_file():
@@ -19,12 +20,15 @@ def cpu_capabilities() -> dict:
                 flags = set(line.split(":", 1)[1].split())
                 break
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
-    return {"flags": [flag for flag in wanted if flag in flags], "torch_capability": torch.backends.cpu.get_cpu_capability(),
-            "bf16_kernels": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-            "isa_limits": {name: os.environ[name] for name in ISA_LIMITS if name in os.environ}}  # fmt: skip
+    return {
+        "flags": [flag for flag in wanted if flag in flags],
+        "torch_capability": torch.backends.cpu.get_cpu_capability(),
+        "bf16_kernels": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "isa_limits": {name: os.environ[name] for name in ISA_LIMITS if name in os.environ},
+    }
 
 
-def isa_limit_warning(capabilities) -> str | None:
+def isa_limit_warning(capabilities: dict[str, Any]) -> str | None:
     """oneDNN and ATen follow their limits, FBGEMM (most int8 kernels) only its own: a partial limit measures int8 on
     the full CPU."""
     limits = capabilities["isa_limits"]

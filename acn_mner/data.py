@@ -6,6 +6,7 @@ them). `standard_corpus` then gives every source one shape: `tokens`, and `ner_t
 """
 
 import ast
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import datasets
@@ -40,9 +41,18 @@ def load_corpus(source: str, image_dir: str | None = None, config_name: str | No
     Hub dataset id; the last two go through `datasets.load_dataset(source, config_name)`.
     """
     path = Path(source)
-    layout = "raw corpus" if (path / "train.txt").is_file() else "save_to_disk" if (path / "dataset_dict.json").is_file() else None
+    layout = (
+        "raw corpus"
+        if (path / "train.txt").is_file()
+        else "save_to_disk"
+        if (path / "dataset_dict.json").is_file()
+        else None
+    )
     if layout and config_name is not None:
-        raise ValueError(f"dataset_config_name {config_name!r} selects a configuration of a Hub dataset or Parquet folder; {source} is a {layout} folder")
+        raise ValueError(
+            f"dataset_config_name {config_name!r} selects a configuration of a Hub dataset or Parquet folder; {source} "
+            f"is a {layout} folder"
+        )
     if layout == "raw corpus":
         return load_twitter_mner(path, image_dir)
     if layout == "save_to_disk":
@@ -50,14 +60,19 @@ def load_corpus(source: str, image_dir: str | None = None, config_name: str | No
     return datasets.load_dataset(source, config_name)
 
 
-def load_corpus_files(files: dict[str, str], image_dir: str | None = None, columns=(TEXT_COLUMN, LABEL_COLUMN)) -> DatasetDict:
+def load_corpus_files(
+    files: dict[str, str], image_dir: str | None = None, columns: Sequence[str] = (TEXT_COLUMN, LABEL_COLUMN)
+) -> DatasetDict:
     """One file per split (`{"train": ..., "validation": ..., "test": ...}`), all in one format: the Twitter format
     (`.txt`; images `<id>.jpg` from `image_dir`), or JSON/JSON Lines/CSV/Parquet read by `datasets.load_dataset`.
     CSV cells of the `columns` (words, tags) hold lists, written as JSON or Python lists."""
     paths = {split: Path(name) for split, name in files.items()}
     suffixes = {path.suffix.lower() for path in paths.values()}
     if len(suffixes) != 1 or suffixes.pop() not in CORPUS_FILE_SUFFIXES:
-        raise ValueError(f"corpus files must share one format of {', '.join(CORPUS_FILE_SUFFIXES)}, got {', '.join(map(str, paths.values()))}")
+        raise ValueError(
+            f"corpus files must share one format of {', '.join(CORPUS_FILE_SUFFIXES)}, got "
+            f"{', '.join(map(str, paths.values()))}"
+        )
     for path in paths.values():
         if not path.is_file():
             raise ValueError(f"corpus file {path} does not exist")
@@ -67,7 +82,9 @@ def load_corpus_files(files: dict[str, str], image_dir: str | None = None, colum
     if image_dir is not None:
         raise ValueError(f"image_dir reads <id>.jpg for Twitter-format (.txt) files, not for {suffix} files")
     builder = TABLE_BUILDERS[suffix]
-    corpus = DatasetDict({split: datasets.load_dataset(builder, data_files=str(path), split="train") for split, path in paths.items()})
+    corpus = DatasetDict(
+        {split: datasets.load_dataset(builder, data_files=str(path), split="train") for split, path in paths.items()}
+    )
     if builder == "csv":
         corpus = DatasetDict({split: parse_list_cells(corpus[split], columns, paths[split]) for split in corpus})
     return corpus
@@ -85,22 +102,26 @@ def load_twitter_files(paths: dict[str, Path], image_dir: str | None) -> Dataset
     features = twitter_mner_features(names)
     return DatasetDict(
         {
-            split: build_split(split_tweets, read_split_images(split_tweets, image_root, MAX_IMAGE_PIXELS, split), features, split)
+            split: build_split(
+                split_tweets, read_split_images(split_tweets, image_root, MAX_IMAGE_PIXELS, split), features, split
+            )
             for split, split_tweets in tweets.items()
         }
     )
 
 
-def parse_list_cells(split: datasets.Dataset, columns, path: Path) -> datasets.Dataset:
+def parse_list_cells(split: datasets.Dataset, columns: Sequence[str], path: Path) -> datasets.Dataset:
     """CSV has no lists: each cell of `columns` is a JSON or Python list literal (`["Obama", "visits"]`)."""
 
-    def parse(column: str, row: int, cell):
+    def parse(column: str, row: int, cell: object) -> list:
         try:
             value = ast.literal_eval(cell) if isinstance(cell, str) else None
         except (ValueError, SyntaxError):
             value = None
         if not isinstance(value, list):
-            raise ValueError(f"{path}: row {row + 1}, column {column!r}: expected a list such as [\"Obama\", \"visits\"], got {cell!r}")
+            raise ValueError(
+                f'{path}: row {row + 1}, column {column!r}: expected a list such as ["Obama", "visits"], got {cell!r}'
+            )
         return value
 
     for column in (column for column in columns if column in split.column_names):
@@ -123,14 +144,21 @@ def standard_corpus(
     """
     missing = [split for split in SPLITS if split not in corpus]
     if missing:
-        raise ValueError(f"{origins[missing[0]]} does not exist: the corpus has the splits {sorted(corpus)}; training needs train, validation and test")
+        raise ValueError(
+            f"{origins[missing[0]]} does not exist: the corpus has the splits {sorted(corpus)}; training needs train, "
+            "validation and test"
+        )
     corpus = DatasetDict({split: corpus[split] for split in SPLITS})
     for split in SPLITS:
         absent = [column for column in (text_column, label_column) if column not in corpus[split].column_names]
         if absent:
-            raise ValueError(f"{origins[split]} has no column {absent[0]!r} (its columns: {', '.join(corpus[split].column_names)})")
+            raise ValueError(
+                f"{origins[split]} has no column {absent[0]!r} (its columns: {', '.join(corpus[split].column_names)})"
+            )
     renames = {old: new for old, new in ((text_column, TEXT_COLUMN), (label_column, LABEL_COLUMN)) if old != new}
-    corpus = corpus.remove_columns([new for new in renames.values() if new in corpus["train"].column_names]).rename_columns(renames)
+    corpus = corpus.remove_columns(
+        [new for new in renames.values() if new in corpus["train"].column_names]
+    ).rename_columns(renames)
     words = corpus["train"].features[TEXT_COLUMN]
     if getattr(getattr(words, "feature", None), "dtype", None) not in ("string", "large_string"):
         raise ValueError(f"{origins['train']}: {text_column} must hold a list of words per tweet, got {words}")
@@ -150,26 +178,33 @@ def tag_names(corpus: DatasetDict, origins: dict[str, str], known_labels: list[s
     if isinstance(inner, ClassLabel):
         for split in SPLITS[1:]:
             if getattr(corpus[split].features[LABEL_COLUMN], "feature", None) != inner:
-                raise ValueError(f"{origins[split]} names its tags otherwise than the training split ({', '.join(inner.names)})")
+                raise ValueError(
+                    f"{origins[split]} names its tags otherwise than the training split ({', '.join(inner.names)})"
+                )
         names = list(inner.names)
     elif dtype in ("string", "large_string"):
         tags = {tag for tags in corpus["train"][LABEL_COLUMN] for tag in tags}
         check_bio(tags, origins["train"])
-        names = [OUTSIDE_TAG] + [f"{prefix}-{name}" for name in sorted({tag[2:] for tag in tags} - {""}) for prefix in "BI"]
+        names = [OUTSIDE_TAG] + [
+            f"{prefix}-{name}" for name in sorted({tag[2:] for tag in tags} - {""}) for prefix in "BI"
+        ]
     elif dtype.startswith(("int", "uint")) and known_labels is not None:
         names = list(known_labels)
     elif dtype.startswith(("int", "uint")):
         raise ValueError(
-            f"{origins['train']}: {LABEL_COLUMN} holds label ids without names (no ClassLabel feature); give the tags as "
-            "strings, or continue a trained model, whose id2label names them"
+            f"{origins['train']}: {LABEL_COLUMN} holds label ids without names (no ClassLabel feature); give the tags "
+            "as strings, or continue a trained model, whose id2label names them"
         )
     else:
-        raise ValueError(f"{origins['train']}: {LABEL_COLUMN} must hold a list of tags (strings or label ids) per tweet, got {feature}")
+        raise ValueError(
+            f"{origins['train']}: {LABEL_COLUMN} must hold a list of tags (strings or label ids) per tweet, got "
+            f"{feature}"
+        )
     check_bio(names, origins["train"])
     return names
 
 
-def check_bio(tags, origin: str) -> None:
+def check_bio(tags: Iterable[str], origin: str) -> None:
     bad = sorted(tag for tag in tags if tag != OUTSIDE_TAG and not TAG_PATTERN.fullmatch(tag))
     if bad:
         raise ValueError(f"{origin}: tags must be 'O', 'B-TYPE' or 'I-TYPE' (BIO), got {', '.join(map(repr, bad[:5]))}")
@@ -178,14 +213,16 @@ def check_bio(tags, origin: str) -> None:
 def check_rows(split: datasets.Dataset, names: list[str], origin: str) -> None:
     """Every tweet has words, one tag per word, and only tags of `names` (strings) or ids below `len(names)`."""
     known = set(names) | set(range(len(names)))  # tags as names, or as ids
-    for row, (words, tags) in enumerate(zip(split[TEXT_COLUMN], split[LABEL_COLUMN])):
+    for row, (words, tags) in enumerate(zip(split[TEXT_COLUMN], split[LABEL_COLUMN], strict=True)):
         if not words:
             raise ValueError(f"{origin}: row {row + 1} has no words")
         if len(words) != len(tags):
             raise ValueError(f"{origin}: row {row + 1} has {len(words)} words and {len(tags)} tags")
         unknown = [tag for tag in tags if tag not in known]
         if unknown:
-            raise ValueError(f"{origin}: row {row + 1}: tag {unknown[0]!r} is not one of the training split's ({', '.join(names)})")
+            raise ValueError(
+                f"{origin}: row {row + 1}: tag {unknown[0]!r} is not one of the training split's ({', '.join(names)})"
+            )
 
 
 def label_names(corpus: datasets.DatasetDict) -> list[str]:

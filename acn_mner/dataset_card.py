@@ -4,6 +4,7 @@ and citation: those of a known corpus (`CORPORA`), or those given for a corpus o
 import re
 from collections import Counter
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, DatasetInfo, SplitDict, SplitInfo
@@ -166,9 +167,9 @@ def count_strict_entities(sequences: list[list[str]]) -> Counter:
 
 def count_orphan_inside_tags(sequences: list[list[str]]) -> Counter:
     """``I-X`` tags that continue no ``X`` entity: after ``O`` (or first in a tweet), or after another type."""
-    counts = Counter()
+    counts: Counter[str] = Counter()
     for tags in sequences:
-        for previous, tag in zip([OUTSIDE_TAG] + tags, tags):
+        for previous, tag in pairwise([OUTSIDE_TAG, *tags]):
             if not tag.startswith("I-") or entity_type(previous) == entity_type(tag):
                 continue
             counts["after O" if previous == OUTSIDE_TAG else "after another type"] += 1
@@ -212,9 +213,9 @@ def entities_section(dataset: DatasetDict) -> str:
     return (
         "## Entities\n\n"
         "*Lenient* is conlleval chunking (seqeval's default): an `I-X` that follows `O` or another type starts "
-        "an entity. *Strict* is IOB2 (seqeval `mode=\"strict\"`): only `B-X` starts one.\n\n"
+        'an entity. *Strict* is IOB2 (seqeval `mode="strict"`): only `B-X` starts one.\n\n'
         f"{entity_count_table(dataset)}\n\n"
-        "`I-X` tags that continue no `X` entity are kept as annotated (\"after O\" includes a tweet's first tag):\n\n"
+        '`I-X` tags that continue no `X` entity are kept as annotated ("after O" includes a tweet\'s first tag):\n\n'
         f"{orphan_tag_table(dataset)}"
     )
 
@@ -233,9 +234,9 @@ def images_section(dataset: DatasetDict) -> str:
     return (
         "## Images\n\n"
         "Images are stored upright (EXIF orientation applied) and in RGB; RGB JPEGs keep their original bytes, "
-        "anything else (alpha over white, CMYK, grayscale, 16-bit scaled to 8 bits, palette, the first frame of an animation) is "
-        "re-encoded as PNG. A tweet without an image keeps its text, has `image = None` and the reason in "
-        "`image_problem`; the model masks its image out. No substitute picture is used.\n\n"
+        "anything else (alpha over white, CMYK, grayscale, 16-bit scaled to 8 bits, palette, the first frame of an "
+        "animation) is re-encoded as PNG. A tweet without an image keeps its text, has `image = None` and the reason "
+        "in `image_problem`; the model masks its image out. No substitute picture is used.\n\n"
         f"{image_problem_table(dataset)}"
     )
 
@@ -306,5 +307,3 @@ def dataset_card(dataset: DatasetDict, shards: dict[str, list[Path]], source: st
     data_files = [{"split": split, "path": f"data/{split}-*"} for split in dataset]  # push_to_hub's globs
     MetadataConfigs({"default": {"data_files": data_files}}).to_dataset_card_data(card_data)
     return DatasetCard(f"---\n{card_data.to_yaml()}\n---\n\n{card_body(dataset, source, corpus)}")
-
-

@@ -3,7 +3,8 @@ format as a Parquet dataset folder, or cache a model's image features for an exp
 
 Export (``--push_to_hub`` is the only step that needs the network)::
 
-    acn-dataset --data_dir D [--image_dir I] --output_dir O --corpus twitter-2015 [--label_map OTHER=MISC] [--push_to_hub REPO]
+    acn-dataset --data_dir D [--image_dir I] --output_dir O --corpus twitter-2015 \\
+        [--label_map OTHER=MISC] [--push_to_hub REPO]
 
 A corpus of one's own in the same format: no ``--corpus``, and the card's name, license and citation from
 ``--dataset_name``, ``--license`` and ``--citation_file`` (which also replace a ``--corpus`` preset's); the card claims
@@ -29,9 +30,9 @@ from modeling_acn.image_processing_acn import MAX_IMAGE_PIXELS
 from .command_line import one_line_errors
 from .corpus import SPLIT_FILES, load_twitter_mner, parse_label_map
 from .dataset_card import CORPORA, check_citation, check_license_id, image_problem_table
-from .export import export_parquet, push_folder_to_hub
 from .feature_cache import CALIBRATION_IMAGES, feature_extractor, save_feature_cache
 from .output_check import refuse_overwriting_inputs
+from .parquet_export import export_parquet, push_folder_to_hub
 
 logger = logging.getLogger(__name__)
 
@@ -72,25 +73,45 @@ def parse_export_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--image_dir", help="Folder with <IMGID>.jpg; without it the dataset is text only.")
     parser.add_argument("--output_dir", required=True, help="Folder for data/*.parquet and README.md.")
     parser.add_argument(
-        "--corpus", choices=sorted(CORPORA),
+        "--corpus",
+        choices=sorted(CORPORA),
         help="A known corpus, whose name, license and citation the card takes (the flags below replace them); "
         "without it, a corpus of your own: the card claims no license or citation that the flags below do not give.",
-    )  # fmt: skip
-    parser.add_argument("--dataset_name", help="The card's title and pretty_name (default: the corpus's, else the data_dir's name).")
-    parser.add_argument("--license", type=hub_license, help="The corpus's license, a Hub license id such as cc-by-4.0 (default: the corpus's, else none stated).")
-    parser.add_argument("--citation_file", type=citation_file, metavar="BIB", help="A BibTeX file whose entries the card cites (default: the corpus's citation, else none).")
+    )
+    parser.add_argument(
+        "--dataset_name", help="The card's title and pretty_name (default: the corpus's, else the data_dir's name)."
+    )
+    parser.add_argument(
+        "--license",
+        type=hub_license,
+        help="The corpus's license, a Hub license id such as cc-by-4.0 (default: the corpus's, else none stated).",
+    )
+    parser.add_argument(
+        "--citation_file",
+        type=citation_file,
+        metavar="BIB",
+        help="A BibTeX file whose entries the card cites (default: the corpus's citation, else none).",
+    )
     parser.add_argument("--label_map", nargs="+", default=[], metavar="OLD=NEW", help="Rename entity types.")
     parser.add_argument("--max_image_pixels", type=int, default=MAX_IMAGE_PIXELS, help="Refuse larger images.")
     parser.add_argument("--overwrite", action="store_true", help="Replace the data of a non-empty output_dir.")
-    parser.add_argument("--push_to_hub", metavar="REPO", help="Upload the export (card and shards) to this Hub dataset repository.")
-    parser.add_argument("--hub_private_repo", action="store_true", help="Create that repository private (an existing one keeps its visibility).")
+    parser.add_argument(
+        "--push_to_hub", metavar="REPO", help="Upload the export (card and shards) to this Hub dataset repository."
+    )
+    parser.add_argument(
+        "--hub_private_repo",
+        action="store_true",
+        help="Create that repository private (an existing one keeps its visibility).",
+    )
     return parser.parse_args(argv)
 
 
 def parse_cache_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=f"{Path(sys.argv[0]).name} {CACHE_COMMAND}",
-        description="Store the model's image features as a dataset column (float16, 49 regions x the backbone's channels).",
+        description=(
+            "Store the model's image features as a dataset column (float16, 49 regions x the backbone's channels)."
+        ),
     )
     parser.add_argument("--dataset", required=True, help="Exported folder or Hub id that load_dataset reads.")
     trunk = parser.add_mutually_exclusive_group(required=True)
@@ -101,10 +122,24 @@ def parse_cache_args(argv: list[str]) -> argparse.Namespace:
         "transformers; cached or downloaded), a local .pth/.safetensors file, or 'random' (seeded by --seed; only for "
         "offline demos and tests).",
     )
-    parser.add_argument("--vision_backbone", default="vgg16", choices=sorted(VISION_BACKBONES), help="Backbone with --vision_weights (a --model brings its own).")
+    parser.add_argument(
+        "--vision_backbone",
+        default="vgg16",
+        choices=sorted(VISION_BACKBONES),
+        help="Backbone with --vision_weights (a --model brings its own).",
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed of the 'random' trunk.")
-    parser.add_argument("--vision_precision", choices=VISION_PRECISIONS, help="Precision of the backbone (AcnConfig.vision_precision); default: the checkpoint's, or auto.")
-    parser.add_argument("--calibration_images", type=int, default=CALIBRATION_IMAGES, help="Training images that calibrate an int8 backbone (the first ones with a picture).")
+    parser.add_argument(
+        "--vision_precision",
+        choices=VISION_PRECISIONS,
+        help="Precision of the backbone (AcnConfig.vision_precision); default: the checkpoint's, or auto.",
+    )
+    parser.add_argument(
+        "--calibration_images",
+        type=int,
+        default=CALIBRATION_IMAGES,
+        help="Training images that calibrate an int8 backbone (the first ones with a picture).",
+    )
     parser.add_argument("--output_dir", required=True, help="Where save_to_disk writes the dataset with features.")
     parser.add_argument("--batch_size", type=int, default=32, help="Images per forward pass.")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="Torch device.")
@@ -141,7 +176,11 @@ def run_export(args: argparse.Namespace) -> None:
 
 
 def run_cache_features(args: argparse.Namespace) -> None:
-    inputs = {"--dataset folder": args.dataset, "model folder": args.model, "--vision_weights file": args.vision_weights}
+    inputs = {
+        "--dataset folder": args.dataset,
+        "model folder": args.model,
+        "--vision_weights file": args.vision_weights,
+    }
     refuse_overwriting_inputs(args.output_dir, inputs.items(), flag="--output_dir", folder=True)
     model, image_processor = feature_extractor(
         args.model, args.vision_weights, args.vision_backbone, args.vision_precision, args.seed

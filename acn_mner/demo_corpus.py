@@ -43,18 +43,62 @@ IMAGE_DECIDED_FRACTION = 0.5
 
 # invented names, one list per type: the name alone tells the type of a text-decided entity
 TYPED_NAMES = {
-    "PER": ("Marlo Quenby", "Tessa Vandrell", "Oskar Lindqvane", "Priya Halloway", "Jonah Merrit", "Ines Calvero",
-            "Dario Finch", "Lotte Brakeman"),
-    "LOC": ("Port Caddis", "Vellmoor", "Lake Ombra", "Ashby Heights", "Kestrel Bay", "Drummore", "Saltmarsh",
-            "Fenwick Valley"),
-    "ORG": ("Trelix Corp", "Norvane Labs", "Banfield United", "Copperline Bank", "Quorra Media", "Halvex",
-            "Stonegate FC", "Brightwell Airways"),
-    "OTHER": ("Starfall Cup", "Hexbound", "Moonrise Fest", "Iron Tide", "Galewatch 3", "Emberfall", "Night Harbor",
-              "Crownsong"),
+    "PER": (
+        "Marlo Quenby",
+        "Tessa Vandrell",
+        "Oskar Lindqvane",
+        "Priya Halloway",
+        "Jonah Merrit",
+        "Ines Calvero",
+        "Dario Finch",
+        "Lotte Brakeman",
+    ),
+    "LOC": (
+        "Port Caddis",
+        "Vellmoor",
+        "Lake Ombra",
+        "Ashby Heights",
+        "Kestrel Bay",
+        "Drummore",
+        "Saltmarsh",
+        "Fenwick Valley",
+    ),
+    "ORG": (
+        "Trelix Corp",
+        "Norvane Labs",
+        "Banfield United",
+        "Copperline Bank",
+        "Quorra Media",
+        "Halvex",
+        "Stonegate FC",
+        "Brightwell Airways",
+    ),
+    "OTHER": (
+        "Starfall Cup",
+        "Hexbound",
+        "Moonrise Fest",
+        "Iron Tide",
+        "Galewatch 3",
+        "Emberfall",
+        "Night Harbor",
+        "Crownsong",
+    ),
 }
 # invented names that are each drawn with every type: only the image tells which
-AMBIGUOUS_NAMES = ("Kolbi", "Verran", "Zephine", "Ardley", "Tamsk", "Quillon", "Dovra", "Isket", "Brannoch", "Solvey",
-                   "Corrow", "Mirelle")
+AMBIGUOUS_NAMES = (
+    "Kolbi",
+    "Verran",
+    "Zephine",
+    "Ardley",
+    "Tamsk",
+    "Quillon",
+    "Dovra",
+    "Isket",
+    "Brannoch",
+    "Solvey",
+    "Corrow",
+    "Mirelle",
+)
 
 # templates are space-separated tokens; {TYPE} is a slot for a name of that type
 TEXT_TEMPLATES = (
@@ -150,7 +194,7 @@ def fill_template(template: str, names: dict[str, tuple[str, str]]) -> tuple[lis
 
 def text_decided_tweet(rng: np.random.Generator, image_id: str) -> DemoTweet:
     template = TEXT_TEMPLATES[rng.integers(len(TEXT_TEMPLATES))]
-    slots = [slot_name(token) for token in template.split() if slot_name(token)]
+    slots = [slot for token in template.split() if (slot := slot_name(token))]
     names = {kind: (TYPED_NAMES[kind][rng.integers(len(TYPED_NAMES[kind]))], kind) for kind in slots}
     tokens, tags, _ = fill_template(template, names)
     figure_type = ENTITY_TYPES[rng.integers(len(ENTITY_TYPES))]  # unrelated to the text
@@ -186,7 +230,9 @@ def shape_points(shape: str, left: int, top: int, side: int) -> list[tuple[int, 
     raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
 
 
-def draw_shape(draw: ImageDraw.ImageDraw, shape: str, left: int, top: int, side: int, colour: tuple[int, int, int]):
+def draw_shape(
+    draw: ImageDraw.ImageDraw, shape: str, left: int, top: int, side: int, colour: tuple[int, int, int]
+) -> None:
     if shape == "circle":
         draw.ellipse((left, top, left + side, top + side), fill=colour)
     else:
@@ -242,7 +288,10 @@ def generate_split(rng: np.random.Generator, split: str, count: int) -> list[Dem
 
 def corpus_text(tweets: list[DemoTweet]) -> str:
     blocks = [
-        "\n".join([IMAGE_ID_PREFIX + tweet.image_id] + [f"{token}\t{tag}" for token, tag in zip(tweet.tokens, tweet.tags)])
+        "\n".join(
+            [IMAGE_ID_PREFIX + tweet.image_id]
+            + [f"{token}\t{tag}" for token, tag in zip(tweet.tokens, tweet.tags, strict=True)]
+        )
         for tweet in tweets
     ]
     return "\n\n".join(blocks) + "\n"
@@ -267,9 +316,7 @@ def image_decided_scores(predictions: list[list[str]], entries: list[dict]) -> d
             tweet, so every entity predicted in these tweets is scored against it (conlleval chunking).
     """
     gold = {(entry["index"], entry["type"], entry["start"], entry["end"] - 1) for entry in entries}
-    predicted = {
-        (entry["index"], *entity) for entry in entries for entity in get_entities(predictions[entry["index"]])
-    }
+    predicted = {(entry["index"], *entity) for entry in entries for entity in get_entities(predictions[entry["index"]])}
     correct = len(gold & predicted)
     precision = correct / len(predicted) if predicted else 0.0
     recall = correct / len(gold) if gold else 0.0

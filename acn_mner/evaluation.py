@@ -1,10 +1,14 @@
 """Entity scores through the local seqeval metric, and the paper's Table 2 layout for reporting them."""
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+import datasets
 import evaluate
 import torch
+from accelerate import Accelerator
 
 from .atomic import atomic_path, write_text
 
@@ -12,12 +16,14 @@ METRIC_PATH = Path(__file__).resolve().parent / "metrics" / "seqeval_mner"  # in
 TYPE_ORDER = ("PER", "LOC", "ORG", "OTHER", "MISC")  # the paper's column order; a corpus has OTHER or MISC
 
 
-def load_metric():
+def load_metric() -> evaluate.EvaluationModule:
     """The seqeval metric module shipped with the project, loaded by path (no Hub access)."""
     return evaluate.load(str(METRIC_PATH))
 
 
-def score(metric, predictions: list[list[str]], references: list[list[str]]) -> dict:
+def score(
+    metric: evaluate.EvaluationModule, predictions: list[list[str]], references: list[list[str]]
+) -> dict[str, Any]:
     """Lenient and strict entity scores of full tag sequences; refuses a prediction shorter than its tweet."""
     for index, (predicted, gold) in enumerate(zip(predictions, references, strict=True)):
         if len(predicted) != len(gold):
@@ -25,7 +31,9 @@ def score(metric, predictions: list[list[str]], references: list[list[str]]) -> 
     return metric.compute(predictions=predictions, references=references)
 
 
-def predict_split(accelerator, model, loader) -> list[list[str]]:
+def predict_split(
+    accelerator: Accelerator, model: torch.nn.Module, loader: Iterable[dict[str, Any]]
+) -> list[list[str]]:
     """Best tag sequence of every tweet (plain Viterbi, as the paper), in dataset order, from all processes."""
     model.eval()
     unwrapped = accelerator.unwrap_model(model)
@@ -41,17 +49,17 @@ def predict_split(accelerator, model, loader) -> list[list[str]]:
     return predictions
 
 
-def gold_tags(split) -> list[list[str]]:
+def gold_tags(split: datasets.Dataset) -> list[list[str]]:
     names = split.features["ner_tags"].feature.names
     return [[names[tag] for tag in tags] for tags in split["ner_tags"]]
 
 
-def entity_types(scores: dict) -> list[str]:
+def entity_types(scores: dict[str, Any]) -> list[str]:
     found = [key for key, value in scores.items() if isinstance(value, dict) and not key.startswith("strict_")]
     return sorted(found, key=lambda name: (TYPE_ORDER.index(name) if name in TYPE_ORDER else len(TYPE_ORDER), name))
 
 
-def table_rows(name: str, scores: dict, types: list[str]) -> list[list[str]]:
+def table_rows(name: str, scores: dict[str, Any], types: list[str]) -> list[list[str]]:
     """One lenient and one strict row: per-type F1, then overall precision, recall and F1, in percent."""
     rows = []
     for prefix, label in (("", "lenient"), ("strict_", "strict IOB2")):
@@ -61,7 +69,7 @@ def table_rows(name: str, scores: dict, types: list[str]) -> list[list[str]]:
     return rows
 
 
-def table2(results: dict[str, dict]) -> str:
+def table2(results: dict[str, dict[str, Any]]) -> str:
     """Markdown table in the layout of the paper's Table 2, one model per entry of `results`."""
     types = entity_types(next(iter(results.values())))
     header = ["Model", "Scoring", *types, "Precision", "Recall", "F1", "Gold entities"]
@@ -71,7 +79,7 @@ def table2(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def write_predictions(path: Path, tokens: list[list[str]], gold: list[list[str]], predicted: list[list[str]]):
+def write_predictions(path: Path, tokens: list[list[str]], gold: list[list[str]], predicted: list[list[str]]) -> None:
     """CoNLL-style `token gold pred` lines, a blank line between tweets (conlleval's input format); atomically."""
     with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8") as handle:
         for words, gold_tags, predicted_tags in zip(tokens, gold, predicted, strict=True):
@@ -80,7 +88,7 @@ def write_predictions(path: Path, tokens: list[list[str]], gold: list[list[str]]
             handle.write("\n")
 
 
-def write_json(path: Path, data: dict):
+def write_json(path: Path, data: dict[str, Any]) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 

@@ -12,9 +12,11 @@ import logging
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -39,8 +41,13 @@ OUTSIDE_COLOR = "0.55"  # grey for words outside entities
 
 
 def explain_tweet(
-    pipe: AcnPipeline, text, image, output, is_split_into_words: bool = False, allow_private_urls: bool = False
-) -> dict:
+    pipe: AcnPipeline,
+    text: str | list[str],
+    image: str | Path | Image.Image | None,
+    output: Path,
+    is_split_into_words: bool = False,
+    allow_private_urls: bool = False,
+) -> dict[str, Any]:
     """Tag a tweet, draw its explanation picture to `output` (PNG) and return the pipeline's result.
 
     Args:
@@ -91,10 +98,10 @@ def draw_explanation(result: dict, image: Image.Image | None) -> Figure:
 
 def upsampled_attention(attention: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A (side, side) attention map bilinearly resized to the image's `(width, height)`, as (height, width)."""
-    return np.asarray(Image.fromarray(attention.astype(np.float32)).resize(size, Image.BILINEAR))
+    return np.asarray(Image.fromarray(attention.astype(np.float32)).resize(size, Image.Resampling.BILINEAR))
 
 
-def draw_attention(axes, image: Image.Image, attention: np.ndarray) -> None:
+def draw_attention(axes: Axes, image: Image.Image, attention: np.ndarray) -> None:
     heat = upsampled_attention(attention, image.size)  # (height, width)
     axes.imshow(image)
     axes.imshow(heat, cmap="jet", alpha=ATTENTION_ALPHA, vmin=0.0, vmax=max(float(heat.max()), 1e-12))
@@ -117,12 +124,14 @@ def tagged_text(words: list[str], tags: list[str]) -> str:
     return " ".join(pieces)
 
 
-def draw_tagged_text(axes, words: list[str], tags: list[str]) -> None:
+def draw_tagged_text(axes: Axes, words: list[str], tags: list[str]) -> None:
     axes.text(0.0, 0.5, textwrap.fill(tagged_text(words, tags), TEXT_WRAP), va="center", fontsize=11, wrap=True)
     axes.set_axis_off()
 
 
-def draw_gate_bars(axes, words, tags, colors, gates, title: str) -> None:
+def draw_gate_bars(
+    axes: Axes, words: list[str], tags: list[str], colors: list, gates: np.ndarray | None, title: str
+) -> None:
     if gates is None:
         draw_message(axes, f"{title}: not in this model (fusion='concat')")
         return
@@ -130,39 +139,45 @@ def draw_gate_bars(axes, words, tags, colors, gates, title: str) -> None:
     axes.bar(positions, gates, color=colors)
     axes.set_ylim(0.0, 1.0)
     axes.set_ylabel(title, fontsize=9)
-    axes.set_xticks(positions, [f"{word}\n{tag}" for word, tag in zip(words, tags)], fontsize=8)
+    axes.set_xticks(positions, [f"{word}\n{tag}" for word, tag in zip(words, tags, strict=True)], fontsize=8)
 
 
-def draw_message(axes, message: str) -> None:
+def draw_message(axes: Axes, message: str) -> None:
     axes.text(0.5, 0.5, message, ha="center", va="center", fontsize=11)
     axes.set_axis_off()
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Draw ACN's visual attention and gates for one tweet and image.")
     parser.add_argument("--model", required=True, help="Folder or Hub id with the model and its processor.")
     parser.add_argument(
-        "--trust_remote_code", action="store_true",
+        "--trust_remote_code",
+        action="store_true",
         help="Load the model and processor with the classes of the folder's own code, which then runs (by default the "
         "installed acn-mner classes load it and none of its code runs).",
     )
     parser.add_argument("--text", required=True, help="The tweet.")
-    parser.add_argument("--image", help="The tweet's image, a file or an http(s) URL; without it only the tagged text and gates show.")
+    parser.add_argument(
+        "--image", help="The tweet's image, a file or an http(s) URL; without it only the tagged text and gates show."
+    )
     parser.add_argument("--output", required=True, type=Path, help="PNG file to write.")
     parser.add_argument("--device", help="Torch device, e.g. cpu or cuda:0 (default: the first GPU if any).")
     parser.add_argument(
-        "--allow_private_urls", action="store_true",
+        "--allow_private_urls",
+        action="store_true",
         help="Fetch an --image URL on a loopback, private or link-local address too (your own network); by default "
         "only public addresses are fetched.",
     )
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args = parse_args(argv)
     refuse_overwriting_inputs(args.output, {"--image file": args.image, "model folder": args.model}.items())
-    pipe = AcnPipeline.from_pretrained(args.model, device=parse_device(args.device), trust_remote_code=args.trust_remote_code)
+    pipe = AcnPipeline.from_pretrained(
+        args.model, device=parse_device(args.device), trust_remote_code=args.trust_remote_code
+    )
     result = explain_tweet(pipe, args.text, args.image, args.output, allow_private_urls=args.allow_private_urls)
     logger.info("%s -> %s", tagged_text(result["words"], result["tags"]), args.output)
 

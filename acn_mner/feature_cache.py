@@ -8,18 +8,23 @@ int8 calibration in the file's metadata): a model trained on the features sees p
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import datasets
 import torch
 from datasets import Array2D, Dataset, DatasetDict, Value
 from datasets.fingerprint import Hasher
+from transformers.image_processing_utils import BaseImageProcessor
 
 from modeling_acn.configuration_acn import INT8_CALIBRATION_FIELDS
 from modeling_acn.vision_acn import trunk_digest
 
 from .atomic import atomic_folder
+
+if TYPE_CHECKING:
+    from modeling_acn import AcnForTokenClassification, AcnImageProcessor, AcnModel
 
 logger = logging.getLogger(__name__)
 
@@ -49,21 +54,25 @@ def vision_trunk(model: torch.nn.Module) -> torch.nn.Module:
 def trunk_id(model: torch.nn.Module) -> str | None:
     """`vision_trunk_id()` of an ACN model: its backbone and the digest of its trunk's weights (None for other
     models, tests' stand-ins)."""
-    return model.vision_trunk_id() if hasattr(model, "vision_trunk_id") else None
+    vision_trunk_id = getattr(model, "vision_trunk_id", None)
+    return None if vision_trunk_id is None else vision_trunk_id()
 
 
-def vision_settings(model: torch.nn.Module) -> dict:
+def vision_settings(model: torch.nn.Module) -> dict[str, Any]:
     """What, beside the weights, decides the features: backbone, effective precision (on the model's device, not
     the configured one) and int8 calibration. Models without an ACN config (tests' stand-ins) have none."""
     config = getattr(model, "config", None)
-    if config is None or not hasattr(model, "effective_vision_precision"):
+    effective_vision_precision = getattr(model, "effective_vision_precision", None)
+    if config is None or effective_vision_precision is None:
         return {}
-    precision = model.effective_vision_precision(next(model.parameters()).device)
-    calibration = {name: getattr(config, name) if precision == "int8" else None for name in INT8_CALIBRATION_FIELDS}
-    return {"vision_backbone": config.vision_backbone, "vision_precision": precision, **calibration}
+    precision = effective_vision_precision(next(model.parameters()).device)
+    # AcnModel.vision_int8 (None for CLIP, quantised per batch); the head's AcnModel is its base_model
+    calibration = getattr(model.base_model, "vision_int8", None) if precision == "int8" else None
+    arrays = dict.fromkeys(INT8_CALIBRATION_FIELDS) if calibration is None else calibration.arrays()
+    return {"vision_backbone": config.vision_backbone, "vision_precision": precision, **arrays}
 
 
-def read_vision_settings(path: Path) -> dict:
+def read_vision_settings(path: Path) -> dict[str, Any]:
     """The backbone, precision, int8 calibration and trunk id recorded in a `cache-features` weights file ({}
     without one)."""
     from safetensors import safe_open
@@ -75,12 +84,13 @@ def read_vision_settings(path: Path) -> dict:
     return {key: json.loads(value) if key in INT8_CALIBRATION_FIELDS else value for key, value in metadata.items()}
 
 
-def image_features_fingerprint(dataset: Dataset, model: torch.nn.Module, image_processor) -> str:
+def image_features_fingerprint(dataset: Dataset, model: torch.nn.Module, image_processor: BaseImageProcessor) -> str:
     """Same dataset, backbone weights, effective precision and calibration, and processor settings -> same
     fingerprint -> datasets reuses the cache file. A model trained on top of a backbone keeps that backbone's cache."""
-    weights = trunk_id(model) or trunk_digest(vision_trunk(model))  # an ACN model's id holds the same digest, computed once
-    parts = [FEATURE_CACHE_VERSION, dataset._fingerprint, weights, vision_settings(model),
-             image_processor.to_dict()]  # fmt: skip
+    weights = trunk_id(model) or trunk_digest(
+        vision_trunk(model)
+    )  # an ACN model's id holds the same digest, computed once
+    parts = [FEATURE_CACHE_VERSION, dataset._fingerprint, weights, vision_settings(model), image_processor.to_dict()]
     return Hasher.hash(parts)
 
 
@@ -93,8 +103,10 @@ def features_shape(model: torch.nn.Module) -> tuple[int, int]:
 class PoolFeatureBatch:
     """`Dataset.map` function: a batch of images (None allowed) -> pool5 features and image mask."""
 
-    def __init__(self, model: torch.nn.Module, image_processor):
+    def __init__(self, model: torch.nn.Module, image_processor: BaseImageProcessor) -> None:
         self.model = model
+        # the model must have it (`cache_image_features`); nn.Module's attribute types cannot say so
+        self.get_image_features = cast(Callable[[torch.Tensor], torch.Tensor], model.get_image_features)
         self.image_processor = image_processor
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype  # half-precision models get half-precision pixels
@@ -103,13 +115,13 @@ class PoolFeatureBatch:
         self.num_images = 0
 
     @torch.inference_mode()
-    def __call__(self, images: list) -> dict:
+    def __call__(self, images: list) -> dict[str, Any]:
         inputs = self.image_processor(images=images, return_tensors="pt")
         image_mask = inputs["image_mask"].bool()  # (batch,)
         features = torch.zeros(len(images), *self.shape, dtype=torch.float16)  # (batch, 49, channels)
         if image_mask.any():
             pixel_values = inputs["pixel_values"][image_mask].to(self.device, self.dtype)  # (images, 3, 224, 224)
-            pooled = self.model.get_image_features(pixel_values)  # (images, 49, channels)
+            pooled = self.get_image_features(pixel_values)  # (images, 49, channels)
             features[image_mask] = pooled.to("cpu", torch.float16)
         self.num_images += int(image_mask.sum())
         columns = {"image_features": features.numpy(), "image_mask": image_mask.numpy()}
@@ -121,7 +133,7 @@ class PoolFeatureBatch:
 def cache_image_features(
     dataset: Dataset,
     model: torch.nn.Module,
-    image_processor,
+    image_processor: BaseImageProcessor,
     *,
     batch_size: int = 32,
     cache_dir: str | Path | None = None,
@@ -172,8 +184,12 @@ def cache_image_features(
     if cache_hit:
         logger.info("image features: cache hit %s (%.1f s)", cache_file, seconds)
     else:
-        logger.info("image features: %d images in %.1f s (%.1f images/s)", extract.num_images, seconds,
-                    extract.num_images / seconds)
+        logger.info(
+            "image features: %d images in %.1f s (%.1f images/s)",
+            extract.num_images,
+            seconds,
+            extract.num_images / seconds,
+        )
     return cached
 
 
@@ -181,7 +197,7 @@ class FeatureCache(Mapping):
     """`image_id -> (49, 512) features, or None for a tweet cached without an image`, read from the cached dataset
     (memory-mapped Arrow) when asked for, so that only the index of image ids is held in memory."""
 
-    def __init__(self, table: datasets.Dataset):
+    def __init__(self, table: datasets.Dataset) -> None:
         self.table = table.select_columns(list(CACHE_COLUMNS)).with_format("torch")
         self.positions = {image_id: position for position, image_id in enumerate(table["image_id"])}
 
@@ -190,20 +206,24 @@ class FeatureCache(Mapping):
         cached = datasets.load_from_disk(str(path))
         if isinstance(cached, datasets.DatasetDict):
             if split is None and len(cached) != 1:
-                raise ValueError(f"feature cache {str(path)!r} holds splits {sorted(cached)}; choose one with --feature_split")
+                raise ValueError(
+                    f"feature cache {str(path)!r} holds splits {sorted(cached)}; choose one with --feature_split"
+                )
             if split is not None and split not in cached:
                 raise ValueError(f"feature cache {str(path)!r} has no split {split!r}, only {sorted(cached)}")
             cached = cached[split or next(iter(cached))]
         missing = [column for column in CACHE_COLUMNS if column not in cached.column_names]
         if missing:
-            raise ValueError(f"feature cache {str(path)!r} lacks columns {missing}; build it with `acn-dataset cache-features`")
+            raise ValueError(
+                f"feature cache {str(path)!r} lacks columns {missing}; build it with `acn-dataset cache-features`"
+            )
         return cls(cached)
 
     def __getitem__(self, image_id: str) -> torch.Tensor | None:
         record = self.table[self.positions[image_id]]
         return record["image_features"] if bool(record["image_mask"]) else None  # (49, 512)
 
-    def __contains__(self, image_id) -> bool:
+    def __contains__(self, image_id: object) -> bool:
         return image_id in self.positions
 
     def __iter__(self) -> Iterator[str]:
@@ -219,7 +239,7 @@ def feature_extractor(
     vision_backbone: str = "vgg16",
     vision_precision: str | None = None,
     seed: int = 0,
-):
+) -> "tuple[AcnForTokenClassification | AcnModel, AcnImageProcessor]":
     """The model whose trunk computes the features, and the image processor that prepares its input: an ACN
     checkpoint (`model`, a folder or Hub id), or a bare trunk with `vision_weights` ('imagenet', a file, or 'random'
     seeded by `seed`)."""
@@ -230,10 +250,9 @@ def feature_extractor(
         AcnModel,
     )
 
-    precision = {"vision_precision": vision_precision} if vision_precision else {}
+    precision: dict[str, Any] = {"vision_precision": vision_precision} if vision_precision else {}
     if model:
-        extractor = AcnForTokenClassification.from_pretrained(model, **precision)
-        return extractor, AcnImageProcessor.from_pretrained(model)
+        return AcnForTokenClassification.from_pretrained(model, **precision), AcnImageProcessor.from_pretrained(model)
     torch.manual_seed(seed)
     extractor = AcnModel(AcnConfig(vision_backbone=vision_backbone, **precision))
     if vision_weights != "random":
@@ -241,7 +260,13 @@ def feature_extractor(
     return extractor, AcnImageProcessor.for_backbone(vision_backbone)
 
 
-def calibrate_if_needed(model, image_processor, train_split: Dataset, count: int, device) -> None:
+def calibrate_if_needed(
+    model: "AcnForTokenClassification | AcnModel",
+    image_processor: BaseImageProcessor,
+    train_split: Dataset,
+    count: int,
+    device: str | torch.device,
+) -> None:
     """Calibrate an int8 backbone on the first `count` training images with a picture (deterministic)."""
     if not model.needs_vision_calibration(device):
         return
@@ -253,13 +278,17 @@ def calibrate_if_needed(model, image_processor, train_split: Dataset, count: int
             break
     if not images:
         raise ValueError("the int8 backbone needs training images to calibrate on; pass --vision_precision fp32")
-    pixel_values = image_processor(images=images, return_tensors="pt")["pixel_values"].to(device)  # (count, 3, 224, 224)
+    pixel_values = image_processor(images=images, return_tensors="pt")["pixel_values"].to(
+        device
+    )  # (count, 3, 224, 224)
     started = time.perf_counter()
     model.calibrate_vision(pixel_values)
-    logger.info("int8 backbone calibrated on %d training images (%.1f s)", len(pixel_values), time.perf_counter() - started)
+    logger.info(
+        "int8 backbone calibrated on %d training images (%.1f s)", len(pixel_values), time.perf_counter() - started
+    )
 
 
-def check_features_output_dir(output_dir: Path, splits) -> None:
+def check_features_output_dir(output_dir: Path, splits: Iterable[str]) -> None:
     """cache-features replaces its output folder as a whole: refuse one that holds anything it did not write."""
     if not output_dir.exists():
         return
@@ -274,8 +303,8 @@ def check_features_output_dir(output_dir: Path, splits) -> None:
 
 def save_feature_cache(
     dataset: DatasetDict,
-    model: torch.nn.Module,
-    image_processor,
+    model: "AcnForTokenClassification | AcnModel",
+    image_processor: BaseImageProcessor,
     output_dir: str | Path,
     *,
     device: str | torch.device = "cpu",
@@ -290,7 +319,7 @@ def save_feature_cache(
 
     output_dir = Path(output_dir)
     check_features_output_dir(output_dir, dataset.keys())
-    model = model.to(device).eval()
+    model = model.to(device).eval()  # type: ignore[arg-type]  # transformers' @wraps-ed `to` loses its self binding
     calibrate_if_needed(model, image_processor, dataset["train"], calibration_images, device)
     logger.info("image backbone: %s in %s", model.config.vision_backbone, model.effective_vision_precision(device))
     cached = DatasetDict(
@@ -304,9 +333,17 @@ def save_feature_cache(
         # the backbone beside the features: a model trained on them must see images through the same weights,
         # precision and calibration
         trunk = vision_trunk(model).state_dict()
-        metadata = {key: json.dumps(value) if key in INT8_CALIBRATION_FIELDS else value for key, value in vision_settings(model).items() if value is not None}
+        metadata = {
+            key: json.dumps(value) if key in INT8_CALIBRATION_FIELDS else value
+            for key, value in vision_settings(model).items()
+            if value is not None
+        }
         metadata[TRUNK_KEY] = trunk_id(model)
-        save_file({key: value.contiguous() for key, value in trunk.items()}, temporary / VISION_WEIGHTS_FILE, metadata=metadata)
+        save_file(
+            {key: value.contiguous() for key, value in trunk.items()},
+            temporary / VISION_WEIGHTS_FILE,
+            metadata=metadata,
+        )
     logger.info("wrote %s", output_dir)
 
 

@@ -1,8 +1,10 @@
 """The model card of a trained ACN folder: Hub metadata (license, language, datasets, base model, model-index) and
 the results tables."""
 
+import argparse
 import shlex
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -81,7 +83,7 @@ The code and these weights: Apache-2.0. The training corpus keeps its own terms 
 """
 
 
-def command_line(args) -> str:
+def command_line(args: argparse.Namespace) -> str:
     """The training command's arguments as the user gave them (not the parsed settings, whose names include
     deprecated flags' and internal ones)."""
     return shlex.join(str(argument) for argument in args.argv)
@@ -91,14 +93,14 @@ def is_local_path(name: str) -> bool:
     return Path(str(name)).exists()
 
 
-def hub_dataset_id(args) -> str | None:
+def hub_dataset_id(args: argparse.Namespace) -> str | None:
     """The corpus as a Hub dataset id: --hub_dataset_id, or --dataset itself when it is not a local folder."""
     if args.hub_dataset_id:
         return args.hub_dataset_id
     return None if is_local_path(args.dataset) else str(args.dataset)
 
 
-def base_model(args) -> str | None:
+def base_model(args: argparse.Namespace) -> str | None:
     """The pretrained text encoder's Hub id (--hub_base_model for a local folder); None for the paper's encoder."""
     if args.text_encoder == PAPER_TEXT_ENCODER:
         return None
@@ -124,8 +126,9 @@ def eval_results(dataset_id: str, results: dict) -> list[EvalResult]:
     ]
 
 
-def card_data(args, results: dict) -> ModelCardData:
-    """The card's YAML; model-index and `datasets` only with a Hub dataset id (a local path means nothing on the Hub)."""
+def card_data(args: argparse.Namespace, results: dict[str, Any]) -> ModelCardData:
+    """The card's YAML; model-index and `datasets` only with a Hub dataset id (a local path means nothing on the
+    Hub)."""
     dataset_id = hub_dataset_id(args)
     return ModelCardData(
         language=["en"],
@@ -163,18 +166,22 @@ RECIPE_SETTINGS = (  # (flag, what the card calls it); shown when the run had it
 )
 
 
-def recipe(args, kept: str | None = None) -> str:
+def recipe(args: argparse.Namespace, kept: str | None = None) -> str:
     """The training settings in effect (defaults included), and which weights were kept."""
     pretrained = args.text_encoder != PAPER_TEXT_ENCODER
     parts = [
-        f"{label} {getattr(args, name)}" for name, label in RECIPE_SETTINGS
-        if hasattr(args, name) and (pretrained or name not in ("encoder_learning_rate", "layerwise_lr_decay"))
+        f"{label} {getattr(args, name)}"
+        for name, label in RECIPE_SETTINGS
+        if hasattr(args, name)
+        and (pretrained or name not in ("encoder_learning_rate", "layerwise_lr_decay"))
         and (getattr(args, name) or name not in OPTIONAL_SETTINGS)
-    ]  # fmt: skip
+    ]
     return ", ".join(parts) + (f"; kept: {kept}" if kept else "")
 
 
-def write_model_card(output_dir: Path, args, results: dict, kept: str | None = None):
+def write_model_card(
+    output_dir: Path, args: argparse.Namespace, results: dict[str, Any], kept: str | None = None
+) -> None:
     """Write the card as model_card.md, and as README.md, the file the Hub renders; `kept` says which weights the
     run kept (an epoch, or the mean of the last epochs)."""
     dataset_id = hub_dataset_id(args)
@@ -182,7 +189,9 @@ def write_model_card(output_dir: Path, args, results: dict, kept: str | None = N
     text = CARD_TEMPLATE.format(
         card_data=card_data(args, results).to_yaml(),
         variant=args.variant,
-        dataset=f"[{dataset_id}](https://huggingface.co/datasets/{dataset_id})" if dataset_id else f"`{Path(args.dataset).name}`",
+        dataset=f"[{dataset_id}](https://huggingface.co/datasets/{dataset_id})"
+        if dataset_id
+        else f"`{Path(args.dataset).name}`",
         seed=args.seed,
         encoder=f", on the pretrained text encoder `{encoder}`" if encoder else "",
         folder=args.hub_model_id or output_dir,

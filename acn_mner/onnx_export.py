@@ -15,18 +15,21 @@ example batch before the folder is written.
 
 import argparse
 import json
+import os
 import re
 import shutil
 import warnings
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from modeling_acn import AcnForTokenClassification
-from modeling_acn.onnx_acn import (
+from modeling_acn import AcnConfig, AcnForTokenClassification, AcnProcessor
+from modeling_acn.onnx_runtime_acn import (
     IMAGE_FEATURES,
     LOGITS,
     ONNX_CONFIG_FILE,
@@ -45,6 +48,9 @@ from .atomic import atomic_folder
 from .command_line import one_line_errors
 from .output_check import refuse_overwriting_inputs
 
+if TYPE_CHECKING:
+    import onnx
+
 EXPORTER = "torch.onnx.export(dynamo=True)"
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"  # the module path of each node, as the dynamo exporter records it
 FEED_FORWARD_OUTPUT = re.compile(r"subword_encoder\.encoder\.layer\.\d+\.output\.dense'")  # BERT-style FFN out
@@ -55,7 +61,13 @@ EXAMPLE_LENGTHS = (3, 2)  # words of the example tweets; two sizes, so that expo
 CHECK_TOLERANCE = 1e-4  # largest |logit| difference from eager that a written graph may show on the example
 
 
-def export_onnx(model_folder_or_model, output_dir, int8: bool = False, processor=None, calibration_pixels=None) -> Path:
+def export_onnx(
+    model_folder_or_model: str | os.PathLike | AcnForTokenClassification,
+    output_dir: str | os.PathLike,
+    int8: bool = False,
+    processor: AcnProcessor | None = None,
+    calibration_pixels: torch.Tensor | None = None,
+) -> Path:
     """Export an ACN model to ONNX in `output_dir` (see the module docstring); returns `output_dir`.
 
     Args:
@@ -74,7 +86,10 @@ def export_onnx(model_folder_or_model, output_dir, int8: bool = False, processor
     _check_output_dir(output_dir, source)
     model = _load(model_folder_or_model)
     if model.config.word_pooling == "lstm":
-        raise ValueError("word_pooling='lstm' cannot be exported (each word's subword count sets its LSTM's length): export a model with 'first' or 'mean' pooling")
+        raise ValueError(
+            "word_pooling='lstm' cannot be exported (each word's subword count sets its LSTM's length): export a model "
+            "with 'first' or 'mean' pooling"
+        )
     inputs = example_inputs(model.config)
     with atomic_folder(output_dir) as folder:
         export_logits_graph(model, inputs, folder / ONNX_FILE)
@@ -82,11 +97,11 @@ def export_onnx(model_folder_or_model, output_dir, int8: bool = False, processor
             export_vision_graph(model, folder / VISION_ONNX_FILE)
         if int8:
             quantize_int8(folder / ONNX_FILE, folder / ONNX_INT8_FILE)
-        vision_int8 = int8 and model.config.use_image and calibration_pixels is not None
-        if vision_int8:
-            quantize_vision_int8(folder / VISION_ONNX_FILE, folder / VISION_ONNX_INT8_FILE, calibration_pixels)
+        vision_int8_pixels = calibration_pixels if int8 and model.config.use_image else None
+        if vision_int8_pixels is not None:
+            quantize_vision_int8(folder / VISION_ONNX_FILE, folder / VISION_ONNX_INT8_FILE, vision_int8_pixels)
         config = onnx_config(model, int8)
-        config["graphs"] += [VISION_ONNX_INT8_FILE] if vision_int8 else []
+        config["graphs"] += [VISION_ONNX_INT8_FILE] if vision_int8_pixels is not None else []
         (folder / ONNX_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         if source is not None:
             copy_folder_files(source, folder)
@@ -97,11 +112,13 @@ def export_onnx(model_folder_or_model, output_dir, int8: bool = False, processor
     return output_dir
 
 
-def example_inputs(config) -> dict[str, torch.Tensor]:
+def example_inputs(config: AcnConfig) -> dict[str, torch.Tensor]:
     """A batch of two random tweets with every input the graph takes, at sizes export can generalise from."""
     generator = torch.Generator().manual_seed(0)
     batch, seq_len = len(EXAMPLE_LENGTHS), max(EXAMPLE_LENGTHS)
-    attention_mask = (torch.arange(seq_len)[None, :] < torch.tensor(EXAMPLE_LENGTHS)[:, None]).long()  # (batch, seq_len)
+    attention_mask = (
+        torch.arange(seq_len)[None, :] < torch.tensor(EXAMPLE_LENGTHS)[:, None]
+    ).long()  # (batch, seq_len)
     inputs = {
         "input_ids": torch.randint(1, config.vocab_size, (batch, seq_len), generator=generator) * attention_mask,
         "attention_mask": attention_mask,
@@ -109,7 +126,7 @@ def example_inputs(config) -> dict[str, torch.Tensor]:
     if config.use_char_cnn:
         width = onnx_min_char_width(config) + 1
         inputs["char_ids"] = torch.randint(1, config.char_vocab_size, (batch, seq_len, width), generator=generator)
-    if config.uses_pretrained_text_encoder:  # [start] one subword per word [end], then padding
+    if config.text_config is not None:  # a pretrained encoder: [start] one subword per word [end], then padding
         subword_to_word = torch.tensor([[0, 1, 2, 3, 0], [0, 1, 2, 0, 0]])  # (batch, subwords)
         special = torch.tensor([[1, 0, 0, 0, 1], [1, 0, 0, 1, 0]])  # (batch, subwords)
         inputs["subword_attention_mask"] = ((subword_to_word > 0) | (special > 0)).long()
@@ -117,12 +134,14 @@ def example_inputs(config) -> dict[str, torch.Tensor]:
         inputs["subword_ids"] = ids * inputs["subword_attention_mask"]
         inputs["subword_to_word"] = subword_to_word
     if config.use_image:
-        inputs["image_features"] = torch.rand(batch, config.num_image_regions, config.image_feature_dim, generator=generator)
+        inputs["image_features"] = torch.rand(
+            batch, config.num_image_regions, config.image_feature_dim, generator=generator
+        )
         inputs["image_mask"] = torch.tensor([True, False])  # both paths: co-attention and text only
     return inputs
 
 
-def dynamic_shapes(config, inputs) -> dict[str, dict[int, torch.export.Dim]]:
+def dynamic_shapes(config: AcnConfig, inputs: dict[str, torch.Tensor]) -> dict[str, dict[int, torch.export.Dim]]:
     """`torch.export` dimensions of each input: batch, words, characters per word and subwords per tweet vary.
 
     Characters start at the widest char-CNN kernel plus one (`onnx_min_char_width`) and subwords at 3 (a word and
@@ -148,17 +167,29 @@ class AcnLogits(nn.Module):
     """The model's `logits` alone, the graph's one output. Its inputs are named: under `**inputs`, torch.export's
     shape guards on them name paths that the ONNX exporter's decomposition step cannot find (torch 2.14)."""
 
-    def __init__(self, model: AcnForTokenClassification):
+    def __init__(self, model: AcnForTokenClassification) -> None:
         super().__init__()
         self.model = model
 
     def forward(
-        self, input_ids, attention_mask, char_ids=None, subword_ids=None, subword_attention_mask=None,
-        subword_to_word=None, image_features=None, image_mask=None,
-    ):  # fmt: skip
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        char_ids: torch.Tensor | None = None,
+        subword_ids: torch.Tensor | None = None,
+        subword_attention_mask: torch.Tensor | None = None,
+        subword_to_word: torch.Tensor | None = None,
+        image_features: torch.Tensor | None = None,
+        image_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         return self.model(
-            input_ids, char_ids=char_ids, attention_mask=attention_mask, image_features=image_features,
-            image_mask=image_mask, subword_ids=subword_ids, subword_attention_mask=subword_attention_mask,
+            input_ids,
+            char_ids=char_ids,
+            attention_mask=attention_mask,
+            image_features=image_features,
+            image_mask=image_mask,
+            subword_ids=subword_ids,
+            subword_attention_mask=subword_attention_mask,
             subword_to_word=subword_to_word,
         ).logits  # (batch, seq_len, num_labels)
 
@@ -166,24 +197,33 @@ class AcnLogits(nn.Module):
 class AcnVisionTrunk(nn.Module):
     """The model's image trunk in float32: pixels `(images, 3, 224, 224)` to regions `(images, 49, feature_dim)`."""
 
-    def __init__(self, model: AcnForTokenClassification):
+    def __init__(self, model: AcnForTokenClassification) -> None:
         super().__init__()
+        if model.acn.vision is None:
+            raise ValueError("this model has no vision trunk (use_image=False)")
         self.vision = model.acn.vision
         self.backbone = model.config.vision_backbone
 
-    def forward(self, pixel_values):
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return backbone_regions(self.vision, self.backbone, pixel_values).float()
 
 
-def export_logits_graph(model, inputs, path: Path) -> None:
+def export_logits_graph(model: AcnForTokenClassification, inputs: dict[str, torch.Tensor], path: Path) -> None:
     """`model.onnx`: inputs to logits, checked against eager on `inputs`."""
     with eager_attention(model), warnings.catch_warnings():
         # torch.onnx warns that an axis name "will not be used" for every axis named by one Dim shared by several inputs
         warnings.filterwarnings("ignore", message="# The axis name: .* will not be used")
         program = torch.onnx.export(
-            AcnLogits(model).eval(), args=(), kwargs=inputs, dynamic_shapes=dynamic_shapes(model.config, inputs),
-            dynamo=True, output_names=[LOGITS], external_data=False, verbose=False,
-        )  # fmt: skip
+            AcnLogits(model).eval(),
+            args=(),
+            kwargs=inputs,
+            dynamic_shapes=dynamic_shapes(model.config, inputs),
+            dynamo=True,
+            output_names=[LOGITS],
+            external_data=False,
+            verbose=False,
+        )
+    assert program is not None  # dynamo=True returns the program (the stubs allow the legacy exporter's None)
     program.save(str(path))
     with torch.no_grad():
         expected = model(**inputs).logits
@@ -191,7 +231,7 @@ def export_logits_graph(model, inputs, path: Path) -> None:
 
 
 @contextmanager
-def eager_attention(model):
+def eager_attention(model: AcnForTokenClassification) -> Iterator[None]:
     """The pretrained text encoder with transformers' "eager" attention while it is exported: the same function as
     SDPA, whose exported form adds NaN guards for fully masked rows (Where, IsNaN); in ONNX Runtime the eager graph
     ran MiniLM-L6's ACN about 10% faster at batch 32 (float32 and int8)."""
@@ -207,15 +247,24 @@ def eager_attention(model):
         encoder.set_attn_implementation(previous)
 
 
-def export_vision_graph(model, path: Path) -> None:
+def export_vision_graph(model: AcnForTokenClassification, path: Path) -> None:
     """`vision.onnx`: pixels to region features (float32, any number of images), checked against eager; its
     metadata_props record the trunk's `vision_trunk_id()` (the int8 quantisation keeps them)."""
     trunk = AcnVisionTrunk(model).eval()
-    pixel_values = torch.randn(2, 3, BACKBONE_INPUT_SIZE, BACKBONE_INPUT_SIZE, generator=torch.Generator().manual_seed(0))
+    pixel_values = torch.randn(
+        2, 3, BACKBONE_INPUT_SIZE, BACKBONE_INPUT_SIZE, generator=torch.Generator().manual_seed(0)
+    )
     program = torch.onnx.export(
-        trunk, (pixel_values,), dynamic_shapes=({0: torch.export.Dim("images", min=1)},), dynamo=True,
-        input_names=[PIXEL_VALUES], output_names=[IMAGE_FEATURES], external_data=False, verbose=False,
-    )  # fmt: skip
+        trunk,
+        (pixel_values,),
+        dynamic_shapes=({0: torch.export.Dim("images", min=1)},),
+        dynamo=True,
+        input_names=[PIXEL_VALUES],
+        output_names=[IMAGE_FEATURES],
+        external_data=False,
+        verbose=False,
+    )
+    assert program is not None  # as in export_logits_graph
     program.model.metadata_props[TRUNK_ID_KEY] = model.vision_trunk_id()
     program.save(str(path))
     with torch.no_grad():
@@ -223,7 +272,9 @@ def export_vision_graph(model, path: Path) -> None:
     check_graph(path, {PIXEL_VALUES: pixel_values}, expected, IMAGE_FEATURES)
 
 
-def quantize_int8(fp32_path: Path, int8_path: Path, float32_nodes=None, per_channel: bool = False) -> None:
+def quantize_int8(
+    fp32_path: Path, int8_path: Path, float32_nodes: Iterable[str] | None = None, per_channel: bool = False
+) -> None:
     """ONNX Runtime's dynamic quantisation: int8 weights for the matrix products (MatMul, Gemm), activations
     quantised per call from their range; everything else stays float32, and so do the products named by
     `float32_nodes` (default: `float32_products`'s). `per_channel`: one weight scale per output column instead of
@@ -236,9 +287,13 @@ def quantize_int8(fp32_path: Path, int8_path: Path, float32_nodes=None, per_chan
     if float32_nodes is None:
         float32_nodes = float32_products(onnx.load(str(fp32_path), load_external_data=False).graph)
     quantize_dynamic(
-        fp32_path, int8_path, op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8,
-        nodes_to_exclude=list(float32_nodes), per_channel=per_channel,
-    )  # fmt: skip
+        fp32_path,
+        int8_path,
+        op_types_to_quantize=["MatMul", "Gemm"],
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=list(float32_nodes),
+        per_channel=per_channel,
+    )
 
 
 CALIBRATION_BATCH = 8  # images per calibration run of the trunk
@@ -254,21 +309,34 @@ def quantize_vision_int8(fp32_path: Path, int8_path: Path, calibration_pixels: t
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     pixels = torch.as_tensor(calibration_pixels, dtype=torch.float32)
-    if pixels.ndim != 4 or pixels.shape[0] == 0 or tuple(pixels.shape[1:]) != (3, BACKBONE_INPUT_SIZE, BACKBONE_INPUT_SIZE):
-        raise ValueError(f"calibration pixels must be (images >= 1, 3, {BACKBONE_INPUT_SIZE}, {BACKBONE_INPUT_SIZE}), got {tuple(pixels.shape)}")
+    if (
+        pixels.ndim != 4
+        or pixels.shape[0] == 0
+        or tuple(pixels.shape[1:]) != (3, BACKBONE_INPUT_SIZE, BACKBONE_INPUT_SIZE)
+    ):
+        raise ValueError(
+            f"calibration pixels must be (images >= 1, 3, {BACKBONE_INPUT_SIZE}, {BACKBONE_INPUT_SIZE}), got "
+            f"{tuple(pixels.shape)}"
+        )
 
     class Batches(CalibrationDataReader):
-        def __init__(self):
+        def __init__(self) -> None:
             self.batches = iter(pixels.split(CALIBRATION_BATCH))
 
-        def get_next(self):
+        def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self.batches, None)
             return None if batch is None else {PIXEL_VALUES: batch.numpy()}
 
     quantize_static(
-        fp32_path, int8_path, Batches(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
-    )  # fmt: skip
+        fp32_path,
+        int8_path,
+        Batches(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        reduce_range=True,
+    )
 
 
 def calibration_pixels(model_folder: Path, image_dir: Path) -> torch.Tensor:
@@ -284,7 +352,7 @@ def calibration_pixels(model_folder: Path, image_dir: Path) -> torch.Tensor:
     return AcnImageProcessor.from_pretrained(model_folder)(images=pictures, return_tensors="pt")["pixel_values"]
 
 
-def product_scopes(graph) -> dict[str, str]:
+def product_scopes(graph: "onnx.GraphProto") -> dict[str, str]:
     """Each matrix product's node name and the module scope the exporter recorded on it (`model.acn....dense`)."""
     return {
         node.name: next((entry.value for entry in node.metadata_props if entry.key == NAME_SCOPES), "")
@@ -293,7 +361,7 @@ def product_scopes(graph) -> dict[str, str]:
     }
 
 
-def float32_products(graph) -> list[str]:
+def float32_products(graph: "onnx.GraphProto") -> list[str]:
     """The matrix products that stay float32 in the int8 graph: a pretrained encoder's feed-forward output
     projections (`layer.N.output.dense`, 4h to h), whose inputs, after GELU, span a range that one int8 scale per
     tensor resolves poorly. Chosen on Twitter-2015 dev with a trained MiniLM-L6 model among other choices (every
@@ -302,25 +370,33 @@ def float32_products(graph) -> list[str]:
     return [name for name, scopes in product_scopes(graph).items() if FEED_FORWARD_OUTPUT.search(scopes)]
 
 
-def check_graph(path: Path, inputs: dict, expected: torch.Tensor, output: str) -> None:
+def check_graph(path: Path, inputs: dict[str, torch.Tensor], expected: torch.Tensor, output: str) -> None:
     """Run the written graph in ONNX Runtime on `inputs`; raise when its output strays from eager's."""
     onnxruntime = import_onnxruntime()
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (got,) = session.run([output], {name: tensor.numpy() for name, tensor in inputs.items()})
     difference = float(np.abs(got - expected.numpy()).max())
     if not difference <= CHECK_TOLERANCE:
-        raise RuntimeError(f"{path.name} gives {output} up to {difference:.2e} away from the eager model's (tolerance {CHECK_TOLERANCE})")
+        raise RuntimeError(
+            f"{path.name} gives {output} up to {difference:.2e} away from the eager model's (tolerance "
+            f"{CHECK_TOLERANCE})"
+        )
 
 
-def onnx_config(model, int8: bool) -> dict:
+def onnx_config(model: AcnForTokenClassification, int8: bool) -> dict[str, Any]:
     """`onnx_config.json`: what `AcnOnnxModel` needs beside the graphs (the CRF's scores) and how they were made."""
     crf = None
     if model.crf is not None:
-        crf = {name: getattr(model.crf, name).detach().float().tolist() for name in ("start_transitions", "end_transitions", "transitions")}
+        crf = {
+            name: getattr(model.crf, name).detach().float().tolist()
+            for name in ("start_transitions", "end_transitions", "transitions")
+        }
     return {
         "exporter": EXPORTER,
         "torch_version": torch.__version__,
-        "graphs": [ONNX_FILE] + ([ONNX_INT8_FILE] if int8 else []) + ([VISION_ONNX_FILE] if model.config.use_image else []),
+        "graphs": [ONNX_FILE]
+        + ([ONNX_INT8_FILE] if int8 else [])
+        + ([VISION_ONNX_FILE] if model.config.use_image else []),
         "vision_trunk_id": model.vision_trunk_id() if model.config.use_image else None,
         "crf": crf,
     }
@@ -336,7 +412,7 @@ def copy_folder_files(source: Path, folder: Path) -> None:
         shutil.copytree(source / SUBWORD_TOKENIZER_FOLDER, folder / SUBWORD_TOKENIZER_FOLDER)
 
 
-def _load(model_folder_or_model) -> AcnForTokenClassification:
+def _load(model_folder_or_model: str | os.PathLike | nn.Module) -> AcnForTokenClassification:
     if isinstance(model_folder_or_model, nn.Module):
         model = model_folder_or_model
         if not isinstance(model, AcnForTokenClassification):
@@ -351,24 +427,32 @@ def _load(model_folder_or_model) -> AcnForTokenClassification:
 def _check_output_dir(output_dir: Path, source: Path | None) -> None:
     refuse_overwriting_inputs(output_dir, [("model folder", source)], flag="--output_dir", folder=True)
     if output_dir.is_dir() and any(output_dir.iterdir()) and not (output_dir / ONNX_CONFIG_FILE).is_file():
-        raise ValueError(f"--output_dir {output_dir} holds files that are not an ACN ONNX export: choose a new or empty folder")
+        raise ValueError(
+            f"--output_dir {output_dir} holds files that are not an ACN ONNX export: choose a new or empty folder"
+        )
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="acn-export", description="Export a saved ACN model to ONNX.")
     parser.add_argument("--model", required=True, help="The saved model folder (model, config and processor files).")
     parser.add_argument("--output_dir", required=True, help="Where to write the graphs and the model's other files.")
     parser.add_argument("--format", default="onnx", choices=FORMATS, help="The export format (ONNX only).")
     parser.add_argument("--int8", action="store_true", help="Also write model_int8.onnx (dynamic int8 quantisation).")
-    parser.add_argument("--calibration_images", type=Path, help="With --int8, a model with images: a folder of images (e.g. some training images) that calibrate vision_int8.onnx, the image trunk in static int8.")
+    parser.add_argument(
+        "--calibration_images",
+        type=Path,
+        help=(
+            "With --int8, a model with images: a folder of images (e.g. some training images) that calibrate "
+            "vision_int8.onnx, the image trunk in static int8."
+        ),
+    )
     args = parser.parse_args(argv)
     if args.calibration_images is not None and not args.int8:
         parser.error("--calibration_images calibrates the int8 image trunk: give --int8 too")
     return args
 
 
-@one_line_errors
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if not Path(args.model).is_dir():
         raise ValueError(f"--model {args.model} is not a folder")
@@ -383,8 +467,10 @@ def main(argv=None) -> None:
     print(f"wrote {', '.join(json.loads((output_dir / ONNX_CONFIG_FILE).read_text())['graphs'])} to {output_dir}")
 
 
-__all__ = ["dynamic_shapes", "example_inputs", "export_onnx", "main"]
+cli = one_line_errors(main)  # the console command
+
+__all__ = ["cli", "dynamic_shapes", "example_inputs", "export_onnx", "main"]
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -1,7 +1,8 @@
 """acn-predict: tag every row of a JSONL, CSV or CoNLL file with a saved ACN model, one JSONL line per row.
 
 Input rows, by file extension:
-    .jsonl  one object per line: ``{"text": "...", "image": "path.jpg", an http(s) URL or null}`` (optional ``"image_id"``)
+    .jsonl  one object per line: ``{"text": "...", "image": "path.jpg", an http(s) URL or null}``
+            (optional ``"image_id"``)
     .csv    a header with a ``text`` column and optionally ``image`` (path or URL) and ``image_id`` columns
     .txt    the corpus layout: ``IMGID:<id>`` then ``token<TAB>tag`` lines; images are ``<image_dir>/<id>.jpg``
 
@@ -45,10 +46,11 @@ import struct
 import sys
 import tempfile
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO, Any, BinaryIO, NoReturn, TypeVar, cast
 from urllib.parse import urlsplit
 
 import torch
@@ -57,6 +59,7 @@ from accelerate.utils import gather_object, parse_flag_from_env
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
+from transformers.image_processing_utils import BaseImageProcessor
 from transformers.pipelines.base import pad_collate_fn
 
 from modeling_acn import AcnPipeline
@@ -80,13 +83,19 @@ from .output_check import refuse_overwriting_inputs
 logger = logging.getLogger(__name__)
 
 INPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".txt": "conll"}
+_T = TypeVar("_T")
 JSON_WHITESPACE = " \t\r\n"  # a JSONL line of only these is blank: not a row
 UTF8_BOM = "\ufeff".encode()
 GPU_NUM_WORKERS = 2  # default with the model on a GPU; on a CPU the model needs the cores (benchmarks/predict_scale.py)
 MAX_LINE_BYTES = 1 << 20  # a tweet's row takes hundreds of bytes; a longer line is read past in pieces, never held
 PR_SET_PDEATHSIG = 1  # Linux prctl(2): the signal a process gets when its parent dies
-SPECIAL_FILE_KINDS = ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
-                      (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))  # fmt: skip
+SPECIAL_FILE_KINDS = (
+    (stat.S_ISDIR, "folder"),
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISSOCK, "socket"),
+)
 
 PREDICTION_FIELDS = ("row", "entities", "words", "tags", "scores", "offsets", "error")
 INPUT_FIELD_PREFIX = "input_"  # an input field named like a prediction field is kept under this prefix
@@ -110,44 +119,59 @@ class Row:
     error: str | None = None
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Tag tweets (and their images) with a saved ACN model.")
     parser.add_argument("--model", required=True, help="Folder or Hub id with the model and its processor.")
     parser.add_argument(
-        "--trust_remote_code", action="store_true",
+        "--trust_remote_code",
+        action="store_true",
         help="Load the model and processor with the classes of the folder's own code, which then runs (by default the "
         "installed acn-mner classes load it and none of its code runs).",
     )
     parser.add_argument("--input", required=True, type=Path, help="Rows to tag: .jsonl, .csv or .txt (corpus layout).")
     parser.add_argument("--output", required=True, type=Path, help="JSONL file to write, one line per input row.")
     parser.add_argument(
-        "--image_dir", type=Path, help="Base folder of relative image paths (default: the input's folder); "
-        "for the corpus layout, the folder of <IMGID>.jpg (without it the corpus is tagged from text alone)."
+        "--image_dir",
+        type=Path,
+        help="Base folder of relative image paths (default: the input's folder); "
+        "for the corpus layout, the folder of <IMGID>.jpg (without it the corpus is tagged from text alone).",
     )
     parser.add_argument("--feature_cache", type=Path, help="Dataset folder with cached image_features, by image_id.")
     parser.add_argument("--feature_split", help="Split of the feature cache to use when it holds several.")
     parser.add_argument("--batch_size", type=int, default=8, help="Tweets per forward pass.")
     parser.add_argument(
-        "--num_workers", type=int,
+        "--num_workers",
+        type=int,
         help=f"Worker processes that read rows and decode and preprocess images (0: all in the main process; "
         f"default: {GPU_NUM_WORKERS} with the model on a GPU, 0 on a CPU). The output does not depend on it.",
     )
     parser.add_argument(
-        "--device", help="Torch device, e.g. cpu or cuda:0 (default: the first GPU if any; under accelerate launch, "
-        "each process's own device)."
+        "--device",
+        help="Torch device, e.g. cpu or cuda:0 (default: the first GPU if any; under accelerate launch, "
+        "each process's own device).",
     )
     parser.add_argument(
-        "--aggregation_strategy", default="simple", choices=("simple", "none"),
+        "--aggregation_strategy",
+        default="simple",
+        choices=("simple", "none"),
         help="simple: one entry per entity; none: one entry per tagged word.",
     )
     parser.add_argument(
-        "--backend", default="torch", choices=("torch", "onnxruntime"),
+        "--backend",
+        default="torch",
+        choices=("torch", "onnxruntime"),
         help="torch, or ONNX Runtime on a folder written by `acn-export` (CPU only; needs the onnx extra).",
     )
-    parser.add_argument("--onnx_file", help="With --backend onnxruntime: the graph to run, e.g. model_int8.onnx (default model.onnx).")
-    parser.add_argument("--vision_onnx_file", help="With --backend onnxruntime: the image trunk's graph, e.g. vision_int8.onnx (default vision.onnx).")
     parser.add_argument(
-        "--allow_private_urls", action="store_true",
+        "--onnx_file", help="With --backend onnxruntime: the graph to run, e.g. model_int8.onnx (default model.onnx)."
+    )
+    parser.add_argument(
+        "--vision_onnx_file",
+        help="With --backend onnxruntime: the image trunk's graph, e.g. vision_int8.onnx (default vision.onnx).",
+    )
+    parser.add_argument(
+        "--allow_private_urls",
+        action="store_true",
         help="Fetch image URLs on loopback, private and link-local addresses too (your own network); by default "
         "only public addresses are fetched.",
     )
@@ -179,8 +203,14 @@ def read_rows(path: Path, image_dir: Path | None) -> Iterator[Row]:
     return rows_of_lines(input_format(path), path, text_lines(path), image_dir)
 
 
-def rows_of_lines(found: str, path: Path, lines: Iterator[tuple[int, str | None]], image_dir: Path | None,
-                  first_index: int = 0, columns: list[str] | None = None) -> Iterator[Row]:  # fmt: skip
+def rows_of_lines(
+    found: str,
+    path: Path,
+    lines: Iterator[tuple[int, str | None]],
+    image_dir: Path | None,
+    first_index: int = 0,
+    columns: list[str] | None = None,
+) -> Iterator[Row]:
     """Rows of `lines` (numbered, as `text_lines` gives them) of a file in format `found`: the whole file, or a run
     of whole rows starting at row `first_index`, whose CSV header (`columns`) was read elsewhere."""
     if found == "conll":
@@ -191,7 +221,7 @@ def rows_of_lines(found: str, path: Path, lines: Iterator[tuple[int, str | None]
     return read_csv_rows(path, base, lines, first_index, columns)
 
 
-def open_input(path: Path):
+def open_input(path: Path) -> BinaryIO:
     """The input file, opened for reading in binary; a `ValueError` naming it, before anything is read, when it is
     not a regular file: a FIFO, a device such as ``/dev/zero`` (or a link to one), a socket or a folder, which may
     never end or never answer. Opened without blocking, so that a FIFO is refused instead of waited on (the flag
@@ -205,12 +235,12 @@ def open_input(path: Path):
     return os.fdopen(descriptor, "rb")
 
 
-def raw_lines(file, first: int = 1) -> Iterator[tuple[int, bytes | None, int]]:
+def raw_lines(file: IO[bytes], first: int = 1) -> Iterator[tuple[int, bytes | None, int]]:
     """`(line number, line, its size in bytes)` of a binary file from where it stands (line `first`) to its end.
     Lines end at "\\n" and keep it; a line longer than `MAX_LINE_BYTES` comes as None, read past in pieces of that
     size and never held."""
     for number in itertools.count(first):
-        data = file.readline(MAX_LINE_BYTES + 1)
+        data: bytes | None = file.readline(MAX_LINE_BYTES + 1)
         if not data:
             return
         size = len(data)
@@ -250,7 +280,9 @@ def decode_line(path: Path, number: int, data: bytes) -> str:
     return line.removeprefix("\ufeff") if number == 1 else line
 
 
-def read_jsonl_rows(path: Path, image_base: Path, lines: Iterator[tuple[int, str | None]], first_index: int = 0) -> Iterator[Row]:
+def read_jsonl_rows(
+    path: Path, image_base: Path, lines: Iterator[tuple[int, str | None]], first_index: int = 0
+) -> Iterator[Row]:
     index = first_index
     for number, line in lines:
         if line is None:
@@ -275,13 +307,18 @@ def jsonl_row(index: int, line: str, location: str, image_base: Path) -> Row:
     return record_row(index, location, record, image_base)
 
 
-def refuse_constant(name: str):
+def refuse_constant(name: str) -> NoReturn:
     """`json.loads`' hook for NaN, Infinity and -Infinity, which Python accepts and JSON does not."""
     raise ValueError(f"{name} is not a JSON number")
 
 
-def read_csv_rows(path: Path, image_base: Path, lines: Iterator[tuple[int, str | None]], first_index: int = 0,
-                  columns: list[str] | None = None) -> Iterator[Row]:  # fmt: skip
+def read_csv_rows(
+    path: Path,
+    image_base: Path,
+    lines: Iterator[tuple[int, str | None]],
+    first_index: int = 0,
+    columns: list[str] | None = None,
+) -> Iterator[Row]:
     """Rows of a CSV with a header (read from `lines` unless `columns` are given); strict quoting, so an
     unterminated quote fails instead of swallowing rows. A record with a line longer than `MAX_LINE_BYTES` is
     its row's error."""
@@ -295,28 +332,30 @@ def read_csv_rows(path: Path, image_base: Path, lines: Iterator[tuple[int, str |
             error = f"{location}: {len(values)} fields, but the header has {len(columns)} (an unquoted comma?)"
             yield Row(index, location, {}, error=error)
         else:
-            yield record_row(index, location, dict(zip(columns, values)), image_base)
+            # a short row leaves its last columns out of the record (missing fields), hence not strict
+            yield record_row(index, location, dict(zip(columns, values, strict=False)), image_base)
 
 
-def csv_columns(path: Path, header: tuple[int, list[str]] | None) -> list[str]:
+def csv_columns(path: Path, header: tuple[int, list[str] | None] | None) -> list[str]:
     """The column names of a CSV's first record, which must name a `text` column, each name once."""
-    if header is not None and header[1] is None:
-        raise ValueError(long_line_error(f"{path}:{header[0]}"))
-    if header is None or "text" not in header[1]:
-        raise ValueError(f"{path}:1: a CSV input needs a 'text' column, got columns {None if header is None else header[1]}")
-    columns = header[1]
+    line, columns = (1, None) if header is None else header
+    if header is not None and columns is None:
+        raise ValueError(long_line_error(f"{path}:{line}"))
+    if columns is None or "text" not in columns:
+        raise ValueError(f"{path}:1: a CSV input needs a 'text' column, got columns {columns}")
     duplicates = sorted({name for name in columns if columns.count(name) > 1})
     if duplicates:
-        raise ValueError(f"{path}:{header[0]}: duplicate columns {duplicates}")
+        raise ValueError(f"{path}:{line}: duplicate columns {duplicates}")
     return columns
 
 
 def csv_records(path: Path, lines: Iterator[tuple[int, str | None]]) -> Iterator[tuple[int, list[str] | None]]:
     """Yield ``(first line, fields)`` per CSV record of `lines`, blank lines skipped, fields None for a record with
     a line longer than `MAX_LINE_BYTES`; a `ValueError` naming the record's first line when the quoting is broken."""
-    numbers, long_lines = [], []  # of the lines the reader took for the record being read
+    numbers: list[int] = []  # of the lines the reader took for the record being read
+    long_lines: list[int] = []
 
-    def texts():
+    def texts() -> Iterator[str]:
         for number, line in lines:
             numbers.append(number)
             if line is None:  # the reader gets an empty line in its place, and the record is marked
@@ -356,7 +395,9 @@ def record_row(index: int, location: str, record: dict, image_base: Path) -> Row
     return Row(index, location, record, text=text, image=image, image_id=image_id)
 
 
-def read_corpus_rows(path: Path, image_dir: Path | None, lines: Iterator[tuple[int, str | None]], first_index: int = 0) -> Iterator[Row]:
+def read_corpus_rows(
+    path: Path, image_dir: Path | None, lines: Iterator[tuple[int, str | None]], first_index: int = 0
+) -> Iterator[Row]:
     """Rows of a corpus file, a tweet block at a time; a format error stops the reading with its ``file:line``."""
     for index, tweet in enumerate(corpus_tweets(path, lines), start=first_index):
         location = f"{path}:{tweet.line}"
@@ -417,8 +458,9 @@ class OffsetLines:
     last `offset` call, except those `blank` says no row starts on (so a run of blank lines costs no memory; a line
     longer than `MAX_LINE_BYTES` is never blank)."""
 
-    def __init__(self, path: Path, blank):
-        self.path, self.blank, self._starts = path, blank, deque()
+    def __init__(self, path: Path, blank: Callable[[bytes], bool]) -> None:
+        self.path, self.blank = path, blank
+        self._starts: deque[tuple[int, int]] = deque()
         self.end = self.read = 0  # bytes and lines read so far
 
     def __iter__(self) -> Iterator[tuple[int, str | None]]:
@@ -456,11 +498,11 @@ class BatchIndex:
         self.path, self.batch_size, self.format = path, batch_size, input_format(path)
         self.columns: list[str] | None = None  # a CSV's header
         self.error: str | None = None  # where the index pass stopped: the last batch is this error
-        self._file = tempfile.NamedTemporaryFile(prefix="acn-predict-index-", suffix=".bin")
+        self._file: IO[bytes] = tempfile.NamedTemporaryFile(prefix="acn-predict-index-", suffix=".bin")
         self.num_batches = self._write_jsonl(self._file) if self.format == "jsonl" else self._write_parsed(self._file)
         self._file.flush()
 
-    def _write_jsonl(self, out) -> int:
+    def _write_jsonl(self, out: IO[bytes]) -> int:
         rows, offset, pending = 0, 0, bytearray()
         with open_input(self.path) as file:
             for number, data, size in raw_lines(file):
@@ -476,7 +518,7 @@ class BatchIndex:
         out.write(pending)
         return -(-rows // self.batch_size)
 
-    def _write_parsed(self, out) -> int:
+    def _write_parsed(self, out: IO[bytes]) -> int:
         if self.format == "csv":  # csv.reader skips an empty line; any other line may start a record
             lines = OffsetLines(self.path, lambda data: not data.rstrip(b"\r\n"))
         else:  # a tweet starts on a line that is not whitespace
@@ -514,11 +556,13 @@ class BatchIndex:
     def __enter__(self) -> "BatchIndex":
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._file.close()
 
     def __getstate__(self) -> dict:  # a worker started by spawn reopens the index by name
-        state = {name: getattr(self, name) for name in ("path", "batch_size", "format", "columns", "error", "num_batches")}
+        state = {
+            name: getattr(self, name) for name in ("path", "batch_size", "format", "columns", "error", "num_batches")
+        }
         return {**state, "index_name": self._file.name}
 
     def __setstate__(self, state: dict) -> None:
@@ -540,9 +584,13 @@ class BatchIndex:
                     return
                 offset, number = self.start(batch)
                 end = self.start(batch + 1)[0] if batch + 1 < self.num_batches else None
-                lines = decoded_lines(self.path, raw_lines(io.BufferedReader(ByteRange(file.fileno(), offset, end)), number))
+                lines = decoded_lines(
+                    self.path, raw_lines(io.BufferedReader(ByteRange(file.fileno(), offset, end)), number)
+                )
                 try:
-                    yield list(rows_of_lines(self.format, self.path, lines, image_dir, batch * self.batch_size, self.columns))
+                    yield list(
+                        rows_of_lines(self.format, self.path, lines, image_dir, batch * self.batch_size, self.columns)
+                    )
                 except ValueError as error:
                     yield InputError(str(error))
                     return
@@ -558,7 +606,7 @@ class ByteRange(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: Any) -> int:  # a writable buffer (memoryview, bytearray)
         size = len(buffer) if self.end is None else min(len(buffer), self.end - self.position)
         data = os.pread(self.descriptor, size, self.position)
         buffer[: len(data)] = data
@@ -575,7 +623,9 @@ def image_stem(image: Path | str) -> str:
     return PurePosixPath(urlsplit(image).path).stem if is_image_url(image) else Path(image).stem
 
 
-def open_image(image: Path | str, image_processor=None, allow_private_urls: bool = False) -> Image.Image:
+def open_image(
+    image: Path | str, image_processor: BaseImageProcessor | None = None, allow_private_urls: bool = False
+) -> Image.Image:
     """The image (a file path, or an http(s) URL downloaded within the download timeout and byte limit of
     `image_processor`, the pipeline's `AcnImageProcessor`, else the defaults, under the URL policy: public addresses
     only unless `allow_private_urls`) upright and in RGB, read by the one image reader every path shares; `RowError`
@@ -593,18 +643,23 @@ def open_image(image: Path | str, image_processor=None, allow_private_urls: bool
 
 
 def pipeline_input(
-    row: Row, feature_cache: Mapping, split_text, image_processor=None, allow_private_urls: bool = False
-) -> dict:
+    row: Row,
+    feature_cache: Mapping[str, Any],
+    split_text: Callable[[str], tuple[list[str], list[tuple[int, int]]]],
+    image_processor: BaseImageProcessor | None = None,
+    allow_private_urls: bool = False,
+) -> dict[str, Any]:
     """The `{"text", "image"}` input of a row; raises `RowError` (naming the row's file and line) for a row that
     cannot be tagged. `image_processor` (the pipeline's) and `allow_private_urls` set how an image URL is
     downloaded (`open_image`)."""
     if row.error is not None:
         raise RowError(row.error)
+    assert row.text is not None  # every reader gives a row without an error its text
     words = row.text if isinstance(row.text, list) else split_text(row.text)[0]
     if not words:
         raise RowError(f"{row.location}: text has no words: {row.text!r}")
     try:
-        if row.image_id in feature_cache:
+        if row.image_id is not None and row.image_id in feature_cache:
             features = feature_cache[row.image_id]
             return {"text": row.text, "image": None if features is None else as_image_features(features)}
         image = None if row.image is None else open_image(row.image, image_processor, allow_private_urls)
@@ -665,7 +720,10 @@ class RowTagger:
     def model_inputs(self, row: Row) -> dict:
         processor = self.pipe.processor
         example = pipeline_input(
-            row, self.feature_cache, processor.tokenizer.split_text, processor.image_processor,
+            row,
+            self.feature_cache,
+            processor.tokenizer.split_text,
+            processor.image_processor,
             self.preprocess_params.get("allow_private_urls", False),
         )
         try:
@@ -675,11 +733,13 @@ class RowTagger:
 
     def tag(self, batch: PreparedBatch) -> list[dict]:
         """Output lines of the batch's rows, in order; rows that cannot be tagged get an `error` field."""
-        results = iter(())
+        results: Iterator[dict[str, Any]] = iter(())
         if batch.model_inputs is not None:
             outputs = self.pipe.forward(batch.model_inputs, **self.forward_params)
             tweets = split_batch(outputs, len(batch.rows) - len(batch.errors))
-            results = (self.pipe.postprocess(tweet, **self.postprocess_params) for tweet in tweets)
+            results = (  # return_tags=True: postprocess gives a dict
+                cast(dict[str, Any], self.pipe.postprocess(tweet, **self.postprocess_params)) for tweet in tweets
+            )
         return [
             output_line(row, {"error": batch.errors[place]} if place in batch.errors else next(results))
             for place, row in enumerate(batch.rows)
@@ -691,7 +751,11 @@ def split_batch(outputs: dict, size: int) -> list[dict]:
     keep a batch axis of one, lists give their item."""
     return [
         {
-            key: None if value is None else value[index : index + 1] if isinstance(value, torch.Tensor) else value[index]
+            key: None
+            if value is None
+            else value[index : index + 1]
+            if isinstance(value, torch.Tensor)
+            else value[index]
             for key, value in outputs.items()
         }
         for index in range(size)
@@ -707,7 +771,15 @@ class PreparedBatches(IterableDataset):
     batches' bytes (`BatchIndex`); otherwise each reader reads the whole file.
     """
 
-    def __init__(self, tagger: RowTagger, path: Path, image_dir: Path | None, batch_size: int, rank=0, num_processes=1):
+    def __init__(
+        self,
+        tagger: RowTagger,
+        path: Path,
+        image_dir: Path | None,
+        batch_size: int,
+        rank: int = 0,
+        num_processes: int = 1,
+    ) -> None:
         self.tagger, self.path, self.image_dir, self.batch_size = tagger, path, image_dir, batch_size
         self.rank, self.num_processes = rank, num_processes
         self.index: BatchIndex | None = None
@@ -732,7 +804,9 @@ class PreparedBatches(IterableDataset):
             batches = self.index.batches(reader, readers, self.image_dir)
         else:
             everyone = enumerate(row_batches(self.path, self.image_dir, self.batch_size))
-            batches = (batch for number, batch in everyone if isinstance(batch, InputError) or number % readers == reader)
+            batches = (
+                batch for number, batch in everyone if isinstance(batch, InputError) or number % readers == reader
+            )
         for batch in batches:
             if isinstance(batch, InputError):
                 yield batch
@@ -740,7 +814,7 @@ class PreparedBatches(IterableDataset):
             yield self.tagger.prepare(batch)
 
 
-def as_is(item):
+def as_is(item: _T) -> _T:
     """The `DataLoader`'s collate function: each item is already a batch."""
     return item
 
@@ -749,7 +823,9 @@ def tagged_lines(tagger: RowTagger, dataset: PreparedBatches, num_workers: int) 
     """Output lines of the dataset's batches, in order; a `ValueError` naming ``file:line`` where the input
     cannot be read on."""
     with dataset.indexed(num_workers):
-        loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=as_is, **worker_settings(num_workers))
+        loader = DataLoader(
+            dataset, batch_size=None, num_workers=num_workers, collate_fn=as_is, **worker_settings(num_workers)
+        )
         for batch in loader:
             if isinstance(batch, InputError):
                 raise ValueError(batch.message)
@@ -778,7 +854,10 @@ def end_with_parent(parent: int, worker_id: int) -> None:
 def write_lines(lines: Iterable[dict], path: Path, show_progress: bool) -> dict:
     """Write one JSON line per output line to `path` as they come and return the counts."""
     summary = {"rows": 0, "tagged": 0, "errors": 0, "entities": 0}
-    with open(path, "w", encoding="utf-8") as out, tqdm(desc="tweets", unit="tweet", disable=not show_progress) as progress:
+    with (
+        open(path, "w", encoding="utf-8") as out,
+        tqdm(desc="tweets", unit="tweet", disable=not show_progress) as progress,
+    ):
         for line in lines:
             text, line = strict_json(line)
             out.write(text + "\n")
@@ -838,7 +917,7 @@ def predict_file_distributed(
     return summary
 
 
-def parse_device(device: str | None):
+def parse_device(device: str | None) -> int | str | None:
     return int(device) if device is not None and device.lstrip("-").isdigit() else device
 
 
@@ -869,13 +948,23 @@ def run(args: argparse.Namespace) -> dict:
     is_corpus = input_format(args.input) == "conll"
     state = launched_state()
     if state.num_processes > 1 and args.device is not None:
-        raise ValueError(f"--device {args.device!r} does not go with {state.num_processes} processes: each uses its own")
+        raise ValueError(
+            f"--device {args.device!r} does not go with {state.num_processes} processes: each uses its own"
+        )
     device = state.device if state.num_processes > 1 else parse_device(args.device)
     feature_cache = {} if args.feature_cache is None else FeatureCache.load(args.feature_cache, args.feature_split)
-    backend = {} if args.backend == "torch" else {"backend": args.backend, "onnx_file": args.onnx_file, "vision_onnx_file": args.vision_onnx_file}
+    backend = (
+        {}
+        if args.backend == "torch"
+        else {"backend": args.backend, "onnx_file": args.onnx_file, "vision_onnx_file": args.vision_onnx_file}
+    )
     pipe = AcnPipeline.from_pretrained(
-        args.model, device=device, trust_remote_code=args.trust_remote_code, aggregation_strategy=args.aggregation_strategy,
-        allow_private_urls=args.allow_private_urls, **backend,
+        args.model,
+        device=device,
+        trust_remote_code=args.trust_remote_code,
+        aggregation_strategy=args.aggregation_strategy,
+        allow_private_urls=args.allow_private_urls,
+        **backend,
     )
     tagger = RowTagger(pipe, feature_cache, is_split_into_words=is_corpus)
     dataset = PreparedBatches(
@@ -891,12 +980,16 @@ def run(args: argparse.Namespace) -> dict:
     if state.is_main_process:
         logger.info(
             "%d rows: %d tagged (%d entities), %d errors -> %s",
-            summary["rows"], summary["tagged"], summary["entities"], summary["errors"], args.output,
+            summary["rows"],
+            summary["tagged"],
+            summary["entities"],
+            summary["errors"],
+            args.output,
         )
     return summary
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     run(parse_args(argv))
 

@@ -21,16 +21,22 @@ logger = logging.getLogger(__name__)
 LAYER_MODULE = re.compile(r"(?:\w+\.)*?layers?\.(\d+)")  # the module of one encoder layer: BERT's encoder.layer.3
 
 
-def reinitialise_top_layers(encoder, count: int) -> None:
+def reinitialise_top_layers(encoder: torch.nn.Module, count: int) -> None:
     """--reinit_top_layers: the top `count` layers of a pretrained encoder get BERT's initialisation again (linear
     weights normal(0, initializer_range), biases 0, LayerNorms 1 and 0). An encoder whose layers are not one flat
     numbered list, or hold parameters of other kinds, is refused, naming what was found."""
     if not count:
         return
-    found = [(int(match.group(1)), name, module) for name, module in encoder.named_modules() if (match := LAYER_MODULE.fullmatch(name))]
+    found = [
+        (int(match.group(1)), name, module)
+        for name, module in encoder.named_modules()
+        if (match := LAYER_MODULE.fullmatch(name))
+    ]
     layers = {index: module for index, _, module in found}
     if len(layers) != len(found) or sorted(layers) != list(range(len(layers))):
-        raise ValueError(f"--reinit_top_layers needs one numbered list of encoder layers, found {[name for _, name, _ in found][:8]}")
+        raise ValueError(
+            f"--reinit_top_layers needs one numbered list of encoder layers, found {[name for _, name, _ in found][:8]}"
+        )
     if count > len(layers):
         raise ValueError(f"--reinit_top_layers {count}: the text encoder has {len(layers)} layers")
     std = getattr(encoder.config, "initializer_range", 0.02)
@@ -42,7 +48,10 @@ def reinitialise_top_layers(encoder, count: int) -> None:
                 if module.weight is not None:
                     torch.nn.init.ones_(module.weight)
             elif next(module.parameters(recurse=False), None) is not None:
-                raise ValueError(f"--reinit_top_layers knows Linear and LayerNorm weights, not {type(module).__name__}'s (layer {index})")
+                raise ValueError(
+                    f"--reinit_top_layers knows Linear and LayerNorm weights, not {type(module).__name__}'s (layer "
+                    f"{index})"
+                )
             if isinstance(module, (torch.nn.Linear, torch.nn.LayerNorm)) and module.bias is not None:
                 torch.nn.init.zeros_(module.bias)
     logger.info(f"text encoder: top {count} of {len(layers)} layers re-initialised")
@@ -60,10 +69,12 @@ class FgmPerturbation:
         epsilon (`float`): the size of the move, as an L2 norm over the whole matrix.
     """
 
-    def __init__(self, embedding: torch.nn.Embedding, epsilon: float):
+    def __init__(self, embedding: torch.nn.Embedding, epsilon: float) -> None:
         if epsilon <= 0:
             raise ValueError(f"FGM epsilon must be positive, got {epsilon!r}")
-        self.weight, self.epsilon, self._saved, self._before = embedding.weight, epsilon, None, None
+        self.weight, self.epsilon = embedding.weight, epsilon
+        self._saved: torch.Tensor | None = None
+        self._before: torch.Tensor | None = None
 
     @torch.no_grad()
     def start(self) -> None:
@@ -96,13 +107,16 @@ class FgmPerturbation:
 
 def symmetric_kl(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """Mean over rows of ``(KL(p || q) + KL(q || p)) / 2`` for the softmaxes p, q of two `(rows, labels)` logits."""
-    first_log, second_log = F.log_softmax(first.float(), dim=-1), F.log_softmax(second.float(), dim=-1)  # (rows, labels)
+    first_log, second_log = (
+        F.log_softmax(first.float(), dim=-1),
+        F.log_softmax(second.float(), dim=-1),
+    )  # (rows, labels)
     forward = F.kl_div(second_log, first_log, log_target=True, reduction="none").sum(-1)  # KL(p || q), (rows,)
     backward = F.kl_div(first_log, second_log, log_target=True, reduction="none").sum(-1)  # KL(q || p), (rows,)
     return ((forward + backward) / 2).mean()
 
 
-def rdrop_loss(model, batch: dict, alpha: float) -> torch.Tensor:
+def rdrop_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], alpha: float) -> torch.Tensor:
     """The R-Drop training loss of `batch`: two forward passes (two dropout masks), their mean loss (the CRF's
     negative log-likelihood per tweet) plus `alpha` times the symmetric KL divergence of their tag distributions,
     averaged over the words (labels other than -100). The paper sums the two losses: its alpha is twice this one."""

@@ -16,23 +16,25 @@ import platform
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import torch
 
-from acn_mner.atomic import write_text
+from acn_mner.benchmarking import write_json
 from acn_mner.cpu import cpu_capabilities
 
 SIZES = (1_000, 10_000, 100_000)  # characters
 WORDS = "Obama visits Paris with Merkel and the @nba fans of Chicago Bulls at #Berlin today".split()
 PROBE = """
 import json, resource, sys, time
-from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnPipeline, AcnProcessor, AcnTokenizer
+from modeling_acn import (
+    AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnPipeline, AcnProcessor, AcnTokenizer
+)
 
 characters, words = int(sys.argv[1]), sys.argv[2].split()
 tokenizer = AcnTokenizer.from_corpus([words])
 config = AcnConfig(vocab_size=len(tokenizer), char_vocab_size=tokenizer.char_vocab_size)
-pipe = AcnPipeline(model=AcnForTokenClassification(config).eval(), processor=AcnProcessor(AcnImageProcessor(), tokenizer), device="cpu")
+model = AcnForTokenClassification(config).eval()
+pipe = AcnPipeline(model=model, processor=AcnProcessor(AcnImageProcessor(), tokenizer), device="cpu")
 pipe("Obama visits Paris")  # warm-up
 text = (" ".join(words) + " ") * (characters // (len(" ".join(words)) + 1) + 1)
 text = text[:characters].strip()
@@ -53,8 +55,13 @@ def parse_args(argv=None):
 
 
 def tag_in_fresh_process(characters: int) -> dict:
-    finished = subprocess.run([sys.executable, "-c", PROBE, str(characters), " ".join(WORDS)], capture_output=True,
-                              text=True, timeout=1800, check=True)  # fmt: skip
+    finished = subprocess.run(
+        [sys.executable, "-c", PROBE, str(characters), " ".join(WORDS)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=True,
+    )
     return json.loads(finished.stdout.strip().splitlines()[-1])
 
 
@@ -72,19 +79,29 @@ def tokenizer_seconds(characters: int) -> float:
 
 def main(argv=None):
     args = parse_args(argv)
-    results = {"machine": {"cpu": cpu_capabilities(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
-                           "torch": torch.__version__, "python": platform.python_version()}, "rows": []}  # fmt: skip
+    results = {
+        "machine": {
+            "cpu": cpu_capabilities(),
+            "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "rows": [],
+    }
     print(f"CPU: {results['machine']['cpu']}, torch threads {results['machine']['threads']}")
-    print(f"{'characters':>10} {'words':>7} {'tag s':>8} {'peak MiB':>9} {'growth MiB':>11} {'tokenizer s (pathological)':>27}")
+    header = f"{'characters':>10} {'words':>7} {'tag s':>8} {'peak MiB':>9} {'growth MiB':>11}"
+    print(f"{header} {'tokenizer s (pathological)':>27}")
     for characters in SIZES:
         row = tag_in_fresh_process(characters)
         row["pathological_tokenizer_seconds"] = tokenizer_seconds(characters)
         results["rows"].append(row)
-        print(f"{row['characters']:>10} {row['words']:>7} {row['seconds']:>8.2f} {row['peak_rss_mib']:>9.0f} "
-              f"{row['growth_mib']:>11.0f} {row['pathological_tokenizer_seconds']:>27.4f}")  # fmt: skip
-    output = Path(args.output)
-    write_text(output, json.dumps(results, indent=2) + "\n")
-    print(f"wrote {output}")
+        print(
+            f"{row['characters']:>10} {row['words']:>7} {row['seconds']:>8.2f} {row['peak_rss_mib']:>9.0f} "
+            f"{row['growth_mib']:>11.0f} {row['pathological_tokenizer_seconds']:>27.4f}"
+        )
+    write_json(args.output, results)
+    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ writes every figure to `--output`. A corpus without images is tagged text only.
 """
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -21,13 +20,13 @@ from pathlib import Path
 import onnx
 import torch
 
-from acn_mner.atomic import write_text
+from acn_mner.benchmarking import agreement, print_table, write_json
 from acn_mner.cpu import cpu_capabilities
 from acn_mner.data import load_corpus
 from acn_mner.evaluation import entity_types, gold_tags, load_metric, score
 from acn_mner.onnx_export import FEED_FORWARD_OUTPUT, export_onnx, product_scopes, quantize_int8
 from modeling_acn import AcnPipeline
-from modeling_acn.onnx_acn import ONNX_FILE, ONNX_INT8_FILE, AcnOnnxModel
+from modeling_acn.onnx_runtime_acn import ONNX_FILE, ONNX_INT8_FILE, AcnOnnxModel
 from modeling_acn.pipeline_acn import load_processor
 
 BATCH_SIZE = 32
@@ -38,8 +37,12 @@ EAGER = "eager torch (float32)"
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="A trained model folder (train_acn.py's output_dir).")
-    parser.add_argument("--dataset", required=True, help="Corpus folder (the raw Twitter-2015 layout or any load_corpus source).")
-    parser.add_argument("--int8_variants", action="store_true", help="Also score int8 graphs quantised other ways than acn-export's.")
+    parser.add_argument(
+        "--dataset", required=True, help="Corpus folder (the raw Twitter-2015 layout or any load_corpus source)."
+    )
+    parser.add_argument(
+        "--int8_variants", action="store_true", help="Also score int8 graphs quantised other ways than acn-export's."
+    )
     parser.add_argument("--output", default="outputs/benchmarks/onnx_quality.json", help="JSON file for every figure.")
     return parser.parse_args(argv)
 
@@ -50,7 +53,9 @@ def int8_variants(graph) -> dict[str, dict]:
     scopes = product_scopes(graph)
     feed_forward_output = [name for name, scope in scopes.items() if FEED_FORWARD_OUTPUT.search(scope)]
     head = [name for name, scope in scopes.items() if "subword_encoder" not in scope]
-    attention_output = [name for name, scope in scopes.items() if "subword_encoder" in scope and ".attention.output.dense'" in scope]
+    attention_output = [
+        name for name, scope in scopes.items() if "subword_encoder" in scope and ".attention.output.dense'" in scope
+    ]
     vectors = [name for name in head if name in _vector_products(graph)]  # per-channel needs a weight matrix
     return {
         "every product int8": {"float32_nodes": []},
@@ -63,7 +68,11 @@ def int8_variants(graph) -> dict[str, dict]:
 
 def _vector_products(graph) -> set[str]:
     vectors = {tensor.name for tensor in graph.initializer if len(tensor.dims) < 2}
-    return {node.name for node in graph.node if node.op_type in ("MatMul", "Gemm") and any(name in vectors for name in node.input)}
+    return {
+        node.name
+        for node in graph.node
+        if node.op_type in ("MatMul", "Gemm") and any(name in vectors for name in node.input)
+    }
 
 
 def tag(pipe: AcnPipeline, tokens: list[list[str]]) -> tuple[list[list[str]], float]:
@@ -71,11 +80,6 @@ def tag(pipe: AcnPipeline, tokens: list[list[str]]) -> tuple[list[list[str]], fl
     started = time.perf_counter()
     results = pipe(tokens, is_split_into_words=True, batch_size=BATCH_SIZE, return_tags=True)
     return [result["tags"] for result in results], time.perf_counter() - started
-
-
-def agreement(tags, reference) -> float:
-    pairs = [(a, b) for tweet, expected in zip(tags, reference) for a, b in zip(tweet, expected, strict=True)]
-    return sum(a == b for a, b in pairs) / len(pairs)
 
 
 def main(argv=None):
@@ -91,35 +95,47 @@ def main(argv=None):
         processor = load_processor(onnx_folder)
         graphs = {"ONNX Runtime float32": ONNX_FILE, "ONNX Runtime int8 (acn-export --int8)": ONNX_INT8_FILE}
         if args.int8_variants:
-            for number, (name, arguments) in enumerate(int8_variants(onnx.load(str(onnx_folder / ONNX_FILE)).graph).items()):
+            for number, (name, arguments) in enumerate(
+                int8_variants(onnx.load(str(onnx_folder / ONNX_FILE)).graph).items()
+            ):
                 quantize_int8(onnx_folder / ONNX_FILE, onnx_folder / f"variant_{number}.onnx", **arguments)
                 graphs[f"ONNX Runtime int8, {name}"] = f"variant_{number}.onnx"
         pipelines = {EAGER: lambda: AcnPipeline.from_pretrained(args.model, device="cpu")}
         for name, graph in graphs.items():
-            pipelines[name] = lambda graph=graph: AcnPipeline(model=AcnOnnxModel(onnx_folder, graph), processor=processor, device="cpu")
+            pipelines[name] = lambda graph=graph: AcnPipeline(
+                model=AcnOnnxModel(onnx_folder, graph), processor=processor, device="cpu"
+            )
         for name, load in pipelines.items():
             pipe, results[name], tags[name] = load(), {}, {}
             for split in SPLITS:
                 tags[name][split], seconds = tag(pipe, tokens[split])
                 results[name][split] = {**score(metric, tags[name][split], gold[split]), "seconds": seconds}
                 results[name][split]["tags_as_eager"] = agreement(tags[name][split], tags[EAGER][split])
-            print(f"{name}: dev F1 {100 * results[name]['validation']['overall_f1']:.2f}, test F1 {100 * results[name]['test']['overall_f1']:.2f}", flush=True)
-    print_table(results)
+            dev_f1, test_f1 = (100 * results[name][split]["overall_f1"] for split in SPLITS)
+            print(f"{name}: dev F1 {dev_f1:.2f}, test F1 {test_f1:.2f}", flush=True)
+    print_table("Lenient entity F1 in percent", table_rows(results), name_header="pipeline")
     machine = {"threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": cpu_capabilities()}
     output = {"model": str(args.model), "dataset": str(args.dataset), "machine": machine, "results": results}
-    write_text(args.output, json.dumps(output, indent=2, default=float) + "\n")
+    write_json(args.output, output)
     print(f"wrote {args.output}")
 
 
-def print_table(results):
+def table_rows(results) -> dict[str, dict[str, str]]:
+    """Each pipeline's cells: dev and test F1, test F1 against eager's, test F1 per type, agreement, seconds."""
     types = entity_types(results[EAGER]["test"])
-    print("\n| pipeline | dev F1 | test F1 | test F1 - eager | " + " | ".join(f"test {kind}" for kind in types) + " | test tags as eager | test s |")
-    print("|" + "---|" * (6 + len(types)))
+    eager_f1 = results[EAGER]["test"]["overall_f1"]
+    rows = {}
     for name, result in results.items():
         dev, test = result["validation"], result["test"]
-        cells = [f"{100 * dev['overall_f1']:.2f}", f"{100 * test['overall_f1']:.2f}", f"{100 * (test['overall_f1'] - results[EAGER]['test']['overall_f1']):+.2f}"]
-        cells += [f"{100 * test[kind]['f1']:.2f}" for kind in types] + [f"{test['tags_as_eager']:.2%}", f"{test['seconds']:.1f}"]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        rows[name] = {
+            "dev F1": f"{100 * dev['overall_f1']:.2f}",
+            "test F1": f"{100 * test['overall_f1']:.2f}",
+            "test F1 - eager": f"{100 * (test['overall_f1'] - eager_f1):+.2f}",
+            **{f"test {kind}": f"{100 * test[kind]['f1']:.2f}" for kind in types},
+            "test tags as eager": f"{test['tags_as_eager']:.2%}",
+            "test s": f"{test['seconds']:.1f}",
+        }
+    return rows
 
 
 if __name__ == "__main__":

@@ -10,10 +10,10 @@ keeps every n-th batch: acn-predict before byte ranges) and "ranges" (one pass o
 each batch starts, then each worker reads only its batches' bytes: acn-predict now; for CSV the index pass parses
 the file once). The inputs are JSONL and CSV files of the given sizes, made of Twitter-2015 tweets when the corpus
 is there (else generated words), each row ``{"id", "text", "image": null}`` (CSV: columns id, text, image, the
-image empty), written once under the output's folder and removed at the end. Every
-configuration runs in a fresh process; per worker it reports rows, CPU seconds, bytes read (`rchar` of /proc/<pid>/io, which
-counts the bytes of read calls) as a share of the file, rows/s and peak resident memory (getrusage), and the main
-process's peak resident memory and index time.
+image empty), written once under the output's folder and removed at the end. Every configuration runs in a fresh
+process; per worker it reports rows, CPU seconds, bytes read (`rchar` of /proc/<pid>/io, which counts the bytes of
+read calls) as a share of the file, rows/s and peak resident memory (getrusage), and the main process's peak
+resident memory and index time.
 """
 
 import argparse
@@ -29,7 +29,8 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from acn_mner.atomic import write_text
+from acn_mner.benchmarking import markdown_table, write_json
+from acn_mner.corpus import SPLIT_FILES, read_split_file
 from acn_mner.cpu import cpu_capabilities
 from acn_mner.predict import PreparedBatches
 
@@ -40,12 +41,22 @@ SCHEMES = ("whole", "ranges")
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes_mb", type=int, nargs="+", default=[256, 512, 1024], help="Input sizes in MiB.")
-    parser.add_argument("--formats", nargs="+", choices=["jsonl", "csv"], default=["jsonl"], help="Input formats to measure.")
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (acn-predict --num_workers).")
+    parser.add_argument(
+        "--formats", nargs="+", choices=["jsonl", "csv"], default=["jsonl"], help="Input formats to measure."
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="DataLoader worker processes (acn-predict --num_workers)."
+    )
     parser.add_argument("--batch_size", type=int, default=8, help="Rows per batch (acn-predict's default).")
-    parser.add_argument("--data_dir", default=str(ROOT.parent / "shared" / "data" / "twitter2015"), help="Tweets to repeat.")
-    parser.add_argument("--output", default="outputs/benchmarks/predict_reading.json", help="JSON file for every figure.")
-    parser.add_argument("--run", nargs=2, metavar=("SCHEME", "INPUT"), help=argparse.SUPPRESS)  # one configuration, in a fresh process
+    parser.add_argument(
+        "--data_dir", default=str(ROOT.parent / "shared" / "data" / "twitter2015"), help="Tweets to repeat."
+    )
+    parser.add_argument(
+        "--output", default="outputs/benchmarks/predict_reading.json", help="JSON file for every figure."
+    )
+    parser.add_argument(
+        "--run", nargs=2, metavar=("SCHEME", "INPUT"), help=argparse.SUPPRESS
+    )  # one configuration, in a fresh process
     return parser.parse_args(argv)
 
 
@@ -72,8 +83,13 @@ class RowCounter:
 
     def prepare(self, rows):
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        return {"pid": os.getpid(), "rows": len(rows), "bytes": read_bytes() - RowCounter.started_bytes, "rss": peak_rss_mib(),
-                "cpu": usage.ru_utime + usage.ru_stime - RowCounter.started_cpu}  # fmt: skip
+        return {
+            "pid": os.getpid(),
+            "rows": len(rows),
+            "bytes": read_bytes() - RowCounter.started_bytes,
+            "rss": peak_rss_mib(),
+            "cpu": usage.ru_utime + usage.ru_stime - RowCounter.started_cpu,
+        }
 
 
 def start_worker(worker_id):
@@ -88,7 +104,9 @@ def run_one(scheme: str, path: Path, workers: int, batch_size: int) -> dict:
     workers_seen = {}
     with dataset.indexed(workers) if scheme == "ranges" else nullcontext():
         index_seconds = time.perf_counter() - started
-        loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=lambda item: item, worker_init_fn=start_worker)
+        loader = DataLoader(
+            dataset, batch_size=None, num_workers=workers, collate_fn=lambda item: item, worker_init_fn=start_worker
+        )
         rows = 0
         for batch in loader:
             rows += batch["rows"]
@@ -97,37 +115,43 @@ def run_one(scheme: str, path: Path, workers: int, batch_size: int) -> dict:
     seconds = time.perf_counter() - started
     size = path.stat().st_size
     return {
-        "format": path.suffix[1:], "scheme": scheme, "file_mib": size / 2**20, "rows": rows, "workers": workers, "seconds": seconds,
-        "index_seconds": index_seconds, "main_peak_rss_mib": peak_rss_mib(),
+        "format": path.suffix[1:],
+        "scheme": scheme,
+        "file_mib": size / 2**20,
+        "rows": rows,
+        "workers": workers,
+        "seconds": seconds,
+        "index_seconds": index_seconds,
+        "main_peak_rss_mib": peak_rss_mib(),
         "per_worker": [
-            {"rows": seen["rows"], "rows_per_second": seen["rows"] / seconds, "bytes_read_share": seen["bytes"] / size,
-             "cpu_seconds": seen["cpu"], "peak_rss_mib": seen["rss"]}
+            {
+                "rows": seen["rows"],
+                "rows_per_second": seen["rows"] / seconds,
+                "bytes_read_share": seen["bytes"] / size,
+                "cpu_seconds": seen["cpu"],
+                "peak_rss_mib": seen["rss"],
+            }
             for seen in workers_seen.values()
         ],
-    }  # fmt: skip
+    }
 
 
 # --- inputs and the table ------------------------------------------------------------------------------------
 
 
 def tweet_texts(data_dir: Path) -> list[str]:
-    texts = []
-    for split in ("train", "valid", "test"):
-        path = data_dir / f"{split}.txt"
-        if not path.is_file():
-            continue
-        words = []
-        for line in path.read_text(encoding="utf-8").splitlines() + [""]:
-            if line.startswith("IMGID:"):
-                continue
-            if line.strip():
-                words.append(line.split("\t")[0])
-            elif words:
-                texts.append(" ".join(words))
-                words = []
+    """The tweets of every split file the corpus folder has (words joined by spaces), else generated ones."""
+    texts = [
+        " ".join(tweet.tokens)
+        for name in SPLIT_FILES.values()
+        if (data_dir / name).is_file()
+        for tweet in read_split_file(data_dir / name)
+    ]
     if texts:
         return texts
-    vocabulary = "Obama visits Paris with Merkel and the @nba fans of Chicago Bulls at #Berlin http://t.co/x today".split()
+    vocabulary = (
+        "Obama visits Paris with Merkel and the @nba fans of Chicago Bulls at #Berlin http://t.co/x today".split()
+    )
     return [" ".join(vocabulary[number % 7 : number % 7 + 5 + number % 9]) for number in range(1000)]
 
 
@@ -150,20 +174,24 @@ def write_input(path: Path, mib: int, texts: list[str]) -> Path:
 
 
 def table(results: list[dict]) -> str:
-    lines = [
-        "| input | format | scheme | rows | seconds | index s | rows/s per worker | CPU s per worker | bytes read per worker (share of file) | main peak RSS MiB | worker peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    """A row per configuration; the per-worker figures joined by slashes."""
+    rows = {}
     for result in results:
         workers = result["per_worker"]
-        lines.append(
-            f"| {result['file_mib']:.0f} MiB | {result.get('format', 'jsonl')} | {result['scheme']} | {result['rows']:,} | {result['seconds']:.1f} | "
-            f"{result['index_seconds']:.1f} | {' / '.join(format(worker['rows_per_second'], ',.0f') for worker in workers)} | "
-            f"{' / '.join(format(worker['cpu_seconds'], '.1f') for worker in workers)} | "
-            f"{' / '.join(format(worker['bytes_read_share'], '.2f') for worker in workers)} | {result['main_peak_rss_mib']:.0f} | "
-            f"{max(worker['peak_rss_mib'] for worker in workers):.0f} |"
-        )
-    return "\n".join(lines)
+        name = f"{result['file_mib']:.0f} MiB {result['format']}, {result['scheme']}"
+        rows[name] = {
+            "rows": f"{result['rows']:,}",
+            "seconds": f"{result['seconds']:.1f}",
+            "index s": f"{result['index_seconds']:.1f}",
+            "rows/s per worker": " / ".join(f"{worker['rows_per_second']:,.0f}" for worker in workers),
+            "CPU s per worker": " / ".join(f"{worker['cpu_seconds']:.1f}" for worker in workers),
+            "bytes read per worker (share of file)": " / ".join(
+                f"{worker['bytes_read_share']:.2f}" for worker in workers
+            ),
+            "main peak RSS MiB": f"{result['main_peak_rss_mib']:.0f}",
+            "worker peak RSS MiB": f"{max(worker['peak_rss_mib'] for worker in workers):.0f}",
+        }
+    return markdown_table(rows, name_header="input, scheme")
 
 
 def main(argv=None):
@@ -180,14 +208,29 @@ def main(argv=None):
         write_input(path, mib, texts)
         try:
             for scheme in SCHEMES:
-                command = [sys.executable, __file__, "--run", scheme, str(path), "--workers", str(args.workers), "--batch_size", str(args.batch_size)]
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--run",
+                    scheme,
+                    str(path),
+                    "--workers",
+                    str(args.workers),
+                    "--batch_size",
+                    str(args.batch_size),
+                ]
                 result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
                 results.append(result)
                 print(table([result]).splitlines()[-1], flush=True)
         finally:
             path.unlink()
-    report = {"cpu": platform.processor() or platform.machine(), "capabilities": cpu_capabilities(), "texts": len(texts), "results": results}
-    write_text(output, json.dumps(report, indent=2) + "\n")
+    report = {
+        "cpu": platform.processor() or platform.machine(),
+        "capabilities": cpu_capabilities(),
+        "texts": len(texts),
+        "results": results,
+    }
+    write_json(output, report)
     print(f"CPU flags: {cpu_capabilities()}")
     print(table(results))
 

@@ -30,10 +30,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from acn_mner.cpu import cpu_capabilities
 
-from acn_mner.atomic import write_text
-from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnPipeline, AcnProcessor, AcnTokenizer
+from acn_mner.benchmarking import print_table, write_json
+from acn_mner.cpu import cpu_capabilities
+from modeling_acn import (
+    AcnConfig,
+    AcnForTokenClassification,
+    AcnImageProcessor,
+    AcnPipeline,
+    AcnProcessor,
+    AcnTokenizer,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE_COMMIT = "9aee70d"  # acn-predict before streaming and worker processes
@@ -47,23 +54,52 @@ import json, resource, runpy, sys, time
 script, report = sys.argv[1], sys.argv[2]
 sys.argv = [script, *sys.argv[3:]]
 start = time.perf_counter()
-runpy.run_path(script, run_name="__main__") if script.endswith(".py") else runpy.run_module(script, run_name="__main__", alter_sys=True)
+if script.endswith(".py"):
+    runpy.run_path(script, run_name="__main__")
+else:
+    runpy.run_module(script, run_name="__main__", alter_sys=True)
 seconds = time.perf_counter() - start
-kib = {"self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}
-open(report, "w").write(json.dumps({"seconds": seconds, "main_peak_rss_mib": kib["self"] / 1024, "largest_worker_peak_rss_mib": kib["children"] / 1024}))
+kib = {
+    "self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+}
+figures = {
+    "seconds": seconds,
+    "main_peak_rss_mib": kib["self"] / 1024,
+    "largest_worker_peak_rss_mib": kib["children"] / 1024,
+}
+with open(report, "w") as out:
+    out.write(json.dumps(figures))
 """  # runs one acn-predict (a script file, or a module name) in a fresh process and reports its time and peak memory
 AFTER = "acn_mner.predict"  # this tree's acn-predict, run as a module (it imports its package relatively)
+COLUMNS = (
+    "output_lines",
+    "seconds",
+    "tweets_per_second",
+    "speed_vs_first_run",
+    "main_peak_rss_mib",
+    "largest_worker_peak_rss_mib",
+    "tree_peak_pss_mib",
+    "main_rss_vs_first_run",
+)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="outputs/benchmarks/predict_scale.json", help="JSON file for every figure.")
     parser.add_argument("--image_rows", type=int, default=256, help="Rows, each with an image, for the speed section.")
-    parser.add_argument("--memory_rows", type=int, default=100_000, help="Rows of the memory section's larger input (0 skips that section).")
+    parser.add_argument(
+        "--memory_rows",
+        type=int,
+        default=100_000,
+        help="Rows of the memory section's larger input (0 skips that section).",
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="--num_workers values to run.")
     parser.add_argument("--batch_size", type=int, default=16, help="acn-predict --batch_size of every run.")
     parser.add_argument("--device", default="cpu", help="acn-predict --device of every run, e.g. cpu or cuda:0.")
-    parser.add_argument("--no_before", action="store_true", help="Leave out acn-predict as of the commit before streaming.")
+    parser.add_argument(
+        "--no_before", action="store_true", help="Leave out acn-predict as of the commit before streaming."
+    )
     return parser.parse_args(argv)
 
 
@@ -76,10 +112,16 @@ def save_model(folder: Path, vision_precision: str, calibration_images: list[Pat
     torch.manual_seed(0)
     tokenizer = AcnTokenizer.from_corpus([WORDS])
     config = AcnConfig(
-        vocab_size=len(tokenizer), char_vocab_size=tokenizer.char_vocab_size, word_embedding_dim=32,
-        char_embedding_dim=16, char_num_filters=16, hidden_size=32, attention_size=32,
-        id2label=dict(enumerate(LABELS)), vision_precision=vision_precision,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        char_vocab_size=tokenizer.char_vocab_size,
+        word_embedding_dim=32,
+        char_embedding_dim=16,
+        char_num_filters=16,
+        hidden_size=32,
+        attention_size=32,
+        id2label=dict(enumerate(LABELS)),
+        vision_precision=vision_precision,
+    )
     model = AcnForTokenClassification(config).eval()
     image_processor = AcnImageProcessor()
     if model.needs_vision_calibration("cpu"):
@@ -114,7 +156,11 @@ def before_script(folder: Path) -> Path:
     """acn-predict as of `BEFORE_COMMIT`, written beside the inputs (it imports this tree's other modules, under the
     names they have had since the library became `acn_mner`)."""
     source = subprocess.run(
-        ["git", "show", f"{BEFORE_COMMIT}:acn_commands/predict.py"], cwd=ROOT, check=True, capture_output=True, text=True
+        ["git", "show", f"{BEFORE_COMMIT}:acn_commands/predict.py"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     source = source.replace("from acn_commands.atomic import", "from acn_mner.atomic import")
     source = source.replace("from dataset_script.twitter_mner import", "from acn_mner.corpus import")
@@ -146,10 +192,28 @@ def run_predict(script: Path | str, model: Path, rows: Path, output: Path, extra
     """One acn-predict run in a fresh process: seconds, peak memories, and the output's line count."""
     report = output.with_suffix(".report.json")
     command = [
-        sys.executable, "-c", RUNNER, str(script), str(report), "--model", str(model), "--input", str(rows),
-        "--output", str(output), "--device", settings.device, "--batch_size", str(settings.batch_size), *extra,
-    ]  # fmt: skip
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), "TQDM_DISABLE": "1"}
+        sys.executable,
+        "-c",
+        RUNNER,
+        str(script),
+        str(report),
+        "--model",
+        str(model),
+        "--input",
+        str(rows),
+        "--output",
+        str(output),
+        "--device",
+        settings.device,
+        "--batch_size",
+        str(settings.batch_size),
+        *extra,
+    ]
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "TQDM_DISABLE": "1",
+    }
     log = output.with_suffix(".log")
     with open(log, "w", encoding="utf-8") as stderr:  # a file: a pipe read only at the end would fill and block
         process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=stderr)
@@ -189,25 +253,25 @@ def same_predictions(work: Path, label: str, names) -> bool | None:
     return len(set(texts.values())) == 1 if len(texts) > 1 else None
 
 
-def print_table(title: str, results: dict) -> None:
-    columns = ("output_lines", "seconds", "tweets_per_second", "speed_vs_first_run", "main_peak_rss_mib",
-               "largest_worker_peak_rss_mib", "tree_peak_pss_mib", "main_rss_vs_first_run")  # fmt: skip
-    print(f"\n## {title} (ratios to the first run)\n| run | " + " | ".join(columns) + " |")
-    print("|---" * (len(columns) + 1) + "|")
-    for name, result in results.items():
-        cells = [f"{result[column]:.3g}" if isinstance(result[column], float) else str(result[column]) for column in columns]
-        print(f"| {name} | " + " | ".join(cells) + " |")
-
-
 def main(argv=None):
     args = parse_args(argv)
     results = {
-        "machine": {"threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-                    "cpus": os.cpu_count(), "torch": torch.__version__, "cpu": cpu_capabilities(),
-                    "processor": platform.processor() or platform.machine()},
-        "settings": {"batch_size": args.batch_size, "image_rows": args.image_rows, "memory_rows": args.memory_rows,
-                     "device": args.device, "before_commit": None if args.no_before else BEFORE_COMMIT},
-    }  # fmt: skip
+        "machine": {
+            "threads": torch.get_num_threads(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "cpu": cpu_capabilities(),
+            "processor": platform.processor() or platform.machine(),
+        },
+        "settings": {
+            "batch_size": args.batch_size,
+            "image_rows": args.image_rows,
+            "memory_rows": args.memory_rows,
+            "device": args.device,
+            "before_commit": None if args.no_before else BEFORE_COMMIT,
+        },
+    }
     print(f"CPU: {results['machine']['cpu']}, torch threads {results['machine']['threads']}")
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
@@ -219,12 +283,16 @@ def main(argv=None):
         after = AFTER
         before = {} if args.no_before else {"before, fp32 backbone": (before_script(work), fp32_model, [])}
         fp32_runs = {**before, "after, 0 workers, fp32 backbone": (after, fp32_model, ["--num_workers", "0"])}
-        default_runs = {f"after, {n} workers, {precision} backbone": (after, default_model, ["--num_workers", str(n)]) for n in args.workers}
+        default_runs = {
+            f"after, {n} workers, {precision} backbone": (after, default_model, ["--num_workers", str(n)])
+            for n in args.workers
+        }
         rows = write_rows(work / "images.jsonl", args.image_rows, images, image_every=1)
         results["every_row_with_an_image"] = compare("images", {**fp32_runs, **default_runs}, rows, work, args)
         results["every_row_with_an_image"]["same_predictions"] = {
-            "fp32 runs": same_predictions(work, "images", fp32_runs), f"{precision} runs": same_predictions(work, "images", default_runs)
-        }  # fmt: skip
+            "fp32 runs": same_predictions(work, "images", fp32_runs),
+            f"{precision} runs": same_predictions(work, "images", default_runs),
+        }
         memory_runs = ({} if args.no_before else {"before": (before_script(work), default_model, [])}) | default_runs
         for count in (args.memory_rows // 10, args.memory_rows) if args.memory_rows else ():
             rows = write_rows(work / f"rows{count}.jsonl", count, images, image_every=1000)
@@ -233,11 +301,11 @@ def main(argv=None):
             results[label]["same_predictions"] = same_predictions(work, f"rows{count}", memory_runs)
     for title, section in results.items():
         if title not in ("machine", "settings"):
-            print_table(title, {name: value for name, value in section.items() if isinstance(value, dict) and "seconds" in value})
+            runs = {name: value for name, value in section.items() if isinstance(value, dict) and "seconds" in value}
+            print_table(f"{title} (ratios to the first run)", runs, name_header="run", columns=COLUMNS)
             print(f"same predictions: {section['same_predictions']}")
-    output = Path(args.output)
-    write_text(output, json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {output}")
+    write_json(args.output, results)
+    print(f"\nwrote {args.output}")
 
 
 if __name__ == "__main__":

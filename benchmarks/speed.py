@@ -14,13 +14,13 @@ precision the CPU lacks (bf16 without bf16 kernels runs about 7x slower than fp3
 """
 
 import argparse
-import json
 import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from unittest import mock
 
@@ -28,11 +28,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from acn_mner.atomic import write_text
+from acn_mner.benchmarking import matmul_gflops, print_table, timed, write_json
 from acn_mner.cpu import cpu_capabilities, isa_limit_warning
-from modeling_acn import IGNORE_INDEX, VISION_BACKBONES, AcnConfig, AcnCrf, AcnForTokenClassification, AcnImageProcessor
-from modeling_acn import modeling_acn
-from modeling_acn.configuration_acn import INT8_CALIBRATION_FIELDS
+from modeling_acn import (
+    IGNORE_INDEX,
+    VISION_BACKBONES,
+    AcnConfig,
+    AcnCrf,
+    AcnForTokenClassification,
+    AcnImageProcessor,
+    modeling_acn,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,35 +56,19 @@ def parse_args(argv=None):
     parser.add_argument("--output", default="outputs/benchmarks/speed.json", help="JSON file for every figure.")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="Torch device.")
     parser.add_argument("--quick", action="store_true", help="Fewer repetitions (a smoke run, not for reporting).")
-    parser.add_argument("--with_compile", action="store_true", help="Add torch.compile of the VGG trunk (minutes to compile on 2 cores).")
-    parser.add_argument("--only", choices=["vision", "text_encoders"], help="Run one part alone (its JSON goes to --output): the VGG-16 paths and the backbones, or the text encoders.")
+    parser.add_argument(
+        "--with_compile",
+        action="store_true",
+        help="Add torch.compile of the VGG trunk (minutes to compile on 2 cores).",
+    )
+    parser.add_argument(
+        "--only",
+        choices=["vision", "text_encoders"],
+        help="Run one part alone (its JSON goes to --output): the VGG-16 paths and the backbones, or the text "
+        "encoders.",
+    )
     parser.add_argument("--memory_probe", choices=["train", "infer"], help=argparse.SUPPRESS)  # child process mode
     return parser.parse_args(argv)
-
-
-def timed(function, repeats, warmup=1, device="cpu"):
-    """Median seconds of `function()` over `repeats` runs after `warmup` runs."""
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(repeats):
-        _synchronize(device)
-        started = time.perf_counter()
-        function()
-        _synchronize(device)
-        times.append(time.perf_counter() - started)
-    return sorted(times)[len(times) // 2]
-
-
-def _synchronize(device):
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def matmul_gflops(device, dtype, size=2048, repeats=10):
-    left, right = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
-    seconds = timed(lambda: left @ right, repeats, device=device)
-    return 2 * size**3 / seconds / 1e9
 
 
 def bf16_matmul_gflops(device):
@@ -109,7 +99,9 @@ def build_processor(tweets):
 
 def paper_model(processor, device, **overrides):
     torch.manual_seed(0)
-    config = AcnConfig(vocab_size=len(processor.tokenizer), char_vocab_size=processor.tokenizer.char_vocab_size, **overrides)
+    config = AcnConfig(
+        vocab_size=len(processor.tokenizer), char_vocab_size=processor.tokenizer.char_vocab_size, **overrides
+    )
     return AcnForTokenClassification(config).to(device)
 
 
@@ -163,20 +155,22 @@ def vgg_paths(device, with_compile):
     paths = {
         "fp32 eager": lambda pixels: trunk(pixels).flatten(2).transpose(1, 2),
         "fp32 channels-last": fp32.get_image_features,
-        "bf16 autocast + channels-last": "skipped: no bf16 kernels here, so it would only be emulated (about 7x slower than fp32)",
+        "bf16 autocast + channels-last": "skipped: no bf16 kernels here, so it would only be emulated "
+        "(about 7x slower than fp32)",
         "int8 (torch.ao, x86)": "skipped: int8 runs on x86 CPUs only",
     }
     if vision_model("vgg16", device, "bf16").effective_vision_precision(device) == "bf16":
         # autocast casts the weights on every call; the frozen default casts them once (a bf16 copy)
-        paths["bf16 autocast + channels-last"] = lambda pixels: _autocast(trunk, pixels.contiguous(memory_format=torch.channels_last), device)
+        paths["bf16 autocast + channels-last"] = lambda pixels: _autocast(
+            trunk, pixels.contiguous(memory_format=torch.channels_last), device
+        )
     int8 = vision_model("vgg16", device, "int8")
     if int8.needs_vision_calibration(device):
         calibrated(int8, device)
         paths["int8 (torch.ao, x86)"] = int8.get_image_features
     default = vision_model("vgg16", device, "auto")
     if default.needs_vision_calibration(device):
-        for name in INT8_CALIBRATION_FIELDS:  # the same seeded weights, the same calibration
-            setattr(default.config, name, getattr(int8.config, name))
+        default.acn.set_vision_calibration(int8.acn.vision_int8.arrays())  # the same seeded weights and calibration
     paths[f"default: auto -> {default.effective_vision_precision(device)}"] = default.get_image_features
     if with_compile:
         compiled = torch.compile(trunk)
@@ -202,16 +196,20 @@ def bench_vgg(device, args, peak_gflops):
                 rows[name] = {"skipped": path}
                 continue
             features = path(pixels)  # also the warm-up
-            images_per_second = batch / timed(lambda: path(pixels), repeats, warmup=0, device=device)
+            images_per_second = batch / timed(path, pixels, repeats=repeats, warmup=0, device=device)
             rows[name] = {
                 "images_per_s": images_per_second,
                 "speedup_vs_fp32_eager": None,
                 "fraction_of_fp32_matmul_peak": images_per_second * VGG16_GFLOP_PER_IMAGE / peak_gflops["fp32"],
-                "fraction_of_bf16_matmul_peak": images_per_second * VGG16_GFLOP_PER_IMAGE / peak_gflops["bf16"] if peak_gflops["bf16"] else None,
+                "fraction_of_bf16_matmul_peak": images_per_second * VGG16_GFLOP_PER_IMAGE / peak_gflops["bf16"]
+                if peak_gflops["bf16"]
+                else None,
                 **deviation(features, reference),
             }
         default = next(name for name in paths if name.startswith("default"))
-        rows[default]["max_deviation_other_batches"] = deviation_on_other_batches(paths[default], paths["fp32 eager"], batch, device)
+        rows[default]["max_deviation_other_batches"] = deviation_on_other_batches(
+            paths[default], paths["fp32 eager"], batch, device
+        )
     for row in rows.values():
         if "images_per_s" in row:
             row["speedup_vs_fp32_eager"] = row["images_per_s"] / rows["fp32 eager"]["images_per_s"]
@@ -253,9 +251,9 @@ def bench_backbones(device, args):
         calibration = calibrated(default, device)
         with torch.inference_mode():
             reference = fp32.get_image_features(pixels)  # also the warm-up
-            fp32_rate = batch / timed(lambda: fp32.get_image_features(pixels), repeats, warmup=0, device=device)
+            fp32_rate = batch / timed(fp32.get_image_features, pixels, repeats=repeats, warmup=0, device=device)
             features = default.get_image_features(pixels)  # also the warm-up (builds the bf16 or int8 copy)
-            default_rate = batch / timed(lambda: default.get_image_features(pixels), repeats, warmup=0, device=device)
+            default_rate = batch / timed(default.get_image_features, pixels, repeats=repeats, warmup=0, device=device)
         rows[backbone] = {
             "gflop_per_image": gflop_per_image(fp32, device),
             "regions_x_channels": f"{default.config.num_image_regions}x{default.config.image_feature_dim}",
@@ -293,8 +291,14 @@ def bench_training(processor, tweets, device, args):
     features = torch.rand(batch_size, 49, 512, device=device) * 3  # pool5 magnitudes
     setups = {
         "ACN, cached features": (paper_model(processor, device), {**text, "image_features": features}),
-        "ACN, cached features, plain autograd attention scores": (paper_model(processor, device), {**text, "image_features": features}),
-        "ACN, cached features, attention_size=100": (paper_model(processor, device, attention_size=100), {**text, "image_features": features}),
+        "ACN, cached features, plain autograd attention scores": (
+            paper_model(processor, device),
+            {**text, "image_features": features},
+        ),
+        "ACN, cached features, attention_size=100": (
+            paper_model(processor, device, attention_size=100),
+            {**text, "image_features": features},
+        ),
         "ACN, every image missing": (paper_model(processor, device), text),
         "text-only CNN-BiLSTM-CRF": (paper_model(processor, device, use_image=False), text),
     }
@@ -314,7 +318,9 @@ def bench_training(processor, tweets, device, args):
         autocast = "autocast" in name
         scores = plain_attention_scores if "plain" in name else modeling_acn.additive_attention_scores
         with mock.patch.object(modeling_acn, "additive_attention_scores", scores):
-            seconds = timed(lambda: training_step(model, batch, optimizer, autocast), repeats, warmup=warmup, device=device)
+            seconds = timed(
+                training_step, model, batch, optimizer, autocast, repeats=repeats, warmup=warmup, device=device
+            )
         tweets_per_second = batch["input_ids"].shape[0] / seconds
         rows[name] = {"tweets_per_s": tweets_per_second, "epoch_seconds_4000_tweets": EPOCH_TWEETS / tweets_per_second}
     return rows
@@ -327,13 +333,18 @@ def bench_feature_reading(processor, tweets, args):
         from datasets import Array2D, Dataset, Features, List, Value, load_from_disk
 
         from acn_mner.data import model_rows
-
         from modeling_acn import AcnDataCollator
     except ImportError as error:
         return {"skipped": f"needs the training stack ({error})"}
     count, batch_size = (64 if args.quick else 320), 32
-    features = Features({"tokens": List(Value("string")), "ner_tags": List(Value("int64")),
-                         "image_features": Array2D(shape=(49, 512), dtype="float16"), "image_mask": Value("bool")})  # fmt: skip
+    features = Features(
+        {
+            "tokens": List(Value("string")),
+            "ner_tags": List(Value("int64")),
+            "image_features": Array2D(shape=(49, 512), dtype="float16"),
+            "image_mask": Value("bool"),
+        }
+    )
     rows = {
         "tokens": tweets[:count],
         "ner_tags": [[0] * len(words) for words in tweets[:count]],
@@ -373,20 +384,40 @@ def bench_crf(device, args):
         mask = torch.arange(CRF_LENGTH, device=device)[None, :] < lengths[:, None]  # (batch, seq_len)
         repeats = 5 if args.quick else 30
         with torch.no_grad():
-            ll_ours = timed(lambda: ours.log_likelihood(emissions, tags, mask), repeats, device=device)
-            ll_theirs = timed(lambda: theirs(emissions, tags, mask, reduction="none"), repeats, device=device)
-            decode_ours = timed(lambda: ours.decode(emissions, mask).tolist(), repeats, device=device)
-            decode_theirs = timed(lambda: theirs.decode(emissions, mask), repeats, device=device)
-            same = [row[row != IGNORE_INDEX].tolist() for row in ours.decode(emissions, mask)] == theirs.decode(emissions, mask)
+            ll_ours = timed(ours.log_likelihood, emissions, tags, mask, repeats=repeats, device=device)
+            ll_theirs = timed(partial(theirs, reduction="none"), emissions, tags, mask, repeats=repeats, device=device)
+            decode_ours = timed(decode_to_lists, ours, emissions, mask, repeats=repeats, device=device)
+            decode_theirs = timed(theirs.decode, emissions, mask, repeats=repeats, device=device)
+            same = [row[row != IGNORE_INDEX].tolist() for row in ours.decode(emissions, mask)] == theirs.decode(
+                emissions, mask
+            )
         rows[f"batch {batch}"] = {
-            "log_likelihood_ms": {"ours": 1e3 * ll_ours, "pytorch_crf": 1e3 * ll_theirs, "speedup": ll_theirs / ll_ours},
-            "decode_ms": {"ours": 1e3 * decode_ours, "pytorch_crf": 1e3 * decode_theirs, "speedup": decode_theirs / decode_ours},
+            "log_likelihood_ms": {
+                "ours": 1e3 * ll_ours,
+                "pytorch_crf": 1e3 * ll_theirs,
+                "speedup": ll_theirs / ll_ours,
+            },
+            "decode_ms": {
+                "ours": 1e3 * decode_ours,
+                "pytorch_crf": 1e3 * decode_theirs,
+                "speedup": decode_theirs / decode_ours,
+            },
             "same_paths": same,
         }
     return rows
 
 
+def decode_to_lists(crf, emissions, mask):
+    """Our CRF's best paths as Python lists, the form pytorch-crf's `decode` returns."""
+    return crf.decode(emissions, mask).tolist()
+
+
 # --- inference ------------------------------------------------------------------------------------
+
+
+def tag(model, inputs):
+    """The forward pass and the CRF's best paths: what tagging a batch costs."""
+    return model.decode(model(**inputs).logits)
 
 
 def bench_inference(processor, tweets, device, args):
@@ -400,10 +431,10 @@ def bench_inference(processor, tweets, device, args):
     many_pixels = torch.randn(batch_size, 3, 224, 224, device=device)
     repeats = 3 if args.quick else 5
     with torch.inference_mode():
-        with_image = timed(lambda: model.decode(model(**one, pixel_values=pixels).logits), repeats, device=device)
-        vgg_only = timed(lambda: model.get_image_features(pixels), repeats, device=device)
-        text_only = timed(lambda: model.decode(model(**one).logits), repeats, device=device)
-        batch_seconds = timed(lambda: model.decode(model(**many, pixel_values=many_pixels).logits), 2, device=device)
+        with_image = timed(tag, model, {**one, "pixel_values": pixels}, repeats=repeats, device=device)
+        vgg_only = timed(model.get_image_features, pixels, repeats=repeats, device=device)
+        text_only = timed(tag, model, one, repeats=repeats, device=device)
+        batch_seconds = timed(tag, model, {**many, "pixel_values": many_pixels}, repeats=2, device=device)
     return {
         "latency_ms_with_image": 1e3 * with_image,
         "latency_ms_without_image": 1e3 * text_only,
@@ -429,7 +460,8 @@ def encoder_setups(tweets, device):
     subword = AcnTokenizer.load_subword_tokenizer(path)
     tokenizer = AcnTokenizer.from_corpus(tweets, subword_tokenizer=subword, subword_window=subword.model_max_length)
     setups["MiniLM-L6 (first-subword pooling, characters, no BiLSTM)"] = (
-        AcnProcessor(AcnImageProcessor(), tokenizer), {"text_encoder": path, "text_encoder_window": tokenizer.subword_window}
+        AcnProcessor(AcnImageProcessor(), tokenizer),
+        {"text_encoder": path, "text_encoder_window": tokenizer.subword_window},
     )
     return setups, None
 
@@ -443,13 +475,13 @@ def bench_text_encoders(tweets, device, args):
         batch = text_batch(processor, tweets[:16], device)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
         model.train()
-        step = timed(lambda: training_step(model, batch, optimizer), 2 if args.quick else 5, warmup=1, device=device)
+        step = timed(training_step, model, batch, optimizer, repeats=2 if args.quick else 5, device=device)
         model.eval()
         one = {key: value for key, value in text_batch(processor, tweets[1:2], device).items() if key != "labels"}
         many = {key: value for key, value in text_batch(processor, tweets[:32], device).items() if key != "labels"}
         with torch.inference_mode():
-            latency = timed(lambda: model.decode(model(**one).logits), 3 if args.quick else 10, device=device)
-            batch_seconds = timed(lambda: model.decode(model(**many).logits), 2 if args.quick else 5, device=device)
+            latency = timed(tag, model, one, repeats=3 if args.quick else 10, device=device)
+            batch_seconds = timed(tag, model, many, repeats=2 if args.quick else 5, device=device)
         rows[name] = {
             "train_epoch_seconds_4000_tweets": EPOCH_TWEETS / 16 * step,
             "latency_ms_per_tweet": 1e3 * latency,
@@ -495,7 +527,10 @@ def peak_resident_mib():
 
 def peak_memory(device):
     rows = {}
-    for kind, name in (("train", "training, batch 32, cached features"), ("infer", f"inference, batch {INFERENCE_PROBE_BATCH} with images")):
+    for kind, name in (
+        ("train", "training, batch 32, cached features"),
+        ("infer", f"inference, batch {INFERENCE_PROBE_BATCH} with images"),
+    ):
         command = [sys.executable, __file__, "--memory_probe", kind, "--device", device]
         finished = subprocess.run(command, check=True, cwd=ROOT, capture_output=True, text=True)
         rows[name] = float(finished.stdout.split()[-1])
@@ -503,21 +538,6 @@ def peak_memory(device):
 
 
 # --- report ---------------------------------------------------------------------------------------
-
-
-def print_table(title, rows):
-    print(f"\n## {title}")
-    for name, values in rows.items():
-        rendered = values if not isinstance(values, dict) else ", ".join(f"{key}={_fmt(value)}" for key, value in values.items())
-        print(f"- {name}: {_fmt(rendered)}")
-
-
-def _fmt(value):
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{key}={_fmt(item)}" for key, item in value.items()) + "}"
-    return str(value)
 
 
 def main(argv=None):
@@ -533,10 +553,21 @@ def main(argv=None):
     warning = isa_limit_warning(capabilities)
     if warning:
         print(f"warning: {warning}", flush=True)
-    measure("machine", lambda: {"device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                                "processor": platform.processor() or platform.machine(), "cpu": capabilities,
-                                "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None})  # fmt: skip
-    measure("matmul_gflops", lambda: {"fp32": matmul_gflops(args.device, torch.float32), "bf16": bf16_matmul_gflops(args.device)})
+    measure(
+        "machine",
+        lambda: {
+            "device": args.device,
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "processor": platform.processor() or platform.machine(),
+            "cpu": capabilities,
+            "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+        },
+    )
+    measure(
+        "matmul_gflops",
+        lambda: {"fp32": matmul_gflops(args.device, torch.float32), "bf16": bf16_matmul_gflops(args.device)},
+    )
     if args.only != "text_encoders":
         measure("vgg16_features", lambda: bench_vgg(args.device, args, results["matmul_gflops"]))
         measure("vision_backbones", lambda: bench_backbones(args.device, args))
@@ -546,7 +577,9 @@ def main(argv=None):
         reading = results["reading cached features (Arrow -> collator)"]
         if "skipped" not in reading:
             model_epoch = results["training"]["ACN, cached features"]["epoch_seconds_4000_tweets"]
-            results["training"]["ACN, cached features, model + reading"] = {"epoch_seconds_4000_tweets": model_epoch + reading["epoch_seconds_4000_tweets"]}
+            results["training"]["ACN, cached features, model + reading"] = {
+                "epoch_seconds_4000_tweets": model_epoch + reading["epoch_seconds_4000_tweets"]
+            }
         measure("crf_vs_pytorch_crf", lambda: bench_crf(args.device, args))
         measure("inference", lambda: bench_inference(processor, tweets, args.device, args))
     if args.only != "vision":
@@ -565,15 +598,12 @@ def measured_into(results):
         results[title] = section()
         elapsed = time.perf_counter() - section_started
         print_table(f"{title} ({elapsed:.0f} s; {time.perf_counter() - started:.0f} s so far)", results[title])
-        sys.stdout.flush()
 
     return measure
 
 
 def report(results, output):
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_text(output, json.dumps(results, indent=2) + "\n")
+    write_json(output, results)
     print(f"\nwrote {output}")
 
 

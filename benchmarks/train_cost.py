@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from acn_mner.atomic import write_text
+from acn_mner.benchmarking import print_table, write_json
 from acn_mner.cpu import cpu_capabilities
 from acn_mner.train import main as train_acn
 
@@ -34,8 +34,12 @@ BATCH = 16
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", required=True, help="Corpus folder with train.txt and valid.txt in the Twitter-2015 layout.")
-    parser.add_argument("--train_tweets", type=int, default=320, help="Training tweets per run (default 320: 20 steps).")
+    parser.add_argument(
+        "--dataset", required=True, help="Corpus folder with train.txt and valid.txt in the Twitter-2015 layout."
+    )
+    parser.add_argument(
+        "--train_tweets", type=int, default=320, help="Training tweets per run (default 320: 20 steps)."
+    )
     parser.add_argument("--repeats", type=int, default=2, help="Runs per recipe, interleaved (default 2).")
     parser.add_argument("--output", required=True, help="JSON file to write.")
     return parser.parse_args(argv)
@@ -63,23 +67,54 @@ def main(argv=None):
         for repeat in range(args.repeats):
             for index, (name, flags) in enumerate(RECIPES.items()):
                 output = scratch / f"run_{repeat}_{index}"
-                train_acn(["--train_file", str(train), "--validation_file", str(small), "--test_file", str(small),
-                           "--output_dir", str(output), "--text_encoder", encoder, "--num_train_epochs", "1",
-                           "--per_device_train_batch_size", str(BATCH), "--checkpointing_steps", "none", *flags])  # fmt: skip
+                train_acn(
+                    [
+                        "--train_file",
+                        str(train),
+                        "--validation_file",
+                        str(small),
+                        "--test_file",
+                        str(small),
+                        "--output_dir",
+                        str(output),
+                        "--text_encoder",
+                        encoder,
+                        "--num_train_epochs",
+                        "1",
+                        "--per_device_train_batch_size",
+                        str(BATCH),
+                        "--checkpointing_steps",
+                        "none",
+                        *flags,
+                    ]
+                )
                 seconds[name].append(json.loads((output / "all_results.json").read_text())["train_seconds"])
     steps = -(-args.train_tweets // BATCH)
     base = statistics.median(seconds[BASELINE])
     machine = {"threads": torch.get_num_threads(), "cpu": cpu_capabilities()}
-    print(f"CPU flags: {', '.join(machine['cpu']['flags'])}; torch dispatches {machine['cpu']['torch_capability']}; {machine['threads']} thread(s)")
-    print("| recipe | s per step | against without FGM |")
-    print("|---|---|---|")
-    rows = {}
+    print(
+        f"CPU flags: {', '.join(machine['cpu']['flags'])}; torch dispatches {machine['cpu']['torch_capability']}; "
+        f"{machine['threads']} thread(s)"
+    )
+    rows, cells = {}, {}
     for name in RECIPES:
         median = statistics.median(seconds[name])
-        rows[name] = {"flags": RECIPES[name], "train_seconds": seconds[name], "seconds_per_step": median / steps, "ratio": median / base}
-        print(f"| {name} | {median / steps:.2f} | {median / base:.2f}x |")
-    output = {"dataset": args.dataset, "train_tweets": args.train_tweets, "steps": steps, "machine": machine, "recipes": rows}
-    write_text(args.output, json.dumps(output, indent=2) + "\n")
+        rows[name] = {
+            "flags": RECIPES[name],
+            "train_seconds": seconds[name],
+            "seconds_per_step": median / steps,
+            "ratio": median / base,
+        }
+        cells[name] = {"s per step": f"{median / steps:.2f}", "against without FGM": f"{median / base:.2f}x"}
+    print_table("Training time per optimiser step (median over repeats)", cells, name_header="recipe")
+    output = {
+        "dataset": args.dataset,
+        "train_tweets": args.train_tweets,
+        "steps": steps,
+        "machine": machine,
+        "recipes": rows,
+    }
+    write_json(args.output, output)
     print(f"wrote {args.output}")
 
 

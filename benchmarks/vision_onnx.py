@@ -12,7 +12,6 @@ relative error against eager float32's region features, ||got - fp32|| / ||fp32|
 """
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -21,11 +20,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from acn_mner.atomic import write_text
+from acn_mner.benchmarking import print_table, write_json
 from acn_mner.cpu import cpu_capabilities
 from acn_mner.onnx_export import export_onnx
-from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnPipeline, AcnProcessor, AcnTokenizer
-from modeling_acn.onnx_acn import VISION_ONNX_INT8_FILE, AcnOnnxModel, import_onnxruntime
+from modeling_acn import (
+    AcnConfig,
+    AcnForTokenClassification,
+    AcnImageProcessor,
+    AcnPipeline,
+    AcnProcessor,
+    AcnTokenizer,
+)
+from modeling_acn.onnx_runtime_acn import VISION_ONNX_INT8_FILE, AcnOnnxModel, import_onnxruntime
 
 LABELS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-OTHER", "I-OTHER")
 
@@ -68,15 +74,23 @@ def main(argv=None):
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     torch.manual_seed(0)
     tokenizer = AcnTokenizer.from_corpus([["Obama", "visits", "Paris"]])
-    sizes = {"vocab_size": len(tokenizer), "char_vocab_size": tokenizer.char_vocab_size, "id2label": dict(enumerate(LABELS))}
+    sizes = {
+        "vocab_size": len(tokenizer),
+        "char_vocab_size": tokenizer.char_vocab_size,
+        "id2label": dict(enumerate(LABELS)),
+    }
     model = AcnForTokenClassification(AcnConfig(**sizes, vision_precision="fp32")).eval()
     calibration, timed = noisy_pixels(args.calibration_images, seed=1), noisy_pixels(args.images, seed=2)
     with tempfile.TemporaryDirectory() as folder:
         saved, exported = Path(folder) / "model", Path(folder) / "onnx"
-        AcnPipeline(model=model, processor=AcnProcessor(AcnImageProcessor(), tokenizer), device="cpu").save_pretrained(saved)
+        AcnPipeline(model=model, processor=AcnProcessor(AcnImageProcessor(), tokenizer), device="cpu").save_pretrained(
+            saved
+        )
         export_onnx(saved, exported, int8=True, calibration_pixels=calibration)
         onnx_fp32 = AcnOnnxModel.from_pretrained(exported, session_options=options)
-        onnx_int8 = AcnOnnxModel.from_pretrained(exported, session_options=options, vision_onnx_file=VISION_ONNX_INT8_FILE)
+        onnx_int8 = AcnOnnxModel.from_pretrained(
+            exported, session_options=options, vision_onnx_file=VISION_ONNX_INT8_FILE
+        )
         int8_model = AcnForTokenClassification(AcnConfig(**sizes, vision_precision="int8")).eval()
         int8_model.load_state_dict(model.state_dict(), strict=False)
         int8_model.calibrate_vision(calibration)
@@ -93,15 +107,24 @@ def main(argv=None):
                 reference = out if reference is None else reference
                 error = float((out.float() - reference).norm() / reference.norm())
                 results[name] = {"images_per_second": speed, "relative_error": error}
-    report = {"capabilities": cpu_capabilities(), "images": args.images, "batch_size": args.batch_size, "results": results}
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_text(output, json.dumps(report, indent=2) + "\n")
+    report = {
+        "capabilities": cpu_capabilities(),
+        "images": args.images,
+        "batch_size": args.batch_size,
+        "results": results,
+    }
+    write_json(args.output, report)
     base = results["eager float32"]["images_per_second"]
     print(f"CPU flags: {cpu_capabilities()}")
-    print("| trunk | images/s | vs eager float32 | relative error of the features |\n|---|---|---|---|")
-    for name, result in results.items():
-        print(f"| {name} | {result['images_per_second']:.2f} | {result['images_per_second'] / base:.2f}x | {result['relative_error']:.4f} |")
+    rows = {
+        name: {
+            "images/s": f"{result['images_per_second']:.2f}",
+            "vs eager float32": f"{result['images_per_second'] / base:.2f}x",
+            "relative error of the features": f"{result['relative_error']:.4f}",
+        }
+        for name, result in results.items()
+    }
+    print_table(f"Image trunks, {args.images} pictures in batches of {args.batch_size}", rows, name_header="trunk")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ Cache the image features of an exported dataset::
     python dataset_script/twitter_mner.py cache-features --dataset O --model M --output_dir F
 
 The same command is installed as `acn-dataset`. In Python: `acn_mner.corpus.load_twitter_mner`,
-`acn_mner.export.export_parquet` and `acn_mner.feature_cache.save_feature_cache`.
+`acn_mner.parquet_export.export_parquet` and `acn_mner.feature_cache.save_feature_cache`.
 """
 
 from acn_mner.dataset_command import cli

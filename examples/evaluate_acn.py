@@ -20,13 +20,18 @@ from modeling_acn.pipeline_acn import load_model_and_processor
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="Model folder written by train_acn.py, or a Hub id.")
-    parser.add_argument("--dataset", required=True, help="Corpus: raw folder, save_to_disk folder, Parquet folder or Hub id.")
+    parser.add_argument(
+        "--dataset", required=True, help="Corpus: raw folder, save_to_disk folder, Parquet folder or Hub id."
+    )
     parser.add_argument("--image_dir", default=None, help="Images of a raw corpus folder.")
     parser.add_argument("--split", default="test", choices=["train", "validation", "test"], help="Split to score.")
     parser.add_argument("--batch_size", type=int, default=64, help="Tweets per batch and process.")
-    parser.add_argument("--output_dir", default=None, help="Where to write results and predictions; omit to only print.")
     parser.add_argument(
-        "--trust_remote_code", action="store_true",
+        "--output_dir", default=None, help="Where to write results and predictions; omit to only print."
+    )
+    parser.add_argument(
+        "--trust_remote_code",
+        action="store_true",
         help="Run the model folder's own Python code; without it the installed acn-mner classes load the weights.",
     )
     return parser.parse_args(argv)
@@ -47,19 +52,26 @@ def main(argv=None):
     split = load_corpus(args.dataset, args.image_dir)[args.split]
     check_labels(model, split)
     source = image_source(split, model.config.use_image)
-    loader = DataLoader(model_rows(split, source), batch_size=args.batch_size, collate_fn=AcnDataCollator(processor, source))
+    loader = DataLoader(
+        model_rows(split, source), batch_size=args.batch_size, collate_fn=AcnDataCollator(processor, source)
+    )
     loader = accelerator.prepare(loader)
     model = accelerator.prepare(model)
     predictions = predict_split(accelerator, model, loader)
     results = score(load_metric(), predictions, gold_tags(split))
     if accelerator.is_main_process:
         print(table2({f"{Path(args.model).name} ({args.split})": results}))
-        print(f"{args.split}: {results['num_gold_entities']} gold entities (lenient), {results['strict_num_gold_entities']} (strict)")
+        print(
+            f"{args.split}: {results['num_gold_entities']} gold entities (lenient), "
+            f"{results['strict_num_gold_entities']} (strict)"
+        )
         if args.output_dir:
             output_dir = Path(args.output_dir)
             output_dir.mkdir(parents=True, exist_ok=True)
             write_json(output_dir / f"{args.split}_results.json", results)
-            write_predictions(output_dir / f"{args.split}_predictions.txt", split["tokens"], gold_tags(split), predictions)
+            write_predictions(
+                output_dir / f"{args.split}_predictions.txt", split["tokens"], gold_tags(split), predictions
+            )
     return results
 
 

@@ -18,22 +18,35 @@ import time
 from pathlib import Path
 
 import datasets
-from acn_mner import train as train_acn
 
-from acn_mner.atomic import write_bytes, write_text
 from acn_mner import demo_corpus
+from acn_mner import train as train_acn
+from acn_mner.atomic import write_bytes, write_text
 from acn_mner.corpus import load_twitter_mner
-from acn_mner.export import export_parquet
 from acn_mner.feature_cache import feature_extractor, save_feature_cache
+from acn_mner.parquet_export import export_parquet
 from modeling_acn import VISION_BACKBONES, VISION_PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small enough for six minutes on two cores. The patience outlasts ACN's plateau: it tags image-decided entities by
 # chance for about ten epochs, until the attention has found the figure (dev F1 100 by epoch 17 in our runs).
 DEMO_TRAINING = [
-    "--word_embedding_dim", "50", "--hidden_size", "100", "--per_device_train_batch_size", "16", "--learning_rate", "2e-3",
-    "--num_train_epochs", "25", "--patience", "10", "--checkpointing_steps", "none", "--stop_at_perfect_dev",
-]  # fmt: skip
+    "--word_embedding_dim",
+    "50",
+    "--hidden_size",
+    "100",
+    "--per_device_train_batch_size",
+    "16",
+    "--learning_rate",
+    "2e-3",
+    "--num_train_epochs",
+    "25",
+    "--patience",
+    "10",
+    "--checkpointing_steps",
+    "none",
+    "--stop_at_perfect_dev",
+]
 NEW_TWEET = "look at Kolbi today !"
 RELOAD_SCRIPT = """
 import sys
@@ -42,7 +55,10 @@ from transformers import AutoModelForTokenClassification, AutoProcessor, pipelin
 folder, image, picture = sys.argv[1:4]
 model = AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=True)
 processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
-print(f"reloaded {type(model).__module__}.{type(model).__name__} and {type(processor).__module__}.{type(processor).__name__}")
+print(
+    f"reloaded {type(model).__module__}.{type(model).__name__} "
+    f"and {type(processor).__module__}.{type(processor).__name__}"
+)
 tagger = pipeline("multimodal-ner", model=folder, trust_remote_code=True)
 from acn_mner.explain import explain_tweet  # the project's drawing code; the model above came from the folder
 
@@ -56,9 +72,26 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="outputs/demo", help="Corpus, features, models and results go here.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the corpus, the random VGG trunk and training.")
-    parser.add_argument("--vision_backbone", default="vgg16", choices=sorted(VISION_BACKBONES), help="Image backbone that computes the features (random seeded weights).")
-    parser.add_argument("--vision_precision", default="auto", choices=VISION_PRECISIONS, help="Precision of the backbone (AcnConfig.vision_precision); auto picks the fastest accurate one for this CPU.")
-    parser.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"], help="Accelerate mixed precision of training (GPUs).")
+    parser.add_argument(
+        "--vision_backbone",
+        default="vgg16",
+        choices=sorted(VISION_BACKBONES),
+        help="Image backbone that computes the features (random seeded weights).",
+    )
+    parser.add_argument(
+        "--vision_precision",
+        default="auto",
+        choices=VISION_PRECISIONS,
+        help=(
+            "Precision of the backbone (AcnConfig.vision_precision); auto picks the fastest accurate one for this CPU."
+        ),
+    )
+    parser.add_argument(
+        "--mixed_precision",
+        default="no",
+        choices=["no", "fp16", "bf16"],
+        help="Accelerate mixed precision of training (GPUs).",
+    )
     return parser.parse_args(argv)
 
 
@@ -78,9 +111,20 @@ def build_features(output_dir: Path, seed: int, vision_backbone: str, vision_pre
 
 def train(features: Path, output_dir: Path, variant: str, seed: int, mixed_precision: str) -> dict:
     train_acn.main(
-        ["--dataset_name", str(features), "--output_dir", str(output_dir), "--variant", variant, "--seed", str(seed),
-         "--mixed_precision", mixed_precision, *DEMO_TRAINING]
-    )  # fmt: skip
+        [
+            "--dataset_name",
+            str(features),
+            "--output_dir",
+            str(output_dir),
+            "--variant",
+            variant,
+            "--seed",
+            str(seed),
+            "--mixed_precision",
+            mixed_precision,
+            *DEMO_TRAINING,
+        ]
+    )
     return json.loads((output_dir / "all_results.json").read_text())
 
 
@@ -109,8 +153,15 @@ def new_tweet_image(output_dir: Path, seed: int) -> Path:
 def reload_and_tag(model_dir: Path, output_dir: Path, seed: int):
     """A fresh Python process, started elsewhere, loads the folder through the Auto classes and the pipeline."""
     image = new_tweet_image(output_dir, seed)
-    command = [sys.executable, "-c", RELOAD_SCRIPT, str(model_dir.resolve()), str(image.resolve()),
-               str((output_dir / "attention.png").resolve()), NEW_TWEET]  # fmt: skip
+    command = [
+        sys.executable,
+        "-c",
+        RELOAD_SCRIPT,
+        str(model_dir.resolve()),
+        str(image.resolve()),
+        str((output_dir / "attention.png").resolve()),
+        NEW_TWEET,
+    ]
     subprocess.run(command, check=True, cwd=output_dir.parent.resolve().anchor)
 
 
@@ -119,8 +170,10 @@ def main(argv=None):
     output_dir = Path(args.output_dir)
     started = time.perf_counter()
     features = build_features(output_dir, args.seed, args.vision_backbone, args.vision_precision)
-    results = {variant: train(features, output_dir / name, variant, args.seed, args.mixed_precision) for name, variant in
-               (("acn", "full"), ("text_only", "text-only"))}  # fmt: skip
+    results = {
+        variant: train(features, output_dir / name, variant, args.seed, args.mixed_precision)
+        for name, variant in (("acn", "full"), ("text_only", "text-only"))
+    }
     for name in ("acn", "text_only"):
         print(f"\n{name}:\n" + (output_dir / name / "results.md").read_text())
     reload_and_tag(output_dir / "acn", output_dir, args.seed)
@@ -135,7 +188,9 @@ def main(argv=None):
         "mixed_precision": args.mixed_precision,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    summary["mechanism_check_passed"] = summary["acn_test_f1"] >= 0.95 and summary["text_only_image_decided_test_f1"] <= 0.70
+    summary["mechanism_check_passed"] = (
+        summary["acn_test_f1"] >= 0.95 and summary["text_only_image_decided_test_f1"] <= 0.70
+    )
     write_text(output_dir / "demo_results.json", json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     if not summary["mechanism_check_passed"]:

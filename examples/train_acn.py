@@ -1,7 +1,8 @@
-"""Train ACN (or one of the paper's variants) on a multimodal tweet NER corpus with Accelerate.
+r"""Train ACN (or one of the paper's variants) on a multimodal tweet NER corpus with Accelerate.
 
     accelerate launch examples/train_acn.py --dataset_name DATA --output_dir OUT [--variant full] ...
-    python examples/train_acn.py --train_file train.json --validation_file dev.json --test_file test.json --output_dir OUT
+    python examples/train_acn.py --train_file train.json --validation_file dev.json --test_file test.json \
+        --output_dir OUT
     python examples/train_acn.py --model_name_or_path TRAINED --dataset_name NEW_DATA --output_dir OUT
 
 The training loop is the library's (`acn_mner/train.py`: `build_dataloaders`, `train_epoch`, `evaluate_split`, ...),

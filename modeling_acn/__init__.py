@@ -1,6 +1,6 @@
 """ACN (Adaptive Co-attention Network) for multimodal named-entity recognition in tweets."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from transformers import (
     AutoConfig,
@@ -11,7 +11,14 @@ from transformers import (
     AutoTokenizer,
 )
 
-from .configuration_acn import IGNORE_INDEX, PAPER_TEXT_ENCODER, PAPER_VARIANTS, VISION_BACKBONES, VISION_PRECISIONS, AcnConfig
+from .configuration_acn import (
+    IGNORE_INDEX,
+    PAPER_TEXT_ENCODER,
+    PAPER_VARIANTS,
+    VISION_BACKBONES,
+    VISION_PRECISIONS,
+    AcnConfig,
+)
 from .image_processing_acn import AcnImageProcessor
 from .modeling_acn import AcnCrf, AcnForTokenClassification, AcnModel, AcnPreTrainedModel
 from .pipeline_acn import AcnPipeline

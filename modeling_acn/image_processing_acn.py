@@ -11,6 +11,8 @@ import os
 import stat
 import threading
 import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeGuard, TypeVar
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -26,7 +28,6 @@ from transformers.image_utils import (
 
 from .url_policy_acn import UNAVAILABLE, FetchHandle, UrlFetchError, fetch_url
 
-
 WHITE = (255, 255, 255, 255)  # transparent pixels are shown on white, as a browser shows a tweet's image
 # PIL clips these to 255 instead of scaling them; "I" is how older Pillow versions load 16-bit PNGs.
 SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
@@ -37,15 +38,33 @@ MAX_IMAGE_PIXELS = 2 * 4096 * 4096  # twice Twitter's largest upload; PIL's own 
 # Each backbone's resize filter and normalisation, those of its training. The resize keeps the whole picture (no
 # centre crop, unlike CLIP's own processor): a tweet's figure may sit at the border.
 BACKBONE_PREPROCESSING = {
-    "vgg16": {"resample": PILImageResampling.BILINEAR, "image_mean": IMAGENET_DEFAULT_MEAN, "image_std": IMAGENET_DEFAULT_STD},
-    "resnet152": {"resample": PILImageResampling.BILINEAR, "image_mean": IMAGENET_DEFAULT_MEAN, "image_std": IMAGENET_DEFAULT_STD},
-    "clip-vit-b32": {"resample": PILImageResampling.BICUBIC, "image_mean": OPENAI_CLIP_MEAN, "image_std": OPENAI_CLIP_STD},
+    "vgg16": {
+        "resample": PILImageResampling.BILINEAR,
+        "image_mean": IMAGENET_DEFAULT_MEAN,
+        "image_std": IMAGENET_DEFAULT_STD,
+    },
+    "resnet152": {
+        "resample": PILImageResampling.BILINEAR,
+        "image_mean": IMAGENET_DEFAULT_MEAN,
+        "image_std": IMAGENET_DEFAULT_STD,
+    },
+    "clip-vit-b32": {
+        "resample": PILImageResampling.BICUBIC,
+        "image_mean": OPENAI_CLIP_MEAN,
+        "image_std": OPENAI_CLIP_STD,
+    },
 }
 IMAGE_TIMEOUT_SECONDS = 30.0  # reading and decoding one image; a hung mount or a pathological file fails that image
 URL_SCHEMES = ("http://", "https://")  # what transformers' load_image and the Hub's widgets pass
 DOWNLOAD_TIMEOUT_SECONDS = 20.0  # connecting, downloading and decoding one image URL, all together
-MAX_IMAGE_BYTES = 64 * 2**20  # an image file larger than this is refused before it is read (a sparse 2 GB file cost 2 GB)
+MAX_IMAGE_BYTES = (
+    64 * 2**20
+)  # an image file larger than this is refused before it is read (a sparse 2 GB file cost 2 GB)
 MAX_DOWNLOAD_BYTES = 20 * 2**20  # 20 MiB: four times Twitter's largest photo upload; max_pixels still applies
+# what `AcnImageProcessor.preprocess` takes per image: None is a missing image
+_ImageInput = Image.Image | np.ndarray | str | os.PathLike | None
+_ImageInputs = _ImageInput | list[_ImageInput] | tuple[_ImageInput, ...]  # one image, or a batch as a list or tuple
+_T = TypeVar("_T")
 
 
 class AcnImageError(ValueError):
@@ -58,9 +77,15 @@ class AcnImageError(ValueError):
 
 # why an image is refused; the corpus loader stores these in its `image_problem` column
 IMAGE_ERROR_REASONS = (
-    "missing file", "not a regular file", "empty file", "corrupt", "too large", "unsupported mode", "timed out",
+    "missing file",
+    "not a regular file",
+    "empty file",
+    "corrupt",
+    "too large",
+    "unsupported mode",
+    "timed out",
     "download failed",  # an image URL refused by the URL policy or that gave no image (one message for all)
-)  # fmt: skip
+)
 
 
 def load_image_file(
@@ -79,7 +104,7 @@ def load_image_file(
     return _within_timeout(lambda: _read_and_decode(name, max_pixels, max_bytes), timeout, name)
 
 
-def is_image_url(image) -> bool:
+def is_image_url(image: object) -> TypeGuard[str]:
     """Whether `image` is a string naming an http:// or https:// URL (any other string is a file path)."""
     return isinstance(image, str) and image[:8].lower().startswith(URL_SCHEMES)
 
@@ -146,7 +171,9 @@ def check_image(image: Image.Image, max_pixels: int = MAX_IMAGE_PIXELS, name: st
     if width * height > max_pixels:
         raise AcnImageError("too large", f"{name}: {width}x{height} pixels exceed max_pixels={max_pixels}")
     if image.mode not in SUPPORTED_MODES:
-        raise AcnImageError("unsupported mode", f"{name}: image mode {image.mode!r} is not one of {', '.join(SUPPORTED_MODES)}")
+        raise AcnImageError(
+            "unsupported mode", f"{name}: image mode {image.mode!r} is not one of {', '.join(SUPPORTED_MODES)}"
+        )
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -182,6 +209,7 @@ def upright_rgb(image: Image.Image) -> Image.Image:
 
 
 def _read_and_decode(name: str, max_pixels: int, max_bytes: int) -> tuple[Image.Image, bytes]:
+    descriptor: int | None
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; regular files ignore the flag
         descriptor = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -236,15 +264,21 @@ def _download_limits(timeout: float, max_bytes: int) -> tuple[float, int]:
     return float(timeout), max_bytes
 
 
-def _within_timeout(function, timeout: float, name: str, action: str = "reading and decoding", on_give_up=None):
+def _within_timeout(
+    function: Callable[[], _T],
+    timeout: float,
+    name: str,
+    action: str = "reading and decoding",
+    on_give_up: Callable[[], None] | None = None,
+) -> _T:
     """`function()` in a daemon thread; an `AcnImageError` when it has not finished after `timeout` seconds, after
     calling `on_give_up()` (a download closes its connection there, so that its thread ends too).
 
     A file read cannot be interrupted, so a hung read is left behind, but the caller goes on (and exits) without it.
     """
-    outcome = {}
+    outcome: dict[str, Any] = {}
 
-    def target():
+    def target() -> None:
         try:
             outcome["value"] = function()
         except BaseException as error:  # re-raised in the caller's thread
@@ -285,12 +319,12 @@ class AcnImageProcessor(BaseImageProcessor):
         size: int | dict[str, int] | None = None,
         resample: int = PILImageResampling.BILINEAR,
         rescale_factor: float = 1 / 255,
-        image_mean: tuple[float, float, float] = IMAGENET_DEFAULT_MEAN,
-        image_std: tuple[float, float, float] = IMAGENET_DEFAULT_STD,
+        image_mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
+        image_std: Sequence[float] = IMAGENET_DEFAULT_STD,
         download_timeout: float = DOWNLOAD_TIMEOUT_SECONDS,
         max_download_bytes: int = MAX_DOWNLOAD_BYTES,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.size = _size_dict(224 if size is None else size)
         self.resample = int(resample)
@@ -300,20 +334,22 @@ class AcnImageProcessor(BaseImageProcessor):
         self.download_timeout, self.max_download_bytes = _download_limits(download_timeout, max_download_bytes)
 
     @classmethod
-    def for_backbone(cls, vision_backbone: str, **kwargs) -> "AcnImageProcessor":
+    def for_backbone(cls, vision_backbone: str, **kwargs: Any) -> "AcnImageProcessor":
         """The processor whose resizing and normalisation follow `vision_backbone` (an `AcnConfig` backbone)."""
         if vision_backbone not in BACKBONE_PREPROCESSING:
-            raise ValueError(f"vision_backbone must be one of {', '.join(BACKBONE_PREPROCESSING)}, got {vision_backbone!r}")
+            raise ValueError(
+                f"vision_backbone must be one of {', '.join(BACKBONE_PREPROCESSING)}, got {vision_backbone!r}"
+            )
         return cls(**{**BACKBONE_PREPROCESSING[vision_backbone], **kwargs})
 
     def preprocess(
         self,
-        images,
+        images: _ImageInputs,
         size: int | dict[str, int] | None = None,
         resample: int | None = None,
         rescale_factor: float | None = None,
-        image_mean: tuple[float, float, float] | None = None,
-        image_std: tuple[float, float, float] | None = None,
+        image_mean: Sequence[float] | None = None,
+        image_std: Sequence[float] | None = None,
         download_timeout: float | None = None,
         max_download_bytes: int | None = None,
         allow_private_urls: bool = False,
@@ -347,7 +383,9 @@ class AcnImageProcessor(BaseImageProcessor):
         pixel_values = np.zeros((len(batch), 3, size["height"], size["width"]), dtype=np.float32)
         for index, image in enumerate(batch):
             if image is not None:
-                rgb = upright_rgb(_open(image, index, *limits, allow_private_urls)).resize((size["width"], size["height"]), resample=resample)
+                rgb = upright_rgb(_open(image, index, *limits, allow_private_urls)).resize(
+                    (size["width"], size["height"]), resample=resample
+                )
                 pixels = np.asarray(rgb, dtype=np.float32) * rescale_factor  # (height, width, 3)
                 pixel_values[index] = ((pixels - mean) / std).transpose(2, 0, 1)  # (3, height, width)
         image_mask = np.array([image is not None for image in batch])  # (batch,)
@@ -359,7 +397,7 @@ AcnImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 
 def _open(
-    image, index: int, download_timeout: float, max_download_bytes: int, allow_private_urls: bool
+    image: _ImageInput, index: int, download_timeout: float, max_download_bytes: int, allow_private_urls: bool
 ) -> Image.Image:
     """A checked PIL image (mode and pixel limit) from any accepted input; orientation is applied later."""
     if isinstance(image, Image.Image):
@@ -380,7 +418,9 @@ def _open(
         opened = Image.fromarray(image)
         check_image(opened, name=f"image {index}")
         return opened
-    raise ValueError(f"image {index}: expected a PIL image, a numpy array, a path, a URL or None, got {type(image).__name__}")
+    raise ValueError(
+        f"image {index}: expected a PIL image, a numpy array, a path, a URL or None, got {type(image).__name__}"
+    )
 
 
 def _size_dict(size: int | dict[str, int]) -> dict[str, int]:
@@ -391,11 +431,11 @@ def _size_dict(size: int | dict[str, int]) -> dict[str, int]:
     return {"height": int(size["height"]), "width": int(size["width"])}
 
 
-def _channel_values(values, name: str) -> tuple[float, float, float]:
-    values = tuple(float(v) for v in values)
-    if len(values) != 3:
-        raise ValueError(f"{name} needs one value per RGB channel, got {values!r}")
-    return values
+def _channel_values(values: Iterable[float], name: str) -> tuple[float, float, float]:
+    channels = tuple(float(v) for v in values)
+    if len(channels) != 3:
+        raise ValueError(f"{name} needs one value per RGB channel, got {channels!r}")
+    return channels[0], channels[1], channels[2]
 
 
 __all__ = [

@@ -5,7 +5,7 @@ transformer, then the BiLSTM), co-attention (word-guided visual attention, image
 multimodal fusion, filtration gate), CRF, the pre-trained base and the heads. The image trunks that give the regions
 (VGG-16, ResNet-152, CLIP ViT-B/32) and the precision they run in are in `vision_acn.py`; int8 quantisation of a
 trunk is in `quantization_acn.py`; what `torch.export` traces instead of the eager input checks and BiLSTM is in
-`export_acn.py`.
+`torch_export_acn.py`.
 
 How this file reads the paper where its text is ambiguous or garbled, each choice stated once here:
 - The attention energies are written `tanh(W_v v_I ⊕ (W_h h_t + b))` with `W_α ∈ R^{1×2k}`, i.e. concatenation.
@@ -32,9 +32,12 @@ become NaN.
 """
 
 import contextlib
+import functools
 import json
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, Concatenate, Literal, NamedTuple, ParamSpec, Protocol, TypeVar, cast, overload
 
 import numpy as np
 import torch
@@ -44,10 +47,10 @@ from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration_acn import IGNORE_INDEX, INT8_CALIBRATION_FIELDS, AcnConfig
-from .export_acn import bilstm_for_export, check_in_graph, is_exporting
+from .configuration_acn import IGNORE_INDEX, INT8_CALIBRATION_FIELDS, AcnConfig, check_int8_calibration
 from .pipeline_acn import custom_pipelines_entry, save_pipeline_code
-from .quantization_acn import int8_calibration, is_int8_calibrated
+from .quantization_acn import AcnInt8Calibration, int8_calibration, is_int8_calibrated
+from .torch_export_acn import bilstm_for_export, check_in_graph, is_exporting
 from .vision_acn import (
     AcnDerivedTrunks,
     backbone_regions,
@@ -89,11 +92,11 @@ class AcnModelOutput(ModelOutput):
         How much of the multimodal feature reaches the decoder; 0 for tweets without an image.
     """
 
-    last_hidden_state: torch.FloatTensor | None = None
-    visual_attentions: torch.FloatTensor | None = None
-    textual_attentions: torch.FloatTensor | None = None
-    fusion_gates: torch.FloatTensor | None = None
-    filtration_gates: torch.FloatTensor | None = None
+    last_hidden_state: torch.Tensor | None = None
+    visual_attentions: torch.Tensor | None = None
+    textual_attentions: torch.Tensor | None = None
+    fusion_gates: torch.Tensor | None = None
+    filtration_gates: torch.Tensor | None = None
 
 
 @dataclass
@@ -107,13 +110,13 @@ class AcnTokenClassifierOutput(ModelOutput):
     the loss from the first field and the predictions from the next ones.
     """
 
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    last_hidden_state: torch.FloatTensor | None = None
-    visual_attentions: torch.FloatTensor | None = None
-    textual_attentions: torch.FloatTensor | None = None
-    fusion_gates: torch.FloatTensor | None = None
-    filtration_gates: torch.FloatTensor | None = None
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    last_hidden_state: torch.Tensor | None = None
+    visual_attentions: torch.Tensor | None = None
+    textual_attentions: torch.Tensor | None = None
+    fusion_gates: torch.Tensor | None = None
+    filtration_gates: torch.Tensor | None = None
 
 
 class AcnCharCNN(nn.Module):
@@ -129,7 +132,7 @@ class AcnCharCNN(nn.Module):
             nn.Conv1d(config.char_embedding_dim, config.char_num_filters, width) for width in config.char_kernel_sizes
         )
 
-    def forward(self, char_ids: torch.LongTensor) -> torch.FloatTensor:
+    def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
         batch, seq_len, word_len = char_ids.shape
         shortfall = max(self.kernel_sizes) - word_len
         if shortfall > 0:  # every window must fit, so a short word sees the same padding at any tensor width
@@ -137,13 +140,16 @@ class AcnCharCNN(nn.Module):
         words = char_ids.reshape(batch * seq_len, -1)  # (words, word_len)
         word_lengths = (words != self.pad_id).sum(-1)  # (words,)
         chars = self.embedding(words).transpose(1, 2)  # (words, char_dim, word_len)
-        pooled = [self._max_over_valid_windows(conv(chars), width, word_lengths) for conv, width in zip(self.convs, self.kernel_sizes)]
+        pooled = [
+            self._max_over_valid_windows(conv(chars), width, word_lengths)
+            for conv, width in zip(self.convs, self.kernel_sizes, strict=True)
+        ]
         # tanh is increasing, so tanh after the max equals the paper's max over tanh'd windows
         features = self.activation(torch.cat(pooled, dim=-1))  # (words, filters * num_widths)
         return features.reshape(batch, seq_len, -1)  # (batch, seq_len, filters * num_widths)
 
     @staticmethod
-    def _max_over_valid_windows(features, width, word_lengths):
+    def _max_over_valid_windows(features: torch.Tensor, width: int, word_lengths: torch.Tensor) -> torch.Tensor:
         # A window is valid when it starts inside the word; a word shorter than the window keeps its first window.
         last_start = (word_lengths - width).clamp(min=0)  # (words,)
         starts = torch.arange(features.shape[-1], device=features.device)  # (num_windows,)
@@ -161,14 +167,18 @@ class AcnTextEncoder(nn.Module):
 
     def __init__(self, config: AcnConfig):
         super().__init__()
-        if config.uses_pretrained_text_encoder:
+        self.word_embeddings: nn.Module | None
+        self.subword_encoder: PreTrainedModel | None
+        if config.text_config is not None:  # a pretrained text encoder
             self.word_embeddings = None
             self.subword_encoder = AutoModel.from_config(config.text_config)
             if getattr(self.subword_encoder, "pooler", None) is not None:  # the sentence pooler is never read
                 self.subword_encoder.pooler = None
             word_size = config.text_config.hidden_size
         else:
-            self.word_embeddings = nn.Embedding(config.vocab_size, config.word_embedding_dim, padding_idx=config.pad_token_id)
+            self.word_embeddings = nn.Embedding(
+                config.vocab_size, config.word_embedding_dim, padding_idx=config.pad_token_id
+            )
             self.subword_encoder = None
             word_size = config.word_embedding_dim
         self.word_pooling = config.word_pooling
@@ -184,14 +194,26 @@ class AcnTextEncoder(nn.Module):
             self.lstm = nn.LSTM(word_size + char_size, config.hidden_size // 2, batch_first=True, bidirectional=True)
 
     def input_embeddings(self) -> nn.Module:
-        return self.word_embeddings if self.subword_encoder is None else self.subword_encoder.get_input_embeddings()
+        if self.subword_encoder is not None:
+            return self.subword_encoder.get_input_embeddings()
+        assert self.word_embeddings is not None  # __init__ builds one of the two
+        return self.word_embeddings
 
-    def forward(self, input_ids, char_ids, lengths, subwords=None):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        char_ids: torch.Tensor | None,
+        lengths: torch.Tensor,
+        subwords: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         if self.subword_encoder is None:
+            assert self.word_embeddings is not None  # __init__ builds one of the two
             words = self.word_embeddings(input_ids)  # (batch, seq_len, word_dim)
         else:
+            assert subwords is not None  # AcnModel._check_subword_inputs requires them with a pretrained encoder
             words = self._pooled_subword_states(*subwords, input_ids.shape[1])  # (batch, seq_len, encoder_hidden)
         if self.char_cnn is not None:
+            assert char_ids is not None  # AcnModel._check_text_inputs requires them with the character CNN
             words = torch.cat([words, self.char_cnn(char_ids)], dim=-1)  # (batch, seq_len, word_size + char_size)
         words = self.dropout(words)
         if self.lstm is None:
@@ -203,23 +225,39 @@ class AcnTextEncoder(nn.Module):
         hidden, _ = pad_packed_sequence(encoded, batch_first=True, total_length=input_ids.shape[1])
         return self.dropout(hidden)  # (batch, seq_len, hidden)
 
-    def _pooled_subword_states(self, subword_ids, subword_attention_mask, subword_to_word, num_words):
+    def _pooled_subword_states(
+        self,
+        subword_ids: torch.Tensor,
+        subword_attention_mask: torch.Tensor,
+        subword_to_word: torch.Tensor,
+        num_words: int,
+    ) -> torch.Tensor:
         states = self._subword_states(subword_ids, subword_attention_mask)  # (batch, subwords, encoder_hidden)
         if self.subword_lstm is not None:
-            return lstm_pool_subwords(self.subword_lstm, states, subword_to_word, num_words)  # (batch, num_words, encoder_hidden)
-        return pool_subwords(states, subword_to_word, num_words, self.word_pooling)  # (batch, num_words, encoder_hidden)
+            return lstm_pool_subwords(
+                self.subword_lstm, states, subword_to_word, num_words
+            )  # (batch, num_words, encoder_hidden)
+        return pool_subwords(
+            states, subword_to_word, num_words, self.word_pooling
+        )  # (batch, num_words, encoder_hidden)
 
-    def _subword_states(self, subword_ids, subword_attention_mask):
+    def _subword_states(self, subword_ids: torch.Tensor, subword_attention_mask: torch.Tensor) -> torch.Tensor:
         """The encoder's last hidden states; a tweet longer than one window arrives as whole-word pieces, each
         `[CLS] ... [SEP]` padded to the window, and every piece is encoded on its own."""
+        # called only with a pretrained encoder, for which AcnConfig sets the window
+        assert self.subword_encoder is not None and self.window is not None
         batch, length = subword_ids.shape
         if length <= self.window:
             return self.subword_encoder(input_ids=subword_ids, attention_mask=subword_attention_mask).last_hidden_state
         shortfall = -length % self.window
         ids = nn.functional.pad(subword_ids, (0, shortfall)).view(-1, self.window)  # (batch * pieces, window)
-        mask = nn.functional.pad(subword_attention_mask, (0, shortfall)).view(-1, self.window)  # (batch * pieces, window)
+        mask = nn.functional.pad(subword_attention_mask, (0, shortfall)).view(
+            -1, self.window
+        )  # (batch * pieces, window)
         used = mask[:, 0].bool()  # (batch * pieces,): a piece starts with its special token
-        aligned = (ids[:, 0] == subword_ids[:, :1].repeat_interleave(ids.shape[0] // batch)) | ~used  # (batch * pieces,)
+        aligned = (
+            ids[:, 0] == subword_ids[:, :1].repeat_interleave(ids.shape[0] // batch)
+        ) | ~used  # (batch * pieces,)
         if not aligned.all():
             raise ValueError(
                 f"subword_ids of length {length} must come in pieces of text_encoder_window={self.window} subwords, "
@@ -231,7 +269,9 @@ class AcnTextEncoder(nn.Module):
         return states.view(batch, -1, encoded.shape[-1])[:, :length]  # (batch, subwords, hidden)
 
 
-def pool_subwords(states, subword_to_word, num_words, pooling="first"):
+def pool_subwords(
+    states: torch.Tensor, subword_to_word: torch.Tensor, num_words: int, pooling: str = "first"
+) -> torch.Tensor:
     """One vector per word from its subwords' states: the first subword's, or their mean.
 
     Args:
@@ -256,7 +296,9 @@ def pool_subwords(states, subword_to_word, num_words, pooling="first"):
     return (sums / counts.clamp(min=1)[..., None])[:, 1:]  # (batch, num_words, hidden)
 
 
-def lstm_pool_subwords(lstm: nn.LSTM, states, subword_to_word, num_words):
+def lstm_pool_subwords(
+    lstm: nn.LSTM, states: torch.Tensor, subword_to_word: torch.Tensor, num_words: int
+) -> torch.Tensor:
     """One vector per word from a BiLSTM run over that word's subwords alone: the forward direction's state after
     its last subword joined to the backward direction's after its first (LSTM pooling, Ács et al. 2021).
 
@@ -267,9 +309,13 @@ def lstm_pool_subwords(lstm: nn.LSTM, states, subword_to_word, num_words):
         `torch.FloatTensor` of shape `(batch, num_words, hidden)`; words without subwords (padding) are 0.
     """
     if is_exporting():
-        raise NotImplementedError("word_pooling='lstm' cannot be exported (its words have data-dependent lengths): use 'first' or 'mean'")
+        raise NotImplementedError(
+            "word_pooling='lstm' cannot be exported (its words have data-dependent lengths): use 'first' or 'mean'"
+        )
     batch, _, hidden = states.shape
-    counts = subword_to_word.new_zeros(batch, num_words + 1).scatter_add(1, subword_to_word, torch.ones_like(subword_to_word))
+    counts = subword_to_word.new_zeros(batch, num_words + 1).scatter_add(
+        1, subword_to_word, torch.ones_like(subword_to_word)
+    )
     counts = counts[:, 1:]  # (batch, num_words): subwords per word
     present = counts > 0  # (batch, num_words)
     pieces = states[subword_to_word > 0]  # (subwords of all words, hidden), word after word
@@ -287,18 +333,19 @@ class AcnAttentionScore(nn.Linear):
     other layers (see `VISUAL_SCORE_INIT_GAIN`).
     """
 
-    def __init__(self, attention_size: int):
+    def __init__(self, attention_size: int) -> None:
         super().__init__(attention_size, 1, bias=False)
 
 
 class AcnCoAttentionOutput(NamedTuple):
     """What the co-attention computes per word; the same fields hold zeros for tweets without an image."""
 
+    # The attention maps and gates are None in the zeros of a forward that did not ask for them.
     multimodal: torch.Tensor  # (batch, seq_len, hidden): u_t
-    visual_attentions: torch.Tensor  # (batch, seq_len, regions): α_t
-    textual_attentions: torch.Tensor  # (batch, seq_len, seq_len): β_t
+    visual_attentions: torch.Tensor | None  # (batch, seq_len, regions): α_t
+    textual_attentions: torch.Tensor | None  # (batch, seq_len, seq_len): β_t
     fusion_gates: torch.Tensor | None  # (batch, seq_len, hidden): g_t; None with fusion="concat"
-    filtration_gates: torch.Tensor  # (batch, seq_len): s_t, 1 without the filtration gate
+    filtration_gates: torch.Tensor | None  # (batch, seq_len): s_t, 1 without the filtration gate
 
 
 class AcnCoAttention(nn.Module):
@@ -330,7 +377,9 @@ class AcnCoAttention(nn.Module):
         self.use_filtration_gate = config.use_filtration_gate
         self.output_size = hidden if config.use_filtration_gate else fused_size  # size of u_t
 
-    def forward(self, hidden, word_mask, image_features) -> AcnCoAttentionOutput:
+    def forward(
+        self, hidden: torch.Tensor, word_mask: torch.Tensor, image_features: torch.Tensor
+    ) -> AcnCoAttentionOutput:
         regions = torch.tanh(self.image_projection(image_features))  # (batch, regions, hidden): v_I
 
         # Only real words attend: a padding query would cost as much as a word and be thrown away. Words are
@@ -341,7 +390,9 @@ class AcnCoAttention(nn.Module):
         visual_attention = self._visual_attention(words, example_of_word, regions)  # (words, regions)
         visual_attention = _unpack(visual_attention, word_position, word_mask.shape)  # (batch, seq_len, regions)
         attended_image = visual_attention @ regions  # (batch, seq_len, hidden): v̂_t
-        textual_attention = self._textual_attention(hidden, word_mask, _pack(attended_image, word_position), example_of_word)
+        textual_attention = self._textual_attention(
+            hidden, word_mask, _pack(attended_image, word_position), example_of_word
+        )
         textual_attention = _unpack(textual_attention, word_position, word_mask.shape)  # (batch, seq_len, seq_len)
         attended_text = textual_attention @ hidden  # (batch, seq_len, hidden): ĥ_t
 
@@ -349,7 +400,9 @@ class AcnCoAttention(nn.Module):
         filtration_gate, multimodal = self._filter(hidden, fused)  # multimodal: (batch, seq_len, output_size): u_t
         return AcnCoAttentionOutput(multimodal, visual_attention, textual_attention, fusion_gate, filtration_gate)
 
-    def _fuse(self, attended_image, attended_text):
+    def _fuse(
+        self, attended_image: torch.Tensor, attended_text: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Gated multimodal fusion `m_t = g_t h_v̂ + (1 - g_t) h_ĥ`, or CBCFiC's `m_t = [v̂_t ; ĥ_t]`."""
         if self.fusion == "concat":
             return None, torch.cat([attended_image, attended_text], dim=-1)  # (batch, seq_len, 2 * hidden)
@@ -358,14 +411,16 @@ class AcnCoAttention(nn.Module):
         gate = torch.sigmoid(self.fusion_gate(torch.cat([visual, textual], dim=-1)))  # (batch, seq_len, hidden): g_t
         return gate, gate * visual + (1 - gate) * textual  # (batch, seq_len, hidden)
 
-    def _filter(self, hidden, fused):
+    def _filter(self, hidden: torch.Tensor, fused: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Filtration gate `s_t = σ(W [h_t ; m_t] + b)`, `u_t = s_t tanh(W_m m_t + b_m)`, or CBCFuC's `u_t = m_t`."""
         if not self.use_filtration_gate:
             return torch.ones_like(hidden[..., 0]), fused  # (batch, seq_len), (batch, seq_len, fused_size)
         gate = torch.sigmoid(self.filtration_gate(torch.cat([hidden, fused], dim=-1))).squeeze(-1)  # (batch, seq_len)
         return gate, gate[..., None] * torch.tanh(self.multimodal_transform(fused))  # ..., (batch, seq_len, hidden)
 
-    def _visual_attention(self, words, example_of_word, regions):
+    def _visual_attention(
+        self, words: torch.Tensor, example_of_word: torch.Tensor, regions: torch.Tensor
+    ) -> torch.Tensor:
         """Word-guided attention over the regions of the word's own image, per real word."""
         scores = additive_attention_scores(
             self.visual_word_proj(words),  # (words, attention)
@@ -375,7 +430,9 @@ class AcnCoAttention(nn.Module):
         )  # (words, regions)
         return scores.softmax(dim=-1)  # (words, regions)
 
-    def _textual_attention(self, hidden, word_mask, attended_image, example_of_word):
+    def _textual_attention(
+        self, hidden: torch.Tensor, word_mask: torch.Tensor, attended_image: torch.Tensor, example_of_word: torch.Tensor
+    ) -> torch.Tensor:
         """Image-guided attention of each real word over the words of its own tweet."""
         scores = additive_attention_scores(
             self.textual_image_proj(attended_image),  # (words, attention)
@@ -387,7 +444,9 @@ class AcnCoAttention(nn.Module):
         return scores.softmax(dim=-1)  # (words, seq_len_key)
 
 
-def additive_attention_scores(queries, keys, example_of_query, weight):
+def additive_attention_scores(
+    queries: torch.Tensor, keys: torch.Tensor, example_of_query: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
     """Attention energies `w · tanh(q_n + k_j)` of each query over the keys of its own example: `(queries, keys)`.
 
     queries `(queries, attention)`, keys `(batch, num_keys, attention)`, example_of_query `(queries,)` long,
@@ -409,7 +468,9 @@ class _AdditiveAttentionScores(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, queries, keys, example_of_query, weight):
+    def forward(
+        ctx: Any, queries: torch.Tensor, keys: torch.Tensor, example_of_query: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor:
         ctx.num_examples, ctx.dtypes = keys.shape[0], (queries.dtype, keys.dtype, weight.dtype)
         ctx.backward_done = False
         dtype = torch.promote_types(queries.dtype, keys.dtype)  # bf16 under autocast
@@ -422,7 +483,7 @@ class _AdditiveAttentionScores(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_scores):
+    def backward(ctx: Any, grad_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, torch.Tensor]:
         if ctx.backward_done:
             raise RuntimeError(
                 "additive_attention_scores reuses its saved energies in place, so its graph supports one backward "
@@ -442,24 +503,28 @@ class _AdditiveAttentionScores(torch.autograd.Function):
         return grad_queries.to(queries_dtype), grad_keys.to(keys_dtype), None, grad_weight.to(weight_dtype)
 
 
-def _scatter_rows(rows, row_mask, fill):
+def _scatter_rows(rows: torch.Tensor | None, row_mask: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
     """Rows computed for the examples selected by `row_mask`, placed into `fill` (batch-sized zeros)."""
     if rows is None:  # an output this variant does not have (the fusion gate of fusion="concat")
         return fill
     # autocast may have computed the rows in bf16. On CUDA, autocast's type promotion for index_put raised "Unexpected
     # floating ScalarType in at::autocast::prioritize" under bf16 (torch 2.11, H200): the dtypes already agree here.
     device_type = fill.device.type
-    no_autocast = torch.autocast(device_type, enabled=False) if torch.amp.is_autocast_available(device_type) else contextlib.nullcontext()
+    no_autocast = (
+        torch.autocast(device_type, enabled=False)
+        if torch.amp.is_autocast_available(device_type)
+        else contextlib.nullcontext()
+    )
     with no_autocast:  # devices without autocast (meta) have nothing to turn off
         return fill.index_put((row_mask,), rows.to(fill.dtype))
 
 
-def _pack(padded, word_position):
+def _pack(padded: torch.Tensor, word_position: torch.Tensor) -> torch.Tensor:
     """The rows of the real words: (batch, seq_len, width) -> (words, width)."""
     return padded.flatten(0, 1).index_select(0, word_position)
 
 
-def _unpack(per_word, word_position, shape):
+def _unpack(per_word: torch.Tensor, word_position: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """Rows of the real words back into the padded layout; padding rows are zero."""
     padded = per_word.new_zeros(shape[0] * shape[1], per_word.shape[-1])  # (batch * seq_len, width)
     return padded.index_copy(0, word_position, per_word).view(*shape, per_word.shape[-1])
@@ -472,18 +537,18 @@ class AcnCrf(nn.Module):
     Masks are `(batch, seq_len)` booleans, left-aligned: real words first, then padding.
     """
 
-    def __init__(self, num_tags: int):
+    def __init__(self, num_tags: int) -> None:
         super().__init__()
         self.num_tags = num_tags
         self.start_transitions = nn.Parameter(torch.empty(num_tags))
         self.end_transitions = nn.Parameter(torch.empty(num_tags))
         self.transitions = nn.Parameter(torch.empty(num_tags, num_tags))
 
-    def log_likelihood(self, emissions, tags, mask):
+    def log_likelihood(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Per-sequence log p(tags | emissions), shape `(batch,)`."""
         return self._path_score(emissions, tags, mask) - self.log_partition(emissions, mask)
 
-    def log_partition(self, emissions, mask):
+    def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Per-sequence log of the sum over all tag paths of exp(score), shape `(batch,)` (forward algorithm).
 
         Each step is logsumexp_from(alpha[from] + transitions[from, to]). Shifting alpha and the transitions by
@@ -497,13 +562,19 @@ class AcnCrf(nn.Module):
         # `emissions[:, step]` would give each step a gradient of the whole tensor (quadratic in the length).
         steps, step_masks = emissions.unbind(1), mask.unbind(1)  # seq_len x (batch, tags), seq_len x (batch,)
         alpha = self.start_transitions + steps[0]  # (batch, tags)
-        for step_emissions, step_mask in zip(steps[1:], step_masks[1:]):
+        for step_emissions, step_mask in zip(steps[1:], step_masks[1:], strict=True):
             shift = alpha.max(dim=-1, keepdim=True).values.detach()  # (batch, 1)
             summed = ((alpha - shift).exp() @ exp_transitions).log() + shift + transition_shift  # (batch, to)
             alpha = torch.where(step_mask[:, None], summed + step_emissions, alpha)  # (batch, tags)
         return (alpha + self.end_transitions).logsumexp(dim=-1)  # (batch,)
 
-    def decode(self, emissions, mask, allowed=None, allowed_start=None):
+    def decode(
+        self,
+        emissions: torch.Tensor,
+        mask: torch.Tensor,
+        allowed: torch.Tensor | None = None,
+        allowed_start: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Best tag path per sequence (Viterbi), as a `(batch, seq_len)` CPU tensor with `-100` at padding.
 
         `allowed` `(tags, tags)` and `allowed_start` `(tags,)` booleans forbid transitions when given.
@@ -512,7 +583,7 @@ class AcnCrf(nn.Module):
             emissions, mask, self.transitions, self.start_transitions, self.end_transitions, allowed, allowed_start
         )
 
-    def _path_score(self, emissions, tags, mask):
+    def _path_score(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         emission_scores = emissions.gather(-1, tags[..., None]).squeeze(-1)  # (batch, seq_len)
         transition_scores = self.transitions[tags[:, :-1], tags[:, 1:]]  # (batch, seq_len - 1)
         step_scores = emission_scores[:, 1:] + transition_scores  # (batch, seq_len - 1)
@@ -525,19 +596,37 @@ class AcnCrf(nn.Module):
         )  # (batch,)
 
 
-def viterbi_decode(emissions, mask, transitions, start, end, allowed=None, allowed_start=None):
+def viterbi_decode(
+    emissions: torch.Tensor,
+    mask: torch.Tensor,
+    transitions: torch.Tensor,
+    start: torch.Tensor,
+    end: torch.Tensor,
+    allowed: torch.Tensor | None = None,
+    allowed_start: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Viterbi over a batch with length masks; see `AcnCrf.decode`. Returns `(batch, seq_len)` long.
 
     Runs in numpy on the CPU: decoding is a sequential loop of dozens of tiny (batch, tags, tags) steps, where torch's
     per-operation overhead would cost more than the arithmetic (benchmarks/speed.py compares it with pytorch-crf).
     """
-    if allowed is not None:
+    if (allowed is None) != (allowed_start is None):
+        raise ValueError("allowed and allowed_start constrain decoding together: give both or neither")
+    if allowed is not None and allowed_start is not None:
         transitions = transitions.masked_fill(~allowed, FORBIDDEN_SCORE)  # (from, to)
         start = start.masked_fill(~allowed_start, FORBIDDEN_SCORE)  # (tags,)
-    emissions, mask, transitions, start, end = (
-        tensor.detach().cpu().float().numpy() if tensor.is_floating_point() else tensor.detach().cpu().numpy()
-        for tensor in (emissions, mask, transitions, start, end)
-    )
+    arrays = [_as_numpy(tensor) for tensor in (emissions, mask, transitions, start, end)]
+    return torch.from_numpy(_viterbi_numpy(*arrays))  # (batch, seq_len), on the CPU
+
+
+def _as_numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().float().numpy() if tensor.is_floating_point() else tensor.detach().cpu().numpy()
+
+
+def _viterbi_numpy(
+    emissions: np.ndarray, mask: np.ndarray, transitions: np.ndarray, start: np.ndarray, end: np.ndarray
+) -> np.ndarray:
+    """`viterbi_decode`'s loops, on numpy arrays: `(batch, seq_len)` int64 paths, -100 at padding."""
     batch, seq_len, num_tags = emissions.shape
     incoming = np.ascontiguousarray(transitions.T)  # (to, from): the argmax runs over the contiguous axis
     # Flat index of row (sequence, to) in a (batch, to, from) array, to read each row's best entry in one gather.
@@ -563,28 +652,58 @@ def viterbi_decode(emissions, mask, transitions, start, end, allowed=None, allow
         current = pointers[step - 1, rows, current]  # (batch,): follow the pointer back
     path[:, 0] = current
     path[~mask.astype(bool)] = IGNORE_INDEX
-    return torch.from_numpy(path)  # (batch, seq_len), on the CPU
+    return path  # (batch, seq_len)
+
+
+_M = TypeVar("_M", bound="AcnPreTrainedModel")
+_AcnModel = TypeVar("_AcnModel", bound="AcnModel")
+
+
+class _AcnInputChecks(Protocol):
+    """What `AcnModel`'s input checks read of the model; `AcnOnnxModel`, which has the same, runs them too."""
+
+    @property
+    def config(self) -> AcnConfig: ...
+
+    def vision_trunk_id(self) -> str: ...
 
 
 class AcnPreTrainedModel(PreTrainedModel):
     config_class = AcnConfig
+    config: AcnConfig
     base_model_prefix = "acn"
     main_input_name = "input_ids"
 
+    @overload
     @classmethod
-    def from_pretrained(cls, *args, strict: bool = True, **kwargs):
+    def from_pretrained(
+        cls: type[_M], *args: Any, strict: bool = True, output_loading_info: Literal[False] = False, **kwargs: Any
+    ) -> _M: ...
+
+    @overload
+    @classmethod
+    def from_pretrained(
+        cls: type[_M], *args: Any, strict: bool = True, output_loading_info: Literal[True], **kwargs: Any
+    ) -> tuple[_M, dict[str, Any]]: ...
+
+    @classmethod
+    def from_pretrained(
+        cls: type[_M], *args: Any, strict: bool = True, output_loading_info: bool = False, **kwargs: Any
+    ) -> _M | tuple[_M, dict[str, Any]]:
         """As `PreTrainedModel.from_pretrained`, strictly: a checkpoint that lacks a weight of this model, holds one
         it does not have or of another shape, or holds NaN or infinite values is refused with a `ValueError` naming
         the tensors (a damaged file would otherwise load with fresh weights and tag differently, or tag every word
         `O`). `strict=False` keeps transformers' warnings only."""
-        wants_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        # transformers annotates the model alone; with output_loading_info=True it returns (model, info)
+        model, info = cast(
+            tuple[_M, dict[str, Any]], super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        )
         if strict:
             _check_loaded_weights(model, info, args[0] if args else kwargs.get("pretrained_model_name_or_path"))
-        return (model, info) if wants_info else model
+        return (model, info) if output_loading_info else model
 
     @torch.no_grad()
-    def _init_weights(self, module):
+    def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Embedding):
             init.uniform_(module.weight, -EMBEDDING_INIT_RANGE, EMBEDDING_INIT_RANGE)  # paper's U(-0.25, 0.25)
             if module.padding_idx is not None:
@@ -608,6 +727,9 @@ class AcnPreTrainedModel(PreTrainedModel):
         elif isinstance(module, AcnCrf):
             for parameter in (module.start_transitions, module.end_transitions, module.transitions):
                 init.uniform_(parameter, -CRF_INIT_RANGE, CRF_INIT_RANGE)
+        elif isinstance(module, AcnInt8Calibration):  # the arrays of a 0.1.0 config.json, else placeholders
+            for name, value in module.values(self.config.int8_calibration_arrays).items():
+                init.copy_(getattr(module, name), value)
         elif isinstance(module, AcnForTokenClassification):  # non-persistent buffers are not in the checkpoint
             allowed, allowed_start = bio_transition_table(module.config.id2label)
             init.copy_(module.bio_allowed, allowed)
@@ -620,6 +742,8 @@ class AcnModel(AcnPreTrainedModel):
     def __init__(self, config: AcnConfig):
         super().__init__(config)
         self.text_encoder = AcnTextEncoder(config)
+        self.vision: nn.Module | None
+        self.co_attention: AcnCoAttention | None
         if config.use_image:
             self.vision = build_vision_backbone(config.vision_backbone)
             self.vision.requires_grad_(not config.freeze_vision)
@@ -627,38 +751,49 @@ class AcnModel(AcnPreTrainedModel):
         else:
             self.vision = None
             self.co_attention = None
+        self.vision_int8 = None  # the trunk's int8 calibration (`calibrate_vision`), saved with the weights
+        if self.vision is not None and config.vision_int8_points is not None:
+            self.vision_int8 = AcnInt8Calibration.for_trunk(
+                self.vision, config.vision_backbone, config.vision_int8_points
+            )
+            if config.int8_calibration_arrays is not None:  # a config.json that holds the arrays: not in the weights
+                self.vision_int8.values(config.int8_calibration_arrays)  # they fit this trunk (raises otherwise)
+                self._keys_to_ignore_on_load_missing = [r"vision_int8\."]  # _init_weights moves them in
         self._derived_vision = AcnDerivedTrunks()  # the frozen trunk's bf16 or int8 copy
-        self._trunk_id = (None, None)  # (parameter versions, id) of the last vision_trunk_id() call
+        # (parameter versions, id) of the last vision_trunk_id() call
+        self._trunk_id: tuple[tuple[int, ...], str] | None = None
         self.post_init()
 
-    def train(self, mode: bool = True):
+    def train(self: _AcnModel, mode: bool = True) -> _AcnModel:
         """As `nn.Module.train`; a frozen backbone stays in eval mode (its batch norm statistics never move)."""
         super().train(mode)
         if self.vision is not None and self.config.freeze_vision:
             self.vision.eval()
         return self
 
-    def get_input_embeddings(self):
+    def get_input_embeddings(self) -> nn.Module:
         return self.text_encoder.input_embeddings()
 
-    def set_input_embeddings(self, embeddings):
+    def set_input_embeddings(self, embeddings: nn.Module) -> None:
         if self.text_encoder.subword_encoder is None:
             self.text_encoder.word_embeddings = embeddings
         else:
             self.text_encoder.subword_encoder.set_input_embeddings(embeddings)
 
-    def load_text_encoder_weights(self, name_or_path=None, **kwargs):
+    def load_text_encoder_weights(self, /, name_or_path: str | os.PathLike | None = None, **kwargs: Any) -> None:
         """Load the pretrained text encoder's weights, from `config.text_encoder` or another checkpoint of the same
         architecture (a folder or Hub id, through `AutoModel.from_pretrained`; `kwargs` go to it)."""
         if self.text_encoder.subword_encoder is None:
             raise ValueError("this model has no pretrained text encoder (text_encoder='cnn-bilstm')")
         source = name_or_path or self.config.text_encoder
-        pretrained = AutoModel.from_pretrained(source, config=self.config.text_config, **{"trust_remote_code": False, **kwargs})
+        pretrained = AutoModel.from_pretrained(
+            source, config=self.config.text_config, **{"trust_remote_code": False, **kwargs}
+        )
         missing, _ = self.text_encoder.subword_encoder.load_state_dict(pretrained.state_dict(), strict=False)
         if missing:  # the unused sentence pooler may be in the checkpoint; every other weight must be
             raise ValueError(f"{source} lacks weights of the text encoder: {missing[:5]}")
 
-    def load_vision_weights(self, path=None):
+    def load_vision_weights(self, path: str | os.PathLike | None = None) -> None:
         """Load pretrained weights into the image backbone (this invalidates an int8 calibration).
 
         With `path=None` the backbone's published weights: torchvision's `VGG16_Weights.IMAGENET1K_V1` or
@@ -673,11 +808,12 @@ class AcnModel(AcnPreTrainedModel):
         state, metadata = load_vision_state(self.config.vision_backbone, path)
         backbone = metadata.get("vision_backbone", self.config.vision_backbone)
         if backbone != self.config.vision_backbone:
-            raise ValueError(f"{path} holds a {backbone!r} backbone, this model has vision_backbone={self.config.vision_backbone!r}")
+            raise ValueError(
+                f"{path} holds a {backbone!r} backbone, this model has vision_backbone={self.config.vision_backbone!r}"
+            )
         self.vision.load_state_dict(state)
-        for name in INT8_CALIBRATION_FIELDS:
-            setattr(self.config, name, json.loads(metadata[name]) if name in metadata else None)
-        self._derived_vision.clear()
+        arrays = {name: json.loads(metadata[name]) for name in INT8_CALIBRATION_FIELDS if name in metadata}
+        self.set_vision_calibration(arrays or None)
 
     def effective_vision_precision(self, device: torch.device | str | None = None) -> str:
         """The precision `get_image_features` runs in on `device` (default: the model's device).
@@ -690,12 +826,14 @@ class AcnModel(AcnPreTrainedModel):
 
     def needs_vision_calibration(self, device: torch.device | str | None = None) -> bool:
         """True when the int8 backbone would run on `device` but has no activation ranges yet (`calibrate_vision`)."""
-        return runnable_vision_precision(self.config, self._device(device)) == "int8" and not is_int8_calibrated(self.config)
+        return runnable_vision_precision(self.config, self._device(device)) == "int8" and not is_int8_calibrated(
+            self.config
+        )
 
     @torch.no_grad()
-    def calibrate_vision(self, pixel_values: torch.FloatTensor, batch_size: int = 8) -> None:
+    def calibrate_vision(self, pixel_values: torch.Tensor, batch_size: int = 8) -> None:
         """Calibrate the int8 backbone on these images (e.g. the first training images, so the result is
-        deterministic), and store the calibration in the config (`INT8_CALIBRATION_FIELDS`, see
+        deterministic) and keep the calibration with the weights (`set_vision_calibration`; see
         `quantization_acn.int8_calibration` and docs/int8.md). The CLIP tower needs none.
 
         Args:
@@ -707,11 +845,34 @@ class AcnModel(AcnPreTrainedModel):
         check_pixel_values(pixel_values)
         chunks = pixel_values.cpu().contiguous(memory_format=torch.channels_last).split(batch_size)
         calibration = int8_calibration(self.vision, self.config.vision_backbone, chunks)
-        for name, value in (calibration or {}).items():
-            setattr(self.config, name, value)
+        if calibration is not None:  # CLIP's tower is quantised per batch
+            self.set_vision_calibration(calibration, images=len(pixel_values))
+
+    def set_vision_calibration(self, arrays: dict[str, list | None] | None, images: int | None = None) -> None:
+        """Give the int8 backbone this calibration (None: none), kept in `vision_int8` and saved with the weights
+        (`acn.vision_int8.*`); the config records its number of quantisation points (`vision_int8_points`) and of
+        images.
+
+        Args:
+            arrays (`dict`): the lists that `INT8_CALIBRATION_FIELDS` names: `[min, max]` per quantisation point;
+                for VGG-16, per conv, per output channel, the equalisation scales (each conv but the last; None: 1)
+                and the bias corrections (None: 0). What `calibrate_vision` computes, `vision_int8.arrays()` gives,
+                or a feature cache's trunk file records.
+            images (`int`): how many images the calibration was computed on (`vision_int8_calibration_images`).
+        """
+        if self.vision is None:
+            raise ValueError("this model has no vision trunk (use_image=False)")
+        calibration = None
+        if arrays is not None:
+            checked = check_int8_calibration(self.config.vision_backbone, arrays)
+            calibration = AcnInt8Calibration.from_arrays(self.vision, self.config.vision_backbone, checked)
+        self.vision_int8 = None if calibration is None else calibration.to(self.device)
+        self.config.vision_int8_points = None if calibration is None else len(calibration.ranges)
+        self.config.vision_int8_calibration_images = None if calibration is None else images
+        self.config.int8_calibration_arrays = None
         self._derived_vision.clear()
 
-    def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The backbone's region features `(batch, 49, image_feature_dim)`, regions in row-major 7 x 7 order:
         VGG-16 pool5 (512), ResNet-152 layer4 (2048) or CLIP ViT-B/32 patch tokens without CLS (768).
 
@@ -726,18 +887,26 @@ class AcnModel(AcnPreTrainedModel):
         check_pixel_values(pixel_values)
         backbone = self.config.vision_backbone
         precision = self.effective_vision_precision(pixel_values.device)
-        trunk_dtype = next(self.vision.parameters()).dtype  # a model loaded with dtype=torch.bfloat16 has a bf16 backbone
+        trunk_dtype = next(
+            self.vision.parameters()
+        ).dtype  # a model loaded with dtype=torch.bfloat16 has a bf16 backbone
         if backbone != "clip-vit-b32":
-            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)  # oneDNN's fast convolution layout
+            pixel_values = pixel_values.contiguous(
+                memory_format=torch.channels_last
+            )  # oneDNN's fast convolution layout
         if trunk_dtype == torch.float32 and precision != "fp32" and self.config.freeze_vision:
-            trunk = self._derived_vision.get(self.vision, self.config, precision, pixel_values)
+            trunk = self._derived_vision.get(self.vision, self.config, precision, pixel_values, self.vision_int8)
             inputs = pixel_values.to(torch.bfloat16) if precision == "bf16" else pixel_values
             with torch.no_grad():
                 return backbone_regions(trunk, backbone, inputs).float()  # (batch, 49, channels)
         pixel_values = pixel_values.to(trunk_dtype)  # image processors give float32; a 16-bit backbone runs as it is
         with (
             torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_vision),
-            torch.autocast(pixel_values.device.type, dtype=torch.bfloat16, enabled=precision == "bf16" and trunk_dtype == torch.float32),
+            torch.autocast(
+                pixel_values.device.type,
+                dtype=torch.bfloat16,
+                enabled=precision == "bf16" and trunk_dtype == torch.float32,
+            ),
         ):
             regions = backbone_regions(self.vision, backbone, pixel_values)  # (batch, 49, channels)
         return regions.float()
@@ -749,28 +918,28 @@ class AcnModel(AcnPreTrainedModel):
         if self.vision is None:
             raise ValueError("this model has no vision trunk (use_image=False)")
         versions = parameter_versions(self.vision)
-        if self._trunk_id[0] != versions:
+        if self._trunk_id is None or self._trunk_id[0] != versions:
             self._trunk_id = (versions, f"{self.config.vision_backbone}:{trunk_digest(self.vision)}")
         return self._trunk_id[1]
 
-    def _device(self, device) -> torch.device:
+    def _device(self, device: torch.device | str | None) -> torch.device:
         return self.device if device is None else torch.device(device)
 
     def forward(
         self,
-        input_ids: torch.LongTensor,
-        char_ids: torch.LongTensor | None = None,
+        input_ids: torch.Tensor,
+        char_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        pixel_values: torch.FloatTensor | None = None,
-        image_features: torch.FloatTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_features: torch.Tensor | None = None,
         image_mask: torch.Tensor | None = None,
-        subword_ids: torch.LongTensor | None = None,
+        subword_ids: torch.Tensor | None = None,
         subword_attention_mask: torch.Tensor | None = None,
-        subword_to_word: torch.LongTensor | None = None,
+        subword_to_word: torch.Tensor | None = None,
         image_features_trunk: str | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
+        **kwargs: Any,
     ) -> AcnModelOutput | tuple:
         r"""
         Args:
@@ -808,17 +977,28 @@ class AcnModel(AcnPreTrainedModel):
         )
         return outputs if return_dict is not False else outputs.to_tuple()
 
-    def _check_features_trunk(self, image_features_trunk: str) -> None:
+    def _check_features_trunk(self: _AcnInputChecks, image_features_trunk: str) -> None:
         own = self.vision_trunk_id()
         if image_features_trunk != own:
             raise ValueError(
                 f"image_features were computed by the vision trunk {_short_id(image_features_trunk)}, and this model's "
                 f"trunk is {_short_id(own)}: load the trunk that computed them, written beside the cached features by "
-                "`acn-dataset cache-features`, with model.load_vision_weights('FEATURES_FOLDER/vgg16_trunk.safetensors') "
+                "`acn-dataset cache-features`, with "
+                "model.load_vision_weights('FEATURES_FOLDER/vgg16_trunk.safetensors') "
                 "(or compute the features with this model's trunk)"
             )
 
-    def _features(self, input_ids, char_ids, attention_mask, subwords, pixel_values, image_features, image_mask, output_attentions):
+    def _features(
+        self,
+        input_ids: torch.Tensor,
+        char_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        subwords: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+        pixel_values: torch.Tensor | None,
+        image_features: torch.Tensor | None,
+        image_mask: torch.Tensor | None,
+        output_attentions: bool | None,
+    ) -> AcnModelOutput:
         word_mask = self._check_text_inputs(input_ids, char_ids, attention_mask)  # (batch, seq_len)
         hidden = self.text_encoder(input_ids, char_ids, word_mask.sum(-1), subwords)  # (batch, seq_len, hidden)
         if self.co_attention is None:
@@ -828,7 +1008,10 @@ class AcnModel(AcnPreTrainedModel):
         exporting = is_exporting()
         if exporting:
             too_long = (word_mask.sum(-1) > self.config.max_image_words) & image_mask  # (batch,)
-            check_in_graph(~too_long.any(), f"a tweet with an image has more than max_image_words={self.config.max_image_words} words")
+            check_in_graph(
+                ~too_long.any(),
+                f"a tweet with an image has more than max_image_words={self.config.max_image_words} words",
+            )
         else:
             self._check_image_tweet_lengths(word_mask.sum(-1), image_mask)
         images = self._image_features(pixel_values, image_features, image_mask)  # (images, regions, 512)
@@ -837,8 +1020,9 @@ class AcnModel(AcnPreTrainedModel):
         co_attended = self._empty_co_attention_outputs(hidden, wanted)
         if exporting or image_mask.any():  # an exported graph runs it on any number of images, none included
             computed = self.co_attention(hidden[image_mask], word_mask[image_mask], images)
-            co_attended = AcnCoAttentionOutput(
-                *(_scatter_rows(rows, image_mask, zeros) if zeros is not None else None for rows, zeros in zip(computed, co_attended))
+            co_attended = AcnCoAttentionOutput._make(
+                _scatter_rows(rows, image_mask, zeros) if zeros is not None else None
+                for rows, zeros in zip(computed, co_attended, strict=True)
             )  # both are AcnCoAttentionOutput, so the fields pair up by name
         features = torch.cat([hidden, co_attended.multimodal], dim=-1)  # (batch, seq_len, hidden + output_size)
         if not wanted:
@@ -851,7 +1035,7 @@ class AcnModel(AcnPreTrainedModel):
             filtration_gates=co_attended.filtration_gates,
         )
 
-    def _check_image_tweet_lengths(self, lengths, image_mask):
+    def _check_image_tweet_lengths(self: _AcnInputChecks, lengths: torch.Tensor, image_mask: torch.Tensor) -> None:
         """The textual attention's energies are `(words, words, attention_size)` per tweet with an image: refuse a
         tweet longer than `config.max_image_words` rather than ask for memory quadratic in its length."""
         longest = int(lengths[image_mask].max()) if image_mask.any() else 0
@@ -862,10 +1046,11 @@ class AcnModel(AcnPreTrainedModel):
                 f"{self.config.max_image_words} words (its memory grows with their square): tag it without its image"
             )
 
-    def _empty_co_attention_outputs(self, hidden, with_attentions: bool):
+    def _empty_co_attention_outputs(self, hidden: torch.Tensor, with_attentions: bool) -> AcnCoAttentionOutput:
         """Zeros shaped like each co-attention output, for tweets without an image. The attention maps and gates only
         when asked for: the textual attentions are `(batch, seq_len, seq_len)`, quadratic in the tweet's length,
         where everything else on the text path is linear."""
+        assert self.co_attention is not None  # called only by a model with images
         batch, seq_len, size = hidden.shape
         multimodal = hidden.new_zeros(batch, seq_len, self.co_attention.output_size)  # (batch, seq_len, output_size)
         if not with_attentions:
@@ -878,7 +1063,12 @@ class AcnModel(AcnPreTrainedModel):
             filtration_gates=hidden.new_zeros(batch, seq_len),
         )
 
-    def _check_text_inputs(self, input_ids, char_ids, attention_mask):
+    def _check_text_inputs(
+        self: _AcnInputChecks,
+        input_ids: torch.Tensor,
+        char_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
         if input_ids.dim() != 2 or input_ids.shape[1] == 0:
             raise ValueError(f"input_ids must be (batch, seq_len) with seq_len > 0, got shape {tuple(input_ids.shape)}")
         if self.config.use_char_cnn:
@@ -909,7 +1099,13 @@ class AcnModel(AcnPreTrainedModel):
             raise ValueError(f"every tweet needs at least one word, got lengths {lengths.tolist()}")
         return word_mask
 
-    def _check_subword_inputs(self, subword_ids, subword_attention_mask, subword_to_word, input_ids):
+    def _check_subword_inputs(
+        self: _AcnInputChecks,
+        subword_ids: torch.Tensor | None,
+        subword_attention_mask: torch.Tensor | None,
+        subword_to_word: torch.Tensor | None,
+        input_ids: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """The pretrained encoder's inputs as one tuple, or None for the paper's encoder (which ignores them)."""
         if not self.config.uses_pretrained_text_encoder:
             return None
@@ -918,7 +1114,11 @@ class AcnModel(AcnPreTrainedModel):
                 f"text_encoder={self.config.text_encoder!r} needs subword_ids and subword_to_word (from AcnTokenizer "
                 "with a subword_tokenizer)"
             )
-        if subword_ids.dim() != 2 or subword_ids.shape[0] != input_ids.shape[0] or subword_to_word.shape != subword_ids.shape:
+        if (
+            subword_ids.dim() != 2
+            or subword_ids.shape[0] != input_ids.shape[0]
+            or subword_to_word.shape != subword_ids.shape
+        ):
             raise ValueError(
                 f"subword_ids and subword_to_word must be (batch={input_ids.shape[0]}, subwords), got shapes "
                 f"{tuple(subword_ids.shape)} and {tuple(subword_to_word.shape)}"
@@ -928,10 +1128,18 @@ class AcnModel(AcnPreTrainedModel):
         if is_exporting():
             check_in_graph(subword_to_word.max() <= input_ids.shape[1], "subword_to_word points past the last word")
         elif subword_to_word.max() > input_ids.shape[1]:
-            raise ValueError(f"subword_to_word points past the last of {input_ids.shape[1]} words: {subword_to_word.max().item()}")
+            raise ValueError(
+                f"subword_to_word points past the last of {input_ids.shape[1]} words: {subword_to_word.max().item()}"
+            )
         return subword_ids, subword_attention_mask, subword_to_word
 
-    def _image_mask(self, image_mask, pixel_values, image_features, input_ids):
+    def _image_mask(
+        self: _AcnInputChecks,
+        image_mask: torch.Tensor | None,
+        pixel_values: torch.Tensor | None,
+        image_features: torch.Tensor | None,
+        input_ids: torch.Tensor,
+    ) -> torch.Tensor:
         batch = input_ids.shape[0]
         if pixel_values is not None and image_features is not None:
             raise ValueError("pass pixel_values or image_features, not both")
@@ -947,8 +1155,11 @@ class AcnModel(AcnPreTrainedModel):
             raise ValueError(message)
         return image_mask.bool()
 
-    def _image_features(self, pixel_values, image_features, image_mask):
+    def _image_features(
+        self, pixel_values: torch.Tensor | None, image_features: torch.Tensor | None, image_mask: torch.Tensor
+    ) -> torch.Tensor | None:
         """Pool5 features of the tweets that have an image; VGG runs on those only."""
+        assert self.co_attention is not None  # called only by a model with images
         shape = (image_mask.shape[0], self.config.num_image_regions, self.config.image_feature_dim)
         dtype = self.co_attention.image_projection.weight.dtype
         if image_features is not None:
@@ -963,13 +1174,34 @@ class AcnModel(AcnPreTrainedModel):
         return self.get_image_features(pixel_values[image_mask]).to(dtype)  # (images, regions, 512)
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _base_model_method(
+    method: Callable[Concatenate[AcnModel, _P], _R],
+) -> Callable[Concatenate[AcnPreTrainedModel, _P], _R]:
+    """`AcnModel`'s `method` for a head: the same signature and docstring, run on the head's `base_model` (the
+    `AcnModel` at `base_model_prefix`), the way transformers' `get_input_embeddings` reaches it."""
+
+    @functools.wraps(method)
+    def on_base_model(self: AcnPreTrainedModel, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return getattr(self.base_model, method.__name__)(*args, **kwargs)
+
+    return on_base_model
+
+
 class AcnForTokenClassification(AcnPreTrainedModel):
     """ACN with its tag decoder: a CRF (paper) or independent softmax decisions (`decoder="softmax"`)."""
+
+    bio_allowed: torch.Tensor  # buffers, registered in __init__
+    bio_allowed_start: torch.Tensor
 
     def __init__(self, config: AcnConfig):
         super().__init__(config)
         self.acn = AcnModel(config)
-        decoder_input_size = config.hidden_size + (self.acn.co_attention.output_size if config.use_image else 0)
+        co_attention = self.acn.co_attention  # a model with images has one
+        decoder_input_size = config.hidden_size + (co_attention.output_size if co_attention is not None else 0)
         self.classifier = nn.Linear(decoder_input_size, config.num_labels)  # W_m̂: emission potentials
         self.crf = AcnCrf(config.num_labels) if config.decoder == "crf" else None
         allowed, allowed_start = bio_transition_table(config.id2label)
@@ -977,66 +1209,45 @@ class AcnForTokenClassification(AcnPreTrainedModel):
         self.register_buffer("bio_allowed_start", allowed_start, persistent=False)  # (tags,)
         self.post_init()
 
-    def save_pretrained(self, save_directory, is_main_process: bool = True, **kwargs):
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, is_main_process: bool = True, *args: Any, **kwargs: Any
+    ) -> None:
         """As `PreTrainedModel.save_pretrained` (which `push_to_hub` calls), plus the pipeline's code and its entries
         in `config.custom_pipelines`: with the processor saved beside the model, the folder loads with
         `transformers.pipeline("token-classification", model=folder, trust_remote_code=True)` (or
         `"multimodal-ner"`, which groups words into entities by default)."""
         self.config.custom_pipelines = custom_pipelines_entry()
-        super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
+        super().save_pretrained(save_directory, is_main_process, *args, **kwargs)
         if is_main_process:
             save_pipeline_code(save_directory)
 
-    def get_input_embeddings(self):
-        return self.acn.get_input_embeddings()
-
-    def set_input_embeddings(self, embeddings):
-        self.acn.set_input_embeddings(embeddings)
-
-    def load_text_encoder_weights(self, name_or_path=None, **kwargs):
-        """See `AcnModel.load_text_encoder_weights`."""
-        self.acn.load_text_encoder_weights(name_or_path, **kwargs)
-
-    def load_vision_weights(self, path=None):
-        """See `AcnModel.load_vision_weights`."""
-        self.acn.load_vision_weights(path)
-
-    def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
-        """See `AcnModel.get_image_features`."""
-        return self.acn.get_image_features(pixel_values)
-
-    def vision_trunk_id(self) -> str:
-        """See `AcnModel.vision_trunk_id`."""
-        return self.acn.vision_trunk_id()
-
-    def effective_vision_precision(self, device: torch.device | str | None = None) -> str:
-        """See `AcnModel.effective_vision_precision`."""
-        return self.acn.effective_vision_precision(device)
-
-    def needs_vision_calibration(self, device: torch.device | str | None = None) -> bool:
-        """See `AcnModel.needs_vision_calibration`."""
-        return self.acn.needs_vision_calibration(device)
-
-    def calibrate_vision(self, pixel_values: torch.FloatTensor, batch_size: int = 8) -> None:
-        """See `AcnModel.calibrate_vision`."""
-        self.acn.calibrate_vision(pixel_values, batch_size)
+    # AcnModel's public methods, run on `self.acn`. get_input_embeddings and set_input_embeddings need no line:
+    # transformers' own reach `self.acn` through `base_model` (`base_model_prefix = "acn"`).
+    load_text_encoder_weights = _base_model_method(AcnModel.load_text_encoder_weights)
+    load_vision_weights = _base_model_method(AcnModel.load_vision_weights)
+    calibrate_vision = _base_model_method(AcnModel.calibrate_vision)
+    set_vision_calibration = _base_model_method(AcnModel.set_vision_calibration)
+    effective_vision_precision = _base_model_method(AcnModel.effective_vision_precision)
+    needs_vision_calibration = _base_model_method(AcnModel.needs_vision_calibration)
+    get_image_features = _base_model_method(AcnModel.get_image_features)
+    vision_trunk_id = _base_model_method(AcnModel.vision_trunk_id)
 
     def forward(
         self,
-        input_ids: torch.LongTensor,
-        char_ids: torch.LongTensor | None = None,
+        input_ids: torch.Tensor,
+        char_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        pixel_values: torch.FloatTensor | None = None,
-        image_features: torch.FloatTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_features: torch.Tensor | None = None,
         image_mask: torch.Tensor | None = None,
-        subword_ids: torch.LongTensor | None = None,
+        subword_ids: torch.Tensor | None = None,
         subword_attention_mask: torch.Tensor | None = None,
-        subword_to_word: torch.LongTensor | None = None,
+        subword_to_word: torch.Tensor | None = None,
         image_features_trunk: str | None = None,
-        labels: torch.LongTensor | None = None,
+        labels: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
+        **kwargs: Any,
     ) -> AcnTokenClassifierOutput | tuple:
         r"""
         Args: as `AcnModel.forward`, plus
@@ -1064,7 +1275,9 @@ class AcnForTokenClassification(AcnPreTrainedModel):
         outputs = AcnTokenClassifierOutput(loss=loss, logits=logits, **outputs)
         return outputs if return_dict is not False else outputs.to_tuple()
 
-    def decode(self, logits, attention_mask=None, constrain_bio=False):
+    def decode(
+        self, logits: torch.Tensor, attention_mask: torch.Tensor | None = None, constrain_bio: bool = False
+    ) -> list[list[int]]:
         """Best tag sequence per tweet.
 
         Args:
@@ -1081,12 +1294,14 @@ class AcnForTokenClassification(AcnPreTrainedModel):
         elif constrain_bio:  # best valid path under independent per-word probabilities
             no_transitions = logits.new_zeros(self.config.num_labels, self.config.num_labels)
             no_boundary = logits.new_zeros(self.config.num_labels)
-            paths = viterbi_decode(logits.log_softmax(-1), word_mask, no_transitions, no_boundary, no_boundary, *allowed)
+            paths = viterbi_decode(
+                logits.log_softmax(-1), word_mask, no_transitions, no_boundary, no_boundary, *allowed
+            )
         else:
             paths = logits.argmax(-1)  # (batch, seq_len)
-        return [path[:length].tolist() for path, length in zip(paths, word_mask.sum(-1).tolist())]
+        return [path[:length].tolist() for path, length in zip(paths, word_mask.sum(-1).tolist(), strict=True)]
 
-    def _loss(self, logits, labels, word_mask):
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
         logits = logits.float()  # the forward algorithm sums many terms: float32 even under bf16 autocast
         with torch.autocast(logits.device.type, enabled=False):
             if self.crf is None:
@@ -1094,7 +1309,7 @@ class AcnForTokenClassification(AcnPreTrainedModel):
             return -self.crf.log_likelihood(logits, labels.clamp(min=0), word_mask).mean()
 
 
-def bio_transition_table(id2label):
+def bio_transition_table(id2label: Mapping[int, str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Which BIO transitions are valid: `(allowed[from, to], allowed_start[to])` as bool tensors."""
     labels = [id2label[index] for index in range(len(id2label))]
     inside_type = [label[2:] if label.startswith("I-") else None for label in labels]
@@ -1106,16 +1321,23 @@ def bio_transition_table(id2label):
     return allowed, allowed_start
 
 
-def _check_loaded_weights(model, info: dict, source) -> None:
+def _check_loaded_weights(model: nn.Module, info: dict[str, Any], source: object) -> None:
     problems = []
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
         names = sorted(str(key[0] if isinstance(key, tuple) else key) for key in info.get(kind) or ())
         if names:
-            problems.append(f"{len(names)} {kind.replace('_', ' ')} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
-    non_finite = [name for name, tensor in model.state_dict().items()
-                  if tensor.is_floating_point() and not tensor.is_meta and not torch.isfinite(tensor).all()]  # fmt: skip
+            problems.append(
+                f"{len(names)} {kind.replace('_', ' ')} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
+            )
+    non_finite = [
+        name
+        for name, tensor in model.state_dict().items()
+        if tensor.is_floating_point() and not tensor.is_meta and not torch.isfinite(tensor).all()
+    ]
     if non_finite:
-        problems.append(f"NaN or infinite values in {', '.join(non_finite[:5])}{', ...' if len(non_finite) > 5 else ''}")
+        problems.append(
+            f"NaN or infinite values in {', '.join(non_finite[:5])}{', ...' if len(non_finite) > 5 else ''}"
+        )
     if problems:
         raise ValueError(f"{source}: the checkpoint does not match the model: {'; '.join(problems)}")
 
@@ -1125,19 +1347,19 @@ def _short_id(trunk_id: str) -> str:
     return f"{backbone}:{digest[:12]}" if backbone else trunk_id[:12]
 
 
-def _refuse_unknown_arguments(kwargs):
+def _refuse_unknown_arguments(kwargs: Mapping[str, Any]) -> None:
     unknown = sorted(set(kwargs) - TRAINER_KEYWORDS)
     if unknown:
         raise TypeError(f"ACN's forward got unexpected keyword arguments {unknown}")
 
 
-def _word_mask(attention_mask, reference):
+def _word_mask(attention_mask: torch.Tensor | None, reference: torch.Tensor) -> torch.Tensor:
     if attention_mask is None:
         return torch.ones(reference.shape[:2], dtype=torch.bool, device=reference.device)
     return attention_mask.bool()
 
 
-def _check_labels(labels, word_mask, num_labels):
+def _check_labels(labels: torch.Tensor, word_mask: torch.Tensor, num_labels: int) -> torch.Tensor:
     if labels.shape != word_mask.shape:
         raise ValueError(f"labels must have the shape of input_ids {tuple(word_mask.shape)}, got {tuple(labels.shape)}")
     real = labels[word_mask]

@@ -12,21 +12,23 @@ so other token-classification models keep transformers' own pipeline.
 import importlib
 import json
 import math
-from collections.abc import Iterable
+import os
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 import numpy as np
 import regex
 import torch
-from transformers import AutoModelForTokenClassification, AutoProcessor, Pipeline
+from transformers import AutoModelForTokenClassification, AutoProcessor, Pipeline, PreTrainedModel
 from transformers.dynamic_module_utils import custom_object_save, get_class_from_dynamic_module
 from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.pipelines import PIPELINE_REGISTRY
+from transformers.processing_utils import ProcessorMixin
 from transformers.utils import cached_file
 
 from .configuration_acn import AcnConfig
 from .processing_acn import AcnProcessor
-
 
 TASK = "multimodal-ner"
 STANDARD_TASK = "token-classification"  # transformers' task, whose default aggregation is "none"
@@ -39,6 +41,28 @@ INVISIBLE_WORD = regex.compile(r"[\p{Cf}\p{Default_Ignorable_Code_Point}\s]+")
 # model emits, so that no path through it can win and its marginal is 0.
 INVISIBLE_ENTITY_SCORE = -1e4
 BACKENDS = ("torch", "onnxruntime")
+
+
+class _Tagger(Protocol):
+    """What the pipeline uses of its model: `AcnForTokenClassification`, or `AcnOnnxModel` in its place."""
+
+    config: AcnConfig
+    crf: Any  # AcnCrf, AcnOnnxModel's AcnNumpyCrf, or None for a softmax decoder
+    dtype: torch.dtype
+
+    def __call__(self, **inputs: Any) -> Any: ...
+
+    def decode(
+        self, logits: torch.Tensor, attention_mask: torch.Tensor | None = None, constrain_bio: bool = False
+    ) -> list[list[int]]: ...
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor: ...
+
+
+class _TorchCrf(Protocol):
+    """What `tag_marginals` uses of `AcnCrf`."""
+
+    def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
 
 
 class AcnPipeline(Pipeline):
@@ -79,20 +103,34 @@ class AcnPipeline(Pipeline):
             `url_policy_acn`); leave it off wherever strangers choose the URLs.
     """
 
-    _load_processor = True
-    _load_tokenizer = False
-    _load_image_processor = False
-    _load_feature_extractor = False
+    _load_processor = True  # type: ignore[assignment]  # Pipeline's unannotated None default types it None
+    _load_tokenizer = False  # type: ignore[assignment]  # likewise
+    _load_image_processor = False  # type: ignore[assignment]  # likewise
+    _load_feature_extractor = False  # type: ignore[assignment]  # likewise
+    processor: AcnProcessor  # __init__ refuses a pipeline without one
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.processor is None:
-            raise ValueError("AcnPipeline needs processor=AcnProcessor(...) (it holds the tokenizer and image processor)")
+            raise ValueError(
+                "AcnPipeline needs processor=AcnProcessor(...) (it holds the tokenizer and image processor)"
+            )
+
+    @property
+    def _tagger(self) -> _Tagger:
+        # transformers types the model as a PreTrainedModel: here an AcnForTokenClassification or an AcnOnnxModel
+        return cast(_Tagger, self.model)
 
     @classmethod
     def from_pretrained(
-        cls, model_name_or_path, device=None, trust_remote_code=False, backend="torch", onnx_file=None,
-        vision_onnx_file=None, **kwargs
+        cls,
+        model_name_or_path: str | os.PathLike,
+        device: int | str | torch.device | None = None,
+        trust_remote_code: bool = False,
+        backend: str = "torch",
+        onnx_file: str | None = None,
+        vision_onnx_file: str | None = None,
+        **kwargs: Any,
     ) -> "AcnPipeline":
         """Load the model and processor saved in a folder or Hub repository.
 
@@ -118,29 +156,36 @@ class AcnPipeline(Pipeline):
                 raise ValueError(f"{name} goes with backend='onnxruntime', got backend={backend!r}")
             model, processor = load_model_and_processor(model_name_or_path, trust_remote_code)
             return cls(model=model, processor=processor, device=device, task=TASK, **kwargs)
-        # Imported by name: a `from .onnx_acn import` line would make save_pretrained copy the file into every folder.
-        onnx_acn = importlib.import_module(f"{__package__}.onnx_acn")
-        model = onnx_acn.AcnOnnxModel.from_pretrained(
-            model_name_or_path, onnx_file or onnx_acn.ONNX_FILE, vision_onnx_file=vision_onnx_file or onnx_acn.VISION_ONNX_FILE
+        # Imported by name: a `from .onnx_runtime_acn import` line would make save_pretrained copy the file into
+        # every folder.
+        onnx_runtime_acn = importlib.import_module(f"{__package__}.onnx_runtime_acn")
+        model = onnx_runtime_acn.AcnOnnxModel.from_pretrained(
+            model_name_or_path,
+            onnx_file or onnx_runtime_acn.ONNX_FILE,
+            vision_onnx_file=vision_onnx_file or onnx_runtime_acn.VISION_ONNX_FILE,
         )
         if device not in (None, -1) and torch.device(device).type != "cpu":
             raise ValueError(f"backend='onnxruntime' runs on the CPU, got device={device!r}")
         processor = load_processor(model_name_or_path, trust_remote_code)
         return cls(model=model, processor=processor, device="cpu", task=TASK, **kwargs)
 
-    def save_pretrained(self, save_directory, **kwargs):
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
         """Save model, processor and this pipeline's code, so that `transformers.pipeline` can load the folder."""
         super().save_pretrained(save_directory, **kwargs)
         self.processor.save_pretrained(save_directory)
 
-    def __call__(self, inputs, image=None, **kwargs):
+    def __call__(  # type: ignore[override]  # the image comes second, where Pipeline's takes *args
+        self, inputs: Any, image: Any = None, **kwargs: Any
+    ) -> Any:
         """Tag one tweet (`inputs` a string, `image` its image), a list of inputs (a list of results), or any other
         iterable of inputs, e.g. a generator or a torch `Dataset` (an iterator of results)."""
         split = kwargs.get("is_split_into_words", self._preprocess_params.get("is_split_into_words", False))
         if _is_single_input(inputs, split):
             return super().__call__(_as_example(inputs, image), **kwargs)
         if image is not None and not _is_many_inputs(inputs):
-            raise ValueError(f"image= goes with a tweet (a string, or a list of words with is_split_into_words=True), got {inputs!r}")
+            raise ValueError(
+                f"image= goes with a tweet (a string, or a list of words with is_split_into_words=True), got {inputs!r}"
+            )
         if image is not None:
             raise ValueError("image= goes with a single tweet; pass several tweets as (text, image) pairs")
         if isinstance(inputs, list) and inputs:
@@ -153,16 +198,18 @@ class AcnPipeline(Pipeline):
             f"other iterable (generator, Dataset) of those, got {inputs!r}"
         )
 
-    def _sanitize_parameters(
+    def _sanitize_parameters(  # type: ignore[override]  # Pipeline types the hooks' parameters as **dict
         self,
-        aggregation_strategy=None,
-        ignore_labels=None,
-        return_tags=None,
-        output_attentions=None,
-        is_split_into_words=None,
-        allow_private_urls=None,
-    ):
-        preprocess, forward, postprocess = {}, {}, {}
+        aggregation_strategy: str | None = None,
+        ignore_labels: Iterable[str] | None = None,
+        return_tags: bool | None = None,
+        output_attentions: bool | None = None,
+        is_split_into_words: bool | None = None,
+        allow_private_urls: bool | None = None,
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        preprocess: dict[str, Any] = {}
+        forward: dict[str, Any] = {}
+        postprocess: dict[str, Any] = {}
         if is_split_into_words is not None:
             preprocess["is_split_into_words"] = is_split_into_words
         if allow_private_urls is not None:
@@ -181,7 +228,9 @@ class AcnPipeline(Pipeline):
             postprocess["return_tags"] = return_tags
         return preprocess, forward, postprocess
 
-    def preprocess(self, example, is_split_into_words=False, allow_private_urls=False):
+    def preprocess(  # type: ignore[override]  # as _sanitize_parameters
+        self, example: dict[str, Any], is_split_into_words: bool = False, allow_private_urls: bool = False
+    ) -> dict[str, Any]:
         text = example["text"]
         encoding = self.processor(text, is_split_into_words=is_split_into_words, return_offsets_mapping=True)
         offsets = [tuple(pair) for pair in encoding.pop("offset_mapping")[0].tolist()]
@@ -199,7 +248,7 @@ class AcnPipeline(Pipeline):
         model_inputs["offsets"] = offsets
         return model_inputs
 
-    def _pad_char_axis(self, char_ids):
+    def _pad_char_axis(self, char_ids: torch.Tensor) -> torch.Tensor:
         """Pad the character axis to the tokenizer's widest word, so that tweets batch together.
 
         The character CNN ignores padding characters, so the width does not change the model's output.
@@ -208,7 +257,7 @@ class AcnPipeline(Pipeline):
         width = max(tokenizer.max_word_length, tokenizer.min_char_width)
         return torch.nn.functional.pad(char_ids, (0, width - char_ids.shape[-1]), value=self.model.config.char_pad_id)
 
-    def _image_inputs(self, image, allow_private_urls=False):
+    def _image_inputs(self, image: Any, allow_private_urls: bool = False) -> dict[str, torch.Tensor]:
         """Pixels and features for one image, both always present so that any mix of inputs batches together."""
         config = self.model.config
         features = torch.zeros(1, config.num_image_regions, config.image_feature_dim)  # (1, regions, 512)
@@ -225,11 +274,15 @@ class AcnPipeline(Pipeline):
         inputs["has_features"] = torch.tensor([given_features is not None])  # (1,)
         return inputs
 
-    def _forward(self, model_inputs, output_attentions=False):
+    def _forward(  # type: ignore[override]  # as _sanitize_parameters
+        self, model_inputs: dict[str, Any], output_attentions: bool = False
+    ) -> dict[str, Any]:
         text, offsets = model_inputs.pop("text"), model_inputs.pop("offsets")
         if self.model.config.use_image:
             model_inputs["image_features"] = self._image_features(
-                model_inputs.pop("pixel_values"), model_inputs.pop("image_features"), model_inputs.pop("has_features"),
+                model_inputs.pop("pixel_values"),
+                model_inputs.pop("image_features"),
+                model_inputs.pop("has_features"),
                 model_inputs["image_mask"],
             )  # (batch, regions, 512)
         if output_attentions:
@@ -238,12 +291,12 @@ class AcnPipeline(Pipeline):
             outputs = self._logits_by_length(model_inputs)
         word_mask = model_inputs["attention_mask"].bool()  # (batch, seq_len)
         logits = self._invisible_words_outside(outputs.logits, text, offsets)  # (batch, seq_len, num_labels)
-        paths = self.model.decode(logits, word_mask, constrain_bio=True)
+        paths = self._tagger.decode(logits, word_mask, constrain_bio=True)
         tags = torch.zeros_like(model_inputs["input_ids"])  # (batch, seq_len), 0 at padding
         for row, path in enumerate(paths):
             tags[row, : len(path)] = torch.tensor(path)
-        marginals = tag_marginals(self.model, logits, word_mask)  # (batch, seq_len, num_labels)
-        result = {
+        marginals = tag_marginals(self._tagger, logits, word_mask)  # (batch, seq_len, num_labels)
+        result: dict[str, Any] = {
             "tags": tags,
             "scores": marginals.gather(-1, tags[..., None]).squeeze(-1),  # (batch, seq_len)
             "text": text,
@@ -256,26 +309,33 @@ class AcnPipeline(Pipeline):
             result["filtration_gates"] = outputs.filtration_gates  # (batch, seq_len)
         return result
 
-    def _invisible_words_outside(self, logits, text, offsets):
+    def _invisible_words_outside(
+        self,
+        logits: torch.Tensor,
+        text: str | list[str],
+        offsets: list,  # of (start, end) pairs; for a batch, a list of those
+    ) -> torch.Tensor:
         """`logits` `(batch, seq_len, num_labels)` with every entity tag forbidden at the words that render as nothing
         (`INVISIBLE_WORD`), so that decoding gives them a tag outside entities (the best path under that constraint)
         and their score is 1. `text` and `offsets` are a tweet's, or lists of them for a batch."""
         texts, word_offsets = ([text], [offsets]) if isinstance(text, str) else (text, offsets)
         rows = [
             [INVISIBLE_WORD.fullmatch(tweet[start:end]) is not None for start, end in spans]
-            for tweet, spans in zip(texts, word_offsets)
+            for tweet, spans in zip(texts, word_offsets, strict=True)
         ]
         if not any(map(any, rows)):
             return logits
         invisible = torch.zeros(logits.shape[:2], dtype=torch.bool)  # (batch, seq_len)
         for row, words in enumerate(rows):
             invisible[row, : len(words)] = torch.tensor(words)
-        id2label = self.model.config.id2label
-        entity_tags = torch.tensor([bool(entity_spans([id2label[index]])) for index in range(len(id2label))])  # (num_labels,)
+        id2label = self._tagger.config.id2label
+        entity_tags = torch.tensor(
+            [bool(entity_spans([id2label[index]])) for index in range(len(id2label))]
+        )  # (num_labels,)
         forbidden = invisible[..., None] & entity_tags  # (batch, seq_len, num_labels)
         return logits.masked_fill(forbidden.to(logits.device), INVISIBLE_ENTITY_SCORE)
 
-    def _logits_by_length(self, model_inputs) -> TokenClassifierOutput:
+    def _logits_by_length(self, model_inputs: dict[str, Any]) -> TokenClassifierOutput:
         """The batch's logits `(batch, seq_len, num_labels)`, computed group by group over tweets of similar lengths.
 
         A padded batch costs its longest tweet's length for every tweet; tweets of 20 and 70 subwords in one batch
@@ -289,41 +349,60 @@ class AcnPipeline(Pipeline):
         word_mask = model_inputs["attention_mask"].bool()  # (batch, seq_len)
         subword_mask = model_inputs.get("subword_attention_mask")  # (batch, subwords) or None
         char_ids = model_inputs["char_ids"]  # (batch, seq_len, char_width)
-        char_extents = _extents((char_ids != self.model.config.char_pad_id).any(1))  # (batch,): longest word's characters
+        char_extents = _extents(
+            (char_ids != self.model.config.char_pad_id).any(1)
+        )  # (batch,): longest word's characters
         word_extents = _extents(word_mask)  # (batch,)
         subword_extents = None if subword_mask is None else _extents(subword_mask)  # (batch,)
         groups = length_groups((word_extents if subword_extents is None else subword_extents).tolist(), GROUP_COST)
         if len(groups) == 1:
             return TokenClassifierOutput(logits=self.model(**model_inputs).logits)
-        logits = None
-        for rows in groups:
-            rows = torch.tensor(rows)  # (group,)
+        logits: torch.Tensor | None = None
+        for group in groups:
+            rows = torch.tensor(group)  # (group,)
             words = int(word_extents[rows].max())
             subwords = None if subword_extents is None else int(subword_extents[rows].max())
             chars = max(int(char_extents[rows].max()), self.processor.tokenizer.min_char_width)
-            group_inputs = {name: _group_rows(name, value, rows, words, subwords) for name, value in model_inputs.items()}
+            group_inputs = {
+                name: _group_rows(name, value, rows, words, subwords) for name, value in model_inputs.items()
+            }
             group_inputs["char_ids"] = group_inputs["char_ids"][..., :chars]  # (group, words, chars)
             group_logits = self.model(**group_inputs).logits  # (group, words, num_labels)
             if logits is None:
-                logits = group_logits.new_zeros(*word_mask.shape, group_logits.shape[-1])  # (batch, seq_len, num_labels)
+                logits = group_logits.new_zeros(
+                    *word_mask.shape, group_logits.shape[-1]
+                )  # (batch, seq_len, num_labels)
             logits[rows, :words] = group_logits
         return TokenClassifierOutput(logits=logits)
 
-    def _image_features(self, pixel_values, image_features, has_features, image_mask):
+    def _image_features(
+        self,
+        pixel_values: torch.Tensor,
+        image_features: torch.Tensor,
+        has_features: torch.Tensor,
+        image_mask: torch.Tensor,
+    ) -> torch.Tensor:
         """Given features where the input had them, VGG-16 pool5 of the pixels for the other images."""
         features = image_features.to(self.model.dtype)  # (batch, regions, 512)
         needs_vision = image_mask.bool() & ~has_features  # (batch,)
         if needs_vision.any():
             pixels = pixel_values[needs_vision].to(self.model.dtype)  # (images, 3, 224, 224)
-            features[needs_vision] = self.model.get_image_features(pixels).to(features.dtype)  # (images, regions, 512)
+            regions = self._tagger.get_image_features(pixels)  # (images, regions, 512)
+            features[needs_vision] = regions.to(features.dtype)
         return features
 
-    def postprocess(self, model_outputs, aggregation_strategy=None, ignore_labels=None, return_tags=False):
+    def postprocess(  # type: ignore[override]  # as _sanitize_parameters
+        self,
+        model_outputs: dict[str, Any],
+        aggregation_strategy: str | None = None,
+        ignore_labels: Iterable[str] | None = None,
+        return_tags: bool = False,
+    ) -> list[dict[str, Any]] | dict[str, Any]:
         if aggregation_strategy is None:
             aggregation_strategy = "none" if self.task == STANDARD_TASK else "simple"
         text, offsets = model_outputs["text"], model_outputs["offsets"]
         num_words = len(offsets)
-        id2label = self.model.config.id2label
+        id2label = self._tagger.config.id2label
         tags = [id2label[index] for index in model_outputs["tags"][0, :num_words].tolist()]
         scores = model_outputs["scores"][0, :num_words].tolist()
         words = [text[start:end] for start, end in offsets]
@@ -334,12 +413,18 @@ class AcnPipeline(Pipeline):
             entities = grouped_entities(text, tags, scores, offsets, ignore)
         if not return_tags and "visual_attentions" not in model_outputs:
             return entities
-        result = {"entities": entities, "words": words, "tags": tags, "scores": scores, "offsets": offsets}
+        result: dict[str, Any] = {
+            "entities": entities,
+            "words": words,
+            "tags": tags,
+            "scores": scores,
+            "offsets": offsets,
+        }
         if "visual_attentions" in model_outputs:
             result.update(self._explanations(model_outputs, num_words))
         return result
 
-    def _explanations(self, model_outputs, num_words):
+    def _explanations(self, model_outputs: dict[str, Any], num_words: int) -> dict[str, np.ndarray | None]:
         side = math.isqrt(self.model.config.num_image_regions)  # regions are a row-major side x side grid
         attentions = model_outputs["visual_attentions"][0, :num_words].float()  # (words, regions)
         fusion = model_outputs["fusion_gates"]
@@ -383,7 +468,7 @@ def _extents(mask: torch.Tensor) -> torch.Tensor:
     return (mask.bool() * positions).amax(-1)  # (batch,)
 
 
-def _group_rows(name: str, value, rows: torch.Tensor, words: int, subwords: int | None):
+def _group_rows(name: str, value: Any, rows: torch.Tensor, words: int, subwords: int | None) -> Any:
     """One model input for a group of rows, its word or subword axis trimmed to the group's longest tweet."""
     if not isinstance(value, torch.Tensor) or value.dim() == 0:
         return value
@@ -395,7 +480,7 @@ def _group_rows(name: str, value, rows: torch.Tensor, words: int, subwords: int 
     return value
 
 
-def tag_marginals(model, logits, word_mask):
+def tag_marginals(model: _Tagger, logits: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
     """Per-word tag probabilities `p(y_t = k | x)`, shape `(batch, seq_len, num_labels)`; 0 at padding.
 
     For a CRF these are the forward-backward marginals, obtained as the gradient of the log-partition with
@@ -405,23 +490,32 @@ def tag_marginals(model, logits, word_mask):
         return logits.float().softmax(-1) * word_mask[..., None]
     if not isinstance(model.crf, torch.nn.Module):  # AcnOnnxModel's numpy CRF: forward-backward itself
         return torch.from_numpy(model.crf.marginals(logits.float().cpu().numpy(), word_mask.cpu().numpy()))
+    crf = cast(_TorchCrf, model.crf)  # an AcnCrf, whose methods nn.Module's attribute types would hide
     with torch.enable_grad():
         emissions = logits.detach().float().requires_grad_()  # (batch, seq_len, num_labels)
-        log_partition = model.crf.log_partition(emissions, word_mask).sum()
+        log_partition = crf.log_partition(emissions, word_mask).sum()
         (marginals,) = torch.autograd.grad(log_partition, emissions)
     return marginals  # (batch, seq_len, num_labels)
 
 
-def word_entities(words, tags, scores, offsets, ignore_labels):
+def word_entities(
+    words: list[str],
+    tags: list[str],
+    scores: list[float],
+    offsets: list[tuple[int, int]],
+    ignore_labels: Collection[str],
+) -> list[dict[str, Any]]:
     """One entry per word whose tag is not ignored (aggregation "none")."""
     return [
         {"entity": tag, "score": score, "index": index, "word": word, "start": start, "end": end}
-        for index, (word, tag, score, (start, end)) in enumerate(zip(words, tags, scores, offsets))
+        for index, (word, tag, score, (start, end)) in enumerate(zip(words, tags, scores, offsets, strict=True))
         if tag not in ignore_labels
     ]
 
 
-def grouped_entities(text, tags, scores, offsets, ignore_labels):
+def grouped_entities(
+    text: str, tags: list[str], scores: list[float], offsets: list[tuple[int, int]], ignore_labels: Collection[str]
+) -> list[dict[str, Any]]:
     """One entry per entity span (aggregation "simple"); `word` is the original text of the span."""
     entities = []
     for entity_type, first, last in entity_spans(tags):
@@ -429,13 +523,15 @@ def grouped_entities(text, tags, scores, offsets, ignore_labels):
             continue
         start, end = offsets[first][0], offsets[last][1]
         score = sum(scores[first : last + 1]) / (last + 1 - first)
-        entities.append({"entity_group": entity_type, "score": score, "word": text[start:end], "start": start, "end": end})
+        entities.append(
+            {"entity_group": entity_type, "score": score, "word": text[start:end], "start": start, "end": end}
+        )
     return entities
 
 
-def entity_spans(tags):
+def entity_spans(tags: Iterable[str]) -> list[tuple[str, int, int]]:
     """`(type, first_word, last_word)` of each BIO entity; an `I-X` not continuing an `X` entity starts one."""
-    spans = []
+    spans: list[tuple[str, int, int]] = []
     for index, tag in enumerate(tags):
         prefix, _, entity_type = tag.partition("-")
         if prefix not in ("B", "I") or not entity_type:
@@ -448,7 +544,7 @@ def entity_spans(tags):
     return spans
 
 
-def _check_aggregation_strategy(strategy) -> str:
+def _check_aggregation_strategy(strategy: object) -> str:
     value = getattr(strategy, "value", strategy)  # transformers' AggregationStrategy enum or its string
     if value not in AGGREGATION_STRATEGIES:
         raise ValueError(
@@ -458,27 +554,27 @@ def _check_aggregation_strategy(strategy) -> str:
     return value
 
 
-def _is_single_input(inputs, is_split_into_words: bool) -> bool:
+def _is_single_input(inputs: object, is_split_into_words: bool) -> bool:
     if isinstance(inputs, (str, dict, tuple)):
         return True
     return is_split_into_words and isinstance(inputs, list) and bool(inputs) and all(isinstance(w, str) for w in inputs)
 
 
-def _is_many_inputs(inputs) -> bool:
+def _is_many_inputs(inputs: object) -> bool:
     """Several inputs: an iterable (list, generator, torch `Dataset`, ...) that is not itself one input."""
     if isinstance(inputs, (str, bytes, dict, tuple)):
         return False
     return isinstance(inputs, (Iterable, torch.utils.data.Dataset))
 
 
-def _iterate(inputs):
+def _iterate(inputs: Any) -> Iterator[Any]:
     """Items of an iterable, or of a map-style torch `Dataset` (which may define only `__getitem__` and `__len__`)."""
     if isinstance(inputs, Iterable):
         return iter(inputs)
     return (inputs[index] for index in range(len(inputs)))
 
 
-def _as_example(item, image=None) -> dict:
+def _as_example(item: object, image: object = None) -> dict[str, Any]:
     """`{"text", "image"}` from a tweet, a list of words, a `(text, image)` pair or a dict."""
     if isinstance(item, (str, list)):
         return {"text": item, "image": image}
@@ -491,7 +587,7 @@ def _as_example(item, image=None) -> dict:
     raise ValueError(f"expected a tweet, a (text, image) pair or a dict with 'text', got {item!r}")
 
 
-def as_image_features(image, shape=None):
+def as_image_features(image: object, shape: Sequence[int] | None = None) -> torch.Tensor | None:
     """The image as a float tensor when it is precomputed pool5 features (of `shape`, when given), else None.
 
     Raises `ValueError` for features of the wrong shape or dtype, and for NaN or infinite values, which would
@@ -509,7 +605,9 @@ def as_image_features(image, shape=None):
     return image.float()
 
 
-def load_model_and_processor(name, trust_remote_code: bool = False):
+def load_model_and_processor(
+    name: str | os.PathLike, trust_remote_code: bool = False
+) -> tuple[PreTrainedModel, ProcessorMixin]:
     """The model and processor of a folder or Hub id: by the installed classes, so that nothing of the folder runs;
     with `trust_remote_code`, by the classes the folder's own code defines (its `auto_map`), which then runs.
     Loading is strict (see `AcnPreTrainedModel.from_pretrained`)."""
@@ -521,7 +619,7 @@ def load_model_and_processor(name, trust_remote_code: bool = False):
     return model_class.from_pretrained(name), load_processor(name, trust_remote_code)
 
 
-def load_processor(name, trust_remote_code: bool = False):
+def load_processor(name: str | os.PathLike, trust_remote_code: bool = False) -> ProcessorMixin:
     """The processor of a folder or Hub id, by the installed class or (`trust_remote_code`) the folder's own."""
     if not trust_remote_code:
         _check_installed_classes(name)
@@ -529,18 +627,22 @@ def load_processor(name, trust_remote_code: bool = False):
     return _folder_class(name, "AutoProcessor", "processor_config.json").from_pretrained(name, trust_remote_code=True)
 
 
-def _check_installed_classes(name) -> None:
+def _check_installed_classes(name: str | os.PathLike) -> None:
     """Refuse, in one line, a folder or Hub id whose model or processor is not ACN's: the installed classes cannot
     load it, and its own classes (its `auto_map`) would be its code running. `trust_remote_code=False` goes to every
     Auto class as well, so that transformers never asks on stdin whether to run a folder's code."""
-    model_type = json.loads(Path(cached_file(name, "config.json")).read_text(encoding="utf-8")).get("model_type")
+    model_type = _folder_json(name, "config.json").get("model_type")
     if model_type != AcnConfig.model_type:
         raise ValueError(
             f"{name} is not an ACN model (model_type {model_type!r}); a folder's own code runs only with "
             "trust_remote_code=True"
         )
     processor_file = cached_file(name, "processor_config.json", _raise_exceptions_for_missing_entries=False)
-    processor_class = None if processor_file is None else json.loads(Path(processor_file).read_text(encoding="utf-8")).get("processor_class")
+    processor_class = (
+        None
+        if processor_file is None
+        else json.loads(Path(processor_file).read_text(encoding="utf-8")).get("processor_class")
+    )
     if processor_class not in (None, AcnProcessor.__name__):
         raise ValueError(
             f"{name}/processor_config.json names processor_class {processor_class!r}, not {AcnProcessor.__name__}; "
@@ -548,15 +650,21 @@ def _check_installed_classes(name) -> None:
         )
 
 
-def _folder_class(name, auto_class: str, config_file: str):
+def _folder_class(name: str | os.PathLike, auto_class: str, config_file: str) -> type[Any]:
     """The class a folder's code registers for `auto_class`, imported from that code (which runs)."""
-    auto_map = json.loads(Path(cached_file(name, config_file)).read_text(encoding="utf-8")).get("auto_map", {})
+    auto_map = _folder_json(name, config_file).get("auto_map", {})
     if auto_class not in auto_map:
         raise ValueError(f"trust_remote_code: {name}/{config_file} names no code for {auto_class}")
     return get_class_from_dynamic_module(auto_map[auto_class], name)
 
 
-def custom_pipelines_entry() -> dict:
+def _folder_json(name: str | os.PathLike, file: str) -> dict[str, Any]:
+    path = cached_file(name, file)
+    assert path is not None  # cached_file raises for a missing file unless told not to
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def custom_pipelines_entry() -> dict[str, dict[str, Any]]:
     """`config.custom_pipelines`: this pipeline for "multimodal-ner" and for "token-classification".
 
     With `trust_remote_code=True`, `transformers.pipeline(task, model=folder)` builds the class the folder's config
@@ -570,7 +678,7 @@ def custom_pipelines_entry() -> dict:
     return {TASK: entry, STANDARD_TASK: dict(entry)}
 
 
-def save_pipeline_code(save_directory) -> None:
+def save_pipeline_code(save_directory: str | os.PathLike) -> None:
     """Copy this file into a model folder, where `custom_pipelines_entry` points the pipeline factory."""
     custom_object_save(AcnPipeline, save_directory)
 
@@ -583,6 +691,12 @@ if TASK not in PIPELINE_REGISTRY.get_supported_tasks():
     )
 
 __all__ = [
-    "AcnPipeline", "as_image_features", "custom_pipelines_entry", "entity_spans", "load_model_and_processor", "load_processor",
-    "save_pipeline_code", "tag_marginals",
-]  # fmt: skip
+    "AcnPipeline",
+    "as_image_features",
+    "custom_pipelines_entry",
+    "entity_spans",
+    "load_model_and_processor",
+    "load_processor",
+    "save_pipeline_code",
+    "tag_marginals",
+]

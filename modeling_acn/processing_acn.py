@@ -7,7 +7,8 @@ from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
 from .configuration_acn import IGNORE_INDEX
-
+from .image_processing_acn import AcnImageProcessor, _ImageInput, _ImageInputs
+from .tokenization_acn import AcnTokenizer
 
 RETURN_TENSORS = ("pt", "np", None)
 
@@ -20,13 +21,13 @@ class AcnProcessor(ProcessorMixin):
         tokenizer: an `AcnTokenizer`.
     """
 
-    def __init__(self, image_processor, tokenizer):
+    def __init__(self, image_processor: AcnImageProcessor, tokenizer: AcnTokenizer) -> None:
         super().__init__(image_processor, tokenizer)
 
     def __call__(
         self,
-        text,
-        images=None,
+        text: str | list[str] | list[list[str]],
+        images: _ImageInputs = None,
         labels: Sequence[Sequence[int | str]] | None = None,
         label2id: Mapping[str, int] | None = None,
         is_split_into_words: bool = False,
@@ -83,7 +84,7 @@ class AcnProcessor(ProcessorMixin):
 AcnProcessor.register_for_auto_class("AutoProcessor")
 
 
-def _as_list(images) -> list:
+def _as_list(images: _ImageInputs) -> list[_ImageInput]:
     return list(images) if isinstance(images, (list, tuple)) else [images]
 
 
@@ -98,7 +99,7 @@ def _align_labels(
     if len(labels) != len(word_counts):
         raise ValueError(f"got {len(labels)} label sequences for {len(word_counts)} texts")
     aligned = np.full((len(word_counts), seq_len), IGNORE_INDEX, dtype=np.int64)  # (batch, seq_len)
-    for index, (example_labels, count) in enumerate(zip(labels, word_counts)):
+    for index, (example_labels, count) in enumerate(zip(labels, word_counts, strict=True)):
         was_truncated = truncated_at is not None and count == truncated_at and len(example_labels) > count
         if len(example_labels) != count and not was_truncated:
             raise ValueError(f"example {index} has {count} words but {len(example_labels)} labels")

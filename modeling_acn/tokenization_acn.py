@@ -11,11 +11,11 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import regex
 import torch
-from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizer
-
+from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizer, PreTrainedTokenizerBase
 
 VOCAB_FILES_NAMES = {"vocab_file": "vocab.json", "char_vocab_file": "char_vocab.json"}
 
@@ -47,13 +47,13 @@ _TRUNCATED_URL = r"h(?:tt?(?:ps?)?)?:?/*…"
 # are disjoint, so the match is found in one pass: a lazy `\S+?` with a lookahead for "punctuation then space" took
 # time quadratic in the length of a punctuation run ("http:" + 100,000 dots: minutes).
 _URL_PUNCTUATION = r"[.,;:!?)\]\"']"
-_URL_WORD = rf"(?:https?:|www\.)(?:(?:{_URL_PUNCTUATION}*[^\s.,;:!?)\]\"'])+|\S)"
+URL_WORD = rf"(?:https?:|www\.)(?:(?:{_URL_PUNCTUATION}*[^\s.,;:!?)\]\"'])+|\S)"
 # One alternative per kind of tweet token, tried in order at each position; the last one takes any single
 # non-space character, so every character outside whitespace lands in exactly one word.
-_TWEET_WORD = regex.compile(
+TWEET_WORD = regex.compile(
     "|".join(
         [
-            _URL_WORD,
+            URL_WORD,
             _TRUNCATED_URL,
             r"[@#]\w+",  # @mention, #hashtag
             r"&\w+",  # HTML entity, kept as the corpora keep it ("&amp" then ";")
@@ -113,8 +113,8 @@ class AcnTokenizer(PreTrainedTokenizer):
         replace_users: map @mentions to `<user>`.
         replace_digits: map every digit to `0`.
         hashtags_as_words: look a hashtag up under its word (`#NBA` shares `NBA`'s vector; a quarter of Twitter-2015's
-            training hashtags are entities). `from_corpus` turns it on (chosen on Twitter-2015 dev; see docs/benchmarks.md);
-            off here, so that a tokenizer saved before the option existed reloads unchanged.
+            training hashtags are entities). `from_corpus` turns it on (chosen on Twitter-2015 dev; see
+            docs/benchmarks.md); off here, so that a tokenizer saved before the option existed reloads unchanged.
         max_word_length: characters kept per word; the rest are cut.
         min_char_width: smallest width of the character axis, so the widest char-CNN kernel always fits.
         subword_tokenizer: the fast tokenizer of a pretrained text encoder (`AcnConfig.text_encoder`); each call
@@ -144,13 +144,13 @@ class AcnTokenizer(PreTrainedTokenizer):
         hashtags_as_words: bool = False,
         max_word_length: int = 30,  # paper: words are cut to 30 characters
         min_char_width: int = 4,  # the widest char-CNN kernel
-        subword_tokenizer=None,
+        subword_tokenizer: PreTrainedTokenizerBase | None = None,
         subword_window: int | None = None,
         subword_word_forms: bool = False,
         pad_token: str = "[PAD]",
         unk_token: str = "[UNK]",
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         if max_word_length < 1:
             raise ValueError(f"max_word_length must be at least 1, got {max_word_length}")
         if min_char_width < 1:
@@ -185,7 +185,9 @@ class AcnTokenizer(PreTrainedTokenizer):
         )
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any
+    ) -> "AcnTokenizer":
         """As `PreTrainedTokenizer.from_pretrained`, with the subword tokenizer saved beside the vocabularies."""
         tokenizer = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         if tokenizer.subword_window is not None:  # saved with a subword tokenizer
@@ -197,7 +199,7 @@ class AcnTokenizer(PreTrainedTokenizer):
             )
         return tokenizer
 
-    def save_pretrained(self, save_directory, *args, **kwargs) -> tuple[str, ...]:
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> tuple[str, ...]:
         """As `PreTrainedTokenizer.save_pretrained`; a subword tokenizer goes to the `subword_tokenizer/` subfolder."""
         files = super().save_pretrained(save_directory, *args, **kwargs)
         if self.subword_tokenizer is None:
@@ -205,7 +207,7 @@ class AcnTokenizer(PreTrainedTokenizer):
         return (*files, *self.subword_tokenizer.save_pretrained(os.path.join(save_directory, SUBWORD_TOKENIZER_FOLDER)))
 
     @staticmethod
-    def load_subword_tokenizer(name_or_path, **kwargs):
+    def load_subword_tokenizer(name_or_path: str | os.PathLike, **kwargs: Any) -> PreTrainedTokenizerBase:
         """A pretrained encoder's fast tokenizer, ready for words (byte-level BPE ones get `add_prefix_space`); the
         folder's own code runs only with `trust_remote_code=True`."""
         kwargs.setdefault("trust_remote_code", False)
@@ -220,7 +222,7 @@ class AcnTokenizer(PreTrainedTokenizer):
         sentences: Iterable[list[str]],
         min_freq: int = 1,
         extra_words: Iterable[str] | None = None,
-        **options,
+        **options: Any,
     ) -> "AcnTokenizer":
         """Build the word and character vocabularies from tokenised training sentences.
 
@@ -248,8 +250,9 @@ class AcnTokenizer(PreTrainedTokenizer):
         chars = [char for char, _ in _by_frequency(char_counts)]
         return cls(words=words, chars=chars, **options)
 
-    def _count(self, sentences: Iterable[list[str]]) -> tuple[Counter, Counter]:
-        word_counts, char_counts = Counter(), Counter()
+    def _count(self, sentences: Iterable[list[str]]) -> tuple[Counter[str], Counter[str]]:
+        word_counts: Counter[str] = Counter()
+        char_counts: Counter[str] = Counter()
         for index, sentence in enumerate(sentences):
             if isinstance(sentence, str):
                 raise ValueError(f"sentences must be lists of words, got the str {sentence[:40]!r} at index {index}")
@@ -292,7 +295,7 @@ class AcnTokenizer(PreTrainedTokenizer):
         Returns:
             The words and their `(start, end)` character offsets, with `text[start:end] == word`.
         """
-        matches = list(_TWEET_WORD.finditer(text))
+        matches = list(TWEET_WORD.finditer(text))
         return [m.group() for m in matches], [m.span() for m in matches]
 
     # ------------------------------------------------------------------------------------------ vocabulary
@@ -311,7 +314,7 @@ class AcnTokenizer(PreTrainedTokenizer):
     def get_char_vocab(self) -> dict[str, int]:
         return dict(self._char_vocab)
 
-    def _tokenize(self, text: str, **kwargs) -> list[str]:
+    def _tokenize(self, text: str, **kwargs: Any) -> list[str]:
         return [self.normalize(word) for word in self.split_text(text)[0]]
 
     def _convert_token_to_id(self, token: str) -> int:
@@ -328,7 +331,7 @@ class AcnTokenizer(PreTrainedTokenizer):
         """Character ids of one raw word, cut to `max_word_length`; unknown characters get 1."""
         return [self._char_vocab.get(char, UNK_ID) for char in self.char_form(word)[: self.max_word_length]]
 
-    def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str, str]:
+    def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str, ...]:
         prefix = f"{filename_prefix}-" if filename_prefix else ""
         paths = []
         for file_id, vocab in (("vocab_file", self._vocab), ("char_vocab_file", self._char_vocab)):
@@ -386,7 +389,9 @@ class AcnTokenizer(PreTrainedTokenizer):
         if self.subword_tokenizer is not None:
             data.update(self._subword_batch(batch_words))
         elif self.subword_window is not None:
-            raise ValueError("this tokenizer was saved with a subword tokenizer but has none: load it with from_pretrained")
+            raise ValueError(
+                "this tokenizer was saved with a subword tokenizer but has none: load it with from_pretrained"
+            )
         if return_offsets_mapping:
             data["offset_mapping"] = [list(o) + [(0, 0)] * (seq_len - len(o)) for o in batch_offsets]
         encoding = BatchEncoding(data, tensor_type=return_tensors)
@@ -394,7 +399,9 @@ class AcnTokenizer(PreTrainedTokenizer):
             encoding["words"] = batch_words
         return encoding
 
-    def _split_batch(self, text, is_split_into_words: bool) -> tuple[list[list[str]], list[list[tuple[int, int]]]]:
+    def _split_batch(
+        self, text: str | list[str] | list[list[str]], is_split_into_words: bool
+    ) -> tuple[list[list[str]], list[list[tuple[int, int]]]]:
         examples = _as_batch(text, is_split_into_words)
         batch_words, batch_offsets = [], []
         for index, example in enumerate(examples):
@@ -411,7 +418,7 @@ class AcnTokenizer(PreTrainedTokenizer):
         batch_chars = [[self.char_ids_of(word) for word in words] for words in batch_words]
         char_len = max([self.min_char_width] + [len(chars) for example in batch_chars for chars in example])
         input_ids, char_ids, attention_mask = [], [], []
-        for words, chars in zip(batch_words, batch_chars):
+        for words, chars in zip(batch_words, batch_chars, strict=True):
             pad = seq_len - len(words)
             input_ids.append(self.word_ids_of(words) + [PAD_ID] * pad)  # (seq_len,)
             rows = [c + [PAD_ID] * (char_len - len(c)) for c in chars] + [[PAD_ID] * char_len] * pad
@@ -426,13 +433,17 @@ class AcnTokenizer(PreTrainedTokenizer):
         length = max(len(ids) for ids, _ in rows)
         return {
             "subword_ids": [ids + [self._subword_pad_id] * (length - len(ids)) for ids, _ in rows],
-            "subword_attention_mask": [[1 if word >= 0 else 0 for word in words] + [0] * (length - len(words)) for _, words in rows],
+            "subword_attention_mask": [
+                [1 if word >= 0 else 0 for word in words] + [0] * (length - len(words)) for _, words in rows
+            ],
             "subword_to_word": [[max(word, 0) for word in words] + [0] * (length - len(words)) for _, words in rows],
         }
 
     def _subword_pieces(self, words: list[str]) -> tuple[list[int], list[int]]:
         """One tweet's subword ids and, per subword, its 1-based word position (0: special token, -1: padding
         inside a long tweet's pieces). A tweet over the window is split between words into pieces."""
+        # _subword_batch runs only with a subword tokenizer, and __init__ then set the window
+        assert self.subword_tokenizer is not None and self.subword_window is not None
         ids, positions = self._encode_piece(words, 0)
         counts = Counter(positions)
         if any(counts[position] == 0 for position in range(1, len(words) + 1)):  # a word without subwords
@@ -451,13 +462,17 @@ class AcnTokenizer(PreTrainedTokenizer):
             piece_ids, piece_positions = self._encode_piece(words[start:end], start)
             if end < len(words):  # every piece but the last fills its window
                 shortfall = self.subword_window - len(piece_ids)
-                piece_ids, piece_positions = piece_ids + [self._subword_pad_id] * shortfall, piece_positions + [-1] * shortfall
+                piece_ids, piece_positions = (
+                    piece_ids + [self._subword_pad_id] * shortfall,
+                    piece_positions + [-1] * shortfall,
+                )
             ids, positions, start = ids + piece_ids, positions + piece_positions, end
         return ids, positions
 
     def _encode_piece(self, words: list[str], first_position: int) -> tuple[list[int], list[int]]:
         """Words with the encoder's special tokens, and each subword's 1-based word position counted from
         `first_position`; a single word too long for the window keeps its first subwords (it is tagged from them)."""
+        assert self.subword_tokenizer is not None and self.subword_window is not None  # as in _subword_pieces
         encoding = self.subword_tokenizer(words, is_split_into_words=True, add_special_tokens=True)
         ids = list(encoding["input_ids"])
         positions = [0 if word is None else first_position + word + 1 for word in encoding.word_ids()]
@@ -468,6 +483,7 @@ class AcnTokenizer(PreTrainedTokenizer):
 
     @property
     def _subword_pad_id(self) -> int:
+        assert self.subword_tokenizer is not None  # read only when encoding subwords
         return self.subword_tokenizer.pad_token_id or 0
 
     # ----------------------------------------------------------------------------------- pre-trained vectors
@@ -478,9 +494,7 @@ class AcnTokenizer(PreTrainedTokenizer):
         for _, word, _ in _read_embedding_file(path):
             yield word
 
-    def load_embeddings(
-        self, path: str | os.PathLike, seed: int = 0
-    ) -> tuple[torch.Tensor, AcnEmbeddingCoverage]:
+    def load_embeddings(self, path: str | os.PathLike, seed: int = 0) -> tuple[torch.Tensor, AcnEmbeddingCoverage]:
         """Embedding matrix for this vocabulary from a GloVe/word2vec text file.
 
         Each vocabulary word takes the vector of the same word in the file; failing that, the vector of the
@@ -519,6 +533,7 @@ AcnTokenizer.register_for_auto_class("AutoTokenizer")
 def _load_or_build_vocab(path: str | None, entries: Iterable[str] | None, pad: str, unk: str) -> dict[str, int]:
     if path is not None and entries is not None:
         raise ValueError(f"give a vocabulary file or a list of entries, not both (file {path!r})")
+    vocab: dict[str, int]
     if path is None:
         vocab = {}
         for entry in [pad, unk, *(entries or ())]:
@@ -535,9 +550,11 @@ def _load_or_build_vocab(path: str | None, entries: Iterable[str] | None, pad: s
     return dict(sorted(vocab.items(), key=lambda item: item[1]))
 
 
-def _subword_window(subword_tokenizer, subword_window: int | None) -> int | None:
+def _subword_window(subword_tokenizer: PreTrainedTokenizerBase | None, subword_window: int | None) -> int | None:
     if subword_tokenizer is not None and not subword_tokenizer.is_fast:
-        raise ValueError(f"subword_tokenizer must be a fast tokenizer (word alignment), got {type(subword_tokenizer).__name__}")
+        raise ValueError(
+            f"subword_tokenizer must be a fast tokenizer (word alignment), got {type(subword_tokenizer).__name__}"
+        )
     if subword_window is None and subword_tokenizer is not None:
         subword_window = subword_tokenizer.model_max_length
         if subword_window > 100_000:  # transformers' "no limit" sentinel
@@ -547,12 +564,12 @@ def _subword_window(subword_tokenizer, subword_window: int | None) -> int | None
     return subword_window
 
 
-def _by_frequency(counts: Counter) -> list[tuple[str, int]]:
+def _by_frequency(counts: Counter[str]) -> list[tuple[str, int]]:
     """Most frequent first, ties in alphabetical order, so vocabularies do not depend on corpus order."""
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
 
-def _as_batch(text, is_split_into_words: bool) -> list:
+def _as_batch(text: object, is_split_into_words: bool) -> list:
     if is_split_into_words:
         if not isinstance(text, (list, tuple)) or not text:
             raise ValueError(f"is_split_into_words=True needs a non-empty list of words, got {text!r}")
@@ -640,4 +657,4 @@ def _parse_vector(values: list[str], location: str) -> list[float]:
         raise ValueError(f"{location}: values must be numbers, got {' '.join(values)[:40]!r}") from None
 
 
-__all__ = ["AcnEmbeddingCoverage", "AcnTokenizer"]
+__all__ = ["TWEET_WORD", "URL_WORD", "AcnEmbeddingCoverage", "AcnTokenizer"]

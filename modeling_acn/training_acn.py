@@ -1,24 +1,30 @@
 """What `transformers.Trainer` needs to train and evaluate ACN: the batch collator and CRF-decoded entity metrics.
 
-    trainer = Trainer(
-        model=model,
-        args=TrainingArguments(..., remove_unused_columns=False),  # the collator reads the corpus columns
-        train_dataset=corpus["train"],
-        eval_dataset=corpus["validation"],
-        data_collator=AcnDataCollator(processor, image_source="pixels"),
-        preprocess_logits_for_metrics=AcnViterbiTags(model),
-        compute_metrics=AcnEntityMetrics(model.config.id2label),
-    )
+trainer = Trainer(
+    model=model,
+    args=TrainingArguments(..., remove_unused_columns=False),  # the collator reads the corpus columns
+    train_dataset=corpus["train"],
+    eval_dataset=corpus["validation"],
+    data_collator=AcnDataCollator(processor, image_source="pixels"),
+    preprocess_logits_for_metrics=AcnViterbiTags(model),
+    compute_metrics=AcnEntityMetrics(model.config.id2label),
+)
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
 from seqeval.metrics.sequence_labeling import get_entities
+from transformers import EvalPrediction
 
 from .configuration_acn import IGNORE_INDEX
+from .processing_acn import AcnProcessor
+
+if TYPE_CHECKING:  # modeling_acn is heavy, and only its decode is called here
+    from .modeling_acn import AcnForTokenClassification
 
 IMAGE_SOURCES = ("features", "pixels", "none")
 TRUNK_COLUMN = "image_features_trunk"  # a feature cache's column, and the model's forward argument of that name
@@ -29,8 +35,9 @@ class AcnDataCollator:
 
     Rows are those of the corpus loader (`acn_mner.corpus`): `tokens`, `ner_tags`, and `image` or cached
     `image_features`/`image_mask` (with `image_features_trunk`, the id of the trunk that computed them, which goes
-    into the batch: the model refuses features from a trunk other than its own). With `Trainer`, set `TrainingArguments(remove_unused_columns=False)`, or
-    it drops these columns (they are not arguments of the model's forward).
+    into the batch: the model refuses features from a trunk other than its own). With `Trainer`, set
+    `TrainingArguments(remove_unused_columns=False)`, or it drops these columns (they are not arguments of the model's
+    forward).
 
     Args:
         processor: an `AcnProcessor`.
@@ -44,8 +51,14 @@ class AcnDataCollator:
             their type before the words are indexed.
     """
 
-    def __init__(self, processor, image_source: str, max_length: int | None = None, word_dropout: float = 0.0,
-                 mention_replacement: "AcnMentionReplacement | None" = None):  # fmt: skip
+    def __init__(
+        self,
+        processor: AcnProcessor,
+        image_source: str,
+        max_length: int | None = None,
+        word_dropout: float = 0.0,
+        mention_replacement: "AcnMentionReplacement | None" = None,
+    ) -> None:
         if image_source not in IMAGE_SOURCES:
             raise ValueError(f"image_source must be 'features', 'pixels' or 'none', got {image_source!r}")
         if not 0.0 <= word_dropout <= 1.0:
@@ -60,7 +73,7 @@ class AcnDataCollator:
     def unk_id(self) -> int:
         return self.processor.tokenizer.unk_token_id
 
-    def __call__(self, rows: list[Mapping]) -> dict[str, torch.Tensor]:
+    def __call__(self, rows: list[Mapping[str, Any]]) -> dict[str, Any]:
         self._check_columns(rows[0])
         if self.mention_replacement is not None:
             rows = [self.mention_replacement(row) for row in rows]
@@ -83,12 +96,14 @@ class AcnDataCollator:
             batch["image_mask"] = torch.tensor([bool(row["image_mask"]) for row in rows])  # (batch,)
             trunks = {row[TRUNK_COLUMN] for row in rows if row.get(TRUNK_COLUMN) is not None}
             if len(trunks) > 1:
-                raise ValueError(f"rows of one batch have image features from {len(trunks)} different trunks: {sorted(trunks)}")
+                raise ValueError(
+                    f"rows of one batch have image features from {len(trunks)} different trunks: {sorted(trunks)}"
+                )
             if trunks:
                 batch[TRUNK_COLUMN] = trunks.pop()
         return batch
 
-    def _check_columns(self, row: Mapping) -> None:
+    def _check_columns(self, row: Mapping[str, Any]) -> None:
         needed = {"tokens", "ner_tags"} | {"features": {"image_features", "image_mask"}, "pixels": {"image"}}.get(
             self.image_source, set()
         )
@@ -116,7 +131,13 @@ class AcnMentionReplacement:
         probability (`float`): chance of replacing each mention, in [0, 1].
     """
 
-    def __init__(self, tokens, ner_tags, id2label: Mapping[int, str], probability: float):
+    def __init__(
+        self,
+        tokens: Sequence[Sequence[str]],
+        ner_tags: Sequence[Sequence[int]],
+        id2label: Mapping[int, str],
+        probability: float,
+    ) -> None:
         if not 0.0 <= probability <= 1.0:
             raise ValueError(f"mention replacement probability must be in [0, 1], got {probability!r}")
         self.id2label = {int(index): label for index, label in id2label.items()}
@@ -126,29 +147,41 @@ class AcnMentionReplacement:
         for words, tags in zip(tokens, ner_tags, strict=True):
             for kind, start, end in self.spans(tags):
                 self.mentions.setdefault(kind, []).append(list(words[start : end + 1]))
-        missing = sorted(f"{prefix}-{kind}" for kind in self.mentions for prefix in "BI" if f"{prefix}-{kind}" not in label2id)
+        missing = sorted(
+            f"{prefix}-{kind}" for kind in self.mentions for prefix in "BI" if f"{prefix}-{kind}" not in label2id
+        )
         if missing:
             raise ValueError(f"id2label lacks {missing}, which mention replacement writes (it has {sorted(label2id)})")
         self.begin = {kind: label2id[f"B-{kind}"] for kind in self.mentions}
         self.inside = {kind: label2id[f"I-{kind}"] for kind in self.mentions}
 
-    def spans(self, tags) -> list[tuple[str, int, int]]:
+    def spans(self, tags: Iterable[int]) -> list[tuple[str, int, int]]:
         """(type, first word, last word) of each mention, chunked as seqeval scores them."""
         return get_entities([self.id2label[int(tag)] for tag in tags])
 
-    def __call__(self, row: Mapping) -> dict:
-        words, tags, done = [], [], 0
+    def __call__(self, row: Mapping[str, Any]) -> Mapping[str, Any]:
+        words: list[str] = []
+        tags: list[int] = []
+        done = 0
         for kind, start, end in self.spans(row["ner_tags"]):
             if kind not in self.mentions or torch.rand(()) >= self.probability:
                 continue
             choices = self.mentions[kind]
             mention = choices[int(torch.randint(len(choices), ()))]
             words += list(row["tokens"][done:start]) + mention
-            tags += [int(tag) for tag in row["ner_tags"][done:start]] + [self.begin[kind]] + [self.inside[kind]] * (len(mention) - 1)
+            tags += (
+                [int(tag) for tag in row["ner_tags"][done:start]]
+                + [self.begin[kind]]
+                + [self.inside[kind]] * (len(mention) - 1)
+            )
             done = end + 1
         if not done:
             return row
-        return {**row, "tokens": words + list(row["tokens"][done:]), "ner_tags": tags + [int(tag) for tag in row["ner_tags"][done:]]}
+        return {
+            **row,
+            "tokens": words + list(row["tokens"][done:]),
+            "ner_tags": tags + [int(tag) for tag in row["ner_tags"][done:]],
+        }
 
 
 class AcnViterbiTags:
@@ -165,13 +198,15 @@ class AcnViterbiTags:
             plain Viterbi paths, as `examples/train_acn.py` and the paper do.
     """
 
-    def __init__(self, model, constrain_bio: bool = False):
+    def __init__(self, model: "AcnForTokenClassification", constrain_bio: bool = False) -> None:
         self.model = model
         self.constrain_bio = constrain_bio
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         if labels is None:
-            raise ValueError("AcnViterbiTags needs the labels, whose -100 marks padding: evaluate a split with ner_tags")
+            raise ValueError(
+                "AcnViterbiTags needs the labels, whose -100 marks padding: evaluate a split with ner_tags"
+            )
         word_mask = labels != IGNORE_INDEX  # (batch, seq_len)
         paths = self.model.decode(logits, word_mask, constrain_bio=self.constrain_bio)
         tags = torch.full_like(labels, IGNORE_INDEX)  # (batch, seq_len)
@@ -188,15 +223,21 @@ class AcnEntityMetrics:
         id2label (`dict[int, str]`): the model's `config.id2label`.
     """
 
-    def __init__(self, id2label: Mapping[int, str]):
+    def __init__(self, id2label: Mapping[int, str]) -> None:
         self.id2label = {int(index): label for index, label in id2label.items()}
 
-    def __call__(self, eval_prediction) -> dict[str, float]:
+    def __call__(self, eval_prediction: EvalPrediction) -> dict[str, float]:
         predictions, label_ids = eval_prediction.predictions, eval_prediction.label_ids
         if isinstance(predictions, tuple) or np.ndim(predictions) != 2:
             raise ValueError(
-                "predictions must be tag ids (examples, seq_len): pass preprocess_logits_for_metrics=AcnViterbiTags(model) "
+                "predictions must be tag ids (examples, seq_len): "
+                "pass preprocess_logits_for_metrics=AcnViterbiTags(model) "
                 f"to Trainer, got {type(predictions).__name__} of shape {np.shape(predictions)}"
+            )
+        if isinstance(label_ids, tuple) or np.ndim(label_ids) != 2:  # a model with several label inputs
+            raise ValueError(
+                "label_ids must be one array of tag ids (examples, seq_len), -100 at padding, "
+                f"got {type(label_ids).__name__} of shape {np.shape(label_ids)}"
             )
         predicted, gold = self.tag_names(predictions, label_ids)
         return {

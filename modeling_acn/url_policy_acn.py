@@ -85,13 +85,14 @@ def check_url(url: str, allow_private_urls: bool = False) -> tuple[urllib.parse.
         raise UrlFetchError("unavailable", UNAVAILABLE) from None
     addresses = []
     for *_, sockaddr in found:
+        host = str(sockaddr[0])  # an IPv4 or IPv6 address: the family is AF_INET or AF_INET6 for a TCP host
         try:
-            address = ipaddress.ip_address(sockaddr[0])
+            address = ipaddress.ip_address(host)
         except ValueError:
             raise UrlFetchError("unavailable", UNAVAILABLE) from None
         if not allow_private_urls and not is_public_address(address):
             raise UrlFetchError("unavailable", UNAVAILABLE)  # one private answer refuses the host: DNS picks
-        addresses.append(sockaddr[0])
+        addresses.append(host)
     if not addresses:
         raise UrlFetchError("unavailable", UNAVAILABLE)
     return parts, addresses
@@ -100,7 +101,7 @@ def check_url(url: str, allow_private_urls: bool = False) -> tuple[urllib.parse.
 class FetchHandle:
     """The connection of one download in progress, so that a caller that stops waiting can close it."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._socket: socket.socket | None = None
         self.closed = False
@@ -175,24 +176,33 @@ def _remaining(deadline: float) -> float:
     return remaining
 
 
-def _pinned_connection(parts: urllib.parse.SplitResult, addresses: list[str], timeout: float) -> http.client.HTTPConnection:
+def _pinned_connection(
+    parts: urllib.parse.SplitResult, addresses: list[str], timeout: float
+) -> http.client.HTTPConnection:
     """A connection that sends `parts.hostname` (Host header, TLS name and certificate check) but connects to the
     checked `addresses` (the first that answers), never looking the name up again."""
+    assert parts.hostname is not None  # check_url refuses a URL without a host
     host = parts.hostname.encode("idna").decode("ascii")
+    connection: http.client.HTTPConnection
     if parts.scheme.lower() == "https":
-        connection = http.client.HTTPSConnection(host, parts.port, timeout=timeout, context=ssl.create_default_context())
+        connection = http.client.HTTPSConnection(
+            host, parts.port, timeout=timeout, context=ssl.create_default_context()
+        )
     else:
         connection = http.client.HTTPConnection(host, parts.port, timeout=timeout)
 
-    def connect_to_checked_address(host_and_port, timeout, source_address=None):
-        for index, address in enumerate(addresses):
+    def connect_to_checked_address(
+        host_and_port: tuple[str, int], timeout: float, source_address: tuple[str, int] | None = None
+    ) -> socket.socket:
+        for address in addresses[:-1]:
             try:
                 return socket.create_connection((address, host_and_port[1]), timeout, source_address)
             except OSError:
-                if index == len(addresses) - 1:
-                    raise
+                pass
+        return socket.create_connection((addresses[-1], host_and_port[1]), timeout, source_address)
 
-    connection._create_connection = connect_to_checked_address  # what HTTP(S)Connection.connect calls
+    # what HTTP(S)Connection.connect calls; a private attribute that typeshed leaves out
+    connection._create_connection = connect_to_checked_address  # type: ignore[attr-defined]  # not in the stubs
     return connection
 
 

@@ -9,13 +9,15 @@ The trunk is `AcnModel.vision` itself (weights `acn.vision.*`): torchvision's or
 
 import copy
 import hashlib
+import os
 
 import torch
 import torchvision
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from .quantization_acn import calibration_key, int8_available, is_int8_calibrated, quantize_trunk
+from .configuration_acn import AcnConfig
+from .quantization_acn import AcnInt8Calibration, calibration_key, int8_available, is_int8_calibrated, quantize_trunk
 
 BACKBONE_INPUT_SIZE = 224  # every backbone sees 224 x 224 images: a 7 x 7 grid of regions
 # torchvision's ResNet-152 children kept: the stem and layer1-4 (not the average pool and the classifier).
@@ -48,14 +50,20 @@ def backbone_regions(backbone: nn.Module, vision_backbone: str, pixel_values: to
     return grid.flatten(2).transpose(1, 2)  # (batch, 49, channels)
 
 
-def load_vision_state(vision_backbone: str, path) -> tuple[dict, dict]:
+def load_vision_state(
+    vision_backbone: str, path: str | os.PathLike | None
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The backbone's state dict from `path` (None: the published weights) and the file's metadata."""
     from safetensors import safe_open
 
+    state: dict[str, torch.Tensor]
+    metadata: dict[str, str]
     if path is None:
         if vision_backbone == "clip-vit-b32":
             return CLIPVisionModel.from_pretrained(CLIP_CHECKPOINT).state_dict(), {}
-        weights = {"vgg16": torchvision.models.VGG16_Weights, "resnet152": torchvision.models.ResNet152_Weights}[vision_backbone]
+        weights = {"vgg16": torchvision.models.VGG16_Weights, "resnet152": torchvision.models.ResNet152_Weights}[
+            vision_backbone
+        ]
         state, metadata = weights.IMAGENET1K_V1.get_state_dict(progress=True), {}
     elif str(path).endswith(".safetensors"):
         with safe_open(str(path), framework="pt") as file:
@@ -72,8 +80,9 @@ def load_vision_state(vision_backbone: str, path) -> tuple[dict, dict]:
     return state, metadata
 
 
-def _resnet_trunk_key(key):
-    """torchvision ResNet key -> its name in the trunk's `nn.Sequential` (`layer1.0.conv1.weight` -> `4.0.conv1.weight`)."""
+def _resnet_trunk_key(key: str) -> str:
+    """torchvision ResNet key -> its name in the trunk's `nn.Sequential`
+    (`layer1.0.conv1.weight` -> `4.0.conv1.weight`)."""
     child, rest = key.split(".", 1)
     return f"{RESNET_TRUNK_CHILDREN.index(child)}.{rest}"
 
@@ -96,7 +105,7 @@ def trunk_digest(trunk: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def parameter_versions(module: nn.Module) -> tuple:
+def parameter_versions(module: nn.Module) -> tuple[int, ...]:
     """The in-place versions of a module's parameters: they change when an optimiser or `load_state_dict` writes
     them (inference tensors, made under inference_mode, cannot change and keep no version)."""
     return tuple(0 if parameter.is_inference() else parameter._version for parameter in module.parameters())
@@ -111,7 +120,7 @@ def supports_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-def runnable_vision_precision(config, device: torch.device) -> str:
+def runnable_vision_precision(config: AcnConfig, device: torch.device) -> str:
     """The precision `config.vision_precision` asks for on `device`, calibration aside."""
     requested = config.vision_precision
     if requested in ("auto", "int8") and device.type == "cpu" and config.freeze_vision and int8_available():
@@ -121,7 +130,7 @@ def runnable_vision_precision(config, device: torch.device) -> str:
     return "fp32"
 
 
-def effective_vision_precision(config, device: torch.device) -> str:
+def effective_vision_precision(config: AcnConfig, device: torch.device) -> str:
     """See `AcnModel.effective_vision_precision`."""
     precision = runnable_vision_precision(config, device)
     if precision == "int8" and not is_int8_calibrated(config):
@@ -138,21 +147,31 @@ class AcnDerivedTrunks:
     """The frozen trunk's copy in bf16 (weights cast once, where autocast casts them on every call: about 1.2x faster
     on CPU) or int8, kept while the weights (their in-place versions), the calibration and the device stay the same."""
 
-    def __init__(self):
-        self._copies = {}
+    def __init__(self) -> None:
+        self._copies: dict[tuple, nn.Module] = {}
 
     def clear(self) -> None:
         self._copies.clear()
 
-    def get(self, trunk: nn.Module, config, precision: str, pixel_values: torch.Tensor) -> nn.Module:
-        key = (precision, str(pixel_values.device), calibration_key(config), parameter_versions(trunk))
+    def get(
+        self,
+        trunk: nn.Module,
+        config: AcnConfig,
+        precision: str,
+        pixel_values: torch.Tensor,
+        calibration: AcnInt8Calibration | None = None,
+    ) -> nn.Module:
+        """The copy of `trunk` in `precision` (`"int8"` from `calibration`, `AcnModel.vision_int8`)."""
+        int8_key = calibration_key(calibration) if precision == "int8" else None
+        key = (precision, str(pixel_values.device), int8_key, parameter_versions(trunk))
         if key not in self._copies:
             self._copies.clear()
             if precision == "bf16":
                 layout = torch.preserve_format if config.vision_backbone == "clip-vit-b32" else torch.channels_last
-                self._copies[key] = copy.deepcopy(trunk).to(dtype=torch.bfloat16, memory_format=layout)
+                # two calls: torch's stubs have no overload of Module.to taking both
+                self._copies[key] = copy.deepcopy(trunk).to(dtype=torch.bfloat16).to(memory_format=layout)
             else:
-                self._copies[key] = quantize_trunk(trunk, config, pixel_values[:1])
+                self._copies[key] = quantize_trunk(trunk, config.vision_backbone, calibration, pixel_values[:1])
         return self._copies[key]
 
 

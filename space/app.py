@@ -30,8 +30,8 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
-from matplotlib.colors import to_hex
 from gradio.data_classes import ImageData
+from matplotlib.colors import to_hex
 from PIL import Image
 
 from acn_mner import demo_corpus
@@ -42,7 +42,9 @@ from modeling_acn.image_processing_acn import MAX_DOWNLOAD_BYTES, is_image_url
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "outputs/demo/acn"  # the ACN folder `make demo` writes (examples/run_demo.py, --output_dir outputs/demo)
+DEFAULT_MODEL = (
+    "outputs/demo/acn"  # the ACN folder `make demo` writes (examples/run_demo.py, --output_dir outputs/demo)
+)
 MODEL_VARIABLE = "ACN_MODEL"
 TRUST_REMOTE_CODE_VARIABLE = "ACN_TRUST_REMOTE_CODE"
 DEMO_SEED = 0  # the seed `make demo` builds its corpus with
@@ -99,9 +101,12 @@ def photo_from_url(pipe: AcnPipeline, url: str) -> Image.Image:
 
 
 def tag_tweet(
-    pipe: AcnPipeline, text: str, image: Image.Image | None, image_url: str | None = None,
+    pipe: AcnPipeline,
+    text: str,
+    image: Image.Image | None,
+    image_url: str | None = None,
     model_lock: AbstractContextManager | None = None,
-) -> tuple:  # fmt: skip
+) -> tuple:
     """The page's outputs for one tweet and photo (uploaded, or at `image_url`): the highlighted tweet and its type
     colours, the entity rows, the word rows and the explanation picture. `model_lock`, shared by the app's requests,
     is held while the model runs and the picture is drawn: matplotlib is not thread-safe, and the pipeline does not
@@ -137,7 +142,9 @@ def highlighted_tweet(text: str, entities: list[dict]) -> dict:
 
 def type_colors(tags: list[str]) -> dict[str, str]:
     """Each entity type's colour in the explanation picture, as a hex string."""
-    return {tag.partition("-")[2]: to_hex(color) for tag, color in zip(tags, entity_colors(tags)) if tag != "O"}
+    return {
+        tag.partition("-")[2]: to_hex(color) for tag, color in zip(tags, entity_colors(tags), strict=True) if tag != "O"
+    }
 
 
 def entity_rows(entities: list[dict]) -> list[list]:
@@ -148,10 +155,15 @@ def word_rows(result: dict) -> list[list]:
     """One row per word: tag, tag score, fusion gate (visual share; None for fusion='concat') and filtration gate."""
     fusion = result["fusion_gates"]
     return [
-        [word, tag, round(score, SCORE_DIGITS), None if fusion is None else round(float(fusion[index]), SCORE_DIGITS),
-         round(float(result["filtration_gates"][index]), SCORE_DIGITS)]
-        for index, (word, tag, score) in enumerate(zip(result["words"], result["tags"], result["scores"]))
-    ]  # fmt: skip
+        [
+            word,
+            tag,
+            round(score, SCORE_DIGITS),
+            None if fusion is None else round(float(fusion[index]), SCORE_DIGITS),
+            round(float(result["filtration_gates"][index]), SCORE_DIGITS),
+        ]
+        for index, (word, tag, score) in enumerate(zip(result["words"], result["tags"], result["scores"], strict=True))
+    ]
 
 
 def explanation_picture(result: dict, image: Image.Image | None) -> Image.Image:
@@ -209,9 +221,12 @@ def build_app(pipe: AcnPipeline, examples: list[list[str]], model_name: str) -> 
             headers=WORD_HEADERS, label="Words: tag, score and the two gates", interactive=False, elem_id="words"
         )
         picture = gr.Image(
-            label="Visual attention of each entity word, and the gates", type="pil", format="png", interactive=False,
+            label="Visual attention of each entity word, and the gates",
+            type="pil",
+            format="png",
+            interactive=False,
             elem_id="explanation",
-        )  # fmt: skip
+        )
         gr.Examples(examples=examples, inputs=[tweet, photo], label="Tweets from the demo corpus's test split")
 
         def show(text, image, image_url):
@@ -224,19 +239,31 @@ def build_app(pipe: AcnPipeline, examples: list[list[str]], model_name: str) -> 
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Serve the ACN demo page: a tweet and a photo in, entities and attention out.")
+    parser = argparse.ArgumentParser(
+        description="Serve the ACN demo page: a tweet and a photo in, entities and attention out."
+    )
     parser.add_argument(
-        "--model", default=os.environ.get(MODEL_VARIABLE) or DEFAULT_MODEL,
-        help=f"Folder or Hub id of the model (default: ${MODEL_VARIABLE}, else {DEFAULT_MODEL}, written by `make demo`).",
-    )  # fmt: skip
+        "--model",
+        default=os.environ.get(MODEL_VARIABLE) or DEFAULT_MODEL,
+        help=(
+            f"Folder or Hub id of the model (default: ${MODEL_VARIABLE}, else {DEFAULT_MODEL}, written by `make demo`)."
+        ),
+    )
     parser.add_argument(
-        "--trust_remote_code", action="store_true", default=os.environ.get(TRUST_REMOTE_CODE_VARIABLE) == "1",
-        help=f"Run the model folder's own code instead of the installed classes (default: ${TRUST_REMOTE_CODE_VARIABLE}=1).",
-    )  # fmt: skip
+        "--trust_remote_code",
+        action="store_true",
+        default=os.environ.get(TRUST_REMOTE_CODE_VARIABLE) == "1",
+        help=(
+            "Run the model folder's own code instead of the installed classes "
+            f"(default: ${TRUST_REMOTE_CODE_VARIABLE}=1)."
+        ),
+    )
     parser.add_argument(
         "--host", help="Address to serve on (default: $GRADIO_SERVER_NAME, which a Space sets, else 127.0.0.1)."
     )
-    parser.add_argument("--port", type=int, help="Port to serve on (default: $GRADIO_SERVER_PORT, else the first free one from 7860).")
+    parser.add_argument(
+        "--port", type=int, help="Port to serve on (default: $GRADIO_SERVER_PORT, else the first free one from 7860)."
+    )
     parser.add_argument("--device", help="Torch device, e.g. cpu or cuda:0 (default: the first GPU if any).")
     return parser.parse_args(argv)
 

@@ -36,8 +36,13 @@ def requirements_text() -> str:
 
 
 def package_sources(root: Path = ROOT) -> list[Path]:
-    """The package's Python files, relative to `root`."""
-    return sorted(path.relative_to(root) for package in PACKAGES for path in (root / package).rglob("*.py"))
+    """The package's Python files and `py.typed` markers, relative to `root`."""
+    return sorted(
+        path.relative_to(root)
+        for package in PACKAGES
+        for path in (root / package).rglob("*")
+        if path.suffix == ".py" or path.name == "py.typed"
+    )
 
 
 def bundle_sources() -> list[tuple[Path, Path]]:
@@ -59,7 +64,9 @@ def write_bundle(output_dir: Path) -> list[Path]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Write the folder to upload as the acn-mner Hugging Face Space.")
-    parser.add_argument("--output_dir", type=Path, default=Path("outputs/space"), help="Folder to write the Space into.")
+    parser.add_argument(
+        "--output_dir", type=Path, default=Path("outputs/space"), help="Folder to write the Space into."
+    )
     return parser.parse_args(argv)
 
 

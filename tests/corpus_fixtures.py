@@ -35,7 +35,9 @@ SPLIT_FILE_NAMES = {"train": "train.txt", "validation": "valid.txt", "test": "te
 
 
 def corpus_text(tweets: list[tuple[str, list[tuple[str, str]]]]) -> str:
-    blocks = ["\n".join([f"IMGID:{image_id}"] + [f"{token}\t{tag}" for token, tag in pairs]) for image_id, pairs in tweets]
+    blocks = [
+        "\n".join([f"IMGID:{image_id}"] + [f"{token}\t{tag}" for token, tag in pairs]) for image_id, pairs in tweets
+    ]
     return "\n\n".join(blocks) + "\n"
 
 

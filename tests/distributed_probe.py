@@ -17,10 +17,14 @@ from modeling_acn import AcnForTokenClassification
 def record(probe_dir: Path) -> dict:
     """Patch the model's forward pass and the split scorer to log every tweet into the returned record."""
     seen = {"train": [], "evaluation": []}
-    forward, predict_split, train_epoch = AcnForTokenClassification.forward, train_acn.predict_split, train_acn.train_epoch
+    forward, predict_split, train_epoch = (
+        AcnForTokenClassification.forward,
+        train_acn.predict_split,
+        train_acn.train_epoch,
+    )
 
     def recording_forward(self, input_ids, *args, attention_mask=None, **kwargs):
-        tweets = [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask)]
+        tweets = [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask, strict=True)]
         (seen["train"][-1] if self.training else seen["evaluation"][-1]).append(tweets)
         return forward(self, input_ids, *args, attention_mask=attention_mask, **kwargs)
 

@@ -19,11 +19,17 @@ def make_processor(tiny_bert, window=WINDOW):
 def make_model(tiny_bert, processor, **overrides):
     torch.manual_seed(0)
     config = AcnConfig(
-        text_encoder=str(tiny_bert), text_encoder_window=processor.tokenizer.subword_window,
-        vocab_size=len(processor.tokenizer), char_vocab_size=processor.tokenizer.char_vocab_size,
-        char_embedding_dim=6, char_num_filters=4, attention_size=8, dropout=0.0,
-        id2label={0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}, **overrides,
-    )  # fmt: skip
+        text_encoder=str(tiny_bert),
+        text_encoder_window=processor.tokenizer.subword_window,
+        vocab_size=len(processor.tokenizer),
+        char_vocab_size=processor.tokenizer.char_vocab_size,
+        char_embedding_dim=6,
+        char_num_filters=4,
+        attention_size=8,
+        dropout=0.0,
+        id2label={0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"},
+        **overrides,
+    )
     model = AcnForTokenClassification(config)
     model.load_text_encoder_weights()
     return model.eval()

@@ -3,7 +3,14 @@
 import torch
 from PIL import Image
 
-from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnPipeline, AcnProcessor, AcnTokenizer
+from modeling_acn import (
+    AcnConfig,
+    AcnForTokenClassification,
+    AcnImageProcessor,
+    AcnPipeline,
+    AcnProcessor,
+    AcnTokenizer,
+)
 from tests.conftest import BIO_LABELS, TINY_SIZES
 
 TRAIN = [["Obama", "visits", "Paris", "."], ["Merkel", "meets", "@user", "in", "Berlin", "http://t.co/x"]]

@@ -44,9 +44,25 @@ def train_four_epochs(tiny_bert, tmp_path):
     corpus = write_corpus(tmp_path / "corpus", {"train": tweets, "validation": tweets, "test": tweets})
     output = tmp_path / "out"
     train_acn.main(
-        ["--dataset", str(corpus), "--output_dir", str(output), "--text_encoder", str(tiny_bert), "--num_train_epochs", "4",
-         "--per_device_train_batch_size", "2", "--seed", "1", "--patience", "10", "--average_last_epochs", "3"]
-    )  # fmt: skip
+        [
+            "--dataset",
+            str(corpus),
+            "--output_dir",
+            str(output),
+            "--text_encoder",
+            str(tiny_bert),
+            "--num_train_epochs",
+            "4",
+            "--per_device_train_batch_size",
+            "2",
+            "--seed",
+            "1",
+            "--patience",
+            "10",
+            "--average_last_epochs",
+            "3",
+        ]
+    )
     return output, json.loads((output / "all_results.json").read_text())
 
 
@@ -92,19 +108,27 @@ def test_an_average_that_wins_on_dev_becomes_the_saved_model(tiny_bert, tmp_path
 def test_layerwise_decay_gives_each_encoder_depth_its_rate(tiny_bert):
     from argparse import Namespace
 
-    from acn_mner.train import build_optimizer
     from transformers import AutoConfig
 
+    from acn_mner.train import build_optimizer
     from modeling_acn import AcnConfig, AcnForTokenClassification
 
     from .encoder_fixtures import make_processor
 
     tokenizer = make_processor(tiny_bert).tokenizer
     three_layers = {**AutoConfig.from_pretrained(tiny_bert).to_dict(), "num_hidden_layers": 3}
-    config = AcnConfig(text_encoder=str(tiny_bert), text_config=three_layers, text_encoder_window=tokenizer.subword_window,
-                       vocab_size=len(tokenizer), char_vocab_size=tokenizer.char_vocab_size, char_num_filters=4)  # fmt: skip
+    config = AcnConfig(
+        text_encoder=str(tiny_bert),
+        text_config=three_layers,
+        text_encoder_window=tokenizer.subword_window,
+        vocab_size=len(tokenizer),
+        char_vocab_size=tokenizer.char_vocab_size,
+        char_num_filters=4,
+    )
     model = AcnForTokenClassification(config)
-    args = Namespace(learning_rate=1e-3, encoder_learning_rate=1e-4, layerwise_lr_decay=0.5, optimizer="adam", weight_decay=0.0)
+    args = Namespace(
+        learning_rate=1e-3, encoder_learning_rate=1e-4, layerwise_lr_decay=0.5, optimizer="adam", weight_decay=0.0
+    )
     optimizer = build_optimizer(model, args)
     rate = {id(parameter): group["lr"] for group in optimizer.param_groups for parameter in group["params"]}
     for name, parameter in model.named_parameters():  # brute force: the depth read off each name by hand

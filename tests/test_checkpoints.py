@@ -1,5 +1,6 @@
 """Resuming training: exact continuation after kill -9 at several points and from a step checkpoint inside an epoch,
-damaged checkpoints skipped or named, no pickled code run, and evaluate_acn.py running a folder's code only when asked."""
+damaged checkpoints skipped or named, no pickled code run, and evaluate_acn.py running a folder's code only when
+asked."""
 
 import json
 import logging
@@ -40,7 +41,9 @@ def assert_same_run(resumed_dir: Path, resumed: dict, uninterrupted) -> None:
 
 
 def resume_latest(corpus, output_dir):
-    return run_training(corpus, output_dir, "--num_train_epochs", str(NUM_EPOCHS), "--resume_from_checkpoint", "latest", *FLAGS)
+    return run_training(
+        corpus, output_dir, "--num_train_epochs", str(NUM_EPOCHS), "--resume_from_checkpoint", "latest", *FLAGS
+    )
 
 
 @pytest.mark.bad_input(
@@ -55,7 +58,10 @@ def test_damaged_checkpoints_are_skipped_for_the_last_good_one(corpus, uninterru
     (checkpoints / "epoch_3").mkdir()
     (checkpoints / "epoch_2b").mkdir()
     resumed = resume_latest(corpus, tmp_path)
-    assert f"skipping checkpoint {checkpoints / 'epoch_3'}: {checkpoints / 'epoch_3' / 'checkpoint.json'} is missing" in caplog.text
+    assert (
+        f"skipping checkpoint {checkpoints / 'epoch_3'}: {checkpoints / 'epoch_3' / 'checkpoint.json'} is missing"
+        in caplog.text
+    )
     assert f"{checkpoints / 'epoch_2' / 'rng_state_0.pt'} is damaged" in caplog.text
     assert f"ignoring {checkpoints / 'epoch_2b'}: not a checkpoint folder" in caplog.text
     assert f"resumed from {checkpoints / 'epoch_1'}" in caplog.text
@@ -66,7 +72,9 @@ class Interrupted(Exception):
     """Stands for a crash in the middle of an epoch."""
 
 
-def test_a_run_resumed_from_a_step_checkpoint_inside_an_epoch_ends_like_an_uninterrupted_one(corpus, uninterrupted, tmp_path, monkeypatch):
+def test_a_run_resumed_from_a_step_checkpoint_inside_an_epoch_ends_like_an_uninterrupted_one(
+    corpus, uninterrupted, tmp_path, monkeypatch
+):
     """--checkpointing_steps 2 and a crash at the 11th batch: step_10 lies one batch into epoch 4, and resuming
     trains the two batches left of it, on the same tweets with the same dropout, then epoch 4's dev scoring."""
     forward, batches = AcnForTokenClassification.forward, []
@@ -103,14 +111,26 @@ def test_latest_refuses_to_order_epoch_and_step_checkpoints(corpus, tmp_path):
     run_training(corpus, tmp_path, "--num_train_epochs", "1", *FLAGS)
     run_training(corpus, tmp_path / "steps", "--num_train_epochs", "1", "--checkpointing_steps", "2", *FLAGS)
     (tmp_path / "steps" / "checkpoints" / "step_2").rename(tmp_path / "checkpoints" / "step_2")
-    with pytest.raises(acn_checkpoint.CheckpointError, match=r"holds both epoch_N and step_N checkpoints.*newest: .*epoch_1 and .*step_2"):
+    with pytest.raises(
+        acn_checkpoint.CheckpointError,
+        match=r"holds both epoch_N and step_N checkpoints.*newest: .*epoch_1 and .*step_2",
+    ):
         run_training(corpus, tmp_path, "--num_train_epochs", "2", "--resume_from_checkpoint", "latest", *FLAGS)
-    resumed = run_training(corpus, tmp_path, "--num_train_epochs", "2", "--resume_from_checkpoint", str(tmp_path / "checkpoints" / "step_2"), *FLAGS)
+    resumed = run_training(
+        corpus,
+        tmp_path,
+        "--num_train_epochs",
+        "2",
+        "--resume_from_checkpoint",
+        str(tmp_path / "checkpoints" / "step_2"),
+        *FLAGS,
+    )
     assert resumed["epochs_trained"] == 2
 
 
 @pytest.mark.bad_input(
-    "`--resume_from_checkpoint FOLDER` naming a damaged checkpoint", "`CheckpointError: FOLDER/rng_state_0.pt is damaged: ...`"
+    "`--resume_from_checkpoint FOLDER` naming a damaged checkpoint",
+    "`CheckpointError: FOLDER/rng_state_0.pt is damaged: ...`",
 )
 def test_a_named_damaged_checkpoint_is_an_error_naming_the_file(corpus, tmp_path):
     run_training(corpus, tmp_path, "--num_train_epochs", "1", *FLAGS)
@@ -146,8 +166,9 @@ def test_resume_runs_no_pickled_code(corpus, tmp_path):
     (folder / "optimizer.pt").write_bytes(pickle.dumps(Planted(marker)))
     manifest = json.loads((folder / "checkpoint.json").read_text())
     manifest["files"]["optimizer.pt"] = {
-        "bytes": (folder / "optimizer.pt").stat().st_size, "sha256": acn_checkpoint.file_digest(folder / "optimizer.pt")
-    }  # fmt: skip
+        "bytes": (folder / "optimizer.pt").stat().st_size,
+        "sha256": acn_checkpoint.file_digest(folder / "optimizer.pt"),
+    }
     (folder / "checkpoint.json").write_text(json.dumps(manifest))
     with pytest.raises(acn_checkpoint.CheckpointError, match=rf"cannot restore from {folder / 'optimizer.pt'}"):
         run_training(corpus, tmp_path, "--num_train_epochs", "3", "--resume_from_checkpoint", str(folder), *FLAGS)
@@ -155,7 +176,8 @@ def test_resume_runs_no_pickled_code(corpus, tmp_path):
 
 
 @pytest.mark.bad_input(
-    "`evaluate_acn.py` on a downloaded folder whose code does something", "the installed classes load it; its code runs only with `--trust_remote_code`"
+    "`evaluate_acn.py` on a downloaded folder whose code does something",
+    "the installed classes load it; its code runs only with `--trust_remote_code`",
 )
 def test_evaluate_runs_folder_code_only_when_trusted(corpus, uninterrupted, tmp_path):
     folder = tmp_path / "downloaded"
@@ -177,12 +199,24 @@ def test_evaluate_runs_folder_code_only_when_trusted(corpus, uninterrupted, tmp_
     "`kill -9` during a training step, a checkpoint write, before its rename, or while saving the best weights",
     "`--resume_from_checkpoint latest` ends with the uninterrupted run's weights, predictions and scores",
 )
-@pytest.mark.parametrize("point, epoch", [("training_step", 3), ("checkpoint_write", 2), ("before_rename", 3), ("best_model_write", 2)])
+@pytest.mark.parametrize(
+    "point, epoch", [("training_step", 3), ("checkpoint_write", 2), ("before_rename", 3), ("best_model_write", 2)]
+)
 def test_kill_9_then_resume_matches_an_uninterrupted_run(corpus, uninterrupted, tmp_path, point, epoch):
     command = [
-        sys.executable, str(ROOT / "tests" / "kill_probe.py"), point, str(epoch), "--dataset_name", str(corpus),
-        "--output_dir", str(tmp_path), "--num_train_epochs", str(NUM_EPOCHS), *TINY_FLAGS, *FLAGS,
-    ]  # fmt: skip
+        sys.executable,
+        str(ROOT / "tests" / "kill_probe.py"),
+        point,
+        str(epoch),
+        "--dataset_name",
+        str(corpus),
+        "--output_dir",
+        str(tmp_path),
+        "--num_train_epochs",
+        str(NUM_EPOCHS),
+        *TINY_FLAGS,
+        *FLAGS,
+    ]
     environment = {**os.environ, "ACN_BATCHES_PER_EPOCH": str(BATCHES_PER_EPOCH), "PYTHONPATH": str(ROOT)}
     killed = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]

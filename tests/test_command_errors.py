@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def command(module: str, *arguments, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *map(str, arguments)], capture_output=True, text=True, timeout=300, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, arguments)], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
 
 
 def assert_one_line(finished: subprocess.CompletedProcess, program: str, message: str) -> None:
@@ -33,13 +34,27 @@ def test_acn_predict_bad_paths_end_in_one_line(model_folder, tmp_path):
     rows = tmp_path / "rows.jsonl"
     rows.write_text(json.dumps({"text": "Obama visits Paris"}) + "\n")
     base = ["--model", model_folder, "--device", "cpu"]
-    missing = command("acn_mner.predict", *base, "--input", tmp_path / "nowhere.jsonl", "--output", tmp_path / "out.jsonl", cwd=tmp_path)
+    missing = command(
+        "acn_mner.predict",
+        *base,
+        "--input",
+        tmp_path / "nowhere.jsonl",
+        "--output",
+        tmp_path / "out.jsonl",
+        cwd=tmp_path,
+    )
     assert_one_line(missing, "predict.py", "nowhere.jsonl")
     folder = tmp_path / "a_folder.jsonl"
     folder.mkdir()
-    assert_one_line(command("acn_mner.predict", *base, "--input", folder, "--output", tmp_path / "out.jsonl", cwd=tmp_path), "predict.py", "a_folder.jsonl")
+    assert_one_line(
+        command("acn_mner.predict", *base, "--input", folder, "--output", tmp_path / "out.jsonl", cwd=tmp_path),
+        "predict.py",
+        "a_folder.jsonl",
+    )
     (tmp_path / "plain_file").write_text("x")  # an output folder that cannot be made: a file stands there
-    finished = command("acn_mner.predict", *base, "--input", rows, "--output", tmp_path / "plain_file" / "out.jsonl", cwd=tmp_path)
+    finished = command(
+        "acn_mner.predict", *base, "--input", rows, "--output", tmp_path / "plain_file" / "out.jsonl", cwd=tmp_path
+    )
     assert_one_line(finished, "predict.py", "plain_file")
 
 
@@ -53,8 +68,18 @@ def test_acn_predict_read_only_output_folder_ends_in_one_line(model_folder, tmp_
     try:
         if os.access(locked, os.W_OK):
             pytest.skip("this user (root) writes into read-only folders: run as another user to see this case")
-        finished = command("acn_mner.predict", "--model", model_folder, "--device", "cpu", "--input", rows,
-                           "--output", locked / "out.jsonl", cwd=tmp_path)  # fmt: skip
+        finished = command(
+            "acn_mner.predict",
+            "--model",
+            model_folder,
+            "--device",
+            "cpu",
+            "--input",
+            rows,
+            "--output",
+            locked / "out.jsonl",
+            cwd=tmp_path,
+        )
         assert_one_line(finished, "predict.py", "locked")
     finally:
         locked.chmod(0o755)
@@ -62,8 +87,20 @@ def test_acn_predict_read_only_output_folder_ends_in_one_line(model_folder, tmp_
 
 @pytest.mark.slow
 def test_acn_explain_missing_image_ends_in_one_line(model_folder, tmp_path):
-    finished = command("acn_mner.explain", "--model", model_folder, "--text", "Obama", "--image", tmp_path / "gone.jpg",
-                       "--output", tmp_path / "x.png", "--device", "cpu", cwd=tmp_path)  # fmt: skip
+    finished = command(
+        "acn_mner.explain",
+        "--model",
+        model_folder,
+        "--text",
+        "Obama",
+        "--image",
+        tmp_path / "gone.jpg",
+        "--output",
+        tmp_path / "x.png",
+        "--device",
+        "cpu",
+        cwd=tmp_path,
+    )
     assert_one_line(finished, "explain.py", "gone.jpg: no such file")
 
 

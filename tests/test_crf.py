@@ -69,10 +69,20 @@ def test_constrained_viterbi_equals_enumeration_of_allowed_paths(crf, batch):
         valid = [
             path
             for path in all_paths(length)
-            if allowed_start[path[0]] and all(allowed[a, b] for a, b in zip(path, path[1:]))
+            if allowed_start[path[0]] and all(allowed[a, b] for a, b in itertools.pairwise(path))
         ]
         best = max(valid, key=lambda path: path_score(crf, emissions[index], path).item())
         assert decoded[index, :length].tolist() == best
+
+
+def test_constrained_viterbi_needs_both_tables(crf, batch):
+    emissions, mask, _, _ = batch
+    allowed = torch.ones(NUM_TAGS, NUM_TAGS, dtype=torch.bool)
+    allowed_start = torch.ones(NUM_TAGS, dtype=torch.bool)
+    with pytest.raises(ValueError, match="allowed and allowed_start constrain decoding together: give both or neither"):
+        crf.decode(emissions, mask, allowed)
+    with pytest.raises(ValueError, match="allowed and allowed_start constrain decoding together"):
+        crf.decode(emissions, mask, allowed_start=allowed_start)
 
 
 def test_log_likelihood_matches_pytorch_crf(crf, batch):

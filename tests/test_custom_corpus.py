@@ -10,7 +10,7 @@ import yaml
 from acn_mner.corpus import load_twitter_mner
 from acn_mner.dataset_card import NO_LICENSE_TEXT, TWITTER_TERMS
 from acn_mner.dataset_command import main
-from acn_mner.export import export_parquet
+from acn_mner.parquet_export import export_parquet
 from tests.corpus_fixtures import write_corpus
 
 OWN_CITATION = """\
@@ -79,15 +79,27 @@ def test_citation_file_alone(data_dir, bib_file, tmp_path):
 
 
 def test_all_three_flags(data_dir, bib_file, tmp_path):
-    card = export(data_dir, tmp_path / "export", "--dataset_name", "Ours", "--license", "mit", "--citation_file", str(bib_file))
+    card = export(
+        data_dir, tmp_path / "export", "--dataset_name", "Ours", "--license", "mit", "--citation_file", str(bib_file)
+    )
     metadata = card_yaml(card)
     assert (metadata["pretty_name"], metadata["license"]) == ("Ours", "mit")
     assert "@article{doe2026tweets" in card and "zhang2018adaptive" not in card
 
 
 def test_flags_replace_a_presets_name_license_and_citation(data_dir, bib_file, tmp_path):
-    card = export(data_dir, tmp_path / "export", "--corpus", "twitter-2015", "--license", "cc-by-nc-4.0",
-                  "--citation_file", str(bib_file), "--dataset_name", "Twitter-2015, our fixes")  # fmt: skip
+    card = export(
+        data_dir,
+        tmp_path / "export",
+        "--corpus",
+        "twitter-2015",
+        "--license",
+        "cc-by-nc-4.0",
+        "--citation_file",
+        str(bib_file),
+        "--dataset_name",
+        "Twitter-2015, our fixes",
+    )
     metadata = card_yaml(card)
     assert (metadata["pretty_name"], metadata["license"]) == ("Twitter-2015, our fixes", "cc-by-nc-4.0")
     assert TWITTER_TERMS not in card  # the preset's license text went with its license
@@ -106,7 +118,10 @@ def test_a_preset_keeps_what_no_flag_replaces(data_dir, tmp_path):
     "flags, message",
     [
         (["--citation_file", "{tmp}/nowhere.bib"], r"argument --citation_file: no such file: '.*/nowhere\.bib'"),
-        (["--citation_file", "{tmp}/notes.bib"], r"argument --citation_file: '.*/notes\.bib' must hold a BibTeX entry .*got 'see our paper'"),
+        (
+            ["--citation_file", "{tmp}/notes.bib"],
+            r"argument --citation_file: '.*/notes\.bib' must hold a BibTeX entry .*got 'see our paper'",
+        ),
         (["--citation_file", "{tmp}"], r"argument --citation_file: cannot read '.*': \[Errno 21\] Is a directory"),
         (["--license", "Apache 2.0"], r"argument --license: license must be a Hub license id .*got 'Apache 2\.0'"),
         (["--corpus", "twitter"], r"argument --corpus: invalid choice: 'twitter'"),
@@ -142,7 +157,10 @@ def test_export_parquet_takes_name_license_and_citation(data_dir, tmp_path):
     "arguments, message",
     [
         ({"license": "MIT License"}, r"license must be a Hub license id .*got 'MIT License'"),
-        ({"citation": "Doe (2026). Our tweets."}, r"citation must hold a BibTeX entry .*got 'Doe \(2026\)\. Our tweets\.'"),
+        (
+            {"citation": "Doe (2026). Our tweets."},
+            r"citation must hold a BibTeX entry .*got 'Doe \(2026\)\. Our tweets\.'",
+        ),
         ({"name": " "}, r"name must be a non-empty line of text, got ' '"),
         ({"name": "two\nlines"}, r"name must be a non-empty line of text, got 'two\\nlines'"),
         ({"corpus": "twitter"}, r"corpus must be one of \['demo', 'twitter-2015', 'twitter-2017'\], got 'twitter'"),

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from acn_mner.corpus import SPLIT_FILES, load_twitter_mner, read_corpus
 from acn_mner.demo_corpus import (
     AMBIGUOUS_NAMES,
     ENTITY_TYPES,
@@ -18,7 +19,6 @@ from acn_mner.demo_corpus import (
     main,
     write_demo_corpus,
 )
-from acn_mner.corpus import SPLIT_FILES, load_twitter_mner, read_corpus
 
 SMALL_SIZES = dict(num_train=16, num_valid=6, num_test=8)
 FIGURE_COLOUR_TOLERANCE = 40  # JPEG shifts colours a little; figure colours are far further apart than this

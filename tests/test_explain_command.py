@@ -21,8 +21,20 @@ def test_acn_explain_writes_a_picture(tmp_path):
     tiny_pipeline().save_pretrained(folder)
     striped_image().save(tmp_path / "photo.png")
     output = tmp_path / "out" / "explain.png"
-    main(["--model", str(folder), "--text", TWEET, "--image", str(tmp_path / "photo.png"), "--output", str(output),
-          "--device", "cpu"])
+    main(
+        [
+            "--model",
+            str(folder),
+            "--text",
+            TWEET,
+            "--image",
+            str(tmp_path / "photo.png"),
+            "--output",
+            str(output),
+            "--device",
+            "cpu",
+        ]
+    )
     assert_drawn(output)
 
 
@@ -51,7 +63,9 @@ def test_tagged_text_brackets_entities():
 
 
 def test_explain_refuses_a_text_only_model(tmp_path):
-    with pytest.raises(ValueError, match="output_attentions=True needs a model with images; this one has use_image=False"):
+    with pytest.raises(
+        ValueError, match="output_attentions=True needs a model with images; this one has use_image=False"
+    ):
         explain_tweet(tiny_pipeline(use_image=False), "Obama", None, tmp_path / "x.png")
 
 

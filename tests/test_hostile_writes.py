@@ -15,7 +15,6 @@ import pytest
 from acn_mner import atomic, predict
 from acn_mner.atomic import atomic_folder, atomic_path, check_output_target, temporary_file, write_text
 
-
 OLD_TEMPORARY_NAMES = ("{name}.tmp", ".{name}.tmp", ".{name}.rank0.tmp", ".{name}.old")  # fixed names used before
 
 
@@ -59,7 +58,9 @@ def test_predict_never_writes_through_a_planted_link(model_folder, tmp_path):
     plant_links(out, "pred.jsonl", victim)
     rows = tmp_path / "rows.jsonl"
     rows.write_text(json.dumps({"text": "Obama visits Paris"}) + "\n")
-    predict.main(["--model", str(model_folder), "--input", str(rows), "--output", str(out / "pred.jsonl"), "--device", "cpu"])
+    predict.main(
+        ["--model", str(model_folder), "--input", str(rows), "--output", str(out / "pred.jsonl"), "--device", "cpu"]
+    )
     assert victim.read_text() == "the user's own file\n"
     assert (out / "pred.jsonl").is_file() and not (out / "pred.jsonl").is_symlink()
     assert json.loads((out / "pred.jsonl").read_text())["row"] == 0

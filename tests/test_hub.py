@@ -14,20 +14,33 @@ from fsspec.implementations.local import LocalFileSystem
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, hf_api
 from huggingface_hub.errors import EntryNotFoundError
 
-from acn_mner import dataset_card, dataset_command, export
+from acn_mner import dataset_card, dataset_command, parquet_export
+from acn_mner import train as train_acn
 from acn_mner.corpus import load_twitter_mner
 from tests.pipeline_fixtures import tiny_pipeline
 from tests.training_fixtures import TINY_FLAGS
 
-
-from acn_mner import train as train_acn
-
 MODEL_CODE = {
-    "configuration_acn.py", "modeling_acn.py", "pipeline_acn.py", "processing_acn.py", "image_processing_acn.py",
-    "tokenization_acn.py", "vision_acn.py", "quantization_acn.py", "export_acn.py", "url_policy_acn.py",
-}  # fmt: skip
-MODEL_FILES = {"config.json", "model.safetensors", "processor_config.json", "preprocessor_config.json",
-               "tokenizer_config.json", "vocab.json", "char_vocab.json"} | MODEL_CODE  # fmt: skip
+    "configuration_acn.py",
+    "modeling_acn.py",
+    "pipeline_acn.py",
+    "processing_acn.py",
+    "image_processing_acn.py",
+    "tokenization_acn.py",
+    "vision_acn.py",
+    "quantization_acn.py",
+    "torch_export_acn.py",
+    "url_policy_acn.py",
+}
+MODEL_FILES = {
+    "config.json",
+    "model.safetensors",
+    "processor_config.json",
+    "preprocessor_config.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "char_vocab.json",
+} | MODEL_CODE
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
@@ -43,7 +56,9 @@ class FakeHub:
         return SimpleNamespace(repo_id=repo_id)
 
     def create_commit(self, api, repo_id, operations, **options):
-        added = {op.path_in_repo: _content(op.path_or_fileobj) for op in operations if isinstance(op, CommitOperationAdd)}
+        added = {
+            op.path_in_repo: _content(op.path_or_fileobj) for op in operations if isinstance(op, CommitOperationAdd)
+        }
         deleted = [op.path_in_repo for op in operations if isinstance(op, CommitOperationDelete)]
         self.commits.append({"repo_id": repo_id, "added": added, "deleted": deleted, **options})  # read now: a
         return SimpleNamespace(oid="0" * 40, pr_url=None, commit_url="")  # push_to_hub's folder is temporary
@@ -71,7 +86,11 @@ def _content(source) -> bytes:
 def hub(monkeypatch):
     fake = FakeHub(remote_files=["README.md", "data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet"])
     monkeypatch.setattr(HfApi, "create_repo", lambda api, repo_id, **kw: fake.create_repo(api, repo_id, **kw))
-    monkeypatch.setattr(HfApi, "create_commit", lambda api, repo_id, operations, **kw: fake.create_commit(api, repo_id, operations, **kw))
+    monkeypatch.setattr(
+        HfApi,
+        "create_commit",
+        lambda api, repo_id, operations, **kw: fake.create_commit(api, repo_id, operations, **kw),
+    )
     monkeypatch.setattr(HfApi, "list_repo_files", lambda api, repo_id, **kw: fake.list_repo_files(api, repo_id, **kw))
     monkeypatch.setattr(hf_api, "is_xet_available", lambda: False)  # upload_folder's single-commit path
     monkeypatch.setattr(HfApi, "_validate_yaml", lambda api, content, **kw: fake.validated_cards.append(content))
@@ -93,9 +112,23 @@ def card_yaml(text: str) -> dict:
 @pytest.mark.slow
 def test_train_push_sends_the_final_model_and_results_never_checkpoints(corpus, tmp_path, hub):
     output_dir = tmp_path / "out"
-    train_acn.main(["--dataset", str(corpus), "--output_dir", str(output_dir), *TINY_FLAGS, "--num_epochs", "2",
-                    "--push_to_hub", "--hub_model_id", "someone/acn-tiny", "--hub_private_repo",
-                    "--hub_dataset_id", "someone/twitter-tiny"])  # fmt: skip
+    train_acn.main(
+        [
+            "--dataset",
+            str(corpus),
+            "--output_dir",
+            str(output_dir),
+            *TINY_FLAGS,
+            "--num_epochs",
+            "2",
+            "--push_to_hub",
+            "--hub_model_id",
+            "someone/acn-tiny",
+            "--hub_private_repo",
+            "--hub_dataset_id",
+            "someone/twitter-tiny",
+        ]
+    )
     assert (output_dir / "checkpoints").is_dir()  # they exist, and stay local
     assert hub.repos == [{"repo_id": "someone/acn-tiny", "private": True, "exist_ok": True}]
     assert len(hub.commits) == 1 and hub.commits[0]["repo_id"] == "someone/acn-tiny" and not hub.deleted()
@@ -115,7 +148,12 @@ def test_train_push_sends_the_final_model_and_results_never_checkpoints(corpus, 
     assert "base_model" not in metadata  # the paper's encoder has no pretrained base
     results = metadata["model-index"][0]["results"]
     assert {result["dataset"]["type"] for result in results} == {"someone/twitter-tiny"}
-    f1 = [metric["value"] for result in results for metric in result["metrics"] if metric["name"] == "test entity f1 (lenient)"]
+    f1 = [
+        metric["value"]
+        for result in results
+        for metric in result["metrics"]
+        if metric["name"] == "test entity f1 (lenient)"
+    ]
     all_results = json.loads(sent["all_results.json"])
     assert f1 == [round(100 * all_results["test_overall_f1"], 2)]
     assert 'pipeline("token-classification", model="someone/acn-tiny", trust_remote_code=True)' in card
@@ -128,9 +166,11 @@ def test_push_refuses_a_card_without_hub_ids(corpus, tmp_path, capsys):
     for extra, message in [
         ([], "--push_to_hub needs --hub_model_id"),
         (["--hub_model_id", "me/m"], f"--dataset {corpus} is a local folder: give its Hub id with --hub_dataset_id"),
-        (["--hub_model_id", "me/m", "--hub_dataset_id", "me/d", "--text_encoder", str(corpus)],
-         f"--text_encoder {corpus} is a local folder: give its Hub id with --hub_base_model"),
-    ]:  # fmt: skip
+        (
+            ["--hub_model_id", "me/m", "--hub_dataset_id", "me/d", "--text_encoder", str(corpus)],
+            f"--text_encoder {corpus} is a local folder: give its Hub id with --hub_base_model",
+        ),
+    ]:
         with pytest.raises(SystemExit):
             train_acn.parse_args(base + extra)
         assert message in capsys.readouterr().err
@@ -140,14 +180,32 @@ def test_push_refuses_a_card_without_hub_ids(corpus, tmp_path, capsys):
 def test_card_names_the_pretrained_encoder_as_base_model(tmp_path):
     from acn_mner.model_card import card_data
 
-    args = train_acn.parse_args(["--dataset", "someone/twitter-2015", "--output_dir", str(tmp_path),
-                                 "--text_encoder", "sentence-transformers/all-MiniLM-L6-v2"])  # fmt: skip
+    args = train_acn.parse_args(
+        [
+            "--dataset",
+            "someone/twitter-2015",
+            "--output_dir",
+            str(tmp_path),
+            "--text_encoder",
+            "sentence-transformers/all-MiniLM-L6-v2",
+        ]
+    )
     scores = {"overall_precision": 0.5, "overall_recall": 0.25, "overall_f1": 1 / 3}
     metadata = card_data(args, {"test": scores, "validation": scores}).to_dict()
     assert metadata["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert metadata["datasets"] == ["someone/twitter-2015"]  # a Hub --dataset is its own id
-    local = train_acn.parse_args(["--dataset", str(tmp_path), "--output_dir", str(tmp_path), "--text_encoder", str(tmp_path),
-                                  "--hub_base_model", "me/encoder"])  # fmt: skip
+    local = train_acn.parse_args(
+        [
+            "--dataset",
+            str(tmp_path),
+            "--output_dir",
+            str(tmp_path),
+            "--text_encoder",
+            str(tmp_path),
+            "--hub_base_model",
+            "me/encoder",
+        ]
+    )
     local_metadata = card_data(local, {"test": scores, "validation": scores}).to_dict()
     assert local_metadata["base_model"] == "me/encoder"
     assert "datasets" not in local_metadata and "model-index" not in local_metadata  # no Hub id: no local path either
@@ -196,13 +254,30 @@ def test_exporter_push_sends_the_card_and_shards_and_deletes_stale_remote_shards
     output_dir = tmp_path / "export"
     output_dir.mkdir()
     (output_dir / "notes.txt").write_text("the user's own file")  # in the folder, not part of the export
-    dataset_command.main(["--data_dir", str(demo_export), "--image_dir", str(demo_export / "images"), "--output_dir",
-                       str(output_dir), "--corpus", "demo", "--overwrite", "--push_to_hub", "someone/acn-demo",
-                       "--hub_private_repo"])  # fmt: skip
+    dataset_command.main(
+        [
+            "--data_dir",
+            str(demo_export),
+            "--image_dir",
+            str(demo_export / "images"),
+            "--output_dir",
+            str(output_dir),
+            "--corpus",
+            "demo",
+            "--overwrite",
+            "--push_to_hub",
+            "someone/acn-demo",
+            "--hub_private_repo",
+        ]
+    )
     assert hub.repos == [{"repo_id": "someone/acn-demo", "repo_type": "dataset", "private": True, "exist_ok": True}]
     assert hub.commits[0]["repo_type"] == "dataset"
     sent = hub.added()
-    shards = ["data/test-00000-of-00001.parquet", "data/train-00000-of-00001.parquet", "data/validation-00000-of-00001.parquet"]
+    shards = [
+        "data/test-00000-of-00001.parquet",
+        "data/train-00000-of-00001.parquet",
+        "data/validation-00000-of-00001.parquet",
+    ]
     assert sorted(sent) == ["README.md", *shards]
     assert sorted(hub.deleted()) == ["data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet"]
     for name in sent:
@@ -212,7 +287,7 @@ def test_exporter_push_sends_the_card_and_shards_and_deletes_stale_remote_shards
 def test_demo_card_cites_itself_and_twitter_cards_cite_their_papers(demo_export, tmp_path):
     dataset = load_twitter_mner(demo_export, demo_export / "images")
     cards = {
-        corpus: export.export_parquet(dataset, tmp_path / corpus, source="corpus", corpus=corpus).read_text()
+        corpus: parquet_export.export_parquet(dataset, tmp_path / corpus, source="corpus", corpus=corpus).read_text()
         for corpus in ("demo", "twitter-2015", "twitter-2017")
     }
     demo = card_yaml(cards["demo"])
@@ -223,12 +298,16 @@ def test_demo_card_cites_itself_and_twitter_cards_cite_their_papers(demo_export,
     assert "@inproceedings{zhang2018adaptive" in cards["twitter-2015"] and "lu2018visual" not in cards["twitter-2015"]
     assert "@inproceedings{lu2018visual" in cards["twitter-2017"] and "zhang2018adaptive" not in cards["twitter-2017"]
     assert card_yaml(cards["twitter-2015"])["license"] == "unknown"
-    with pytest.raises(ValueError, match="corpus must be one of \\['demo', 'twitter-2015', 'twitter-2017'\\], got 'twitter'"):
-        export.export_parquet(dataset, tmp_path / "x", source="corpus", corpus="twitter")
+    with pytest.raises(
+        ValueError, match="corpus must be one of \\['demo', 'twitter-2015', 'twitter-2017'\\], got 'twitter'"
+    ):
+        parquet_export.export_parquet(dataset, tmp_path / "x", source="corpus", corpus="twitter")
 
 
-@pytest.mark.parametrize("num_examples, category", [(0, "n<1K"), (999, "n<1K"), (1000, "1K<n<10K"), (8257, "1K<n<10K"),
-                                                    (99_999, "10K<n<100K"), (10**6, "n>1M")])  # fmt: skip
+@pytest.mark.parametrize(
+    "num_examples, category",
+    [(0, "n<1K"), (999, "n<1K"), (1000, "1K<n<10K"), (8257, "1K<n<10K"), (99_999, "10K<n<100K"), (10**6, "n>1M")],
+)
 def test_size_category_bounds(num_examples, category):
     assert dataset_card.size_category(num_examples) == category
 
@@ -236,16 +315,24 @@ def test_size_category_bounds(num_examples, category):
 def test_export_card_metadata_is_what_push_to_hub_writes(demo_export, tmp_path):
     """The card's configs and dataset_info equal those DatasetDict.push_to_hub computes for the same splits."""
     dataset = load_twitter_mner(demo_export, demo_export / "images")
-    ours = card_yaml(export.export_parquet(dataset, tmp_path / "ours", source="c", corpus="demo").read_text())
+    ours = card_yaml(parquet_export.export_parquet(dataset, tmp_path / "ours", source="c", corpus="demo").read_text())
     empty_repo = tmp_path / "empty_repo"
     empty_repo.mkdir()
-    splits = [datasets.SplitInfo(name=split, num_bytes=part.data.nbytes, num_examples=part.num_rows)
-              for split, part in dataset.items()]  # fmt: skip
+    splits = [
+        datasets.SplitInfo(name=split, num_bytes=part.data.nbytes, num_examples=part.num_rows)
+        for split, part in dataset.items()
+    ]
     theirs_card, _ = _get_updated_dataset_card(
-        fs=DirFileSystem(path=str(empty_repo), fs=LocalFileSystem()), config_name="default", splits_info=splits,
-        features=dataset["train"].features, data_dir="data", set_default=None, uploaded_sizes=[0] * len(splits),
-        deleted_sizes=[], remove_other_splits=True,
-    )  # fmt: skip
+        fs=DirFileSystem(path=str(empty_repo), fs=LocalFileSystem()),
+        config_name="default",
+        splits_info=splits,
+        features=dataset["train"].features,
+        data_dir="data",
+        set_default=None,
+        uploaded_sizes=[0] * len(splits),
+        deleted_sizes=[],
+        remove_other_splits=True,
+    )
     theirs = card_yaml(str(theirs_card))
     assert ours["configs"] == theirs["configs"]
     for key in ("features", "splits", "config_name"):

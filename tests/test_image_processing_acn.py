@@ -8,7 +8,6 @@ from PIL import Image
 
 from modeling_acn.image_processing_acn import AcnImageProcessor
 
-
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
 ONE_PIXEL = {"height": 1, "width": 1}  # no resampling, so values can be checked by hand
@@ -104,10 +103,15 @@ def test_numpy_arrays_and_paths_are_accepted(processor, tmp_path):
 
 
 def test_bad_inputs_are_named(processor):
-    with pytest.raises(ValueError, match=r"image 1: numpy images must be uint8 \(H, W\), \(H, W, 3\) or \(H, W, 4\), "
-                       r"got float32 \(2, 2, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"image 1: numpy images must be uint8 \(H, W\), \(H, W, 3\) or \(H, W, 4\), "
+        r"got float32 \(2, 2, 3\)",
+    ):
         processor([None, np.zeros((2, 2, 3), dtype=np.float32)])
-    with pytest.raises(ValueError, match="image 0: expected a PIL image, a numpy array, a path, a URL or None, got int"):
+    with pytest.raises(
+        ValueError, match="image 0: expected a PIL image, a numpy array, a path, a URL or None, got int"
+    ):
         processor([3])
     with pytest.raises(ValueError, match="images must hold at least one image or None"):
         processor([])

@@ -29,6 +29,7 @@ from tests.http_fixtures import GIVE_UP_SECONDS, GOOD_PNG, ROUTES, SHORT_TIMEOUT
 from tests.pipeline_fixtures import TWEET, striped_image, tiny_pipeline
 from tests.training_fixtures import free_port
 
+
 @pytest.fixture(scope="module")
 def server():
     with image_server() as base:
@@ -44,9 +45,16 @@ def decoded(data: bytes) -> Image.Image:
 
 @pytest.mark.parametrize(
     "image, expected",
-    [("http://host/a.jpg", True), ("HTTPS://host/a.jpg", True), ("http:/a.jpg", False), ("www.host.com/a.jpg", False),
-     ("photos/http://a.jpg", False), (Path("http://host/a.jpg"), False), (None, False)],
-)  # fmt: skip
+    [
+        ("http://host/a.jpg", True),
+        ("HTTPS://host/a.jpg", True),
+        ("http:/a.jpg", False),
+        ("www.host.com/a.jpg", False),
+        ("photos/http://a.jpg", False),
+        (Path("http://host/a.jpg"), False),
+        (None, False),
+    ],
+)
 def test_only_http_and_https_strings_are_urls(image, expected):
     assert is_image_url(image) is expected
 
@@ -81,19 +89,49 @@ def test_a_query_string_is_part_of_the_url(server):
         ("/gone.png", {}, "download failed", r"/gone\.png: " + re.escape(UNAVAILABLE) + "$"),
         ("/nowhere.png", {}, "download failed", r"/nowhere\.png: " + re.escape(UNAVAILABLE) + "$"),
         ("/broken.png", {}, "download failed", r"/broken\.png: " + re.escape(UNAVAILABLE) + "$"),
-        ("/slow.png", {"timeout": SHORT_TIMEOUT}, "timed out", r"/slow\.png: downloading and decoding took more than 1 s"),
-        ("/drip.png", {"timeout": SHORT_TIMEOUT}, "timed out", r"/drip\.png: downloading and decoding took more than 1 s"),
-        ("/huge.png", {"max_bytes": SMALL_LIMIT}, "too large", r"/huge\.png: 5004 bytes exceed max_download_bytes=1000"),
-        ("/huge-unannounced.png", {"max_bytes": SMALL_LIMIT}, "too large",
-         r"/huge-unannounced\.png: more than max_download_bytes=1000 bytes"),
+        (
+            "/slow.png",
+            {"timeout": SHORT_TIMEOUT},
+            "timed out",
+            r"/slow\.png: downloading and decoding took more than 1 s",
+        ),
+        (
+            "/drip.png",
+            {"timeout": SHORT_TIMEOUT},
+            "timed out",
+            r"/drip\.png: downloading and decoding took more than 1 s",
+        ),
+        (
+            "/huge.png",
+            {"max_bytes": SMALL_LIMIT},
+            "too large",
+            r"/huge\.png: 5004 bytes exceed max_download_bytes=1000",
+        ),
+        (
+            "/huge-unannounced.png",
+            {"max_bytes": SMALL_LIMIT},
+            "too large",
+            r"/huge-unannounced\.png: more than max_download_bytes=1000 bytes",
+        ),
         ("/page.html", {}, "download failed", r"/page\.html: " + re.escape(UNAVAILABLE) + "$"),
         ("/empty.png", {}, "empty file", r"/empty\.png: empty response body"),
         ("/bomb.png", {}, "too large", r"/bomb\.png: Image size \(10000000000 pixels\) exceeds limit"),  # PIL's own
         ("/good.png", {"max_pixels": 1000}, "too large", r"/good\.png: 48x32 pixels exceed max_pixels=1000"),
     ],
-    ids=["404", "unknown-path", "500", "slow", "drip", "too-large", "too-large-unannounced", "not-an-image", "empty",
-         "decompression-bomb", "max-pixels"],
-)  # fmt: skip
+    ids=[
+        "404",
+        "unknown-path",
+        "500",
+        "slow",
+        "drip",
+        "too-large",
+        "too-large-unannounced",
+        "not-an-image",
+        "empty",
+        "decompression-bomb",
+        "max-pixels",
+    ],
+)
 def test_a_failing_url_names_itself_and_the_reason_in_time(server, path, limits, reason, message):
     start = time.monotonic()
     with pytest.raises(AcnImageError, match=r"^http://127\.0\.0\.1:\d+" + message) as error:
@@ -132,13 +170,25 @@ def test_download_limits_are_processor_settings(server, tmp_path):
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: AcnImageProcessor(download_timeout=0), r"download_timeout must be a positive number of seconds, got 0"),
-        (lambda: AcnImageProcessor(download_timeout="10"), r"download_timeout must be a positive number of seconds, got '10'"),
+        (
+            lambda: AcnImageProcessor(download_timeout=0),
+            r"download_timeout must be a positive number of seconds, got 0",
+        ),
+        (
+            lambda: AcnImageProcessor(download_timeout="10"),
+            r"download_timeout must be a positive number of seconds, got '10'",
+        ),
         (lambda: AcnImageProcessor(max_download_bytes=-1), r"max_download_bytes must be a positive int, got -1"),
-        (lambda: AcnImageProcessor()(striped_image(), max_download_bytes=1.5), r"max_download_bytes must be a positive int, got 1\.5"),
-        (lambda: load_image_url("ftp://host/a.png"), r"url must start with http:// or https://, got 'ftp://host/a\.png'"),
+        (
+            lambda: AcnImageProcessor()(striped_image(), max_download_bytes=1.5),
+            r"max_download_bytes must be a positive int, got 1\.5",
+        ),
+        (
+            lambda: load_image_url("ftp://host/a.png"),
+            r"url must start with http:// or https://, got 'ftp://host/a\.png'",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_download_settings_are_named(call, message):
     with pytest.raises(ValueError, match=message):
         call()
@@ -149,12 +199,15 @@ def test_bad_download_settings_are_named(call, message):
 
 def test_the_pipeline_tags_a_url_as_the_image_it_serves(server):
     pipe = tiny_pipeline()
-    pipe._preprocess_params["allow_private_urls"] = True  # what AcnPipeline.from_pretrained(..., allow_private_urls=True) sets
     photo = decoded(GOOD_PNG)
-    by_url = pipe(TWEET, image=f"{server}/good.png", return_tags=True)
+    by_url = pipe(TWEET, image=f"{server}/good.png", return_tags=True, allow_private_urls=True)  # a loopback server
     by_image = pipe(TWEET, image=photo, return_tags=True)
     assert by_url["tags"] == by_image["tags"] and by_url["scores"] == pytest.approx(by_image["scores"], abs=1e-6)
-    batch = pipe([(TWEET, f"{server}/good.png"), {"text": "Obama in Paris", "image": None}], return_tags=True)
+    batch = pipe(
+        [(TWEET, f"{server}/good.png"), {"text": "Obama in Paris", "image": None}],
+        return_tags=True,
+        allow_private_urls=True,
+    )
     assert batch[0]["tags"] == by_image["tags"] and batch[1]["tags"] == pipe("Obama in Paris", return_tags=True)["tags"]
 
 
@@ -191,8 +244,19 @@ def test_predict_tags_url_rows_and_fails_only_the_failing_ones(server, tmp_path)
         {"text": "Paris", "image": None},
     ]
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    argv = ["--model", str(tmp_path / "model"), "--input", str(tmp_path / "rows.jsonl"),
-            "--output", str(tmp_path / "out.jsonl"), "--device", "cpu", "--batch_size", "2", "--allow_private_urls"]  # fmt: skip
+    argv = [
+        "--model",
+        str(tmp_path / "model"),
+        "--input",
+        str(tmp_path / "rows.jsonl"),
+        "--output",
+        str(tmp_path / "out.jsonl"),
+        "--device",
+        "cpu",
+        "--batch_size",
+        "2",
+        "--allow_private_urls",
+    ]
     start = time.monotonic()
     summary = run(parse_args(argv))
     assert time.monotonic() - start < 60  # the slow row gave up after SHORT_TIMEOUT, it did not wait SLOW_SECONDS
@@ -200,12 +264,17 @@ def test_predict_tags_url_rows_and_fails_only_the_failing_ones(server, tmp_path)
     assert [("error" in line) for line in lines] == [False, True, False, True, True, False]
     location = f"{tmp_path / 'rows.jsonl'}"
     assert lines[1]["error"] == f"{location}:2: cannot read image {server}/gone.png: {UNAVAILABLE}"
-    assert lines[3]["error"] == f"{location}:4: cannot read image {server}/slow.png: downloading and decoding took more than 1 s"
+    assert (
+        lines[3]["error"]
+        == f"{location}:4: cannot read image {server}/slow.png: downloading and decoding took more than 1 s"
+    )
     assert lines[4]["error"] == f"{location}:5: cannot read image {server}/page.html: {UNAVAILABLE}"
     assert lines[0]["image"] == f"{server}/good.png"  # the input field as given
     loaded = AcnPipeline.from_pretrained(tmp_path / "model", device="cpu")
-    expected = loaded([(TWEET, decoded(GOOD_PNG)), ("Merkel meets Obama", striped_image()), ("Paris", None)], return_tags=True)
-    for line, result in zip([lines[0], lines[2], lines[5]], expected):
+    expected = loaded(
+        [(TWEET, decoded(GOOD_PNG)), ("Merkel meets Obama", striped_image()), ("Paris", None)], return_tags=True
+    )
+    for line, result in zip([lines[0], lines[2], lines[5]], expected, strict=True):
         assert line["tags"] == result["tags"] and line["scores"] == pytest.approx(result["scores"], abs=1e-6)
     assert summary["tagged"] == 3 and summary["errors"] == 3
 
@@ -215,6 +284,19 @@ def test_acn_explain_draws_a_url_image(server, tmp_path):
 
     folder = tmp_path / "model"
     tiny_pipeline().save_pretrained(folder)
-    explain.main(["--model", str(folder), "--text", TWEET, "--image", f"{server}/good.png", "--output", str(tmp_path / "x.png"),
-                  "--device", "cpu", "--allow_private_urls"])  # fmt: skip
+    explain.main(
+        [
+            "--model",
+            str(folder),
+            "--text",
+            TWEET,
+            "--image",
+            f"{server}/good.png",
+            "--output",
+            str(tmp_path / "x.png"),
+            "--device",
+            "cpu",
+            "--allow_private_urls",
+        ]
+    )
     assert Image.open(tmp_path / "x.png").format == "PNG"

@@ -9,11 +9,12 @@ from safetensors.torch import save_file
 
 from modeling_acn import AcnConfig, AcnForTokenClassification, AcnModel
 from modeling_acn.configuration_acn import PAPER_VARIANTS as VARIANTS
-from modeling_acn.modeling_acn import _scatter_rows, additive_attention_scores
+from modeling_acn.modeling_acn import additive_attention_scores
+from modeling_acn.vision_acn import supports_bf16
 
 from .conftest import TINY_SIZES, make_batch
 
-BF16_CPU = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+BF16_CPU = supports_bf16(torch.device("cpu"))
 
 CO_ATTENTION_LAYERS = {
     "image_projection",
@@ -95,6 +96,7 @@ def test_fused_attention_scores_match_autograd_of_the_plain_formula():
     for ours, reference in zip(
         torch.autograd.grad(fused, (queries, keys, weight), upstream),
         torch.autograd.grad(plain, (queries, keys, weight), upstream),
+        strict=True,
     ):
         torch.testing.assert_close(ours, reference)
 
@@ -218,11 +220,19 @@ def test_every_variant_trains_a_step(variant, tiny_config, text_batch):
         ("text-only", None, True, True, 16),
         ("bilstm-crf", None, False, True, 16),
         ("no-crf", CO_ATTENTION_LAYERS, True, False, 32),
-        ("no-fusion-gate", CO_ATTENTION_LAYERS - {"fusion_gate", "visual_transform", "textual_transform"}, True, True, 32),
+        (
+            "no-fusion-gate",
+            CO_ATTENTION_LAYERS - {"fusion_gate", "visual_transform", "textual_transform"},
+            True,
+            True,
+            32,
+        ),
         ("no-filtration-gate", CO_ATTENTION_LAYERS - {"filtration_gate", "multimodal_transform"}, True, True, 32),
     ],
 )
-def test_every_variant_has_exactly_its_parameters(variant, co_attention, has_char_cnn, has_crf, decoder_input, tiny_config):
+def test_every_variant_has_exactly_its_parameters(
+    variant, co_attention, has_char_cnn, has_crf, decoder_input, tiny_config
+):
     model = build(tiny_config, **VARIANTS[variant])
     if co_attention is None:
         assert model.acn.co_attention is None and model.acn.vision is None
@@ -290,9 +300,18 @@ def test_vision_weights_load_from_a_local_file(suffix, tiny_config, tmp_path):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"image_features": torch.zeros(4, 36, 512)}, r"image_features must have shape \(4, 49, 512\), got shape \(4, 36, 512\)"),
-        ({"image_features": None, "pixel_values": torch.zeros(4, 3, 64, 64)}, r"pixel_values must have shape \(4, 3, 224, 224\), got shape \(4, 3, 64, 64\)"),
-        ({"image_features": None, "pixel_values": torch.zeros(3, 3, 224, 224)}, r"pixel_values must have shape \(4, 3, 224, 224\), got shape \(3, 3, 224, 224\)"),
+        (
+            {"image_features": torch.zeros(4, 36, 512)},
+            r"image_features must have shape \(4, 49, 512\), got shape \(4, 36, 512\)",
+        ),
+        (
+            {"image_features": None, "pixel_values": torch.zeros(4, 3, 64, 64)},
+            r"pixel_values must have shape \(4, 3, 224, 224\), got shape \(4, 3, 64, 64\)",
+        ),
+        (
+            {"image_features": None, "pixel_values": torch.zeros(3, 3, 224, 224)},
+            r"pixel_values must have shape \(4, 3, 224, 224\), got shape \(3, 3, 224, 224\)",
+        ),
         ({"image_features": None}, "image_mask marks images present, but neither pixel_values nor image_features"),
         ({"pixel_values": torch.zeros(4, 3, 224, 224)}, "pass pixel_values or image_features, not both"),
         ({"char_ids": torch.zeros(4, 2, 3, dtype=torch.long)}, r"char_ids must be .* got shape \(4, 2, 3\)"),
@@ -363,7 +382,9 @@ def test_bf16_vision_stays_within_two_percent_of_fp32(tiny_config):
     "device",
     [
         "cpu",
-        pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here)")),
+        pytest.param(
+            "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here)")
+        ),
     ],
 )
 def test_bf16_autocast_trains_and_decodes(device, tiny_config, text_batch):
@@ -379,10 +400,21 @@ def test_bf16_autocast_trains_and_decodes(device, tiny_config, text_batch):
     assert [len(tweet) for tweet in tags] == [5, 3, 1, 4]
 
 
-def test_rows_are_placed_back_on_devices_without_autocast():
-    fill = torch.zeros(3, 2, device="meta")  # meta tensors (shape-only runs) have no autocast to turn off
-    placed = _scatter_rows(torch.ones(2, 2, device="meta"), torch.tensor([True, False, True], device="meta"), fill)
-    assert placed.shape == (3, 2) and placed.device.type == "meta"
+def test_co_attention_rows_are_placed_back_on_devices_without_autocast(tiny_config, text_batch, monkeypatch):
+    model = build(tiny_config).eval()
+    inputs = {name: value for name, value in text_batch.items() if name != "labels"}
+    inputs["image_mask"] = torch.tensor([True, False, True, False])  # co-attention runs on some tweets only
+    with torch.no_grad():
+        expected = model(**inputs).logits
+
+    def no_autocast(device_type, *args, **kwargs):
+        raise RuntimeError(f"{device_type} has no autocast")
+
+    # a device without autocast (meta, for one): asking it to turn autocast off would raise
+    monkeypatch.setattr(torch.amp, "is_autocast_available", lambda device_type: False)
+    monkeypatch.setattr(torch, "autocast", no_autocast)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).logits, expected)
 
 
 @pytest.mark.parametrize("activation", ["tanh", "none"])
@@ -397,7 +429,7 @@ def test_char_cnn_is_the_papers_max_over_tanh_windows_word_by_word(activation, t
             chars = chars[chars != tiny_config.char_pad_id]  # the word's own characters
             embedded = cnn.embedding(chars)  # (length, char_dim)
             expected = []
-            for conv, width in zip(cnn.convs, tiny_config.char_kernel_sizes):
+            for conv, width in zip(cnn.convs, tiny_config.char_kernel_sizes, strict=True):
                 starts = range(max(len(chars) - width, 0) + 1)  # a short word keeps its first, padded window
                 windows = [nn_window(embedded, start, width) for start in starts]
                 responses = [squash((conv.weight * window.T).sum((1, 2)) + conv.bias) for window in windows]
@@ -437,7 +469,9 @@ def test_fusion_filtration_and_logits_equal_the_equations_word_by_word(variant, 
                 else:
                     gate = attention.filtration_gate
                     s_t = torch.sigmoid(gate.weight[0] @ torch.cat([h_t, m_t]) + gate.bias[0])
-                    u_t = s_t * torch.tanh(attention.multimodal_transform.weight @ m_t + attention.multimodal_transform.bias)
+                    u_t = s_t * torch.tanh(
+                        attention.multimodal_transform.weight @ m_t + attention.multimodal_transform.bias
+                    )
                 torch.testing.assert_close(outputs.filtration_gates[example, word], s_t)
                 logits = model.classifier.weight @ torch.cat([h_t, u_t]) + model.classifier.bias  # W_m̂ [h_t ; u_t]
                 torch.testing.assert_close(outputs.logits[example, word], logits)
@@ -446,7 +480,10 @@ def test_fusion_filtration_and_logits_equal_the_equations_word_by_word(variant, 
 def test_text_only_config_warns_that_fusion_settings_are_ignored(caplog):
     with caplog.at_level(logging.WARNING):
         AcnConfig(**TINY_SIZES, use_image=False, fusion="concat")
-    assert "use_image=False has no co-attention, so fusion='concat' and use_filtration_gate=True are ignored" in caplog.text
+    assert (
+        "use_image=False has no co-attention, so fusion='concat' and use_filtration_gate=True are ignored"
+        in caplog.text
+    )
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         AcnConfig.from_variant("text-only", **TINY_SIZES)
@@ -471,7 +508,7 @@ def test_return_dict_false_gives_the_fields_as_a_tuple(tiny_config, text_batch):
         as_dict = model(**text_batch)
         as_tuple = model(**text_batch, return_dict=False)
     assert isinstance(as_tuple, tuple) and len(as_tuple) == len(as_dict.to_tuple())
-    for ours, reference in zip(as_tuple, as_dict.to_tuple()):
+    for ours, reference in zip(as_tuple, as_dict.to_tuple(), strict=True):
         torch.testing.assert_close(ours, reference)
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from acn_mner.onnx_export import export_onnx, main
+from acn_mner.onnx_export import cli, export_onnx, main
 from modeling_acn import AcnCrf, AcnPipeline
-from modeling_acn.onnx_acn import (
+from modeling_acn.onnx_runtime_acn import (
     ONNX_CONFIG_FILE,
     ONNX_INT8_FILE,
     AcnNumpyCrf,
@@ -20,8 +20,8 @@ from modeling_acn.onnx_acn import (
 )
 from modeling_acn.pipeline_acn import tag_marginals
 
-from .pipeline_fixtures import TWEET, striped_image, tiny_pipeline
 from .encoder_fixtures import make_model, make_processor
+from .pipeline_fixtures import TWEET, striped_image
 
 needs_onnxruntime = pytest.mark.skipif(
     find_spec("onnxruntime") is None or find_spec("onnxscript") is None,
@@ -85,10 +85,14 @@ def test_numpy_log_partition_and_decoding_equal_the_torch_ones(crfs, emissions):
     logits, mask = emissions
     with torch.no_grad():
         expected = torch_crf.log_partition(logits, mask)
-    np.testing.assert_allclose(numpy_crf.log_partition(logits.numpy(), mask.numpy()), expected.numpy(), rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(
+        numpy_crf.log_partition(logits.numpy(), mask.numpy()), expected.numpy(), rtol=1e-6, atol=1e-5
+    )
     allowed = torch.rand(5, 5, generator=torch.Generator().manual_seed(2)) > 0.3
     for constraints in ((None, None), (allowed, torch.tensor([True, True, False, True, False]))):
-        assert torch.equal(numpy_crf.decode(logits.numpy(), mask.numpy(), *constraints), torch_crf.decode(logits, mask, *constraints))
+        assert torch.equal(
+            numpy_crf.decode(logits.numpy(), mask.numpy(), *constraints), torch_crf.decode(logits, mask, *constraints)
+        )
 
 
 def test_a_missing_onnxruntime_says_how_to_install_it(monkeypatch):
@@ -98,26 +102,7 @@ def test_a_missing_onnxruntime_says_how_to_install_it(monkeypatch):
 
 
 # --- export and the ONNX Runtime backend ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def text_export(tmp_path_factory):
-    """The tiny text-only pipeline, saved and exported in float32 and int8."""
-    pipe = tiny_pipeline(use_image=False)
-    folder = tmp_path_factory.mktemp("text-model")
-    pipe.save_pretrained(folder)
-    exported = folder.parent / "text-onnx"
-    assert main(["--model", str(folder), "--output_dir", str(exported), "--format", "onnx", "--int8"]) is None
-    return pipe, exported
-
-
-@pytest.fixture(scope="module")
-def image_export(tmp_path_factory):
-    """The tiny pipeline with images (float32 trunk, which vision.onnx holds), saved and exported."""
-    pipe = tiny_pipeline(vision_precision="fp32")
-    folder = tmp_path_factory.mktemp("image-model")
-    pipe.save_pretrained(folder)
-    return pipe, export_onnx(folder, folder.parent / "image-onnx")
+# the fixtures `text_export` and `image_export` (conftest.py) are tiny pipelines, saved and exported
 
 
 def assert_same_results(eager, onnx, inputs, **call):
@@ -126,7 +111,9 @@ def assert_same_results(eager, onnx, inputs, **call):
     without_scores = [[{**entity, "score": None} for entity in item["entities"]] for item in (*got, *expected)]
     assert without_scores[: len(got)] == without_scores[len(got) :]
     np.testing.assert_allclose(
-        np.concatenate([item["scores"] for item in got]), np.concatenate([item["scores"] for item in expected]), atol=1e-4
+        np.concatenate([item["scores"] for item in got]),
+        np.concatenate([item["scores"] for item in expected]),
+        atol=1e-4,
     )
 
 
@@ -134,7 +121,14 @@ def assert_same_results(eager, onnx, inputs, **call):
 def test_the_exported_folder_is_self_contained(text_export):
     _, exported = text_export
     names = {path.name for path in exported.iterdir()}
-    assert {"model.onnx", "model_int8.onnx", ONNX_CONFIG_FILE, "config.json", "processor_config.json", "vocab.json"} <= names
+    assert {
+        "model.onnx",
+        "model_int8.onnx",
+        ONNX_CONFIG_FILE,
+        "config.json",
+        "processor_config.json",
+        "vocab.json",
+    } <= names
     assert "model.safetensors" not in names
     assert json.loads((exported / ONNX_CONFIG_FILE).read_text())["exporter"] == "torch.onnx.export(dynamo=True)"
 
@@ -157,7 +151,7 @@ def test_int8_onnx_runs_and_mostly_agrees(text_export):
     onnx = AcnPipeline.from_pretrained(exported, backend="onnxruntime", onnx_file=ONNX_INT8_FILE)
     expected = [tag for item in eager(TWEETS, return_tags=True) for tag in item["tags"]]
     got = [tag for item in onnx(TWEETS, return_tags=True, batch_size=4) for tag in item["tags"]]
-    agreement = np.mean([a == b for a, b in zip(got, expected)])
+    agreement = np.mean([a == b for a, b in zip(got, expected, strict=True)])
     print(f"int8 tags equal to float32's: {agreement:.1%} of {len(expected)} words")
     assert len(got) == len(expected) and agreement >= INT8_MIN_AGREEMENT
 
@@ -202,12 +196,12 @@ def test_acn_export_refuses_to_write_over_the_model_or_other_files(text_export, 
     folder = tmp_path / "model"
     eager.save_pretrained(folder)
     with pytest.raises(SystemExit):
-        main(["--model", str(folder), "--output_dir", str(folder)])
+        cli(["--model", str(folder), "--output_dir", str(folder)])
     assert "is the model folder" in capsys.readouterr().err
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(SystemExit):
-        main(["--model", str(folder), "--output_dir", str(tmp_path / "other")])
+        cli(["--model", str(folder), "--output_dir", str(tmp_path / "other")])
     assert "not an ACN ONNX export" in capsys.readouterr().err
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
 
@@ -219,7 +213,9 @@ def test_acn_on_a_pretrained_encoder_runs_in_onnx_like_eager(tiny_bert, tmp_path
     exported = export_onnx(model, tmp_path / "onnx", processor=processor)
     eager = AcnPipeline(model=model, processor=processor, device="cpu")
     onnx = AcnPipeline.from_pretrained(exported, backend="onnxruntime")
-    short = [tweet for tweet in TWEETS if len(processor([tweet])["subword_ids"][0]) <= processor.tokenizer.subword_window]
+    short = [
+        tweet for tweet in TWEETS if len(processor([tweet])["subword_ids"][0]) <= processor.tokenizer.subword_window
+    ]
     assert_same_results(eager, onnx, short, batch_size=4)
     with pytest.raises(ValueError, match="tag longer tweets with the torch backend"):
         onnx(TWEETS[6])
@@ -241,12 +237,30 @@ def test_acn_predict_runs_the_onnx_folder_like_eager(text_export, tmp_path):
     pipe, exported = text_export
     pipe.save_pretrained(tmp_path / "model")
     rows = tmp_path / "rows.jsonl"
-    rows.write_text("".join(json.dumps({"text": text}) + "\n" for text in ("Obama visits Paris", "Merkel meets @user in Berlin")))
+    rows.write_text(
+        "".join(json.dumps({"text": text}) + "\n" for text in ("Obama visits Paris", "Merkel meets @user in Berlin"))
+    )
     for backend, name in (("torch", None), ("onnxruntime", "model.onnx"), ("onnxruntime", "model_int8.onnx")):
         extra = ["--backend", backend] + (["--onnx_file", name] if name else [])
         model = str(tmp_path / "model") if backend == "torch" else str(exported)
-        predict.main(["--model", model, "--input", str(rows), "--output", str(tmp_path / f"{backend}-{name}.jsonl"), "--device", "cpu", *extra])
-    lines = {path.name: [json.loads(line)["tags"] for line in path.read_text().splitlines()] for path in tmp_path.glob("*.jsonl") if path.name != "rows.jsonl"}
+        predict.main(
+            [
+                "--model",
+                model,
+                "--input",
+                str(rows),
+                "--output",
+                str(tmp_path / f"{backend}-{name}.jsonl"),
+                "--device",
+                "cpu",
+                *extra,
+            ]
+        )
+    lines = {
+        path.name: [json.loads(line)["tags"] for line in path.read_text().splitlines()]
+        for path in tmp_path.glob("*.jsonl")
+        if path.name != "rows.jsonl"
+    }
     assert lines["onnxruntime-model.onnx.jsonl"] == lines["torch-None.jsonl"]
     assert len(lines["onnxruntime-model_int8.onnx.jsonl"]) == 2
 
@@ -262,12 +276,17 @@ def test_static_int8_image_trunk_is_calibrated_on_the_folders_images(image_expor
     for number in range(5):
         striped_image((64 + 16 * number, 48)).rotate(30 * number, expand=True).save(images / f"{number}.jpg")
     output = tmp_path / "int8-onnx"
-    assert main(["--model", str(model_folder), "--output_dir", str(output), "--int8", "--calibration_images", str(images)]) is None
+    assert (
+        main(["--model", str(model_folder), "--output_dir", str(output), "--int8", "--calibration_images", str(images)])
+        is None
+    )
     assert "vision_int8.onnx" in json.loads((output / "onnx_config.json").read_text())["graphs"]
     float32 = AcnPipeline.from_pretrained(output, backend="onnxruntime")
     int8 = AcnPipeline.from_pretrained(output, backend="onnxruntime", vision_onnx_file="vision_int8.onnx")
     assert int8.model.vision_onnx_file == "vision_int8.onnx"
-    pixels = eager.processor.image_processor(images=[striped_image((90, 60)), striped_image((50, 70))], return_tensors="pt")["pixel_values"]
+    pixels = eager.processor.image_processor(
+        images=[striped_image((90, 60)), striped_image((50, 70))], return_tensors="pt"
+    )["pixel_values"]
     expected, got = float32.model.get_image_features(pixels), int8.model.get_image_features(pixels)
     assert got.shape == expected.shape and not torch.equal(got, expected)  # a different graph ran
     relative = (got - expected).norm() / expected.norm()

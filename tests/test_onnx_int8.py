@@ -8,7 +8,7 @@ import pytest
 
 from acn_mner.onnx_export import export_onnx, float32_products
 from modeling_acn import AcnPipeline
-from modeling_acn.onnx_acn import ONNX_FILE, ONNX_INT8_FILE
+from modeling_acn.onnx_runtime_acn import ONNX_FILE, ONNX_INT8_FILE
 
 from .encoder_fixtures import make_model, make_processor
 
@@ -40,7 +40,9 @@ def test_int8_keeps_the_encoders_feed_forward_outputs_float32(tiny_bert, tmp_pat
     encoder = model.acn.text_encoder.subword_encoder.config
     # brute force: the feed-forward output is the encoder's only intermediate_size -> hidden_size matrix
     # (stored (in, out) in the graph)
-    down_projections = {name for name, shape in weight_shapes(fp32).items() if shape == (encoder.intermediate_size, encoder.hidden_size)}
+    down_projections = {
+        name for name, shape in weight_shapes(fp32).items() if shape == (encoder.intermediate_size, encoder.hidden_size)
+    }
     kept = float32_products(fp32)
     assert len(kept) == encoder.num_hidden_layers and set(kept) == down_projections
 
@@ -49,9 +51,13 @@ def test_int8_keeps_the_encoders_feed_forward_outputs_float32(tiny_bert, tmp_pat
     assert set(kept) <= plain  # still float32 products, under their names
     weights = {tensor.name: tensor for tensor in int8.initializer}
     float_matrices = [
-        name for node in int8.node if node.op_type in ("MatMul", "Gemm") and node.name not in kept
-        for name in node.input if name in weights and len(weights[name].dims) == 2
+        name
+        for node in int8.node
+        if node.op_type in ("MatMul", "Gemm") and node.name not in kept
+        for name in node.input
+        if name in weights
+        and len(weights[name].dims) == 2
         and onnx.helper.tensor_dtype_to_np_dtype(weights[name].data_type) == np.float32
-    ]  # fmt: skip
+    ]
     assert float_matrices == []  # every other product with a weight matrix is quantised
     assert any(node.op_type in QUANTISED_PRODUCTS for node in int8.node)

@@ -1,5 +1,6 @@
 """AcnPipeline (the multimodal-ner pipeline): output schema and offsets, entity grouping, batching, features or
-pixels or no image, logits computed in groups of tweets of similar lengths, CRF marginals against enumeration, errors, and loading saved folders in this and a fresh process."""
+pixels or no image, logits computed in groups of tweets of similar lengths, CRF marginals against enumeration,
+errors, and loading saved folders in this and a fresh process."""
 
 import itertools
 import json
@@ -11,10 +12,10 @@ import sys
 import pytest
 import torch
 from transformers import AutoModelForTokenClassification, pipeline
-from transformers.pipelines.base import pad_collate_fn
 
 from modeling_acn import AcnPipeline, AcnTokenizer, pipeline_acn
-from modeling_acn.pipeline_acn import _as_example, entity_spans, grouped_entities, length_groups, tag_marginals
+from modeling_acn.pipeline_acn import entity_spans, grouped_entities, length_groups, tag_marginals
+from modeling_acn.vision_acn import supports_bf16
 from tests.encoder_fixtures import make_model, make_processor
 from tests.pipeline_fixtures import TWEET, striped_image, tiny_pipeline
 
@@ -76,7 +77,10 @@ def test_grouping_follows_bio_spans():
     offsets = [(0, 3), (5, 8), (9, 11), (12, 16), (17, 22), (24, 28), (29, 31)]
     groups = grouped_entities(text, tags, [0.5, 0.7, 1.0, 0.2, 0.4, 0.6, 0.9], offsets, {"O"})
     assert [(g["entity_group"], g["word"], g["start"], g["end"]) for g in groups] == [
-        ("PER", "Ann  Lee", 0, 8), ("LOC", "Rome", 12, 16), ("LOC", "Paris  Nord", 17, 28), ("PER", "Bo", 29, 31)
+        ("PER", "Ann  Lee", 0, 8),
+        ("LOC", "Rome", 12, 16),
+        ("LOC", "Paris  Nord", 17, 28),
+        ("PER", "Bo", 29, 31),
     ]
     assert groups[0]["score"] == pytest.approx(0.6)
 
@@ -128,44 +132,55 @@ def test_length_groups_find_the_cheapest_split_of_the_sorted_batch(seed):
         assert len(groups) == 1
 
 
-def grouped_and_whole_logits(pipe, inputs, monkeypatch):
-    """The pipeline's logits computed in length groups (a group per length) and in one call, and the shapes
-    `(tweets, words, characters)` of the calls made."""
-    batch = pad_collate_fn(pipe.tokenizer, pipe.image_processor)([pipe.preprocess(_as_example(*item)) for item in inputs])
-    batch.pop("text"), batch.pop("offsets")
-    if pipe.model.config.use_image:
-        batch["image_features"] = pipe._image_features(
-            batch.pop("pixel_values"), batch.pop("image_features"), batch.pop("has_features"), batch["image_mask"]
-        )
+def grouped_and_whole_results(pipe, inputs, monkeypatch):
+    """The pipeline's results for `inputs` as one batch whose logits are computed in length groups (a group per
+    length), the same with the logits of the whole batch in one call, and the shapes `(tweets, words, characters)`
+    of the grouped model calls."""
     calls = []
     forward = pipe.model.forward
-    monkeypatch.setattr(pipe.model, "forward", lambda **inputs: calls.append(inputs["char_ids"].shape) or forward(**inputs))
+    monkeypatch.setattr(
+        pipe.model, "forward", lambda **inputs: calls.append(inputs["char_ids"].shape) or forward(**inputs)
+    )
     monkeypatch.setattr(pipeline_acn, "GROUP_COST", 0)
-    with torch.no_grad():
-        grouped = pipe._logits_by_length(dict(batch)).logits
-        whole = forward(**batch).logits
-    assert min(shape[2] for shape in calls) < batch["char_ids"].shape[2]  # a group of short words: fewer characters
-    return grouped, whole, calls
+    grouped = pipe(inputs, batch_size=len(inputs), return_tags=True)
+    grouped_calls = calls[:]
+    monkeypatch.setattr(pipeline_acn, "GROUP_COST", 10**9)  # more than any padding costs: one group
+    calls.clear()
+    whole = pipe(inputs, batch_size=len(inputs), return_tags=True)
+    (whole_call,) = calls
+    assert min(shape[2] for shape in grouped_calls) < whole_call[2]  # a group of short words: fewer characters
+    return grouped, whole, grouped_calls
+
+
+def assert_same_tags_and_scores(results, expected):
+    assert [item["tags"] for item in results] == [item["tags"] for item in expected]
+    scores, expected_scores = (torch.tensor([s for item in run for s in item["scores"]]) for run in (results, expected))
+    torch.testing.assert_close(scores, expected_scores, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("use_image", [False, True])
-def test_logits_by_length_groups_equal_the_whole_batchs(use_image, monkeypatch):
+def test_logits_in_length_groups_give_the_whole_batchs_results(use_image, monkeypatch):
     pipe = tiny_pipeline(use_image=use_image)
-    inputs = [("Obama visits Paris", None), (TWEET, striped_image()), ("Berlin", None), ("Merkel meets Obama in Paris today", striped_image())]
-    grouped, whole, calls = grouped_and_whole_logits(pipe, inputs, monkeypatch)
+    inputs = [
+        ("Obama visits Paris", None),
+        (TWEET, striped_image()),
+        ("Berlin", None),
+        ("Merkel meets Obama in Paris today", striped_image()),
+    ]
+    grouped, whole, calls = grouped_and_whole_results(pipe, inputs, monkeypatch)
     assert len(calls) == 4 and sorted(shape[1] for shape in calls) == [1, 3, 6, len(AcnTokenizer.split_text(TWEET)[0])]
-    torch.testing.assert_close(grouped, whole, atol=1e-5, rtol=0)
+    assert_same_tags_and_scores(grouped, whole)
 
 
-def test_logits_by_length_groups_trim_the_subword_axis(tiny_bert, monkeypatch):
+def test_length_groups_trim_the_subword_axis(tiny_bert, monkeypatch):
     processor = make_processor(tiny_bert)
     pipe = AcnPipeline(model=make_model(tiny_bert, processor, use_image=False), processor=processor, device="cpu")
     inputs = [("Obama visits Paris",), ("Berlin",), ("Merkel meets Obama in Paris http://t.co/x #news",)]
-    grouped, whole, calls = grouped_and_whole_logits(pipe, [(*item, None) for item in inputs], monkeypatch)
+    grouped, whole, calls = grouped_and_whole_results(pipe, [(*item, None) for item in inputs], monkeypatch)
     assert len(calls) == 3
-    torch.testing.assert_close(grouped, whole, atol=1e-5, rtol=0)
-    batch = pipe([text for text, in inputs], batch_size=3, return_tags=True)
-    assert [comparable(result) for result in batch] == [comparable(pipe(text, return_tags=True)) for text, in inputs]
+    assert_same_tags_and_scores(grouped, whole)
+    batch = pipe([text for (text,) in inputs], batch_size=3, return_tags=True)
+    assert [comparable(result) for result in batch] == [comparable(pipe(text, return_tags=True)) for (text,) in inputs]
 
 
 def test_datasets_and_other_iterables_give_the_results_of_single_calls(pipe, tmp_path):
@@ -177,13 +192,13 @@ def test_datasets_and_other_iterables_give_the_results_of_single_calls(pipe, tmp
     texts = [TWEET, "Merkel meets Obama", "Paris  in the rain", "Berlin"]
     images = [str(image_path), None, str(image_path), None]
     rows = Dataset.from_dict({"text": texts, "image": images})  # iterating it gives {"text", "image"} dicts
-    single = [comparable(pipe(text, image=image, return_tags=True)) for text, image in zip(texts, images)]
+    single = [comparable(pipe(text, image=image, return_tags=True)) for text, image in zip(texts, images, strict=True)]
     text_only = [comparable(pipe(text, return_tags=True)) for text in texts]
     sources = {
         "KeyDataset": (lambda: KeyDataset(rows, "text"), text_only),  # a torch Dataset, as transformers' docs use
         "datasets.Dataset": (lambda: rows, single),
         "iterator": (lambda: iter(texts), text_only),
-        "zip of pairs": (lambda: zip(texts, images), single),
+        "zip of pairs": (lambda: zip(texts, images, strict=True), single),
     }
     for name, (make_inputs, expected) in sources.items():
         for batch_size in (1, 3):
@@ -216,7 +231,10 @@ def test_words_input_has_offsets_in_the_joined_words(pipe):
     words = ["Obama", "visits", "Paris", "🇫🇷"]
     result = pipe(words, is_split_into_words=True, aggregation_strategy="none", ignore_labels=[])
     assert [(entry["word"], entry["start"], entry["end"]) for entry in result] == [
-        ("Obama", 0, 5), ("visits", 6, 12), ("Paris", 13, 18), ("🇫🇷", 19, 21)
+        ("Obama", 0, 5),
+        ("visits", 6, 12),
+        ("Paris", 13, 18),
+        ("🇫🇷", 19, 21),
     ]
     batch = pipe([words, ["Berlin"]], is_split_into_words=True, return_tags=True)
     assert [item["words"] for item in batch] == [words, ["Berlin"]]
@@ -298,7 +316,11 @@ def separately_saved_folder(pipe, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "saved_by, task",
-    [("pipeline", "multimodal-ner"), ("model and processor", "multimodal-ner"), ("model and processor", "token-classification")],
+    [
+        ("pipeline", "multimodal-ner"),
+        ("model and processor", "multimodal-ner"),
+        ("model and processor", "token-classification"),
+    ],
 )
 def test_fresh_process_loads_the_folder_with_the_pipeline_factory(pipe, saved_by, task, request, tmp_path):
     folder = request.getfixturevalue("saved_folder" if saved_by == "pipeline" else "separately_saved_folder")
@@ -317,7 +339,7 @@ def test_fresh_process_loads_the_folder_with_the_pipeline_factory(pipe, saved_by
 
 
 def cpu_lacks_bf16(dtype) -> bool:
-    return dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return dtype == torch.bfloat16 and not supports_bf16(torch.device("cpu"))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -346,6 +368,6 @@ def test_the_pipeline_factory_takes_a_dtype(pipe, saved_folder, dtype):
     assert loaded.model.dtype == dtype
     inputs = [(TWEET, striped_image()), ("Merkel meets Obama", None)]
     ours, reference = loaded(inputs, return_tags=True), pipe(inputs, return_tags=True)
-    for result, expected in zip(ours, reference):
+    for result, expected in zip(ours, reference, strict=True):
         assert result["tags"] == expected["tags"]
         assert result["scores"] == pytest.approx(expected["scores"], abs=0.02)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from acn_mner.predict import InputError, BatchIndex, row_batches
+from acn_mner.predict import BatchIndex, InputError, row_batches
 
 
 def awkward_jsonl(path: Path) -> Path:
@@ -37,7 +37,7 @@ def awkward_jsonl(path: Path) -> Path:
 def awkward_csv(path: Path, ending: bytes = b"") -> Path:
     """A header after a byte-order mark, quoted fields spanning lines (CRLF and LF inside), blank lines, a row with
     too many fields, an empty text, non-ASCII text; `ending` is appended (a broken record or bad bytes)."""
-    lines = ['\ufefftext,image_id,extra\r\n', '"Obama\r\nin Paris",1,a\r\n', "\r\n"]
+    lines = ["\ufefftext,image_id,extra\r\n", '"Obama\r\nin Paris",1,a\r\n', "\r\n"]
     for number in range(2, 21):
         if number % 5 == 0:
             lines.append(f'"tweet {number}\nover ""two"" lines",{number},x\n')
@@ -68,9 +68,13 @@ FILES = {
     "csv": lambda folder: awkward_csv(folder / "rows.csv"),
     "csv, then a quote left open": lambda folder: awkward_csv(folder / "rows.csv", b'"open quote,1,\nmore\n'),
     "csv, then bytes that are not UTF-8": lambda folder: awkward_csv(folder / "rows.csv", b"caf\xe9,1,\nlast,2,\n"),
-    "csv, header without text": lambda folder: (folder / "rows.csv").write_bytes(b"words,image\na,b\n") and folder / "rows.csv",
+    "csv, header without text": lambda folder: (
+        (folder / "rows.csv").write_bytes(b"words,image\na,b\n") and folder / "rows.csv"
+    ),
     "corpus": lambda folder: awkward_corpus(folder / "rows.txt"),
-    "corpus, then a broken tweet": lambda folder: awkward_corpus(folder / "rows.txt", b"\nIMGID:x\nno tab here\n\nIMGID:y\na\tO\n"),
+    "corpus, then a broken tweet": lambda folder: awkward_corpus(
+        folder / "rows.txt", b"\nIMGID:x\nno tab here\n\nIMGID:y\na\tO\n"
+    ),
     "corpus, empty": lambda folder: (folder / "rows.txt").write_bytes(b"\n\n") and folder / "rows.txt",
 }
 
@@ -94,7 +98,9 @@ def test_readers_of_byte_ranges_give_the_batches_of_a_whole_file_read(tmp_path, 
 
 def test_the_awkward_files_have_the_rows_they_promise(tmp_path):
     rows = [row for batch in row_batches(awkward_csv(tmp_path / "rows.csv"), None, 64) for row in batch]
-    assert len(rows) == 20 and rows[0].text == "Obama\r\nin Paris" and rows[5].location.endswith(":10")  # number 5 spans lines 8-9
+    assert (
+        len(rows) == 20 and rows[0].text == "Obama\r\nin Paris" and rows[5].location.endswith(":10")
+    )  # number 5 spans lines 8-9
     assert [row.index for row in rows if row.error] == [6]  # too many fields (an empty text fails later, when tagged)
     tweets = [row for batch in row_batches(awkward_corpus(tmp_path / "rows.txt"), tmp_path, 64) for row in batch]
     assert len(tweets) == 17 and tweets[6].location.endswith(":33") and tweets[16].text[-1] == "Paris16"
@@ -119,20 +125,21 @@ def test_a_reader_reads_only_its_own_batches(tmp_path, monkeypatch):
     path = tmp_path / "rows.jsonl"
     lines = [json.dumps({"text": f"tweet number {number}"}) + "\n" for number in range(200)]
     path.write_text("".join(lines), encoding="utf-8")
-    reads, real = [], os.pread
+    reads, real, rows_file = [], os.pread, path.stat()
     with BatchIndex(path, batch_size=8) as index:
-        index_file = index._file.fileno()
 
         def counting(fd, length, offset):
             data = real(fd, length, offset)
-            if fd != index_file:
+            if os.path.samestat(os.fstat(fd), rows_file):  # reads of the rows file, not of the index
                 reads.append(len(data))
             return data
 
         monkeypatch.setattr(os, "pread", counting)
         batches = list(index.batches(1, 3, tmp_path))  # batches 1, 4, 7, ... of 25
     own = [lines[batch * 8 : batch * 8 + 8] for batch in range(1, 25, 3)]
-    assert [[row.text for row in batch] for batch in batches] == [[json.loads(line)["text"] for line in part] for part in own]
+    assert [[row.text for row in batch] for batch in batches] == [
+        [json.loads(line)["text"] for line in part] for part in own
+    ]
     assert sum(reads) == sum(len(line.encode()) for part in own for line in part)  # not a byte of the other readers'
 
 
@@ -160,7 +167,11 @@ def test_a_bad_image_url_is_that_rows_error_not_the_files(tmp_path):
     path = tmp_path / "rows.csv"
     path.write_text("text,image\na,x.jpg\nb,http://[::1/x.jpg\nc,y.jpg\n", encoding="utf-8")
     rows = [row for batch in row_batches(path, None, 1) for row in batch]
-    assert [row.error for row in rows] == [None, f"{path}:3: 'image' is not a valid URL (Invalid IPv6 URL): 'http://[::1/x.jpg'", None]
+    assert [row.error for row in rows] == [
+        None,
+        f"{path}:3: 'image' is not a valid URL (Invalid IPv6 URL): 'http://[::1/x.jpg'",
+        None,
+    ]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".txt"])
@@ -169,7 +180,9 @@ def test_the_index_pass_does_not_keep_blank_lines(tmp_path, suffix):
 
     path = tmp_path / f"rows{suffix}"
     head = "text\na\n" if suffix == ".csv" else "IMGID:1\na\tO\n"
-    path.write_text(head + "\n" * 300_000 + ("b\n" if suffix == ".csv" else "IMGID:2\nb\tO\n") + "\r\n" * 300_000, encoding="utf-8")
+    path.write_text(
+        head + "\n" * 300_000 + ("b\n" if suffix == ".csv" else "IMGID:2\nb\tO\n") + "\r\n" * 300_000, encoding="utf-8"
+    )
     tracemalloc.start()
     with BatchIndex(path, 8) as index:
         peak = tracemalloc.get_traced_memory()[1]

@@ -59,7 +59,7 @@ def test_jsonl_rows_in_order_with_bad_rows_reported(model_folder, loaded, tmp_pa
     assert lines[4]["error"].startswith(f"{tmp_path / 'rows.jsonl'}:5: not JSON")
     assert "cannot read image" in lines[5]["error"] and "broken.jpg" in lines[5]["error"]
     expected = loaded([(TWEET, striped_image()), ("Merkel meets Obama", None), ("Paris", None)], return_tags=True)
-    for line, result in zip([lines[0], lines[1], lines[6]], expected):
+    for line, result in zip([lines[0], lines[1], lines[6]], expected, strict=True):
         assert line["tags"] == result["tags"] and line["scores"] == pytest.approx(result["scores"], abs=1e-6)
         assert [entity["word"] for entity in line["entities"]] == [entity["word"] for entity in result["entities"]]
     assert lines[0]["text"] == TWEET and lines[0]["image"] == "good.png"
@@ -70,8 +70,18 @@ def test_jsonl_rows_in_order_with_bad_rows_reported(model_folder, loaded, tmp_pa
 def test_csv_rows_through_the_console_entry_point(model_folder, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     (tmp_path / "rows.csv").write_text('text,image\n"Obama, in Paris",\n,\nMerkel meets Obama,\n', encoding="utf-8")
-    main(["--model", str(model_folder), "--input", str(tmp_path / "rows.csv"), "--output", str(tmp_path / "o.jsonl"),
-          "--device", "cpu"])
+    main(
+        [
+            "--model",
+            str(model_folder),
+            "--input",
+            str(tmp_path / "rows.csv"),
+            "--output",
+            str(tmp_path / "o.jsonl"),
+            "--device",
+            "cpu",
+        ]
+    )
     lines = read_lines(tmp_path / "o.jsonl")
     assert [line.get("error") for line in lines] == [None, f"{tmp_path / 'rows.csv'}:3: text has no words: ''", None]
     assert lines[0]["words"] == ["Obama", ",", "in", "Paris"]
@@ -109,7 +119,7 @@ def test_corpus_layout_with_images_and_the_feature_cache(model_folder, loaded, t
         is_split_into_words=True,
         return_tags=True,
     )
-    for line, result in zip([cached[0], cached[2]], expected):
+    for line, result in zip([cached[0], cached[2]], expected, strict=True):
         assert line["tags"] == result["tags"] and line["scores"] == pytest.approx(result["scores"], abs=1e-6)
     assert cached[1]["scores"] == pytest.approx(plain[1]["scores"], abs=1e-6)  # not cached: read from its file
 
@@ -156,7 +166,16 @@ def test_worker_processes_give_the_same_lines_as_the_main_process(model_folder, 
     assert outputs["0"] == outputs["2"] == outputs["3"]
     lines = [json.loads(line) for line in outputs["0"].splitlines()]
     assert [(line["row"], line["id"]) for line in lines] == [(number, f"t{number}") for number in range(20)]
-    assert [line["row"] for line in lines if "error" in line] == [3, 4, 6, 10, 11, 13, 17, 18]  # no words, broken, missing
+    assert [line["row"] for line in lines if "error" in line] == [
+        3,
+        4,
+        6,
+        10,
+        11,
+        13,
+        17,
+        18,
+    ]  # no words, broken, missing
     assert sum("tags" in line for line in lines) == 12
 
 
@@ -197,11 +216,26 @@ def test_two_process_accelerate_launch_merges_in_input_order(model_folder, tmp_p
     probe_dir = tmp_path / "probe"
     probe_dir.mkdir()
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
-        "--dynamo_backend", "no", str(ROOT / "tests" / "predict_probe.py"), str(probe_dir),
-        *flags, "--output", str(tmp_path / "merged.jsonl"),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--main_process_port",
+        str(free_port()),
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(ROOT / "tests" / "predict_probe.py"),
+        str(probe_dir),
+        *flags,
+        "--output",
+        str(tmp_path / "merged.jsonl"),
+    ]
     environment = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment, cwd=tmp_path)
     assert finished.returncode == 0, finished.stderr[-3000:]

@@ -16,7 +16,6 @@ from modeling_acn.image_processing_acn import AcnImageProcessor
 from modeling_acn.processing_acn import AcnProcessor
 from modeling_acn.tokenization_acn import AcnTokenizer
 
-
 TRAIN = [["Obama", "visits", "Paris", "."], ["Merkel", "meets", "@user", "in", "Berlin"]]
 LABEL2ID = {"O": 0, "B-PER": 1, "I-PER": 2, "B-LOC": 3}
 TEXTS = ["Obama visits Paris 🇫🇷 http://t.co/x", "Merkel  in Berlin", "@Someone meets Obama"]
@@ -90,9 +89,11 @@ def test_return_tensors_gives_numpy_arrays_or_python_lists_of_the_same_values(pr
     kwargs = dict(images=make_images(), labels=[[1, 0, 3, 0, 0], [1, 0, 3], [0, 0, 1]], return_offsets_mapping=True)
     expected = processor(TEXTS, **kwargs)  # torch tensors
     batch = processor(TEXTS, **kwargs, return_tensors=return_tensors)
-    assert batch.keys() == expected.keys() == {
-        "input_ids", "char_ids", "attention_mask", "pixel_values", "image_mask", "labels", "offset_mapping"
-    }  # fmt: skip
+    assert (
+        batch.keys()
+        == expected.keys()
+        == {"input_ids", "char_ids", "attention_mask", "pixel_values", "image_mask", "labels", "offset_mapping"}
+    )
     for key, value in expected.items():
         if return_tensors == "np":
             assert isinstance(batch[key], np.ndarray) and batch[key].dtype == value.numpy().dtype, key

@@ -14,7 +14,9 @@ from acn_mner.corpus import CorpusFormatError, read_split_file
 from tests.pipeline_fixtures import tiny_pipeline
 
 PARSER_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-PIPELINE_SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PIPELINE_SETTINGS = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 text = st.text(st.characters(exclude_categories=("Cs",)))  # any Unicode string (no lone surrogates: not UTF-8)
 token = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\t\n"), min_size=1)
@@ -46,13 +48,19 @@ def test_corpus_round_trip(tmp_path, tweets, bom, newline):
     path = tmp_path / "split.txt"
     path.write_bytes(("\ufeff" if bom else "").encode() + newline.join(lines).encode("utf-8"))
     parsed = read_split_file(path)
-    assert [(t.image_id, list(zip(t.tokens, t.tags))) for t in parsed] == [(i, pairs) for i, pairs in tweets]
-    starts = [index + 1 for index, line in enumerate(lines) if line.startswith("IMGID:") and (index == 0 or lines[index - 1] == "")]
+    assert [(t.image_id, list(zip(t.tokens, t.tags, strict=True))) for t in parsed] == tweets
+    starts = [
+        index + 1
+        for index, line in enumerate(lines)
+        if line.startswith("IMGID:") and (index == 0 or lines[index - 1] == "")
+    ]
     assert [t.line for t in parsed] == starts
 
 
 @PARSER_SETTINGS
-@given(data=st.one_of(st.binary(max_size=200), st.lists(corpus_line, max_size=12).map(lambda ls: "\n".join(ls).encode())))
+@given(
+    data=st.one_of(st.binary(max_size=200), st.lists(corpus_line, max_size=12).map(lambda ls: "\n".join(ls).encode()))
+)
 def test_corpus_parser_on_arbitrary_bytes(tmp_path, data):
     path = tmp_path / "split.txt"
     path.write_bytes(data)
@@ -64,7 +72,7 @@ def test_corpus_parser_on_arbitrary_bytes(tmp_path, data):
     lines = data.decode("utf-8").removeprefix("\ufeff").split("\n")
     for t in parsed:  # every tweet is what its lines say, at the lines it names
         assert lines[t.line - 1].rstrip("\r").startswith("IMGID:")
-        for index, (word, label) in enumerate(zip(t.tokens, t.tags)):
+        for index, (word, label) in enumerate(zip(t.tokens, t.tags, strict=True)):
             written, _, written_tag = lines[t.line + index].rstrip("\r").partition("\t")
             assert (word, label) == (written, written_tag.strip())
 
@@ -73,7 +81,9 @@ def test_corpus_parser_on_arbitrary_bytes(tmp_path, data):
 
 extra_key = st.text(min_size=1, max_size=8).filter(lambda key: key not in ("text", "image", "image_id"))
 json_value = st.one_of(st.none(), st.booleans(), st.integers(), text, st.lists(st.integers(), max_size=3))
-record = st.builds(lambda words, extra: {"text": words, **extra}, text, st.dictionaries(extra_key, json_value, max_size=3))
+record = st.builds(
+    lambda words, extra: {"text": words, **extra}, text, st.dictionaries(extra_key, json_value, max_size=3)
+)
 
 
 @PARSER_SETTINGS
@@ -99,7 +109,7 @@ cell = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x0
 )
 def test_csv_round_trip(tmp_path, columns, cells, bom):
     header = ["text"] + columns
-    records = [dict(zip(header, values)) for values in cells]
+    records = [dict(zip(header, values[: len(header)], strict=True)) for values in cells]
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
     writer.writerow(header)

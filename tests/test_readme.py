@@ -17,7 +17,14 @@ from PIL import Image
 from acn_mner import demo_corpus
 from acn_mner.corpus import load_twitter_mner
 from acn_mner.feature_cache import feature_extractor, save_feature_cache
-from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnPipeline, AcnProcessor, AcnTokenizer
+from modeling_acn import (
+    AcnConfig,
+    AcnForTokenClassification,
+    AcnImageProcessor,
+    AcnPipeline,
+    AcnProcessor,
+    AcnTokenizer,
+)
 
 from .conftest import TINY_SIZES
 
@@ -28,8 +35,13 @@ DEMO_MODEL = Path("outputs/demo/acn")  # what `make demo` writes, relative to th
 DEMO_PICTURE = Path("outputs/demo/new_tweet.jpg")
 DEMO_FEATURES = Path("outputs/demo/features")  # the demo's cached image features, with the trunk beside them
 DEMO_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-OTHER", "I-OTHER"]
-CONSOLE_COMMANDS = {"acn-predict": "acn_mner.predict", "acn-explain": "acn_mner.explain", "acn-dataset": "acn_mner.dataset_command",
-                    "acn-train": "acn_mner.train", "acn-export": "acn_mner.onnx_export"}  # fmt: skip
+CONSOLE_COMMANDS = {
+    "acn-predict": "acn_mner.predict",
+    "acn-explain": "acn_mner.explain",
+    "acn-dataset": "acn_mner.dataset_command",
+    "acn-train": "acn_mner.train",
+    "acn-export": "acn_mner.onnx_export",
+}
 
 
 def fenced_blocks(path: Path, language: str) -> list[str]:
@@ -50,7 +62,9 @@ def demo_folder(tmp_path_factory):
     model = AcnForTokenClassification(AcnConfig(**sizes, id2label=dict(enumerate(DEMO_LABELS)))).eval()
     with torch.no_grad():
         model.classifier.bias[DEMO_LABELS.index("B-LOC")] = 10.0  # every word an entity: the blocks print names
-    AcnPipeline(model=model, processor=AcnProcessor(AcnImageProcessor(), tokenizer), device="cpu").save_pretrained(folder / DEMO_MODEL)
+    AcnPipeline(model=model, processor=AcnProcessor(AcnImageProcessor(), tokenizer), device="cpu").save_pretrained(
+        folder / DEMO_MODEL
+    )
     picture = demo_corpus.draw_image(np.random.default_rng(0), "LOC")
     picture.save(folder / DEMO_PICTURE)
     assert Image.open(folder / DEMO_PICTURE).size == (224, 224)
@@ -74,7 +88,9 @@ def test_the_readme_has_a_quickstart_that_uses_the_demo_model():
 @pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
 def test_readme_python_block_runs_as_pasted(demo_folder, index):
     block = PYTHON_BLOCKS[index]
-    finished = subprocess.run([sys.executable, "-c", block], cwd=demo_folder, capture_output=True, text=True, timeout=300)
+    finished = subprocess.run(
+        [sys.executable, "-c", block], cwd=demo_folder, capture_output=True, text=True, timeout=300
+    )
     assert finished.returncode == 0, f"README python block {index + 1}:\n{block}\n{finished.stderr[-3000:]}"
     assert finished.stdout.strip(), f"README python block {index + 1} printed nothing"
     assert not re.search(r"\bLABEL_\d+\b", finished.stdout), "entity names, not label ids"
@@ -120,7 +136,11 @@ def test_trainer_recipe_model_tags_pixels_as_it_tags_their_cached_features(demo_
 def test_trainer_recipe_without_the_features_trunk_is_refused(demo_folder):
     recipe = trainer_recipe()
     line = next(line for line in recipe.splitlines() if "load_vision_weights" in line)
-    with pytest.raises(ValueError, match=r"computed by the vision trunk vgg16:\w{12}, and this model's trunk is vgg16:\w{12}: load .*vgg16_trunk\.safetensors"):
+    with pytest.raises(
+        ValueError,
+        match=r"computed by the vision trunk vgg16:\w{12}, and this model's trunk is vgg16:\w{12}: "
+        r"load .*vgg16_trunk\.safetensors",
+    ):
         run_in(demo_folder, recipe.replace(line, ""))
 
 
@@ -167,11 +187,15 @@ def test_every_documented_command_exists_and_its_flags_are_known():
         key = tuple(program)
         subcommand = [arguments[0]] if arguments and arguments[0] == "cache-features" else []
         if key + tuple(subcommand) not in helps:
-            shown = subprocess.run([*program, *subcommand, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+            shown = subprocess.run(
+                [*program, *subcommand, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=300
+            )
             assert shown.returncode == 0, f"{' '.join(program)} --help: {shown.stderr[-2000:]}"
             helps[key + tuple(subcommand)] = shown.stdout
         known = helps[key + tuple(subcommand)]
-        own = arguments[: arguments.index("--train_args") + 1] if "--train_args" in arguments else arguments  # the rest: train_acn's
+        own = (
+            arguments[: arguments.index("--train_args") + 1] if "--train_args" in arguments else arguments
+        )  # the rest: train_acn's
         for flag in (argument.split("=")[0] for argument in own if argument.startswith("--")):
             if not re.search(rf"{re.escape(flag)}\b", known):
                 problems.append(f"{document}: `{' '.join(words)}`: {flag} is not an option of {program[-1]}")
@@ -179,8 +203,20 @@ def test_every_documented_command_exists_and_its_flags_are_known():
 
 
 def test_no_document_names_a_module_path_that_is_gone():
-    gone = ("acn_commands", "dataset_script/demo_corpus.py", "examples/acn_data.py", "examples/acn_checkpoint.py",
-            "examples/model_card.py", "examples/ner_report.py", "metrics/seqeval_mner", "readme_snippet_probe")  # fmt: skip
-    stale = [f"{path.relative_to(ROOT)}: {name}" for path in [*DOCUMENTS, ROOT / "model_card.md"] for name in gone
-             if name in path.read_text(encoding="utf-8").replace("acn_mner/metrics/seqeval_mner", "")]  # fmt: skip
+    gone = (
+        "acn_commands",
+        "dataset_script/demo_corpus.py",
+        "examples/acn_data.py",
+        "examples/acn_checkpoint.py",
+        "examples/model_card.py",
+        "examples/ner_report.py",
+        "metrics/seqeval_mner",
+        "readme_snippet_probe",
+    )
+    stale = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in [*DOCUMENTS, ROOT / "model_card.md"]
+        for name in gone
+        if name in path.read_text(encoding="utf-8").replace("acn_mner/metrics/seqeval_mner", "")
+    ]
     assert stale == []

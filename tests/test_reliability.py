@@ -18,10 +18,9 @@ from PIL import Image
 
 from acn_mner import explain, predict
 from acn_mner.corpus import load_twitter_mner, read_image
-from acn_mner.export import export_parquet
 from acn_mner.feature_cache import check_features_output_dir
-from modeling_acn import AcnImageProcessor
-from modeling_acn import image_processing_acn
+from acn_mner.parquet_export import export_parquet
+from modeling_acn import AcnImageProcessor, image_processing_acn
 from tests.corpus_fixtures import corpus_text, encode, write_corpus
 from tests.pipeline_fixtures import striped_image, tiny_pipeline
 
@@ -155,7 +154,10 @@ def test_csv_row_with_extra_fields_is_a_row_error(tmp_path):
 @pytest.mark.bad_input(
     "a CSV or JSONL file starting with a UTF-8 byte-order mark", "read as without it: header found, first row tagged"
 )
-@pytest.mark.parametrize("suffix, text", [(".csv", "text,id\nObama visits Paris,1\n"), (".jsonl", '{"text": "Obama visits Paris", "id": "1"}\n')])
+@pytest.mark.parametrize(
+    "suffix, text",
+    [(".csv", "text,id\nObama visits Paris,1\n"), (".jsonl", '{"text": "Obama visits Paris", "id": "1"}\n')],
+)
 def test_byte_order_mark_is_dropped(tmp_path, suffix, text):
     rows = tmp_path / f"rows{suffix}"
     rows.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
@@ -163,7 +165,9 @@ def test_byte_order_mark_is_dropped(tmp_path, suffix, text):
     assert (row.error, row.text, row.source["id"]) == (None, "Obama visits Paris", "1")
 
 
-@pytest.mark.bad_input("a JSONL or CSV file with bytes that are not UTF-8", "stops with `file:line: byte 0x.. is not valid UTF-8`")
+@pytest.mark.bad_input(
+    "a JSONL or CSV file with bytes that are not UTF-8", "stops with `file:line: byte 0x.. is not valid UTF-8`"
+)
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
 def test_bytes_that_are_not_utf8_name_the_line(tmp_path, suffix):
     rows = tmp_path / f"rows{suffix}"
@@ -192,8 +196,10 @@ def test_export_overwrite_keeps_files_it_did_not_write(tmp_path):
     assert not stale.exists()
     assert all(path.read_text() == "the user's" for path in (notes, own_parquet, folder / "keep.md"))
     assert sorted(path.name for path in (folder / "data").iterdir() if path.name.endswith("-of-00001.parquet")) == [
-        "test-00000-of-00001.parquet", "train-00000-of-00001.parquet", "validation-00000-of-00001.parquet"
-    ]  # fmt: skip
+        "test-00000-of-00001.parquet",
+        "train-00000-of-00001.parquet",
+        "validation-00000-of-00001.parquet",
+    ]
     assert not [path for path in folder.rglob(".*")]  # no temporary file left behind
 
 
@@ -208,7 +214,9 @@ def test_feature_cache_output_never_replaces_foreign_files(tmp_path):
         (folder / name).write_text("an earlier cache-features output")
     check_features_output_dir(folder, ["train", "validation", "test"])
     (folder / "notes.txt").write_text("the user's")
-    with pytest.raises(ValueError, match=r"holds files cache-features did not write \(notes.txt\); choose a new folder"):
+    with pytest.raises(
+        ValueError, match=r"holds files cache-features did not write \(notes.txt\); choose a new folder"
+    ):
         check_features_output_dir(folder, ["train", "validation", "test"])
 
 
@@ -241,7 +249,9 @@ def test_fifo_image_is_refused_without_waiting(tmp_path):
     assert read_image(tmp_path, "pipe").problem.value == "not a regular file"
 
 
-@pytest.mark.bad_input("an image that takes longer than the timeout to read", "refused as `timed out` (30 s on every path)")
+@pytest.mark.bad_input(
+    "an image that takes longer than the timeout to read", "refused as `timed out` (30 s on every path)"
+)
 def test_slow_image_times_out(tmp_path, monkeypatch):
     striped_image().save(tmp_path / "slow.png")
     decode = image_processing_acn.decode_image_bytes
@@ -266,10 +276,18 @@ def test_nan_image_features_are_refused(pipe, model_folder, tmp_path):
         pipe("Obama visits Paris", image=features)
     (tmp_path / "test.txt").write_text(corpus_text([("101", [("Obama", "B-PER")]), ("102", [("Paris", "B-LOC")])]))
     cache = Dataset.from_dict(
-        {"image_id": ["101", "102"], "image_features": torch.stack([features, torch.rand(49, 512)]).half().numpy(), "image_mask": [True, True]}
+        {
+            "image_id": ["101", "102"],
+            "image_features": torch.stack([features, torch.rand(49, 512)]).half().numpy(),
+            "image_mask": [True, True],
+        }
     )
     DatasetDict({"test": cache}).save_to_disk(str(tmp_path / "cache"))
-    predict.run(predict_args(model_folder, tmp_path / "test.txt", tmp_path / "out.jsonl", "--feature_cache", str(tmp_path / "cache")))
+    predict.run(
+        predict_args(
+            model_folder, tmp_path / "test.txt", tmp_path / "out.jsonl", "--feature_cache", str(tmp_path / "cache")
+        )
+    )
     nan_row, good_row = output_lines(tmp_path / "out.jsonl")
     assert nan_row["error"] == f"{tmp_path / 'test.txt'}:1: image features hold 1 NaN or infinite values"
     assert "error" not in good_row and all(np.isfinite(good_row["scores"]))
@@ -300,7 +318,9 @@ def test_huge_image_is_refused_by_the_pipeline_too(pipe, tmp_path):
         predict.open_image(tmp_path / "huge.jpg")
 
 
-@pytest.mark.bad_input("an image of a mode without a faithful RGB view (32-bit float `F`)", "refused as `unsupported mode` on every path")
+@pytest.mark.bad_input(
+    "an image of a mode without a faithful RGB view (32-bit float `F`)", "refused as `unsupported mode` on every path"
+)
 def test_float_image_mode_is_refused(pipe, tmp_path):
     encode_float = Image.fromarray(np.ones((4, 4), dtype=np.float32))
     encode_float.save(tmp_path / "float.tiff")
@@ -310,7 +330,9 @@ def test_float_image_mode_is_refused(pipe, tmp_path):
     assert read_image(tmp_path, "float").problem.value == "unsupported mode"
 
 
-@pytest.mark.bad_input("`None` as the pipeline's text, with `image=`", "`ValueError: image= goes with a tweet ..., got None`")
+@pytest.mark.bad_input(
+    "`None` as the pipeline's text, with `image=`", "`ValueError: image= goes with a tweet ..., got None`"
+)
 def test_none_text_with_an_image_names_the_text(pipe):
     with pytest.raises(ValueError, match=r"image= goes with a tweet \(a string, or a list of words .*\), got None"):
         pipe(None, image=striped_image())
@@ -321,7 +343,18 @@ def test_explain_refuses_to_write_over_its_image(tmp_path):
     striped_image().save(tmp_path / "photo.png")
     before = (tmp_path / "photo.png").read_bytes()
     with pytest.raises(ValueError, match=r"--output '.*photo.png' is the --image file"):
-        explain.main(["--model", "unused", "--text", "hi", "--image", str(tmp_path / "photo.png"), "--output", str(tmp_path / "photo.png")])
+        explain.main(
+            [
+                "--model",
+                "unused",
+                "--text",
+                "hi",
+                "--image",
+                str(tmp_path / "photo.png"),
+                "--output",
+                str(tmp_path / "photo.png"),
+            ]
+        )
     assert (tmp_path / "photo.png").read_bytes() == before
 
 
@@ -337,18 +370,37 @@ def test_reliability_table_lists_exactly_the_bad_input_tests(tmp_path):
     root = Path(__file__).resolve().parents[1]
     table = tmp_path / "table.md"
     collected = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "bad_input", "-p", "no:cacheprovider",
-         "--reliability-table", str(table), "tests"],
-        cwd=root, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--collect-only",
+            "-q",
+            "-m",
+            "bad_input",
+            "-p",
+            "no:cacheprovider",
+            "--reliability-table",
+            str(table),
+            "tests",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert collected.returncode == 0, collected.stdout[-3000:]
     document = (root / "docs" / "reliability.md").read_text(encoding="utf-8")
     in_document = document.split(RELIABILITY_TABLE_START, 1)[1].split(RELIABILITY_TABLE_END, 1)[0].strip()
-    assert in_document == table.read_text(encoding="utf-8").strip(), "docs/reliability.md is stale: run `make reliability-table`"
+    assert in_document == table.read_text(encoding="utf-8").strip(), (
+        "docs/reliability.md is stale: run `make reliability-table`"
+    )
     assert "| `acn-predict --input X --output X` | refused" in in_document  # the table is not empty
 
 
-@pytest.mark.bad_input("a file that is no image format at all", "refused as `corrupt`, with the same message on every run")
+@pytest.mark.bad_input(
+    "a file that is no image format at all", "refused as `corrupt`, with the same message on every run"
+)
 def test_unidentified_image_message_names_the_file_and_no_memory_address(tmp_path):
     (tmp_path / "notes.jpg").write_bytes(b"these are not pixels")
     messages = set()

@@ -27,16 +27,21 @@ from acn_mner import demo_corpus
 from acn_mner.predict import open_image
 from modeling_acn.url_policy_acn import UNAVAILABLE
 from tests.corpus_fixtures import IMAGE_BYTES
-from tests.pipeline_fixtures import striped_image, tiny_pipeline
 from tests.http_fixtures import Route, image_server, png
+from tests.pipeline_fixtures import striped_image, tiny_pipeline
 from tests.training_fixtures import free_port
 
-gr = pytest.importorskip("gradio", reason="gradio is not installed: the app extra, pip install -e '.[app]' (make setup)")
+gr = pytest.importorskip(
+    "gradio", reason="gradio is not installed: the app extra, pip install -e '.[app]' (make setup)"
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_FILE = ROOT / "space" / "app.py"
 # what the tiny model is taught, and so must find on the page
-TAUGHT = [("Obama visits Paris", ["B-PER", "O", "B-LOC"]), ("Merkel meets @user in Berlin", ["B-PER", "O", "O", "O", "B-LOC"])]
+TAUGHT = [
+    ("Obama visits Paris", ["B-PER", "O", "B-LOC"]),
+    ("Merkel meets @user in Berlin", ["B-PER", "O", "O", "O", "B-LOC"]),
+]
 PAGE_TWEET, PAGE_ENTITIES = TAUGHT[0][0], [("Obama", "PER"), ("Paris", "LOC")]
 TEACHING_STEPS = 80
 SERVER_START_SECONDS = 180  # gradio, torch and the model load on two shared cores
@@ -107,7 +112,9 @@ def test_tag_tweet_outputs_match_the_pipeline(taught):
     assert set(colors) == {"PER", "LOC"}
     assert entities == [[e["word"], e["entity_group"], round(e["score"], 3)] for e in result["entities"]]
     assert [row[:2] for row in entities] == [list(pair) for pair in PAGE_ENTITIES]
-    assert [row[:3] for row in words] == [[w, t, round(s, 3)] for w, t, s in zip(result["words"], result["tags"], result["scores"])]
+    assert [row[:3] for row in words] == [
+        [w, t, round(s, 3)] for w, t, s in zip(result["words"], result["tags"], result["scores"], strict=True)
+    ]
     assert [row[3] for row in words] == pytest.approx(result["fusion_gates"].tolist(), abs=5e-4)
     assert [row[4] for row in words] == pytest.approx(result["filtration_gates"].tolist(), abs=5e-4)
     assert picture.size[0] > 500 and picture.size[1] > 300
@@ -146,7 +153,10 @@ def local_server_as_public(monkeypatch):
 def test_a_photo_url_on_a_private_address_is_refused(taught):
     pipe, photo = taught
     hits = []
-    with image_server({"/photo.png": Route(png(photo))}, hits) as server, pytest.raises(gr.Error, match=UNAVAILABLE_URL):
+    with (
+        image_server({"/photo.png": Route(png(photo))}, hits) as server,
+        pytest.raises(gr.Error, match=UNAVAILABLE_URL),
+    ):
         app.tag_tweet(pipe, PAGE_TWEET, None, f"{server}/photo.png")
     assert hits == []  # never fetched
 
@@ -164,12 +174,18 @@ def test_a_photo_url_is_tagged_like_the_uploaded_photo(taught, local_server_as_p
     "url, message",
     [
         ("{server}/gone.png", UNAVAILABLE_URL),
-        ("{server}/slow.png", r"cannot read image http://127\.0\.0\.1:\d+/slow\.png: downloading and decoding took more than 1 s"),
-        ("/etc/hostname", r"The photo's URL must start with http:// or https://, got '/etc/hostname'"),  # never a server file
+        (
+            "{server}/slow.png",
+            r"cannot read image http://127\.0\.0\.1:\d+/slow\.png: downloading and decoding took more than 1 s",
+        ),
+        (
+            "/etc/hostname",
+            r"The photo's URL must start with http:// or https://, got '/etc/hostname'",
+        ),  # never a server file
         ("www.example.com/a.jpg", r"must start with http:// or https://, got 'www\.example\.com/a\.jpg'"),
     ],
     ids=["404", "slow", "local-path", "no-scheme"],
-)  # fmt: skip
+)
 def test_a_photo_url_that_cannot_be_read_is_named_on_the_page(url, message, local_server_as_public):
     pipe = tiny_pipeline()
     pipe.processor.image_processor.download_timeout = 1.0
@@ -220,7 +236,7 @@ def test_examples_are_the_demo_corpus_test_tweets(tmp_path):
     blocks = (corpus / "test.txt").read_text(encoding="utf-8").strip().split("\n\n")
     examples = app.demo_examples()
     assert len(examples) == app.NUM_EXAMPLES
-    for (text, image), block in zip(examples, blocks):
+    for (text, image), block in zip(examples, blocks[: app.NUM_EXAMPLES], strict=True):
         image_id, *lines = block.splitlines()
         assert text == " ".join(line.split("\t")[0] for line in lines)
         with Image.open(corpus / "images" / f"{image_id.removeprefix('IMGID:')}.jpg") as expected:
@@ -231,7 +247,9 @@ def test_the_space_bundle_runs_the_app_on_its_own_copy_of_the_package(tmp_path):
     bundle = load_module("acn_space_bundle", ROOT / "space" / "bundle.py")
     bundle.main(["--output_dir", str(tmp_path / "space")])
     space = tmp_path / "space"
-    tracked = subprocess.run(["git", "ls-files", *bundle.PACKAGES], cwd=ROOT, capture_output=True, text=True, check=True)
+    tracked = subprocess.run(
+        ["git", "ls-files", *bundle.PACKAGES], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     expected = {"app.py", "README.md", "requirements.txt", *tracked.stdout.split()}
     assert {str(path.relative_to(space)) for path in space.rglob("*") if path.is_file()} == expected
     config = configparser.ConfigParser()
@@ -243,8 +261,13 @@ def test_the_space_bundle_runs_the_app_on_its_own_copy_of_the_package(tmp_path):
     modules = ["app", *bundle.PACKAGES]
     probe = f"import importlib.util\nfor name in {modules!r}: print(importlib.util.find_spec(name).origin)"
     environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    shown = subprocess.run([sys.executable, "-c", probe], cwd=space, env=environment, capture_output=True, text=True, check=True)
-    assert shown.stdout.split() == [str(space / "app.py"), *(str(space / name / "__init__.py") for name in bundle.PACKAGES)]
+    shown = subprocess.run(
+        [sys.executable, "-c", probe], cwd=space, env=environment, capture_output=True, text=True, check=True
+    )
+    assert shown.stdout.split() == [
+        str(space / "app.py"),
+        *(str(space / name / "__init__.py") for name in bundle.PACKAGES),
+    ]
 
 
 # --- the running app in a real browser --------------------------------------------------------------
@@ -253,7 +276,9 @@ def test_the_space_bundle_runs_the_app_on_its_own_copy_of_the_package(tmp_path):
 @pytest.fixture
 def browser_paths():
     """Paths of chromium and chromedriver, or a skip that names what is missing."""
-    pytest.importorskip("selenium", reason="selenium is not installed: the dev extra, pip install -e '.[dev]' (make setup)")
+    pytest.importorskip(
+        "selenium", reason="selenium is not installed: the dev extra, pip install -e '.[dev]' (make setup)"
+    )
     missing = [name for name in ("chromium", "chromedriver") if shutil.which(name) is None]
     if missing:
         pytest.skip(
@@ -284,9 +309,24 @@ def served_app(taught, tmp_path):
     photo.save(tmp_path / "photo.png")
     port = free_port()
     log = tmp_path / "app.log"
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "GRADIO_TEMP_DIR": str(tmp_path / "gradio"),
-                   "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
-    command = [sys.executable, str(APP_FILE), "--model", str(tmp_path / "model"), "--port", str(port), "--device", "cpu"]
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "GRADIO_TEMP_DIR": str(tmp_path / "gradio"),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+    command = [
+        sys.executable,
+        str(APP_FILE),
+        "--model",
+        str(tmp_path / "model"),
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+    ]
     with open(log, "wb") as output:
         server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=environment, cwd=tmp_path)
     try:
@@ -370,9 +410,9 @@ def test_the_app_in_headless_chromium_finds_the_entities(browser_paths, served_a
         browser.save_screenshot(str(screenshot))
         browser.quit()
         print(f"screenshot of the app: {screenshot}")
-    assert rows == [[entity["word"], entity["entity_group"], f"{round(entity['score'], 3):g}"] for entity in expected], (
-        f"page rows {rows}; screenshot {screenshot}; app log {log}"
-    )
+    assert rows == [
+        [entity["word"], entity["entity_group"], f"{round(entity['score'], 3):g}"] for entity in expected
+    ], f"page rows {rows}; screenshot {screenshot}; app log {log}"
     assert highlighted == dict(PAGE_ENTITIES), f"screenshot {screenshot}"
 
 
@@ -396,7 +436,9 @@ def test_an_upload_that_is_no_picture_is_refused_with_its_reason(tmp_path):
     upload.write_text("these are not pixels")
     with gr.Blocks():
         photo = app.photo_input()
-    with pytest.raises(gr.Error, match=r"cannot read image photo\.jpg: cannot decode \(not an image format PIL can read\)"):
+    with pytest.raises(
+        gr.Error, match=r"cannot read image photo\.jpg: cannot decode \(not an image format PIL can read\)"
+    ):
         photo.preprocess(ImageData(path=str(upload), orig_name="photo.jpg"))
     assert not (ROOT / "space" / "app.pyi").exists()  # nothing written beside the app
 
@@ -425,15 +467,34 @@ def test_uploads_are_deleted_when_the_app_stops(taught, tmp_path):
     pipe, photo = taught
     pipe.save_pretrained(tmp_path / "model")
     port, log, uploads = free_port(), tmp_path / "app.log", tmp_path / "gradio"
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "GRADIO_TEMP_DIR": str(uploads), "GRADIO_ANALYTICS_ENABLED": "False"}
-    command = [sys.executable, str(APP_FILE), "--model", str(tmp_path / "model"), "--port", str(port), "--device", "cpu"]
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "GRADIO_TEMP_DIR": str(uploads),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
+    command = [
+        sys.executable,
+        str(APP_FILE),
+        "--model",
+        str(tmp_path / "model"),
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+    ]
     with open(log, "wb") as output:
         server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=environment, cwd=tmp_path)
     try:
         url = f"http://127.0.0.1:{port}/"
         wait_until_serving(server, url, log)
-        body = b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"photo.png\"\r\nContent-Type: image/png\r\n\r\n" + png(photo) + b"\r\n--b--\r\n"
-        request = urllib.request.Request(f"{url}gradio_api/upload", data=body, headers={"Content-Type": "multipart/form-data; boundary=b"})
+        body = (
+            b'--b\r\nContent-Disposition: form-data; name="files"; filename="photo.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + png(photo) + b"\r\n--b--\r\n"
+        )
+        request = urllib.request.Request(
+            f"{url}gradio_api/upload", data=body, headers={"Content-Type": "multipart/form-data; boundary=b"}
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             (stored,) = [Path(name) for name in __import__("json").loads(response.read())]
         assert stored.is_file() and uploads in stored.parents
@@ -484,7 +545,7 @@ def uploaded(path: Path, name: str):
     "data, left, right",
     [(sixteen_bit_png, (100, 100, 100), (200, 200, 200)), (IMAGE_BYTES["png_alpha"], (255, 255, 255), (0, 0, 255))],
     ids=["16-bit", "transparent"],
-)  # fmt: skip
+)
 def test_an_upload_is_read_as_acn_predict_reads_it(taught, tmp_path, data, left, right):
     pipe, _ = taught
     path = tmp_path / "photo.png"

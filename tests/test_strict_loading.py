@@ -3,6 +3,7 @@ classes, the Auto classes, the pipeline, acn-predict); and `trust_remote_code=Tr
 Each test is a row of docs/reliability.md's table."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -42,8 +43,11 @@ LOADERS = {
 @pytest.mark.parametrize("loader", sorted(LOADERS))
 @pytest.mark.parametrize(
     "damage, message",
-    [("missing", r"1 missing keys \(crf\.transitions\)"), ("unexpected", r"1 unexpected keys \(acn\.extra\.weight\)"),
-     ("nan", r"NaN or infinite values in classifier\.weight")],  # fmt: skip
+    [
+        ("missing", r"1 missing keys \(crf\.transitions\)"),
+        ("unexpected", r"1 unexpected keys \(acn\.extra\.weight\)"),
+        ("nan", r"NaN or infinite values in classifier\.weight"),
+    ],
 )
 def test_a_damaged_checkpoint_is_refused_naming_the_tensors(folder, loader, damage, message):
     if damage == "missing":
@@ -56,12 +60,31 @@ def test_a_damaged_checkpoint_is_refused_naming_the_tensors(folder, loader, dama
         LOADERS[loader](folder)
 
 
+@pytest.mark.bad_input(
+    "a `model.safetensors` without the int8 calibration (`acn.vision_int8.*`) that its `config.json` says the trunk "
+    "has (`vision_int8_points`)",
+    "refused on load, naming the tensors (`strict=False`: transformers' warning, and placeholders)",
+)
+def test_a_checkpoint_without_its_int8_calibration_is_refused(tmp_path):
+    pipeline = tiny_pipeline()
+    pipeline.model.acn.set_vision_calibration({"vision_int8_ranges": [[0.0, 1.0]] * 14})
+    pipeline.save_pretrained(tmp_path / "model")
+    calibration = ["acn.vision_int8.bias_corrections", "acn.vision_int8.channel_scales", "acn.vision_int8.ranges"]
+    rewrite_weights(tmp_path / "model", lambda weights: [weights.pop(name) for name in calibration])
+    with pytest.raises(ValueError, match=rf"3 missing keys \({re.escape(', '.join(calibration))}\)"):
+        AcnForTokenClassification.from_pretrained(tmp_path / "model")
+    _, info = AcnForTokenClassification.from_pretrained(tmp_path / "model", strict=False, output_loading_info=True)
+    assert sorted(info["missing_keys"]) == calibration
+
+
 def test_acn_predict_refuses_a_damaged_model_before_tagging(folder, tmp_path):
     rewrite_weights(folder, lambda weights: weights.pop("crf.transitions"))
     rows = tmp_path / "rows.jsonl"
     rows.write_text(json.dumps({"text": "Obama visits Paris"}) + "\n")
     with pytest.raises(ValueError, match=r"missing keys \(crf\.transitions\)"):
-        predict.main(["--model", str(folder), "--input", str(rows), "--output", str(tmp_path / "out.jsonl"), "--device", "cpu"])
+        predict.main(
+            ["--model", str(folder), "--input", str(rows), "--output", str(tmp_path / "out.jsonl"), "--device", "cpu"]
+        )
     assert not (tmp_path / "out.jsonl").exists()
 
 
@@ -92,4 +115,7 @@ def test_trust_remote_code_runs_the_folders_code_even_with_the_package_installed
     trusted = AcnPipeline.from_pretrained(folder, device="cpu", trust_remote_code=True)
     assert marker.exists() and type(trusted.model).__module__.startswith("transformers_modules.")
     assert type(trusted.processor).__module__.startswith("transformers_modules.")
-    assert trusted("Obama visits Paris", return_tags=True)["tags"] == installed("Obama visits Paris", return_tags=True)["tags"]
+    assert (
+        trusted("Obama visits Paris", return_tags=True)["tags"]
+        == installed("Obama visits Paris", return_tags=True)["tags"]
+    )

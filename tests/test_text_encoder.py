@@ -4,6 +4,7 @@ A tiny random BERT stands in for the encoder; its tokenizer is MiniLM-L6's (the 
 installed by `make setup`), so the subword splits are a real checkpoint's.
 """
 
+import itertools
 import json
 import os
 import shutil
@@ -16,7 +17,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnPipeline, AcnProcessor, AcnTokenizer
+from modeling_acn import (
+    AcnConfig,
+    AcnForTokenClassification,
+    AcnImageProcessor,
+    AcnPipeline,
+    AcnProcessor,
+    AcnTokenizer,
+)
 from modeling_acn.modeling_acn import pool_subwords
 
 from .corpus_fixtures import write_corpus
@@ -55,7 +63,9 @@ def test_lstm_pooling_matches_the_lstm_run_on_each_word_alone():
                 assert torch.equal(pooled[example, word], torch.zeros(4))
                 continue
             outputs, _ = lstm(rows[None])  # (1, pieces, 4): forward then backward halves
-            expected = torch.cat([outputs[0, -1, :2], outputs[0, 0, 2:]])  # forward after the last, backward after the first
+            expected = torch.cat(
+                [outputs[0, -1, :2], outputs[0, 0, 2:]]
+            )  # forward after the last, backward after the first
             torch.testing.assert_close(pooled[example, word], expected)
 
 
@@ -65,10 +75,18 @@ def test_lstm_pooling_trains_saves_loads_and_refuses_odd_sizes(tiny_bert, tmp_pa
     from modeling_acn import AcnConfig, AcnForTokenClassification
 
     tokenizer = make_processor(tiny_bert).tokenizer
-    sizes = dict(text_encoder=str(tiny_bert), text_encoder_window=tokenizer.subword_window, vocab_size=len(tokenizer),
-                 char_vocab_size=tokenizer.char_vocab_size, char_num_filters=4, word_pooling="lstm")  # fmt: skip
+    sizes = dict(
+        text_encoder=str(tiny_bert),
+        text_encoder_window=tokenizer.subword_window,
+        vocab_size=len(tokenizer),
+        char_vocab_size=tokenizer.char_vocab_size,
+        char_num_filters=4,
+        word_pooling="lstm",
+    )
     model = AcnForTokenClassification(AcnConfig(**sizes))
-    batch = dict(make_processor(tiny_bert)([["Obama", "visits", "Parisian"]], labels=[[1, 0, 3]], is_split_into_words=True))
+    batch = dict(
+        make_processor(tiny_bert)([["Obama", "visits", "Parisian"]], labels=[[1, 0, 3]], is_split_into_words=True)
+    )
     model(**batch).loss.backward()
     assert model.acn.text_encoder.subword_lstm.weight_ih_l0.grad.abs().sum() > 0
     model.eval().save_pretrained(tmp_path / "saved")
@@ -90,7 +108,7 @@ def test_every_word_gets_subwords_aligned_to_it(tiny_bert):
     ids = encoding["subword_ids"][0]
     assert set(positions) - {0} == set(range(1, len(words) + 1))  # every word, the zero-width joiner included
     for position, word in enumerate(words, start=1):
-        pieces = [token for token, at in zip(ids, positions) if at == position]
+        pieces = [token for token, at in zip(ids, positions, strict=True) if at == position]
         expected = subword(word, add_special_tokens=False)["input_ids"] or [subword.unk_token_id]
         assert pieces == expected, word
     assert ids[0] == subword.cls_token_id and encoding["subword_attention_mask"][1] == [1, 1, 1] + [0] * (len(ids) - 3)
@@ -99,17 +117,23 @@ def test_every_word_gets_subwords_aligned_to_it(tiny_bert):
 @pytest.mark.parametrize("word_forms", [True, False])
 def test_the_encoder_reads_urls_and_hashtags_as_words_unless_turned_off(tiny_bert, word_forms):
     subword = AcnTokenizer.load_subword_tokenizer(tiny_bert)
-    tokenizer = AcnTokenizer.from_corpus(TRAIN, subword_tokenizer=subword, subword_window=64, subword_word_forms=word_forms)
+    tokenizer = AcnTokenizer.from_corpus(
+        TRAIN, subword_tokenizer=subword, subword_window=64, subword_word_forms=word_forms
+    )
     words = ["RT", "@washingtonpost", ":", "#Oscars", "tonight", "http://t.co/Z3neVBQ7vF", "htt…"]
     read = ["RT", "@washingtonpost", ":", "Oscars", "tonight", "url", "url"] if word_forms else words
     encoding = tokenizer(words, is_split_into_words=True)
     assert encoding["subword_ids"][0] == subword(read, is_split_into_words=True)["input_ids"]
-    assert encoding["input_ids"] == tokenizer(words, is_split_into_words=True)["input_ids"]  # the word lookup is unchanged
+    assert (
+        encoding["input_ids"] == tokenizer(words, is_split_into_words=True)["input_ids"]
+    )  # the word lookup is unchanged
 
 
 def test_a_tokenizer_saved_before_subword_word_forms_reloads_without_them(tiny_bert, tmp_path):
     subword = AcnTokenizer.load_subword_tokenizer(tiny_bert)
-    AcnTokenizer.from_corpus(TRAIN, subword_tokenizer=subword, subword_window=64, subword_word_forms=True).save_pretrained(tmp_path)
+    AcnTokenizer.from_corpus(
+        TRAIN, subword_tokenizer=subword, subword_window=64, subword_word_forms=True
+    ).save_pretrained(tmp_path)
     assert AcnTokenizer.from_pretrained(tmp_path).subword_word_forms
     config_file = tmp_path / "tokenizer_config.json"
     config_file.write_text(config_file.read_text().replace('"subword_word_forms": true,', ""))
@@ -127,18 +151,20 @@ def test_a_tweet_longer_than_the_window_comes_in_whole_word_pieces(tiny_bert):
     assert all(piece[0] == subword.cls_token_id for piece in pieces)
     assert set(positions) - {0} == set(range(1, len(LONG_TWEET.split()) + 1))  # every word is in some piece
     piece_words = [set(positions[start : start + WINDOW]) - {0} for start in range(0, len(ids), WINDOW)]
-    assert all(not (a & b) for a, b in zip(piece_words, piece_words[1:]))  # no word is cut between pieces
+    assert all(not (a & b) for a, b in itertools.pairwise(piece_words))  # no word is cut between pieces
 
 
 def test_long_tweets_are_encoded_piece_by_piece(tiny_bert):
     processor = make_processor(tiny_bert)
-    model = make_model(tiny_bert, processor, use_image=False)
+    # no character CNN and no BiLSTM: the text encoder gives the pooled subword states as they are
+    model = make_model(tiny_bert, processor, use_image=False, use_char_cnn=False)
     batch = processor([LONG_TWEET, "Obama visits Paris"])
     encoder = model.acn.text_encoder.subword_encoder
+    outputs = []
+    model.acn.text_encoder.register_forward_hook(lambda module, inputs, output: outputs.append(output))
     with torch.no_grad():
-        words = model.acn.text_encoder._pooled_subword_states(
-            batch["subword_ids"], batch["subword_attention_mask"], batch["subword_to_word"], batch["input_ids"].shape[1]
-        )  # (2, words, 16)
+        logits = model(**batch).logits
+        (words,) = outputs  # (2, words, 16)
         ids, positions = batch["subword_ids"][0], batch["subword_to_word"][0]
         for start in range(0, len(ids), WINDOW):  # each piece alone through the encoder
             piece = slice(start, start + WINDOW)
@@ -147,7 +173,6 @@ def test_long_tweets_are_encoded_piece_by_piece(tiny_bert):
             for position in set(positions[piece][real].tolist()) - {0}:
                 first = (positions[piece][real] == position).nonzero()[0, 0]
                 torch.testing.assert_close(words[0, position - 1], states[first], rtol=1e-5, atol=1e-5)
-    logits = model(**batch).logits
     assert logits.shape[:2] == batch["input_ids"].shape and torch.isfinite(logits).all()
 
 
@@ -165,8 +190,13 @@ def test_gradients_reach_the_encoder_the_characters_and_the_head(tiny_bert):
     batch = processor(["Obama visits Paris", "Merkel meets @user in Berlin"], labels=[[1, 0, 3], [1, 0, 0, 0, 3]])
     batch["image_features"] = torch.rand(2, 49, 512)
     model(**batch).loss.backward()
-    for name in ("acn.text_encoder.subword_encoder.embeddings.word_embeddings.weight", "acn.text_encoder.char_cnn.convs.0.weight",
-                 "acn.text_encoder.lstm.weight_ih_l0", "acn.co_attention.visual_score.weight", "crf.transitions"):  # fmt: skip
+    for name in (
+        "acn.text_encoder.subword_encoder.embeddings.word_embeddings.weight",
+        "acn.text_encoder.char_cnn.convs.0.weight",
+        "acn.text_encoder.lstm.weight_ih_l0",
+        "acn.co_attention.visual_score.weight",
+        "crf.transitions",
+    ):
         assert model.get_parameter(name).grad.abs().sum() > 0, name
 
 
@@ -228,7 +258,12 @@ def test_the_pipeline_reports_the_same_words_and_offsets_as_the_paper_encoder(ti
     processor = make_processor(tiny_bert)
     pretrained = AcnPipeline(model=make_model(tiny_bert, processor), processor=processor, device="cpu")
     paper_processor = AcnProcessor(AcnImageProcessor(), AcnTokenizer.from_corpus(TRAIN))
-    paper_config = AcnConfig(vocab_size=len(paper_processor.tokenizer), char_vocab_size=paper_processor.tokenizer.char_vocab_size, hidden_size=8, attention_size=8)
+    paper_config = AcnConfig(
+        vocab_size=len(paper_processor.tokenizer),
+        char_vocab_size=paper_processor.tokenizer.char_vocab_size,
+        hidden_size=8,
+        attention_size=8,
+    )
     paper = AcnPipeline(model=AcnForTokenClassification(paper_config).eval(), processor=paper_processor, device="cpu")
     ours = pretrained(TWEET, image=None, return_tags=True)
     theirs = paper(TWEET, image=None, return_tags=True)
@@ -246,9 +281,25 @@ def test_train_acn_fine_tunes_a_pretrained_encoder_and_scores_every_word(tiny_be
     corpus = write_corpus(tmp_path / "corpus", {"train": tweets, "validation": tweets, "test": tweets})
     output = tmp_path / "out"
     train_acn.main(
-        ["--dataset", str(corpus), "--output_dir", str(output), "--text_encoder", str(tiny_bert), "--num_epochs", "2",
-         "--batch_size", "2", "--seed", "1", "--checkpointing", "none", "--char_activation", "tanh"]
-    )  # fmt: skip
+        [
+            "--dataset",
+            str(corpus),
+            "--output_dir",
+            str(output),
+            "--text_encoder",
+            str(tiny_bert),
+            "--num_epochs",
+            "2",
+            "--batch_size",
+            "2",
+            "--seed",
+            "1",
+            "--checkpointing",
+            "none",
+            "--char_activation",
+            "tanh",
+        ]
+    )
     results = json.loads((output / "all_results.json").read_text())
     assert results["text_encoder"] == str(tiny_bert) and results["epochs_trained"] == 2
     lines = [line for line in (output / "test_predictions.txt").read_text().splitlines() if line]
@@ -266,7 +317,18 @@ def encoder_corpus(folder):
 
 
 def encoder_flags(tiny_bert):
-    return ["--text_encoder", str(tiny_bert), "--batch_size", "1", "--seed", "1", "--dropout", "0.3", "--patience", "10"]
+    return [
+        "--text_encoder",
+        str(tiny_bert),
+        "--batch_size",
+        "1",
+        "--seed",
+        "1",
+        "--dropout",
+        "0.3",
+        "--patience",
+        "10",
+    ]
 
 
 @pytest.mark.slow
@@ -290,7 +352,9 @@ def test_a_resumed_fine_tune_ends_like_an_uninterrupted_one(tiny_bert, tmp_path,
 
     train_acn_resume = train_acn.resume
     monkeypatch.setattr(train_acn, "resume", spy_resume)
-    train_acn.main(["--dataset", str(corpus), "--output_dir", str(tmp_path / "b"), *flags, "--resume_from_checkpoint", "latest"])
+    train_acn.main(
+        ["--dataset", str(corpus), "--output_dir", str(tmp_path / "b"), *flags, "--resume_from_checkpoint", "latest"]
+    )
     assert resumed_at == [2]
     uninterrupted, resumed = (json.loads((tmp_path / run / "all_results.json").read_text()) for run in "ab")
     for key in ("test_overall_f1", "validation_overall_f1", "best_epoch", "epochs_trained"):
@@ -306,11 +370,29 @@ def test_two_process_fine_tune(tiny_bert, tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no",
-        str(ROOT / "examples" / "train_acn.py"), "--dataset", str(corpus), "--output_dir", str(tmp_path / "out"),
-        *encoder_flags(tiny_bert), "--num_epochs", "2",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--main_process_port",
+        str(port),
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(ROOT / "examples" / "train_acn.py"),
+        "--dataset",
+        str(corpus),
+        "--output_dir",
+        str(tmp_path / "out"),
+        *encoder_flags(tiny_bert),
+        "--num_epochs",
+        "2",
+    ]
     environment = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment, cwd=tmp_path)
     assert finished.returncode == 0, finished.stderr[-3000:]

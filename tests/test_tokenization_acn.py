@@ -8,7 +8,6 @@ import torch
 
 from modeling_acn.tokenization_acn import AcnTokenizer
 
-
 TRAIN = [
     ["RT", "@JayKenMinaj", ":", "Obama", "visits", "Paris", "http://t.co/Z3neVBQ7vF"],
     ["obama", "meets", "Merkel", "in", "Paris", "."],
@@ -96,8 +95,22 @@ def test_characters_keep_case(tokenizer):
     [
         (
             "RT  @JayKenMinaj: Obama's   trip to Paris 👨‍👩‍👧!!! http://t.co/Z3neVBQ7vF. #Paris2015",
-            ["RT", "@JayKenMinaj", ":", "Obama", "'", "s", "trip", "to", "Paris", "👨‍👩‍👧", "!!!",
-             "http://t.co/Z3neVBQ7vF", ".", "#Paris2015"],
+            [
+                "RT",
+                "@JayKenMinaj",
+                ":",
+                "Obama",
+                "'",
+                "s",
+                "trip",
+                "to",
+                "Paris",
+                "👨‍👩‍👧",
+                "!!!",
+                "http://t.co/Z3neVBQ7vF",
+                ".",
+                "#Paris2015",
+            ],
         ),
         ("🇫🇷❤️ Paris👍🏽 (www.x.org)", ["🇫🇷", "❤️", "Paris", "👍🏽", "(", "www.x.org", ")"]),
         ("  leading and trailing  \t\n", ["leading", "and", "trailing"]),
@@ -108,15 +121,15 @@ def test_characters_keep_case(tokenizer):
 def test_split_text_keeps_tweet_tokens_and_exact_offsets(text, words):
     split_words, offsets = AcnTokenizer.split_text(text)
     assert split_words == words
-    assert all(text[start:end] == word for word, (start, end) in zip(split_words, offsets))
+    assert all(text[start:end] == word for word, (start, end) in zip(split_words, offsets, strict=True))
 
 
 def test_offset_mapping_points_into_each_tweet(tokenizer):
     texts = ["@user  😀😀 Obama in Paris http://t.co/x", "Merkel"]
     encoding = tokenizer(texts, return_offsets_mapping=True, return_words=True)
-    for text, words, offsets in zip(texts, encoding["words"], encoding["offset_mapping"]):
+    for text, words, offsets in zip(texts, encoding["words"], encoding["offset_mapping"], strict=True):
         assert [text[start:end] for start, end in offsets[: len(words)]] == words
-        assert offsets[len(words):] == [(0, 0)] * (len(offsets) - len(words))
+        assert offsets[len(words) :] == [(0, 0)] * (len(offsets) - len(words))
     assert encoding["words"][0] == ["@user", "😀", "😀", "Obama", "in", "Paris", "http://t.co/x"]
 
 
@@ -239,7 +252,11 @@ def test_embedding_matrix_from_glove_file(tokenizer, glove_file):
     oov = [i for i in range(1, len(tokenizer)) if i not in found]  # [UNK] included
     assert matrix[oov].abs().max() <= 0.25 and matrix[oov].abs().sum() > 0
     assert (coverage.found, coverage.total, coverage.exact, coverage.lowercased, coverage.dim) == (
-        4, len(tokenizer) - 2, 4, 0, 3
+        4,
+        len(tokenizer) - 2,
+        4,
+        0,
+        3,
     )
     assert coverage.ratio == pytest.approx(4 / (len(tokenizer) - 2))
     assert torch.equal(matrix, tokenizer.load_embeddings(glove_file, seed=3)[0])

@@ -1,12 +1,12 @@
 """A plain transformers.Trainer trains and evaluates ACN with the package's collator and CRF-decoded metrics."""
 
-
 import numpy as np
 import pytest
 import torch
 from datasets import Array2D, ClassLabel, Dataset, Features, List, Value
 from transformers import EvalPrediction, Trainer, TrainingArguments
 
+from acn_mner.evaluation import load_metric, score
 from modeling_acn import (
     AcnConfig,
     AcnDataCollator,
@@ -20,20 +20,19 @@ from modeling_acn import (
 from tests.conftest import TINY_SIZES
 from tests.training_fixtures import TWEETS
 
-
-from acn_mner.evaluation import load_metric, score
-
 LABELS = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-OTHER", "I-OTHER", "B-PER", "I-PER"]
 
 
 def tiny_split(seed: int = 0) -> Dataset:
     """The six tweets with random cached pool5 features, the columns the corpus loader and feature cache write."""
-    features = Features({
-        "tokens": List(Value("string")),
-        "ner_tags": List(ClassLabel(names=LABELS)),
-        "image_features": Array2D(shape=(49, 512), dtype="float32"),
-        "image_mask": Value("bool"),
-    })  # fmt: skip
+    features = Features(
+        {
+            "tokens": List(Value("string")),
+            "ner_tags": List(ClassLabel(names=LABELS)),
+            "image_features": Array2D(shape=(49, 512), dtype="float32"),
+            "image_mask": Value("bool"),
+        }
+    )
     rng = np.random.default_rng(seed)
     return Dataset.from_dict(
         {
@@ -106,8 +105,13 @@ def test_trainer_predictions_are_the_logits_alone(tmp_path):
     model, processor = tiny_model_and_processor(split)
     trainer = Trainer(
         model=model,
-        args=TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=6, remove_unused_columns=False,
-                               report_to=[], use_cpu=True),  # fmt: skip
+        args=TrainingArguments(
+            output_dir=str(tmp_path),
+            per_device_eval_batch_size=6,
+            remove_unused_columns=False,
+            report_to=[],
+            use_cpu=True,
+        ),
         data_collator=AcnDataCollator(processor, image_source="features"),
     )
     output = trainer.predict(split)
@@ -123,7 +127,7 @@ def test_viterbi_tags_keep_padding_and_match_decode():
         logits = model(**batch).logits  # (6, seq_len, 9)
     tags = AcnViterbiTags(model)(logits, batch["labels"])
     paths = model.decode(logits, batch["attention_mask"])
-    for row, path in zip(tags.tolist(), paths):
+    for row, path in zip(tags.tolist(), paths, strict=True):
         assert row[: len(path)] == path and set(row[len(path) :]) <= {-100}
 
 
@@ -145,4 +149,9 @@ def test_metrics_and_collator_errors_name_the_fix():
         AcnDataCollator(processor, "cache")
     logits = np.zeros((2, 4, 3), dtype=np.float32)
     with pytest.raises(ValueError, match=r"preprocess_logits_for_metrics=AcnViterbiTags\(model\).*\(2, 4, 3\)"):
-        AcnEntityMetrics({0: "O", 1: "B-PER", 2: "I-PER"})(EvalPrediction(predictions=logits, label_ids=np.zeros((2, 4))))
+        AcnEntityMetrics({0: "O", 1: "B-PER", 2: "I-PER"})(
+            EvalPrediction(predictions=logits, label_ids=np.zeros((2, 4)))
+        )
+    tags = np.zeros((2, 4), dtype=np.int64)
+    with pytest.raises(ValueError, match=r"label_ids must be one array of tag ids.*got tuple of shape \(2, 2, 4\)"):
+        AcnEntityMetrics({0: "O", 1: "B-PER", 2: "I-PER"})(EvalPrediction(predictions=tags, label_ids=(tags, tags)))

@@ -23,8 +23,12 @@ TRAIN = [
 
 
 def replacement(probability):
-    return AcnMentionReplacement([words for words, _ in TRAIN], [[ID[tag] for tag in tags] for _, tags in TRAIN],
-                                 dict(enumerate(NAMES)), probability)  # fmt: skip
+    return AcnMentionReplacement(
+        [words for words, _ in TRAIN],
+        [[ID[tag] for tag in tags] for _, tags in TRAIN],
+        dict(enumerate(NAMES)),
+        probability,
+    )
 
 
 def row(words, tags):
@@ -33,15 +37,21 @@ def row(words, tags):
 
 def test_the_bank_holds_every_training_mention_by_type():
     bank = replacement(1.0).mentions
-    assert bank == {"PER": [["Barack", "Obama"], ["Merkel"], ["inside"]], "LOC": [["Paris"], ["New", "York", "City"]], "ORG": [["UN"]]}
+    assert bank == {
+        "PER": [["Barack", "Obama"], ["Merkel"], ["inside"]],
+        "LOC": [["Paris"], ["New", "York", "City"]],
+        "ORG": [["UN"]],
+    }
 
 
 def test_every_mention_is_replaced_by_one_of_its_type_and_the_rest_is_kept():
     augment = replacement(1.0)
     bank = augment.mentions
     torch.manual_seed(0)
-    source = row(["RT", "Obama", "and", "Merkel", "meet", "at", "the", "UN", "in", "Paris"],
-                 ["O", "B-PER", "O", "B-PER", "O", "O", "O", "B-ORG", "O", "B-LOC"])  # fmt: skip
+    source = row(
+        ["RT", "Obama", "and", "Merkel", "meet", "at", "the", "UN", "in", "Paris"],
+        ["O", "B-PER", "O", "B-PER", "O", "O", "O", "B-ORG", "O", "B-LOC"],
+    )
     drawn = Counter()
     for _ in range(200):
         out = augment(source)
@@ -82,7 +92,8 @@ def test_bad_settings_are_refused_with_the_value():
 
 
 def spy(monkeypatch, owner, name, calls: Counter, outputs: list | None = None):
-    """Counts the calls of `owner.name` in `calls[name]`; with `outputs`, also keeps each call's arguments and result."""
+    """Counts the calls of `owner.name` in `calls[name]`; with `outputs`, also keeps each call's arguments and
+    result."""
     real = getattr(owner, name)
 
     def counted(*args, **kwargs):
@@ -109,23 +120,71 @@ def test_a_run_with_every_recipe_flag_trains_and_names_them_on_the_card(tiny_ber
     tweets += [("9", [("Angela", "B-PER"), ("Merkel", "I-PER"), ("in", "O"), ("Berlin", "B-LOC")])]
     corpus = write_corpus(tmp_path / "corpus", {"train": tweets, "validation": tweets, "test": tweets})
     output = tmp_path / "out"
-    train_acn.main(["--dataset", str(corpus), "--output_dir", str(output), "--text_encoder", str(tiny_bert),
-                    "--num_train_epochs", "1", "--per_device_train_batch_size", "2", "--mention_replacement", "0.5",
-                    "--reinit_top_layers", "1", "--fgm_epsilon", "1", "--rdrop_alpha", "2"])  # fmt: skip
+    train_acn.main(
+        [
+            "--dataset",
+            str(corpus),
+            "--output_dir",
+            str(output),
+            "--text_encoder",
+            str(tiny_bert),
+            "--num_train_epochs",
+            "1",
+            "--per_device_train_batch_size",
+            "2",
+            "--mention_replacement",
+            "0.5",
+            "--reinit_top_layers",
+            "1",
+            "--fgm_epsilon",
+            "1",
+            "--rdrop_alpha",
+            "2",
+        ]
+    )
     assert 0 <= json.loads((output / "all_results.json").read_text())["test_overall_f1"] <= 1
     assert calls["reinitialise_top_layers"] == 1 and calls["rdrop_loss"] == calls["perturb"] == 2  # two batches
     assert calls["__call__"] == 4  # each training row, once
     card = (output / "model_card.md").read_text()
-    for setting in ("mention replacement 0.5", "top encoder layers re-initialised 1", "FGM epsilon 1.0", "R-Drop alpha 2.0"):
+    for setting in (
+        "mention replacement 0.5",
+        "top encoder layers re-initialised 1",
+        "FGM epsilon 1.0",
+        "R-Drop alpha 2.0",
+    ):
         assert setting in card
     plain = tmp_path / "plain"
-    train_acn.main(["--dataset", str(corpus), "--output_dir", str(plain), "--text_encoder", str(tiny_bert), "--num_train_epochs", "1"])
+    train_acn.main(
+        [
+            "--dataset",
+            str(corpus),
+            "--output_dir",
+            str(plain),
+            "--text_encoder",
+            str(tiny_bert),
+            "--num_train_epochs",
+            "1",
+        ]
+    )
     plain_card = (plain / "model_card.md").read_text()
-    assert "mention replacement 0.3" in plain_card and "FGM epsilon 1.0" in plain_card  # the defaults with a pretrained encoder
+    assert (
+        "mention replacement 0.3" in plain_card and "FGM epsilon 1.0" in plain_card
+    )  # the defaults with a pretrained encoder
     assert not [setting for setting in ("re-initialised", "R-Drop") if setting in plain_card]  # off: unnamed
     capsys.readouterr()
     with pytest.raises(SystemExit):  # a trained encoder is not started afresh
-        train_acn.main(["--dataset", str(corpus), "--output_dir", str(tmp_path / "again"), "--model_name_or_path", str(plain), "--reinit_top_layers", "1"])
+        train_acn.main(
+            [
+                "--dataset",
+                str(corpus),
+                "--output_dir",
+                str(tmp_path / "again"),
+                "--model_name_or_path",
+                str(plain),
+                "--reinit_top_layers",
+                "1",
+            ]
+        )
     assert "--model_name_or_path trains a trained one further" in capsys.readouterr().err
 
 
@@ -138,8 +197,14 @@ def three_layer_model(tiny_bert):
 
     tokenizer = make_processor(tiny_bert).tokenizer
     three_layers = {**AutoConfig.from_pretrained(tiny_bert).to_dict(), "num_hidden_layers": 3}
-    config = AcnConfig(text_encoder=str(tiny_bert), text_config=three_layers, text_encoder_window=tokenizer.subword_window,
-                       vocab_size=len(tokenizer), char_vocab_size=tokenizer.char_vocab_size, char_num_filters=4)  # fmt: skip
+    config = AcnConfig(
+        text_encoder=str(tiny_bert),
+        text_config=three_layers,
+        text_encoder_window=tokenizer.subword_window,
+        vocab_size=len(tokenizer),
+        char_vocab_size=tokenizer.char_vocab_size,
+        char_num_filters=4,
+    )
     return AcnForTokenClassification(config)
 
 
@@ -261,7 +326,9 @@ def test_rdrop_without_dropout_is_the_plain_loss_and_with_it_adds_a_positive_ter
 
     model = three_layer_model(tiny_bert)
     processor = make_processor(tiny_bert)
-    batch = dict(processor([["Obama", "visits", "Paris"], ["Merkel"]], labels=[[1, 0, 3], [1]], is_split_into_words=True))
+    batch = dict(
+        processor([["Obama", "visits", "Paris"], ["Merkel"]], labels=[[1, 0, 3], [1]], is_split_into_words=True)
+    )
     model.eval()  # no dropout: the two runs agree
     torch.testing.assert_close(rdrop_loss(model, batch, alpha=5.0), model(**batch).loss)
     model.train()
@@ -270,7 +337,9 @@ def test_rdrop_without_dropout_is_the_plain_loss_and_with_it_adds_a_positive_ter
     torch.manual_seed(0)
     words = batch["labels"] != -100
     first_log, second_log = first.logits[words].log_softmax(-1), second.logits[words].log_softmax(-1)
-    kl = ((first_log.exp() * (first_log - second_log)).sum(-1) + (second_log.exp() * (second_log - first_log)).sum(-1)).mean() / 2
+    kl = (
+        (first_log.exp() * (first_log - second_log)).sum(-1) + (second_log.exp() * (second_log - first_log)).sum(-1)
+    ).mean() / 2
     torch.testing.assert_close(rdrop_loss(model, batch, alpha=2.0), (first.loss + second.loss) / 2 + 2.0 * kl)
     assert kl > 0
 
@@ -279,8 +348,9 @@ def test_fgm_adds_the_gradient_of_the_loss_at_the_moved_embeddings(tiny_bert, tm
     """One training step with --fgm_epsilon against the same step done by hand (dropout off, so passes repeat)."""
     from argparse import Namespace
 
-    from acn_mner import train as train_acn
     from accelerate import Accelerator
+
+    from acn_mner import train as train_acn
 
     from .encoder_fixtures import make_processor
 
@@ -291,7 +361,9 @@ def test_fgm_adds_the_gradient_of_the_loss_at_the_moved_embeddings(tiny_bert, tm
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
     processor = make_processor(tiny_bert)
-    batch = dict(processor([["Obama", "visits", "Paris"], ["Merkel"]], labels=[[1, 0, 3], [1]], is_split_into_words=True))
+    batch = dict(
+        processor([["Obama", "visits", "Paris"], ["Merkel"]], labels=[[1, 0, 3], [1]], is_split_into_words=True)
+    )
     weight = model.get_input_embeddings().weight
     # by hand: clean gradient g, then the gradient at weight + 0.7 g / |g|, summed
     model.zero_grad()
@@ -302,7 +374,9 @@ def test_fgm_adds_the_gradient_of_the_loss_at_the_moved_embeddings(tiny_bert, tm
         weight.add_(0.7 * clean[next(name for name, p in model.named_parameters() if p is weight)] / weight.grad.norm())
     model.zero_grad()
     model(**batch).loss.backward()
-    expected = {name: clean[name] + parameter.grad for name, parameter in model.named_parameters() if parameter.grad is not None}
+    expected = {
+        name: clean[name] + parameter.grad for name, parameter in model.named_parameters() if parameter.grad is not None
+    }
     with torch.no_grad():
         weight.copy_(original)
     model.zero_grad()
@@ -314,7 +388,13 @@ def test_fgm_adds_the_gradient_of_the_loss_at_the_moved_embeddings(tiny_bert, tm
 
     class Recorder:
         def step(self):
-            captured.update({name: parameter.grad.clone() for name, parameter in model.named_parameters() if parameter.grad is not None})
+            captured.update(
+                {
+                    name: parameter.grad.clone()
+                    for name, parameter in model.named_parameters()
+                    if parameter.grad is not None
+                }
+            )
             raise Stop
 
     class Loader(list):
@@ -335,27 +415,71 @@ def test_fgm_adds_the_gradient_of_the_loss_at_the_moved_embeddings(tiny_bert, tm
 
 
 WNUT17_TWEETS = [  # WNUT-17's six types, none of them Twitter-2015's, in tweets the recipe has never seen
-    ("1", [("new", "O"), ("Taylor", "B-person"), ("Swift", "I-person"), ("album", "O"), ("on", "O"), ("Spotify", "B-product")]),
+    (
+        "1",
+        [
+            ("new", "O"),
+            ("Taylor", "B-person"),
+            ("Swift", "I-person"),
+            ("album", "O"),
+            ("on", "O"),
+            ("Spotify", "B-product"),
+        ],
+    ),
     ("2", [("Nike", "B-corporation"), ("opens", "O"), ("in", "O"), ("Lagos", "B-location")]),
-    ("3", [("watching", "O"), ("Star", "B-creative-work"), ("Wars", "I-creative-work"), ("with", "O"), ("Arsenal", "B-group")]),
-    ("4", [("Drake", "B-person"), ("at", "O"), ("Madison", "B-location"), ("Square", "I-location"), ("Garden", "I-location")]),
+    (
+        "3",
+        [
+            ("watching", "O"),
+            ("Star", "B-creative-work"),
+            ("Wars", "I-creative-work"),
+            ("with", "O"),
+            ("Arsenal", "B-group"),
+        ],
+    ),
+    (
+        "4",
+        [
+            ("Drake", "B-person"),
+            ("at", "O"),
+            ("Madison", "B-location"),
+            ("Square", "I-location"),
+            ("Garden", "I-location"),
+        ],
+    ),
 ]
 
 
 def test_the_default_recipe_carries_to_a_corpus_with_other_entity_types_unchanged(tiny_bert, tmp_path, monkeypatch):
-    """The --text_encoder defaults (decay 0.9, mention replacement 0.3, FGM 1.0) with no setting changed on WNUT-17's types."""
+    """The --text_encoder defaults (decay 0.9, mention replacement 0.3, FGM 1.0), no setting changed, on WNUT-17's
+    types."""
     from acn_mner import recipes
     from acn_mner import train as train_acn
-
     from modeling_acn import AcnForTokenClassification
 
     calls, replaced = Counter(), []  # replaced: (augmentation, row, its output) per call
     spy(monkeypatch, AcnMentionReplacement, "__call__", calls, outputs=replaced)
     spy(monkeypatch, recipes.FgmPerturbation, "perturb", calls)
-    corpus = write_corpus(tmp_path / "corpus", {"train": WNUT17_TWEETS, "validation": WNUT17_TWEETS, "test": WNUT17_TWEETS})
+    corpus = write_corpus(
+        tmp_path / "corpus", {"train": WNUT17_TWEETS, "validation": WNUT17_TWEETS, "test": WNUT17_TWEETS}
+    )
     output = tmp_path / "out"
-    train_acn.main(["--dataset_name", str(corpus), "--output_dir", str(output), "--text_encoder", str(tiny_bert),
-                    "--num_train_epochs", "3", "--per_device_train_batch_size", "2", "--seed", "0"])  # fmt: skip
+    train_acn.main(
+        [
+            "--dataset_name",
+            str(corpus),
+            "--output_dir",
+            str(output),
+            "--text_encoder",
+            str(tiny_bert),
+            "--num_train_epochs",
+            "3",
+            "--per_device_train_batch_size",
+            "2",
+            "--seed",
+            "0",
+        ]
+    )
 
     types = {"person", "product", "corporation", "location", "creative-work", "group"}
     model = AcnForTokenClassification.from_pretrained(output)
@@ -368,7 +492,11 @@ def test_the_default_recipe_carries_to_a_corpus_with_other_entity_types_unchange
         training_mentions |= {(kind, " ".join(words[start : end + 1])) for kind, start, end in get_entities(tags)}
     assert set(replaced[0][0].mentions) == types
     assert any(out["tokens"] != row["tokens"] for _, row, out in replaced)  # some mention was swapped
-    for augment, _, out in replaced:  # brute force: each mention after replacement is a training mention of its own type
+    for (
+        augment,
+        _,
+        out,
+    ) in replaced:  # brute force: each mention after replacement is a training mention of its own type
         for kind, start, end in augment.spans(out["ner_tags"]):
             assert (kind, " ".join(out["tokens"][start : end + 1])) in training_mentions
     results = json.loads((output / "all_results.json").read_text())

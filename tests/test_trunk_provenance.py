@@ -8,8 +8,22 @@ import pytest
 import torch
 
 from acn_mner.corpus import load_twitter_mner
-from acn_mner.feature_cache import TRUNK_COLUMN, TRUNK_KEY, VISION_WEIGHTS_FILE, read_vision_settings, save_feature_cache
-from modeling_acn import AcnConfig, AcnDataCollator, AcnForTokenClassification, AcnImageProcessor, AcnModel, AcnProcessor, AcnTokenizer
+from acn_mner.feature_cache import (
+    TRUNK_COLUMN,
+    TRUNK_KEY,
+    VISION_WEIGHTS_FILE,
+    read_vision_settings,
+    save_feature_cache,
+)
+from modeling_acn import (
+    AcnConfig,
+    AcnDataCollator,
+    AcnForTokenClassification,
+    AcnImageProcessor,
+    AcnModel,
+    AcnProcessor,
+    AcnTokenizer,
+)
 
 from .conftest import BIO_LABELS, TINY_SIZES, make_batch
 from .corpus_fixtures import write_corpus, write_images
@@ -47,13 +61,21 @@ def test_forward_takes_features_of_its_own_trunk_and_refuses_another_trunks(mode
     batch.pop("labels")
     own = model(**batch, image_features_trunk=model.vision_trunk_id()).logits
     torch.testing.assert_close(own, model(**batch).logits)  # the id only checks, it changes nothing
-    with pytest.raises(ValueError, match=r"computed by the vision trunk vgg16:0123456789ab, and this model's trunk is vgg16:\w{12}: load"):
+    with pytest.raises(
+        ValueError,
+        match=r"computed by the vision trunk vgg16:0123456789ab, and this model's trunk is vgg16:\w{12}: load",
+    ):
         model(**batch, image_features_trunk="vgg16:" + "0123456789ab" * 5 + "0123")
 
 
 def test_the_collator_passes_the_trunk_id_and_refuses_a_batch_of_two_trunks():
     processor = AcnProcessor(AcnImageProcessor(), AcnTokenizer.from_corpus([["Obama", "visits", "Paris"]]))
-    row = {"tokens": ["Obama", "visits"], "ner_tags": [1, 0], "image_features": torch.zeros(49, 512).numpy(), "image_mask": True}
+    row = {
+        "tokens": ["Obama", "visits"],
+        "ner_tags": [1, 0],
+        "image_features": torch.zeros(49, 512).numpy(),
+        "image_mask": True,
+    }
     collate = AcnDataCollator(processor, image_source="features")
     assert TRUNK_COLUMN not in collate([row])  # an old cache without the column: nothing to check
     assert collate([{**row, TRUNK_COLUMN: "vgg16:aa"}, {**row, TRUNK_COLUMN: "vgg16:aa"}])[TRUNK_COLUMN] == "vgg16:aa"

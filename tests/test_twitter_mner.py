@@ -14,15 +14,15 @@ from seqeval.scheme import IOB2, Entities
 from acn_mner.corpus import CorpusFormatError, ImageProblem, load_twitter_mner, parse_label_map, read_image
 from acn_mner.dataset_card import count_lenient_entities, count_orphan_inside_tags, count_strict_entities, tag_sequences
 from acn_mner.dataset_command import main
-from acn_mner.export import export_parquet
 from acn_mner.feature_cache import VISION_WEIGHTS_FILE, cache_image_features, read_vision_settings
+from acn_mner.parquet_export import export_parquet
 from modeling_acn import AcnConfig, AcnImageProcessor, AcnModel
 from tests.corpus_fixtures import (
     BLUE,
     FIXTURE_TWEETS,
+    IMAGE_BYTES,
     RED,
     WHITE,
-    IMAGE_BYTES,
     corpus_text,
     write_corpus,
     write_image,
@@ -82,13 +82,24 @@ def test_orphan_inside_tags_are_kept(text_dataset):
 def test_label_map_renames_a_type(corpus_dirs):
     dataset = load_twitter_mner(corpus_dirs[0], label_map={"OTHER": "MISC"})
     assert dataset["train"].features["ner_tags"].feature.names == [
-        "O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"
+        "O",
+        "B-LOC",
+        "I-LOC",
+        "B-MISC",
+        "I-MISC",
+        "B-ORG",
+        "I-ORG",
+        "B-PER",
+        "I-PER",
     ]
     assert tag_sequences(dataset["train"])[2] == ["O", "B-ORG", "I-MISC"]
 
 
 def test_label_map_must_name_a_training_type(corpus_dirs):
-    with pytest.raises(ValueError, match=r"label_map renames 'MISC', which is not a type of the training split \(LOC, ORG, OTHER, PER\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"label_map renames 'MISC', which is not a type of the training split \(LOC, ORG, OTHER, PER\)",
+    ):
         load_twitter_mner(corpus_dirs[0], label_map={"MISC": "OTHER"})
 
 
@@ -105,20 +116,43 @@ def test_parse_label_map():
 
 def test_hyphenated_entity_types_are_read_whole(tmp_path):
     """WNUT-17 tags 'B-creative-work': the type is everything after the first hyphen, as seqeval reads it."""
-    tweets = [("1", [("watching", "O"), ("Star", "B-creative-work"), ("Wars", "I-creative-work"), ("with", "O"), ("Ana", "B-person")])]
+    tweets = [
+        (
+            "1",
+            [
+                ("watching", "O"),
+                ("Star", "B-creative-work"),
+                ("Wars", "I-creative-work"),
+                ("with", "O"),
+                ("Ana", "B-person"),
+            ],
+        )
+    ]
     dataset = load_twitter_mner(write_corpus(tmp_path, {"train": tweets, "validation": tweets, "test": tweets}))
     names = dataset["train"].features["ner_tags"].feature.names
     assert names == ["O", "B-creative-work", "I-creative-work", "B-person", "I-person"]
-    assert [names[tag] for tag in dataset["test"][0]["ner_tags"]] == ["O", "B-creative-work", "I-creative-work", "O", "B-person"]
+    assert [names[tag] for tag in dataset["test"][0]["ner_tags"]] == [
+        "O",
+        "B-creative-work",
+        "I-creative-work",
+        "O",
+        "B-person",
+    ]
 
 
 BAD_TRAIN_FILES = [
     ("IMGID:1\nRT O\n", r"train\.txt:2: expected 'token<TAB>tag', got 'RT O' \(no tab\)"),
     ("IMGID:1\nRT\tO\nObama\tB-PERSON-\n", r"train\.txt:3: tag 'B-PERSON-' is not 'O', 'B-TYPE' or 'I-TYPE'"),
     ("IMGID:1\nRT\tO\nObama\tB-PER SON\n", r"train\.txt:3: tag 'B-PER SON' is not 'O', 'B-TYPE' or 'I-TYPE'"),
-    ("IMGID:1\nRT\tO\nObama\tB-I-PER\n", r"train\.txt:3: tag 'B-I-PER' is not 'O', 'B-TYPE' or 'I-TYPE'"),  # a tag twice
+    (
+        "IMGID:1\nRT\tO\nObama\tB-I-PER\n",
+        r"train\.txt:3: tag 'B-I-PER' is not 'O', 'B-TYPE' or 'I-TYPE'",
+    ),  # a tag twice
     ("IMGID:1\nRT\tO\nObama\tS-PER\n", r"train\.txt:3: tag 'S-PER' is not 'O', 'B-TYPE' or 'I-TYPE'"),
-    ("IMGID:1\nRT\tO\n\nObama\tB-PER\n", r"train\.txt:4: a tweet must start with an 'IMGID:<id>' line, got 'Obama\\tB-PER'"),
+    (
+        "IMGID:1\nRT\tO\n\nObama\tB-PER\n",
+        r"train\.txt:4: a tweet must start with an 'IMGID:<id>' line, got 'Obama\\tB-PER'",
+    ),
     ("IMGID:1\nRT\tO\n\nIMGID:2\n\n", r"train\.txt:4: tweet '2' has no tokens"),
     ("IMGID:\nRT\tO\n", r"train\.txt:1: 'IMGID:' has no image id"),
     ("IMGID:1\n\tO\n", r"train\.txt:2: empty token"),
@@ -154,7 +188,9 @@ def test_crlf_and_byte_order_mark_are_accepted(corpus_dirs):
 def test_tag_unseen_in_training_is_an_error(corpus_dirs):
     data_dir = corpus_dirs[0]
     (data_dir / "test.txt").write_text("IMGID:1\nhi\tO\n\nIMGID:2\nyo\tO\nGoogle\tB-COMPANY\n", encoding="utf-8")
-    with pytest.raises(CorpusFormatError, match=r"test\.txt:6: test tag 'B-COMPANY' does not occur in the training split"):
+    with pytest.raises(
+        CorpusFormatError, match=r"test\.txt:6: test tag 'B-COMPANY' does not occur in the training split"
+    ):
         load_twitter_mner(data_dir)
 
 
@@ -226,7 +262,9 @@ def test_max_pixels_guard(tmp_path):
     assert read_image(tmp_path, "1", max_pixels=768).problem is None
 
 
-@pytest.mark.parametrize("kind", ["cmyk_jpeg", "grayscale_jpeg", "palette_png", "png_alpha", "animated_gif", "exif_rotated"])
+@pytest.mark.parametrize(
+    "kind", ["cmyk_jpeg", "grayscale_jpeg", "palette_png", "png_alpha", "animated_gif", "exif_rotated"]
+)
 def test_other_modes_are_stored_as_rgb_png(tmp_path, kind):
     write_image(tmp_path, "1", kind)
     loaded = read_image(tmp_path, "1")
@@ -299,22 +337,35 @@ def test_exported_folder_loads_the_same_rows(image_dataset, tmp_path):
     folder = tmp_path / "export"
     export_parquet(image_dataset, folder, source="fixture", corpus="twitter-2015")
     assert sorted(path.name for path in (folder / "data").iterdir()) == [
-        "test-00000-of-00001.parquet", "train-00000-of-00001.parquet", "validation-00000-of-00001.parquet"
+        "test-00000-of-00001.parquet",
+        "train-00000-of-00001.parquet",
+        "validation-00000-of-00001.parquet",
     ]
     loaded = datasets.load_dataset(str(folder), cache_dir=str(tmp_path / "hf_cache"))
     assert list(loaded) == ["train", "validation", "test"]
     for split, part in image_dataset.items():
         assert loaded[split].features == part.features
-        for original, reloaded in zip(part.cast_column("image", datasets.Image(decode=False)),
-                                      loaded[split].cast_column("image", datasets.Image(decode=False))):
+        for original, reloaded in zip(
+            part.cast_column("image", datasets.Image(decode=False)),
+            loaded[split].cast_column("image", datasets.Image(decode=False)),
+            strict=True,
+        ):
             assert reloaded == original
 
 
 def test_card_documents_the_dataset(image_dataset, tmp_path):
     card = export_parquet(image_dataset, tmp_path / "export", source="fixture", corpus="twitter-2015").read_text()
     yaml = card.split("---")[1]
-    for expected in ("configs:", "path: data/train-*", "split: validation", "dataset_info:", "class_label:",
-                     "num_examples: 4", "dtype: image", "task_ids:"):
+    for expected in (
+        "configs:",
+        "path: data/train-*",
+        "split: validation",
+        "dataset_info:",
+        "class_label:",
+        "num_examples: 4",
+        "dtype: image",
+        "task_ids:",
+    ):
         assert expected in yaml
     assert "| test | 3 | 6 | 1 |" in card  # tweets, tokens, images
     assert "| LOC | 2 | 2 | 1 | 1 | 1 | 1 |" in card
@@ -339,8 +390,18 @@ def test_export_refuses_a_non_empty_folder(text_dataset, tmp_path):
 
 def test_command_exports_and_prints_image_summary(corpus_dirs, tmp_path, caplog):
     folder = tmp_path / "export"
-    argv = ["--data_dir", str(corpus_dirs[0]), "--image_dir", str(corpus_dirs[1]), "--output_dir", str(folder),
-            "--corpus", "twitter-2017", "--label_map", "OTHER=MISC"]
+    argv = [
+        "--data_dir",
+        str(corpus_dirs[0]),
+        "--image_dir",
+        str(corpus_dirs[1]),
+        "--output_dir",
+        str(folder),
+        "--corpus",
+        "twitter-2017",
+        "--label_map",
+        "OTHER=MISC",
+    ]
     with caplog.at_level(logging.INFO):
         main(argv)
     assert "| loaded | 3 | 1 | 1 |" in caplog.text
@@ -370,11 +431,15 @@ class StandInProcessor:
 
     def __call__(self, images, return_tensors):
         pixels = [
-            torch.zeros(3, 14, 14) if image is None
+            torch.zeros(3, 14, 14)
+            if image is None
             else torch.tensor(list(image.convert("RGB").resize((14, 14)).getdata())).T.reshape(3, 14, 14) / 255
             for image in images
         ]
-        return {"pixel_values": torch.stack(pixels), "image_mask": torch.tensor([image is not None for image in images])}
+        return {
+            "pixel_values": torch.stack(pixels),
+            "image_mask": torch.tensor([image is not None for image in images]),
+        }
 
     def to_dict(self):
         return {"size": 14}
@@ -446,9 +511,21 @@ def test_cache_features_command(image_dataset, tiny_acn, tmp_path, caplog):
     model.save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
     export_parquet(image_dataset, tmp_path / "export", source="fixture", corpus="twitter-2015")
+
     def argv(output_name):
-        return ["cache-features", "--dataset", str(tmp_path / "export"), "--model", str(model_dir), "--output_dir",
-                str(tmp_path / output_name), "--cache_dir", str(tmp_path / "cache"), "--device", "cpu"]
+        return [
+            "cache-features",
+            "--dataset",
+            str(tmp_path / "export"),
+            "--model",
+            str(model_dir),
+            "--output_dir",
+            str(tmp_path / output_name),
+            "--cache_dir",
+            str(tmp_path / "cache"),
+            "--device",
+            "cpu",
+        ]
 
     with caplog.at_level(logging.INFO):
         main(argv("features"))
@@ -477,8 +554,23 @@ def test_cache_features_command(image_dataset, tiny_acn, tmp_path, caplog):
 @pytest.mark.slow
 def test_cache_features_with_a_random_trunk_saves_that_trunk(image_dataset, tmp_path):
     export_parquet(image_dataset, tmp_path / "export", source="fixture", corpus="twitter-2015")
-    main(["cache-features", "--dataset", str(tmp_path / "export"), "--vision_weights", "random", "--seed", "3",
-          "--output_dir", str(tmp_path / "features"), "--cache_dir", str(tmp_path / "cache"), "--device", "cpu"])
+    main(
+        [
+            "cache-features",
+            "--dataset",
+            str(tmp_path / "export"),
+            "--vision_weights",
+            "random",
+            "--seed",
+            "3",
+            "--output_dir",
+            str(tmp_path / "features"),
+            "--cache_dir",
+            str(tmp_path / "cache"),
+            "--device",
+            "cpu",
+        ]
+    )
     saved = datasets.load_from_disk(str(tmp_path / "features"))
     trunk = AcnModel(AcnConfig())
     trunk.load_vision_weights(tmp_path / "features" / VISION_WEIGHTS_FILE)
@@ -494,7 +586,11 @@ def test_cache_features_with_a_random_trunk_saves_that_trunk(image_dataset, tmp_
 @pytest.mark.skipif(not REAL_CORPUS.is_dir(), reason="../shared/data/twitter2015 is absent")
 def test_real_twitter2015_text():
     dataset = load_twitter_mner(REAL_CORPUS)
-    assert {split: part.num_rows for split, part in dataset.items()} == {"train": 4000, "validation": 1000, "test": 3257}
+    assert {split: part.num_rows for split, part in dataset.items()} == {
+        "train": 4000,
+        "validation": 1000,
+        "test": 3257,
+    }
     test_tags = tag_sequences(dataset["test"])
     assert sum(count_lenient_entities(test_tags).values()) == 5207
     assert sum(count_strict_entities(test_tags).values()) == 5072

@@ -24,8 +24,16 @@ from tests.http_fixtures import GOOD_PNG, Route, image_server
 from tests.pipeline_fixtures import TWEET, tiny_pipeline
 
 PUBLIC_ADDRESSES = {"images.example": "93.184.216.34", "cdn.example": "93.184.216.35"}  # the fake DNS table
-METADATA_AND_PRIVATE = ["169.254.169.254", "10.0.0.1", "192.168.1.1", "172.16.0.1", "100.64.0.1", "[fe80::1]",
-                        "[fc00::1]", "224.0.0.1"]  # fmt: skip
+METADATA_AND_PRIVATE = [
+    "169.254.169.254",
+    "10.0.0.1",
+    "192.168.1.1",
+    "172.16.0.1",
+    "100.64.0.1",
+    "[fe80::1]",
+    "[fc00::1]",
+    "224.0.0.1",
+]
 
 
 class Network:
@@ -65,8 +73,11 @@ class Network:
         self.servers[address] = port
 
     def off_machine_attempts(self) -> list[tuple[str, int]]:
-        return [attempt for attempt in self.attempts if attempt[0] not in ("127.0.0.1", "localhost")
-                and attempt[0] not in self.servers]  # fmt: skip
+        return [
+            attempt
+            for attempt in self.attempts
+            if attempt[0] not in ("127.0.0.1", "localhost") and attempt[0] not in self.servers
+        ]
 
 
 @pytest.fixture
@@ -83,8 +94,20 @@ def private_server():
 
 
 def loopback_spellings(port: int) -> list[str]:
-    hosts = ["127.0.0.1", "localhost", "127.1", "2130706433", "0x7f000001", "017700000001", "0", "[::1]",
-             "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "127.0.0.1.", "LOCALHOST"]  # fmt: skip
+    hosts = [
+        "127.0.0.1",
+        "localhost",
+        "127.1",
+        "2130706433",
+        "0x7f000001",
+        "017700000001",
+        "0",
+        "[::1]",
+        "[::ffff:127.0.0.1]",
+        "[::ffff:7f00:1]",
+        "127.0.0.1.",
+        "LOCALHOST",
+    ]
     return [f"http://{host}:{port}/good.png" for host in hosts]
 
 
@@ -100,13 +123,34 @@ def refused(url: str, call) -> AcnImageError:
 
 @pytest.mark.parametrize(
     "address, public",
-    [("8.8.8.8", True), ("2001:4860:4860::8888", True), ("::ffff:8.8.8.8", True), ("127.0.0.1", False),
-     ("127.255.0.9", False), ("10.1.2.3", False), ("172.31.0.1", False), ("192.168.0.1", False),
-     ("169.254.169.254", False), ("100.64.0.1", False), ("0.0.0.0", False), ("224.0.0.1", False),
-     ("240.0.0.1", False), ("255.255.255.255", False), ("::1", False), ("::", False), ("fe80::1", False),
-     ("fc00::1", False), ("ff02::1", False), ("::ffff:127.0.0.1", False), ("::ffff:169.254.169.254", False),
-     ("2002:7f00:1::", False), ("2002:a00:1::", False), ("64:ff9b::a9fe:a9fe", False), ("::127.0.0.1", False)],
-)  # fmt: skip
+    [
+        ("8.8.8.8", True),
+        ("2001:4860:4860::8888", True),
+        ("::ffff:8.8.8.8", True),
+        ("127.0.0.1", False),
+        ("127.255.0.9", False),
+        ("10.1.2.3", False),
+        ("172.31.0.1", False),
+        ("192.168.0.1", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+        ("240.0.0.1", False),
+        ("255.255.255.255", False),
+        ("::1", False),
+        ("::", False),
+        ("fe80::1", False),
+        ("fc00::1", False),
+        ("ff02::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("::ffff:169.254.169.254", False),
+        ("2002:7f00:1::", False),
+        ("2002:a00:1::", False),
+        ("64:ff9b::a9fe:a9fe", False),
+        ("::127.0.0.1", False),
+    ],
+)
 def test_only_public_addresses_pass(address, public):
     assert is_public_address(ipaddress.ip_address(address)) is public
 
@@ -165,8 +209,20 @@ def test_every_path_that_fetches_applies_the_policy(network, private_server, tmp
     line = json.loads((tmp_path / "out.jsonl").read_text())
     assert line["error"] == f"{tmp_path / 'rows.jsonl'}:1: cannot read image {url}: {UNAVAILABLE}"
     with pytest.raises(ValueError, match=re.escape(f"{url}: {UNAVAILABLE}")):  # acn-explain's one line
-        explain.main(["--model", str(tmp_path / "model"), "--text", TWEET, "--image", url, "--output",
-                      str(tmp_path / "x.png"), "--device", "cpu"])  # fmt: skip
+        explain.main(
+            [
+                "--model",
+                str(tmp_path / "model"),
+                "--text",
+                TWEET,
+                "--image",
+                url,
+                "--output",
+                str(tmp_path / "x.png"),
+                "--device",
+                "cpu",
+            ]
+        )
     assert not (tmp_path / "x.png").exists()
     assert hits == [] and network.attempts == []
     predict.run(predict.parse_args([*argv, "--output", str(tmp_path / "ok.jsonl"), "--allow_private_urls"]))
@@ -222,8 +278,14 @@ def test_every_redirect_hop_is_checked(network, public_server, private_server):
         "/to-cdn.png": f"http://cdn.example:{port}/good.png",
     }
     routes.update({path: redirect(target) for path, target in targets.items()})
-    for path in ["/to-loopback.png", "/to-localhost.png", "/to-decimal.png", "/to-metadata.png", "/to-private.png",
-                 "/to-ftp.png"]:  # fmt: skip
+    for path in [
+        "/to-loopback.png",
+        "/to-localhost.png",
+        "/to-decimal.png",
+        "/to-metadata.png",
+        "/to-private.png",
+        "/to-ftp.png",
+    ]:
         refused(f"http://images.example:{port}{path}", load_image_url)
     assert private_hits == [] and network.off_machine_attempts() == []
     for path in ["/to-relative-ok.png", "/to-cdn.png"]:
@@ -264,15 +326,21 @@ def test_the_host_is_looked_up_once_and_the_checked_address_is_used(network, pub
 )
 def test_failures_read_alike(network, public_server):
     routes, _, port = public_server
-    routes.update({
-        "/gone.png": Route(b"no", status=404, content_type="text/plain"),
-        "/broken.png": Route(b"no", status=500, content_type="text/plain"),
-        "/page.png": Route(b"<html>secret admin page</html>", content_type="text/html"),
-    })  # fmt: skip
+    routes.update(
+        {
+            "/gone.png": Route(b"no", status=404, content_type="text/plain"),
+            "/broken.png": Route(b"no", status=500, content_type="text/plain"),
+            "/page.png": Route(b"<html>secret admin page</html>", content_type="text/html"),
+        }
+    )
     network.servers[PUBLIC_ADDRESSES["cdn.example"]] = 1  # nothing listens there
-    for url in [f"http://images.example:{port}/gone.png", f"http://images.example:{port}/broken.png",
-                f"http://images.example:{port}/page.png", f"http://cdn.example:{port}/good.png",
-                "http://no-such-host.invalid/a.png"]:  # fmt: skip
+    for url in [
+        f"http://images.example:{port}/gone.png",
+        f"http://images.example:{port}/broken.png",
+        f"http://images.example:{port}/page.png",
+        f"http://cdn.example:{port}/good.png",
+        "http://no-such-host.invalid/a.png",
+    ]:
         refused(url, load_image_url)
 
 

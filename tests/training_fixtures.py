@@ -20,9 +20,21 @@ TWEETS = [
     ("106", [("#love", "O"), ("London", "B-LOC"), ("and", "O"), ("iPhone", "B-OTHER")]),
 ]
 TINY_FLAGS = [
-    "--word_embedding_dim", "16", "--hidden_size", "16", "--dropout", "0.0", "--per_device_train_batch_size", "2",
-    "--learning_rate", "0.02", "--seed", "1", "--word_dropout", "0",
-]  # fmt: skip
+    "--word_embedding_dim",
+    "16",
+    "--hidden_size",
+    "16",
+    "--dropout",
+    "0.0",
+    "--per_device_train_batch_size",
+    "2",
+    "--learning_rate",
+    "0.02",
+    "--seed",
+    "1",
+    "--word_dropout",
+    "0",
+]
 
 
 def run_training(corpus, output_dir, *extra):
@@ -38,8 +50,19 @@ def free_port() -> int:
 
 def run_evaluate(model, dataset, output_dir, *extra, split="test") -> dict:
     """examples/evaluate_acn.py in its own process, as a user runs it; returns the scores it wrote."""
-    command = [sys.executable, str(EVALUATE_SCRIPT), "--model", str(model), "--dataset", str(dataset),
-               "--output_dir", str(output_dir), "--split", split, *extra]  # fmt: skip
+    command = [
+        sys.executable,
+        str(EVALUATE_SCRIPT),
+        "--model",
+        str(model),
+        "--dataset",
+        str(dataset),
+        "--output_dir",
+        str(output_dir),
+        "--split",
+        split,
+        *extra,
+    ]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
     return json.loads((Path(output_dir) / f"{split}_results.json").read_text())

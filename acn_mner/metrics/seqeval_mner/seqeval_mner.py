@@ -7,6 +7,8 @@ Load it offline by path: `acn_mner.evaluation.load_metric()`, i.e. `evaluate.loa
 - strict: seqeval's IOB2 mode, where an entity must start with `B-X` (5072 on that split).
 """
 
+from typing import Any
+
 import datasets
 import evaluate
 from seqeval.metrics import accuracy_score, classification_report
@@ -48,7 +50,7 @@ AVERAGE_ROWS = ("micro avg", "macro avg", "weighted avg")
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class SeqevalMner(evaluate.Metric):
-    def _info(self):
+    def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
             citation=_CITATION,
@@ -61,11 +63,11 @@ class SeqevalMner(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions, references):
-        for index, (predicted, gold) in enumerate(zip(predictions, references)):
+    def _compute(self, predictions: list[list[str]], references: list[list[str]]) -> dict[str, Any]:
+        for index, (predicted, gold) in enumerate(zip(predictions, references, strict=True)):
             if len(predicted) != len(gold):
                 raise ValueError(f"sentence {index}: {len(predicted)} predicted tags for {len(gold)} gold tags")
-        results = {}
+        results: dict[str, Any] = {}
         for prefix, options in (("", {}), ("strict_", {"mode": "strict", "scheme": IOB2})):
             report = classification_report(references, predictions, output_dict=True, zero_division=0, **options)
             micro = report["micro avg"]

@@ -3,6 +3,7 @@ its upload to the Hub."""
 
 import math
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict
@@ -17,12 +18,12 @@ MAX_SHARD_BYTES = 500 * 2**20  # push_to_hub's default shard size
 # --- Parquet export ----------------------------------------------------------------------------
 
 
-def shard_pattern(splits) -> re.Pattern:
+def shard_pattern(splits: Iterable[str]) -> re.Pattern:
     """The names `write_split_shards` gives; the only files of ``data/`` an export replaces or removes."""
     return re.compile(rf"(?:{'|'.join(map(re.escape, splits))})-\d{{5}}-of-\d{{5}}\.parquet")
 
 
-def prepare_output_dir(output_dir: Path, splits, overwrite: bool) -> list[Path]:
+def prepare_output_dir(output_dir: Path, splits: Iterable[str], overwrite: bool) -> list[Path]:
     """Check that the export may write into `output_dir`; return the shards of an earlier export to remove.
 
     Only files named like this exporter's shards are removed (stale ones would match the card's globs); anything
@@ -83,14 +84,14 @@ def export_parquet(
     return card_path
 
 
-def exported_files(output_dir: Path, splits) -> list[str]:
+def exported_files(output_dir: Path, splits: Iterable[str]) -> list[str]:
     """The card and this export's shards, relative to `output_dir`; other files of the folder are not the export's."""
     pattern = shard_pattern(splits)
     shards = sorted(f"data/{path.name}" for path in (output_dir / "data").iterdir() if pattern.fullmatch(path.name))
     return ["README.md", *shards]
 
 
-def push_folder_to_hub(output_dir: Path, repo_id: str, splits, private: bool = False) -> None:
+def push_folder_to_hub(output_dir: Path, repo_id: str, splits: Iterable[str], private: bool = False) -> None:
     """Upload the export (card and shards, as `DatasetDict.push_to_hub` would) in one commit that also deletes the
     remote shards of an earlier export."""
     api = HfApi()
@@ -103,5 +104,3 @@ def push_folder_to_hub(output_dir: Path, repo_id: str, splits, private: bool = F
         delete_patterns=["data/*"],
         commit_message="Export with dataset_script/twitter_mner.py",
     )
-
-

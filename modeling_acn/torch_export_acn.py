@@ -22,7 +22,7 @@ def check_in_graph(condition: torch.Tensor, message: str) -> None:
     torch._assert_async(condition, message)
 
 
-def bilstm_for_export(lstm: nn.LSTM, words, lengths):
+def bilstm_for_export(lstm: nn.LSTM, words: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """The one-layer BiLSTM over left-aligned tweets as `pack_padded_sequence` runs it, in operations that
     `torch.export` traces at any length: a packed sequence needs its lengths on the CPU as Python ints, and `nn.LSTM`
     on a padded tensor fixes the length in the graph. Each direction is a `scan` over the steps; the backward one reads
@@ -37,17 +37,23 @@ def bilstm_for_export(lstm: nn.LSTM, words, lengths):
     # position t of a tweet of length n reads position n - 1 - t; padding stays where it is (a permutation)
     reversed_index = torch.where(real, lengths[:, None] - 1 - steps[None, :], steps[None, :])  # (batch, seq_len)
 
-    def reverse(padded):  # (batch, seq_len, width), its own inverse
+    def reverse(padded: torch.Tensor) -> torch.Tensor:  # (batch, seq_len, width), its own inverse
         return padded.gather(1, reversed_index[..., None].expand_as(padded))
 
-    def direction(inputs, suffix):
+    def direction(inputs: torch.Tensor, suffix: str) -> torch.Tensor:
         weight_hh = getattr(lstm, f"weight_hh_l0{suffix}")  # (4 * hidden, hidden): gates i, f, g, o
         bias = getattr(lstm, f"bias_ih_l0{suffix}") + getattr(lstm, f"bias_hh_l0{suffix}")  # (4 * hidden,)
         input_gates = nn.functional.linear(inputs.transpose(0, 1), getattr(lstm, f"weight_ih_l0{suffix}"), bias)
         # two tensors: an exported scan whose initial carries alias one another computes wrong values (torch 2.14)
-        initial = (inputs.new_zeros(batch, lstm.hidden_size), inputs.new_zeros(batch, lstm.hidden_size))  # (batch, hidden) x 2
+        initial = (
+            inputs.new_zeros(batch, lstm.hidden_size),
+            inputs.new_zeros(batch, lstm.hidden_size),
+        )  # (batch, hidden) x 2
 
-        def step(carry, step_gates):  # step_gates: (batch, 4 * hidden)
+        def step(
+            carry: tuple[torch.Tensor, torch.Tensor],
+            step_gates: torch.Tensor,  # (batch, 4 * hidden)
+        ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
             hidden, cell = carry
             in_gate, forget_gate, cell_gate, out_gate = (step_gates + hidden @ weight_hh.T).chunk(4, dim=-1)
             cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(in_gate) * torch.tanh(cell_gate)  # (batch, hidden)

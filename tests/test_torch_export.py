@@ -9,7 +9,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from acn_mner.onnx_export import dynamic_shapes, example_inputs
 from modeling_acn import AcnConfig, AcnForTokenClassification
-from modeling_acn.export_acn import bilstm_for_export
+from modeling_acn.torch_export_acn import bilstm_for_export
 
 from .conftest import BIO_LABELS, TINY_SIZES, make_batch
 from .encoder_fixtures import make_model, make_processor
@@ -106,11 +106,20 @@ def test_the_image_trunk_exports_with_the_model():
     inputs = text_inputs([3, 2], 6)
     generator = torch.Generator().manual_seed(0)
     inputs.update(pixel_values=torch.randn(2, 3, 224, 224, generator=generator), image_mask=torch.tensor([True, False]))
-    program = torch.export.export(model, args=(), kwargs=inputs, dynamic_shapes={
-        "input_ids": {0: (batch := torch.export.Dim("batch")), 1: (words := torch.export.Dim("words"))},
-        "char_ids": {0: batch, 1: words, 2: torch.export.Dim("characters", min=5)},
-        "attention_mask": {0: batch, 1: words}, "pixel_values": {0: batch}, "image_mask": {0: batch},
-    }).module()  # fmt: skip
+    program = torch.export.export(
+        model,
+        args=(),
+        kwargs=inputs,
+        dynamic_shapes={
+            "input_ids": {0: (batch := torch.export.Dim("batch")), 1: (words := torch.export.Dim("words"))},
+            "char_ids": {0: batch, 1: words, 2: torch.export.Dim("characters", min=5)},
+            "attention_mask": {0: batch, 1: words},
+            "pixel_values": {0: batch},
+            "image_mask": {0: batch},
+        },
+    ).module()
     inputs = text_inputs([2, 5, 1], 7)
-    inputs.update(pixel_values=torch.randn(3, 3, 224, 224, generator=generator), image_mask=torch.tensor([True, False, True]))
+    inputs.update(
+        pixel_values=torch.randn(3, 3, 224, 224, generator=generator), image_mask=torch.tensor([True, False, True])
+    )
     assert_same_logits(program, model, inputs)

@@ -17,10 +17,14 @@ onnxruntime is an optional dependency (`pip install onnxruntime`).
 """
 
 import json
+import os
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from .configuration_acn import AcnConfig
 from .modeling_acn import (
@@ -32,10 +36,15 @@ from .modeling_acn import (
 )
 from .vision_acn import BACKBONE_INPUT_SIZE, check_pixel_values
 
+if TYPE_CHECKING:
+    import onnxruntime
+
 ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model_int8.onnx"
 VISION_ONNX_FILE = "vision.onnx"
-VISION_ONNX_INT8_FILE = "vision_int8.onnx"  # static int8 (QDQ), calibrated on images: `acn-export --int8 --calibration_images`
+VISION_ONNX_INT8_FILE = (
+    "vision_int8.onnx"  # static int8 (QDQ), calibrated on images: `acn-export --int8 --calibration_images`
+)
 ONNX_CONFIG_FILE = "onnx_config.json"  # the CRF's scores and how the graphs were made
 LOGITS = "logits"  # the graphs' one output
 PIXEL_VALUES = "pixel_values"  # vision.onnx's input; its output is IMAGE_FEATURES
@@ -47,8 +56,16 @@ TRUNK_ID_KEY = "acn.vision_trunk_id"
 # whole MiniLM-L6 graph 20% slower on the CPU (int8, batch 32; float32: 8%): that kernel took a fifth of the time
 # (`benchmarks/serve.py --profile`). The two operators stay apart.
 DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
-ONNX_TYPES = {"tensor(int64)": np.int64, "tensor(bool)": np.bool_, "tensor(float)": np.float32}  # the graphs' input types
-CRF_SCORES = ("start_transitions", "end_transitions", "transitions")  # onnx_config.json's "crf": (tags,), (tags,), (tags, tags)
+ONNX_TYPES = {
+    "tensor(int64)": np.int64,
+    "tensor(bool)": np.bool_,
+    "tensor(float)": np.float32,
+}  # the graphs' input types
+CRF_SCORES = (
+    "start_transitions",
+    "end_transitions",
+    "transitions",
+)  # onnx_config.json's "crf": (tags,), (tags,), (tags, tags)
 
 
 def onnx_min_char_width(config: AcnConfig) -> int:
@@ -58,7 +75,7 @@ def onnx_min_char_width(config: AcnConfig) -> int:
     return max(config.char_kernel_sizes) + 1
 
 
-def import_onnxruntime():
+def import_onnxruntime() -> ModuleType:
     try:
         import onnxruntime
     except ImportError as error:
@@ -73,7 +90,7 @@ class AcnNumpyCrf:
     left-aligned: real words first, then padding.
     """
 
-    def __init__(self, start_transitions, end_transitions, transitions):
+    def __init__(self, start_transitions: ArrayLike, end_transitions: ArrayLike, transitions: ArrayLike) -> None:
         self.start_transitions = np.asarray(start_transitions, dtype=np.float32)  # (tags,)
         self.end_transitions = np.asarray(end_transitions, dtype=np.float32)  # (tags,)
         self.transitions = np.asarray(transitions, dtype=np.float32)  # (from, to)
@@ -84,12 +101,14 @@ class AcnNumpyCrf:
                 f"{self.end_transitions.shape} and {self.transitions.shape}"
             )
 
-    def log_partition(self, emissions, mask):
+    def log_partition(self, emissions: ArrayLike, mask: ArrayLike) -> np.ndarray:
         """log Z per sequence, `(batch,)`: the forward algorithm, as `AcnCrf.log_partition`."""
-        alphas, _ = self._forward_backward(np.asarray(emissions, dtype=np.float64), np.asarray(mask, dtype=bool), backward=False)
+        alphas, _ = self._forward_backward(
+            np.asarray(emissions, dtype=np.float64), np.asarray(mask, dtype=bool), backward=False
+        )
         return _logsumexp(alphas[:, -1] + self.end_transitions, axis=-1).astype(np.float32)  # (batch,)
 
-    def marginals(self, emissions, mask):
+    def marginals(self, emissions: ArrayLike, mask: ArrayLike) -> np.ndarray:
         """`p(y_t = k | x)`, `(batch, seq_len, tags)`, 0 at padding: forward-backward, `alpha_t + beta_t - log Z`.
 
         Equal to the gradient of `AcnCrf.log_partition` with respect to the emissions, which `tag_marginals` takes
@@ -97,16 +116,29 @@ class AcnNumpyCrf:
         """
         mask = np.asarray(mask, dtype=bool)
         alphas, betas = self._forward_backward(np.asarray(emissions, dtype=np.float64), mask, backward=True)
+        assert betas is not None  # backward=True computes them
         log_z = _logsumexp(alphas[:, -1] + self.end_transitions, axis=-1)  # (batch,)
         marginals = np.exp(alphas + betas - log_z[:, None, None])  # (batch, seq_len, tags)
         return (marginals * mask[..., None]).astype(np.float32)
 
-    def decode(self, emissions, mask, allowed=None, allowed_start=None):
+    def decode(
+        self,
+        emissions: ArrayLike | torch.Tensor,
+        mask: ArrayLike | torch.Tensor,
+        allowed: torch.Tensor | None = None,
+        allowed_start: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Best tag path per sequence (Viterbi), `(batch, seq_len)` long with `-100` at padding; see `AcnCrf.decode`."""
-        scores = (torch.from_numpy(table) for table in (self.transitions, self.start_transitions, self.end_transitions))
-        return viterbi_decode(torch.as_tensor(emissions), torch.as_tensor(mask), *scores, allowed, allowed_start)
+        transitions, start, end = (
+            torch.from_numpy(table) for table in (self.transitions, self.start_transitions, self.end_transitions)
+        )
+        return viterbi_decode(
+            torch.as_tensor(emissions), torch.as_tensor(mask), transitions, start, end, allowed, allowed_start
+        )
 
-    def _forward_backward(self, emissions, mask, backward: bool):
+    def _forward_backward(
+        self, emissions: np.ndarray, mask: np.ndarray, backward: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """alpha `(batch, seq_len, tags)`: log-sum of the scores of the paths from the start to tag k at step t
         (padding steps carry the last word's alpha forward, so `alphas[:, -1]` is every sequence's last);
         beta: of the paths from tag k at t to the end, `end_transitions` at each sequence's last word."""
@@ -132,7 +164,7 @@ class AcnNumpyCrf:
         return alphas, betas
 
 
-def _logsumexp(values, axis):
+def _logsumexp(values: np.ndarray, axis: int) -> np.ndarray:
     peak = values.max(axis=axis, keepdims=True)
     return (peak + np.log(np.exp(values - peak).sum(axis=axis, keepdims=True))).squeeze(axis)
 
@@ -149,20 +181,29 @@ class AcnOnnxModel:
 
     main_input_name = "input_ids"
 
-    def __init__(self, folder, onnx_file: str = ONNX_FILE, session_options=None, vision_onnx_file: str = VISION_ONNX_FILE):
-        onnxruntime = import_onnxruntime()
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        onnx_file: str = ONNX_FILE,
+        session_options: "onnxruntime.SessionOptions | None" = None,
+        vision_onnx_file: str = VISION_ONNX_FILE,
+    ) -> None:
+        runtime = import_onnxruntime()
         folder = Path(folder)
         if not (folder / onnx_file).is_file():
             raise ValueError(f"{folder} has no {onnx_file}: export the model with acn-export first")
         self.config = AcnConfig.from_pretrained(folder)
         self.crf, self._vision_trunk_id = read_onnx_config(folder / ONNX_CONFIG_FILE, self.config)
-        self.session = _session(onnxruntime, folder / onnx_file, session_options, disabled_optimizers=DISABLED_OPTIMIZERS)
+        self.session = _session(runtime, folder / onnx_file, session_options, disabled_optimizers=DISABLED_OPTIMIZERS)
         self.input_types = check_logits_graph(folder / onnx_file, self.session, self.config)
-        self.vision_session = None
+        self.vision_session: onnxruntime.InferenceSession | None = None
         if vision_onnx_file != VISION_ONNX_FILE and not (folder / vision_onnx_file).is_file():
-            raise ValueError(f"{folder} has no {vision_onnx_file}: export the model with acn-export --int8 --calibration_images")
+            raise ValueError(
+                f"{folder} has no {vision_onnx_file}: export the model with acn-export --int8 --calibration_images"
+            )
         if self.config.use_image and (folder / vision_onnx_file).is_file():
-            self.vision_session = _session(onnxruntime, folder / vision_onnx_file, session_options)
+            self.vision_session = _session(runtime, folder / vision_onnx_file, session_options)
+            assert self._vision_trunk_id is not None  # read_onnx_config requires one for a model with images
             check_vision_graph(folder / vision_onnx_file, self.vision_session, self.config, self._vision_trunk_id)
         self.vision_onnx_file = vision_onnx_file
         self.bio_allowed, self.bio_allowed_start = bio_transition_table(self.config.id2label)  # (tags, tags), (tags,)
@@ -170,7 +211,11 @@ class AcnOnnxModel:
 
     @classmethod
     def from_pretrained(
-        cls, folder, onnx_file: str = ONNX_FILE, session_options=None, vision_onnx_file: str = VISION_ONNX_FILE
+        cls,
+        folder: str | os.PathLike,
+        onnx_file: str = ONNX_FILE,
+        session_options: "onnxruntime.SessionOptions | None" = None,
+        vision_onnx_file: str = VISION_ONNX_FILE,
     ) -> "AcnOnnxModel":
         return cls(folder, onnx_file, session_options, vision_onnx_file)
 
@@ -178,12 +223,12 @@ class AcnOnnxModel:
     device = torch.device("cpu")
     dtype = torch.float32
 
-    def to(self, device):
+    def to(self, device: str | torch.device) -> "AcnOnnxModel":
         if torch.device(device).type != "cpu":
             raise ValueError(f"the ONNX Runtime backend runs on the CPU, got device {device!r}")
         return self
 
-    def eval(self):
+    def eval(self) -> "AcnOnnxModel":
         return self
 
     def can_generate(self) -> bool:
@@ -191,22 +236,22 @@ class AcnOnnxModel:
 
     # --- the model ---------------------------------------------------------------------------------------------
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> AcnTokenClassifierOutput | tuple:
         return self.forward(*args, **kwargs)
 
     def forward(
         self,
-        input_ids: torch.LongTensor,
-        char_ids: torch.LongTensor | None = None,
+        input_ids: torch.Tensor,
+        char_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        pixel_values: torch.FloatTensor | None = None,
-        image_features: torch.FloatTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_features: torch.Tensor | None = None,
         image_mask: torch.Tensor | None = None,
-        subword_ids: torch.LongTensor | None = None,
+        subword_ids: torch.Tensor | None = None,
         subword_attention_mask: torch.Tensor | None = None,
-        subword_to_word: torch.LongTensor | None = None,
+        subword_to_word: torch.Tensor | None = None,
         image_features_trunk: str | None = None,
-        labels: torch.LongTensor | None = None,
+        labels: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
     ) -> AcnTokenClassifierOutput | tuple:
@@ -220,16 +265,18 @@ class AcnOnnxModel:
         subwords = AcnModel._check_subword_inputs(self, subword_ids, subword_attention_mask, subword_to_word, input_ids)
         feed = {"input_ids": input_ids, "attention_mask": word_mask.long()}
         if self.config.use_char_cnn:
+            assert char_ids is not None  # _check_text_inputs requires them with the character CNN
             width = onnx_min_char_width(self.config)
             shortfall = max(width - char_ids.shape[-1], 0)
             feed["char_ids"] = torch.nn.functional.pad(char_ids, (0, shortfall), value=self.config.char_pad_id)
         if subwords is not None:
+            assert self.config.text_encoder_window is not None  # AcnConfig sets it with a pretrained encoder
             if subwords[0].shape[1] > self.config.text_encoder_window:
                 raise ValueError(
-                    f"the ONNX graph encodes at most text_encoder_window={self.config.text_encoder_window} subwords per "
-                    f"tweet, got {subwords[0].shape[1]}: tag longer tweets with the torch backend"
+                    f"the ONNX graph encodes at most text_encoder_window={self.config.text_encoder_window} "
+                    f"subwords per tweet, got {subwords[0].shape[1]}: tag longer tweets with the torch backend"
                 )
-            feed.update(zip(("subword_ids", "subword_attention_mask", "subword_to_word"), subwords))
+            feed.update(zip(("subword_ids", "subword_attention_mask", "subword_to_word"), subwords, strict=True))
         if self.config.use_image:
             if image_features is not None and image_features_trunk is not None:
                 AcnModel._check_features_trunk(self, image_features_trunk)
@@ -237,12 +284,16 @@ class AcnOnnxModel:
             AcnModel._check_image_tweet_lengths(self, word_mask.sum(-1), image_mask)
             feed["image_features"] = self._image_features(pixel_values, image_features, image_mask)
             feed["image_mask"] = image_mask
-        feed = {name: _as_numpy(feed[name]).astype(dtype, copy=False) for name, dtype in self.input_types.items()}
-        (logits,) = self.session.run([LOGITS], feed)
+        arrays: dict[str, np.ndarray] = {
+            name: _as_numpy(feed[name]).astype(dtype, copy=False) for name, dtype in self.input_types.items()
+        }
+        (logits,) = self.session.run([LOGITS], arrays)
         outputs = AcnTokenClassifierOutput(logits=torch.from_numpy(logits))
         return outputs if return_dict is not False else outputs.to_tuple()
 
-    def decode(self, logits, attention_mask=None, constrain_bio=False):
+    def decode(
+        self, logits: torch.Tensor, attention_mask: torch.Tensor | None = None, constrain_bio: bool = False
+    ) -> list[list[int]]:
         """As `AcnForTokenClassification.decode`: best tag ids per tweet, `list[list[int]]`."""
         word_mask = torch.ones(logits.shape[:2], dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         allowed = (self.bio_allowed, self.bio_allowed_start) if constrain_bio else (None, None)
@@ -251,18 +302,21 @@ class AcnOnnxModel:
         elif constrain_bio:  # best valid path under independent per-word probabilities
             no_boundary = torch.zeros(self.config.num_labels)
             no_transitions = torch.zeros(self.config.num_labels, self.config.num_labels)
-            paths = viterbi_decode(logits.float().log_softmax(-1), word_mask, no_transitions, no_boundary, no_boundary, *allowed)
+            paths = viterbi_decode(
+                logits.float().log_softmax(-1), word_mask, no_transitions, no_boundary, no_boundary, *allowed
+            )
         else:
             paths = logits.argmax(-1)  # (batch, seq_len)
-        return [path[:length].tolist() for path, length in zip(paths, word_mask.sum(-1).tolist())]
+        return [path[:length].tolist() for path, length in zip(paths, word_mask.sum(-1).tolist(), strict=True)]
 
     def vision_trunk_id(self) -> str:
         """The exported model's `vision_trunk_id()`, as `onnx_config.json` records it."""
         if not self.config.use_image:
             raise ValueError("this model has no vision trunk (use_image=False)")
+        assert self._vision_trunk_id is not None  # read_onnx_config requires one for a model with images
         return self._vision_trunk_id
 
-    def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """As `AcnModel.get_image_features`, through `vision.onnx` (float32) or `vision_int8.onnx`:
         `(batch, regions, image_feature_dim)`."""
         if not self.config.use_image:
@@ -273,7 +327,9 @@ class AcnOnnxModel:
         (features,) = self.vision_session.run([IMAGE_FEATURES], {PIXEL_VALUES: _as_numpy(pixel_values.float())})
         return torch.from_numpy(features)
 
-    def _image_features(self, pixel_values, image_features, image_mask):
+    def _image_features(
+        self, pixel_values: torch.Tensor | None, image_features: torch.Tensor | None, image_mask: torch.Tensor
+    ) -> torch.Tensor:
         """The graph's `image_features` input, `(batch, regions, image_feature_dim)`: given ones, or the trunk's
         features of the tweets with an image (zeros for the others, which the graph does not read)."""
         shape = (image_mask.shape[0], self.config.num_image_regions, self.config.image_feature_dim)
@@ -300,28 +356,37 @@ def read_onnx_config(path: Path, config: AcnConfig) -> tuple[AcnNumpyCrf | None,
     except ValueError as error:  # invalid JSON or text that is not UTF-8
         raise ValueError(f"{path} is not valid JSON: {error}") from None
     if not isinstance(exported, dict) or not {"crf", "vision_trunk_id"} <= exported.keys():
-        raise ValueError(f"{path} must be a JSON object with 'crf' and 'vision_trunk_id': export the model again with acn-export")
+        raise ValueError(
+            f"{path} must be a JSON object with 'crf' and 'vision_trunk_id': export the model again with acn-export"
+        )
     crf = exported["crf"]
     if (crf is None) != (config.decoder != "crf"):
         scores = "no CRF scores" if crf is None else "CRF scores"
-        raise ValueError(f"{path} has {scores}, and config.json's decoder is {config.decoder!r}: export the model again with acn-export")
+        raise ValueError(
+            f"{path} has {scores}, and config.json's decoder is {config.decoder!r}: "
+            "export the model again with acn-export"
+        )
     trunk_id = exported["vision_trunk_id"]
     if not config.use_image and trunk_id is not None:
-        raise ValueError(f"{path} records the vision trunk {_abridged(trunk_id)}, and config.json's model has no images (use_image=False)")
+        raise ValueError(
+            f"{path} records the vision trunk {_abridged(trunk_id)}, "
+            "and config.json's model has no images (use_image=False)"
+        )
     if config.use_image and not (isinstance(trunk_id, str) and trunk_id.startswith(f"{config.vision_backbone}:")):
         raise ValueError(
-            f"{path}: vision_trunk_id must be config.json's vision_backbone and a digest ('{config.vision_backbone}:...'), "
-            f"got {_abridged(trunk_id)}"
+            f"{path}: vision_trunk_id must be config.json's vision_backbone and a digest "
+            f"('{config.vision_backbone}:...'), got {_abridged(trunk_id)}"
         )
     return (None if crf is None else _crf_scores(path, crf, config.num_labels)), trunk_id
 
 
-def _crf_scores(path: Path, crf, num_labels: int) -> AcnNumpyCrf:
+def _crf_scores(path: Path, crf: object, num_labels: int) -> AcnNumpyCrf:
     """The three score tables as float32, each a finite number per label (pair)."""
     if not isinstance(crf, dict) or set(crf) != set(CRF_SCORES):
         raise ValueError(f"{path}: crf must hold {', '.join(CRF_SCORES)}, got {_abridged(crf)}")
-    tables = {}
-    for name, shape in zip(CRF_SCORES, ((num_labels,), (num_labels,), (num_labels, num_labels))):
+    tables: dict[str, np.ndarray] = {}
+    for name, shape in zip(CRF_SCORES, ((num_labels,), (num_labels,), (num_labels, num_labels)), strict=True):
+        table: np.ndarray | None
         try:
             table = np.asarray(crf[name])
         except ValueError:  # ragged lists
@@ -329,7 +394,9 @@ def _crf_scores(path: Path, crf, num_labels: int) -> AcnNumpyCrf:
         if table is None or table.dtype.kind not in "iuf":
             raise ValueError(f"{path}: crf {name} must be numbers, got {_abridged(crf[name])}")
         if table.shape != shape:
-            raise ValueError(f"{path}: crf {name} has shape {table.shape}, and config.json's {num_labels} labels need {shape}")
+            raise ValueError(
+                f"{path}: crf {name} has shape {table.shape}, and config.json's {num_labels} labels need {shape}"
+            )
         with np.errstate(over="ignore"):  # a number beyond float32's range becomes inf, refused below
             tables[name] = table.astype(np.float32)
         bad = int((~np.isfinite(tables[name])).sum())
@@ -338,13 +405,21 @@ def _crf_scores(path: Path, crf, num_labels: int) -> AcnNumpyCrf:
     return AcnNumpyCrf(**tables)
 
 
-def _session(onnxruntime, path: Path, session_options, **options):
+def _session(
+    runtime: ModuleType, path: Path, session_options: "onnxruntime.SessionOptions | None", **options: Any
+) -> "onnxruntime.InferenceSession":
     """An ONNX Runtime session on `path`; a file that is not a loadable graph (truncated, corrupt) is a ValueError."""
     from onnxruntime.capi import onnxruntime_pybind11_state as errors
 
-    unloadable = (errors.Fail, errors.InvalidArgument, errors.InvalidGraph, errors.InvalidProtobuf, errors.NotImplemented)
+    unloadable = (
+        errors.Fail,
+        errors.InvalidArgument,
+        errors.InvalidGraph,
+        errors.InvalidProtobuf,
+        errors.NotImplemented,
+    )
     try:
-        return onnxruntime.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"], **options)
+        return runtime.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"], **options)
     except unloadable as error:
         reason = " ".join(str(error).split())
         raise ValueError(f"{path} is not a loadable ONNX graph (truncated or corrupt?): {reason}") from None
@@ -361,44 +436,57 @@ def expected_inputs(config: AcnConfig) -> dict[str, str]:
     return types
 
 
-def check_logits_graph(path: Path, session, config: AcnConfig) -> dict[str, type]:
+def check_logits_graph(path: Path, session: "onnxruntime.InferenceSession", config: AcnConfig) -> dict[str, type]:
     """Refuse a logits graph whose inputs are not config.json's model's (a text-only graph in an image model's folder,
     or the reverse) or whose logits do not score config.json's labels; returns the numpy type of each input."""
     got = {graph_input.name: graph_input.type for graph_input in session.get_inputs()}
     expected = expected_inputs(config)
     if got != expected:
-        retyped = [f"{name} ({got[name]})" for name in sorted(got.keys() & expected.keys()) if got[name] != expected[name]]
+        retyped = [
+            f"{name} ({got[name]})" for name in sorted(got.keys() & expected.keys()) if got[name] != expected[name]
+        ]
         missing, unexpected = sorted(expected.keys() - got.keys()), sorted(got.keys() - expected.keys())
         differences = (("missing", missing), ("unexpected", unexpected), ("of another type", retyped))
         raise ValueError(
-            f"{path} was exported from another model: its inputs do not match config.json's (use_image={config.use_image}, "
-            f"use_char_cnn={config.use_char_cnn}, text_encoder={config.text_encoder!r}): "
+            f"{path} was exported from another model: its inputs do not match config.json's "
+            f"(use_image={config.use_image}, use_char_cnn={config.use_char_cnn}, "
+            f"text_encoder={config.text_encoder!r}): "
             + "; ".join(f"{what} {', '.join(names)}" for what, names in differences if names)
         )
     if config.use_image:
-        image_shape = next(graph_input.shape for graph_input in session.get_inputs() if graph_input.name == IMAGE_FEATURES)
+        image_shape = next(
+            graph_input.shape for graph_input in session.get_inputs() if graph_input.name == IMAGE_FEATURES
+        )
         _check_shape(path, IMAGE_FEATURES, image_shape, (None, config.num_image_regions, config.image_feature_dim))
-    _check_shape(path, LOGITS, _output_shape(path, session, LOGITS), (None, None, config.num_labels), " (a score per label)")
+    _check_shape(
+        path, LOGITS, _output_shape(path, session, LOGITS), (None, None, config.num_labels), " (a score per label)"
+    )
     return {name: ONNX_TYPES[onnx_type] for name, onnx_type in expected.items()}
 
 
-def check_vision_graph(path: Path, session, config: AcnConfig, trunk_id: str) -> None:
+def check_vision_graph(path: Path, session: "onnxruntime.InferenceSession", config: AcnConfig, trunk_id: str) -> None:
     """Refuse a vision graph that does not map 224 x 224 pixels to config.json's regions, or that records another
     trunk than `onnx_config.json` (graphs exported before the record: the shapes only)."""
     inputs = {graph_input.name: graph_input for graph_input in session.get_inputs()}
     if set(inputs) != {PIXEL_VALUES}:
         raise ValueError(f"{path} takes the inputs {sorted(inputs)}, and an image trunk takes {PIXEL_VALUES} alone")
     _check_shape(path, PIXEL_VALUES, inputs[PIXEL_VALUES].shape, (None, 3, BACKBONE_INPUT_SIZE, BACKBONE_INPUT_SIZE))
-    _check_shape(path, IMAGE_FEATURES, _output_shape(path, session, IMAGE_FEATURES), (None, config.num_image_regions, config.image_feature_dim))
+    _check_shape(
+        path,
+        IMAGE_FEATURES,
+        _output_shape(path, session, IMAGE_FEATURES),
+        (None, config.num_image_regions, config.image_feature_dim),
+    )
     recorded = session.get_modelmeta().custom_metadata_map.get(TRUNK_ID_KEY)
     if recorded is not None and recorded != trunk_id:
         raise ValueError(
-            f"{path} holds the vision trunk {_short_id(recorded)}, and {ONNX_CONFIG_FILE} records {_short_id(trunk_id)}: "
+            f"{path} holds the vision trunk {_short_id(recorded)}, "
+            f"and {ONNX_CONFIG_FILE} records {_short_id(trunk_id)}: "
             "the graph comes from another model; export the model again with acn-export"
         )
 
 
-def _output_shape(path: Path, session, name: str) -> list:
+def _output_shape(path: Path, session: "onnxruntime.InferenceSession", name: str) -> list:
     shapes = {graph_output.name: graph_output.shape for graph_output in session.get_outputs()}
     if name not in shapes:
         raise ValueError(f"{path} has no output {name!r} (its outputs: {sorted(shapes)})")
@@ -407,12 +495,14 @@ def _output_shape(path: Path, session, name: str) -> list:
 
 def _check_shape(path: Path, name: str, shape: list, expected: tuple, why: str = "") -> None:
     """`shape` as ONNX Runtime gives it (ints, or names for dynamic axes) against `expected` (None: any size)."""
-    if len(shape) != len(expected) or any(want is not None and size != want for size, want in zip(shape, expected)):
+    if len(shape) != len(expected) or any(
+        want is not None and size != want for size, want in zip(shape, expected, strict=True)
+    ):
         wanted = ["any" if want is None else want for want in expected]
         raise ValueError(f"{path}: {name} has shape {shape}, and config.json's model needs {wanted}{why}")
 
 
-def _abridged(value, limit: int = 80) -> str:
+def _abridged(value: object, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
@@ -422,6 +512,12 @@ def _as_numpy(tensor: torch.Tensor) -> np.ndarray:
 
 
 __all__ = [
-    "AcnNumpyCrf", "AcnOnnxModel", "check_logits_graph", "check_vision_graph", "expected_inputs", "import_onnxruntime",
-    "onnx_min_char_width", "read_onnx_config",
-]  # fmt: skip
+    "AcnNumpyCrf",
+    "AcnOnnxModel",
+    "check_logits_graph",
+    "check_vision_graph",
+    "expected_inputs",
+    "import_onnxruntime",
+    "onnx_min_char_width",
+    "read_onnx_config",
+]
