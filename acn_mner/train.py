@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import datasets
 import evaluate
@@ -1297,8 +1297,8 @@ def train_epoch(
     --checkpointing_steps optimiser steps; stop at --max_train_steps. Returns the mean loss of the batches run."""
     model.train()
     loader.set_epoch(state.epoch)
-    collator = loader.collate_fn
-    assert isinstance(collator, BatchSeededCollator)  # build_dataloaders' training collator
+    # build_dataloaders' training collator, or anything with its start(epoch, batch): a cast, not a check
+    collator = cast(BatchSeededCollator, loader.collate_fn)
     collator.start(state.epoch, state.epoch_batches)
     batches = remaining_batches(accelerator, loader, state.epoch_batches)
     progress = tqdm(
