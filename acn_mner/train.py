@@ -11,8 +11,10 @@ The flags follow transformers' run_ner_no_trainer.py where it has one (--dataset
 Selects the epoch with the best dev (validation) entity F1, with early stopping, then scores the test split.
 Writes to --output_dir: the model and processor with their remote code, all_results.json, results.md (the paper's
 Table 2 layout), {validation,test}_predictions.txt (`token gold pred`), model_card.md/README.md, and checkpoints/
-(the training states, and the best weights a resumed run may end on) unless --checkpointing_steps none.
-With --push_to_hub --hub_model_id ID, the model, its code, card and results (not checkpoints/) go to the Hub.
+(the training states, and the best weights a resumed run may end on) unless --checkpointing_steps none; as in
+run_ner, a non-empty --output_dir is refused unless --overwrite_output_dir, or the run resumes a checkpoint there.
+With --push_to_hub --hub_model_id ID, the repository is created, and checked writable, before the first training
+step; the model, its code, card and results (not checkpoints/) go there at the end.
 """
 
 import argparse
