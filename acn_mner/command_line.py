@@ -58,6 +58,8 @@ def one_line_errors(main: Callable[_P, _R]) -> Callable[_P, _R]:
                 if not isinstance(error, OSError) or not error.filename
                 else f"{error.filename}: {error.strerror}"
             )
+            # one line, also for a library's message of several
+            message = " ".join(line.strip() for line in message.splitlines() if line.strip())
             print(f"{program}: error: {message}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt as interrupt:

@@ -70,6 +70,7 @@ from .atomic import (
     atomic_files_into,
     atomic_folder,
     check_output_target,
+    is_leftover,
     remove_leftovers,
     temporary_file,
     write_text,
@@ -1669,12 +1670,13 @@ def training_inputs(args: argparse.Namespace) -> dict[str, str | None]:
 
 def check_output_dir(output_dir: Path, args: argparse.Namespace) -> None:
     """run_ner's rule, so that a second run cannot silently replace a first one's model and results: a non-empty
-    --output_dir is refused unless --overwrite_output_dir is given or the run resumes from a checkpoint in it."""
+    --output_dir is refused unless --overwrite_output_dir is given or the run resumes from a checkpoint in it. What
+    killed runs left (`is_leftover`) does not count; a run writing there now does."""
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"--output_dir {output_dir} is a file, not a folder")
     if args.overwrite_output_dir or resumes_within(output_dir, args.resume_from_checkpoint):
         return
-    if output_dir.is_dir() and any(output_dir.iterdir()):
+    if output_dir.is_dir() and not all(is_leftover(entry) for entry in output_dir.iterdir()):
         raise ValueError(
             f"--output_dir {output_dir} is not empty: give --overwrite_output_dir to train into it anyway, "
             "--resume_from_checkpoint latest to continue its run, or another folder"

@@ -193,6 +193,17 @@ def test_a_used_output_dir_is_refused_unless_overwritten_or_resumed(corpus, tmp_
     assert resumed["epochs_trained"] == 2
 
 
+def test_what_a_killed_run_left_does_not_count_but_a_running_one_does(corpus, tmp_path):
+    from acn_mner.atomic import temporary_file
+
+    output_dir = tmp_path / "out"
+    (output_dir / ".checkpoints.acn-4194305-abcdefgh.tmp").mkdir(parents=True)  # above any pid_max: its writer is dead
+    with temporary_file(output_dir / "checkpoints", folder=True):  # a live run's working folder (this process's)
+        with pytest.raises(ValueError, match="is not empty"):
+            run_training(corpus, output_dir, *ONE_EPOCH)
+    assert run_training(corpus, output_dir, *ONE_EPOCH)["epochs_trained"] == 1
+
+
 def test_an_output_dir_that_is_a_file_is_refused(corpus, tmp_path):
     (tmp_path / "out").write_text("x")
     with pytest.raises(ValueError, match=r"--output_dir .*out is a file, not a folder"):
@@ -293,3 +304,16 @@ def test_evaluate_refuses_a_tag_the_model_lacks_in_one_line(model_folder, corpus
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar of loading the weights
     assert ": error: the test split of" in last
     assert "tags B-ORG, I-ORG, B-OTHER, I-OTHER are not the model's" in last
+
+
+def test_a_user_error_of_several_lines_is_printed_as_one(capsys):
+    def offline(argv):
+        raise OSError("We couldn't connect to 'https://huggingface.co'.\nCheck your internet connection.")
+
+    with pytest.raises(SystemExit) as exited:
+        one_line_errors(offline)([])
+    assert exited.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].endswith(
+        "error: We couldn't connect to 'https://huggingface.co'. Check your internet connection."
+    )
