@@ -79,6 +79,13 @@ def _leftovers(path: Path) -> Iterator[Path]:
             yield entry
 
 
+def is_leftover(entry: Path) -> bool:
+    """Whether `entry` is the temporary file or folder of a write whose process is provably dead: what a killed run
+    left, which the next completed write of that path removes (an output folder holding only such is empty)."""
+    match = re.fullmatch(rf"\..+\.{TEMPORARY_TAG}-(\d+)-[a-z0-9_]{{8}}\.tmp", entry.name)
+    return match is not None and _abandoned(entry, int(match[1]))
+
+
 def _abandoned(entry: Path, pid: int) -> bool:
     """Whether the temporary file or folder `entry`, named for process `pid`, is dead: no process `pid` runs here,
     and its lock is free (the kernel drops a lock when its holder ends, however it ends; the lock also covers a writer
@@ -247,6 +254,7 @@ __all__ = [
     "atomic_files_into",
     "atomic_folder",
     "atomic_path",
+    "is_leftover",
     "check_output_target",
     "move_files_into",
     "remove_leftovers",

@@ -5,16 +5,26 @@ for a bad flag, instead of a traceback. Other exceptions are bugs and keep their
 Ctrl-C ends a command with `acn-predict: interrupted` and exit status 130, SIGTERM with `acn-predict: terminated` and
 143 (128 + the signal's number, as a shell reports a command a signal ended). SIGTERM is raised as an exception
 (`Terminated`) where the command is, as Ctrl-C's `KeyboardInterrupt` is, so that both unwind: every `finally` and
-context manager runs, and the temporary files of unfinished writes (`acn_mner.atomic`) are removed."""
+context manager runs, and the temporary files of unfinished writes (`acn_mner.atomic`) are removed.
 
+Every command's parser is `ArgumentParser`: a bad or contradicting flag ends it with the usage's first line and one
+line naming the problem (argparse's own error prints the whole usage first, 55 lines for `acn-train`). Path flags take
+`existing_folder`, `existing_file` or `folder_or_hub_id` as their type, so that a missing folder is refused before
+any work, and old flag names go through `adopt_deprecated_flags`."""
+
+import argparse
 import functools
+import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
-from typing import ParamSpec, TypeVar
+from typing import NoReturn, ParamSpec, TypeVar
+
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
 USER_ERRORS = (ValueError, OSError)  # AcnImageError, CorpusFormatError and CheckpointError are ValueErrors
 INTERRUPTED_STATUS = 128 + signal.SIGINT
@@ -48,6 +58,8 @@ def one_line_errors(main: Callable[_P, _R]) -> Callable[_P, _R]:
                 if not isinstance(error, OSError) or not error.filename
                 else f"{error.filename}: {error.strerror}"
             )
+            # one line, also for a library's message of several
+            message = " ".join(line.strip() for line in message.splitlines() if line.strip())
             print(f"{program}: error: {message}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt as interrupt:
@@ -61,4 +73,73 @@ def one_line_errors(main: Callable[_P, _R]) -> Callable[_P, _R]:
     return command
 
 
-__all__ = ["Terminated", "one_line_errors"]
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose errors take two lines, exit status 2: the usage's first line, then
+    `prog: error: message`."""
+
+    def error(self, message: str) -> NoReturn:
+        usage = self.format_usage().strip().splitlines()
+        first = usage[0] + (" ..." if len(usage) > 1 else "")
+        self.exit(2, f"{first}\n{self.prog}: error: {message}\n")
+
+
+def existing_folder(value: str) -> Path:
+    """argparse type of a folder flag: the folder must exist."""
+    path = Path(value)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{'not a folder' if path.exists() else 'no such folder'}: {value!r}")
+    return path
+
+
+def existing_file(value: str) -> Path:
+    """argparse type of a file flag: the file must exist."""
+    path = Path(value)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{'not a file' if path.exists() else 'no such file'}: {value!r}")
+    return path
+
+
+def folder_or_hub_id(value: str) -> str:
+    """argparse type of a flag that takes a local folder or a Hub id: a path that does not exist is refused unless
+    it could be a Hub id (`user/name`), which the Hub answers later (`./outputs/model`, `/data/t15` and `a/b/c` are
+    refused at once)."""
+    if Path(value).exists():
+        return value
+    try:
+        validate_repo_id(value)
+    except HFValidationError:
+        raise argparse.ArgumentTypeError(f"no such folder, nor a Hub id: {value!r}") from None
+    return value
+
+
+def adopt_deprecated_flags(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, deprecated: Mapping[str, tuple[str, str]]
+) -> None:
+    """`deprecated` maps an old flag (whose value argparse stored as `deprecated_<old>`) to the flag that replaces it
+    and the attribute both set. Each old flag given moves its value there, with a warning naming its replacement; an
+    old and a new flag that disagree (or, when the new flag stores another quantity, are both given) are refused."""
+    destinations = {option: action.dest for action in parser._actions for option in action.option_strings}
+    for old, (new, attribute) in deprecated.items():
+        value = vars(args).pop(f"deprecated_{old}")
+        if value is None:
+            continue
+        # before Accelerate's state exists, hence the standard logger (the same one, under Accelerate's adapter)
+        logging.getLogger(__name__).warning(
+            f"--{old} is deprecated and will be removed in the next release: use --{new}"
+        )
+        destination = destinations[f"--{new}"]
+        current = getattr(args, destination, None)
+        if current is not None and (current != value or destination != attribute):
+            parser.error(f"--{old} {value} and --{new} {current} both set {new}: give --{new} alone")
+        setattr(args, attribute, value)
+
+
+__all__ = [
+    "ArgumentParser",
+    "Terminated",
+    "adopt_deprecated_flags",
+    "existing_file",
+    "existing_folder",
+    "folder_or_hub_id",
+    "one_line_errors",
+]

@@ -27,7 +27,7 @@ import torch
 from modeling_acn.configuration_acn import VISION_BACKBONES, VISION_PRECISIONS
 from modeling_acn.image_processing_acn import MAX_IMAGE_PIXELS
 
-from .command_line import one_line_errors
+from .command_line import ArgumentParser, existing_folder, folder_or_hub_id, one_line_errors
 from .corpus import SPLIT_FILES, load_twitter_mner, parse_label_map
 from .dataset_card import CORPORA, check_citation, check_license_id, image_problem_table
 from .feature_cache import CALIBRATION_IMAGES, feature_extractor, save_feature_cache
@@ -65,12 +65,16 @@ def citation_file(value: str) -> str:
 
 
 def parse_export_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Convert a multimodal NER corpus in the Twitter-2015/2017 format into a Parquet dataset folder. "
         f"Run '{Path(sys.argv[0]).name} {CACHE_COMMAND} --help' for the image feature cache."
     )
-    parser.add_argument("--data_dir", required=True, help="Folder with train.txt, valid.txt and test.txt.")
-    parser.add_argument("--image_dir", help="Folder with <IMGID>.jpg; without it the dataset is text only.")
+    parser.add_argument(
+        "--data_dir", required=True, type=existing_folder, help="Folder with train.txt, valid.txt and test.txt."
+    )
+    parser.add_argument(
+        "--image_dir", type=existing_folder, help="Folder with <IMGID>.jpg; without it the dataset is text only."
+    )
     parser.add_argument("--output_dir", required=True, help="Folder for data/*.parquet and README.md.")
     parser.add_argument(
         "--corpus",
@@ -107,15 +111,21 @@ def parse_export_args(argv: list[str]) -> argparse.Namespace:
 
 
 def parse_cache_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=f"{Path(sys.argv[0]).name} {CACHE_COMMAND}",
         description=(
             "Store the model's image features as a dataset column (float16, 49 regions x the backbone's channels)."
         ),
     )
-    parser.add_argument("--dataset", required=True, help="Exported folder or Hub id that load_dataset reads.")
+    parser.add_argument(
+        "--dataset", required=True, type=folder_or_hub_id, help="Exported folder or Hub id that load_dataset reads."
+    )
     trunk = parser.add_mutually_exclusive_group(required=True)
-    trunk.add_argument("--model", help="ACN checkpoint folder or Hub id whose image backbone and processor to use.")
+    trunk.add_argument(
+        "--model",
+        type=folder_or_hub_id,
+        help="ACN checkpoint folder or Hub id whose image backbone and processor to use.",
+    )
     trunk.add_argument(
         "--vision_weights",
         help="Backbone without a checkpoint: 'imagenet' (the published weights: torchvision's, or CLIP's through "

@@ -25,7 +25,7 @@ from modeling_acn.image_processing_acn import is_image_url
 from modeling_acn.pipeline_acn import entity_spans
 
 from .atomic import atomic_path
-from .command_line import one_line_errors
+from .command_line import ArgumentParser, folder_or_hub_id, one_line_errors
 from .output_check import refuse_overwriting_inputs
 from .predict import open_image, parse_device
 
@@ -148,8 +148,10 @@ def draw_message(axes: Axes, message: str) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Draw ACN's visual attention and gates for one tweet and image.")
-    parser.add_argument("--model", required=True, help="Folder or Hub id with the model and its processor.")
+    parser = ArgumentParser(description="Draw ACN's visual attention and gates for one tweet and image.")
+    parser.add_argument(
+        "--model", required=True, type=folder_or_hub_id, help="Folder or Hub id with the model and its processor."
+    )
     parser.add_argument(
         "--trust_remote_code",
         action="store_true",

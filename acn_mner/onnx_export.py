@@ -45,7 +45,7 @@ from modeling_acn.onnx_runtime_acn import (
 from modeling_acn.vision_acn import BACKBONE_INPUT_SIZE, backbone_regions
 
 from .atomic import atomic_folder
-from .command_line import one_line_errors
+from .command_line import ArgumentParser, existing_folder, one_line_errors
 from .output_check import refuse_overwriting_inputs
 
 if TYPE_CHECKING:
@@ -433,14 +433,14 @@ def _check_output_dir(output_dir: Path, source: Path | None) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="acn-export", description="Export a saved ACN model to ONNX.")
+    parser = ArgumentParser(prog="acn-export", description="Export a saved ACN model to ONNX.")
     parser.add_argument("--model", required=True, help="The saved model folder (model, config and processor files).")
     parser.add_argument("--output_dir", required=True, help="Where to write the graphs and the model's other files.")
     parser.add_argument("--format", default="onnx", choices=FORMATS, help="The export format (ONNX only).")
     parser.add_argument("--int8", action="store_true", help="Also write model_int8.onnx (dynamic int8 quantisation).")
     parser.add_argument(
         "--calibration_images",
-        type=Path,
+        type=existing_folder,
         help=(
             "With --int8, a model with images: a folder of images (e.g. some training images) that calibrate "
             "vision_int8.onnx, the image trunk in static int8."
@@ -460,8 +460,6 @@ def main(argv: list[str] | None = None) -> None:
     refuse_overwriting_inputs(args.output_dir, inputs.items(), flag="--output_dir", folder=True)
     pixels = None
     if args.calibration_images is not None:
-        if not args.calibration_images.is_dir():
-            raise ValueError(f"--calibration_images {str(args.calibration_images)!r} is not a folder")
         pixels = calibration_pixels(Path(args.model), args.calibration_images)
     output_dir = export_onnx(args.model, args.output_dir, int8=args.int8, calibration_pixels=pixels)
     print(f"wrote {', '.join(json.loads((output_dir / ONNX_CONFIG_FILE).read_text())['graphs'])} to {output_dir}")

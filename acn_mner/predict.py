@@ -75,7 +75,7 @@ from modeling_acn.image_processing_acn import (
 from modeling_acn.pipeline_acn import as_image_features
 
 from .atomic import atomic_path, temporary_file
-from .command_line import one_line_errors
+from .command_line import ArgumentParser, existing_folder, folder_or_hub_id, one_line_errors
 from .corpus import CorpusFormatError, Tweet, image_path, numbered_blocks, parse_tweet
 from .feature_cache import FeatureCache
 from .output_check import refuse_overwriting_inputs
@@ -120,8 +120,10 @@ class Row:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Tag tweets (and their images) with a saved ACN model.")
-    parser.add_argument("--model", required=True, help="Folder or Hub id with the model and its processor.")
+    parser = ArgumentParser(description="Tag tweets (and their images) with a saved ACN model.")
+    parser.add_argument(
+        "--model", required=True, type=folder_or_hub_id, help="Folder or Hub id with the model and its processor."
+    )
     parser.add_argument(
         "--trust_remote_code",
         action="store_true",
@@ -132,11 +134,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", required=True, type=Path, help="JSONL file to write, one line per input row.")
     parser.add_argument(
         "--image_dir",
-        type=Path,
+        type=existing_folder,
         help="Base folder of relative image paths (default: the input's folder); "
         "for the corpus layout, the folder of <IMGID>.jpg (without it the corpus is tagged from text alone).",
     )
-    parser.add_argument("--feature_cache", type=Path, help="Dataset folder with cached image_features, by image_id.")
+    parser.add_argument(
+        "--feature_cache", type=existing_folder, help="Dataset folder with cached image_features, by image_id."
+    )
     parser.add_argument("--feature_split", help="Split of the feature cache to use when it holds several.")
     parser.add_argument("--batch_size", type=int, default=8, help="Tweets per forward pass.")
     parser.add_argument(

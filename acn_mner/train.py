@@ -11,8 +11,10 @@ The flags follow transformers' run_ner_no_trainer.py where it has one (--dataset
 Selects the epoch with the best dev (validation) entity F1, with early stopping, then scores the test split.
 Writes to --output_dir: the model and processor with their remote code, all_results.json, results.md (the paper's
 Table 2 layout), {validation,test}_predictions.txt (`token gold pred`), model_card.md/README.md, and checkpoints/
-(the training states, and the best weights a resumed run may end on) unless --checkpointing_steps none.
-With --push_to_hub --hub_model_id ID, the model, its code, card and results (not checkpoints/) go to the Hub.
+(the training states, and the best weights a resumed run may end on) unless --checkpointing_steps none; as in
+run_ner, a non-empty --output_dir is refused unless --overwrite_output_dir, or the run resumes a checkpoint there.
+With --push_to_hub --hub_model_id ID, the repository is created, and checked writable, before the first training
+step; the model, its code, card and results (not checkpoints/) go there at the end.
 """
 
 import argparse
@@ -68,6 +70,7 @@ from .atomic import (
     atomic_files_into,
     atomic_folder,
     check_output_target,
+    is_leftover,
     remove_leftovers,
     temporary_file,
     write_text,
@@ -82,7 +85,14 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_states,
 )
-from .command_line import one_line_errors
+from .command_line import (
+    ArgumentParser,
+    adopt_deprecated_flags,
+    existing_file,
+    existing_folder,
+    folder_or_hub_id,
+    one_line_errors,
+)
 from .data import (
     CORPUS_FILE_SUFFIXES,
     LABEL_COLUMN,
@@ -185,14 +195,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given, for the model card
-    adopt_deprecated_flags(parser, args)
+    adopt_deprecated_flags(parser, args, DEPRECATED_FLAGS)
     check_corpus_args(parser, args)
     if args.model_name_or_path:
         adopt_trained_model_settings(parser, args)
     else:
         for name, default in NEW_MODEL_DEFAULTS.items():
-            if getattr(args, name) is None:
-                setattr(args, name, default)
+            if getattr(args, name) is None and not (name == "word_embedding_dim" and args.embeddings):
+                setattr(args, name, default)  # with --embeddings, the word vectors' size is the file's
     check_hub_args(parser, args)
     settle_training_args(parser, args)
     resolve_vision_arguments(args)
@@ -200,7 +210,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group(
         "data (a corpus: --dataset_name, or --train_file with --validation_file and --test_file)"
     )
@@ -208,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset_name",
         dest="dataset",
         metavar="DATASET_NAME",
+        type=folder_or_hub_id,
         default=None,
         help=(
             "Raw corpus folder (train/valid/test.txt), a save_to_disk folder (e.g. with cached image features), an "
@@ -246,15 +257,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument(
         "--image_dir",
+        type=existing_folder,
         default=None,
         help="Images <id>.jpg of a raw corpus folder or Twitter-format files; omit to train without images.",
     )
     data.add_argument("--output_dir", required=True, help="Where the model, results and checkpoints go.")
+    data.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help=(
+            "Train into a non-empty --output_dir, replacing the files of an earlier run there (its checkpoints/ too, "
+            "so that --resume_from_checkpoint latest finds this run's); without it such a folder is refused, unless "
+            "the run resumes from a checkpoint in it."
+        ),
+    )
     model = parser.add_argument_group(
         "model (with --model_name_or_path the loaded model fixes these: a flag that contradicts it is refused)"
     )
     model.add_argument(
         "--model_name_or_path",
+        type=folder_or_hub_id,
         default=None,
         help=(
             "An ACN folder written by this script, or its Hub id, to train further (e.g. Twitter-2015 weights on "
@@ -273,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument(
         "--text_encoder",
+        type=folder_or_hub_id,
         default=None,
         help=(
             "'cnn-bilstm' (default: the paper's word embeddings, character CNN and BiLSTM) or a transformers "
@@ -309,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument(
         "--embeddings",
+        type=existing_file,
         default=None,
         help="GloVe/word2vec text file of pretrained word vectors; their words extend the vocabulary.",
     )
@@ -349,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--word_embedding_dim",
         type=int,
         default=None,
-        help="Word vector size (default 200; the embedding file's, when given).",
+        help="Word vector size (default 200; with --embeddings, the file's).",
     )
     model.add_argument(
         "--hidden_size",
@@ -524,7 +548,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     training.add_argument(
-        "--patience", type=int, default=5, help="Stop after this many epochs without a better dev F1."
+        "--patience",
+        type=int,
+        default=5,
+        help=(
+            "Stop after this many epochs without a better dev F1, counted once dev F1 is above 0: epochs before the "
+            "model finds its first entity never stop a run (on a small corpus that can take many)."
+        ),
     )
     training.add_argument(
         "--average_last_epochs",
@@ -570,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     training.add_argument(
         "--resume_from_checkpoint",
+        type=checkpoint_argument,
         default=None,
         help=(
             "'latest' (the newest checkpoint that verifies; damaged ones are skipped with a warning) or a checkpoint "
@@ -636,6 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset",
         dest="deprecated_dataset",
         metavar="DATASET",
+        type=folder_or_hub_id,
         default=None,
         help="Use --dataset_name (same meaning).",
     )
@@ -697,20 +729,11 @@ def checkpointing_steps(value: str) -> str | int:
     raise argparse.ArgumentTypeError(f"expected 'epoch', 'none' or a positive number of optimiser steps, got {value!r}")
 
 
-def adopt_deprecated_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Move each old flag's value to its replacement, with a warning; refuse an old and a new flag that disagree."""
-    for old, (new, attribute) in DEPRECATED_FLAGS.items():
-        value = vars(args).pop(f"deprecated_{old}")
-        if value is None:
-            continue
-        # before Accelerate's state exists, hence the standard logger (the same one, under Accelerate's adapter)
-        logging.getLogger(__name__).warning(
-            f"--{old} is deprecated and will be removed in the next release: use --{new}"
-        )
-        current = getattr(args, new if old == "warmup_ratio" else attribute, None)
-        if current is not None and (current != value or old == "warmup_ratio"):
-            parser.error(f"--{old} {value} and --{new} {current} both set {new}: give --{new} alone")
-        setattr(args, attribute, value)
+def checkpoint_argument(value: str) -> str:
+    """--resume_from_checkpoint: 'latest' or a checkpoint folder that exists."""
+    if value != "latest":
+        existing_folder(value)
+    return value
 
 
 def check_corpus_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -907,7 +930,7 @@ def check_hub_args(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         corpus = (
             f"--train_file {args.train_file} is a local file"
             if args.train_file
-            else f"--dataset {args.dataset} is a local folder"
+            else f"--dataset_name {args.dataset} is a local folder"
         )
         parser.error(f"{corpus}: give its Hub id with --hub_dataset_id for the model card")
     if args.text_encoder != PAPER_TEXT_ENCODER and base_model(args) is None:
@@ -938,10 +961,13 @@ class TrainingState:
             setattr(self, key, value)
 
     def record(self, dev_f1: float) -> bool:
+        """Record the dev F1 of epoch `epoch`; True when it is the best so far. Patience counts only once the model
+        has found an entity (best dev F1 above 0): a model that tags everything O has not started learning, and a
+        small corpus can keep it there for many epochs before the first entity."""
         improved = dev_f1 > self.best_f1
         if improved:
             self.best_f1, self.best_epoch, self.epochs_without_improvement = dev_f1, self.epoch, 0
-        else:
+        elif self.best_f1 > 0:
             self.epochs_without_improvement += 1
         self.epoch, self.epoch_batches = self.epoch + 1, 0
         return improved
@@ -996,6 +1022,10 @@ def build_model(
 ) -> AcnForTokenClassification:
     if args.model_name_or_path:
         return load_trained_model(args, names)
+    if args.embeddings:
+        matrix, coverage = processor.tokenizer.load_embeddings(args.embeddings, seed=args.seed)
+        if args.word_embedding_dim is None:  # the file's size, as --help says
+            args.word_embedding_dim = matrix.shape[1]
     config = AcnConfig.from_variant(
         args.variant,
         vocab_size=len(processor.tokenizer),
@@ -1021,7 +1051,6 @@ def build_model(
         assert encoder is not None  # a pretrained text encoder's model has one
         reinitialise_top_layers(encoder, args.reinit_top_layers)
     if args.embeddings:
-        matrix, coverage = processor.tokenizer.load_embeddings(args.embeddings, seed=args.seed)
         if matrix.shape[1] != config.word_embedding_dim:
             raise ValueError(
                 f"--embeddings vectors have {matrix.shape[1]} dimensions, --word_embedding_dim is "
@@ -1607,10 +1636,10 @@ def final_evaluation(
 
 
 def push_model_folder(output_dir: Path, files: list[str], args: argparse.Namespace) -> None:
-    """Upload exactly `files` of output_dir (the final model and the run's results), in one commit."""
-    api = HfApi()
-    repo_id = api.create_repo(args.hub_model_id, private=args.hub_private_repo or None, exist_ok=True).repo_id
-    api.upload_folder(
+    """Upload exactly `files` of output_dir (the final model and the run's results), in one commit, to the repository
+    that `create_hub_repository` created."""
+    repo_id = args.hub_repo_id  # created, and checked writable, before training (create_hub_repository)
+    HfApi().upload_folder(
         repo_id=repo_id,
         folder_path=output_dir,
         allow_patterns=[glob_escape(name) for name in files],
@@ -1639,11 +1668,67 @@ def training_inputs(args: argparse.Namespace) -> dict[str, str | None]:
     }
 
 
+def check_output_dir(output_dir: Path, args: argparse.Namespace) -> None:
+    """run_ner's rule, so that a second run cannot silently replace a first one's model and results: a non-empty
+    --output_dir is refused unless --overwrite_output_dir is given or the run resumes from a checkpoint in it. What
+    killed runs left (`is_leftover`) does not count; a run writing there now does."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output_dir {output_dir} is a file, not a folder")
+    if args.overwrite_output_dir or resumes_within(output_dir, args.resume_from_checkpoint):
+        return
+    if output_dir.is_dir() and not all(is_leftover(entry) for entry in output_dir.iterdir()):
+        raise ValueError(
+            f"--output_dir {output_dir} is not empty: give --overwrite_output_dir to train into it anyway, "
+            "--resume_from_checkpoint latest to continue its run, or another folder"
+        )
+
+
+def resumes_within(output_dir: Path, checkpoint: str | None) -> bool:
+    """Whether --resume_from_checkpoint continues a run of `output_dir` ('latest' looks in its checkpoints/)."""
+    if checkpoint is None:
+        return False
+    return checkpoint == "latest" or Path(checkpoint).resolve().is_relative_to(output_dir.resolve())
+
+
+def remove_earlier_checkpoints(accelerator: Accelerator, output_dir: Path, args: argparse.Namespace) -> None:
+    """--overwrite_output_dir without resuming: the checkpoints of the run that was there go, so that a later
+    --resume_from_checkpoint latest cannot continue that run instead of this one."""
+    earlier = output_dir / CHECKPOINT_DIR
+    if args.overwrite_output_dir and args.resume_from_checkpoint is None and accelerator.is_main_process:
+        if earlier.is_dir() and not earlier.is_symlink():
+            logger.warning(f"--overwrite_output_dir: removing the earlier run's {earlier}", main_process_only=True)
+            shutil.rmtree(earlier)
+    accelerator.wait_for_everyone()
+
+
+def create_hub_repository(accelerator: Accelerator, args: argparse.Namespace) -> None:
+    """--push_to_hub: create the repository and check that this login may write to it before the first training
+    step, as transformers' scripts do, instead of failing after hours of training. Sets `args.hub_repo_id`."""
+    found: list[str | None] = [None, None]  # the repository id, or why it cannot be written
+    if accelerator.is_main_process:
+        try:
+            api = HfApi()
+            repo_id = api.create_repo(args.hub_model_id, private=args.hub_private_repo or None, exist_ok=True).repo_id
+            api.auth_check(repo_id, write=True)
+            found[0] = repo_id
+        except Exception as error:  # whatever the Hub client raises: HTTP, network and login errors differ by version
+            found = [None, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"]
+    found = broadcast_object_list(found)
+    if found[1] is not None:
+        raise ValueError(
+            f"--push_to_hub: cannot create or write the Hub repository --hub_model_id {args.hub_model_id} ({found[1]});"
+            " log in with `hf auth login` (a token with write access), or train without --push_to_hub"
+        )
+    args.hub_repo_id = found[0]
+    logger.info(f"--push_to_hub: https://huggingface.co/{args.hub_repo_id} is writable", main_process_only=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
     refuse_overwriting_inputs(output_dir, training_inputs(args).items(), flag="--output_dir", folder=True)
+    check_output_dir(output_dir, args)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -1657,6 +1742,9 @@ def main(argv: list[str] | None = None) -> None:
             )
         ],
     )
+    if args.push_to_hub:
+        create_hub_repository(accelerator, args)
+    remove_earlier_checkpoints(accelerator, output_dir, args)
     set_seed(args.seed)
     corpus = load_training_corpus(args)
     processor = build_processor(corpus["train"], args)

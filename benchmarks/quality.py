@@ -126,6 +126,7 @@ def run_neural(name, seed, args, output_dir: Path, extra_args=(), run_name=None)
                 args.data_dir,
                 "--output_dir",
                 str(run_dir),
+                "--overwrite_output_dir",  # what an unfinished run (killed) left there
                 "--variant",
                 RUNS[name],
                 "--seed",

@@ -132,7 +132,7 @@ def test_bad_flags_are_named_before_anything_is_read_or_written(data_dir, tmp_pa
     (tmp_path / "notes.bib").write_text("see our paper\n", encoding="utf-8")
     flags = [flag.format(tmp=tmp_path) for flag in flags]
     with pytest.raises(SystemExit) as exit_info:
-        main(["--data_dir", str(tmp_path / "no-corpus-here"), "--output_dir", str(tmp_path / "export"), *flags])
+        main(["--data_dir", str(data_dir), "--output_dir", str(tmp_path / "export"), *flags])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert re.search(message, error), error

@@ -50,16 +50,23 @@ class FakeHub:
 
     def __init__(self, remote_files=()):
         self.repos, self.commits, self.remote_files, self.validated_cards = [], [], list(remote_files), []
+        self.calls = []  # "create_repo", "auth_check", "commit" in the order they came
 
     def create_repo(self, api, repo_id, **options):
+        self.calls.append("create_repo")
         self.repos.append({"repo_id": repo_id, **options})
         return SimpleNamespace(repo_id=repo_id)
+
+    def auth_check(self, api, repo_id, **options):
+        self.calls.append("auth_check")
+        assert repo_id in [repo["repo_id"] for repo in self.repos] and options.get("write") is True
 
     def create_commit(self, api, repo_id, operations, **options):
         added = {
             op.path_in_repo: _content(op.path_or_fileobj) for op in operations if isinstance(op, CommitOperationAdd)
         }
         deleted = [op.path_in_repo for op in operations if isinstance(op, CommitOperationDelete)]
+        self.calls.append("commit")
         self.commits.append({"repo_id": repo_id, "added": added, "deleted": deleted, **options})  # read now: a
         return SimpleNamespace(oid="0" * 40, pr_url=None, commit_url="")  # push_to_hub's folder is temporary
 
@@ -86,6 +93,7 @@ def _content(source) -> bytes:
 def hub(monkeypatch):
     fake = FakeHub(remote_files=["README.md", "data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet"])
     monkeypatch.setattr(HfApi, "create_repo", lambda api, repo_id, **kw: fake.create_repo(api, repo_id, **kw))
+    monkeypatch.setattr(HfApi, "auth_check", lambda api, repo_id, **kw: fake.auth_check(api, repo_id, **kw))
     monkeypatch.setattr(
         HfApi,
         "create_commit",
@@ -162,10 +170,13 @@ def test_train_push_sends_the_final_model_and_results_never_checkpoints(corpus, 
 
 
 def test_push_refuses_a_card_without_hub_ids(corpus, tmp_path, capsys):
-    base = ["--dataset", str(corpus), "--output_dir", str(tmp_path), "--push_to_hub"]
+    base = ["--dataset_name", str(corpus), "--output_dir", str(tmp_path), "--push_to_hub"]
     for extra, message in [
         ([], "--push_to_hub needs --hub_model_id"),
-        (["--hub_model_id", "me/m"], f"--dataset {corpus} is a local folder: give its Hub id with --hub_dataset_id"),
+        (
+            ["--hub_model_id", "me/m"],
+            f"--dataset_name {corpus} is a local folder: give its Hub id with --hub_dataset_id",
+        ),
         (
             ["--hub_model_id", "me/m", "--hub_dataset_id", "me/d", "--text_encoder", str(corpus)],
             f"--text_encoder {corpus} is a local folder: give its Hub id with --hub_base_model",
@@ -175,6 +186,67 @@ def test_push_refuses_a_card_without_hub_ids(corpus, tmp_path, capsys):
             train_acn.parse_args(base + extra)
         assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+class TrainingStarted(Exception):
+    """Raised by the first training step, when a test only needs to know whether training was reached."""
+
+
+def push_run(corpus, output_dir, *extra):
+    train_acn.main(
+        [
+            "--dataset_name",
+            str(corpus),
+            "--output_dir",
+            str(output_dir),
+            *TINY_FLAGS,
+            "--num_train_epochs",
+            "1",
+            "--push_to_hub",
+            "--hub_model_id",
+            "someone/acn-tiny",
+            "--hub_dataset_id",
+            "someone/twitter-tiny",
+            *extra,
+        ]
+    )
+
+
+@pytest.mark.bad_input(
+    "`acn-train --push_to_hub` offline, without a login, or without write access to `--hub_model_id`",
+    "refused in one line naming --push_to_hub and --hub_model_id before the corpus is read or any training step",
+)
+def test_push_to_hub_fails_before_training_when_the_repository_cannot_be_written(corpus, tmp_path, monkeypatch):
+    steps = []
+    monkeypatch.setattr(train_acn, "train_epoch", lambda *args, **kwargs: steps.append(1))
+    monkeypatch.setattr(train_acn, "load_training_corpus", lambda *args, **kwargs: steps.append("corpus"))
+
+    def offline(api, repo_id, **options):
+        raise OSError("[Errno -2] Name or service not known")  # what create_repo meets without a network
+
+    def read_only(api, repo_id, **options):
+        raise PermissionError(f"403 Forbidden: no write access to {repo_id}")
+
+    monkeypatch.setattr(HfApi, "create_repo", offline)
+    with pytest.raises(ValueError, match=r"--push_to_hub: cannot create or write .* --hub_model_id someone/acn-tiny"):
+        push_run(corpus, tmp_path / "offline")
+    monkeypatch.setattr(HfApi, "create_repo", lambda api, repo_id, **kw: SimpleNamespace(repo_id=repo_id))
+    monkeypatch.setattr(HfApi, "auth_check", read_only)
+    with pytest.raises(ValueError, match="no write access to someone/acn-tiny"):
+        push_run(corpus, tmp_path / "read_only")
+    assert steps == []
+
+
+def test_push_to_hub_creates_the_repository_before_the_first_training_step(corpus, tmp_path, hub, monkeypatch):
+    def first_step(*args, **kwargs):
+        hub.calls.append("training step")
+        raise TrainingStarted
+
+    monkeypatch.setattr(train_acn, "train_epoch", first_step)
+    with pytest.raises(TrainingStarted):
+        push_run(corpus, tmp_path / "out", "--hub_private_repo")
+    assert hub.calls == ["create_repo", "auth_check", "training step"]
+    assert hub.repos == [{"repo_id": "someone/acn-tiny", "private": True, "exist_ok": True}]
 
 
 def test_card_names_the_pretrained_encoder_as_base_model(tmp_path):

@@ -53,9 +53,9 @@ def run_evaluate(model, dataset, output_dir, *extra, split="test") -> dict:
     command = [
         sys.executable,
         str(EVALUATE_SCRIPT),
-        "--model",
+        "--model_name_or_path",
         str(model),
-        "--dataset",
+        "--dataset_name",
         str(dataset),
         "--output_dir",
         str(output_dir),
