@@ -243,10 +243,12 @@ class AcnEntityMetrics:
                 f"got {type(label_ids).__name__} of shape {np.shape(label_ids)}"
             )
         predicted, gold = self.tag_names(predictions, label_ids)
+        # A model that predicts no entity (or a split without any) has an undefined precision (recall): 0, as
+        # seqeval then reports it, here without its warning about the choice.
         return {
-            "precision": precision_score(gold, predicted),
-            "recall": recall_score(gold, predicted),
-            "f1": f1_score(gold, predicted),
+            "precision": precision_score(gold, predicted, zero_division=0),
+            "recall": recall_score(gold, predicted, zero_division=0),
+            "f1": f1_score(gold, predicted, zero_division=0),
             "accuracy": accuracy_score(gold, predicted),
         }
 

@@ -1,5 +1,7 @@
 """A plain transformers.Trainer trains and evaluates ACN with the package's collator and CRF-decoded metrics."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -156,6 +158,18 @@ def test_entity_metrics_by_hand():
     scores = AcnEntityMetrics(id2label)(EvalPrediction(predictions=predictions, label_ids=labels))
     assert scores["precision"] == pytest.approx(2 / 3) and scores["recall"] == pytest.approx(2 / 3)
     assert scores["f1"] == pytest.approx(2 / 3) and scores["accuracy"] == pytest.approx(4 / 6)
+
+
+def test_entity_metrics_of_a_model_that_predicts_no_entity_are_zero_without_a_warning():
+    """An untrained model tags every word O: precision is undefined, and reported as 0 (seqeval's choice), without
+    seqeval's UndefinedMetricWarning at every evaluation."""
+    id2label = dict(enumerate(["O", "B-PER", "I-PER"]))
+    labels = np.array([[1, 2, 0], [0, 1, -100]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scores = AcnEntityMetrics(id2label)(EvalPrediction(predictions=np.zeros_like(labels), label_ids=labels))
+    assert scores["precision"] == scores["recall"] == scores["f1"] == 0.0
+    assert scores["accuracy"] == pytest.approx(2 / 5)
 
 
 def test_metrics_and_collator_errors_name_the_fix():
