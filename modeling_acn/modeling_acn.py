@@ -545,8 +545,22 @@ class AcnCrf(nn.Module):
         self.transitions = nn.Parameter(torch.empty(num_tags, num_tags))
 
     def log_likelihood(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Per-sequence log p(tags | emissions), shape `(batch,)`."""
-        return self._path_score(emissions, tags, mask) - self.log_partition(emissions, mask)
+        """Per-sequence log p(tags | emissions), shape `(batch,)`.
+
+        A word tagged `-100` (transformers' mark of a position the loss ignores) has no known tag: every tag is
+        allowed there and marginalised, so the likelihood is that of the known tags, `log Z(paths agreeing with the
+        known tags) - log Z(all paths)`; a sequence without known tags has likelihood 1. With every tag known the
+        first term is the gold path's score.
+        """
+        unknown = (tags == IGNORE_INDEX) & mask  # (batch, seq_len)
+        if not unknown.any():
+            return self._path_score(emissions, tags.clamp(min=0), mask) - self.log_partition(emissions, mask)
+        # Paths through another tag than a known one get score -inf, so only agreeing paths enter the sum.
+        agrees = nn.functional.one_hot(tags.clamp(min=0), self.num_tags).bool() | unknown[..., None]
+        constrained = emissions.masked_fill(~agrees, float("-inf"))  # (batch, seq_len, tags)
+        both = self.log_partition(torch.cat([constrained, emissions]), mask.repeat(2, 1))  # (2 * batch,)
+        known, total = both.chunk(2)  # (batch,), (batch,): one forward pass for the two sums
+        return known - total
 
     def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Per-sequence log of the sum over all tag paths of exp(score), shape `(batch,)` (forward algorithm).
@@ -693,13 +707,23 @@ class AcnPreTrainedModel(PreTrainedModel):
         """As `PreTrainedModel.from_pretrained`, strictly: a checkpoint that lacks a weight of this model, holds one
         it does not have or of another shape, or holds NaN or infinite values is refused with a `ValueError` naming
         the tensors (a damaged file would otherwise load with fresh weights and tag differently, or tag every word
-        `O`). `strict=False` keeps transformers' warnings only."""
+        `O`). `strict=False` keeps transformers' warnings only.
+
+        What transformers means to happen is no damage, and loads as it does there, reported in its load report and
+        in `output_loading_info`: the base model (`AcnModel`, `AutoModel`) from a head's checkpoint leaves out the
+        head's weights (`classifier.*`, `crf.*`: unexpected keys), and `ignore_mismatched_sizes=True` re-initialises
+        the weights whose shape differs (with another label set: the classifier and the CRF; mismatched keys)."""
         # transformers annotates the model alone; with output_loading_info=True it returns (model, info)
         model, info = cast(
             tuple[_M, dict[str, Any]], super().from_pretrained(*args, output_loading_info=True, **kwargs)
         )
         if strict:
-            _check_loaded_weights(model, info, args[0] if args else kwargs.get("pretrained_model_name_or_path"))
+            source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+            expected = {
+                "unexpected_keys": AcnForTokenClassification.is_head_key if model.base_model is model else None,
+                "mismatched_keys": (lambda _: True) if kwargs.get("ignore_mismatched_sizes") else None,
+            }
+            _check_loaded_weights(model, info, source, expected)
         return (model, info) if output_loading_info else model
 
     @torch.no_grad()
@@ -1196,6 +1220,9 @@ class AcnForTokenClassification(AcnPreTrainedModel):
 
     bio_allowed: torch.Tensor  # buffers, registered in __init__
     bio_allowed_start: torch.Tensor
+    # The head's modules beside the base model at `acn`; a base model loaded from this head's checkpoint leaves their
+    # weights out (transformers reports them as unexpected keys).
+    head_modules = ("classifier", "crf")
 
     def __init__(self, config: AcnConfig):
         super().__init__(config)
@@ -1209,13 +1236,18 @@ class AcnForTokenClassification(AcnPreTrainedModel):
         self.register_buffer("bio_allowed_start", allowed_start, persistent=False)  # (tags,)
         self.post_init()
 
+    @classmethod
+    def is_head_key(cls, name: str) -> bool:
+        """True for a weight of the head itself (`classifier.weight`, `crf.transitions`, ...), not of `acn`."""
+        return name.split(".", 1)[0] in cls.head_modules
+
     def save_pretrained(
         self, save_directory: str | os.PathLike, is_main_process: bool = True, *args: Any, **kwargs: Any
     ) -> None:
         """As `PreTrainedModel.save_pretrained` (which `push_to_hub` calls), plus the pipeline's code and its entries
         in `config.custom_pipelines`: with the processor saved beside the model, the folder loads with
-        `transformers.pipeline("token-classification", model=folder, trust_remote_code=True)` (or
-        `"multimodal-ner"`, which groups words into entities by default)."""
+        `transformers.pipeline("token-classification", model=folder, trust_remote_code=True)` (or its alias `"ner"`,
+        or `"multimodal-ner"`, which groups words into entities by default)."""
         self.config.custom_pipelines = custom_pipelines_entry()
         super().save_pretrained(save_directory, is_main_process, *args, **kwargs)
         if is_main_process:
@@ -1251,7 +1283,8 @@ class AcnForTokenClassification(AcnPreTrainedModel):
     ) -> AcnTokenClassifierOutput | tuple:
         r"""
         Args: as `AcnModel.forward`, plus
-            labels (`torch.LongTensor` of shape `(batch, seq_len)`): tag ids for every word, `-100` at padding.
+            labels (`torch.LongTensor` of shape `(batch, seq_len)`): tag ids, `-100` where the loss ignores the
+                position (padding, and any word whose tag is unknown: the CRF sums over every tag there).
         """
         _refuse_unknown_arguments(kwargs)
         outputs = self.acn(
@@ -1304,9 +1337,11 @@ class AcnForTokenClassification(AcnPreTrainedModel):
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
         logits = logits.float()  # the forward algorithm sums many terms: float32 even under bf16 autocast
         with torch.autocast(logits.device.type, enabled=False):
-            if self.crf is None:
-                return nn.functional.cross_entropy(logits[word_mask], labels[word_mask])
-            return -self.crf.log_likelihood(logits, labels.clamp(min=0), word_mask).mean()
+            if self.crf is None:  # mean over the words with a known tag; 0 when no word has one
+                known = word_mask & (labels != IGNORE_INDEX)  # (batch, seq_len)
+                losses = nn.functional.cross_entropy(logits[known], labels[known], reduction="sum")
+                return losses / known.sum().clamp(min=1)
+            return -self.crf.log_likelihood(logits, labels, word_mask).mean()
 
 
 def bio_transition_table(id2label: Mapping[int, str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1321,10 +1356,19 @@ def bio_transition_table(id2label: Mapping[int, str]) -> tuple[torch.Tensor, tor
     return allowed, allowed_start
 
 
-def _check_loaded_weights(model: nn.Module, info: dict[str, Any], source: object) -> None:
+def _check_loaded_weights(
+    model: nn.Module,
+    info: dict[str, Any],
+    source: object,
+    expected: Mapping[str, Callable[[str], bool] | None],
+) -> None:
+    """Refuse the load report's missing, unexpected and mismatched keys, less those that `expected[kind]` accepts,
+    and non-finite weights."""
     problems = []
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
         names = sorted(str(key[0] if isinstance(key, tuple) else key) for key in info.get(kind) or ())
+        accepted = expected.get(kind)
+        names = [name for name in names if accepted is None or not accepted(name)]
         if names:
             problems.append(
                 f"{len(names)} {kind.replace('_', ' ')} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
@@ -1363,8 +1407,12 @@ def _check_labels(labels: torch.Tensor, word_mask: torch.Tensor, num_labels: int
     if labels.shape != word_mask.shape:
         raise ValueError(f"labels must have the shape of input_ids {tuple(word_mask.shape)}, got {tuple(labels.shape)}")
     real = labels[word_mask]
-    if ((real < 0) | (real >= num_labels)).any():
-        raise ValueError(f"labels of real words must be in [0, {num_labels}), got {sorted(set(real.tolist()))}")
+    bad = ((real < 0) | (real >= num_labels)) & (real != IGNORE_INDEX)
+    if bad.any():
+        raise ValueError(
+            f"labels of real words must be in [0, {num_labels}) or {IGNORE_INDEX} (ignored by the loss), "
+            f"got {sorted(set(real[bad].tolist()))}"
+        )
     return labels
 
 

@@ -3,10 +3,10 @@
 It follows transformers' token-classification pipeline (`aggregation_strategy`, `ignore_labels`, batching with
 `batch_size`, `device`, its output schema), with words as the units instead of subwords. Load it with
 `AcnPipeline.from_pretrained(folder_or_id)`, or, for a saved ACN folder, with
-`transformers.pipeline("token-classification", model=folder_or_id, trust_remote_code=True)` (transformers' defaults:
-one entry per word) or `transformers.pipeline("multimodal-ner", ...)` (one entry per entity). The folder's
-`config.custom_pipelines` names this class for both tasks; the process-wide registry only learns "multimodal-ner",
-so other token-classification models keep transformers' own pipeline.
+`transformers.pipeline("token-classification", model=folder_or_id, trust_remote_code=True)` (or its alias "ner";
+transformers' defaults: one entry per word) or `transformers.pipeline("multimodal-ner", ...)` (one entry per entity).
+The folder's `config.custom_pipelines` names this class for the three tasks; the process-wide registry only learns
+"multimodal-ner", so other token-classification models keep transformers' own pipeline.
 """
 
 import importlib
@@ -32,6 +32,9 @@ from .processing_acn import AcnProcessor
 
 TASK = "multimodal-ner"
 STANDARD_TASK = "token-classification"  # transformers' task, whose default aggregation is "none"
+# transformers' alias of the standard task (its TASK_ALIASES). The factory looks a folder's custom_pipelines up by the
+# name as given, before it resolves aliases: without its own entry, "ner" would build transformers' own pipeline.
+STANDARD_TASK_ALIAS = "ner"
 AGGREGATION_STRATEGIES = ("none", "simple")
 # What renders as nothing: format characters (Cf: zero-width space and joiners, direction marks, embeddings and
 # isolates, U+FEFF, soft hyphen, tag characters), the other default-ignorable code points (variation selectors,
@@ -68,7 +71,8 @@ class _TorchCrf(Protocol):
 class AcnPipeline(Pipeline):
     """Tags the words of tweets, with or without an image, and groups them into entities.
 
-    Call it with a tweet and an image, `pipe("Obama visits Paris", image="paris.jpg")`, or a list of inputs,
+    Call it with a tweet and an image, `pipe("Obama visits Paris", image="paris.jpg")` (or `images=`, as
+    transformers' multimodal pipelines name it; with a list of tweets, a list of their images), or a list of inputs,
     each a tweet string, a `(text, image)` pair or a `{"text": ..., "image": ...}` dict. With
     `is_split_into_words=True` a list of words is one tweet (offsets then point into the words joined by single
     spaces). An image is a file path, an http(s) URL, a PIL image, `None` (the model's text path for that tweet), or
@@ -87,9 +91,10 @@ class AcnPipeline(Pipeline):
 
     Call parameters (also accepted at construction):
         aggregation_strategy (`str`, defaults to `"simple"` for the task "multimodal-ner" and to `"none"`, as in
-            transformers, for "token-classification"): `"simple"` gives one `{entity_group, score, word, start, end}`
-            per entity; `"none"` one `{entity, score, index, word, start, end}` per word. `"first"`, `"average"`
-            and `"max"` merge the subwords of a word, which ACN does not have, so they are refused.
+            transformers, for "token-classification" and "ner"): `"simple"` gives one
+            `{entity_group, score, word, start, end}` per entity; `"none"` one `{entity, score, index, word, start,
+            end}` per word. `"first"`, `"average"` and `"max"` merge the subwords of a word, which ACN does not have,
+            so they are refused.
         ignore_labels (`list[str]`, defaults to `["O"]`): tags or entity types left out of the output.
         return_tags (`bool`): return a dict per tweet, `{"entities", "words", "tags", "scores", "offsets"}`,
             with every word's tag and score.
@@ -175,11 +180,24 @@ class AcnPipeline(Pipeline):
         self.processor.save_pretrained(save_directory)
 
     def __call__(  # type: ignore[override]  # the image comes second, where Pipeline's takes *args
-        self, inputs: Any, image: Any = None, **kwargs: Any
+        self, inputs: Any, image: Any = None, images: Any = None, **kwargs: Any
     ) -> Any:
         """Tag one tweet (`inputs` a string, `image` its image), a list of inputs (a list of results), or any other
-        iterable of inputs, e.g. a generator or a torch `Dataset` (an iterator of results)."""
+        iterable of inputs, e.g. a generator or a torch `Dataset` (an iterator of results).
+
+        `images=`, the keyword of transformers' multimodal pipelines (and of the processor), is the image of one
+        tweet, or a list of images, one per tweet of a list of tweets."""
         split = kwargs.get("is_split_into_words", self._preprocess_params.get("is_split_into_words", False))
+        if images is not None:
+            if image is not None:
+                raise ValueError("give the image as image= or as images=, not both")
+            if _is_single_input(inputs, split) or not isinstance(inputs, list):
+                image = images
+            elif not isinstance(images, list) or len(images) != len(inputs):
+                count = len(images) if isinstance(images, list) else "not a list of"
+                raise ValueError(f"got {count} images for {len(inputs)} tweets; give a list with None for no image")
+            else:
+                inputs = [_as_example(item, picture) for item, picture in zip(inputs, images, strict=True)]
         if _is_single_input(inputs, split):
             return super().__call__(_as_example(inputs, image), **kwargs)
         if image is not None and not _is_many_inputs(inputs):
@@ -399,7 +417,7 @@ class AcnPipeline(Pipeline):
         return_tags: bool = False,
     ) -> list[dict[str, Any]] | dict[str, Any]:
         if aggregation_strategy is None:
-            aggregation_strategy = "none" if self.task == STANDARD_TASK else "simple"
+            aggregation_strategy = "none" if self.task in (STANDARD_TASK, STANDARD_TASK_ALIAS) else "simple"
         text, offsets = model_outputs["text"], model_outputs["offsets"]
         num_words = len(offsets)
         id2label = self._tagger.config.id2label
@@ -665,17 +683,17 @@ def _folder_json(name: str | os.PathLike, file: str) -> dict[str, Any]:
 
 
 def custom_pipelines_entry() -> dict[str, dict[str, Any]]:
-    """`config.custom_pipelines`: this pipeline for "multimodal-ner" and for "token-classification".
+    """`config.custom_pipelines`: this pipeline for "multimodal-ner", "token-classification" and its alias "ner".
 
     With `trust_remote_code=True`, `transformers.pipeline(task, model=folder)` builds the class the folder's config
-    names for that task, from the folder's copy of this file. Two tasks mean that the factory needs the task named.
+    names for that task, from the folder's copy of this file. Several tasks mean that the factory needs one named.
     """
     entry = {
         "impl": f"{__name__.split('.')[-1]}.{AcnPipeline.__name__}",  # "pipeline_acn.AcnPipeline", the folder's copy
         "pt": (AutoModelForTokenClassification.__name__,),
         "type": "multimodal",
     }
-    return {TASK: entry, STANDARD_TASK: dict(entry)}
+    return {TASK: entry, STANDARD_TASK: dict(entry), STANDARD_TASK_ALIAS: dict(entry)}
 
 
 def save_pipeline_code(save_directory: str | os.PathLike) -> None:

@@ -189,8 +189,9 @@ class AcnViterbiTags:
     paths (Viterbi through the CRF; argmax for a softmax decoder), `(batch, seq_len)` tag ids with -100 at padding.
 
     Decoding needs the CRF's transitions, which `compute_metrics` never sees, so it happens here, batch by batch
-    (it also keeps Trainer from holding every batch's logits). The words of a tweet are the positions whose label
-    is not -100: every word of the corpus has a tag.
+    (it also keeps Trainer from holding every batch's logits). A tweet is decoded up to its last position whose label
+    is not -100 (padding follows the words); a word labelled -100 before it is decoded with the others, and
+    `AcnEntityMetrics` leaves it out of the scores, as transformers' run_ner does.
 
     Args:
         model: the `AcnForTokenClassification` being trained (its current CRF is used).
@@ -207,7 +208,9 @@ class AcnViterbiTags:
             raise ValueError(
                 "AcnViterbiTags needs the labels, whose -100 marks padding: evaluate a split with ner_tags"
             )
-        word_mask = labels != IGNORE_INDEX  # (batch, seq_len)
+        positions = torch.arange(1, labels.shape[1] + 1, device=labels.device)  # (seq_len,)
+        extents = ((labels != IGNORE_INDEX) * positions).amax(-1)  # (batch,): one past the last labelled position
+        word_mask = positions[None, :] <= extents[:, None]  # (batch, seq_len), left-aligned
         paths = self.model.decode(logits, word_mask, constrain_bio=self.constrain_bio)
         tags = torch.full_like(labels, IGNORE_INDEX)  # (batch, seq_len)
         for row, path in enumerate(paths):
@@ -240,10 +243,12 @@ class AcnEntityMetrics:
                 f"got {type(label_ids).__name__} of shape {np.shape(label_ids)}"
             )
         predicted, gold = self.tag_names(predictions, label_ids)
+        # A model that predicts no entity (or a split without any) has an undefined precision (recall): 0, as
+        # seqeval then reports it, here without its warning about the choice.
         return {
-            "precision": precision_score(gold, predicted),
-            "recall": recall_score(gold, predicted),
-            "f1": f1_score(gold, predicted),
+            "precision": precision_score(gold, predicted, zero_division=0),
+            "recall": recall_score(gold, predicted, zero_division=0),
+            "f1": f1_score(gold, predicted, zero_division=0),
             "accuracy": accuracy_score(gold, predicted),
         }
 

@@ -106,6 +106,52 @@ def test_likelihoods_of_all_paths_sum_to_one(crf):
     torch.testing.assert_close(total, torch.ones(1))
 
 
+# Tags with -100 (transformers' "ignored by the loss") on real words: at the first word, at the last, in runs, in the
+# middle, on every word; one row fully tagged. Padding is -100 too.
+IGNORED_TAGS = [
+    ([-100, 2, -100, -100], 4),
+    ([-100, -100, -100, -100], 1),
+    ([1, -100, 3, -100], 3),
+    ([-100, -100, -100, -100], 2),
+    ([0, 1, 2, 3], 4),
+    ([3, -100, -100, 0], 4),
+]
+
+
+def test_log_likelihood_marginalises_ignored_words_as_enumeration_does(crf):
+    """log p(known tags) = log-sum over the paths that agree with the known tags - log-sum over all paths."""
+    torch.manual_seed(2)
+    tags = torch.tensor([row for row, _ in IGNORED_TAGS])  # (batch, seq_len)
+    lengths = torch.tensor([length for _, length in IGNORED_TAGS])  # (batch,)
+    mask = torch.arange(4)[None, :] < lengths[:, None]  # (batch, seq_len)
+    emissions = torch.randn(len(IGNORED_TAGS), 4, NUM_TAGS, requires_grad=True)  # (batch, seq_len, tags)
+    ours = crf.log_likelihood(emissions, tags, mask)
+    for index, length in enumerate(lengths.tolist()):
+        known = tags[index, :length].tolist()
+        scores = [path_score(crf, emissions[index], path) for path in all_paths(length)]
+        agreeing = [
+            score
+            for path, score in zip(all_paths(length), scores, strict=True)
+            if all(tag in (-100, step_tag) for tag, step_tag in zip(known, path, strict=True))
+        ]
+        expected = torch.stack(agreeing).logsumexp(0) - torch.stack(scores).logsumexp(0)
+        torch.testing.assert_close(ours[index], expected)
+    assert ours[1].abs() < 1e-5 and ours[3].abs() < 1e-5  # nothing known: likelihood 1
+    (-ours.sum()).backward()
+    assert torch.isfinite(emissions.grad).all()
+    assert all(torch.isfinite(parameter.grad).all() for parameter in crf.parameters())
+
+
+def test_an_ignored_word_sums_the_likelihoods_of_its_tags(crf):
+    torch.manual_seed(3)
+    emissions, mask = torch.randn(1, 4, NUM_TAGS), torch.ones(1, 4, dtype=torch.bool)
+    for position in range(4):
+        tags = torch.tensor([[2, 0, 3, 1]])
+        tags[0, position] = -100
+        each = [crf.log_likelihood(emissions, tags.masked_fill(tags == -100, tag), mask) for tag in range(NUM_TAGS)]
+        torch.testing.assert_close(crf.log_likelihood(emissions, tags, mask), torch.stack(each).logsumexp(0))
+
+
 def test_bio_table_forbids_inside_without_begin():
     allowed, allowed_start = bio_transition_table({0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"})
     assert allowed_start.tolist() == [True, True, False, True, False]

@@ -293,7 +293,9 @@ def test_model_and_processor_push_to_hub_send_a_folder_the_pipeline_loads(hub, t
     assert {"processor_config.json", "tokenizer_config.json", "vocab.json", "char_vocab.json"} <= set(processor_files)
     assert not [name for name in {**model_files, **processor_files} if name.endswith(PICKLE_SUFFIXES)]
     config = json.loads(model_files["config.json"])
-    assert config["custom_pipelines"]["multimodal-ner"]["impl"] == "pipeline_acn.AcnPipeline"
+    assert {task: entry["impl"] for task, entry in config["custom_pipelines"].items()} == {
+        task: "pipeline_acn.AcnPipeline" for task in ("multimodal-ner", "token-classification", "ner")
+    }
 
     # the two uploads together are a folder the pipeline factory loads (the fresh-process test loads such a folder
     # with the installed package hidden)

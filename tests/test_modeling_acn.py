@@ -1,5 +1,6 @@
 """ACN model: shapes, padding invariance, missing images, ablation switches, gradients and input checks."""
 
+import itertools
 import json
 import logging
 
@@ -317,13 +318,66 @@ def test_vision_weights_load_from_a_local_file(suffix, tiny_config, tmp_path):
         ({"char_ids": torch.zeros(4, 2, 3, dtype=torch.long)}, r"char_ids must be .* got shape \(4, 2, 3\)"),
         ({"attention_mask": torch.ones(4, 2)}, r"attention_mask must have the shape of input_ids \(4, 5\)"),
         ({"image_mask": torch.ones(3, dtype=torch.bool)}, r"image_mask must have shape \(4,\), got shape \(3,\)"),
-        ({"labels": torch.full((4, 5), 7)}, r"labels of real words must be in \[0, 5\), got \[7\]"),
+        ({"labels": torch.full((4, 5), 7)}, r"labels of real words must be in \[0, 5\) or -100 .*, got \[7\]"),
+        ({"labels": torch.full((4, 5), -1)}, r"labels of real words must be in \[0, 5\) or -100 .*, got \[-1\]"),
     ],
 )
 def test_wrong_inputs_raise_errors_naming_the_value(change, message, tiny_config, text_batch):
     model = build(tiny_config)
     with pytest.raises(ValueError, match=message):
         model(**{**text_batch, **change})
+
+
+def ignored_labels(labels):
+    """The batch's labels (tweets of 5, 3, 1 and 4 words) with -100 on real words: the first and last of a tweet, a
+    run up to the last word, every word of a tweet; the last tweet keeps all its tags."""
+    ignored = labels.clone()
+    ignored[0, 0] = ignored[0, 4] = -100
+    ignored[1, 1:3] = -100
+    ignored[2, 0] = -100
+    return ignored
+
+
+def test_words_labelled_minus_100_are_summed_over_by_the_crf_loss(tiny_config, text_batch):
+    """transformers' -100 marks a position the loss ignores, wherever it is: the CRF's likelihood of a tweet is then
+    that of its known tags, the sum over every tag of the ignored words (here enumerated)."""
+    model = build(tiny_config).eval()
+    labels = ignored_labels(text_batch["labels"])
+    with torch.no_grad():
+        output = model(**{**text_batch, "labels": labels})
+        word_mask = text_batch["attention_mask"].bool()
+        expected = []
+        for row in range(labels.shape[0]):
+            unknown = ((labels[row] == -100) & word_mask[row]).nonzero().flatten().tolist()
+            likelihoods = []
+            for filling in itertools.product(range(model.config.num_labels), repeat=len(unknown)):
+                tags = labels[row].clone()
+                tags[unknown] = torch.tensor(filling, dtype=tags.dtype)
+                likelihoods.append(
+                    model.crf.log_likelihood(output.logits[row : row + 1], tags[None], word_mask[row : row + 1])
+                )
+            expected.append(torch.cat(likelihoods).logsumexp(0))
+    torch.testing.assert_close(output.loss, -torch.stack(expected).mean())
+    assert expected[2].abs() < 1e-5  # no known tag: nothing to learn from that tweet
+
+
+def test_words_labelled_minus_100_are_left_out_of_the_softmax_loss(tiny_config, text_batch):
+    model = build(tiny_config, decoder="softmax").eval()
+    labels = ignored_labels(text_batch["labels"])
+    output = model(**{**text_batch, "labels": labels})
+    known = labels != -100
+    torch.testing.assert_close(output.loss, torch.nn.functional.cross_entropy(output.logits[known], labels[known]))
+    nothing_known = model(**{**text_batch, "labels": torch.full_like(labels, -100)}).loss
+    assert nothing_known == 0 and nothing_known.requires_grad
+
+
+def test_a_batch_without_known_tags_gives_zero_loss_and_zero_gradients(tiny_config, text_batch):
+    model = build(tiny_config)
+    loss = model(**{**text_batch, "labels": torch.full_like(text_batch["labels"], -100)}).loss
+    loss.backward()
+    assert loss.abs() < 1e-5
+    assert all(torch.isfinite(parameter.grad).all() for parameter in model.parameters() if parameter.grad is not None)
+    assert model.crf.transitions.grad.abs().max() < 1e-5
 
 
 def test_right_aligned_padding_is_refused(tiny_config, text_batch):

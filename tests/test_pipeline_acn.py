@@ -207,6 +207,26 @@ def test_datasets_and_other_iterables_give_the_results_of_single_calls(pipe, tmp
             assert [comparable(result) for result in results] == expected, (name, batch_size)
 
 
+def test_images_keyword_of_transformers_multimodal_pipelines_is_image(pipe):
+    """`images=`, as transformers' multimodal pipelines and the processor name it: one tweet's image, or one image per
+    tweet of a list."""
+    picture = striped_image()
+    expected = comparable(pipe("Obama visits Paris", image=picture, return_tags=True))
+    assert comparable(pipe("Obama visits Paris", images=picture, return_tags=True)) == expected
+    texts, images = ["Obama visits Paris", "Merkel meets Obama"], [picture, None]
+    paired = comparable(pipe(list(zip(texts, images, strict=True)), return_tags=True))
+    assert comparable(pipe(texts, images=images, return_tags=True)) == paired
+    assert paired[0] == expected and paired[1] == comparable(pipe(texts[1], return_tags=True))
+    words = ["Obama", "visits", "Paris"]
+    assert comparable(pipe(words, images=picture, is_split_into_words=True, return_tags=True)) == expected
+    with pytest.raises(ValueError, match="give the image as image= or as images=, not both"):
+        pipe("Obama", image=picture, images=picture)
+    with pytest.raises(ValueError, match="got 1 images for 2 tweets; give a list with None for no image"):
+        pipe(texts, images=[picture])
+    with pytest.raises(ValueError, match="give the image either inside the pair or dict or as image=, not both"):
+        pipe([("Obama", None)], images=[picture])
+
+
 def test_precomputed_features_give_the_image_result(pipe):
     pixels = pipe.processor.image_processor(striped_image())["pixel_values"]  # (1, 3, 224, 224)
     features = pipe.model.get_image_features(pixels)[0].detach().numpy()  # (49, 512)

@@ -8,10 +8,11 @@ import re
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForTokenClassification
+from transformers import AutoModel, AutoModelForTokenClassification
 
 from acn_mner import predict
-from modeling_acn import AcnForTokenClassification, AcnPipeline
+from modeling_acn import AcnForTokenClassification, AcnModel, AcnPipeline
+from modeling_acn.modeling_acn import bio_transition_table
 
 from .pipeline_fixtures import tiny_pipeline
 
@@ -119,3 +120,59 @@ def test_trust_remote_code_runs_the_folders_code_even_with_the_package_installed
         trusted("Obama visits Paris", return_tags=True)["tags"]
         == installed("Obama visits Paris", return_tags=True)["tags"]
     )
+
+
+HEAD_KEYS = ["classifier.bias", "classifier.weight", "crf.end_transitions", "crf.start_transitions", "crf.transitions"]
+
+
+def test_automodel_loads_the_base_of_a_head_checkpoint_and_reports_the_head_keys(folder, caplog):
+    """As transformers does for any head: the base model loads, and the head's weights are reported, not refused."""
+    base, info = AutoModel.from_pretrained(folder, output_loading_info=True)
+    assert type(base) is AcnModel
+    assert sorted(info["unexpected_keys"]) == HEAD_KEYS
+    assert "UNEXPECTED" in caplog.text  # transformers' load report
+    saved = load_file(folder / "model.safetensors")
+    for name, tensor in base.state_dict().items():
+        if f"acn.{name}" in saved:
+            torch.testing.assert_close(tensor, saved[f"acn.{name}"])
+
+
+def test_the_head_keys_are_exactly_the_weights_outside_the_base_model(folder):
+    head = AcnForTokenClassification.from_pretrained(folder)
+    outside = sorted(name for name in head.state_dict() if not name.startswith("acn."))
+    assert outside == HEAD_KEYS and all(map(AcnForTokenClassification.is_head_key, outside))
+    assert not any(AcnForTokenClassification.is_head_key(name.removeprefix("acn.")) for name in head.acn.state_dict())
+
+
+@pytest.mark.bad_input(
+    "`AutoModel.from_pretrained(folder)` of a head checkpoint with an extra weight in the base model",
+    "refused, naming it; the head's own weights are reported by transformers as unexpected, as for any head",
+)
+def test_a_base_model_still_refuses_a_damaged_head_checkpoint(folder):
+    rewrite_weights(folder, lambda weights: weights.update({"acn.extra.weight": torch.zeros(2)}))
+    with pytest.raises(ValueError, match=r"1 unexpected keys \(acn\.extra\.weight\)"):
+        AutoModel.from_pretrained(folder)
+
+
+NEW_LABELS = {0: "O", 1: "B-ORG", 2: "I-ORG"}
+
+
+@pytest.mark.parametrize("loader", [AutoModelForTokenClassification, AcnForTokenClassification])
+def test_ignore_mismatched_sizes_gives_a_new_label_set_a_fresh_classifier_and_crf(folder, loader, caplog):
+    label2id = {label: index for index, label in NEW_LABELS.items()}
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):  # transformers' own refusal, as for any head
+        loader.from_pretrained(folder, id2label=NEW_LABELS, label2id=label2id)
+    model, info = loader.from_pretrained(
+        folder, id2label=NEW_LABELS, label2id=label2id, ignore_mismatched_sizes=True, output_loading_info=True
+    )
+    assert sorted(key[0] for key in info["mismatched_keys"]) == HEAD_KEYS
+    assert "MISMATCH" in caplog.text  # transformers' load report
+    assert model.config.id2label == NEW_LABELS and model.crf.transitions.shape == (3, 3)
+    assert model.classifier.weight.shape[0] == 3 and torch.equal(model.classifier.bias, torch.zeros(3))
+    assert model.crf.transitions.abs().max() <= 0.1  # re-initialised as _init_weights does
+    allowed, allowed_start = bio_transition_table(NEW_LABELS)
+    assert torch.equal(model.bio_allowed, allowed) and torch.equal(model.bio_allowed_start, allowed_start)
+    saved = load_file(folder / "model.safetensors")
+    for name, tensor in model.acn.state_dict().items():
+        if f"acn.{name}" in saved:
+            torch.testing.assert_close(tensor, saved[f"acn.{name}"])

@@ -1,5 +1,7 @@
 """A plain transformers.Trainer trains and evaluates ACN with the package's collator and CRF-decoded metrics."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -131,6 +133,24 @@ def test_viterbi_tags_keep_padding_and_match_decode():
         assert row[: len(path)] == path and set(row[len(path) :]) <= {-100}
 
 
+def test_viterbi_tags_decode_a_word_labelled_minus_100_with_its_tweet():
+    """A word whose label is -100 (ignored) before the tweet's last labelled word is decoded with the others: the tags
+    up to there are the whole tweet's Viterbi path."""
+    split = tiny_split()
+    model, processor = tiny_model_and_processor(split)
+    batch = AcnDataCollator(processor, "features")(list(split))
+    with torch.no_grad():
+        logits = model(**batch).logits  # (6, seq_len, 9)
+    labels = batch["labels"].clone()
+    lengths = batch["attention_mask"].sum(-1).tolist()
+    labels[0, 0] = labels[0, 2] = -100  # the first word, and one inside
+    labels[1, lengths[1] - 1] = -100  # the last word: decoded as padding, and left out of the scores anyway
+    tags = AcnViterbiTags(model)(logits, labels)
+    paths = model.decode(logits, batch["attention_mask"])
+    assert tags[0, : lengths[0]].tolist() == paths[0]
+    assert tags[1, : lengths[1] - 1].tolist() == model.decode(logits[1:2, : lengths[1] - 1])[0]
+
+
 def test_entity_metrics_by_hand():
     id2label = dict(enumerate(["O", "B-PER", "I-PER", "B-LOC"]))
     labels = np.array([[1, 2, 0, 3], [3, 0, -100, -100]])  # entities: PER(0-1), LOC(3); LOC(0)
@@ -138,6 +158,18 @@ def test_entity_metrics_by_hand():
     scores = AcnEntityMetrics(id2label)(EvalPrediction(predictions=predictions, label_ids=labels))
     assert scores["precision"] == pytest.approx(2 / 3) and scores["recall"] == pytest.approx(2 / 3)
     assert scores["f1"] == pytest.approx(2 / 3) and scores["accuracy"] == pytest.approx(4 / 6)
+
+
+def test_entity_metrics_of_a_model_that_predicts_no_entity_are_zero_without_a_warning():
+    """An untrained model tags every word O: precision is undefined, and reported as 0 (seqeval's choice), without
+    seqeval's UndefinedMetricWarning at every evaluation."""
+    id2label = dict(enumerate(["O", "B-PER", "I-PER"]))
+    labels = np.array([[1, 2, 0], [0, 1, -100]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scores = AcnEntityMetrics(id2label)(EvalPrediction(predictions=np.zeros_like(labels), label_ids=labels))
+    assert scores["precision"] == scores["recall"] == scores["f1"] == 0.0
+    assert scores["accuracy"] == pytest.approx(2 / 5)
 
 
 def test_metrics_and_collator_errors_name_the_fix():
