@@ -28,7 +28,12 @@ OPTIMIZED_FILE = "model_optimized.onnx"  # fused by onnxruntime.transformers.opt
 INT8_FILE = "model_int8.onnx"  # the optimised graph, dynamic int8
 GRAPH_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 FUSIONS = ("EmbedLayerNormalization", "Attention", "SkipLayerNormalization")  # the fusions a BERT graph must show
-STEPS = ("preprocess", "graph", "decode")  # what `OnnxTokenTagger.step_seconds` splits a call's time into
+STEPS = (
+    "preprocess",
+    "graph",
+    "decode",
+    "postprocess",
+)  # what `OnnxTokenTagger.step_seconds` splits a call's time into
 
 
 def export_token_classifier(model_dir: str | os.PathLike, output_dir: str | os.PathLike) -> dict[str, int]:
@@ -98,11 +103,18 @@ class OnnxTokenTagger:
         folder: the folder `export_token_classifier` wrote.
         onnx_file: the graph to run, `INT8_FILE` (the peer) or `OPTIMIZED_FILE`/`FLOAT_FILE` (float32).
         threads: ONNX Runtime's intra-op threads.
+        session_options: other `onnxruntime.SessionOptions` (e.g. profiling); `threads` is set on them.
     """
 
-    def __init__(self, folder: str | os.PathLike, onnx_file: str = INT8_FILE, threads: int = 1) -> None:
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        onnx_file: str = INT8_FILE,
+        threads: int = 1,
+        session_options: onnxruntime.SessionOptions | None = None,
+    ) -> None:
         folder = Path(folder)
-        options = onnxruntime.SessionOptions()
+        options = session_options or onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         self.session = onnxruntime.InferenceSession(
@@ -165,7 +177,9 @@ class OnnxTokenTagger:
         single = isinstance(texts, str)
         batch = [texts] if isinstance(texts, str) else list(texts)
         results = []
-        for text, tags in zip(batch, self.tags(batch, batch_size), strict=True):
+        tags_of_batch = self.tags(batch, batch_size)
+        started = time.perf_counter()
+        for text, tags in zip(batch, tags_of_batch, strict=True):
             words = text.split()
             results.append(
                 [
@@ -173,6 +187,7 @@ class OnnxTokenTagger:
                     for kind, first, last in entity_spans(tags)
                 ]
             )
+        self.step_seconds["postprocess"] += time.perf_counter() - started
         return results[0] if single else results
 
 

@@ -104,5 +104,5 @@ def test_entities_are_the_bio_spans_of_the_tags(peer):
         assert spans == entity_spans(tags)
         assert [entity["word"] for entity in entities] == [" ".join(words[a : b + 1]) for _, a, b in spans]
     assert tagger(TWEETS[0]) == tagger(TWEETS)[0]
-    assert set(tagger.step_seconds) == {"preprocess", "graph", "decode"}
+    assert set(tagger.step_seconds) == {"preprocess", "graph", "decode", "postprocess"}
     assert all(seconds > 0 for seconds in tagger.step_seconds.values())
