@@ -2,6 +2,7 @@
 kernel reports, the ISA torch dispatches to, and the variables that limit the kernel libraries to AVX2."""
 
 import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +13,19 @@ ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "FBGEMM_ENABLE_INSTRU
 
 
 def cpu_capabilities() -> dict[str, Any]:
-    """What decides CPU speed here: the vector flags the kernel reports and the ISA torch dispatches to."""
-    flags = set()
+    """What decides CPU speed here: the CPU's model name and the vector flags the kernel reports, and the ISA torch
+    dispatches to."""
+    flags, model = set(), platform.processor() or platform.machine()
     if Path("/proc/cpuinfo").is_file():
         for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
             if line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
                 break
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
     return {
+        "model": model,
         "flags": [flag for flag in wanted if flag in flags],
         "torch_capability": torch.backends.cpu.get_cpu_capability(),
         "bf16_kernels": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
