@@ -266,7 +266,10 @@ def read_image(image_dir: Path, image_id: str, max_pixels: int = MAX_IMAGE_PIXEL
 def read_split_images(tweets: list[Tweet], image_dir: Path | None, max_pixels: int, split: str) -> list[LoadedImage]:
     if image_dir is None:
         return [LoadedImage(None, ImageProblem.NOT_REQUESTED)] * len(tweets)
-    return [read_image(image_dir, tweet.image_id, max_pixels) for tweet in tqdm(tweets, desc=f"{split} images")]
+    return [
+        read_image(image_dir, tweet.image_id, max_pixels)
+        for tweet in tqdm(tweets, desc=f"{split} images", disable=None)
+    ]
 
 
 # --- dataset -----------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ The real corpora's images cannot ship with the project, so the demo writes its o
 
     <output_dir>/{train,valid,test}.txt   an ``IMGID:<id>`` line, ``token<TAB>tag`` lines, a blank line between tweets
     <output_dir>/images/<id>.jpg          224 x 224 JPEG
-    <output_dir>/image_decided.json       per split, the entities whose type only the image tells
+    <output_dir>/image_decided.json       per split, the entities whose type only the image tells, and the 7 x 7
+                                          cells their image's figure covers
 
 Half the tweets name a *text-decided* entity: its name comes from a list of one type and its context says the
 type ("flying to Port Caddis tomorrow"). The other half name an *image-decided* entity: an ambiguous name, drawn
@@ -138,6 +139,12 @@ DISTRACTOR_SIDE = (IMAGE_SIDE // 8, IMAGE_SIDE // 3)
 NUM_DISTRACTORS = (3, 6)
 DISTRACTOR_GREY = (40, 220)  # grey never marks a type
 SHAPES = ("circle", "triangle", "square", "diamond")
+# The backbones' 7 x 7 regions (VGG-16 pool5, ResNet-152 layer4, CLIP's patches) tile the 224 x 224 input in 32 x 32
+# squares, row-major. A figure covers the cells it fills at least a quarter of: one to nine cells, never none (of every
+# placement, the fullest cell is at least 40% filled: a side-56 triangle or diamond at worst).
+GRID_SIDE = 7
+CELL_SIDE = IMAGE_SIDE // GRID_SIDE
+MIN_CELL_COVERAGE = 0.25
 
 
 @dataclass(frozen=True)
@@ -163,6 +170,15 @@ class DemoTweet:
     tags: list[str]
     figure_type: str
     image_decided: tuple[int, int, str] | None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a shape is drawn: its bounding square's top-left pixel and side."""
+
+    left: int
+    top: int
+    side: int
 
 
 # --- text --------------------------------------------------------------------------------------
@@ -231,7 +247,7 @@ def shape_points(shape: str, left: int, top: int, side: int) -> list[tuple[int, 
 
 
 def draw_shape(
-    draw: ImageDraw.ImageDraw, shape: str, left: int, top: int, side: int, colour: tuple[int, int, int]
+    draw: ImageDraw.ImageDraw, shape: str, left: int, top: int, side: int, colour: int | tuple[int, int, int]
 ) -> None:
     if shape == "circle":
         draw.ellipse((left, top, left + side, top + side), fill=colour)
@@ -239,10 +255,10 @@ def draw_shape(
         draw.polygon(shape_points(shape, left, top, side), fill=colour)
 
 
-def random_placement(rng: np.random.Generator, side_range: tuple[int, int]) -> tuple[int, int, int]:
+def random_placement(rng: np.random.Generator, side_range: tuple[int, int]) -> Placement:
     side = int(rng.integers(side_range[0], side_range[1] + 1))
     left, top = rng.integers(0, IMAGE_SIDE - side + 1, size=2)
-    return int(left), int(top), side
+    return Placement(int(left), int(top), side)
 
 
 def noisy_background(rng: np.random.Generator) -> Image.Image:
@@ -253,15 +269,36 @@ def noisy_background(rng: np.random.Generator) -> Image.Image:
 
 def draw_image(rng: np.random.Generator, figure_type: str) -> Image.Image:
     """Grey distractors of every shape, then the type's figure on top so that nothing hides it."""
+    return draw_image_and_figure(rng, figure_type)[0]
+
+
+def draw_image_and_figure(rng: np.random.Generator, figure_type: str) -> tuple[Image.Image, Placement]:
+    """`draw_image`'s picture and where its figure is (the same random draws, so the same picture)."""
     image = noisy_background(rng)
     draw = ImageDraw.Draw(image)
     for _ in range(int(rng.integers(NUM_DISTRACTORS[0], NUM_DISTRACTORS[1] + 1))):
         shape = SHAPES[rng.integers(len(SHAPES))]
         grey = int(rng.integers(*DISTRACTOR_GREY))
-        draw_shape(draw, shape, *random_placement(rng, DISTRACTOR_SIDE), (grey, grey, grey))
+        placement = random_placement(rng, DISTRACTOR_SIDE)
+        draw_shape(draw, shape, placement.left, placement.top, placement.side, (grey, grey, grey))
     figure = FIGURES[figure_type]
-    draw_shape(draw, figure.shape, *random_placement(rng, FIGURE_SIDE), figure.colour)
-    return image
+    placement = random_placement(rng, FIGURE_SIDE)
+    draw_shape(draw, figure.shape, placement.left, placement.top, placement.side, figure.colour)
+    return image, placement
+
+
+def cell_coverage(shape: str, placement: Placement) -> np.ndarray:
+    """`(GRID_SIDE, GRID_SIDE)` share of each 32 x 32 cell's pixels that the shape fills, rasterised as drawn."""
+    mask = Image.new("L", (IMAGE_SIDE, IMAGE_SIDE), 0)
+    draw_shape(ImageDraw.Draw(mask), shape, placement.left, placement.top, placement.side, 255)
+    pixels = np.asarray(mask, dtype=np.float64) / 255  # (height, width)
+    return pixels.reshape(GRID_SIDE, CELL_SIDE, GRID_SIDE, CELL_SIDE).mean(axis=(1, 3))  # (rows, columns)
+
+
+def figure_cells(figure_type: str, placement: Placement) -> list[int]:
+    """Row-major indices of the 7 x 7 cells the type's figure covers (at least `MIN_CELL_COVERAGE` of a cell)."""
+    coverage = cell_coverage(FIGURES[figure_type].shape, placement)  # (rows, columns)
+    return [int(index) for index in np.flatnonzero(coverage.ravel() >= MIN_CELL_COVERAGE)]
 
 
 def jpeg_bytes(image: Image.Image) -> bytes:
@@ -297,11 +334,19 @@ def corpus_text(tweets: list[DemoTweet]) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
-def sidecar_entries(tweets: list[DemoTweet]) -> list[dict]:
-    """One entry per image-decided entity: the tweet's index in its split, its image id and the token span."""
+def sidecar_entries(tweets: list[DemoTweet], placements: list[Placement]) -> list[dict]:
+    """One entry per image-decided entity: the tweet's index in its split, its image id, the token span and type, and
+    the 7 x 7 cells (row-major) its image's figure covers, from the figure's placement in each tweet's image."""
     return [
-        {"index": index, "image_id": tweet.image_id, "start": start, "end": end, "type": kind}
-        for index, tweet in enumerate(tweets)
+        {
+            "index": index,
+            "image_id": tweet.image_id,
+            "start": start,
+            "end": end,
+            "type": kind,
+            "figure_cells": figure_cells(kind, placement),
+        }
+        for index, (tweet, placement) in enumerate(zip(tweets, placements, strict=True))
         if tweet.image_decided
         for start, end, kind in [tweet.image_decided]
     ]
@@ -352,9 +397,12 @@ def write_demo_corpus(
         rng = np.random.default_rng([seed, number])
         tweets = generate_split(rng, split, count)
         write_text(output_dir / SPLIT_FILES[split], corpus_text(tweets))
+        placements = []
         for tweet in tweets:
-            write_bytes(image_dir / (tweet.image_id + IMAGE_SUFFIX), jpeg_bytes(draw_image(rng, tweet.figure_type)))
-        sidecar[split] = sidecar_entries(tweets)
+            image, placement = draw_image_and_figure(rng, tweet.figure_type)
+            write_bytes(image_dir / (tweet.image_id + IMAGE_SUFFIX), jpeg_bytes(image))
+            placements.append(placement)
+        sidecar[split] = sidecar_entries(tweets, placements)
     write_text(output_dir / SIDECAR_FILE, json.dumps(sidecar, indent=1) + "\n")
     return output_dir
 

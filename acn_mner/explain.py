@@ -1,8 +1,10 @@
 """acn-explain: a PNG showing where ACN looks and how much the image counts, for one tweet and its image.
 
-Top row: the image under the word-guided visual attention of each entity word (of every word when the tweet
-has no entity), the 7x7 map upsampled to the image. Then the tagged tweet, and one bar per word for the fusion
-gate (share of the visual feature in the fused feature, averaged over hidden units) and for the filtration
+Top row: the photo, in its own colours, under the word-guided visual attention of each entity word (of every word
+when the tweet has no entity): each of the 7x7 regions tinted in one hue, as opaque as its share of the word's
+attention, and the fewest regions that hold half the attention outlined, their number and share in a caption (a map
+spread over many regions says so rather than pointing anywhere). Then the tagged tweet, and one bar per word for the
+fusion gate (share of the visual feature in the fused feature, averaged over hidden units) and for the filtration
 gate (how much of the multimodal feature reaches the tagger). The paper's Figure 1, for any tweet; of a long
 tweet, its first `MAX_DRAWN_WORDS` words, and the picture says so.
 """
@@ -18,6 +20,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from PIL import Image
 
 from modeling_acn import AcnPipeline
@@ -35,7 +38,12 @@ MAX_ATTENTION_PANELS = 8  # more maps than this get too small to read
 MAX_DRAWN_WORDS = 40  # more bars than this get too narrow to label (and 10,000 took a minute to draw)
 PANEL_INCHES = 2.6
 DISPLAY_SIDE = 336  # pixels of the longest image side in the picture
-ATTENTION_ALPHA = 0.5
+ATTENTION_RGB = (1.0, 0.0, 1.0)  # magenta: none of the demo figures' colours, and rare in photos
+MAX_ATTENTION_ALPHA = 0.6  # the most attended region's tint; the photo still shows through it
+HALF_ATTENTION = 0.5  # the outlined regions hold at least this share of the attention
+# A map whose half needs more regions than this (a quarter of the 49) points nowhere: the panel says so, outlines none
+MAX_FOCUSED_REGIONS = 12
+OUTLINE_COLOR = "white"
 TEXT_WRAP = 110  # characters per line of the tagged tweet
 OUTSIDE_COLOR = "0.55"  # grey for words outside entities
 
@@ -88,24 +96,64 @@ def draw_explanation(result: dict, image: Image.Image | None) -> Figure:
         display.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
         for column, index in enumerate(panels):
             axes = figure.add_subplot(grid[0, column])
-            draw_attention(axes, display, result["visual_attentions"][index])
+            caption = draw_attention(axes, display, result["visual_attentions"][index])
             axes.set_title(f"{words[index]}\n{tags[index]}", color=colors[index], fontsize=10)
+            axes.text(0.5, -0.02, caption, transform=axes.transAxes, ha="center", va="top", fontsize=8)
     draw_tagged_text(figure.add_subplot(grid[1, :]), words, tags)
     draw_gate_bars(figure.add_subplot(grid[2, :]), words, tags, colors, fusion_gates, "fusion gate (visual share)")
     draw_gate_bars(figure.add_subplot(grid[3, :]), words, tags, colors, filtration_gates, "filtration gate")
     return figure
 
 
-def upsampled_attention(attention: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A (side, side) attention map bilinearly resized to the image's `(width, height)`, as (height, width)."""
-    return np.asarray(Image.fromarray(attention.astype(np.float32)).resize(size, Image.Resampling.BILINEAR))
+def top_regions(attention: np.ndarray, share: float = HALF_ATTENTION) -> list[int]:
+    """Row-major indices of the fewest regions of a `(rows, columns)` attention map that hold `share` of it."""
+    flat = attention.ravel() / max(float(attention.sum()), 1e-12)  # (regions,)
+    order = np.argsort(-flat, kind="stable")  # (regions,)
+    count = int(np.searchsorted(np.cumsum(flat[order]), share - 1e-9)) + 1
+    return sorted(int(index) for index in order[:count])
 
 
-def draw_attention(axes: Axes, image: Image.Image, attention: np.ndarray) -> None:
-    heat = upsampled_attention(attention, image.size)  # (height, width)
-    axes.imshow(image)
-    axes.imshow(heat, cmap="jet", alpha=ATTENTION_ALPHA, vmin=0.0, vmax=max(float(heat.max()), 1e-12))
+def attention_layer(attention: np.ndarray) -> np.ndarray:
+    """`(rows, columns, 4)` RGBA: one hue, each region as opaque as its attention relative to the largest."""
+    layer = np.zeros((*attention.shape, 4))  # (rows, columns, rgba)
+    layer[..., :3] = ATTENTION_RGB
+    layer[..., 3] = MAX_ATTENTION_ALPHA * attention / max(float(attention.max()), 1e-12)
+    return layer
+
+
+def attention_title(attention: np.ndarray, regions: list[int]) -> str:
+    held = float(attention.ravel()[regions].sum() / max(float(attention.sum()), 1e-12))
+    if len(regions) > MAX_FOCUSED_REGIONS:
+        return f"attention spread: half on {len(regions)} of {attention.size} regions"
+    return f"{held:.0%} on {len(regions)} outlined region{'s' if len(regions) > 1 else ''}"
+
+
+def draw_attention(axes: Axes, image: Image.Image, attention: np.ndarray) -> str:
+    """The photo in its own colours, the attention's tint over its regions, and the regions holding half of it
+    outlined (none when half takes more than `MAX_FOCUSED_REGIONS`). Returns the panel's caption."""
+    width, height = image.size
+    rows, columns = attention.shape
+    axes.imshow(image, extent=(0, width, height, 0))
+    axes.imshow(attention_layer(attention), extent=(0, width, height, 0), interpolation="nearest")
+    regions = top_regions(attention)
+    if len(regions) <= MAX_FOCUSED_REGIONS:
+        cell_width, cell_height = width / columns, height / rows
+        for region in regions:
+            row, column = divmod(region, columns)
+            axes.add_patch(
+                Rectangle(
+                    (column * cell_width, row * cell_height),
+                    cell_width,
+                    cell_height,
+                    fill=False,
+                    edgecolor=OUTLINE_COLOR,
+                    linewidth=1.5,
+                )
+            )
+    axes.set_xlim(0, width)
+    axes.set_ylim(height, 0)
     axes.set_axis_off()
+    return attention_title(attention, regions)
 
 
 def entity_colors(tags: list[str]) -> list:

@@ -1335,7 +1335,7 @@ def train_epoch(
         desc=f"epoch {state.epoch + 1}",
         initial=state.epoch_batches,
         total=len(loader),
-        disable=not accelerator.is_local_main_process,
+        disable=None if accelerator.is_local_main_process else True,  # None: off when stderr is not a terminal
         leave=False,
     )
     total, count = 0.0, 0

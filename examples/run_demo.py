@@ -7,7 +7,10 @@ from a seeded random backbone: no ImageNet weights can be downloaded offline, an
 it; int8 on x86 CPUs, calibrated on the first training images); train ACN and the
 text-only CNN-BiLSTM-CRF with examples/train_acn.py and print both tables; reload the ACN folder in a fresh process
 with AutoModelForTokenClassification and AutoProcessor, tag a new tweet and image with the pipeline and draw its
-attention picture; write demo_results.json with test F1 overall and on the image-decided entities.
+attention picture; measure, on the test split's image-decided entities, the share of their visual attention on the
+cells the figure covers and what occluding those cells (against as many others) does to the tag
+(acn_mner/demo_attention.py); write demo_results.json with these and test F1 overall and on the image-decided
+entities. Off a terminal (a log file), no progress bars are drawn; each results table is printed once, by training.
 """
 
 import argparse
@@ -18,18 +21,20 @@ import time
 from pathlib import Path
 
 import datasets
+import numpy as np
 
-from acn_mner import demo_corpus
+from acn_mner import demo_attention, demo_corpus
 from acn_mner import train as train_acn
 from acn_mner.atomic import write_bytes, write_text
 from acn_mner.corpus import load_twitter_mner
 from acn_mner.feature_cache import feature_extractor, save_feature_cache
 from acn_mner.parquet_export import export_parquet
-from modeling_acn import VISION_BACKBONES, VISION_PRECISIONS
+from acn_mner.progress import quiet_progress_bars_off_terminal
+from modeling_acn import VISION_BACKBONES, VISION_PRECISIONS, AcnForTokenClassification, AcnProcessor
 
 ROOT = Path(__file__).resolve().parents[1]
-# Small enough for six minutes on two cores. The patience outlasts ACN's plateau: it tags image-decided entities by
-# chance for about ten epochs, until the attention has found the figure (dev F1 100 by epoch 17 in our runs).
+# Small enough for about two minutes on two quiet cores. The patience outlasts ACN's plateau: it tags image-decided
+# entities by chance for about ten epochs, until the attention has found the figure (dev F1 100 by epoch 14).
 DEMO_TRAINING = [
     "--word_embedding_dim",
     "50",
@@ -46,9 +51,11 @@ DEMO_TRAINING = [
     "--checkpointing_steps",
     "none",
     "--stop_at_perfect_dev",
+    "--overwrite_output_dir",  # a rerun of the demo replaces its own models
 ]
 NEW_TWEET = "look at Kolbi today !"
 RELOAD_SCRIPT = """
+import json
 import sys
 from transformers import AutoModelForTokenClassification, AutoProcessor, pipeline
 
@@ -63,8 +70,15 @@ tagger = pipeline("multimodal-ner", model=folder, trust_remote_code=True)
 from acn_mner.explain import explain_tweet  # the project's drawing code; the model above came from the folder
 
 print(tagger(sys.argv[4], image=image))
-explain_tweet(tagger, sys.argv[4], image, picture)
+result = explain_tweet(tagger, sys.argv[4], image, picture)
 print(f"attention picture: {picture}")
+cells = [int(cell) for cell in sys.argv[5].split(",")]
+shares = {
+    word: float(attention.ravel()[cells].sum())
+    for word, tag, attention in zip(result["words"], result["tags"], result["visual_attentions"])
+    if tag != "O"
+}
+print(json.dumps({"figure_cells": cells, "attention_share": shares}))
 """
 
 
@@ -140,19 +154,19 @@ def read_predicted_tags(path: Path) -> list[list[str]]:
     return [[line.rsplit(" ", 1)[1] for line in block.splitlines()] for block in blocks]
 
 
-def new_tweet_image(output_dir: Path, seed: int) -> Path:
-    """A fresh picture with the LOC figure: the demo's ambiguous name in it should be tagged LOC."""
-    import numpy as np
-
+def new_tweet_image(output_dir: Path, seed: int) -> tuple[Path, list[int]]:
+    """A fresh picture with the LOC figure (the demo's ambiguous name in it should be tagged LOC), and the 7 x 7
+    cells its figure covers."""
     path = output_dir / "new_tweet.jpg"
-    image = demo_corpus.draw_image(np.random.default_rng([seed, 99]), "LOC")
+    image, placement = demo_corpus.draw_image_and_figure(np.random.default_rng([seed, 99]), "LOC")
     write_bytes(path, demo_corpus.jpeg_bytes(image))
-    return path
+    return path, demo_corpus.figure_cells("LOC", placement)
 
 
-def reload_and_tag(model_dir: Path, output_dir: Path, seed: int):
-    """A fresh Python process, started elsewhere, loads the folder through the Auto classes and the pipeline."""
-    image = new_tweet_image(output_dir, seed)
+def reload_and_tag(model_dir: Path, output_dir: Path, seed: int) -> dict:
+    """A fresh Python process, started elsewhere, loads the folder through the Auto classes and the pipeline, tags
+    the new tweet and draws its picture. Returns the figure's cells and each entity word's attention share on them."""
+    image, cells = new_tweet_image(output_dir, seed)
     command = [
         sys.executable,
         "-c",
@@ -161,28 +175,46 @@ def reload_and_tag(model_dir: Path, output_dir: Path, seed: int):
         str(image.resolve()),
         str((output_dir / "attention.png").resolve()),
         NEW_TWEET,
+        ",".join(map(str, cells)),
     ]
-    subprocess.run(command, check=True, cwd=output_dir.parent.resolve().anchor)
+    finished = subprocess.run(
+        command, check=True, cwd=output_dir.parent.resolve().anchor, stdout=subprocess.PIPE, text=True
+    )
+    print(finished.stdout, end="")
+    return json.loads(finished.stdout.strip().splitlines()[-1])
+
+
+def probe_attention(model_dir: Path, features: Path, corpus: Path, seed: int) -> dict:
+    """Attention share and occlusion effect on the test split's image-decided entities (demo_attention.py); the
+    occluding feature is the mean cell of the training images."""
+    model = AcnForTokenClassification.from_pretrained(model_dir)
+    processor = AcnProcessor.from_pretrained(model_dir)
+    cached = datasets.load_from_disk(str(features))
+    train_split = cached["train"].with_format("numpy", columns=["image_features", "image_mask"])[:]
+    fill = demo_attention.mean_cell(train_split["image_features"], train_split["image_mask"])
+    entries = json.loads((corpus / demo_corpus.SIDECAR_FILE).read_text())["test"]
+    return demo_attention.probe_image_decided(model, processor, cached["test"], entries, fill, seed=seed)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    quiet_progress_bars_off_terminal()
     output_dir = Path(args.output_dir)
     started = time.perf_counter()
     features = build_features(output_dir, args.seed, args.vision_backbone, args.vision_precision)
-    results = {
-        variant: train(features, output_dir / name, variant, args.seed, args.mixed_precision)
-        for name, variant in (("acn", "full"), ("text_only", "text-only"))
-    }
-    for name in ("acn", "text_only"):
-        print(f"\n{name}:\n" + (output_dir / name / "results.md").read_text())
-    reload_and_tag(output_dir / "acn", output_dir, args.seed)
+    results = {}
+    for name, variant in (("acn", "full"), ("text_only", "text-only")):
+        print(f"\n{name}:", flush=True)  # training prints its results table under this name
+        results[variant] = train(features, output_dir / name, variant, args.seed, args.mixed_precision)
+    new_tweet = reload_and_tag(output_dir / "acn", output_dir, args.seed)
     corpus = output_dir / "corpus"
     summary = {
         "acn_test_f1": results["full"]["test_overall_f1"],
         "text_only_test_f1": results["text-only"]["test_overall_f1"],
         "acn_image_decided_test_f1": image_decided_f1(output_dir / "acn", corpus),
         "text_only_image_decided_test_f1": image_decided_f1(output_dir / "text_only", corpus),
+        "acn_image_decided_attention": probe_attention(output_dir / "acn", features, corpus, args.seed),
+        "new_tweet_attention": new_tweet,
         "vision_backbone": args.vision_backbone,
         "vision_precision": json.loads((output_dir / "acn" / "config.json").read_text())["vision_precision"],
         "mixed_precision": args.mixed_precision,

@@ -13,7 +13,10 @@ from acn_mner.demo_corpus import (
     ENTITY_TYPES,
     FIGURES,
     IMAGE_DECIDED_FRACTION,
+    MIN_CELL_COVERAGE,
     SIDECAR_FILE,
+    draw_image,
+    draw_image_and_figure,
     generate_split,
     image_decided_scores,
     main,
@@ -88,6 +91,32 @@ def test_image_shows_the_figure_of_the_entity_type(demo_dir, sidecar):
         counts = {kind: figure_pixels(image, figure.colour) for kind, figure in FIGURES.items()}
         assert counts[entry["type"]] > MIN_FIGURE_PIXELS
         assert all(count < MIN_FIGURE_PIXELS for kind, count in counts.items() if kind != entry["type"])
+
+
+JPEG_EDGE_SLACK = 0.1  # JPEG blurs a figure's edge: its coloured share of a cell moves by a few points
+
+
+def test_sidecar_figure_cells_are_the_cells_the_figure_colour_fills(demo_dir, sidecar):
+    """Measured on the written JPEG, in 32 x 32 cells: the cells named fill with the figure's colour, the others not."""
+    for split in ("train", "test"):
+        for entry in sidecar[split]:
+            image = Image.open(demo_dir / "images" / f"{entry['image_id']}.jpg")
+            pixels = np.asarray(image, dtype=np.int32)  # (height, width, rgb)
+            colour = np.array(FIGURES[entry["type"]].colour)
+            coloured = np.abs(pixels - colour).max(-1) < FIGURE_COLOUR_TOLERANCE  # (height, width)
+            coverage = coloured.reshape(7, 32, 7, 32).mean(axis=(1, 3)).ravel()  # (49,)
+            named = entry["figure_cells"]
+            assert named and (coverage[named] >= MIN_CELL_COVERAGE - JPEG_EDGE_SLACK).all()
+            others = np.setdiff1d(np.arange(49), named)
+            assert (coverage[others] < MIN_CELL_COVERAGE + JPEG_EDGE_SLACK).all()
+
+
+def test_draw_image_is_the_picture_whose_figure_is_placed():
+    first, placement = draw_image_and_figure(np.random.default_rng(5), "ORG")
+    assert np.array_equal(np.asarray(first), np.asarray(draw_image(np.random.default_rng(5), "ORG")))
+    pixels = np.asarray(first, dtype=np.int32)[placement.top : placement.top + placement.side]
+    square = pixels[:, placement.left : placement.left + placement.side]  # the ORG figure is a filled square
+    assert (np.abs(square - np.array(FIGURES["ORG"].colour)).max(-1) == 0).mean() > 0.95
 
 
 def test_ambiguous_names_and_contexts_occur_with_every_type():

@@ -90,3 +90,58 @@ def test_a_tweet_of_many_words_draws_at_most_the_word_limit_and_says_so(tmp_path
     assert texts.count("Obama") <= 3 * limit + explain.MAX_ATTENTION_PANELS
     figure.savefig(tmp_path / "many.png")
     assert_drawn(tmp_path / "many.png")
+
+
+def rendered_panel(photo, attention):
+    """`draw_attention` on axes that fill a figure the photo's size: pixel (x, y) of the canvas is the photo's."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from acn_mner.explain import draw_attention
+
+    figure = Figure(figsize=(photo.width / 100, photo.height / 100), dpi=100)
+    axes = figure.add_axes((0.0, 0.0, 1.0, 1.0))
+    caption = draw_attention(axes, photo, attention)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].astype(int), caption  # (height, width, rgb)
+
+
+def test_attention_panel_keeps_the_photo_colours_outside_the_attended_region():
+    """The photo's own colours wherever the attention is nil (a colour map used to tint the whole photo blue), a
+    tint on the attended region, and that region outlined."""
+    photo = Image.new("RGB", (224, 224), (30, 190, 40))  # the demo's LOC green
+    attention = np.zeros((7, 7))
+    attention[2, 3] = 1.0
+    pixels, caption = rendered_panel(photo, attention)
+    unattended = pixels[150:220, 5:90]  # rows 5-6, columns 0-2: no attention
+    assert np.abs(unattended - np.array([30, 190, 40])).max() <= 2
+    attended = pixels[2 * 32 + 8 : 3 * 32 - 8, 3 * 32 + 8 : 4 * 32 - 8]  # inside region (2, 3), off its outline
+    assert np.abs(attended - np.array([30, 190, 40])).max(-1).min() > 60
+    outline = pixels[2 * 32 + 8 : 3 * 32 - 8, 3 * 32 - 1 : 3 * 32 + 2]  # the region's left edge
+    assert (outline > 200).all(-1).any()
+    assert caption == "100% on 1 outlined region"
+
+
+def test_top_regions_are_the_fewest_that_hold_half_the_attention():
+    from itertools import combinations
+
+    from acn_mner.explain import top_regions
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        attention = rng.dirichlet(np.full(6, 0.3)).reshape(2, 3)
+        fewest = next(
+            size
+            for size in range(1, 7)
+            if any(attention.ravel()[list(chosen)].sum() >= 0.5 for chosen in combinations(range(6), size))
+        )
+        regions = top_regions(attention)
+        assert len(regions) == fewest and attention.ravel()[regions].sum() >= 0.5
+
+
+def test_a_spread_attention_map_is_not_drawn_as_a_focus():
+    photo = Image.new("RGB", (224, 224), (120, 120, 120))
+    pixels, caption = rendered_panel(photo, np.full((7, 7), 1 / 49))
+    assert caption == "attention spread: half on 25 of 49 regions"
+    assert (np.abs(pixels - pixels[112, 112]).max(-1) <= 2).mean() > 0.99  # one even tint, no outlines
