@@ -12,8 +12,14 @@ import pytest
 import torch
 
 from acn_mner.onnx_export import export_onnx, feed_forward_outputs, float32_products
-from modeling_acn import AcnConfig, AcnForTokenClassification, AcnImageProcessor, AcnPipeline, AcnProcessor
-from modeling_acn import AcnTokenizer
+from modeling_acn import (
+    AcnConfig,
+    AcnForTokenClassification,
+    AcnImageProcessor,
+    AcnPipeline,
+    AcnProcessor,
+    AcnTokenizer,
+)
 from modeling_acn.onnx_runtime_acn import ONNX_FILE, ONNX_INT8_FILE, AcnOnnxModel
 
 from .encoder_fixtures import make_model, make_processor
