@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ from modeling_acn.onnx_runtime_acn import (
     import_onnxruntime,
     onnx_min_char_width,
 )
+from modeling_acn.torch_export_acn import BILSTM
 from modeling_acn.vision_acn import BACKBONE_INPUT_SIZE, backbone_regions
 
 from .atomic import atomic_folder
@@ -52,8 +54,13 @@ if TYPE_CHECKING:
     import onnx
 
 EXPORTER = "torch.onnx.export(dynamo=True)"
+ENCODER_PREFIX = "encoder/"  # of the encoder graph's node, value and weight names in the joined graph
+SUBWORD_STATES = "subword_states"  # the pretrained encoder's last hidden states, where its graph joins the rest
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"  # the module path of each node, as the dynamo exporter records it
 FEED_FORWARD_OUTPUT = re.compile(r"subword_encoder\.encoder\.layer\.\d+\.output\.dense'")  # BERT-style FFN out
+# the same products in the encoder's TorchScript graph (`export_encoder_graph`), found by their node names
+FEED_FORWARD_OUTPUT_NODE = re.compile(r"encoder/layer\.\d+/output/dense/MatMul$")
+QUANTIZED_OPERATORS = ["MatMul", "Gemm", "Attention"]  # Attention: the fused encoder's query-key-value projection
 FORMATS = ("onnx",)
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx")  # not copied: the graphs hold the weights
 SUBWORD_TOKENIZER_FOLDER = "subword_tokenizer"  # AcnTokenizer.save_pretrained writes the encoder's tokenizer there
@@ -209,25 +216,232 @@ class AcnVisionTrunk(nn.Module):
 
 
 def export_logits_graph(model: AcnForTokenClassification, inputs: dict[str, torch.Tensor], path: Path) -> None:
-    """`model.onnx`: inputs to logits, checked against eager on `inputs`."""
+    """`model.onnx`: inputs to logits, checked against eager on `inputs`. With a pretrained encoder the graph is two
+    exports joined: the encoder (`export_encoder_graph`: the TorchScript exporter, then ONNX Runtime's transformer
+    optimiser, so that its attention, residual layer norms and GELUs run as fused kernels) and the rest
+    (`torch.export`, taking the encoder's states as an input), joined into one graph on `subword_states`."""
+    if model.acn.text_encoder.subword_encoder is None:
+        export_head_graph(model, inputs, path)
+    else:
+        with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+            encoder_path, head_path = Path(scratch) / "encoder.onnx", Path(scratch) / "head.onnx"
+            head = export_head_graph(model, inputs, head_path, with_states=True)
+            opset = next(entry.version for entry in head.opset_import if entry.domain in ("", "ai.onnx"))
+            export_encoder_graph(model, encoder_path, opset)
+            import onnx
+
+            onnx.save(join_graphs(onnx.load(str(encoder_path)), head), str(path))
+    with torch.no_grad():
+        expected = model(**inputs).logits
+    check_graph(path, inputs, expected, LOGITS)
+
+
+def export_head_graph(
+    model: AcnForTokenClassification, inputs: dict[str, torch.Tensor], path: Path, with_states: bool = False
+) -> "onnx.ModelProto":
+    """`torch.export` then ONNX of the model (inputs to logits); `with_states`: the pretrained encoder's last hidden
+    states come in as the input `subword_states` (batch, subwords, hidden) instead of being computed."""
+    module: nn.Module = AcnLogitsFromStates(model) if with_states else AcnLogits(model)
+    kwargs, shapes = dict(inputs), dynamic_shapes(model.config, inputs)
+    if with_states:
+        with torch.no_grad():
+            kwargs[SUBWORD_STATES] = AcnSubwordEncoder(model)(
+                inputs["subword_ids"], inputs["subword_attention_mask"]
+            )  # (batch, subwords, hidden)
+        shapes[SUBWORD_STATES] = shapes["subword_ids"]
     with eager_attention(model), warnings.catch_warnings():
         # torch.onnx warns that an axis name "will not be used" for every axis named by one Dim shared by several inputs
         warnings.filterwarnings("ignore", message="# The axis name: .* will not be used")
         program = torch.onnx.export(
-            AcnLogits(model).eval(),
+            module.eval(),
             args=(),
-            kwargs=inputs,
-            dynamic_shapes=dynamic_shapes(model.config, inputs),
+            kwargs=kwargs,
+            dynamic_shapes=shapes,
             dynamo=True,
             output_names=[LOGITS],
             external_data=False,
             verbose=False,
+            custom_translation_table={BILSTM: bilstm_as_onnx_lstm},
         )
     assert program is not None  # dynamo=True returns the program (the stubs allow the legacy exporter's None)
     program.save(str(path))
-    with torch.no_grad():
-        expected = model(**inputs).logits
-    check_graph(path, inputs, expected, LOGITS)
+    return program.model_proto
+
+
+class AcnLogitsFromStates(AcnLogits):
+    """`AcnLogits` with the pretrained encoder's last hidden states as an input: the graph of everything after the
+    encoder, which `join_graphs` joins to the encoder's own graph."""
+
+    def forward(  # type: ignore[override]
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        subword_states: torch.Tensor,
+        char_ids: torch.Tensor | None = None,
+        subword_ids: torch.Tensor | None = None,
+        subword_attention_mask: torch.Tensor | None = None,
+        subword_to_word: torch.Tensor | None = None,
+        image_features: torch.Tensor | None = None,
+        image_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        text_encoder = self.model.acn.text_encoder
+        text_encoder._subword_states = lambda *_: subword_states  # type: ignore[method-assign]  # shadows the method
+        try:
+            return super().forward(
+                input_ids,
+                attention_mask,
+                char_ids,
+                subword_ids,
+                subword_attention_mask,
+                subword_to_word,
+                image_features,
+                image_mask,
+            )  # (batch, seq_len, num_labels)
+        finally:
+            del text_encoder._subword_states
+
+
+class AcnSubwordEncoder(nn.Module):
+    """The pretrained encoder alone: subword ids and mask to its last hidden states."""
+
+    def __init__(self, model: AcnForTokenClassification) -> None:
+        super().__init__()
+        encoder = model.acn.text_encoder.subword_encoder
+        assert encoder is not None  # export_logits_graph exports it only with a pretrained encoder
+        self.encoder: nn.Module = encoder
+        self.config = encoder.config
+
+    def forward(self, subword_ids: torch.Tensor, subword_attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder(
+            input_ids=subword_ids, attention_mask=subword_attention_mask
+        ).last_hidden_state  # (batch, subwords, hidden)
+
+
+def export_encoder_graph(model: AcnForTokenClassification, path: Path, opset: int) -> dict[str, int]:
+    """The pretrained encoder through the TorchScript exporter (whose BERT graph ONNX Runtime's transformer optimiser
+    recognises: the dynamo exporter's does not fuse its attention), then that optimiser: fused attention, embedding
+    and residual layer norms, bias-GELU. Returns the optimiser's count of each fused operator."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    encoder = AcnSubwordEncoder(model).eval()
+    ids = torch.tensor([[101, 2000, 2001, 102, 0], [101, 2002, 102, 0, 0]]) % encoder.config.vocab_size
+    mask = (torch.arange(5)[None, :] < torch.tensor([4, 3])[:, None]).long()  # (batch, subwords)
+    axes = {0: "batch", 1: "subwords"}
+    raw = path.with_suffix(".raw.onnx")
+    with eager_attention(model), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
+        torch.onnx.export(
+            encoder,
+            (ids, mask),
+            str(raw),
+            input_names=["subword_ids", "subword_attention_mask"],
+            output_names=[SUBWORD_STATES],
+            dynamic_axes={"subword_ids": axes, "subword_attention_mask": axes, SUBWORD_STATES: axes},
+            opset_version=opset,
+            dynamo=False,
+        )
+    text_config = encoder.config
+    fusions = FusionOptions("bert")
+    fusions.enable_skip_layer_norm = False  # slower than Add and LayerNormalization apart (docs/serving.md)
+    optimized = optimize_model(
+        str(raw),
+        model_type="bert",
+        num_heads=text_config.num_attention_heads,
+        hidden_size=text_config.hidden_size,
+        optimization_options=fusions,
+        opt_level=0,  # the optimiser's fusions only; ONNX Runtime applies its own as the session loads
+    )
+    optimized.save_model_to_file(str(path))
+    return dict(optimized.get_fused_operator_statistics())
+
+
+def join_graphs(encoder: "onnx.ModelProto", head: "onnx.ModelProto") -> "onnx.ModelProto":
+    """One graph: the encoder's nodes (their names, values and weights prefixed `encoder/`), then the head's, which read
+    the encoder's output `subword_states` in place of their own input; inputs shared by name (`subword_ids`,
+    `subword_attention_mask`), the head's output."""
+    import onnx
+    from onnx import compose, helper
+
+    encoder = compose.add_prefix(encoder, ENCODER_PREFIX, rename_inputs=False, rename_outputs=False)
+    inputs = [value for value in head.graph.input if value.name != SUBWORD_STATES]
+    inputs += [value for value in encoder.graph.input if value.name not in {value.name for value in inputs}]
+    graph = helper.make_graph(
+        list(encoder.graph.node) + list(head.graph.node),
+        head.graph.name,
+        inputs,
+        list(head.graph.output),
+        initializer=list(encoder.graph.initializer) + list(head.graph.initializer),
+        value_info=list(encoder.graph.value_info) + list(head.graph.value_info),
+    )
+    opsets: dict[str, int] = {}
+    for entry in list(encoder.opset_import) + list(head.opset_import):
+        domain = "" if entry.domain == "ai.onnx" else entry.domain
+        opsets[domain] = max(opsets.get(domain, 0), entry.version)
+    joined = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid(domain, version) for domain, version in opsets.items()],
+        ir_version=max(encoder.ir_version, head.ir_version),
+        functions=list(head.functions) + list(encoder.functions),
+    )
+    joined.metadata_props.extend(head.metadata_props)
+    onnx.checker.check_model(joined)
+    return joined
+
+
+def bilstm_as_onnx_lstm(
+    words: Any,
+    lengths: Any,
+    weight_ih: Any,
+    weight_hh: Any,
+    bias_ih: Any,
+    bias_hh: Any,
+    weight_ih_reverse: Any,
+    weight_hh_reverse: Any,
+    bias_ih_reverse: Any,
+    bias_hh_reverse: Any,
+) -> Any:
+    """`torch.ops.acn.bilstm` (`modeling_acn.torch_export_acn.bilstm_for_export`) as ONNX's `LSTM` operator, one
+    node for both directions, `sequence_lens` the tweets' lengths (the backward direction starts at each tweet's last
+    word, and ONNX Runtime leaves the padding steps 0). nn.LSTM stacks its gates i, f, g, o; ONNX's order is i, o, f,
+    c (g), so the weight and bias rows are regrouped (constants, folded as the graph is written)."""
+    from onnxscript import opset20  # import on use: onnxscript comes with the [onnx] extra
+
+    op: Any = opset20  # its stubs type inputs as tensors; the exporter passes values and Python constants alike
+
+    hidden = weight_hh.shape[1]
+    gate = [list(range(start * hidden, (start + 1) * hidden)) for start in range(4)]  # rows of i, f, g, o
+    onnx_order = gate[0] + gate[3] + gate[1] + gate[2]  # i, o, f, g
+
+    def onnx_gates(rows: Any) -> Any:  # (4 * hidden, ...) in nn.LSTM's order -> ONNX's
+        return op.Gather(rows, onnx_order, axis=0)
+
+    def directions(forward: Any, backward: Any) -> Any:  # (2, ...): forward, then backward
+        return op.Concat(op.Unsqueeze(forward, [0]), op.Unsqueeze(backward, [0]), axis=0)
+
+    weights = directions(onnx_gates(weight_ih), onnx_gates(weight_ih_reverse))  # (2, 4 * hidden, input)
+    recurrence = directions(onnx_gates(weight_hh), onnx_gates(weight_hh_reverse))  # (2, 4 * hidden, hidden)
+    biases = directions(
+        op.Concat(onnx_gates(bias_ih), onnx_gates(bias_hh), axis=0),
+        op.Concat(onnx_gates(bias_ih_reverse), onnx_gates(bias_hh_reverse), axis=0),
+    )  # (2, 8 * hidden)
+    steps = op.Transpose(words, perm=[1, 0, 2])  # (seq_len, batch, input)
+    outputs, _, _ = op.LSTM(
+        steps,
+        weights,
+        recurrence,
+        biases,
+        op.Cast(lengths, to=onnx_int32()),
+        direction="bidirectional",
+        hidden_size=hidden,
+    )  # (seq_len, 2, batch, hidden)
+    return op.Reshape(op.Transpose(outputs, perm=[2, 0, 1, 3]), [0, 0, -1])  # (batch, seq_len, 2 * hidden)
+
+
+def onnx_int32() -> int:
+    import onnx
+
+    return int(onnx.TensorProto.INT32)
 
 
 @contextmanager
@@ -273,13 +487,13 @@ def export_vision_graph(model: AcnForTokenClassification, path: Path) -> None:
 
 
 def quantize_int8(
-    fp32_path: Path, int8_path: Path, float32_nodes: Iterable[str] | None = None, per_channel: bool = False
+    fp32_path: Path, int8_path: Path, float32_nodes: Iterable[str] | None = None, per_channel: bool = True
 ) -> None:
-    """ONNX Runtime's dynamic quantisation: int8 weights for the matrix products (MatMul, Gemm), activations
-    quantised per call from their range; everything else stays float32, and so do the products named by
-    `float32_nodes` (default: `float32_products`'s). `per_channel`: one weight scale per output column instead of
-    one per matrix. (The quantiser advises running `quant_pre_process` first; its symbolic shape inference stops at
-    the graph's data-dependent sizes.)"""
+    """ONNX Runtime's dynamic quantisation: int8 weights for the matrix products (MatMul, Gemm, and the fused
+    encoder's query-key-value projection in `Attention`), activations quantised per call from their range;
+    everything else stays float32, and so do the products named by `float32_nodes` (default: `float32_products`'s).
+    `per_channel` (the default): one weight scale per output column instead of one per matrix. (The quantiser advises
+    running `quant_pre_process` first; its symbolic shape inference stops at the graph's data-dependent sizes.)"""
     import_onnxruntime()
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -289,10 +503,12 @@ def quantize_int8(
     quantize_dynamic(
         fp32_path,
         int8_path,
-        op_types_to_quantize=["MatMul", "Gemm"],
+        op_types_to_quantize=QUANTIZED_OPERATORS,
         weight_type=QuantType.QInt8,
         nodes_to_exclude=list(float32_nodes),
         per_channel=per_channel,
+        # the fused encoder's operators (com.microsoft) have no ONNX shape inference: their outputs are float32
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
 
 
@@ -362,12 +578,28 @@ def product_scopes(graph: "onnx.GraphProto") -> dict[str, str]:
 
 
 def float32_products(graph: "onnx.GraphProto") -> list[str]:
-    """The matrix products that stay float32 in the int8 graph: a pretrained encoder's feed-forward output
-    projections (`layer.N.output.dense`, 4h to h), whose inputs, after GELU, span a range that one int8 scale per
-    tensor resolves poorly. Chosen on Twitter-2015 dev with a trained MiniLM-L6 model among other choices (every
-    product in int8, per-channel weights, the head in float32 too: `benchmarks/onnx_quality.py --int8_variants`,
-    figures in docs/serving.md). Nodes are found by the module scope the exporter records on each node."""
-    return [name for name, scopes in product_scopes(graph).items() if FEED_FORWARD_OUTPUT.search(scopes)]
+    """The matrix products that stay float32 in `acn-export --int8`'s graph: those whose weight is a vector (one
+    output: a per-channel scale needs a matrix). Every other product is int8 with per-channel weights, chosen on
+    Twitter-2015 dev with trained MiniLM-L6 models among other choices (the encoder's feed-forward outputs in
+    float32, per-tensor weights, the head in float32: `benchmarks/onnx_quality.py --int8_variants`, figures in
+    docs/serving.md)."""
+    vectors = {tensor.name for tensor in graph.initializer if len(tensor.dims) < 2}
+    return [
+        node.name
+        for node in graph.node
+        if node.op_type in ("MatMul", "Gemm") and any(name in vectors for name in node.input)
+    ]
+
+
+def feed_forward_outputs(graph: "onnx.GraphProto") -> list[str]:
+    """A pretrained encoder's feed-forward output projections (`layer.N.output.dense`, 4h to h), which read GELU
+    outputs: float32 in the int8 graphs of earlier exports, and a variant of `benchmarks/onnx_quality.py`. Found by
+    the module scope the dynamo exporter records on a node, or by the node's name in the encoder's TorchScript graph."""
+    return [
+        name
+        for name, scopes in product_scopes(graph).items()
+        if FEED_FORWARD_OUTPUT.search(scopes) or FEED_FORWARD_OUTPUT_NODE.search(name)
+    ]
 
 
 def check_graph(path: Path, inputs: dict[str, torch.Tensor], expected: torch.Tensor, output: str) -> None:
@@ -467,7 +699,7 @@ def main(argv: list[str] | None = None) -> None:
 
 cli = one_line_errors(main)  # the console command
 
-__all__ = ["cli", "dynamic_shapes", "example_inputs", "export_onnx", "main"]
+__all__ = ["cli", "dynamic_shapes", "example_inputs", "export_onnx", "feed_forward_outputs", "float32_products", "main"]
 
 
 if __name__ == "__main__":

@@ -6,10 +6,10 @@
 The model folder is exported with `acn-export --int8` into a temporary folder, and each pipeline tags every tweet of
 the dev and test splits (words as given, `is_split_into_words=True`, batch 32, constrained BIO decoding, as
 `acn-predict` tags): `AcnPipeline` in eager torch, and the exported folder with `backend="onnxruntime"` on
-`model.onnx` and on `model_int8.onnx`. With `--int8_variants`, also int8 graphs quantised other ways (every matrix
-product in int8, per-channel weights, more products kept float32), the study behind `float32_products`: choose on
-dev, report test. Prints lenient entity F1 per type and overall and the share of words whose tag equals eager's;
-writes every figure to `--output`. A corpus without images is tagged text only.
+`model.onnx` and on `model_int8.onnx`. With `--int8_variants`, also int8 graphs quantised other ways (per-tensor
+weights, the encoder's feed-forward outputs or the head kept float32), the study behind `quantize_int8`'s default:
+choose on dev, report test. Prints lenient entity F1 per type and overall and the share of words whose tag equals
+eager's; writes every figure to `--output`. A corpus without images is tagged text only.
 """
 
 import argparse
@@ -24,7 +24,14 @@ from acn_mner.benchmarking import agreement, print_table, write_json
 from acn_mner.cpu import cpu_capabilities
 from acn_mner.data import load_corpus
 from acn_mner.evaluation import entity_types, gold_tags, load_metric, score
-from acn_mner.onnx_export import FEED_FORWARD_OUTPUT, export_onnx, product_scopes, quantize_int8
+from acn_mner.onnx_export import (
+    ENCODER_PREFIX,
+    export_onnx,
+    feed_forward_outputs,
+    float32_products,
+    product_scopes,
+    quantize_int8,
+)
 from modeling_acn import AcnPipeline
 from modeling_acn.onnx_runtime_acn import ONNX_FILE, ONNX_INT8_FILE, AcnOnnxModel
 from modeling_acn.pipeline_acn import load_processor
@@ -48,30 +55,20 @@ def parse_args(argv=None):
 
 
 def int8_variants(graph) -> dict[str, dict]:
-    """Other quantisations than `acn-export --int8`'s (which keeps the encoder's feed-forward outputs float32):
-    `quantize_int8` arguments by name."""
-    scopes = product_scopes(graph)
-    feed_forward_output = [name for name, scope in scopes.items() if FEED_FORWARD_OUTPUT.search(scope)]
-    head = [name for name, scope in scopes.items() if "subword_encoder" not in scope]
-    attention_output = [
-        name for name, scope in scopes.items() if "subword_encoder" in scope and ".attention.output.dense'" in scope
+    """Other quantisations than `acn-export --int8`'s (every product int8, per-channel weights): `quantize_int8`
+    arguments by name. Products with a vector weight stay float32 wherever weights are per channel."""
+    vectors = float32_products(graph)
+    feed_forward = feed_forward_outputs(graph)
+    head = [
+        name
+        for name, scope in product_scopes(graph).items()
+        if not name.startswith(ENCODER_PREFIX) and "subword_encoder" not in scope
     ]
-    vectors = [name for name in head if name in _vector_products(graph)]  # per-channel needs a weight matrix
     return {
-        "every product int8": {"float32_nodes": []},
-        "every product int8, per-channel weights": {"float32_nodes": vectors, "per_channel": True},
-        "head float32 too": {"float32_nodes": feed_forward_output + head},
-        "head float32 too, per-channel weights": {"float32_nodes": feed_forward_output + head, "per_channel": True},
-        "attention output float32 too": {"float32_nodes": feed_forward_output + attention_output},
-    }
-
-
-def _vector_products(graph) -> set[str]:
-    vectors = {tensor.name for tensor in graph.initializer if len(tensor.dims) < 2}
-    return {
-        node.name
-        for node in graph.node
-        if node.op_type in ("MatMul", "Gemm") and any(name in vectors for name in node.input)
+        "every product int8, per-tensor weights": {"float32_nodes": [], "per_channel": False},
+        "encoder feed-forward outputs float32 (earlier exports)": {"float32_nodes": feed_forward, "per_channel": False},
+        "encoder feed-forward outputs float32, per-channel weights": {"float32_nodes": feed_forward + vectors},
+        "head float32 too, per-channel weights": {"float32_nodes": sorted(set(head + vectors))},
     }
 
 

@@ -473,13 +473,32 @@ class AcnTokenizer(PreTrainedTokenizer):
         """Words with the encoder's special tokens, and each subword's 1-based word position counted from
         `first_position`; a single word too long for the window keeps its first subwords (it is tagged from them)."""
         assert self.subword_tokenizer is not None and self.subword_window is not None  # as in _subword_pieces
-        encoding = self.subword_tokenizer(words, is_split_into_words=True, add_special_tokens=True)
-        ids = list(encoding["input_ids"])
-        positions = [0 if word is None else first_position + word + 1 for word in encoding.word_ids()]
+        ids, word_ids = self._subword_encoding(words)
+        positions = [0 if word is None else first_position + word + 1 for word in word_ids]
         if len(words) == 1 and len(ids) > self.subword_window:
             keep = self.subword_window - 1  # the end token stays
             ids, positions = ids[:keep] + ids[-1:], positions[:keep] + positions[-1:]
         return ids, positions
+
+    def _subword_encoding(self, words: list[str]) -> tuple[list[int], list[int | None]]:
+        """The subword tokenizer's ids for pre-split words, with special tokens, and each id's word index (None:
+        special token). Read from its Rust tokenizer (`backend_tokenizer`) directly, a copy without the padding and
+        truncation that a tokenizer.json may preset, which is what the transformers tokenizer itself runs with
+        neither asked for: the same ids (tests/test_tokenization_fast.py checks them on every Twitter-2015 tweet)
+        without the wrapper's cost per call. A tokenizer without one is called as it is."""
+        assert self.subword_tokenizer is not None  # called only with a subword tokenizer
+        source = getattr(self.subword_tokenizer, "backend_tokenizer", None)
+        if source is None:
+            encoding = self.subword_tokenizer(words, is_split_into_words=True, add_special_tokens=True)
+            return list(encoding["input_ids"]), encoding.word_ids()
+        cached = getattr(self, "_subword_backend", None)
+        if cached is None or cached[0] is not source:
+            backend = type(source).from_str(source.to_str())
+            backend.no_padding()
+            backend.no_truncation()
+            self._subword_backend = cached = (source, backend)
+        encoding = cached[1].encode(words, is_pretokenized=True, add_special_tokens=True)
+        return encoding.ids, encoding.word_ids
 
     @property
     def _subword_pad_id(self) -> int:

@@ -1,9 +1,13 @@
 """What `torch.export` traces in place of ACN's eager code (`modeling_acn.py` switches to it while exporting, and only
-then): input checks as assertions of the graph, and the BiLSTM over left-aligned tweets as a `scan` that any length
-traces. Eager behaviour never goes through this file."""
+then): input checks as assertions of the graph, and the BiLSTM over left-aligned tweets as one operator
+(`acn::bilstm`) that any length traces and the ONNX export writes as ONNX's `LSTM`. Eager behaviour never goes
+through this file."""
+
+from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 
 def is_exporting() -> bool:
@@ -23,48 +27,68 @@ def check_in_graph(condition: torch.Tensor, message: str) -> None:
 
 
 def bilstm_for_export(lstm: nn.LSTM, words: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """The one-layer BiLSTM over left-aligned tweets as `pack_padded_sequence` runs it, in operations that
-    `torch.export` traces at any length: a packed sequence needs its lengths on the CPU as Python ints, and `nn.LSTM`
-    on a padded tensor fixes the length in the graph. Each direction is a `scan` over the steps; the backward one reads
-    every tweet reversed within its own length, so it starts at its last word (not at the padding) as packing does.
-    Padding positions are 0, as `pad_packed_sequence` leaves them."""
-    from torch._higher_order_ops.scan import scan  # import on use: only export needs it
-
+    """The one-layer BiLSTM over left-aligned tweets as `pack_padded_sequence` runs it, as one operator that
+    `torch.export` traces at any length: `torch.ops.acn.bilstm` (a packed sequence needs its lengths on the CPU as
+    Python ints, and `nn.LSTM` on a padded tensor fixes the length in the graph). The ONNX export writes it as ONNX's
+    `LSTM` operator (bidirectional, `sequence_lens` = the lengths), whose backward direction starts at each tweet's
+    last word as packing does. Padding positions are 0, as `pad_packed_sequence` leaves them."""
     assert lstm.num_layers == 1 and lstm.bidirectional and lstm.bias and lstm.batch_first, "AcnTextEncoder's BiLSTM"
-    batch, seq_len, _ = words.shape
-    steps = torch.arange(seq_len, device=words.device)  # (seq_len,)
-    real = steps[None, :] < lengths[:, None]  # (batch, seq_len)
-    # position t of a tweet of length n reads position n - 1 - t; padding stays where it is (a permutation)
-    reversed_index = torch.where(real, lengths[:, None] - 1 - steps[None, :], steps[None, :])  # (batch, seq_len)
-
-    def reverse(padded: torch.Tensor) -> torch.Tensor:  # (batch, seq_len, width), its own inverse
-        return padded.gather(1, reversed_index[..., None].expand_as(padded))
-
-    def direction(inputs: torch.Tensor, suffix: str) -> torch.Tensor:
-        weight_hh = getattr(lstm, f"weight_hh_l0{suffix}")  # (4 * hidden, hidden): gates i, f, g, o
-        bias = getattr(lstm, f"bias_ih_l0{suffix}") + getattr(lstm, f"bias_hh_l0{suffix}")  # (4 * hidden,)
-        input_gates = nn.functional.linear(inputs.transpose(0, 1), getattr(lstm, f"weight_ih_l0{suffix}"), bias)
-        # two tensors: an exported scan whose initial carries alias one another computes wrong values (torch 2.14)
-        initial = (
-            inputs.new_zeros(batch, lstm.hidden_size),
-            inputs.new_zeros(batch, lstm.hidden_size),
-        )  # (batch, hidden) x 2
-
-        def step(
-            carry: tuple[torch.Tensor, torch.Tensor],
-            step_gates: torch.Tensor,  # (batch, 4 * hidden)
-        ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
-            hidden, cell = carry
-            in_gate, forget_gate, cell_gate, out_gate = (step_gates + hidden @ weight_hh.T).chunk(4, dim=-1)
-            cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(in_gate) * torch.tanh(cell_gate)  # (batch, hidden)
-            hidden = torch.sigmoid(out_gate) * torch.tanh(cell)  # (batch, hidden)
-            return (hidden, cell), hidden.clone()
-
-        _, outputs = scan(step, initial, input_gates, dim=0)  # (seq_len, batch, hidden)
-        return outputs.transpose(0, 1)  # (batch, seq_len, hidden)
-
-    both = torch.cat([direction(words, ""), reverse(direction(reverse(words), "_reverse"))], dim=-1)
-    return both * real[..., None]  # (batch, seq_len, 2 * hidden)
+    weights = [getattr(lstm, f"{name}_l0{suffix}") for suffix in ("", "_reverse") for name in LSTM_WEIGHTS]
+    return BILSTM(words, lengths, *weights)  # (batch, seq_len, 2 * hidden)
 
 
-__all__ = ["bilstm_for_export", "check_in_graph", "is_exporting"]
+LSTM_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # per direction, gates i, f, g, o as nn.LSTM
+
+
+def _bilstm(
+    words: torch.Tensor,  # (batch, seq_len, input)
+    lengths: torch.Tensor,  # (batch,)
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias_ih: torch.Tensor,
+    bias_hh: torch.Tensor,
+    weight_ih_reverse: torch.Tensor,
+    weight_hh_reverse: torch.Tensor,
+    bias_ih_reverse: torch.Tensor,
+    bias_hh_reverse: torch.Tensor,
+) -> torch.Tensor:
+    """`torch.ops.acn.bilstm` in eager torch: `nn.LSTM`'s own kernel on the packed tweets."""
+    packed = pack_padded_sequence(words, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    hidden = weight_hh.shape[1]
+    initial = packed.data.new_zeros(2, words.shape[0], hidden)  # (directions, batch, hidden)
+    flat = [
+        weight_ih,
+        weight_hh,
+        bias_ih,
+        bias_hh,
+        weight_ih_reverse,
+        weight_hh_reverse,
+        bias_ih_reverse,
+        bias_hh_reverse,
+    ]
+    data, _, _ = torch.lstm(
+        packed.data, packed.batch_sizes, (initial, initial), flat, True, 1, 0.0, False, True
+    )  # (words in the batch, 2 * hidden)
+    encoded = PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+    padded, _ = pad_packed_sequence(encoded, batch_first=True, total_length=words.shape[1])
+    return padded  # (batch, seq_len, 2 * hidden)
+
+
+def _bilstm_shape(words: torch.Tensor, lengths: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
+    return words.new_empty(words.shape[0], words.shape[1], 2 * weights[1].shape[1])  # (batch, seq_len, 2 * hidden)
+
+
+def _define_bilstm() -> Any:
+    """`acn::bilstm`, defined once per process (a model folder's copy of this file may be imported beside the
+    package's)."""
+    if hasattr(torch.ops.acn, "bilstm"):
+        return torch.ops.acn.bilstm.default
+    operator = torch.library.custom_op("acn::bilstm", _bilstm, mutates_args=())
+    operator.register_fake(_bilstm_shape)
+    return torch.ops.acn.bilstm.default
+
+
+BILSTM = _define_bilstm()
+
+
+__all__ = ["BILSTM", "LSTM_WEIGHTS", "bilstm_for_export", "check_in_graph", "is_exporting"]
