@@ -11,7 +11,8 @@ Half the tweets name a *text-decided* entity: its name comes from a list of one 
 type ("flying to Port Caddis tomorrow"). The other half name an *image-decided* entity: an ambiguous name, drawn
 with each of the four types equally often, in a context that is the same for every type ("look at Kolbi today
 !"). Its type is shown only by the picture: a large figure of that type (PER a red circle, LOC a green triangle,
-ORG a blue square, OTHER a yellow diamond) at a random place among grey distractor shapes on a noisy background.
+ORG a blue square, OTHER a yellow diamond) at a random place among smaller, no lighter than the background, grey
+distractor shapes on a noisy background.
 Text-decided tweets show the figure of a random type, so the image tells nothing about their entities.
 
     python -m acn_mner.demo_corpus --output_dir D [--seed 0]
