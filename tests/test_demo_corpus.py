@@ -121,6 +121,8 @@ def test_sidecar_figure_cells_are_the_cells_the_figure_colour_fills(demo_dir, si
 def test_draw_image_is_the_picture_whose_figure_is_placed():
     first, placement = draw_image_and_figure(np.random.default_rng(5), "ORG")
     assert np.array_equal(np.asarray(first), np.asarray(draw_image(np.random.default_rng(5), "ORG")))
+    scene = draw_scene(np.random.default_rng(5), "ORG")
+    assert np.array_equal(np.asarray(scene.image), np.asarray(first)) and scene.figure == placement
     pixels = np.asarray(first, dtype=np.int32)[placement.top : placement.top + placement.side]
     square = pixels[:, placement.left : placement.left + placement.side]  # the ORG figure is a filled square
     assert (np.abs(square - np.array(FIGURES["ORG"].colour)).max(-1) == 0).mean() > 0.95
