@@ -11,7 +11,8 @@ Half the tweets name a *text-decided* entity: its name comes from a list of one 
 type ("flying to Port Caddis tomorrow"). The other half name an *image-decided* entity: an ambiguous name, drawn
 with each of the four types equally often, in a context that is the same for every type ("look at Kolbi today
 !"). Its type is shown only by the picture: a large figure of that type (PER a red circle, LOC a green triangle,
-ORG a blue square, OTHER a yellow diamond) at a random place among grey distractor shapes on a noisy background.
+ORG a blue square, OTHER a yellow diamond) at a random place among smaller, no lighter than the background, grey
+distractor shapes on a noisy background.
 Text-decided tweets show the figure of a random type, so the image tells nothing about their entities.
 
     python -m acn_mner.demo_corpus --output_dir D [--seed 0]
@@ -135,9 +136,11 @@ JPEG_QUALITY = 90
 BACKGROUND_GREY = (90, 170)  # range of the background's mean grey level
 BACKGROUND_NOISE = 20.0  # standard deviation of per-pixel, per-channel noise
 FIGURE_SIDE = (IMAGE_SIDE // 4, IMAGE_SIDE // 3)  # large, so that a randomly initialised VGG still sees it
-DISTRACTOR_SIDE = (IMAGE_SIDE // 8, IMAGE_SIDE // 3)
+# Distractors are smaller than any figure and never lighter than the lightest background: a distractor as large as
+# the figure and lighter than the background drew the attention of some image-decided entities off the figure.
+DISTRACTOR_SIDE = (IMAGE_SIDE // 8, IMAGE_SIDE // 5)
 NUM_DISTRACTORS = (3, 6)
-DISTRACTOR_GREY = (40, 220)  # grey never marks a type
+DISTRACTOR_GREY = (40, BACKGROUND_GREY[1])  # grey never marks a type
 SHAPES = ("circle", "triangle", "square", "diamond")
 # The backbones' 7 x 7 regions (VGG-16 pool5, ResNet-152 layer4, CLIP's patches) tile the 224 x 224 input in 32 x 32
 # squares, row-major. A figure covers the cells it fills at least a quarter of: one to nine cells, never none (of every
@@ -274,17 +277,41 @@ def draw_image(rng: np.random.Generator, figure_type: str) -> Image.Image:
 
 def draw_image_and_figure(rng: np.random.Generator, figure_type: str) -> tuple[Image.Image, Placement]:
     """`draw_image`'s picture and where its figure is (the same random draws, so the same picture)."""
+    scene = draw_scene(rng, figure_type)
+    return scene.image, scene.figure
+
+
+@dataclass(frozen=True)
+class Distractor:
+    shape: str
+    grey: int
+    placement: Placement
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A drawn picture, where its figure is, and its distractors in drawing order."""
+
+    image: Image.Image
+    figure: Placement
+    distractors: list[Distractor]
+
+
+def draw_scene(rng: np.random.Generator, figure_type: str) -> Scene:
+    """`draw_image`'s picture (the same random draws), with every shape's placement."""
     image = noisy_background(rng)
     draw = ImageDraw.Draw(image)
+    distractors = []
     for _ in range(int(rng.integers(NUM_DISTRACTORS[0], NUM_DISTRACTORS[1] + 1))):
         shape = SHAPES[rng.integers(len(SHAPES))]
         grey = int(rng.integers(*DISTRACTOR_GREY))
         placement = random_placement(rng, DISTRACTOR_SIDE)
         draw_shape(draw, shape, placement.left, placement.top, placement.side, (grey, grey, grey))
+        distractors.append(Distractor(shape, grey, placement))
     figure = FIGURES[figure_type]
     placement = random_placement(rng, FIGURE_SIDE)
     draw_shape(draw, figure.shape, placement.left, placement.top, placement.side, figure.colour)
-    return image, placement
+    return Scene(image, placement, distractors)
 
 
 def cell_coverage(shape: str, placement: Placement) -> np.ndarray:

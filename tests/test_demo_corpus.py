@@ -5,18 +5,25 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from acn_mner.corpus import SPLIT_FILES, load_twitter_mner, read_corpus
 from acn_mner.demo_corpus import (
     AMBIGUOUS_NAMES,
+    BACKGROUND_GREY,
+    DISTRACTOR_SIDE,
     ENTITY_TYPES,
+    FIGURE_SIDE,
     FIGURES,
     IMAGE_DECIDED_FRACTION,
     MIN_CELL_COVERAGE,
+    SHAPES,
     SIDECAR_FILE,
+    Placement,
     draw_image,
     draw_image_and_figure,
+    draw_scene,
+    draw_shape,
     generate_split,
     image_decided_scores,
     main,
@@ -114,9 +121,40 @@ def test_sidecar_figure_cells_are_the_cells_the_figure_colour_fills(demo_dir, si
 def test_draw_image_is_the_picture_whose_figure_is_placed():
     first, placement = draw_image_and_figure(np.random.default_rng(5), "ORG")
     assert np.array_equal(np.asarray(first), np.asarray(draw_image(np.random.default_rng(5), "ORG")))
+    scene = draw_scene(np.random.default_rng(5), "ORG")
+    assert np.array_equal(np.asarray(scene.image), np.asarray(first)) and scene.figure == placement
     pixels = np.asarray(first, dtype=np.int32)[placement.top : placement.top + placement.side]
     square = pixels[:, placement.left : placement.left + placement.side]  # the ORG figure is a filled square
     assert (np.abs(square - np.array(FIGURES["ORG"].colour)).max(-1) == 0).mean() > 0.95
+
+
+def shape_mask(shape, placement):
+    """`(224, 224)` bool: the pixels a shape fills, rasterised as drawn."""
+    mask = Image.new("L", (224, 224), 0)
+    draw_shape(ImageDraw.Draw(mask), shape, placement.left, placement.top, placement.side, 255)
+    return np.asarray(mask) > 0
+
+
+def test_distractors_are_smaller_and_no_lighter_than_the_background():
+    """Issue 37: a grey distractor as large as the figure and lighter than the background drew the attention of some
+    image-decided entities (the new tweet's Kolbi among them) off the figure. Measured on drawn pictures: every
+    distractor spans fewer rows and columns than the smallest figure and fills fewer pixels than the smallest figure
+    of its shape, and its pixels that nothing covers are no lighter than the lightest background's mean grey."""
+    smallest = {shape: shape_mask(shape, Placement(0, 0, FIGURE_SIDE[0])).sum() for shape in SHAPES}
+    for seed in range(100):
+        scene = draw_scene(np.random.default_rng(seed), ENTITY_TYPES[seed % 4])
+        pixels = np.asarray(scene.image, dtype=np.float64)  # (height, width, rgb)
+        masks = [shape_mask(distractor.shape, distractor.placement) for distractor in scene.distractors]
+        covered = shape_mask(FIGURES[ENTITY_TYPES[seed % 4]].shape, scene.figure)
+        for index in reversed(range(len(masks))):  # later shapes cover earlier ones
+            rows, columns = np.nonzero(masks[index])
+            assert max(np.ptp(rows), np.ptp(columns)) + 1 < FIGURE_SIDE[0]
+            assert masks[index].sum() < smallest[scene.distractors[index].shape]
+            visible = masks[index] & ~covered
+            if visible.sum() > 20:  # the drawn grey, up to the background's noise, which the figure never has
+                assert pixels[visible].mean() <= BACKGROUND_GREY[1] + 1
+            covered |= masks[index]
+        assert max(distractor.placement.side for distractor in scene.distractors) <= DISTRACTOR_SIDE[1]
 
 
 def test_ambiguous_names_and_contexts_occur_with_every_type():
