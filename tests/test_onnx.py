@@ -370,3 +370,25 @@ def test_numpy_marginals_of_extreme_crf_scores_fall_back_to_log_space(emissions)
         _, expected = _brute_force(numpy_crf, logits[row, :length].double().numpy(), length)
         np.testing.assert_allclose(got[row, :length], expected, atol=1e-5)
     assert (got[~mask.numpy()] == 0).all()
+
+
+@needs_onnxruntime
+def test_the_onnx_pipeline_skips_the_device_walk_and_still_tags_like_eager(text_export, monkeypatch):
+    """The ONNX backend runs on the CPU only: `AcnPipeline.forward` skips transformers' walk that moves every input
+    and output to the device (issue 38), and one-tweet calls skip the length groups, with the same results."""
+    eager, exported = text_export
+    onnx = AcnPipeline.from_pretrained(exported, backend="onnxruntime")
+    expected = [eager(tweet, return_tags=True) for tweet in TWEETS]
+
+    def walk(*args, **kwargs):
+        raise AssertionError("the ONNX backend walked its tensors to the device")
+
+    monkeypatch.setattr(onnx, "_ensure_tensor_on_device", walk)
+    for tweet, want in zip(TWEETS, expected, strict=True):
+        got = onnx(tweet, return_tags=True)
+        assert got["tags"] == want["tags"]
+        assert [{**entity, "score": None} for entity in got["entities"]] == [
+            {**entity, "score": None} for entity in want["entities"]
+        ]
+        np.testing.assert_allclose(got["scores"], want["scores"], atol=1e-4)
+    assert_same_results(eager, onnx, TWEETS, batch_size=4)
