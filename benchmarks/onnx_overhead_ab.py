@@ -7,7 +7,7 @@ the same exported folder, interleaved in one process, one thread, in CPU time (p
 
 Prints whether both tag every Twitter-2015 test tweet alike (and the largest score difference), the CPU ms per
 tweet at batch 1 (96 one-tweet calls) and batch 32 (256 tweets, calls of 32), and the decoding and marginals steps
-alone per one-tweet call (the logits of 96 tweets, each step 5 times per round).
+alone per call (the logits of 96 calls of `--step_batch` tweets, each step 5 times per round).
 """
 
 import argparse
@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("before", type=Path, help="the folder holding modeling_acn_before")
     parser.add_argument("folder", type=Path, help="an acn-export --int8 folder")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--step_batch", type=int, default=1, help="tweets per call for the steps alone")
     args = parser.parse_args()
     torch.set_num_threads(1)
     sys.path.insert(0, str(args.before))
@@ -80,8 +81,9 @@ def main() -> None:
         return decode(logits, mask, constrain_bio)
 
     model.decode = capture
-    for text in texts[:96]:
-        pipes["after"](text)
+    for start in range(0, 96 * args.step_batch, args.step_batch):
+        chunk = texts[start : start + args.step_batch]
+        pipes["after"](chunk[0] if args.step_batch == 1 else chunk, batch_size=args.step_batch)
     model.decode = decode
     for step in ("decode", "marginals"):
 
@@ -97,7 +99,7 @@ def main() -> None:
 
         medians = interleaved({name: steps(name) for name in pipes}, 2 * args.rounds + 1)
         old, new = (1e3 * medians[name] / (5 * len(captured)) for name in ("before", "after"))
-        print(f"{step} per one-tweet call: before {old:.3f} CPU ms, after {new:.3f}, {old / new:.2f}x")
+        print(f"{step} per call of {args.step_batch}: before {old:.3f} CPU ms, after {new:.3f}, {old / new:.2f}x")
 
 
 if __name__ == "__main__":
