@@ -2,8 +2,9 @@
 the same exported folder, interleaved in one process, one thread, in CPU time (process time).
 
     mkdir -p /tmp/before && git archive COMMIT modeling_acn | tar -x -C /tmp/before
-    mv /tmp/before/modeling_acn /tmp/before/modeling_acn_before    # its imports are relative: it loads by this name
-    OMP_NUM_THREADS=1 python benchmarks/onnx_overhead_ab.py /tmp/before outputs/acn-onnx [--rounds 5]
+    OMP_NUM_THREADS=1 python benchmarks/onnx_overhead_ab.py /tmp/before/modeling_acn outputs/acn-onnx [--rounds 5]
+
+The older package loads as `modeling_acn_before` (its imports are relative).
 
 Prints whether both tag every Twitter-2015 test tweet alike (and the largest score difference), the CPU ms per
 tweet at batch 1 (96 one-tweet calls) and batch 32 (256 tweets, calls of 32), and the decoding and marginals steps
@@ -13,6 +14,7 @@ alone per call (the logits of 96 calls of `--step_batch` tweets, each step 5 tim
 import argparse
 import functools
 import importlib
+import importlib.util
 import statistics
 import sys
 import time
@@ -26,6 +28,17 @@ import torch
 from acn_mner.corpus import read_split_file
 
 TWITTER2015_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "twitter2015" / "test.txt"
+
+
+def load_package(name: str, folder: Path) -> None:
+    """Import the package in `folder` under `name`."""
+    spec = importlib.util.spec_from_file_location(
+        name, folder / "__init__.py", submodule_search_locations=[str(folder)]
+    )
+    assert spec is not None and spec.loader is not None, f"{folder} holds no package"
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
 
 
 def load(package: str, folder: Path) -> Any:
@@ -48,13 +61,13 @@ def interleaved(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("before", type=Path, help="the folder holding modeling_acn_before")
+    parser.add_argument("before", type=Path, help="an older commit's modeling_acn folder")
     parser.add_argument("folder", type=Path, help="an acn-export --int8 folder")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--step_batch", type=int, default=1, help="tweets per call for the steps alone")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    sys.path.insert(0, str(args.before))
+    load_package("modeling_acn_before", args.before)
     pipes = {"before": load("modeling_acn_before", args.folder), "after": load("modeling_acn", args.folder)}
     texts = [" ".join(tweet.tokens) for tweet in read_split_file(TWITTER2015_TEST)]
     outputs = {name: pipe(texts, batch_size=32, return_tags=True) for name, pipe in pipes.items()}
