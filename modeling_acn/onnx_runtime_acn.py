@@ -28,9 +28,11 @@ from numpy.typing import ArrayLike
 
 from .configuration_acn import AcnConfig
 from .modeling_acn import (
+    FORBIDDEN_SCORE,
     AcnModel,
     AcnTokenClassifierOutput,
     _short_id,
+    _viterbi_numpy,
     bio_transition_table,
     viterbi_decode,
 )
@@ -56,6 +58,8 @@ TRUNK_ID_KEY = "acn.vision_trunk_id"
 # whole MiniLM-L6 graph 20% slower on the CPU (int8, batch 32; float32: 8%): that kernel took a fifth of the time
 # (`benchmarks/serve.py --profile`). The two operators stay apart.
 DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
+# The widest range of CRF scores (within one table) for which `AcnNumpyCrf.marginals` runs in probability space.
+SCALED_SPREAD_LIMIT = 500.0
 ONNX_TYPES = {
     "tensor(int64)": np.int64,
     "tensor(bool)": np.bool_,
@@ -100,6 +104,18 @@ class AcnNumpyCrf:
                 f"CRF scores must be (tags,), (tags,) and (tags, tags), got shapes {self.start_transitions.shape}, "
                 f"{self.end_transitions.shape} and {self.transitions.shape}"
             )
+        # Per-model tables, made once rather than per call: float64 scores for forward-backward, their exponentials
+        # (each table less its peak, so that none overflows) for the scaled forward-backward of `marginals`, and
+        # Viterbi's (to, from) table per BIO constraint (`_viterbi_tables`).
+        self._transitions64 = self.transitions.astype(np.float64)  # (from, to)
+        self._exp_transitions = np.exp(self._transitions64 - self._transitions64.max())  # (from, to)
+        self._exp_start = np.exp(self.start_transitions.astype(np.float64) - self.start_transitions.max())  # (tags,)
+        self._exp_end = np.exp(self.end_transitions.astype(np.float64) - self.end_transitions.max())  # (tags,)
+        # Past this range of scores, exp(score - peak) could underflow to 0 in float64 (exp(-745)): then the
+        # log-space forward-backward, slower, computes the marginals.
+        spread = max(float(np.ptp(table)) for table in (self.transitions, self.start_transitions, self.end_transitions))
+        self._scaled_marginals = spread < SCALED_SPREAD_LIMIT
+        self._viterbi_cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
 
     def log_partition(self, emissions: ArrayLike, mask: ArrayLike) -> np.ndarray:
         """log Z per sequence, `(batch,)`: the forward algorithm, as `AcnCrf.log_partition`."""
@@ -115,11 +131,46 @@ class AcnNumpyCrf:
         for the torch model. Computed in float64, returned as float32.
         """
         mask = np.asarray(mask, dtype=bool)
-        alphas, betas = self._forward_backward(np.asarray(emissions, dtype=np.float64), mask, backward=True)
+        emissions = np.asarray(emissions, dtype=np.float64)  # (batch, seq_len, tags)
+        if self._scaled_marginals and emissions.shape[1] > 0:
+            marginals = self._scaled_forward_backward(emissions, mask)  # (batch, seq_len, tags)
+            if np.isfinite(marginals).all():  # else an underflow (0/0): the log-space recursion below
+                return marginals.astype(np.float32)
+        alphas, betas = self._forward_backward(emissions, mask, backward=True)
         assert betas is not None  # backward=True computes them
         log_z = _logsumexp(alphas[:, -1] + self.end_transitions, axis=-1)  # (batch,)
         marginals = np.exp(alphas + betas - log_z[:, None, None])  # (batch, seq_len, tags)
         return (marginals * mask[..., None]).astype(np.float32)
+
+    def _scaled_forward_backward(self, emissions: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The marginals by forward-backward in probability space, each step's vector rescaled to sum 1: a
+        vector-matrix product per step instead of a log-sum-exp. With alpha_t and beta_t known up to a factor
+        per step, `alpha_t(k) beta_t(k) / sum_j alpha_t(j) beta_t(j)` is still `p(y_t = k | x)` (the sum is Z at
+        every t). `(batch, seq_len, tags)` float64, 0 at padding; NaN where a step's vector underflowed."""
+        batch, seq_len, _ = emissions.shape
+        lengths = mask.sum(-1)  # (batch,)
+        ragged = bool((lengths != seq_len).any())
+        # exp of each step's emissions less the step's peak: at most 1, and 1 at the best tag
+        scaled = np.exp(emissions - emissions.max(-1, keepdims=True))  # (batch, seq_len, tags)
+        alphas = np.empty_like(emissions)  # (batch, seq_len, tags)
+        alpha = self._exp_start * scaled[:, 0]  # (batch, tags)
+        alphas[:, 0] = alpha = alpha / alpha.sum(-1, keepdims=True)
+        for step in range(1, seq_len):
+            summed = (alpha @ self._exp_transitions) * scaled[:, step]  # (batch, to)
+            summed /= summed.sum(-1, keepdims=True)
+            alphas[:, step] = alpha = np.where(mask[:, step, None], summed, alpha) if ragged else summed
+        betas = np.empty_like(emissions)  # (batch, seq_len, tags)
+        betas[:, -1] = beta = np.broadcast_to(self._exp_end, (batch, self._exp_end.shape[0]))
+        for step in range(seq_len - 2, -1, -1):
+            summed = (beta * scaled[:, step + 1]) @ self._exp_transitions.T  # (batch, from)
+            summed /= summed.sum(-1, keepdims=True)
+            # at and after each sequence's last word: the end scores
+            betas[:, step] = beta = (
+                np.where((lengths <= step + 1)[:, None], self._exp_end, summed) if ragged else summed
+            )
+        marginals = alphas * betas  # (batch, seq_len, tags)
+        marginals /= marginals.sum(-1, keepdims=True)
+        return marginals * mask[..., None] if ragged else marginals
 
     def decode(
         self,
@@ -129,12 +180,40 @@ class AcnNumpyCrf:
         allowed_start: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Best tag path per sequence (Viterbi), `(batch, seq_len)` long with `-100` at padding; see `AcnCrf.decode`."""
-        transitions, start, end = (
-            torch.from_numpy(table) for table in (self.transitions, self.start_transitions, self.end_transitions)
-        )
-        return viterbi_decode(
-            torch.as_tensor(emissions), torch.as_tensor(mask), transitions, start, end, allowed, allowed_start
-        )
+        if (allowed is None) != (allowed_start is None):
+            raise ValueError("allowed and allowed_start constrain decoding together: give both or neither")
+        return torch.from_numpy(self.decode_numpy(_float32(emissions), _bool(mask), allowed, allowed_start))
+
+    def decode_numpy(
+        self,
+        emissions: np.ndarray,
+        mask: np.ndarray,
+        allowed: ArrayLike | torch.Tensor | None = None,
+        allowed_start: ArrayLike | torch.Tensor | None = None,
+    ) -> np.ndarray:
+        """`decode` on numpy arrays, float32 emissions `(batch, seq_len, tags)` and a bool mask: `(batch, seq_len)`
+        int64 paths. The constrained tables are made once per constraint (`AcnOnnxModel` has one: BIO)."""
+        incoming, start = self._viterbi_tables(allowed, allowed_start)
+        return _viterbi_numpy(emissions, mask, incoming, start, self.end_transitions, transposed=True)
+
+    def _viterbi_tables(
+        self, allowed: ArrayLike | torch.Tensor | None, allowed_start: ArrayLike | torch.Tensor | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Viterbi's `(to, from)` transition table and start scores, forbidden moves at `FORBIDDEN_SCORE` (as
+        `viterbi_decode`'s masked_fill), cached per constraint."""
+        if allowed is None or allowed_start is None:
+            allowed_array = np.ones(self.transitions.shape, dtype=bool)
+            allowed_start_array = np.ones(self.start_transitions.shape, dtype=bool)
+        else:
+            allowed_array, allowed_start_array = _bool(allowed), _bool(allowed_start)
+        key = allowed_array.tobytes() + b"|" + allowed_start_array.tobytes()
+        tables = self._viterbi_cache.get(key)
+        if tables is None:
+            forbidden = np.float32(FORBIDDEN_SCORE)
+            transitions = np.where(allowed_array, self.transitions, forbidden)  # (from, to)
+            start = np.where(allowed_start_array, self.start_transitions, forbidden)  # (tags,)
+            tables = self._viterbi_cache[key] = (np.ascontiguousarray(transitions.T), start)
+        return tables
 
     def _forward_backward(
         self, emissions: np.ndarray, mask: np.ndarray, backward: bool
@@ -143,7 +222,7 @@ class AcnNumpyCrf:
         (padding steps carry the last word's alpha forward, so `alphas[:, -1]` is every sequence's last);
         beta: of the paths from tag k at t to the end, `end_transitions` at each sequence's last word."""
         seq_len = emissions.shape[1]
-        transitions = self.transitions.astype(np.float64)
+        transitions = self._transitions64
         alphas = np.empty_like(emissions)  # (batch, seq_len, tags)
         alphas[:, 0] = self.start_transitions + emissions[:, 0]
         for step in range(1, seq_len):
@@ -167,6 +246,18 @@ class AcnNumpyCrf:
 def _logsumexp(values: np.ndarray, axis: int) -> np.ndarray:
     peak = values.max(axis=axis, keepdims=True)
     return (peak + np.log(np.exp(values - peak).sum(axis=axis, keepdims=True))).squeeze(axis)
+
+
+def _float32(values: ArrayLike | torch.Tensor) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().float().numpy()
+    return np.asarray(values, dtype=np.float32)
+
+
+def _bool(values: ArrayLike | torch.Tensor) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=bool)
 
 
 class AcnOnnxModel:
@@ -297,9 +388,11 @@ class AcnOnnxModel:
         """As `AcnForTokenClassification.decode`: best tag ids per tweet, `list[list[int]]`."""
         word_mask = torch.ones(logits.shape[:2], dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         allowed = (self.bio_allowed, self.bio_allowed_start) if constrain_bio else (None, None)
-        if self.crf is not None:
-            paths = self.crf.decode(logits.float(), word_mask, *allowed)  # (batch, seq_len)
-        elif constrain_bio:  # best valid path under independent per-word probabilities
+        if self.crf is not None:  # numpy throughout: the logits are ONNX Runtime's array, shared with the tensor
+            mask = _bool(word_mask)  # (batch, seq_len)
+            best = self.crf.decode_numpy(_float32(logits), mask, *allowed)  # (batch, seq_len)
+            return [path[:length].tolist() for path, length in zip(best, mask.sum(-1).tolist(), strict=True)]
+        if constrain_bio:  # best valid path under independent per-word probabilities
             no_boundary = torch.zeros(self.config.num_labels)
             no_transitions = torch.zeros(self.config.num_labels, self.config.num_labels)
             paths = viterbi_decode(

@@ -1,6 +1,7 @@
 """ONNX export and the ONNX Runtime backend: the numpy CRF against the torch one, `acn-export`, and the pipeline on
 the exported graphs against the eager pipeline (float32: the same tags, logits within 1e-4; int8: most tags)."""
 
+import itertools
 import json
 import sys
 from importlib.util import find_spec
@@ -299,3 +300,95 @@ def test_static_int8_image_trunk_is_calibrated_on_the_folders_images(image_expor
         main(["--model", str(model_folder), "--output_dir", str(tmp_path / "no"), "--calibration_images", str(images)])
     with pytest.raises(ValueError, match="has no vision_int8.onnx"):
         AcnPipeline.from_pretrained(exported, backend="onnxruntime", vision_onnx_file="vision_int8.onnx")
+
+
+def _brute_force(numpy_crf, emissions, length, allowed=None, allowed_start=None):
+    """The best path (under the constraints) and the marginals of one sequence, by enumerating every tag path."""
+    num_tags = emissions.shape[-1]
+    paths = np.array(list(itertools.product(range(num_tags), repeat=length)))  # (paths, length)
+    scores = numpy_crf.start_transitions.astype(np.float64)[paths[:, 0]] + numpy_crf.end_transitions[paths[:, -1]]
+    scores = scores + emissions[np.arange(length), paths].sum(-1)  # (paths,)
+    scores = scores + numpy_crf.transitions.astype(np.float64)[paths[:, :-1], paths[:, 1:]].sum(-1)
+    probabilities = np.exp(scores - scores.max())
+    probabilities /= probabilities.sum()
+    marginals = np.zeros((length, num_tags))
+    for position in range(length):
+        np.add.at(marginals[position], paths[:, position], probabilities)
+    valid = np.ones(len(paths), dtype=bool)
+    if allowed is not None:
+        valid = allowed_start[paths[:, 0]] & allowed[paths[:, :-1], paths[:, 1:]].all(-1)
+    best = paths[np.flatnonzero(valid)[np.argmax(scores[valid])]]
+    return best, marginals
+
+
+@pytest.mark.parametrize("batch", range(1, 9))
+def test_numpy_decoding_and_marginals_match_enumeration_and_torch_on_ragged_batches(batch):
+    """The numpy CRF (Viterbi on per-model tables, marginals by scaled forward-backward) against every path
+    enumerated and against `AcnCrf`, on random scores with ragged lengths, constrained and not."""
+    rng = np.random.default_rng(batch)
+    num_tags, seq_len = 4, 5
+    tables = [rng.normal(0, 2, shape).astype(np.float32) for shape in ((num_tags,), (num_tags,), (num_tags,) * 2)]
+    numpy_crf = AcnNumpyCrf(*tables)
+    torch_crf = AcnCrf(num_tags)
+    with torch.no_grad():
+        for parameter, table in zip(
+            (torch_crf.start_transitions, torch_crf.end_transitions, torch_crf.transitions), tables, strict=True
+        ):
+            parameter.copy_(torch.from_numpy(table))
+    lengths = rng.integers(1, seq_len + 1, size=batch)
+    lengths[0] = seq_len if batch > 1 else lengths[0]  # the batch's width is its longest sequence
+    mask = np.arange(lengths.max())[None, :] < lengths[:, None]  # (batch, seq_len)
+    emissions = (3 * rng.normal(size=(batch, int(lengths.max()), num_tags))).astype(np.float32)
+    allowed, allowed_start = rng.random((num_tags, num_tags)) > 0.3, np.array([True, False, True, False])
+    marginals = numpy_crf.marginals(emissions, mask)  # (batch, seq_len, tags)
+    paths = numpy_crf.decode_numpy(emissions, mask)  # (batch, seq_len)
+    constrained = numpy_crf.decode_numpy(emissions, mask, allowed, allowed_start)
+    for row, length in enumerate(lengths):
+        best, expected_marginals = _brute_force(numpy_crf, emissions[row, :length], length)
+        best_constrained, _ = _brute_force(numpy_crf, emissions[row, :length], length, allowed, allowed_start)
+        assert paths[row, :length].tolist() == best.tolist()
+        assert constrained[row, :length].tolist() == best_constrained.tolist()
+        assert (paths[row, length:] == -100).all() and (marginals[row, length:] == 0).all()
+        np.testing.assert_allclose(marginals[row, :length], expected_marginals, atol=1e-5)
+    torch_mask = torch.from_numpy(mask)
+    for constraints in ((None, None), (torch.from_numpy(allowed), torch.from_numpy(allowed_start))):
+        torch_paths = torch_crf.decode(torch.from_numpy(emissions), torch_mask, *constraints)
+        assert torch.equal(numpy_crf.decode(emissions, mask, *constraints), torch_paths)
+    expected = tag_marginals(_TorchCrfModel(torch_crf), torch.from_numpy(emissions), torch_mask)
+    np.testing.assert_allclose(marginals, expected.numpy(), atol=1e-5)
+
+
+def test_numpy_marginals_of_extreme_crf_scores_fall_back_to_log_space(emissions):
+    """CRF scores spread wider than exp's float64 range (+-400; float32 autograd in torch gives NaN there): the
+    marginals (the log-space recursion) still match every path enumerated, with no NaN."""
+    logits, mask = emissions
+    rng = np.random.default_rng(0)
+    tables = [400 * rng.choice([-1.0, 1.0], size=shape).astype(np.float32) for shape in ((5,), (5,), (5, 5))]
+    numpy_crf = AcnNumpyCrf(*tables)
+    got = numpy_crf.marginals(logits.numpy(), mask.numpy())  # (batch, seq_len, tags)
+    for row, length in enumerate(mask.sum(-1).tolist()):
+        _, expected = _brute_force(numpy_crf, logits[row, :length].double().numpy(), length)
+        np.testing.assert_allclose(got[row, :length], expected, atol=1e-5)
+    assert (got[~mask.numpy()] == 0).all()
+
+
+@needs_onnxruntime
+def test_the_onnx_pipeline_skips_the_device_walk_and_still_tags_like_eager(text_export, monkeypatch):
+    """The ONNX backend runs on the CPU only: `AcnPipeline.forward` skips transformers' walk that moves every input
+    and output to the device (issue 38), and one-tweet calls skip the length groups, with the same results."""
+    eager, exported = text_export
+    onnx = AcnPipeline.from_pretrained(exported, backend="onnxruntime")
+    expected = [eager(tweet, return_tags=True) for tweet in TWEETS]
+
+    def walk(*args, **kwargs):
+        raise AssertionError("the ONNX backend walked its tensors to the device")
+
+    monkeypatch.setattr(onnx, "_ensure_tensor_on_device", walk)
+    for tweet, want in zip(TWEETS, expected, strict=True):
+        got = onnx(tweet, return_tags=True)
+        assert got["tags"] == want["tags"]
+        assert [{**entity, "score": None} for entity in got["entities"]] == [
+            {**entity, "score": None} for entity in want["entities"]
+        ]
+        np.testing.assert_allclose(got["scores"], want["scores"], atol=1e-4)
+    assert_same_results(eager, onnx, TWEETS, batch_size=4)
