@@ -556,6 +556,7 @@ def test_training_takes_backbone_and_precision_from_the_cached_features(tmp_path
         train_acn.parse_args(
             ["--dataset", str(tmp_path), "--output_dir", str(tmp_path / "out"), "--vision_backbone", "resnet152"]
         )
+    (tmp_path / "raw").mkdir()  # a corpus folder without cached features (a missing folder is refused up front)
     defaults = train_acn.parse_args(["--dataset", str(tmp_path / "raw"), "--output_dir", str(tmp_path / "out")])
     assert (defaults.vision_backbone, defaults.vision_precision) == ("vgg16", "auto")
 
