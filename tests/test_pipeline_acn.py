@@ -391,3 +391,47 @@ def test_the_pipeline_factory_takes_a_dtype(pipe, saved_folder, dtype):
     for result, expected in zip(ours, reference, strict=True):
         assert result["tags"] == expected["tags"]
         assert result["scores"] == pytest.approx(expected["scores"], abs=0.02)
+
+
+def assert_same_inputs(got, expected):
+    assert got.keys() == expected.keys()
+    for name, value in expected.items():
+        if isinstance(value, torch.Tensor):
+            assert got[name].dtype == value.dtype and torch.equal(got[name], value), name
+        else:
+            assert got[name] == value, name
+
+
+@pytest.mark.parametrize("use_image", [False, True])
+def test_a_batch_without_images_is_preprocessed_in_one_call_as_example_by_example(tiny_bert, use_image, monkeypatch):
+    """`preprocess_batch` (one processor call per batch) against the brute force: `preprocess` per tweet and
+    transformers' collation; tweets over the encoder's window (pieces), invisible words, pre-split words."""
+    processor = make_processor(tiny_bert)
+    pipe = AcnPipeline(model=make_model(tiny_bert, processor, use_image=use_image), processor=processor, device="cpu")
+    long_tweet = " ".join(["Merkel meets Obama in Paris"] * 6)  # past the 16-position window
+    batches = [
+        (["Obama visits Paris", TWEET, "Berlin", long_tweet, "a \u200b b"], False),
+        ([["Obama", "visits", "Paris"], ["Berlin", "#news"]], True),
+    ]
+    for texts, split in batches:
+        examples = [{"text": text, "image": None} for text in texts]
+        expected = pipe._collate([pipe.preprocess(example, is_split_into_words=split) for example in examples])
+        calls = []
+        original = type(processor).__call__
+        monkeypatch.setattr(type(processor), "__call__", lambda self, *a, **k: calls.append(a) or original(self, *a, **k))
+        got = pipe.preprocess_batch(examples, is_split_into_words=split)
+        monkeypatch.undo()
+        assert len(calls) == 1
+        assert_same_inputs(got, expected)
+        results = pipe(texts, batch_size=len(texts), is_split_into_words=split, return_tags=True)
+        assert [comparable(result) for result in results] == [
+            comparable(pipe(text, is_split_into_words=split, return_tags=True)) for text in texts
+        ]
+
+
+def test_a_batch_the_processor_refuses_gives_the_single_tweets_message(pipe):
+    with pytest.raises(ValueError) as single:
+        pipe("   ")
+    with pytest.raises(ValueError) as batched:
+        pipe(["Obama visits Paris", "   ", "Berlin"], batch_size=3)
+    assert str(batched.value) == str(single.value)
