@@ -413,12 +413,18 @@ def test_a_batch_without_images_is_preprocessed_in_one_call_as_example_by_exampl
         (["Obama visits Paris", TWEET, "Berlin", long_tweet, "a \u200b b"], False),
         ([["Obama", "visits", "Paris"], ["Berlin", "#news"]], True),
     ]
+    calls = []
+    original = type(processor).__call__
+
+    def counted(self, *args, **kwargs):
+        calls.append(args)
+        return original(self, *args, **kwargs)
+
     for texts, split in batches:
         examples = [{"text": text, "image": None} for text in texts]
         expected = pipe._collate([pipe.preprocess(example, is_split_into_words=split) for example in examples])
-        calls = []
-        original = type(processor).__call__
-        monkeypatch.setattr(type(processor), "__call__", lambda self, *a, **k: calls.append(a) or original(self, *a, **k))
+        calls.clear()
+        monkeypatch.setattr(type(processor), "__call__", counted)
         got = pipe.preprocess_batch(examples, is_split_into_words=split)
         monkeypatch.undo()
         assert len(calls) == 1
