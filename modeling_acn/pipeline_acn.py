@@ -299,9 +299,14 @@ class AcnPipeline(Pipeline):
         return self._collate(items)
 
     def _no_image_inputs(self, batch_size: int) -> dict[str, torch.Tensor]:
-        """`_image_inputs` of `batch_size` tweets without an image, batched."""
+        """`_image_inputs` of `batch_size` tweets without an image, batched: what the image processor gives for
+        `None` (zero pixels, `image_mask` False), made directly."""
         config = self.model.config
-        inputs = dict(self.processor.image_processor([None] * batch_size, return_tensors="pt"))
+        size = self.processor.image_processor.size
+        inputs = {
+            "pixel_values": torch.zeros(batch_size, 3, size["height"], size["width"]),  # (batch, 3, height, width)
+            "image_mask": torch.zeros(batch_size, dtype=torch.bool),  # (batch,)
+        }
         inputs["image_features"] = torch.zeros(
             batch_size, config.num_image_regions, config.image_feature_dim
         )  # (batch, regions, 512)
@@ -351,6 +356,8 @@ class AcnPipeline(Pipeline):
 
     def _image_inputs(self, image: Any, allow_private_urls: bool = False) -> dict[str, torch.Tensor]:
         """Pixels and features for one image, both always present so that any mix of inputs batches together."""
+        if image is None:
+            return self._no_image_inputs(1)
         config = self.model.config
         features = torch.zeros(1, config.num_image_regions, config.image_feature_dim)  # (1, regions, 512)
         given_features = as_image_features(image, features.shape[1:])

@@ -429,6 +429,9 @@ def test_a_batch_without_images_is_preprocessed_in_one_call_as_example_by_exampl
         monkeypatch.undo()
         assert len(calls) == 1
         assert_same_inputs(got, expected)
+        if use_image:  # the inputs of tweets without an image, made without the image processor: its output for None
+            made = {name: got[name] for name in ("pixel_values", "image_mask")}
+            assert_same_inputs(made, dict(processor.image_processor([None] * len(texts), return_tensors="pt")))
         results = pipe(texts, batch_size=len(texts), is_split_into_words=split, return_tags=True)
         assert [comparable(result) for result in results] == [
             comparable(pipe(text, is_split_into_words=split, return_tags=True)) for text in texts
