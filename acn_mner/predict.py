@@ -713,27 +713,37 @@ class RowTagger:
         self.collate = pad_collate_fn(pipe.tokenizer, pipe.image_processor)
 
     def prepare(self, rows: list[Row]) -> PreparedBatch:
-        errors, inputs = {}, []
+        """The rows' inputs: from one processor call for the batch when no row has an image (the pipeline's
+        `batch_text_inputs`), else row by row; a row that cannot be tagged gets its error, naming its file and line."""
+        errors, examples = {}, {}
         for place, row in enumerate(rows):
             try:
-                inputs.append(self.model_inputs(row))
+                examples[place] = self.example(row)
             except RowError as error:
                 errors[place] = str(error)
+        if not examples:
+            return PreparedBatch(rows, errors, None)
+        split = self.preprocess_params.get("is_split_into_words", False)
+        batched = self.pipe.batch_text_inputs(list(examples.values()), split)
+        if batched is not None:
+            return PreparedBatch(rows, errors, batched)
+        inputs = []
+        for place, example in examples.items():
+            try:
+                inputs.append(self.pipe.preprocess(example, **self.preprocess_params))
+            except ValueError as error:
+                errors[place] = f"{rows[place].location}: {error}"
         return PreparedBatch(rows, errors, self.collate(inputs) if inputs else None)
 
-    def model_inputs(self, row: Row) -> dict:
+    def example(self, row: Row) -> dict:
         processor = self.pipe.processor
-        example = pipeline_input(
+        return pipeline_input(
             row,
             self.feature_cache,
             processor.tokenizer.split_text,
             processor.image_processor,
             self.preprocess_params.get("allow_private_urls", False),
         )
-        try:
-            return self.pipe.preprocess(example, **self.preprocess_params)
-        except ValueError as error:
-            raise RowError(f"{row.location}: {error}") from None
 
     def tag(self, batch: PreparedBatch) -> list[dict]:
         """Output lines of the batch's rows, in order; rows that cannot be tagged get an `error` field."""

@@ -50,7 +50,7 @@ from acn_mner import demo_corpus
 from acn_mner.benchmarking import markdown_table, print_table, write_json
 from acn_mner.corpus import read_split_file
 from acn_mner.cpu import cpu_capabilities, isa_limit_warning
-from acn_mner.onnx_export import export_onnx
+from acn_mner.onnx_export import ENCODER_PREFIX, export_onnx
 from acn_mner.peer_tagger import STEPS as PEER_STEPS
 from acn_mner.peer_tagger import OnnxTokenTagger, export_token_classifier, save_token_classifier
 from modeling_acn import (
@@ -74,6 +74,7 @@ ROWS = {  # --row name -> the row's name in the tables
     "acn_onnx_int8": "ACN, ONNX Runtime int8 (acn-export --int8)",
 }
 PLAIN, PEER, ACN_INT8 = "plain", "peer", "acn_onnx_int8"
+PROFILED_CALLS = 96  # one-tweet calls per corpus in --profile
 ONNX_FILES = {"acn_onnx_fp32": "model.onnx", "acn_onnx_int8": "model_int8.onnx"}  # acn-export's graphs
 SYNTHETIC_LENGTHS = {"synthetic, ~10 words": (10, 3), "synthetic, ~40 words": (40, 8)}  # words: mean, std
 SYNTHETIC_WORDS = (
@@ -298,6 +299,8 @@ def step_split(tagger: Tagger, texts: list[str], one_by_one: bool = False) -> di
 
         pipe: Any = tagger
         hooks = {(pipe, "preprocess"): "preprocess", (pipe, "_forward"): "forward"}
+        if isinstance(pipe, AcnPipeline):  # a batch of tweets without images is preprocessed in one call
+            hooks[pipe, "batch_text_inputs"] = "preprocess"
         hooks |= {(pipe, "postprocess"): "postprocess", (pipe.model, "forward"): "graph"}
         originals = {hook: getattr(*hook) for hook in hooks}
         for (owner, name), step in hooks.items():
@@ -488,7 +491,32 @@ def operator_profile(name: str, run: Callable[[], object], session: onnxruntime.
     )
 
 
-def profile(folder: Path, texts: list[str], threads: int) -> None:
+def one_tweet_calls(session: onnxruntime.InferenceSession, calls: int, encoder_only: bool) -> dict[str, str]:
+    """A profiled session's one-tweet calls, per call: the whole run, the kernels of the encoder's nodes (named
+    `ENCODER_PREFIX` in ACN's joined graph; all of them in the peer's, `encoder_only`) and of the other nodes (ACN's
+    head), and what the run spends between kernels (ONNX Runtime's work per node: shapes, allocation, dispatch)."""
+    events = json.loads(Path(session.end_profiling()).read_text())
+    runs = sum(event["dur"] for event in events if event.get("name") == "model_run") / 1e3  # ms
+    kernels = {"encoder": 0.0, "head": 0.0}
+    nodes: dict[str, set[str]] = {"encoder": set(), "head": set()}
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            node = event["name"].removesuffix("_kernel_time")
+            part = "encoder" if encoder_only or node.startswith(ENCODER_PREFIX) else "head"
+            kernels[part] += event["dur"] / 1e3
+            nodes[part].add(node)
+    return {
+        "run ms": f"{runs / calls:.3f}",
+        "encoder kernels ms": f"{kernels['encoder'] / calls:.3f}",
+        "head kernels ms": f"{kernels['head'] / calls:.3f}",
+        "between kernels ms": f"{(runs - sum(kernels.values())) / calls:.3f}",
+        "nodes (encoder + head)": f"{len(nodes['encoder'])} + {len(nodes['head'])}",
+    }
+
+
+def profile(folder: Path, corpora: dict[str, list[str]], threads: int) -> None:
+    """Operators of both int8 graphs offline on the first corpus; then, per corpus, the split of a one-tweet call's
+    graph time into the encoder's kernels, the head's, and the time between kernels."""
     from modeling_acn.onnx_runtime_acn import AcnOnnxModel
     from modeling_acn.pipeline_acn import load_processor
 
@@ -499,11 +527,29 @@ def profile(folder: Path, texts: list[str], threads: int) -> None:
         session_options.profile_file_prefix = str(folder / prefix)
         return session_options
 
-    model = AcnOnnxModel(folder / "acn-onnx", ONNX_FILES[ACN_INT8], options("acn"))
-    acn = AcnPipeline(model=model, processor=load_processor(folder / "acn-onnx"), device="cpu")
-    operator_profile(ROWS[ACN_INT8], lambda: acn(texts, batch_size=BATCH_SIZE), model.session, len(texts))
-    peer = OnnxTokenTagger(folder / "peer", threads=threads, session_options=options("peer"))
+    def acn_pipeline() -> tuple[AcnPipeline, onnxruntime.InferenceSession]:
+        model = AcnOnnxModel(folder / "acn-onnx", ONNX_FILES[ACN_INT8], options("acn"))
+        return AcnPipeline(model=model, processor=load_processor(folder / "acn-onnx"), device="cpu"), model.session
+
+    def peer_tagger() -> tuple[OnnxTokenTagger, onnxruntime.InferenceSession]:
+        peer = OnnxTokenTagger(folder / "peer", threads=threads, session_options=options("peer"))
+        return peer, peer.session
+
+    texts = next(iter(corpora.values()))
+    acn, session = acn_pipeline()
+    operator_profile(ROWS[ACN_INT8], lambda: acn(texts, batch_size=BATCH_SIZE), session, len(texts))
+    peer, session = peer_tagger()
     operator_profile(ROWS[PEER], lambda: peer(texts, batch_size=BATCH_SIZE), peer.session, len(texts))
+    calls = min(len(texts), PROFILED_CALLS)
+    for corpus, texts in corpora.items():
+        rows = {}
+        for name, make, encoder_only in ((ROWS[ACN_INT8], acn_pipeline, False), (ROWS[PEER], peer_tagger, True)):
+            tagger, session = make()
+            tagger(texts[0])  # warm-up, in the profile too: one call more than counted, a tenth of a percent
+            for text in texts[:calls]:
+                tagger(text)
+            rows[name] = one_tweet_calls(session, calls + 1, encoder_only)
+        print_table(f"{corpus}: graph time of a one-tweet call ({calls} calls)", rows, name_header="pipeline")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -536,7 +582,7 @@ def main(argv: list[str] | None = None) -> None:
             build = build_models(folder, corpora, args.encoder)
             write_json(folder / BUILD_FILE, build)
         if args.profile:
-            profile(folder, next(iter(corpora.values())), args.threads)
+            profile(folder, corpora, args.threads)
             return
         results = run_rows(args, folder)
     machine = {

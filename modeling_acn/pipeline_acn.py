@@ -272,39 +272,51 @@ class AcnPipeline(Pipeline):
     def preprocess_batch(
         self, examples: list[dict[str, Any]], is_split_into_words: bool = False, allow_private_urls: bool = False
     ) -> dict[str, Any]:
-        """The padded batch that `preprocess` per example and transformers' collation would give, from one processor
-        call for the whole batch: tokenising tweet by tweet cost more than the int8 graph on short tweets (issue 38).
-
-        Examples with images, and batches the processor refuses, take the per-example path, whose messages name
-        the example; here the processor would name its place in the batch."""
-        if not self.model.config.use_image or all(example["image"] is None for example in examples):
-            texts = [example["text"] for example in examples]
-            try:
-                encoding = self.processor(texts, is_split_into_words=is_split_into_words, return_offsets_mapping=True)
-            except ValueError:
-                encoding = None
-            if encoding is not None:
-                word_counts = encoding["attention_mask"].sum(-1).tolist()  # (batch,)
-                spans = encoding.pop("offset_mapping").tolist()  # (batch, seq_len, 2)
-                model_inputs = dict(encoding)
-                model_inputs["char_ids"] = self._pad_char_axis(model_inputs["char_ids"])  # (batch, seq_len, width)
-                if self.model.config.use_image:
-                    model_inputs.update(self._no_image_inputs(len(examples)))
-                model_inputs["text"] = [" ".join(text) if is_split_into_words else text for text in texts]
-                model_inputs["offsets"] = [
-                    [tuple(pair) for pair in row[:count]] for row, count in zip(spans, word_counts, strict=True)
-                ]
-                return model_inputs
+        """The padded batch that `preprocess` per example and transformers' collation give: from one processor call
+        when no example has an image (`batch_text_inputs`), else example by example. Batches the processor refuses
+        take the per-example path too, whose messages name the example (the processor's would name its place in the
+        batch)."""
+        model_inputs = self.batch_text_inputs(examples, is_split_into_words)
+        if model_inputs is not None:
+            return model_inputs
         items = [self.preprocess(example, is_split_into_words, allow_private_urls) for example in examples]
         return self._collate(items)
 
+    def batch_text_inputs(
+        self, examples: list[dict[str, Any]], is_split_into_words: bool = False
+    ) -> dict[str, Any] | None:
+        """The batch's model inputs from one processor call, as `preprocess` per example and collation would give
+        them; None where an example has an image or the processor refuses an example. Tokenising tweet by tweet cost
+        more than the int8 graph on short tweets (issue 38)."""
+        if self.model.config.use_image and any(example["image"] is not None for example in examples):
+            return None
+        texts = [example["text"] for example in examples]
+        try:
+            encoding = self.processor(texts, is_split_into_words=is_split_into_words, return_offsets_mapping=True)
+        except ValueError:
+            return None
+        word_counts = encoding["attention_mask"].sum(-1).tolist()  # (batch,)
+        spans = encoding.pop("offset_mapping").tolist()  # (batch, seq_len, 2)
+        model_inputs = dict(encoding)
+        model_inputs["char_ids"] = self._pad_char_axis(model_inputs["char_ids"])  # (batch, seq_len, char_width)
+        if self.model.config.use_image:
+            model_inputs.update(self._no_image_inputs(len(examples)))
+        model_inputs["text"] = [" ".join(text) if is_split_into_words else text for text in texts]
+        model_inputs["offsets"] = [
+            [tuple(pair) for pair in row[:count]] for row, count in zip(spans, word_counts, strict=True)
+        ]
+        return model_inputs
+
     def _no_image_inputs(self, batch_size: int) -> dict[str, torch.Tensor]:
         """`_image_inputs` of `batch_size` tweets without an image, batched: what the image processor gives for
-        `None` (zero pixels, `image_mask` False), made directly."""
+        `None` (zero pixels, `image_mask` False), made directly; the pixels are one zero expanded (never read: no
+        tweet has an image), not 0.6 MB of zeros written per tweet."""
         config = self.model.config
         size = self.processor.image_processor.size
         inputs = {
-            "pixel_values": torch.zeros(batch_size, 3, size["height"], size["width"]),  # (batch, 3, height, width)
+            "pixel_values": torch.zeros(1, 1, 1, 1).expand(
+                batch_size, 3, size["height"], size["width"]
+            ),  # (batch, 3, height, width)
             "image_mask": torch.zeros(batch_size, dtype=torch.bool),  # (batch,)
         }
         inputs["image_features"] = torch.zeros(

