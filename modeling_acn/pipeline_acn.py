@@ -14,7 +14,7 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Collection, Iterable, Iterator, Sequence, Sized
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -330,7 +330,7 @@ class AcnPipeline(Pipeline):
         feature_extractor = self.feature_extractor if self.feature_extractor is not None else self.image_processor
         return pad_collate_fn(self.tokenizer, feature_extractor)(items)
 
-    def get_iterator(  # type: ignore[override]  # Pipeline's hook is unannotated
+    def get_iterator(
         self,
         inputs: Any,
         num_workers: int,
@@ -348,7 +348,7 @@ class AcnPipeline(Pipeline):
         if "TOKENIZERS_PARALLELISM" not in os.environ:  # as transformers: the loader's workers run in parallel
             os.environ["TOKENIZERS_PARALLELISM"] = "false"
         dataset: torch.utils.data.Dataset
-        if isinstance(inputs, Sized):
+        if isinstance(inputs, Sequence):  # __call__ gives a list of examples, or a stream
             dataset = _PreprocessedBatches(inputs, batch_size, self.preprocess_batch, preprocess_params)
         else:
             num_workers = min(num_workers, 1)  # a stream read by several workers would repeat its items
