@@ -60,7 +60,6 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 from transformers.image_processing_utils import BaseImageProcessor
-from transformers.pipelines.base import pad_collate_fn
 
 from modeling_acn import AcnPipeline
 from modeling_acn.image_processing_acn import (
@@ -697,9 +696,10 @@ class PreparedBatch:
 
 class RowTagger:
     """Tags batches of rows with the steps of an `AcnPipeline`, split between processes: `prepare` (read the
-    images, preprocess, collate) runs in the worker processes, `tag` (forward pass, postprocessing) in the main one.
-    The collation is the pipeline's own, so a batch gives what `pipe(inputs, batch_size=...)` gives. Workers are
-    forked: they share the model's memory and never run it."""
+    images, preprocess: one processor call for a batch without images, else row by row and collated) runs in the
+    worker processes, `tag` (forward pass, postprocessing) in the main one. Both are the pipeline's own, so a batch
+    gives what `pipe(inputs, batch_size=...)` gives. Workers are forked: they share the model's memory and never run
+    it."""
 
     def __init__(self, pipe: AcnPipeline, feature_cache: Mapping, is_split_into_words: bool):
         self.pipe = pipe
@@ -710,7 +710,6 @@ class RowTagger:
         self.preprocess_params = {**pipe._preprocess_params, **preprocess}
         self.forward_params = {**pipe._forward_params, **forward}
         self.postprocess_params = {**pipe._postprocess_params, **postprocess}
-        self.collate = pad_collate_fn(pipe.tokenizer, pipe.image_processor)
 
     def prepare(self, rows: list[Row]) -> PreparedBatch:
         """The rows' inputs: from one processor call for the batch when no row has an image (the pipeline's
@@ -733,7 +732,7 @@ class RowTagger:
                 inputs.append(self.pipe.preprocess(example, **self.preprocess_params))
             except ValueError as error:
                 errors[place] = f"{rows[place].location}: {error}"
-        return PreparedBatch(rows, errors, self.collate(inputs) if inputs else None)
+        return PreparedBatch(rows, errors, self.pipe.collate(inputs) if inputs else None)
 
     def example(self, row: Row) -> dict:
         processor = self.pipe.processor

@@ -540,12 +540,12 @@ def profile(folder: Path, corpora: dict[str, list[str]], threads: int) -> None:
     operator_profile(ROWS[ACN_INT8], lambda: acn(texts, batch_size=BATCH_SIZE), session, len(texts))
     peer, session = peer_tagger()
     operator_profile(ROWS[PEER], lambda: peer(texts, batch_size=BATCH_SIZE), peer.session, len(texts))
-    calls = min(len(texts), PROFILED_CALLS)
     for corpus, texts in corpora.items():
+        calls = min(len(texts), PROFILED_CALLS)
         rows = {}
         for name, make, encoder_only in ((ROWS[ACN_INT8], acn_pipeline, False), (ROWS[PEER], peer_tagger, True)):
             tagger, session = make()
-            tagger(texts[0])  # warm-up, in the profile too: one call more than counted, a tenth of a percent
+            tagger(texts[0])  # warm-up, which the profile holds too: the figures are means over calls + 1
             for text in texts[:calls]:
                 tagger(text)
             rows[name] = one_tweet_calls(session, calls + 1, encoder_only)

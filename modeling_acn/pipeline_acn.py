@@ -14,7 +14,7 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -276,24 +276,33 @@ class AcnPipeline(Pipeline):
         when no example has an image (`batch_text_inputs`), else example by example. Batches the processor refuses
         take the per-example path too, whose messages name the example (the processor's would name its place in the
         batch)."""
+        if not examples:
+            raise ValueError("preprocess_batch needs at least one example, got an empty list")
         model_inputs = self.batch_text_inputs(examples, is_split_into_words)
         if model_inputs is not None:
             return model_inputs
         items = [self.preprocess(example, is_split_into_words, allow_private_urls) for example in examples]
-        return self._collate(items)
+        return self.collate(items)
 
     def batch_text_inputs(
         self, examples: list[dict[str, Any]], is_split_into_words: bool = False
     ) -> dict[str, Any] | None:
         """The batch's model inputs from one processor call, as `preprocess` per example and collation would give
-        them; None where an example has an image or the processor refuses an example. Tokenising tweet by tweet cost
-        more than the int8 graph on short tweets (issue 38)."""
+        them (subword ids padded with the encoder's pad id, as training batches are, where collation pads with 0:
+        the model masks those positions); None where an example has an image or the processor refuses an example.
+        Tokenising tweet by tweet cost more than the int8 graph on short tweets (issue 38)."""
         if self.model.config.use_image and any(example["image"] is not None for example in examples):
             return None
         texts = [example["text"] for example in examples]
+        # pre-split tweets must be lists of words: `preprocess` refuses a string, which the processor would read
+        # (with the batch's other strings) as one tweet's words
+        if is_split_into_words and not all(isinstance(text, (list, tuple)) for text in texts):
+            return None
         try:
             encoding = self.processor(texts, is_split_into_words=is_split_into_words, return_offsets_mapping=True)
         except ValueError:
+            return None
+        if encoding["input_ids"].shape[0] != len(examples):  # the processor read the batch as other examples
             return None
         word_counts = encoding["attention_mask"].sum(-1).tolist()  # (batch,)
         spans = encoding.pop("offset_mapping").tolist()  # (batch, seq_len, 2)
@@ -325,7 +334,7 @@ class AcnPipeline(Pipeline):
         inputs["has_features"] = torch.zeros(batch_size, dtype=torch.bool)  # (batch,)
         return inputs
 
-    def _collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         """transformers' collation of per-example inputs (padding each tensor to the longest)."""
         feature_extractor = self.feature_extractor if self.feature_extractor is not None else self.image_processor
         return pad_collate_fn(self.tokenizer, feature_extractor)(items)
@@ -680,7 +689,9 @@ def _check_aggregation_strategy(strategy: object) -> str:
 class _PreprocessedBatches(torch.utils.data.Dataset):
     """A sized input's examples, `batch_size` at a time, each batch preprocessed in one call."""
 
-    def __init__(self, inputs: Sequence[Any], batch_size: int, preprocess: Any, params: dict[str, Any]) -> None:
+    def __init__(
+        self, inputs: Sequence[Any], batch_size: int, preprocess: Callable[..., dict[str, Any]], params: dict[str, Any]
+    ) -> None:
         self.inputs, self.batch_size, self.preprocess, self.params = inputs, batch_size, preprocess, params
 
     def __len__(self) -> int:
@@ -696,7 +707,9 @@ class _PreprocessedStream(torch.utils.data.IterableDataset):
     """A stream's examples (a generator, an iterable dataset), `batch_size` at a time, each batch preprocessed in
     one call."""
 
-    def __init__(self, inputs: Iterable[Any], batch_size: int, preprocess: Any, params: dict[str, Any]) -> None:
+    def __init__(
+        self, inputs: Iterable[Any], batch_size: int, preprocess: Callable[..., dict[str, Any]], params: dict[str, Any]
+    ) -> None:
         self.inputs, self.batch_size, self.preprocess, self.params = inputs, batch_size, preprocess, params
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

@@ -422,7 +422,7 @@ def test_a_batch_without_images_is_preprocessed_in_one_call_as_example_by_exampl
 
     for texts, split in batches:
         examples = [{"text": text, "image": None} for text in texts]
-        expected = pipe._collate([pipe.preprocess(example, is_split_into_words=split) for example in examples])
+        expected = pipe.collate([pipe.preprocess(example, is_split_into_words=split) for example in examples])
         calls.clear()
         monkeypatch.setattr(type(processor), "__call__", counted)
         got = pipe.preprocess_batch(examples, is_split_into_words=split)
@@ -432,15 +432,28 @@ def test_a_batch_without_images_is_preprocessed_in_one_call_as_example_by_exampl
         if use_image:  # the inputs of tweets without an image, made without the image processor: its output for None
             made = {name: got[name] for name in ("pixel_values", "image_mask")}
             assert_same_inputs(made, dict(processor.image_processor([None] * len(texts), return_tensors="pt")))
-        results = pipe(texts, batch_size=len(texts), is_split_into_words=split, return_tags=True)
+        calls.clear()
+        monkeypatch.setattr(type(processor), "__call__", counted)
+        results = pipe(texts, batch_size=3, is_split_into_words=split, return_tags=True)  # through get_iterator
+        monkeypatch.undo()
+        assert len(calls) == -(-len(texts) // 3)  # one call per batch of 3
         assert [comparable(result) for result in results] == [
             comparable(pipe(text, is_split_into_words=split, return_tags=True)) for text in texts
         ]
 
 
 def test_a_batch_the_processor_refuses_gives_the_single_tweets_message(pipe):
-    with pytest.raises(ValueError) as single:
+    with pytest.raises(ValueError, match="has no words: '   '") as single:
         pipe("   ")
     with pytest.raises(ValueError) as batched:
         pipe(["Obama visits Paris", "   ", "Berlin"], batch_size=3)
     assert str(batched.value) == str(single.value)
+
+
+def test_pre_split_tweets_given_as_strings_are_refused_in_a_batch_as_alone(pipe):
+    """With is_split_into_words=True a tweet is a list of words: a string there is refused, alone or in a batch (the
+    processor would read a batch of strings as one tweet's words)."""
+    with pytest.raises(ValueError, match="is_split_into_words=True needs a non-empty list of words, got 'Obama'"):
+        pipe([{"text": "Obama"}], is_split_into_words=True, batch_size=2)
+    with pytest.raises(ValueError, match="is_split_into_words=True needs a non-empty list of words, got 'Obama'"):
+        pipe([{"text": "Obama"}, {"text": "Paris"}, {"text": ["Berlin"]}], is_split_into_words=True, batch_size=3)
