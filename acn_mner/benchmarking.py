@@ -1,5 +1,6 @@
-"""What the scripts in benchmarks/ share: timing a call, this machine's matmul rate (the peak a speed is compared
-with), how many words two taggings agree on, the Markdown tables they print and the JSON report they write."""
+"""What the scripts in benchmarks/ share: timing a call, a timed child process's thread counts, this machine's
+matmul rate (the peak a speed is compared with), how many words two taggings agree on, the Markdown tables they print
+and the JSON report they write."""
 
 import json
 import os
@@ -32,6 +33,15 @@ def timed(
         _synchronize(device)
         times.append(time.perf_counter() - started)
     return sorted(times)[len(times) // 2]
+
+
+def thread_environment(threads: int) -> dict[str, str]:
+    """A child process's environment for a timed run: this one's (CPU ISA limits included) with every runtime's
+    thread count (OpenMP, MKL, ONNX Runtime's intra-op pool) set to `threads`."""
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    count = str(threads)
+    return {**os.environ, "OMP_NUM_THREADS": count, "MKL_NUM_THREADS": count, "ORT_INTRA_OP_NUM_THREADS": count}
 
 
 def _synchronize(device: str | torch.device) -> None:

@@ -15,14 +15,13 @@ beside them `AcnPipeline.from_pretrained(..., backend="onnxruntime")` on the sam
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from acn_mner.benchmarking import markdown_table, write_json
+from acn_mner.benchmarking import markdown_table, thread_environment, write_json
 from acn_mner.corpus import read_split_file
 from acn_mner.cpu import cpu_capabilities
 
@@ -60,13 +59,9 @@ def write_rows(path: Path, texts: list[str], rows: int) -> Path:
     return path
 
 
-def environment() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ORT_INTRA_OP_NUM_THREADS": "1"}
-
-
 def timed(command: list[str]) -> float:
     started = time.perf_counter()
-    done = subprocess.run(command, env=environment(), capture_output=True, text=True)
+    done = subprocess.run(command, env=thread_environment(1), capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     return time.perf_counter() - started
@@ -109,6 +104,11 @@ def main(argv: list[str] | None = None) -> None:
         for workers in args.workers:
             seconds = timed(predict_command(folder, whole, Path(scratch) / f"out{workers}.jsonl", workers))
             start = timed(predict_command(folder, first, Path(scratch) / f"first{workers}.jsonl", workers))
+            if seconds <= start:  # the rest of the file took no measurable time: the rate would be noise
+                raise SystemExit(
+                    f"acn-predict took {seconds:.2f} s on {args.rows} rows and {start:.2f} s on {BATCH_SIZE}: "
+                    "too few rows to time the rest, use more --rows"
+                )
             figures[f"acn-predict, --num_workers {workers}"] = (args.rows - BATCH_SIZE) / (seconds - start)
             rows[f"acn-predict --backend onnxruntime, --num_workers {workers}"] = {
                 "seconds (whole file)": f"{seconds:.1f}",
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             }
         command = [sys.executable, __file__, "--models_dir", args.models_dir, "--pipeline", str(whole)]
         command += ["--rows", str(args.rows)]
-        done = subprocess.run(command, env=environment(), capture_output=True, text=True)
+        done = subprocess.run(command, env=thread_environment(1), capture_output=True, text=True)
         if done.returncode:
             raise SystemExit(f"the pipeline's run failed:\n{done.stderr[-3000:]}")
         seconds = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]

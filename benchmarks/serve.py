@@ -47,7 +47,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer, pipelin
 from transformers.utils import logging as transformers_logging
 
 from acn_mner import demo_corpus
-from acn_mner.benchmarking import markdown_table, print_table, write_json
+from acn_mner.benchmarking import markdown_table, print_table, thread_environment, write_json
 from acn_mner.corpus import read_split_file
 from acn_mner.cpu import cpu_capabilities, isa_limit_warning
 from acn_mner.onnx_export import ENCODER_PREFIX, export_onnx
@@ -189,12 +189,6 @@ def build_models(folder: Path, corpora: dict[str, list[str]], encoder: str) -> d
     }
 
 
-def row_environment(threads: int) -> dict[str, str]:
-    """The row process's environment: this one's (ISA limits included) with every runtime's thread count set."""
-    count = str(threads)
-    return {**os.environ, "OMP_NUM_THREADS": count, "MKL_NUM_THREADS": count, "ORT_INTRA_OP_NUM_THREADS": count}
-
-
 def run_rows(args: argparse.Namespace, folder: Path) -> dict[str, list[dict[str, Any]]]:
     """Every row in a process of its own, the rows taking turns over the rounds; each row's results per round."""
     results: dict[str, list[dict[str, Any]]] = {row: [] for row in args.rows}
@@ -206,7 +200,7 @@ def run_rows(args: argparse.Namespace, folder: Path) -> dict[str, list[dict[str,
             command += ["--latency_tweets", str(args.latency_tweets)] if args.latency_tweets else []
             command += ["--no_length_groups"] if args.no_length_groups else []
             started = time.perf_counter()
-            done = subprocess.run(command, env=row_environment(args.threads), capture_output=True, text=True)
+            done = subprocess.run(command, env=thread_environment(args.threads), capture_output=True, text=True)
             if done.returncode:
                 raise SystemExit(f"row {row} (round {round_index + 1}) failed:\n{done.stderr[-4000:]}")
             results[row].append(json.loads(output.read_text()))

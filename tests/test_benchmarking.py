@@ -2,13 +2,22 @@
 text, timing with a fake clock, and the JSON report."""
 
 import json
+import os
 
 import numpy as np
 import pytest
 import torch
 
 from acn_mner import benchmarking
-from acn_mner.benchmarking import agreement, format_value, markdown_table, matmul_gflops, timed, write_json
+from acn_mner.benchmarking import (
+    agreement,
+    format_value,
+    markdown_table,
+    matmul_gflops,
+    thread_environment,
+    timed,
+    write_json,
+)
 
 
 def test_agreement_is_the_share_of_words_with_the_reference_tag():
@@ -81,6 +90,18 @@ def test_timed_binds_each_iterations_own_arguments():
     assert seen == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     with pytest.raises(ValueError, match="repeats must be at least 1, got 0"):
         timed(seen.append, 0, repeats=0)
+
+
+def test_thread_environment_sets_every_runtimes_threads_and_keeps_the_isa_limits(monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    environment = thread_environment(3)
+    assert environment["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ORT_INTRA_OP_NUM_THREADS"):
+        assert environment[name] == "3"
+    assert os.environ["OMP_NUM_THREADS"] == "8"  # this process's environment is left as it was
+    with pytest.raises(ValueError, match="threads must be at least 1, got 0"):
+        thread_environment(0)
 
 
 def test_matmul_gflops_is_a_positive_rate():
