@@ -10,9 +10,16 @@ the dev and test splits (words as given, `is_split_into_words=True`, batch 32, c
 weights, the encoder's feed-forward outputs or the head kept float32), the study behind `quantize_int8`'s default:
 choose on dev, report test. Prints lenient entity F1 per type and overall and the share of words whose tag equals
 eager's; writes every figure to `--output`. A corpus without images is tagged text only.
+
+    python benchmarks/onnx_quality.py --summarise outputs/benchmarks/onnx_quality_seed1.json \
+        outputs/benchmarks/onnx_quality_seed2.json outputs/benchmarks/onnx_quality_seed3.json
+
+prints, from the reports of several models (e.g. the seeds of a recipe), each graph's F1 minus eager's on dev and
+test, the mean over the models with each model's in brackets, and the mean share of words tagged as eager tags them.
 """
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -43,15 +50,22 @@ EAGER = "eager torch (float32)"
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="A trained model folder (train_acn.py's output_dir).")
-    parser.add_argument(
-        "--dataset", required=True, help="Corpus folder (the raw Twitter-2015 layout or any load_corpus source)."
-    )
+    parser.add_argument("--model", help="A trained model folder (train_acn.py's output_dir).")
+    parser.add_argument("--dataset", help="Corpus folder (the raw Twitter-2015 layout or any load_corpus source).")
     parser.add_argument(
         "--int8_variants", action="store_true", help="Also score int8 graphs quantised other ways than acn-export's."
     )
     parser.add_argument("--output", default="outputs/benchmarks/onnx_quality.json", help="JSON file for every figure.")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--summarise",
+        nargs="+",
+        metavar="REPORT",
+        help="Only print the mean over these JSON reports of earlier runs (one per model) and exit.",
+    )
+    args = parser.parse_args(argv)
+    if not args.summarise and not (args.model and args.dataset):
+        parser.error("--model and --dataset are required (or --summarise with earlier reports)")
+    return args
 
 
 def int8_variants(graph) -> dict[str, dict]:
@@ -81,6 +95,12 @@ def tag(pipe: AcnPipeline, tokens: list[list[str]]) -> tuple[list[list[str]], fl
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.summarise:
+        reports = {path: json.loads(Path(path).read_text()) for path in args.summarise}
+        eager, rows = summarise(reports)
+        print(eager)
+        print_table(f"F1 minus eager's, mean of {len(reports)} models (each model's)", rows, name_header="pipeline")
+        return
     corpus = load_corpus(args.dataset)
     tokens = {split: [list(words) for words in corpus[split]["tokens"]] for split in SPLITS}
     gold = {split: gold_tags(corpus[split]) for split in SPLITS}
@@ -115,6 +135,38 @@ def main(argv=None):
     output = {"model": str(args.model), "dataset": str(args.dataset), "machine": machine, "results": results}
     write_json(args.output, output)
     print(f"wrote {args.output}")
+
+
+def summarise(reports: dict[str, dict]) -> tuple[str, dict[str, dict[str, str]]]:
+    """Over several models' reports (by file name): eager's dev and test F1, and per graph scored in every report
+    its dev and test F1 minus eager's and its share of words tagged as eager tags them, each the mean over the models,
+    the F1 differences followed by every model's in brackets."""
+    for path, report in reports.items():
+        if EAGER not in report.get("results", {}):
+            raise ValueError(f"{path}: not a report of this script (no {EAGER!r} results)")
+    results = [report["results"] for report in reports.values()]
+    names = [name for name in results[0] if name != EAGER and all(name in result for result in results)]
+
+    def f1(result: dict, split: str) -> float:
+        return 100 * result[split]["overall_f1"]
+
+    def mean_of(values: list[float], sign: str = "") -> str:
+        return f"{sum(values) / len(values):{sign}.2f} ({', '.join(f'{value:{sign}.2f}' for value in values)})"
+
+    eager = ", ".join(
+        f"{label} F1 {mean_of([f1(result[EAGER], split) for result in results])}"
+        for split, label in zip(SPLITS, ("dev", "test"), strict=True)
+    )
+    rows = {}
+    for name in names:
+        cells = {}
+        for split, label in zip(SPLITS, ("dev", "test"), strict=True):
+            deltas = [f1(result[name], split) - f1(result[EAGER], split) for result in results]
+            shares = [result[name][split]["tags_as_eager"] for result in results]
+            cells[f"{label} F1 - eager"] = mean_of(deltas, "+")
+            cells[f"{label} tags as eager"] = f"{sum(shares) / len(shares):.2%}"
+        rows[name] = cells
+    return f"{EAGER}: {eager}", rows
 
 
 def table_rows(results) -> dict[str, dict[str, str]]:
