@@ -21,7 +21,8 @@ def test_acn_predict_and_the_pipeline_are_timed_on_the_same_rows(tmp_path, text_
     _, exported = text_export
     models = tmp_path / "models"
     shutil.copytree(exported, models / "acn-onnx")
-    texts = ["Obama visits Paris today", "RT @user : Apple opens a store in London", "hello"]
+    words = "RT @user : Obama visits Paris today and Apple opens a store in London near the river #news".split()
+    texts = [" ".join(words * repeat) for repeat in (1, 2, 3)]  # long enough that 3000 rows take clearly longer than 32
     (models / "corpora.json").write_text(json.dumps({"tiny corpus": texts}))  # serve.py's, when Twitter-2015 is absent
     output = tmp_path / "report.json"
     command = [sys.executable, str(SCRIPT), "--models_dir", str(models), "--rows", "3000", "--workers", "0", "1"]
