@@ -1,11 +1,12 @@
 """acn-predict with the ONNX Runtime int8 graph on a large file, against the pipeline called on the same tweets.
 
     python benchmarks/predict_onnx.py --models_dir outputs/serve_models [--rows 8192] [--workers 0 1]
-        [--output outputs/benchmarks/predict_onnx.json]
+        [--corpus "synthetic, ~40 words"] [--output outputs/benchmarks/predict_onnx.json]
 
 The model is `benchmarks/serve.py`'s int8 export of ACN on MiniLM-L6 (`--models_dir` as there: it must hold the
 `acn-onnx` folder that serve.py builds). The input is a JSONL file of `--rows` rows, `{"id", "text"}`, the
-Twitter-2015 test texts repeated (serve.py's corpora when there is no corpus). Each configuration runs in a fresh
+Twitter-2015 test texts repeated (`--corpus`: one of serve.py's corpora instead; serve.py's first when the
+Twitter-2015 file is absent). Each configuration runs in a fresh
 process, one thread for torch and ONNX Runtime, timed from start to exit: `acn-predict --backend onnxruntime
 --onnx_file model_int8.onnx --batch_size 32 --num_workers N` on the whole file and on its first 32 rows, whose
 difference is the tagging of the rest (loading, the first batch and the output's rename cancel out), as tweets/s;
@@ -35,6 +36,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models_dir", default="outputs/serve_models", help="serve.py's --models_dir.")
     parser.add_argument("--rows", type=int, default=8192, help="Rows of the input file.")
+    parser.add_argument(
+        "--corpus",
+        help="The texts: a corpus of serve.py's (its name in --models_dir's corpora.json). Default: the Twitter-2015 "
+        "test texts, else serve.py's first corpus.",
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1], help="acn-predict --num_workers values.")
     parser.add_argument("--output", default="outputs/benchmarks/predict_onnx.json", help="JSON file for the figures.")
     parser.add_argument("--pipeline", help=argparse.SUPPRESS)  # the pipeline's run on this input (internal)
@@ -44,12 +50,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def texts_of(models_dir: Path) -> tuple[str, list[str]]:
-    """The corpus's name and texts: the Twitter-2015 test texts, else serve.py's first corpus."""
-    if TWITTER2015_TEST.is_file():
+def texts_of(models_dir: Path, corpus: str | None) -> tuple[str, list[str]]:
+    """The corpus's name and texts: `corpus` of serve.py's, else the Twitter-2015 test texts, else serve.py's first."""
+    if corpus is None and TWITTER2015_TEST.is_file():
         return "Twitter-2015 test", [" ".join(tweet.tokens) for tweet in read_split_file(TWITTER2015_TEST)]
     corpora = json.loads((models_dir / "corpora.json").read_text())  # serve.py's
-    return next(iter(corpora.items()))
+    if corpus is None:
+        return next(iter(corpora.items()))
+    if corpus not in corpora:
+        raise SystemExit(f"--corpus {corpus!r} is not in {models_dir / 'corpora.json'}: choose one of {list(corpora)}")
+    return corpus, corpora[corpus]
 
 
 def write_rows(path: Path, texts: list[str], rows: int) -> Path:
@@ -95,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{folder / ONNX_FILE} is missing: run benchmarks/serve.py --models_dir {args.models_dir}")
     capabilities = cpu_capabilities()
     print(f"CPU: {json.dumps(capabilities)}", flush=True)
-    corpus, texts = texts_of(Path(args.models_dir))
+    corpus, texts = texts_of(Path(args.models_dir), args.corpus)
     rows: dict[str, dict[str, str]] = {}
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as scratch:
